@@ -1,0 +1,7 @@
+//! nftmesh: Istio's sidecar traffic capture installed natively through nf_tables.
+//!
+//! This facade re-exports the workspace crates. See `nftmesh_model` for the configuration,
+//! compiler, renderer and evaluator.
+#![deny(missing_docs)]
+
+pub use nftmesh_model as model;

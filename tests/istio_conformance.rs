@@ -1,0 +1,81 @@
+//! Conformance with Istio: for every case of CASES.md, our compiled ruleset and Istio's
+//! nftables golden, each loaded with the real `nft -f` into a fresh network namespace, list the
+//! same `nft list ruleset`, except for the differences `docs/istio-differences.md` lists, and
+//! exactly those.
+
+mod support;
+
+use nftmesh_model::{compile, render};
+use std::collections::BTreeMap;
+use support::{cases::cases, cases::TEST_GROUPS, diff_lines, golden, listing_lines, netns};
+
+/// The documented differences: case → diff lines (`- golden`, `+ ours`).
+fn documented() -> BTreeMap<String, Vec<String>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/istio-differences.md");
+    let text = std::fs::read_to_string(path).expect("docs/istio-differences.md");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let (mut case, mut in_diff) = (None::<String>, false);
+    for line in text.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            case = Some(h.trim().trim_matches('`').to_string());
+            in_diff = false;
+        } else if line.starts_with("```diff") {
+            in_diff = true;
+        } else if line.starts_with("```") {
+            in_diff = false;
+        } else if in_diff {
+            if let Some(c) = &case {
+                out.entry(c.clone())
+                    .or_default()
+                    .push(line.trim_end().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_istio_case_lists_like_istios_golden_except_documented_differences() {
+    if let Some(why) = netns::oracle_unavailable() {
+        eprintln!("SKIP: the nft oracle is unavailable: {why}");
+        return;
+    }
+    let groups = netns::group_file(&TEST_GROUPS);
+    let docs = documented();
+    let all = cases();
+    assert_eq!(all.len(), 28, "CASES.md has 28 cases");
+    let mut failures = Vec::new();
+    for case in &all {
+        let g = case.uses_group_names().then(|| groups.path());
+        let ours = render(&compile(&case.config()));
+        let ours = netns::load_and_list(&ours, g)
+            .unwrap_or_else(|e| panic!("{}: nft refused our render: {e}\n{ours}", case.name));
+        let theirs = netns::load_and_list(&golden("nftables", case.name), g)
+            .unwrap_or_else(|e| panic!("{}: nft refused the golden: {e}", case.name));
+        let diff = diff_lines(&listing_lines(&theirs), &listing_lines(&ours));
+        let expected = docs.get(case.name).cloned().unwrap_or_default();
+        let mut got_sorted = diff.clone();
+        got_sorted.sort();
+        let mut want_sorted = expected.clone();
+        want_sorted.sort();
+        if got_sorted != want_sorted {
+            failures.push(format!(
+                "## `{}`\n```diff\n{}\n```\n(documented:\n{})",
+                case.name,
+                diff.join("\n"),
+                expected.join("\n")
+            ));
+        }
+    }
+    for name in docs.keys() {
+        assert!(
+            all.iter().any(|c| c.name == name),
+            "docs/istio-differences.md names unknown case {name}"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "undocumented or missing differences:\n{}",
+        failures.join("\n\n")
+    );
+}
