@@ -18,8 +18,10 @@
 //!   prerouting packet compare the empty name. `skuid`/`skgid` (negated or not) never hold
 //!   without a local socket (incoming packets). `socket transparent` holds when the packet says
 //!   a transparent socket exists.
-//! - **Statements.** `counter` and `log` have no effect here. `meta mark set`, `ct mark set` and
-//!   `ct zone set` update the packet's state for the rest of the traversal. `redirect` (nat
+//! - **Statements.** `counter` and `log` have no effect here. `meta mark set` and `ct mark set`
+//!   update the packet's state for the rest of the traversal. `ct zone set` attaches a zone
+//!   only to a packet that has none yet (the kernel skips packets already tracked), so the
+//!   first zone set wins. `redirect` (nat
 //!   chains) binds the NAT mapping and accepts. `tproxy` assumes a transparent listener on the
 //!   target and records it; the rule goes on (Istio's rules then set the mark and accept).
 
@@ -343,7 +345,10 @@ fn run_statements(rule: &Rule, st: &mut State) -> RuleEnd {
             Statement::CtMarkSet(v) => {
                 st.packet.ct_mark = mark_value(*v, st.packet.ct_mark, &st.packet)
             }
-            Statement::CtZoneSet(z) => st.ct_zone = Some(*z),
+            Statement::CtZoneSet(z) => {
+                // The kernel attaches the zone's template only to a packet not yet tracked.
+                st.ct_zone.get_or_insert(*z);
+            }
             Statement::Redirect { port } => {
                 st.redirect = Some(port.unwrap_or(st.packet.dport));
                 return RuleEnd::Accept;

@@ -25,6 +25,7 @@ pub mod eval;
 pub mod expr;
 pub mod render;
 pub mod ruleset;
+pub mod samples;
 
 pub use compile::compile;
 pub use config::{CaptureConfig, ConfigError, InterceptionMode};

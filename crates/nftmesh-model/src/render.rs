@@ -295,3 +295,29 @@ pub fn render_statement(s: &Statement) -> String {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::samples;
+
+    #[test]
+    fn every_match_variant_renders_as_its_sample_says() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (m, text) in samples::matches() {
+            assert_eq!(render_match(&m), text);
+            seen.insert(samples::variant_of_match(&m));
+        }
+        assert_eq!(seen, samples::MATCH_VARIANTS.into_iter().collect());
+    }
+
+    #[test]
+    fn every_statement_variant_renders_as_its_sample_says() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (s, text) in samples::statements() {
+            assert_eq!(render_statement(&s), text);
+            seen.insert(samples::variant_of_statement(&s));
+        }
+        assert_eq!(seen, samples::STATEMENT_VARIANTS.into_iter().collect());
+    }
+}

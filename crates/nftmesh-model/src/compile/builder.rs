@@ -35,8 +35,11 @@ pub mod chain_names {
 
 use chain_names::*;
 
-/// One table's chains in Istio's creation order: (name, base chain type and priority).
-fn layout(table: &str) -> Vec<(&'static str, Option<(ChainType, Hook, i32)>)> {
+/// A base chain's type, hook and priority.
+type BaseSpec = (ChainType, Hook, i32);
+
+/// One table's chains in Istio's creation order: (name, base chain spec).
+fn layout(table: &str) -> Vec<(&'static str, Option<BaseSpec>)> {
     match table {
         NAT_TABLE => vec![
             (
