@@ -1,0 +1,713 @@
+//! [`Connection`]: one netfilter netlink socket, kept open and reused for applies, listings and
+//! cleanups in one network namespace.
+//!
+//! Closing a netfilter netlink socket costs milliseconds (the kernel waits out an RCU grace
+//! period), so callers keep a `Connection` for as long as they manage the namespace.
+
+use crate::error::{errno_meaning, NetlinkError, Object};
+use crate::ffi::{msg_type, MsgWriter};
+use crate::ir::WireSet;
+use crate::lower::{lower_rule, lower_set};
+use crate::sys::*;
+use crate::wire;
+use nftmesh_model::render::render_rule;
+use nftmesh_model::ruleset::{Family, Hook, Policy, Ruleset, Table};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
+const NFTA_SET_FLAGS_ATTR: u16 = NFTA_SET_FLAGS;
+/// Replies wait at most this long.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts of an apply when concurrent writers keep changing the ruleset.
+const MAX_ATTEMPTS: u32 = 50;
+
+/// The netlink number of a family.
+pub fn family_number(f: Family) -> u8 {
+    match f {
+        Family::Ip => NFPROTO_IPV4,
+        Family::Ip6 => NFPROTO_IPV6,
+        Family::Inet => NFPROTO_INET,
+    }
+}
+
+fn family_of(n: u8) -> Option<Family> {
+    match n {
+        NFPROTO_IPV4 => Some(Family::Ip),
+        NFPROTO_IPV6 => Some(Family::Ip6),
+        NFPROTO_INET => Some(Family::Inet),
+        _ => None,
+    }
+}
+
+fn hook_number(h: Hook) -> u32 {
+    match h {
+        Hook::Prerouting => NF_INET_PRE_ROUTING,
+        Hook::Input => NF_INET_LOCAL_IN,
+        Hook::Forward => NF_INET_FORWARD,
+        Hook::Output => NF_INET_LOCAL_OUT,
+        Hook::Postrouting => NF_INET_POST_ROUTING,
+    }
+}
+
+/// A table as listed by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveTable {
+    /// Family.
+    pub family: Family,
+    /// Name.
+    pub name: String,
+    /// Kernel handle.
+    pub handle: u64,
+}
+
+/// A chain as listed by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveChain {
+    /// Its table's name.
+    pub table: String,
+    /// Name.
+    pub name: String,
+    /// Kernel handle; unchanged while the chain exists (and, for base chains, stays hooked).
+    pub handle: u64,
+    /// Hook number and priority of a base chain.
+    pub hook: Option<(u32, i32)>,
+}
+
+/// A named set as listed by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSet {
+    /// Its table's name.
+    pub table: String,
+    /// Name.
+    pub name: String,
+    /// `NFT_SET_*` flags.
+    pub flags: u32,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApplyReport {
+    /// Netlink messages in the one transaction (begin and end included).
+    pub messages: usize,
+    /// Bytes sent.
+    pub bytes: usize,
+    /// Chains deleted because the new ruleset no longer has them.
+    pub deleted_chains: Vec<String>,
+    /// Attempts made (more than one when another writer changed the ruleset meanwhile).
+    pub attempts: u32,
+}
+
+/// A batch ready to send: the bytes and, per sequence number, the object its message is about.
+pub struct Batch {
+    /// The messages, begin to end.
+    pub bytes: Vec<u8>,
+    /// (sequence number, object) of every message.
+    pub objects: Vec<(u32, Object)>,
+    /// Number of messages.
+    pub messages: usize,
+    /// The sequence number of the last message before the end (the one acknowledged).
+    pub last_seq: u32,
+    /// Chains the batch deletes.
+    pub deleted_chains: Vec<String>,
+}
+
+/// The live state `plan_apply` replaces: chains and named sets of the tables it writes.
+#[derive(Debug, Clone, Default)]
+pub struct LiveState {
+    /// Tables present (any family and name).
+    pub tables: Vec<LiveTable>,
+    /// Chains of the tables being written.
+    pub chains: Vec<(Family, LiveChain)>,
+    /// Named sets of the tables being written.
+    pub sets: Vec<(Family, LiveSet)>,
+}
+
+fn table_label(t: &Table) -> String {
+    format!("{} {}", t.family.keyword(), t.name)
+}
+
+/// Build the one transaction that makes `ruleset`'s tables exactly as given, in place:
+/// create missing tables, flush existing rules, (re)declare chains (base chains keep their
+/// hook and handle), replace named sets, add every rule with its anonymous sets, and delete
+/// chains and named sets the live tables have but `ruleset` does not. `genid`, when given,
+/// makes the kernel refuse the batch (`ERESTART`) if the ruleset changed since it was read.
+pub fn plan_apply(ruleset: &Ruleset, live: &LiveState, genid: Option<u32>, first_seq: u32) -> Result<Batch, NetlinkError> {
+    let mut w = MsgWriter::new();
+    let mut seq = first_seq;
+    let mut objects = Vec::new();
+    let mut deleted_chains = Vec::new();
+    w.batch_begin_genid(seq, genid);
+    objects.push((seq, Object::Batch));
+    seq += 1;
+    let mut set_id = 1u32;
+    for t in &ruleset.tables {
+        let fam = family_number(t.family);
+        let label = table_label(t);
+        let exists = live.tables.iter().any(|l| l.family == t.family && l.name == t.name);
+        w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, &t.name, seq)?;
+        objects.push((seq, Object::Table { table: label.clone() }));
+        seq += 1;
+        let live_chains: Vec<&LiveChain> = live
+            .chains
+            .iter()
+            .filter(|(f, c)| *f == t.family && c.table == t.name)
+            .map(|(_, c)| c)
+            .collect();
+        let live_sets: Vec<&LiveSet> = live
+            .sets
+            .iter()
+            .filter(|(f, s)| *f == t.family && s.table == t.name)
+            .map(|(_, s)| s)
+            .collect();
+        if exists {
+            w.flush_rules(fam, &t.name, None, seq)?;
+            objects.push((seq, Object::Table { table: label.clone() }));
+            seq += 1;
+            // Named sets are replaced whole: the flush above released their references.
+            for s in live_sets.iter().filter(|s| s.flags & NFT_SET_ANONYMOUS == 0) {
+                let ws = WireSet {
+                    name: s.name.clone(),
+                    id: 0,
+                    flags: s.flags,
+                    key_type: 0,
+                    key_len: 0,
+                    elements: Vec::new(),
+                };
+                w.set_by_name(NFT_MSG_DELSET, fam, &t.name, &ws.name, seq)?;
+                objects.push((
+                    seq,
+                    Object::Set {
+                        table: label.clone(),
+                        set: ws.name,
+                    },
+                ));
+                seq += 1;
+            }
+        }
+        for c in &t.chains {
+            let base = c.base.as_ref().map(|b| {
+                let policy = match b.policy {
+                    Policy::Accept => NF_ACCEPT as u32,
+                    Policy::Drop => NF_DROP as u32,
+                };
+                (hook_number(b.hook), b.priority, b.kind.keyword(), policy)
+            });
+            w.chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, fam, &t.name, &c.name, base, seq)?;
+            objects.push((
+                seq,
+                Object::Chain {
+                    table: label.clone(),
+                    chain: c.name.clone(),
+                },
+            ));
+            seq += 1;
+        }
+        for s in &t.sets {
+            let ws = lower_set(s, set_id)?;
+            set_id += 1;
+            w.set(NFT_MSG_NEWSET, NLM_F_CREATE, fam, &t.name, &ws, seq)?;
+            objects.push((
+                seq,
+                Object::Set {
+                    table: label.clone(),
+                    set: s.name.clone(),
+                },
+            ));
+            seq += 1;
+            for sq in w.set_elements(fam, &t.name, &ws, &mut seq)? {
+                objects.push((
+                    sq,
+                    Object::Set {
+                        table: label.clone(),
+                        set: s.name.clone(),
+                    },
+                ));
+            }
+        }
+        for c in &t.chains {
+            for (index, rule) in c.rules.iter().enumerate() {
+                let rule_obj = || Object::Rule {
+                    table: label.clone(),
+                    chain: c.name.clone(),
+                    index,
+                    text: render_rule(rule),
+                };
+                let lowered = lower_rule(t.family, rule, &mut set_id)?;
+                for ws in &lowered.sets {
+                    w.set(NFT_MSG_NEWSET, NLM_F_CREATE, fam, &t.name, ws, seq)?;
+                    objects.push((seq, rule_obj()));
+                    seq += 1;
+                    for sq in w.set_elements(fam, &t.name, ws, &mut seq)? {
+                        objects.push((sq, rule_obj()));
+                    }
+                }
+                w.rule(
+                    NLM_F_CREATE | NLM_F_APPEND,
+                    fam,
+                    &t.name,
+                    &c.name,
+                    &lowered.exprs,
+                    rule.comment.as_deref(),
+                    seq,
+                )?;
+                objects.push((seq, rule_obj()));
+                seq += 1;
+            }
+        }
+        for lc in &live_chains {
+            if !t.chains.iter().any(|c| c.name == lc.name) {
+                w.chain(NFT_MSG_DELCHAIN, 0, fam, &t.name, &lc.name, None, seq)?;
+                objects.push((
+                    seq,
+                    Object::Chain {
+                        table: label.clone(),
+                        chain: lc.name.clone(),
+                    },
+                ));
+                deleted_chains.push(format!("{label} {}", lc.name));
+                seq += 1;
+            }
+        }
+    }
+    // The last message asks for an acknowledgement: a no-op re-declaration of the first table
+    // (or of the batch when there are no tables), so success is confirmed after everything.
+    let last_seq = seq;
+    match ruleset.tables.first() {
+        Some(t) => {
+            w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, family_number(t.family), &t.name, seq)?;
+            objects.push((seq, Object::Table { table: table_label(t) }));
+        }
+        // An empty ruleset: nothing to acknowledge; `Connection::apply` sends no batch.
+        None => {}
+    }
+    seq += 1;
+    w.batch_end(seq);
+    objects.push((seq, Object::Batch));
+    let messages = objects.len();
+    Ok(Batch {
+        bytes: w.out,
+        objects,
+        messages,
+        last_seq,
+        deleted_chains,
+    })
+}
+
+/// One netfilter netlink socket in the namespace it was opened in.
+pub struct Connection {
+    sock: mnl::Socket,
+    seq: u32,
+    buf: Vec<u8>,
+    sndbuf: usize,
+}
+
+impl Connection {
+    /// Open a socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self, NetlinkError> {
+        let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(|e| NetlinkError::io("socket open", e))?;
+        let fd = sock.as_raw_fd();
+        let tv = libc::timeval {
+            tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
+            tv_usec: 0,
+        };
+        // SAFETY: fd is the open socket; the option value is a valid timeval of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(NetlinkError::io("setsockopt SO_RCVTIMEO", std::io::Error::last_os_error()));
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: as above; NETLINK_CAP_ACK keeps error replies short (no echoed request).
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_NETLINK,
+                libc::NETLINK_CAP_ACK,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Ok(Connection {
+            sock,
+            seq,
+            buf: vec![0u8; 1 << 20],
+            sndbuf: 0,
+        })
+    }
+
+    fn set_buffer(&mut self, opt: libc::c_int, force: libc::c_int, size: usize) {
+        let v = size.min(i32::MAX as usize) as libc::c_int;
+        let fd = self.sock.as_raw_fd();
+        // SAFETY: fd is open; the value is a c_int. The forced variant needs CAP_NET_ADMIN and
+        // falls back to the capped one.
+        unsafe {
+            let p = &v as *const libc::c_int as *const libc::c_void;
+            let l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            if libc::setsockopt(fd, libc::SOL_SOCKET, force, p, l) != 0 {
+                libc::setsockopt(fd, libc::SOL_SOCKET, opt, p, l);
+            }
+        }
+    }
+
+    fn next_seq(&mut self, n: usize) -> u32 {
+        let s = self.seq;
+        self.seq = self.seq.wrapping_add(n as u32 + 1);
+        if self.seq < s {
+            self.seq = 1;
+        }
+        s
+    }
+
+    fn send(&mut self, bytes: &[u8], during: &'static str) -> Result<(), NetlinkError> {
+        if bytes.len() + 4096 > self.sndbuf {
+            self.sndbuf = (bytes.len() + 4096).next_power_of_two();
+            self.set_buffer(libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, self.sndbuf);
+            self.set_buffer(libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, self.sndbuf.max(1 << 20));
+        }
+        let n = self.sock.send(bytes).map_err(|e| NetlinkError::io(during, e))?;
+        if n != bytes.len() {
+            return Err(NetlinkError::Malformed {
+                during,
+                what: format!("sent {n} of {} bytes", bytes.len()),
+            });
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, during: &'static str) -> Result<usize, NetlinkError> {
+        match self.sock.recv(&mut self.buf) {
+            Ok(n) => Ok(n),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN)) => Err(NetlinkError::Timeout(REPLY_TIMEOUT)),
+            Err(e) => Err(NetlinkError::io(during, e)),
+        }
+    }
+
+    /// Send a batch and wait for its end: `Ok` when the kernel committed it, else the first
+    /// error, mapped to the object of the failing message.
+    pub fn send_batch(&mut self, batch: &Batch) -> Result<(), NetlinkError> {
+        self.send(&batch.bytes, "sending the batch")?;
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut first_err: Option<(i32, u32)> = None;
+        loop {
+            if Instant::now() > deadline {
+                return Err(NetlinkError::Timeout(REPLY_TIMEOUT));
+            }
+            let n = self.recv("reading the batch reply")?;
+            let msgs = wire::messages(&self.buf[..n]).map_err(|what| NetlinkError::Malformed {
+                during: "reading the batch reply",
+                what,
+            })?;
+            let mut done = false;
+            for m in msgs {
+                if m.ty != NLMSG_ERROR {
+                    continue;
+                }
+                let (errno, seq) = wire::error_payload(m.payload).map_err(|what| NetlinkError::Malformed {
+                    during: "reading the batch reply",
+                    what,
+                })?;
+                if errno != 0 && first_err.is_none() {
+                    first_err = Some((errno, seq));
+                }
+                if seq == batch.last_seq || (errno != 0 && batch.objects.iter().all(|(s, _)| *s != seq)) {
+                    done = true;
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        match first_err {
+            None => Ok(()),
+            Some((errno, seq)) => {
+                if errno == libc::EPERM || errno == libc::EACCES {
+                    return Err(NetlinkError::Permission {
+                        during: "applying the batch".into(),
+                    });
+                }
+                let object = batch
+                    .objects
+                    .iter()
+                    .find(|(s, _)| *s == seq)
+                    .map(|(_, o)| o.clone())
+                    .unwrap_or(Object::Batch);
+                Err(NetlinkError::Rejected {
+                    object,
+                    errno,
+                    meaning: errno_meaning(errno),
+                })
+            }
+        }
+    }
+
+    /// Dump request of `msg` for `family`; returns each reply message's attributes' owner bytes.
+    fn dump(&mut self, msg: u16, family: u8, during: &'static str) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let seq = self.next_seq(1);
+            let mut req = Vec::with_capacity(20);
+            req.extend_from_slice(&20u32.to_ne_bytes());
+            req.extend_from_slice(&msg_type(msg).to_ne_bytes());
+            req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP | NLM_F_ACK).to_ne_bytes());
+            req.extend_from_slice(&seq.to_ne_bytes());
+            req.extend_from_slice(&0u32.to_ne_bytes());
+            req.extend_from_slice(&[family, 0, 0, 0]);
+            self.send(&req, during)?;
+            let mut out = Vec::new();
+            let mut interrupted = false;
+            'recv: loop {
+                let n = self.recv(during)?;
+                let msgs = wire::messages(&self.buf[..n]).map_err(|what| NetlinkError::Malformed { during, what })?;
+                for m in msgs {
+                    if m.seq != seq {
+                        continue;
+                    }
+                    if m.flags & 0x10 != 0 {
+                        interrupted = true; // NLM_F_DUMP_INTR
+                    }
+                    match m.ty {
+                        NLMSG_DONE => break 'recv,
+                        NLMSG_ERROR => {
+                            let (errno, _) = wire::error_payload(m.payload).map_err(|what| NetlinkError::Malformed { during, what })?;
+                            if errno == 0 {
+                                continue;
+                            }
+                            if errno == libc::EINTR {
+                                interrupted = true;
+                                break 'recv;
+                            }
+                            return Err(NetlinkError::kernel(during, errno));
+                        }
+                        _ => {
+                            if m.payload.len() < 4 {
+                                return Err(NetlinkError::Malformed {
+                                    during,
+                                    what: format!("reply of {} bytes lacks the nfgenmsg header", m.payload.len()),
+                                });
+                            }
+                            let mut v = vec![m.payload[0]];
+                            v.extend_from_slice(&m.payload[4..]);
+                            out.push(v);
+                        }
+                    }
+                }
+            }
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        Err(NetlinkError::Contended(MAX_ATTEMPTS))
+    }
+
+    /// The ruleset generation id (changes with every committed transaction).
+    pub fn generation(&mut self) -> Result<u32, NetlinkError> {
+        let during = "reading the ruleset generation";
+        let seq = self.next_seq(1);
+        let mut req = Vec::with_capacity(20);
+        req.extend_from_slice(&20u32.to_ne_bytes());
+        req.extend_from_slice(&msg_type(NFT_MSG_GETGEN).to_ne_bytes());
+        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        req.extend_from_slice(&seq.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.extend_from_slice(&[NFPROTO_UNSPEC, 0, 0, 0]);
+        self.send(&req, during)?;
+        let mut gen = None;
+        loop {
+            let n = self.recv(during)?;
+            let msgs = wire::messages(&self.buf[..n]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            for m in msgs {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.ty == msg_type(NFT_MSG_NEWGEN) && m.payload.len() >= 4 {
+                    let at = wire::attrs(&m.payload[4..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+                    gen = wire::find(&at, NFTA_GEN_ID).and_then(wire::be32);
+                } else if m.ty == NLMSG_ERROR {
+                    let (errno, _) = wire::error_payload(m.payload).map_err(|what| NetlinkError::Malformed { during, what })?;
+                    if errno != 0 {
+                        return Err(NetlinkError::kernel(during, errno));
+                    }
+                    return gen.ok_or_else(|| NetlinkError::Malformed {
+                        during,
+                        what: "no NFTA_GEN_ID in the reply".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every table, of every owner.
+    pub fn tables(&mut self) -> Result<Vec<LiveTable>, NetlinkError> {
+        let during = "listing tables";
+        let mut out = Vec::new();
+        for m in self.dump(NFT_MSG_GETTABLE, NFPROTO_UNSPEC, during)? {
+            let at = wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            let Some(family) = family_of(m[0]) else { continue };
+            out.push(LiveTable {
+                family,
+                name: wire::find(&at, NFTA_TABLE_NAME).map(wire::string).unwrap_or_default(),
+                handle: wire::find(&at, NFTA_TABLE_HANDLE).and_then(wire::be64).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The chains of one table.
+    pub fn chains(&mut self, family: Family, table: &str) -> Result<Vec<LiveChain>, NetlinkError> {
+        let during = "listing chains";
+        let mut out = Vec::new();
+        for m in self.dump(NFT_MSG_GETCHAIN, family_number(family), during)? {
+            let at = wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            let t = wire::find(&at, NFTA_CHAIN_TABLE).map(wire::string).unwrap_or_default();
+            if t != table {
+                continue;
+            }
+            let hook = match wire::find(&at, NFTA_CHAIN_HOOK) {
+                Some(h) => {
+                    let h = wire::attrs(h).map_err(|what| NetlinkError::Malformed { during, what })?;
+                    let num = wire::find(&h, NFTA_HOOK_HOOKNUM).and_then(wire::be32);
+                    let prio = wire::find(&h, NFTA_HOOK_PRIORITY).and_then(wire::be32);
+                    num.zip(prio).map(|(n, p)| (n, p as i32))
+                }
+                None => None,
+            };
+            out.push(LiveChain {
+                table: t,
+                name: wire::find(&at, NFTA_CHAIN_NAME).map(wire::string).unwrap_or_default(),
+                handle: wire::find(&at, NFTA_CHAIN_HANDLE).and_then(wire::be64).unwrap_or(0),
+                hook,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The sets (named and anonymous) of one table.
+    pub fn sets(&mut self, family: Family, table: &str) -> Result<Vec<LiveSet>, NetlinkError> {
+        let during = "listing sets";
+        let mut out = Vec::new();
+        for m in self.dump(NFT_MSG_GETSET, family_number(family), during)? {
+            let at = wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            let t = wire::find(&at, NFTA_SET_TABLE).map(wire::string).unwrap_or_default();
+            if t != table {
+                continue;
+            }
+            out.push(LiveSet {
+                table: t,
+                name: wire::find(&at, NFTA_SET_NAME).map(wire::string).unwrap_or_default(),
+                flags: wire::find(&at, NFTA_SET_FLAGS_ATTR).and_then(wire::be32).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    fn live_state(&mut self, ruleset: &Ruleset) -> Result<LiveState, NetlinkError> {
+        let tables = self.tables()?;
+        let mut live = LiveState {
+            tables,
+            ..LiveState::default()
+        };
+        for t in &ruleset.tables {
+            if !live.tables.iter().any(|l| l.family == t.family && l.name == t.name) {
+                continue;
+            }
+            for c in self.chains(t.family, &t.name)? {
+                live.chains.push((t.family, c));
+            }
+            for s in self.sets(t.family, &t.name)? {
+                live.sets.push((t.family, s));
+            }
+        }
+        Ok(live)
+    }
+
+    /// Make the tables of `ruleset` exactly as given, in ONE transaction (see [`plan_apply`]).
+    /// Tables not in `ruleset` are not touched. If another writer commits between the read of
+    /// the live state and the batch, the kernel refuses the batch and it is rebuilt and resent.
+    pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyReport, NetlinkError> {
+        if ruleset.tables.is_empty() {
+            return Ok(ApplyReport::default());
+        }
+        for attempt in 1..=MAX_ATTEMPTS {
+            let gen = self.generation()?;
+            let live = self.live_state(ruleset)?;
+            let first = self.next_seq(0);
+            let batch = plan_apply(ruleset, &live, Some(gen), first)?;
+            self.seq = batch.objects.last().map(|(s, _)| s + 1).unwrap_or(self.seq);
+            match self.send_batch(&batch) {
+                Ok(()) => {
+                    return Ok(ApplyReport {
+                        messages: batch.messages,
+                        bytes: batch.bytes.len(),
+                        deleted_chains: batch.deleted_chains,
+                        attempts: attempt,
+                    })
+                }
+                Err(NetlinkError::Rejected { errno, .. }) if errno == libc::ERESTART => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(NetlinkError::Contended(MAX_ATTEMPTS))
+    }
+
+    /// Delete the given tables (those that exist) in one transaction; returns how many.
+    /// Every other table is left alone.
+    pub fn delete_tables(&mut self, tables: &[(Family, String)]) -> Result<usize, NetlinkError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let gen = self.generation()?;
+            let live = self.tables()?;
+            let doomed: Vec<&(Family, String)> = tables
+                .iter()
+                .filter(|(f, n)| live.iter().any(|l| l.family == *f && &l.name == n))
+                .collect();
+            if doomed.is_empty() {
+                return Ok(0);
+            }
+            let mut w = MsgWriter::new();
+            let mut seq = self.next_seq(doomed.len() + 2);
+            let mut objects = vec![(seq, Object::Batch)];
+            w.batch_begin_genid(seq, Some(gen));
+            seq += 1;
+            for (i, (f, n)) in doomed.iter().enumerate() {
+                let flags = if i + 1 == doomed.len() { NLM_F_ACK } else { 0 };
+                w.table(NFT_MSG_DELTABLE, flags, family_number(*f), n, seq)?;
+                objects.push((
+                    seq,
+                    Object::Table {
+                        table: format!("{} {n}", f.keyword()),
+                    },
+                ));
+                seq += 1;
+            }
+            let last_seq = seq - 1;
+            w.batch_end(seq);
+            objects.push((seq, Object::Batch));
+            self.seq = seq + 1;
+            let batch = Batch {
+                messages: objects.len(),
+                bytes: w.out,
+                objects,
+                last_seq,
+                deleted_chains: Vec::new(),
+            };
+            match self.send_batch(&batch) {
+                Ok(()) => return Ok(doomed.len()),
+                Err(NetlinkError::Rejected { errno, .. }) if errno == libc::ERESTART => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(NetlinkError::Contended(MAX_ATTEMPTS))
+    }
+}

@@ -1,0 +1,175 @@
+//! Typed errors of the kernel I/O.
+
+use std::fmt;
+
+/// The nf_tables object a kernel error is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// The batch framing itself (begin/end messages).
+    Batch,
+    /// A table, as `family name`.
+    Table {
+        /// e.g. `inet nftmesh`.
+        table: String,
+    },
+    /// A chain of a table.
+    Chain {
+        /// e.g. `inet nftmesh`.
+        table: String,
+        /// The chain's name.
+        chain: String,
+    },
+    /// A set (named, or the anonymous set of a rule) or its elements.
+    Set {
+        /// e.g. `inet nftmesh`.
+        table: String,
+        /// The set's name; anonymous sets are named after their rule.
+        set: String,
+    },
+    /// A rule, by its position in its chain and its nft rendering.
+    Rule {
+        /// e.g. `inet nftmesh`.
+        table: String,
+        /// The chain's name.
+        chain: String,
+        /// Zero-based index of the rule within the chain.
+        index: usize,
+        /// The rule as nft text.
+        text: String,
+    },
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::Batch => write!(f, "the batch framing"),
+            Object::Table { table } => write!(f, "table {table}"),
+            Object::Chain { table, chain } => write!(f, "chain {chain} of table {table}"),
+            Object::Set { table, set } => write!(f, "set {set} of table {table}"),
+            Object::Rule {
+                table,
+                chain,
+                index,
+                text,
+            } => write!(f, "rule #{index} of chain {chain} in table {table} (`{text}`)"),
+        }
+    }
+}
+
+/// What an errno from nf_tables means for the object it is about.
+pub fn errno_meaning(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOENT => "something it refers to does not exist (table, chain, set or jump target)",
+        libc::EEXIST => "it already exists",
+        libc::EBUSY => "it is in use (a rule jumps to it, or a set is referenced)",
+        libc::EOPNOTSUPP => "the kernel does not support it (a missing nf_tables module or feature)",
+        libc::EINVAL => "the kernel rejected its attributes as invalid",
+        libc::ERANGE => "a value is out of range",
+        libc::E2BIG => "it is too large for the kernel",
+        libc::ENOMEM => "the kernel ran out of memory",
+        libc::ENOBUFS => "the netlink socket ran out of buffer space",
+        libc::ENOSPC => "the kernel ran out of handles or set space",
+        libc::ELOOP => "the chains would form a loop",
+        libc::ERESTART => "the ruleset changed while this batch was prepared",
+        libc::EPERM | libc::EACCES => "permission denied: CAP_NET_ADMIN is needed in the network namespace",
+        _ => "the kernel refused it",
+    }
+}
+
+/// An error of the netlink backend.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The process lacks CAP_NET_ADMIN in the target network namespace.
+    #[error("permission denied while {during}: CAP_NET_ADMIN is needed in the network namespace")]
+    Permission {
+        /// What was being done.
+        during: String,
+    },
+    /// The kernel rejected one object of a batch; nothing of the batch was applied.
+    #[error("the kernel rejected {object}: {meaning} (errno {errno}); nothing was applied")]
+    Rejected {
+        /// The object the failing message created or changed.
+        object: Object,
+        /// The errno.
+        errno: i32,
+        /// [`errno_meaning`] of it.
+        meaning: &'static str,
+    },
+    /// Something in the ruleset cannot be encoded for the kernel.
+    #[error(transparent)]
+    Lower(#[from] crate::lower::LowerError),
+    /// libnftnl could not build a message.
+    #[error(transparent)]
+    Build(#[from] crate::ffi::BuildError),
+    /// A socket call failed.
+    #[error("netlink {during} failed: {source}")]
+    Io {
+        /// What was being done.
+        during: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel's reply did not parse.
+    #[error("malformed netlink reply while {during}: {what}")]
+    Malformed {
+        /// What was being done.
+        during: &'static str,
+        /// What was wrong, and where.
+        what: String,
+    },
+    /// The kernel did not answer in time.
+    #[error("no netlink reply within {0:?} while waiting for the batch acknowledgement")]
+    Timeout(std::time::Duration),
+    /// The ruleset kept changing under concurrent writers; gave up after this many tries.
+    #[error("the live ruleset changed during each of {0} attempts to apply")]
+    Contended(u32),
+    /// A kernel error not tied to one batch object (a dump or a route request).
+    #[error("{during} failed: {meaning} (errno {errno})")]
+    Kernel {
+        /// What was being done.
+        during: String,
+        /// The errno.
+        errno: i32,
+        /// [`errno_meaning`] of it.
+        meaning: &'static str,
+    },
+    /// Entering a network namespace failed.
+    #[error("cannot enter network namespace {path}: {source}")]
+    Netns {
+        /// The namespace path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl NetlinkError {
+    /// A kernel errno for a whole operation (not one batch object).
+    pub fn kernel(during: impl Into<String>, errno: i32) -> Self {
+        let during = during.into();
+        if errno == libc::EPERM || errno == libc::EACCES {
+            NetlinkError::Permission { during }
+        } else {
+            NetlinkError::Kernel {
+                during,
+                errno,
+                meaning: errno_meaning(errno),
+            }
+        }
+    }
+
+    /// An OS error, mapped to [`NetlinkError::Permission`] when it is EPERM/EACCES.
+    pub fn io(during: &'static str, source: std::io::Error) -> Self {
+        match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => NetlinkError::Permission { during: during.to_string() },
+            _ => NetlinkError::Io { during, source },
+        }
+    }
+
+    /// Whether this is the typed permission error.
+    pub fn is_permission(&self) -> bool {
+        matches!(self, NetlinkError::Permission { .. })
+    }
+}

@@ -1,0 +1,531 @@
+//! The one module with `unsafe`: nf_tables netlink messages built by libnftnl (`nftnl-sys`).
+//!
+//! Each function allocates the libnftnl object, sets its attributes, lets libnftnl write the
+//! message into a scratch buffer, copies the finished message into the batch and frees the
+//! object. Nothing libnftnl allocates outlives the call.
+
+use crate::ir::{Expr, WireSet};
+use crate::sys::*;
+use nftnl_sys as nft;
+use std::ffi::CString;
+use std::os::raw::{c_char, c_void};
+
+/// An error building a message (an interior NUL in a name, or an allocation failure).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot build netlink message: {0}")]
+pub struct BuildError(pub String);
+
+fn cstr(s: &str) -> Result<CString, BuildError> {
+    CString::new(s).map_err(|_| BuildError(format!("name {s:?} contains a NUL byte")))
+}
+
+/// Writes nf_tables messages, one after another, into a byte buffer.
+pub struct MsgWriter {
+    scratch: Vec<u8>,
+    /// The messages written so far.
+    pub out: Vec<u8>,
+}
+
+impl Default for MsgWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+impl MsgWriter {
+    /// A writer with a scratch buffer large enough for any single message.
+    pub fn new() -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        MsgWriter {
+            scratch: vec![0u8; usize::from(u16::MAX) + page],
+            out: Vec::new(),
+        }
+    }
+
+    fn hdr(&mut self, ty: u16, family: u8, flags: u16, seq: u32) -> *mut libc::nlmsghdr {
+        // SAFETY: scratch holds a full maximum-size message; libnftnl writes the 16-byte
+        // netlink header and the 4-byte nfgenmsg at its start.
+        unsafe {
+            nft::nftnl_nlmsg_build_hdr(
+                self.scratch.as_mut_ptr() as *mut c_char,
+                ty,
+                u16::from(family),
+                flags,
+                seq,
+            )
+        }
+    }
+
+    fn commit(&mut self) {
+        let len = u32::from_ne_bytes([self.scratch[0], self.scratch[1], self.scratch[2], self.scratch[3]]) as usize;
+        let len = align4(len).min(self.scratch.len());
+        self.out.extend_from_slice(&self.scratch[..len]);
+    }
+
+    /// The batch begin message.
+    pub fn batch_begin(&mut self, seq: u32) {
+        // SAFETY: as in `hdr`: scratch is large enough for the header libnftnl writes.
+        unsafe { nft::nftnl_batch_begin(self.scratch.as_mut_ptr() as *mut c_char, seq) };
+        self.commit();
+    }
+
+    /// The batch begin message carrying the generation id the batch was prepared against
+    /// (the kernel refuses the batch with `ERESTART` if the ruleset changed since).
+    pub fn batch_begin_genid(&mut self, seq: u32, genid: Option<u32>) {
+        let Some(genid) = genid else {
+            self.batch_begin(seq);
+            return;
+        };
+        let len: u32 = 16 + 4 + 8;
+        self.out.extend_from_slice(&len.to_ne_bytes());
+        self.out.extend_from_slice(&NFNL_MSG_BATCH_BEGIN.to_ne_bytes());
+        self.out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        self.out.extend_from_slice(&seq.to_ne_bytes());
+        self.out.extend_from_slice(&0u32.to_ne_bytes());
+        self.out.push(NFPROTO_UNSPEC);
+        self.out.push(0);
+        self.out.extend_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+        self.out.extend_from_slice(&8u16.to_ne_bytes());
+        self.out.extend_from_slice(&1u16.to_ne_bytes()); // NFNL_BATCH_GENID
+        self.out.extend_from_slice(&genid.to_be_bytes());
+    }
+
+    /// A set message naming only table and set (`DELSET`).
+    pub fn set_by_name(&mut self, msg: u16, family: u8, table: &str, name: &str, seq: u32) -> Result<(), BuildError> {
+        let (table_c, name_c) = (cstr(table)?, cstr(name)?);
+        let nlh = self.hdr(msg_type(msg), family, 0, seq);
+        // SAFETY: as in `table`.
+        unsafe {
+            let s = nft::nftnl_set_alloc();
+            if s.is_null() {
+                return Err(BuildError("nftnl_set_alloc failed".into()));
+            }
+            nft::nftnl_set_set_str(s, nft::NFTNL_SET_TABLE as u16, table_c.as_ptr());
+            nft::nftnl_set_set_str(s, nft::NFTNL_SET_NAME as u16, name_c.as_ptr());
+            nft::nftnl_set_set_u32(s, nft::NFTNL_SET_FAMILY as u16, u32::from(family));
+            nft::nftnl_set_nlmsg_build_payload(nlh, s);
+            nft::nftnl_set_free(s);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// The batch end message.
+    pub fn batch_end(&mut self, seq: u32) {
+        // SAFETY: as in `batch_begin`.
+        unsafe { nft::nftnl_batch_end(self.scratch.as_mut_ptr() as *mut c_char, seq) };
+        self.commit();
+    }
+
+    /// A table message (`NEWTABLE`, `DELTABLE`).
+    pub fn table(&mut self, msg: u16, flags: u16, family: u8, name: &str, seq: u32) -> Result<(), BuildError> {
+        let name = cstr(name)?;
+        let nlh = self.hdr(msg_type(msg), family, flags, seq);
+        // SAFETY: the table is allocated, filled with a valid C string that outlives the call
+        // (libnftnl copies it), serialized into the header just built, and freed.
+        unsafe {
+            let t = nft::nftnl_table_alloc();
+            if t.is_null() {
+                return Err(BuildError("nftnl_table_alloc failed".into()));
+            }
+            nft::nftnl_table_set_str(t, nft::NFTNL_TABLE_NAME as u16, name.as_ptr());
+            nft::nftnl_table_set_u32(t, nft::NFTNL_TABLE_FAMILY as u16, u32::from(family));
+            nft::nftnl_table_nlmsg_build_payload(nlh, t);
+            nft::nftnl_table_free(t);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// A chain message; `base` = (hook number, priority, type, policy verdict).
+    #[allow(clippy::too_many_arguments)]
+    pub fn chain(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        table: &str,
+        name: &str,
+        base: Option<(u32, i32, &str, u32)>,
+        seq: u32,
+    ) -> Result<(), BuildError> {
+        let (table, name) = (cstr(table)?, cstr(name)?);
+        let kind = match base {
+            Some((_, _, k, _)) => Some(cstr(k)?),
+            None => None,
+        };
+        let nlh = self.hdr(msg_type(msg), family, flags, seq);
+        // SAFETY: as in `table`; every string is a valid C string kept alive by this frame.
+        unsafe {
+            let c = nft::nftnl_chain_alloc();
+            if c.is_null() {
+                return Err(BuildError("nftnl_chain_alloc failed".into()));
+            }
+            nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
+            nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_NAME as u16, name.as_ptr());
+            nft::nftnl_chain_set_u32(c, nft::NFTNL_CHAIN_FAMILY as u16, u32::from(family));
+            if let (Some((hook, prio, _, policy)), Some(kind)) = (base, &kind) {
+                nft::nftnl_chain_set_u32(c, nft::NFTNL_CHAIN_HOOKNUM as u16, hook);
+                nft::nftnl_chain_set_s32(c, nft::NFTNL_CHAIN_PRIO as u16, prio);
+                nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
+                nft::nftnl_chain_set_u32(c, nft::NFTNL_CHAIN_POLICY as u16, policy);
+            }
+            nft::nftnl_chain_nlmsg_build_payload(nlh, c);
+            nft::nftnl_chain_free(c);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// `DELRULE` for every rule of a table (`flush table`), or of one chain.
+    pub fn flush_rules(&mut self, family: u8, table: &str, chain: Option<&str>, seq: u32) -> Result<(), BuildError> {
+        let table = cstr(table)?;
+        let chain = chain.map(cstr).transpose()?;
+        let nlh = self.hdr(msg_type(NFT_MSG_DELRULE), family, 0, seq);
+        // SAFETY: as in `table`.
+        unsafe {
+            let r = nft::nftnl_rule_alloc();
+            if r.is_null() {
+                return Err(BuildError("nftnl_rule_alloc failed".into()));
+            }
+            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
+            if let Some(c) = &chain {
+                nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, c.as_ptr());
+            }
+            nft::nftnl_rule_set_u32(r, nft::NFTNL_RULE_FAMILY as u16, u32::from(family));
+            nft::nftnl_rule_nlmsg_build_payload(nlh, r);
+            nft::nftnl_rule_free(r);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// A `NEWRULE` appending `exprs` (and a comment) to a chain.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rule(
+        &mut self,
+        flags: u16,
+        family: u8,
+        table: &str,
+        chain: &str,
+        exprs: &[Expr],
+        comment: Option<&str>,
+        seq: u32,
+    ) -> Result<(), BuildError> {
+        let (table, chain) = (cstr(table)?, cstr(chain)?);
+        let udata = comment.map(comment_udata).transpose()?;
+        let nlh = self.hdr(msg_type(NFT_MSG_NEWRULE), family, flags, seq);
+        // SAFETY: the rule takes ownership of each expression added to it and frees them with
+        // itself; strings and data are copied by libnftnl during the calls.
+        unsafe {
+            let r = nft::nftnl_rule_alloc();
+            if r.is_null() {
+                return Err(BuildError("nftnl_rule_alloc failed".into()));
+            }
+            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
+            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
+            nft::nftnl_rule_set_u32(r, nft::NFTNL_RULE_FAMILY as u16, u32::from(family));
+            if let Some(u) = &udata {
+                nft::nftnl_rule_set_data(r, nft::NFTNL_RULE_USERDATA as u16, u.as_ptr() as *const c_void, u.len() as u32);
+            }
+            for e in exprs {
+                match build_expr(e) {
+                    Ok(x) => nft::nftnl_rule_add_expr(r, x),
+                    Err(err) => {
+                        nft::nftnl_rule_free(r);
+                        return Err(err);
+                    }
+                }
+            }
+            nft::nftnl_rule_nlmsg_build_payload(nlh, r);
+            nft::nftnl_rule_free(r);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// A `NEWSET` (or `DELSET` by name) message.
+    pub fn set(&mut self, msg: u16, flags: u16, family: u8, table: &str, set: &WireSet, seq: u32) -> Result<(), BuildError> {
+        let (table_c, name) = (cstr(table)?, cstr(&set.name)?);
+        let nlh = self.hdr(msg_type(msg), family, flags, seq);
+        // SAFETY: as in `table`.
+        unsafe {
+            let s = nft::nftnl_set_alloc();
+            if s.is_null() {
+                return Err(BuildError("nftnl_set_alloc failed".into()));
+            }
+            fill_set(s, &table_c, &name, family, set);
+            nft::nftnl_set_nlmsg_build_payload(nlh, s);
+            nft::nftnl_set_free(s);
+        }
+        self.commit();
+        Ok(())
+    }
+
+    /// `NEWSETELEM` messages holding every element of `set` (several when they do not fit in
+    /// one). `seq` is advanced once per message; returns the sequence numbers used.
+    pub fn set_elements(&mut self, family: u8, table: &str, set: &WireSet, seq: &mut u32) -> Result<Vec<u32>, BuildError> {
+        if set.elements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (table_c, name) = (cstr(table)?, cstr(&set.name)?);
+        let mut seqs = Vec::new();
+        // SAFETY: the set owns the elements added to it; the iterator borrows the set and is
+        // destroyed before the set is freed. Each message is built in the scratch buffer, whose
+        // size bounds what libnftnl puts in one message (it stops at BUFSIZ and reports more).
+        unsafe {
+            let s = nft::nftnl_set_alloc();
+            if s.is_null() {
+                return Err(BuildError("nftnl_set_alloc failed".into()));
+            }
+            fill_set(s, &table_c, &name, family, set);
+            for (key, end) in &set.elements {
+                let e = nft::nftnl_set_elem_alloc();
+                if e.is_null() {
+                    nft::nftnl_set_free(s);
+                    return Err(BuildError("nftnl_set_elem_alloc failed".into()));
+                }
+                nft::nftnl_set_elem_set(e, nft::NFTNL_SET_ELEM_KEY as u16, key.as_ptr() as *const c_void, key.len() as u32);
+                if *end {
+                    nft::nftnl_set_elem_set_u32(e, nft::NFTNL_SET_ELEM_FLAGS as u16, NFT_SET_ELEM_INTERVAL_END);
+                }
+                nft::nftnl_set_elem_add(s, e);
+            }
+            let iter = nft::nftnl_set_elems_iter_create(s);
+            if iter.is_null() {
+                nft::nftnl_set_free(s);
+                return Err(BuildError("nftnl_set_elems_iter_create failed".into()));
+            }
+            loop {
+                let nlh = self.hdr(
+                    msg_type(NFT_MSG_NEWSETELEM),
+                    family,
+                    NLM_F_CREATE,
+                    *seq,
+                );
+                let more = nft::nftnl_set_elems_nlmsg_build_payload_iter(nlh, iter);
+                self.commit();
+                seqs.push(*seq);
+                *seq += 1;
+                if more <= 0 {
+                    break;
+                }
+            }
+            nft::nftnl_set_elems_iter_destroy(iter);
+            nft::nftnl_set_free(s);
+        }
+        Ok(seqs)
+    }
+}
+
+/// Fill a libnftnl set's identity and type.
+///
+/// # Safety
+/// `s` must be a live set from `nftnl_set_alloc`.
+unsafe fn fill_set(s: *mut nft::nftnl_set, table: &CString, name: &CString, family: u8, set: &WireSet) {
+    // SAFETY: guaranteed by the caller; libnftnl copies the strings.
+    unsafe {
+        nft::nftnl_set_set_str(s, nft::NFTNL_SET_TABLE as u16, table.as_ptr());
+        nft::nftnl_set_set_str(s, nft::NFTNL_SET_NAME as u16, name.as_ptr());
+        nft::nftnl_set_set_u32(s, nft::NFTNL_SET_FAMILY as u16, u32::from(family));
+        nft::nftnl_set_set_u32(s, nft::NFTNL_SET_FLAGS as u16, set.flags);
+        nft::nftnl_set_set_u32(s, nft::NFTNL_SET_KEY_TYPE as u16, set.key_type);
+        nft::nftnl_set_set_u32(s, nft::NFTNL_SET_KEY_LEN as u16, set.key_len);
+        nft::nftnl_set_set_u32(s, nft::NFTNL_SET_ID as u16, set.id);
+    }
+}
+
+/// The nf_tables message type for `msg`.
+pub fn msg_type(msg: u16) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | msg
+}
+
+/// Rule userdata holding a comment, as `nft` writes it (TLV type 0, NUL-terminated).
+fn comment_udata(c: &str) -> Result<Vec<u8>, BuildError> {
+    let bytes = cstr(c)?.into_bytes_with_nul();
+    if bytes.len() > 128 {
+        return Err(BuildError(format!("comment {c:?} is longer than 127 bytes")));
+    }
+    let mut v = vec![0u8, bytes.len() as u8];
+    v.extend_from_slice(&bytes);
+    Ok(v)
+}
+
+/// Allocate a libnftnl expression for `e`. The caller owns the result.
+///
+/// # Safety
+/// The returned pointer must be added to a rule or freed with `nftnl_expr_free`.
+unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
+    let name = cstr(e.name())?;
+    if let Expr::Unknown { name, .. } = e {
+        return Err(BuildError(format!("expression {name:?} is not supported by the encoder")));
+    }
+    // SAFETY: the expression is freshly allocated and every setter copies its argument.
+    unsafe {
+        let x = nft::nftnl_expr_alloc(name.as_ptr());
+        if x.is_null() {
+            return Err(BuildError(format!("libnftnl does not know expression {:?}", e.name())));
+        }
+        let u32_ = |a: u32, v: u32| nft::nftnl_expr_set_u32(x, a as u16, v);
+        let data = |a: u32, d: &[u8]| {
+            nft::nftnl_expr_set(x, a as u16, d.as_ptr() as *const c_void, d.len() as u32);
+        };
+        match e {
+            Expr::Meta { key, dreg } => {
+                u32_(nft::NFTNL_EXPR_META_KEY, *key);
+                u32_(nft::NFTNL_EXPR_META_DREG, *dreg);
+            }
+            Expr::MetaSet { key, sreg } => {
+                u32_(nft::NFTNL_EXPR_META_KEY, *key);
+                u32_(nft::NFTNL_EXPR_META_SREG, *sreg);
+            }
+            Expr::Ct { key, dreg } => {
+                u32_(nft::NFTNL_EXPR_CT_KEY, *key);
+                u32_(nft::NFTNL_EXPR_CT_DREG, *dreg);
+            }
+            Expr::CtSet { key, sreg } => {
+                u32_(nft::NFTNL_EXPR_CT_KEY, *key);
+                u32_(nft::NFTNL_EXPR_CT_SREG, *sreg);
+            }
+            Expr::Payload {
+                base,
+                offset,
+                len,
+                dreg,
+            } => {
+                u32_(nft::NFTNL_EXPR_PAYLOAD_BASE, *base);
+                u32_(nft::NFTNL_EXPR_PAYLOAD_OFFSET, *offset);
+                u32_(nft::NFTNL_EXPR_PAYLOAD_LEN, *len);
+                u32_(nft::NFTNL_EXPR_PAYLOAD_DREG, *dreg);
+            }
+            Expr::Cmp { sreg, op, data: d } => {
+                u32_(nft::NFTNL_EXPR_CMP_SREG, *sreg);
+                u32_(nft::NFTNL_EXPR_CMP_OP, *op);
+                data(nft::NFTNL_EXPR_CMP_DATA, d);
+            }
+            Expr::Range { sreg, op, from, to } => {
+                u32_(nft::NFTNL_EXPR_RANGE_SREG, *sreg);
+                u32_(nft::NFTNL_EXPR_RANGE_OP, *op);
+                data(nft::NFTNL_EXPR_RANGE_FROM_DATA, from);
+                data(nft::NFTNL_EXPR_RANGE_TO_DATA, to);
+            }
+            Expr::Bitwise {
+                sreg,
+                dreg,
+                len,
+                mask,
+                xor,
+            } => {
+                u32_(nft::NFTNL_EXPR_BITWISE_SREG, *sreg);
+                u32_(nft::NFTNL_EXPR_BITWISE_DREG, *dreg);
+                u32_(nft::NFTNL_EXPR_BITWISE_LEN, *len);
+                data(nft::NFTNL_EXPR_BITWISE_MASK, mask);
+                data(nft::NFTNL_EXPR_BITWISE_XOR, xor);
+            }
+            Expr::Byteorder {
+                sreg,
+                dreg,
+                op,
+                len,
+                size,
+            } => {
+                u32_(nft::NFTNL_EXPR_BYTEORDER_SREG, *sreg);
+                u32_(nft::NFTNL_EXPR_BYTEORDER_DREG, *dreg);
+                u32_(nft::NFTNL_EXPR_BYTEORDER_OP, *op);
+                u32_(nft::NFTNL_EXPR_BYTEORDER_LEN, *len);
+                u32_(nft::NFTNL_EXPR_BYTEORDER_SIZE, *size);
+            }
+            Expr::Lookup {
+                sreg,
+                set,
+                set_id,
+                invert,
+            } => {
+                let s = match cstr(set) {
+                    Ok(s) => s,
+                    Err(err) => {
+                        nft::nftnl_expr_free(x);
+                        return Err(err);
+                    }
+                };
+                u32_(nft::NFTNL_EXPR_LOOKUP_SREG, *sreg);
+                nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_LOOKUP_SET as u16, s.as_ptr());
+                if let Some(id) = set_id {
+                    u32_(nft::NFTNL_EXPR_LOOKUP_SET_ID, *id);
+                }
+                if *invert {
+                    u32_(nft::NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+                }
+            }
+            Expr::Immediate { dreg, data: d } => {
+                u32_(nft::NFTNL_EXPR_IMM_DREG, *dreg);
+                data(nft::NFTNL_EXPR_IMM_DATA, d);
+            }
+            Expr::Verdict { code, chain } => {
+                u32_(nft::NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+                u32_(nft::NFTNL_EXPR_IMM_VERDICT, *code as u32);
+                if let Some(c) = chain {
+                    let c = match cstr(c) {
+                        Ok(c) => c,
+                        Err(err) => {
+                            nft::nftnl_expr_free(x);
+                            return Err(err);
+                        }
+                    };
+                    nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_IMM_CHAIN as u16, c.as_ptr());
+                }
+            }
+            Expr::Counter => {
+                nft::nftnl_expr_set_u64(x, nft::NFTNL_EXPR_CTR_PACKETS as u16, 0);
+                nft::nftnl_expr_set_u64(x, nft::NFTNL_EXPR_CTR_BYTES as u16, 0);
+            }
+            Expr::Log { prefix } => {
+                if let Some(p) = prefix {
+                    let p = match cstr(p) {
+                        Ok(p) => p,
+                        Err(err) => {
+                            nft::nftnl_expr_free(x);
+                            return Err(err);
+                        }
+                    };
+                    nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_LOG_PREFIX as u16, p.as_ptr());
+                }
+            }
+            Expr::Redir {
+                reg_proto_min,
+                flags,
+            } => {
+                if let Some(r) = reg_proto_min {
+                    u32_(nft::NFTNL_EXPR_REDIR_REG_PROTO_MIN, *r);
+                }
+                if *flags != 0 {
+                    u32_(nft::NFTNL_EXPR_REDIR_FLAGS, *flags);
+                }
+            }
+            Expr::Tproxy {
+                family,
+                reg_addr,
+                reg_port,
+            } => {
+                u32_(nft::NFTNL_EXPR_TPROXY_FAMILY, *family);
+                if let Some(r) = reg_addr {
+                    u32_(nft::NFTNL_EXPR_TPROXY_REG_ADDR, *r);
+                }
+                if let Some(r) = reg_port {
+                    u32_(nft::NFTNL_EXPR_TPROXY_REG_PORT, *r);
+                }
+            }
+            Expr::Socket { key, dreg } => {
+                u32_(nft::NFTNL_EXPR_SOCKET_KEY, *key);
+                u32_(nft::NFTNL_EXPR_SOCKET_DREG, *dreg);
+            }
+            Expr::Unknown { .. } => unreachable!("refused above"),
+        }
+        Ok(x)
+    }
+}

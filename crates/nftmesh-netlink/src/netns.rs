@@ -1,0 +1,46 @@
+//! Running code inside a network namespace on a dedicated thread; the caller's thread never
+//! changes namespace.
+
+use crate::error::NetlinkError;
+use nix::sched::{setns, unshare, CloneFlags};
+use std::fs::File;
+use std::path::Path;
+
+/// Run `f` on a new thread that first enters the network namespace at `path`
+/// (`/proc/PID/ns/net`, `/var/run/netns/NAME`), and return its result.
+pub fn run_in<T, F>(path: &Path, f: F) -> Result<T, NetlinkError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let file = File::open(path).map_err(|source| NetlinkError::Netns {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let shown = path.display().to_string();
+    let handle = std::thread::spawn(move || {
+        setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetlinkError::Netns {
+            path: shown,
+            source: std::io::Error::from_raw_os_error(e as i32),
+        })?;
+        Ok(f())
+    });
+    handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// Run `f` on a new thread inside a fresh, empty network namespace that disappears when the
+/// thread ends (unless something else holds it).
+pub fn run_in_new<T, F>(f: F) -> Result<T, NetlinkError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let handle = std::thread::spawn(move || {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| NetlinkError::Netns {
+            path: "(new namespace)".into(),
+            source: std::io::Error::from_raw_os_error(e as i32),
+        })?;
+        Ok(f())
+    });
+    handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}

@@ -1,0 +1,357 @@
+//! The netlink backend against the kernel. Every test works inside fresh network namespaces it
+//! creates (a thread that unshares its network namespace); `nft` is the oracle.
+
+mod support;
+
+use nftmesh::model::config::CaptureConfig;
+use nftmesh::model::expr::{Statement, Verdict};
+use nftmesh::model::ruleset::{Family, Rule, Ruleset};
+use nftmesh::model::{compile, render};
+use nftmesh::netlink::netns::{run_in, run_in_new};
+use nftmesh::netlink::{Connection, NetlinkError, Object};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use support::cases::cases;
+
+/// Why kernel tests cannot run here, if they cannot.
+fn unavailable() -> Option<String> {
+    if let Some(why) = support::netns::oracle_unavailable() {
+        return Some(why);
+    }
+    match run_in_new(|| Connection::open().map(|_| ())) {
+        Err(e) => Some(format!("cannot create a network namespace: {e}")),
+        Ok(Err(e)) => Some(format!("cannot open a netfilter netlink socket: {e}")),
+        Ok(Ok(())) => None,
+    }
+}
+
+macro_rules! require_kernel {
+    () => {
+        if let Some(why) = unavailable() {
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+}
+
+/// `nft list ruleset` in the calling thread's network namespace.
+fn list() -> String {
+    let out = Command::new("nft").args(["list", "ruleset"]).output().expect("run nft");
+    assert!(out.status.success(), "nft list: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 listing")
+}
+
+/// `nft -f -` of `script` in the calling thread's network namespace.
+fn nft_load(script: &str) {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "nft -f: {}\n{script}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// What `nft -f` of our rendering of `rs` lists, in a fresh namespace.
+fn oracle(rs: &Ruleset) -> String {
+    let text = render(rs);
+    run_in_new(move || {
+        nft_load(&text);
+        list()
+    })
+    .expect("netns")
+}
+
+fn sidecar() -> Ruleset {
+    compile(&CaptureConfig::sidecar())
+}
+
+fn tproxy() -> Ruleset {
+    let mut c = CaptureConfig::sidecar();
+    c.mode = nftmesh::model::config::InterceptionMode::Tproxy;
+    compile(&c)
+}
+
+#[test]
+fn every_istio_case_applied_over_netlink_lists_like_nft_loading_our_render() {
+    require_kernel!();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let rs = compile(&case.config());
+        let want = oracle(&rs);
+        let rs2 = rs.clone();
+        let got = run_in_new(move || {
+            let mut conn = Connection::open().expect("open");
+            conn.apply(&rs2).map(|r| (r, list()))
+        })
+        .expect("netns");
+        match got {
+            Ok((report, listing)) => {
+                assert_eq!(report.attempts, 1, "{}: no concurrent writer, one attempt", case.name);
+                if listing != want {
+                    failures.push(format!("{}:\n--- nft -f\n{want}\n--- netlink\n{listing}", case.name));
+                }
+            }
+            Err(e) => failures.push(format!("{}: apply failed: {e}", case.name)),
+        }
+    }
+    assert!(failures.is_empty(), "{} of 28 cases differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn applying_the_same_ruleset_twice_changes_nothing() {
+    require_kernel!();
+    let rs = sidecar();
+    let (first, second) = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        conn.apply(&rs).unwrap();
+        let a = list();
+        conn.apply(&rs).unwrap();
+        (a, list())
+    })
+    .unwrap();
+    assert_eq!(first, second);
+    assert!(first.contains("redirect to :15001"), "{first}");
+}
+
+#[test]
+fn a_batch_whose_last_rule_is_rejected_leaves_the_previous_ruleset_and_names_that_rule() {
+    require_kernel!();
+    let before_rs = sidecar();
+    let mut bad = tproxy();
+    let t = &mut bad.tables[0];
+    let last_chain = t.chains.len() - 1;
+    let chain_name = t.chains[last_chain].name.clone();
+    t.chains[last_chain].rules.push(Rule {
+        matches: vec![],
+        statements: vec![Statement::Verdict(Verdict::Jump("NO_SUCH_CHAIN".into()))],
+        comment: None,
+    });
+    let index = t.chains[last_chain].rules.len() - 1;
+    let table = format!("{} {}", t.family.keyword(), t.name);
+    let (before, err, after) = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        conn.apply(&before_rs).unwrap();
+        let before = list();
+        let err = conn.apply(&bad).expect_err("the jump target does not exist");
+        (before, err, list())
+    })
+    .unwrap();
+    assert_eq!(before, after, "a failed batch changed the ruleset");
+    match err {
+        NetlinkError::Rejected { object, errno, .. } => {
+            assert_eq!(errno, libc::ENOENT);
+            assert_eq!(
+                object,
+                Object::Rule {
+                    table,
+                    chain: chain_name,
+                    index,
+                    text: "jump NO_SUCH_CHAIN".into()
+                }
+            );
+        }
+        other => panic!("expected a rejected rule, got {other}"),
+    }
+}
+
+#[test]
+fn replacing_a_ruleset_leaves_exactly_the_new_one_and_keeps_base_chains_hooked() {
+    require_kernel!();
+    let (a, b) = (sidecar(), tproxy());
+    let want_b = oracle(&b);
+    let (a2, b2) = (a.clone(), b.clone());
+    let (listing, before, after) = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        conn.apply(&a2).unwrap();
+        let handles = |conn: &mut Connection| {
+            let mut out = Vec::new();
+            for t in &a2.tables {
+                for c in conn.chains(t.family, &t.name).unwrap() {
+                    if c.hook.is_some() {
+                        out.push((t.name.clone(), c.name, c.handle));
+                    }
+                }
+            }
+            out.sort();
+            out
+        };
+        let before = handles(&mut conn);
+        conn.apply(&b2).unwrap();
+        let after = handles(&mut conn);
+        (list(), before, after)
+    })
+    .unwrap();
+    // Tables only A has stay (apply manages the tables it is given), so compare B's tables.
+    let only_b: Vec<&str> = want_b.lines().collect();
+    for t in &b.tables {
+        let header = format!("table {} {} {{", t.family.keyword(), t.name);
+        assert!(listing.contains(&header), "{header} missing:\n{listing}");
+    }
+    assert!(!before.is_empty());
+    for (table, chain, handle) in &before {
+        if let Some(x) = after.iter().find(|(t, c, _)| t == table && c == chain) {
+            assert_eq!(x.2, *handle, "base chain {table} {chain} was re-created");
+        }
+    }
+    let in_both = before.iter().filter(|(t, c, _)| after.iter().any(|x| &x.0 == t && &x.1 == c)).count();
+    assert!(in_both > 0, "A and B share base chains: {before:?} {after:?}");
+    let a_only_tables = a.tables.iter().all(|ta| b.tables.iter().any(|tb| tb.name == ta.name && tb.family == ta.family));
+    if a_only_tables {
+        assert_eq!(listing.lines().collect::<Vec<_>>(), only_b, "replace did not leave exactly B");
+    }
+}
+
+#[test]
+fn cleanup_removes_only_our_tables() {
+    require_kernel!();
+    let rs = sidecar();
+    let ours: Vec<(Family, String)> = rs.tables.iter().map(|t| (t.family, t.name.clone())).collect();
+    let other = "table inet other {\n\tchain c {\n\t\ttype filter hook input priority filter; policy accept;\n\t\ttcp dport 22 accept\n\t}\n}\n";
+    let (with_other, deleted, after, again) = run_in_new(move || {
+        nft_load(other);
+        let only_other = list();
+        let mut conn = Connection::open().unwrap();
+        conn.apply(&rs).unwrap();
+        let deleted = conn.delete_tables(&ours).unwrap();
+        let after = list();
+        let again = conn.delete_tables(&ours).unwrap();
+        (only_other, deleted, after, again)
+    })
+    .unwrap();
+    assert_eq!(deleted, 2, "the sidecar ruleset has two tables");
+    assert_eq!(after, with_other, "cleanup touched the foreign table");
+    assert_eq!(again, 0, "a second cleanup finds nothing");
+}
+
+#[test]
+fn ten_thousand_cidrs_and_two_thousand_rules_apply_in_one_batch() {
+    require_kernel!();
+    let mut c = CaptureConfig::sidecar();
+    c.outbound_cidrs_exclude = (0..10_000u32)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
+        .collect();
+    let mut rs = compile(&c);
+    let t = &mut rs.tables[0];
+    let chain = t.chains.iter_mut().find(|c| c.base.is_none()).expect("a regular chain");
+    for p in 0..2_000u16 {
+        chain.rules.push(Rule {
+            matches: vec![nftmesh::model::expr::Match::Port {
+                dir: nftmesh::model::expr::Direction::Dst,
+                proto: nftmesh::model::expr::L4Proto::Tcp,
+                negate: false,
+                values: nftmesh::model::expr::Values::One(nftmesh::model::expr::PortRange::single(20_000 + p)),
+            }],
+            statements: vec![Statement::Verdict(Verdict::Return)],
+            comment: None,
+        });
+    }
+    let want = oracle(&rs);
+    let (report, got) = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        let r = conn.apply(&rs).unwrap();
+        (r, list())
+    })
+    .unwrap();
+    assert!(report.messages > 2_000, "{report:?}");
+    assert!(got == want, "large ruleset lists differently ({} vs {} bytes)", got.len(), want.len());
+}
+
+#[test]
+fn two_writers_end_in_exactly_one_of_their_states() {
+    require_kernel!();
+    let (a, b) = (sidecar(), tproxy());
+    let (la, lb) = (oracle(&a), oracle(&b));
+    let both_tables: Vec<(Family, String)> = a
+        .tables
+        .iter()
+        .chain(b.tables.iter())
+        .map(|t| (t.family, t.name.clone()))
+        .collect();
+    let result = run_in_new(move || {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        let path = std::path::PathBuf::from(format!("/proc/self/task/{tid}/ns/net"));
+        let writer = |rs: Ruleset, path: std::path::PathBuf| {
+            std::thread::spawn(move || {
+                run_in(&path, move || {
+                    let mut conn = Connection::open().unwrap();
+                    for _ in 0..100 {
+                        conn.apply(&rs).unwrap();
+                    }
+                })
+                .unwrap()
+            })
+        };
+        let h1 = writer(a, path.clone());
+        let h2 = writer(b, path);
+        h1.join().unwrap();
+        h2.join().unwrap();
+        let mut conn = Connection::open().unwrap();
+        let listing = list();
+        conn.delete_tables(&both_tables).unwrap();
+        listing
+    })
+    .unwrap();
+    // Each writer only writes its own tables; the final listing must equal one writer's
+    // ruleset applied last over the other's: check that every table is whole, never a mix.
+    let tables = |l: &str| -> Vec<String> {
+        l.split("\ntable ").map(|s| s.trim_start_matches("table ").trim().to_string()).collect()
+    };
+    let (ta, tb, tr) = (tables(&la), tables(&lb), tables(&result));
+    for t in &tr {
+        assert!(ta.contains(t) || tb.contains(t), "a table is a mix of both writers:\n{t}");
+    }
+}
+
+#[test]
+fn without_cap_net_admin_the_error_is_the_typed_permission_error() {
+    require_kernel!();
+    let err = run_in_new(|| {
+        drop_all_capabilities_of_this_thread();
+        let mut conn = match Connection::open() {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        conn.apply(&sidecar()).expect_err("must fail without CAP_NET_ADMIN")
+    })
+    .unwrap();
+    assert!(err.is_permission(), "got {err}");
+    assert!(err.to_string().contains("CAP_NET_ADMIN"), "{err}");
+}
+
+fn drop_all_capabilities_of_this_thread() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let hdr = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let data = [
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset with a v3 header and two data words, as capset(2) documents; it changes
+    // only the calling thread's capabilities.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()) };
+    assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
+}
