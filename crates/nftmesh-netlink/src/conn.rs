@@ -6,7 +6,6 @@
 
 use crate::error::{errno_meaning, NetlinkError, Object};
 use crate::ffi::{msg_type, MsgWriter};
-use crate::ir::WireSet;
 use crate::lower::{lower_rule, lower_set};
 use crate::sys::*;
 use crate::wire;
@@ -168,20 +167,12 @@ pub fn plan_apply(ruleset: &Ruleset, live: &LiveState, genid: Option<u32>, first
             seq += 1;
             // Named sets are replaced whole: the flush above released their references.
             for s in live_sets.iter().filter(|s| s.flags & NFT_SET_ANONYMOUS == 0) {
-                let ws = WireSet {
-                    name: s.name.clone(),
-                    id: 0,
-                    flags: s.flags,
-                    key_type: 0,
-                    key_len: 0,
-                    elements: Vec::new(),
-                };
-                w.set_by_name(NFT_MSG_DELSET, fam, &t.name, &ws.name, seq)?;
+                w.set_by_name(NFT_MSG_DELSET, fam, &t.name, &s.name, seq)?;
                 objects.push((
                     seq,
                     Object::Set {
                         table: label.clone(),
-                        set: ws.name,
+                        set: s.name.clone(),
                     },
                 ));
                 seq += 1;
@@ -275,13 +266,10 @@ pub fn plan_apply(ruleset: &Ruleset, live: &LiveState, genid: Option<u32>, first
     // The last message asks for an acknowledgement: a no-op re-declaration of the first table
     // (or of the batch when there are no tables), so success is confirmed after everything.
     let last_seq = seq;
-    match ruleset.tables.first() {
-        Some(t) => {
-            w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, family_number(t.family), &t.name, seq)?;
-            objects.push((seq, Object::Table { table: table_label(t) }));
-        }
-        // An empty ruleset: nothing to acknowledge; `Connection::apply` sends no batch.
-        None => {}
+    // An empty ruleset has nothing to acknowledge; `Connection::apply` sends no batch then.
+    if let Some(t) = ruleset.tables.first() {
+        w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, family_number(t.family), &t.name, seq)?;
+        objects.push((seq, Object::Table { table: table_label(t) }));
     }
     seq += 1;
     w.batch_end(seq);
@@ -423,7 +411,10 @@ impl Connection {
                 if errno != 0 && first_err.is_none() {
                     first_err = Some((errno, seq));
                 }
-                if seq == batch.last_seq || (errno != 0 && batch.objects.iter().all(|(s, _)| *s != seq)) {
+                // The acknowledged last message ends the reply; an error on the batch framing
+                // (a stale generation id) means nothing after it was processed.
+                let framing = batch.objects.iter().any(|(s, o)| *s == seq && *o == Object::Batch);
+                if seq == batch.last_seq || (errno != 0 && (framing || batch.objects.iter().all(|(s, _)| *s != seq))) {
                     done = true;
                 }
             }
@@ -668,10 +659,12 @@ impl Connection {
         for _ in 0..MAX_ATTEMPTS {
             let gen = self.generation()?;
             let live = self.tables()?;
-            let doomed: Vec<&(Family, String)> = tables
-                .iter()
-                .filter(|(f, n)| live.iter().any(|l| l.family == *f && &l.name == n))
-                .collect();
+            let mut doomed: Vec<&(Family, String)> = Vec::new();
+            for t in tables {
+                if live.iter().any(|l| l.family == t.0 && l.name == t.1) && !doomed.contains(&t) {
+                    doomed.push(t);
+                }
+            }
             if doomed.is_empty() {
                 return Ok(0);
             }
@@ -709,5 +702,97 @@ impl Connection {
             }
         }
         Err(NetlinkError::Contended(MAX_ATTEMPTS))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftmesh_model::config::CaptureConfig;
+
+    fn types(b: &Batch) -> Vec<u16> {
+        wire::messages(&b.bytes).unwrap().iter().map(|m| m.ty).collect()
+    }
+
+    #[test]
+    fn a_new_table_is_created_without_flush_and_only_the_last_message_asks_for_an_ack() {
+        let rs = nftmesh_model::compile(&CaptureConfig::sidecar());
+        let b = plan_apply(&rs, &LiveState::default(), Some(7), 100).unwrap();
+        let msgs = wire::messages(&b.bytes).unwrap();
+        assert_eq!(msgs.len(), b.messages);
+        assert_eq!(msgs.first().unwrap().ty, NFNL_MSG_BATCH_BEGIN);
+        assert_eq!(msgs.last().unwrap().ty, NFNL_MSG_BATCH_END);
+        assert!(!types(&b).contains(&msg_type(NFT_MSG_DELRULE)));
+        let acked: Vec<u32> = msgs.iter().filter(|m| m.flags & NLM_F_ACK != 0).map(|m| m.seq).collect();
+        assert_eq!(acked, vec![b.last_seq]);
+        let seqs: Vec<u32> = msgs.iter().map(|m| m.seq).collect();
+        let want: Vec<u32> = (100..100 + msgs.len() as u32).collect();
+        assert_eq!(seqs, want, "consecutive sequence numbers");
+        let rules = types(&b).iter().filter(|t| **t == msg_type(NFT_MSG_NEWRULE)).count();
+        assert_eq!(rules, rs.rule_count());
+        // The generation id rides on the batch begin.
+        let begin = msgs[0].payload;
+        let at = wire::attrs(&begin[4..]).unwrap();
+        assert_eq!(wire::find(&at, 1).and_then(wire::be32), Some(7));
+    }
+
+    #[test]
+    fn an_existing_table_is_flushed_and_chains_it_no_longer_has_are_deleted() {
+        let rs = nftmesh_model::compile(&CaptureConfig::sidecar());
+        let t = &rs.tables[0];
+        let live = LiveState {
+            tables: vec![LiveTable {
+                family: t.family,
+                name: t.name.clone(),
+                handle: 1,
+            }],
+            chains: vec![(
+                t.family,
+                LiveChain {
+                    table: t.name.clone(),
+                    name: "OLD".into(),
+                    handle: 9,
+                    hook: None,
+                },
+            )],
+            sets: vec![(
+                t.family,
+                LiveSet {
+                    table: t.name.clone(),
+                    name: "old_set".into(),
+                    flags: 0,
+                },
+            )],
+        };
+        let b = plan_apply(&rs, &live, None, 1).unwrap();
+        let ty = types(&b);
+        let flush = ty.iter().position(|t| *t == msg_type(NFT_MSG_DELRULE)).expect("flush");
+        let first_rule = ty.iter().position(|t| *t == msg_type(NFT_MSG_NEWRULE)).unwrap();
+        let del_chain = ty.iter().position(|t| *t == msg_type(NFT_MSG_DELCHAIN)).expect("delete OLD");
+        let del_set = ty.iter().position(|t| *t == msg_type(NFT_MSG_DELSET)).expect("delete old_set");
+        assert!(flush < del_set && del_set < first_rule && first_rule < del_chain);
+        assert_eq!(b.deleted_chains, vec![format!("{} {} OLD", t.family.keyword(), t.name)]);
+    }
+
+    #[test]
+    fn every_message_maps_to_the_object_it_is_about() {
+        let rs = nftmesh_model::compile(&CaptureConfig::sidecar());
+        let b = plan_apply(&rs, &LiveState::default(), None, 1).unwrap();
+        let msgs = wire::messages(&b.bytes).unwrap();
+        for m in &msgs {
+            let obj = b.objects.iter().find(|(s, _)| *s == m.seq).map(|(_, o)| o).expect("mapped");
+            if m.ty == msg_type(NFT_MSG_NEWRULE) {
+                assert!(matches!(obj, Object::Rule { .. }), "{obj}");
+            }
+        }
+        let rule_texts: Vec<String> = b
+            .objects
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Object::Rule { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(rule_texts.iter().any(|t| t.contains("redirect to :15001")), "{rule_texts:?}");
     }
 }

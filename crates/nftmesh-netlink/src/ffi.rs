@@ -337,7 +337,19 @@ unsafe fn fill_set(s: *mut nft::nftnl_set, table: &CString, name: &CString, fami
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_KEY_TYPE as u16, set.key_type);
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_KEY_LEN as u16, set.key_len);
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_ID as u16, set.id);
+        let ud = set_udata(set);
+        nft::nftnl_set_set_data(s, nft::NFTNL_SET_USERDATA as u16, ud.as_ptr() as *const c_void, ud.len() as u32);
     }
+}
+
+/// Set userdata as `nft` writes it: the key byte order (TLV type 0, u32: 1 host, 2 big
+/// endian), which `nft` needs to print uid, gid and mark keys (host order) correctly.
+fn set_udata(set: &WireSet) -> Vec<u8> {
+    let host = matches!(set.key_type, TYPE_UID | TYPE_GID | TYPE_MARK) && set.flags & NFT_SET_INTERVAL == 0;
+    let order: u32 = if host { 1 } else { 2 };
+    let mut v = vec![0u8, 4];
+    v.extend_from_slice(&order.to_ne_bytes());
+    v
 }
 
 /// The nf_tables message type for `msg`.
