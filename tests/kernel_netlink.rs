@@ -36,8 +36,15 @@ macro_rules! require_kernel {
 
 /// `nft list ruleset` in the calling thread's network namespace.
 fn list() -> String {
-    let out = Command::new("nft").args(["list", "ruleset"]).output().expect("run nft");
-    assert!(out.status.success(), "nft list: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8 listing")
 }
 
@@ -49,9 +56,18 @@ fn nft_load(script: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run nft");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "nft -f: {}\n{script}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nft -f: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// What `nft -f` of our rendering of `rs` lists, in a fresh namespace.
@@ -89,15 +105,27 @@ fn every_istio_case_applied_over_netlink_lists_like_nft_loading_our_render() {
         .expect("netns");
         match got {
             Ok((report, listing)) => {
-                assert_eq!(report.attempts, 1, "{}: no concurrent writer, one attempt", case.name);
+                assert_eq!(
+                    report.attempts, 1,
+                    "{}: no concurrent writer, one attempt",
+                    case.name
+                );
                 if listing != want {
-                    failures.push(format!("{}:\n--- nft -f\n{want}\n--- netlink\n{listing}", case.name));
+                    failures.push(format!(
+                        "{}:\n--- nft -f\n{want}\n--- netlink\n{listing}",
+                        case.name
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{}: apply failed: {e}", case.name)),
         }
     }
-    assert!(failures.is_empty(), "{} of 28 cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of 28 cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -135,7 +163,9 @@ fn a_batch_whose_last_rule_is_rejected_leaves_the_previous_ruleset_and_names_tha
         let mut conn = Connection::open().unwrap();
         conn.apply(&before_rs).unwrap();
         let before = list();
-        let err = conn.apply(&bad).expect_err("the jump target does not exist");
+        let err = conn
+            .apply(&bad)
+            .expect_err("the jump target does not exist");
         (before, err, list())
     })
     .unwrap();
@@ -196,11 +226,25 @@ fn replacing_a_ruleset_leaves_exactly_the_new_one_and_keeps_base_chains_hooked()
             assert_eq!(x.2, *handle, "base chain {table} {chain} was re-created");
         }
     }
-    let in_both = before.iter().filter(|(t, c, _)| after.iter().any(|x| &x.0 == t && &x.1 == c)).count();
-    assert!(in_both > 0, "A and B share base chains: {before:?} {after:?}");
-    let a_only_tables = a.tables.iter().all(|ta| b.tables.iter().any(|tb| tb.name == ta.name && tb.family == ta.family));
+    let in_both = before
+        .iter()
+        .filter(|(t, c, _)| after.iter().any(|x| &x.0 == t && &x.1 == c))
+        .count();
+    assert!(
+        in_both > 0,
+        "A and B share base chains: {before:?} {after:?}"
+    );
+    let a_only_tables = a.tables.iter().all(|ta| {
+        b.tables
+            .iter()
+            .any(|tb| tb.name == ta.name && tb.family == ta.family)
+    });
     if a_only_tables {
-        assert_eq!(listing.lines().collect::<Vec<_>>(), only_b, "replace did not leave exactly B");
+        assert_eq!(
+            listing.lines().collect::<Vec<_>>(),
+            only_b,
+            "replace did not leave exactly B"
+        );
     }
 }
 
@@ -208,7 +252,11 @@ fn replacing_a_ruleset_leaves_exactly_the_new_one_and_keeps_base_chains_hooked()
 fn cleanup_removes_only_our_tables() {
     require_kernel!();
     let rs = sidecar();
-    let ours: Vec<(Family, String)> = rs.tables.iter().map(|t| (t.family, t.name.clone())).collect();
+    let ours: Vec<(Family, String)> = rs
+        .tables
+        .iter()
+        .map(|t| (t.family, t.name.clone()))
+        .collect();
     let other = "table inet other {\n\tchain c {\n\t\ttype filter hook input priority filter; policy accept;\n\t\ttcp dport 22 accept\n\t}\n}\n";
     let (with_other, deleted, after, again) = run_in_new(move || {
         nft_load(other);
@@ -236,14 +284,20 @@ fn ten_thousand_cidrs_and_two_thousand_rules_apply_in_one_batch() {
         .collect();
     let mut rs = compile(&c);
     let t = &mut rs.tables[0];
-    let chain = t.chains.iter_mut().find(|c| c.base.is_none()).expect("a regular chain");
+    let chain = t
+        .chains
+        .iter_mut()
+        .find(|c| c.base.is_none())
+        .expect("a regular chain");
     for p in 0..2_000u16 {
         chain.rules.push(Rule {
             matches: vec![nftmesh::model::expr::Match::Port {
                 dir: nftmesh::model::expr::Direction::Dst,
                 proto: nftmesh::model::expr::L4Proto::Tcp,
                 negate: false,
-                values: nftmesh::model::expr::Values::One(nftmesh::model::expr::PortRange::single(20_000 + p)),
+                values: nftmesh::model::expr::Values::One(nftmesh::model::expr::PortRange::single(
+                    20_000 + p,
+                )),
             }],
             statements: vec![Statement::Verdict(Verdict::Return)],
             comment: None,
@@ -257,7 +311,12 @@ fn ten_thousand_cidrs_and_two_thousand_rules_apply_in_one_batch() {
     })
     .unwrap();
     assert!(report.messages > 2_000, "{report:?}");
-    assert!(got == want, "large ruleset lists differently ({} vs {} bytes)", got.len(), want.len());
+    assert!(
+        got == want,
+        "large ruleset lists differently ({} vs {} bytes)",
+        got.len(),
+        want.len()
+    );
 }
 
 #[test]
@@ -299,11 +358,16 @@ fn two_writers_end_in_exactly_one_of_their_states() {
     // Each writer only writes its own tables; the final listing must equal one writer's
     // ruleset applied last over the other's: check that every table is whole, never a mix.
     let tables = |l: &str| -> Vec<String> {
-        l.split("\ntable ").map(|s| s.trim_start_matches("table ").trim().to_string()).collect()
+        l.split("\ntable ")
+            .map(|s| s.trim_start_matches("table ").trim().to_string())
+            .collect()
     };
     let (ta, tb, tr) = (tables(&la), tables(&lb), tables(&result));
     for t in &tr {
-        assert!(ta.contains(t) || tb.contains(t), "a table is a mix of both writers:\n{t}");
+        assert!(
+            ta.contains(t) || tb.contains(t),
+            "a table is a mix of both writers:\n{t}"
+        );
     }
 }
 
@@ -316,7 +380,8 @@ fn without_cap_net_admin_the_error_is_the_typed_permission_error() {
             Ok(c) => c,
             Err(e) => return e,
         };
-        conn.apply(&sidecar()).expect_err("must fail without CAP_NET_ADMIN")
+        conn.apply(&sidecar())
+            .expect_err("must fail without CAP_NET_ADMIN")
     })
     .unwrap();
     assert!(err.is_permission(), "got {err}");

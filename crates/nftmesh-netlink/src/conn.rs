@@ -133,7 +133,12 @@ fn table_label(t: &Table) -> String {
 /// hook and handle), replace named sets, add every rule with its anonymous sets, and delete
 /// chains and named sets the live tables have but `ruleset` does not. `genid`, when given,
 /// makes the kernel refuse the batch (`ERESTART`) if the ruleset changed since it was read.
-pub fn plan_apply(ruleset: &Ruleset, live: &LiveState, genid: Option<u32>, first_seq: u32) -> Result<Batch, NetlinkError> {
+pub fn plan_apply(
+    ruleset: &Ruleset,
+    live: &LiveState,
+    genid: Option<u32>,
+    first_seq: u32,
+) -> Result<Batch, NetlinkError> {
     let mut w = MsgWriter::new();
     let mut seq = first_seq;
     let mut objects = Vec::new();
@@ -145,9 +150,17 @@ pub fn plan_apply(ruleset: &Ruleset, live: &LiveState, genid: Option<u32>, first
     for t in &ruleset.tables {
         let fam = family_number(t.family);
         let label = table_label(t);
-        let exists = live.tables.iter().any(|l| l.family == t.family && l.name == t.name);
+        let exists = live
+            .tables
+            .iter()
+            .any(|l| l.family == t.family && l.name == t.name);
         w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, &t.name, seq)?;
-        objects.push((seq, Object::Table { table: label.clone() }));
+        objects.push((
+            seq,
+            Object::Table {
+                table: label.clone(),
+            },
+        ));
         seq += 1;
         let live_chains: Vec<&LiveChain> = live
             .chains
@@ -163,10 +176,18 @@ pub fn plan_apply(ruleset: &Ruleset, live: &LiveState, genid: Option<u32>, first
             .collect();
         if exists {
             w.flush_rules(fam, &t.name, None, seq)?;
-            objects.push((seq, Object::Table { table: label.clone() }));
+            objects.push((
+                seq,
+                Object::Table {
+                    table: label.clone(),
+                },
+            ));
             seq += 1;
             // Named sets are replaced whole: the flush above released their references.
-            for s in live_sets.iter().filter(|s| s.flags & NFT_SET_ANONYMOUS == 0) {
+            for s in live_sets
+                .iter()
+                .filter(|s| s.flags & NFT_SET_ANONYMOUS == 0)
+            {
                 w.set_by_name(NFT_MSG_DELSET, fam, &t.name, &s.name, seq)?;
                 objects.push((
                     seq,
@@ -186,7 +207,15 @@ pub fn plan_apply(ruleset: &Ruleset, live: &LiveState, genid: Option<u32>, first
                 };
                 (hook_number(b.hook), b.priority, b.kind.keyword(), policy)
             });
-            w.chain(NFT_MSG_NEWCHAIN, NLM_F_CREATE, fam, &t.name, &c.name, base, seq)?;
+            w.chain(
+                NFT_MSG_NEWCHAIN,
+                NLM_F_CREATE,
+                fam,
+                &t.name,
+                &c.name,
+                base,
+                seq,
+            )?;
             objects.push((
                 seq,
                 Object::Chain {
@@ -268,8 +297,19 @@ pub fn plan_apply(ruleset: &Ruleset, live: &LiveState, genid: Option<u32>, first
     let last_seq = seq;
     // An empty ruleset has nothing to acknowledge; `Connection::apply` sends no batch then.
     if let Some(t) = ruleset.tables.first() {
-        w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, family_number(t.family), &t.name, seq)?;
-        objects.push((seq, Object::Table { table: table_label(t) }));
+        w.table(
+            NFT_MSG_NEWTABLE,
+            NLM_F_CREATE | NLM_F_ACK,
+            family_number(t.family),
+            &t.name,
+            seq,
+        )?;
+        objects.push((
+            seq,
+            Object::Table {
+                table: table_label(t),
+            },
+        ));
     }
     seq += 1;
     w.batch_end(seq);
@@ -295,7 +335,8 @@ pub struct Connection {
 impl Connection {
     /// Open a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, NetlinkError> {
-        let sock = mnl::Socket::new(mnl::Bus::Netfilter).map_err(|e| NetlinkError::io("socket open", e))?;
+        let sock = mnl::Socket::new(mnl::Bus::Netfilter)
+            .map_err(|e| NetlinkError::io("socket open", e))?;
         let fd = sock.as_raw_fd();
         let tv = libc::timeval {
             tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
@@ -312,7 +353,10 @@ impl Connection {
             )
         };
         if rc != 0 {
-            return Err(NetlinkError::io("setsockopt SO_RCVTIMEO", std::io::Error::last_os_error()));
+            return Err(NetlinkError::io(
+                "setsockopt SO_RCVTIMEO",
+                std::io::Error::last_os_error(),
+            ));
         }
         let one: libc::c_int = 1;
         // SAFETY: as above; NETLINK_CAP_ACK keeps error replies short (no echoed request).
@@ -364,9 +408,16 @@ impl Connection {
         if bytes.len() + 4096 > self.sndbuf {
             self.sndbuf = (bytes.len() + 4096).next_power_of_two();
             self.set_buffer(libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, self.sndbuf);
-            self.set_buffer(libc::SO_RCVBUF, libc::SO_RCVBUFFORCE, self.sndbuf.max(1 << 20));
+            self.set_buffer(
+                libc::SO_RCVBUF,
+                libc::SO_RCVBUFFORCE,
+                self.sndbuf.max(1 << 20),
+            );
         }
-        let n = self.sock.send(bytes).map_err(|e| NetlinkError::io(during, e))?;
+        let n = self
+            .sock
+            .send(bytes)
+            .map_err(|e| NetlinkError::io(during, e))?;
         if n != bytes.len() {
             return Err(NetlinkError::Malformed {
                 during,
@@ -379,7 +430,9 @@ impl Connection {
     fn recv(&mut self, during: &'static str) -> Result<usize, NetlinkError> {
         match self.sock.recv(&mut self.buf) {
             Ok(n) => Ok(n),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN)) => Err(NetlinkError::Timeout(REPLY_TIMEOUT)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN)) => {
+                Err(NetlinkError::Timeout(REPLY_TIMEOUT))
+            }
             Err(e) => Err(NetlinkError::io(during, e)),
         }
     }
@@ -404,17 +457,23 @@ impl Connection {
                 if m.ty != NLMSG_ERROR {
                     continue;
                 }
-                let (errno, seq) = wire::error_payload(m.payload).map_err(|what| NetlinkError::Malformed {
-                    during: "reading the batch reply",
-                    what,
-                })?;
+                let (errno, seq) =
+                    wire::error_payload(m.payload).map_err(|what| NetlinkError::Malformed {
+                        during: "reading the batch reply",
+                        what,
+                    })?;
                 if errno != 0 && first_err.is_none() {
                     first_err = Some((errno, seq));
                 }
                 // The acknowledged last message ends the reply; an error on the batch framing
                 // (a stale generation id) means nothing after it was processed.
-                let framing = batch.objects.iter().any(|(s, o)| *s == seq && *o == Object::Batch);
-                if seq == batch.last_seq || (errno != 0 && (framing || batch.objects.iter().all(|(s, _)| *s != seq))) {
+                let framing = batch
+                    .objects
+                    .iter()
+                    .any(|(s, o)| *s == seq && *o == Object::Batch);
+                if seq == batch.last_seq
+                    || (errno != 0 && (framing || batch.objects.iter().all(|(s, _)| *s != seq)))
+                {
                     done = true;
                 }
             }
@@ -446,7 +505,12 @@ impl Connection {
     }
 
     /// Dump request of `msg` for `family`; returns each reply message's attributes' owner bytes.
-    fn dump(&mut self, msg: u16, family: u8, during: &'static str) -> Result<Vec<Vec<u8>>, NetlinkError> {
+    fn dump(
+        &mut self,
+        msg: u16,
+        family: u8,
+        during: &'static str,
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
         for _ in 0..MAX_ATTEMPTS {
             let seq = self.next_seq(1);
             let mut req = Vec::with_capacity(20);
@@ -461,7 +525,8 @@ impl Connection {
             let mut interrupted = false;
             'recv: loop {
                 let n = self.recv(during)?;
-                let msgs = wire::messages(&self.buf[..n]).map_err(|what| NetlinkError::Malformed { during, what })?;
+                let msgs = wire::messages(&self.buf[..n])
+                    .map_err(|what| NetlinkError::Malformed { during, what })?;
                 for m in msgs {
                     if m.seq != seq {
                         continue;
@@ -472,7 +537,8 @@ impl Connection {
                     match m.ty {
                         NLMSG_DONE => break 'recv,
                         NLMSG_ERROR => {
-                            let (errno, _) = wire::error_payload(m.payload).map_err(|what| NetlinkError::Malformed { during, what })?;
+                            let (errno, _) = wire::error_payload(m.payload)
+                                .map_err(|what| NetlinkError::Malformed { during, what })?;
                             if errno == 0 {
                                 continue;
                             }
@@ -486,7 +552,10 @@ impl Connection {
                             if m.payload.len() < 4 {
                                 return Err(NetlinkError::Malformed {
                                     during,
-                                    what: format!("reply of {} bytes lacks the nfgenmsg header", m.payload.len()),
+                                    what: format!(
+                                        "reply of {} bytes lacks the nfgenmsg header",
+                                        m.payload.len()
+                                    ),
                                 });
                             }
                             let mut v = vec![m.payload[0]];
@@ -518,16 +587,19 @@ impl Connection {
         let mut gen = None;
         loop {
             let n = self.recv(during)?;
-            let msgs = wire::messages(&self.buf[..n]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            let msgs = wire::messages(&self.buf[..n])
+                .map_err(|what| NetlinkError::Malformed { during, what })?;
             for m in msgs {
                 if m.seq != seq {
                     continue;
                 }
                 if m.ty == msg_type(NFT_MSG_NEWGEN) && m.payload.len() >= 4 {
-                    let at = wire::attrs(&m.payload[4..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+                    let at = wire::attrs(&m.payload[4..])
+                        .map_err(|what| NetlinkError::Malformed { during, what })?;
                     gen = wire::find(&at, NFTA_GEN_ID).and_then(wire::be32);
                 } else if m.ty == NLMSG_ERROR {
-                    let (errno, _) = wire::error_payload(m.payload).map_err(|what| NetlinkError::Malformed { during, what })?;
+                    let (errno, _) = wire::error_payload(m.payload)
+                        .map_err(|what| NetlinkError::Malformed { during, what })?;
                     if errno != 0 {
                         return Err(NetlinkError::kernel(during, errno));
                     }
@@ -545,12 +617,19 @@ impl Connection {
         let during = "listing tables";
         let mut out = Vec::new();
         for m in self.dump(NFT_MSG_GETTABLE, NFPROTO_UNSPEC, during)? {
-            let at = wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
-            let Some(family) = family_of(m[0]) else { continue };
+            let at =
+                wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            let Some(family) = family_of(m[0]) else {
+                continue;
+            };
             out.push(LiveTable {
                 family,
-                name: wire::find(&at, NFTA_TABLE_NAME).map(wire::string).unwrap_or_default(),
-                handle: wire::find(&at, NFTA_TABLE_HANDLE).and_then(wire::be64).unwrap_or(0),
+                name: wire::find(&at, NFTA_TABLE_NAME)
+                    .map(wire::string)
+                    .unwrap_or_default(),
+                handle: wire::find(&at, NFTA_TABLE_HANDLE)
+                    .and_then(wire::be64)
+                    .unwrap_or(0),
             });
         }
         Ok(out)
@@ -561,14 +640,18 @@ impl Connection {
         let during = "listing chains";
         let mut out = Vec::new();
         for m in self.dump(NFT_MSG_GETCHAIN, family_number(family), during)? {
-            let at = wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
-            let t = wire::find(&at, NFTA_CHAIN_TABLE).map(wire::string).unwrap_or_default();
+            let at =
+                wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            let t = wire::find(&at, NFTA_CHAIN_TABLE)
+                .map(wire::string)
+                .unwrap_or_default();
             if t != table {
                 continue;
             }
             let hook = match wire::find(&at, NFTA_CHAIN_HOOK) {
                 Some(h) => {
-                    let h = wire::attrs(h).map_err(|what| NetlinkError::Malformed { during, what })?;
+                    let h =
+                        wire::attrs(h).map_err(|what| NetlinkError::Malformed { during, what })?;
                     let num = wire::find(&h, NFTA_HOOK_HOOKNUM).and_then(wire::be32);
                     let prio = wire::find(&h, NFTA_HOOK_PRIORITY).and_then(wire::be32);
                     num.zip(prio).map(|(n, p)| (n, p as i32))
@@ -577,8 +660,12 @@ impl Connection {
             };
             out.push(LiveChain {
                 table: t,
-                name: wire::find(&at, NFTA_CHAIN_NAME).map(wire::string).unwrap_or_default(),
-                handle: wire::find(&at, NFTA_CHAIN_HANDLE).and_then(wire::be64).unwrap_or(0),
+                name: wire::find(&at, NFTA_CHAIN_NAME)
+                    .map(wire::string)
+                    .unwrap_or_default(),
+                handle: wire::find(&at, NFTA_CHAIN_HANDLE)
+                    .and_then(wire::be64)
+                    .unwrap_or(0),
                 hook,
             });
         }
@@ -590,15 +677,22 @@ impl Connection {
         let during = "listing sets";
         let mut out = Vec::new();
         for m in self.dump(NFT_MSG_GETSET, family_number(family), during)? {
-            let at = wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
-            let t = wire::find(&at, NFTA_SET_TABLE).map(wire::string).unwrap_or_default();
+            let at =
+                wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            let t = wire::find(&at, NFTA_SET_TABLE)
+                .map(wire::string)
+                .unwrap_or_default();
             if t != table {
                 continue;
             }
             out.push(LiveSet {
                 table: t,
-                name: wire::find(&at, NFTA_SET_NAME).map(wire::string).unwrap_or_default(),
-                flags: wire::find(&at, NFTA_SET_FLAGS_ATTR).and_then(wire::be32).unwrap_or(0),
+                name: wire::find(&at, NFTA_SET_NAME)
+                    .map(wire::string)
+                    .unwrap_or_default(),
+                flags: wire::find(&at, NFTA_SET_FLAGS_ATTR)
+                    .and_then(wire::be32)
+                    .unwrap_or(0),
             });
         }
         Ok(out)
@@ -611,7 +705,11 @@ impl Connection {
             ..LiveState::default()
         };
         for t in &ruleset.tables {
-            if !live.tables.iter().any(|l| l.family == t.family && l.name == t.name) {
+            if !live
+                .tables
+                .iter()
+                .any(|l| l.family == t.family && l.name == t.name)
+            {
                 continue;
             }
             for c in self.chains(t.family, &t.name)? {
@@ -711,7 +809,11 @@ mod tests {
     use nftmesh_model::config::CaptureConfig;
 
     fn types(b: &Batch) -> Vec<u16> {
-        wire::messages(&b.bytes).unwrap().iter().map(|m| m.ty).collect()
+        wire::messages(&b.bytes)
+            .unwrap()
+            .iter()
+            .map(|m| m.ty)
+            .collect()
     }
 
     #[test]
@@ -723,12 +825,19 @@ mod tests {
         assert_eq!(msgs.first().unwrap().ty, NFNL_MSG_BATCH_BEGIN);
         assert_eq!(msgs.last().unwrap().ty, NFNL_MSG_BATCH_END);
         assert!(!types(&b).contains(&msg_type(NFT_MSG_DELRULE)));
-        let acked: Vec<u32> = msgs.iter().filter(|m| m.flags & NLM_F_ACK != 0).map(|m| m.seq).collect();
+        let acked: Vec<u32> = msgs
+            .iter()
+            .filter(|m| m.flags & NLM_F_ACK != 0)
+            .map(|m| m.seq)
+            .collect();
         assert_eq!(acked, vec![b.last_seq]);
         let seqs: Vec<u32> = msgs.iter().map(|m| m.seq).collect();
         let want: Vec<u32> = (100..100 + msgs.len() as u32).collect();
         assert_eq!(seqs, want, "consecutive sequence numbers");
-        let rules = types(&b).iter().filter(|t| **t == msg_type(NFT_MSG_NEWRULE)).count();
+        let rules = types(&b)
+            .iter()
+            .filter(|t| **t == msg_type(NFT_MSG_NEWRULE))
+            .count();
         assert_eq!(rules, rs.rule_count());
         // The generation id rides on the batch begin.
         let begin = msgs[0].payload;
@@ -766,12 +875,27 @@ mod tests {
         };
         let b = plan_apply(&rs, &live, None, 1).unwrap();
         let ty = types(&b);
-        let flush = ty.iter().position(|t| *t == msg_type(NFT_MSG_DELRULE)).expect("flush");
-        let first_rule = ty.iter().position(|t| *t == msg_type(NFT_MSG_NEWRULE)).unwrap();
-        let del_chain = ty.iter().position(|t| *t == msg_type(NFT_MSG_DELCHAIN)).expect("delete OLD");
-        let del_set = ty.iter().position(|t| *t == msg_type(NFT_MSG_DELSET)).expect("delete old_set");
+        let flush = ty
+            .iter()
+            .position(|t| *t == msg_type(NFT_MSG_DELRULE))
+            .expect("flush");
+        let first_rule = ty
+            .iter()
+            .position(|t| *t == msg_type(NFT_MSG_NEWRULE))
+            .unwrap();
+        let del_chain = ty
+            .iter()
+            .position(|t| *t == msg_type(NFT_MSG_DELCHAIN))
+            .expect("delete OLD");
+        let del_set = ty
+            .iter()
+            .position(|t| *t == msg_type(NFT_MSG_DELSET))
+            .expect("delete old_set");
         assert!(flush < del_set && del_set < first_rule && first_rule < del_chain);
-        assert_eq!(b.deleted_chains, vec![format!("{} {} OLD", t.family.keyword(), t.name)]);
+        assert_eq!(
+            b.deleted_chains,
+            vec![format!("{} {} OLD", t.family.keyword(), t.name)]
+        );
     }
 
     #[test]
@@ -780,7 +904,12 @@ mod tests {
         let b = plan_apply(&rs, &LiveState::default(), None, 1).unwrap();
         let msgs = wire::messages(&b.bytes).unwrap();
         for m in &msgs {
-            let obj = b.objects.iter().find(|(s, _)| *s == m.seq).map(|(_, o)| o).expect("mapped");
+            let obj = b
+                .objects
+                .iter()
+                .find(|(s, _)| *s == m.seq)
+                .map(|(_, o)| o)
+                .expect("mapped");
             if m.ty == msg_type(NFT_MSG_NEWRULE) {
                 assert!(matches!(obj, Object::Rule { .. }), "{obj}");
             }
@@ -793,6 +922,9 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(rule_texts.iter().any(|t| t.contains("redirect to :15001")), "{rule_texts:?}");
+        assert!(
+            rule_texts.iter().any(|t| t.contains("redirect to :15001")),
+            "{rule_texts:?}"
+        );
     }
 }

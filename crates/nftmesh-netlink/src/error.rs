@@ -51,7 +51,10 @@ impl fmt::Display for Object {
                 chain,
                 index,
                 text,
-            } => write!(f, "rule #{index} of chain {chain} in table {table} (`{text}`)"),
+            } => write!(
+                f,
+                "rule #{index} of chain {chain} in table {table} (`{text}`)"
+            ),
         }
     }
 }
@@ -62,7 +65,9 @@ pub fn errno_meaning(errno: i32) -> &'static str {
         libc::ENOENT => "something it refers to does not exist (table, chain, set or jump target)",
         libc::EEXIST => "it already exists",
         libc::EBUSY => "it is in use (a rule jumps to it, or a set is referenced)",
-        libc::EOPNOTSUPP => "the kernel does not support it (a missing nf_tables module or feature)",
+        libc::EOPNOTSUPP => {
+            "the kernel does not support it (a missing nf_tables module or feature)"
+        }
         libc::EINVAL => "the kernel rejected its attributes as invalid",
         libc::ERANGE => "a value is out of range",
         libc::E2BIG => "it is too large for the kernel",
@@ -71,7 +76,9 @@ pub fn errno_meaning(errno: i32) -> &'static str {
         libc::ENOSPC => "the kernel ran out of handles or set space",
         libc::ELOOP => "the chains would form a loop",
         libc::ERESTART => "the ruleset changed while this batch was prepared",
-        libc::EPERM | libc::EACCES => "permission denied: CAP_NET_ADMIN is needed in the network namespace",
+        libc::EPERM | libc::EACCES => {
+            "permission denied: CAP_NET_ADMIN is needed in the network namespace"
+        }
         _ => "the kernel refused it",
     }
 }
@@ -163,7 +170,9 @@ impl NetlinkError {
     /// An OS error, mapped to [`NetlinkError::Permission`] when it is EPERM/EACCES.
     pub fn io(during: &'static str, source: std::io::Error) -> Self {
         match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => NetlinkError::Permission { during: during.to_string() },
+            Some(libc::EPERM) | Some(libc::EACCES) => NetlinkError::Permission {
+                during: during.to_string(),
+            },
             _ => NetlinkError::Io { during, source },
         }
     }

@@ -62,7 +62,12 @@ impl MsgWriter {
     }
 
     fn commit(&mut self) {
-        let len = u32::from_ne_bytes([self.scratch[0], self.scratch[1], self.scratch[2], self.scratch[3]]) as usize;
+        let len = u32::from_ne_bytes([
+            self.scratch[0],
+            self.scratch[1],
+            self.scratch[2],
+            self.scratch[3],
+        ]) as usize;
         let len = align4(len).min(self.scratch.len());
         self.out.extend_from_slice(&self.scratch[..len]);
     }
@@ -83,20 +88,29 @@ impl MsgWriter {
         };
         let len: u32 = 16 + 4 + 8;
         self.out.extend_from_slice(&len.to_ne_bytes());
-        self.out.extend_from_slice(&NFNL_MSG_BATCH_BEGIN.to_ne_bytes());
+        self.out
+            .extend_from_slice(&NFNL_MSG_BATCH_BEGIN.to_ne_bytes());
         self.out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
         self.out.extend_from_slice(&seq.to_ne_bytes());
         self.out.extend_from_slice(&0u32.to_ne_bytes());
         self.out.push(NFPROTO_UNSPEC);
         self.out.push(0);
-        self.out.extend_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
+        self.out
+            .extend_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
         self.out.extend_from_slice(&8u16.to_ne_bytes());
         self.out.extend_from_slice(&1u16.to_ne_bytes()); // NFNL_BATCH_GENID
         self.out.extend_from_slice(&genid.to_be_bytes());
     }
 
     /// A set message naming only table and set (`DELSET`).
-    pub fn set_by_name(&mut self, msg: u16, family: u8, table: &str, name: &str, seq: u32) -> Result<(), BuildError> {
+    pub fn set_by_name(
+        &mut self,
+        msg: u16,
+        family: u8,
+        table: &str,
+        name: &str,
+        seq: u32,
+    ) -> Result<(), BuildError> {
         let (table_c, name_c) = (cstr(table)?, cstr(name)?);
         let nlh = self.hdr(msg_type(msg), family, 0, seq);
         // SAFETY: as in `table`.
@@ -123,7 +137,14 @@ impl MsgWriter {
     }
 
     /// A table message (`NEWTABLE`, `DELTABLE`).
-    pub fn table(&mut self, msg: u16, flags: u16, family: u8, name: &str, seq: u32) -> Result<(), BuildError> {
+    pub fn table(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        name: &str,
+        seq: u32,
+    ) -> Result<(), BuildError> {
         let name = cstr(name)?;
         let nlh = self.hdr(msg_type(msg), family, flags, seq);
         // SAFETY: the table is allocated, filled with a valid C string that outlives the call
@@ -183,7 +204,13 @@ impl MsgWriter {
     }
 
     /// `DELRULE` for every rule of a table (`flush table`), or of one chain.
-    pub fn flush_rules(&mut self, family: u8, table: &str, chain: Option<&str>, seq: u32) -> Result<(), BuildError> {
+    pub fn flush_rules(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: Option<&str>,
+        seq: u32,
+    ) -> Result<(), BuildError> {
         let table = cstr(table)?;
         let chain = chain.map(cstr).transpose()?;
         let nlh = self.hdr(msg_type(NFT_MSG_DELRULE), family, 0, seq);
@@ -231,7 +258,12 @@ impl MsgWriter {
             nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
             nft::nftnl_rule_set_u32(r, nft::NFTNL_RULE_FAMILY as u16, u32::from(family));
             if let Some(u) = &udata {
-                nft::nftnl_rule_set_data(r, nft::NFTNL_RULE_USERDATA as u16, u.as_ptr() as *const c_void, u.len() as u32);
+                nft::nftnl_rule_set_data(
+                    r,
+                    nft::NFTNL_RULE_USERDATA as u16,
+                    u.as_ptr() as *const c_void,
+                    u.len() as u32,
+                );
             }
             for e in exprs {
                 match build_expr(e) {
@@ -250,7 +282,15 @@ impl MsgWriter {
     }
 
     /// A `NEWSET` (or `DELSET` by name) message.
-    pub fn set(&mut self, msg: u16, flags: u16, family: u8, table: &str, set: &WireSet, seq: u32) -> Result<(), BuildError> {
+    pub fn set(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        table: &str,
+        set: &WireSet,
+        seq: u32,
+    ) -> Result<(), BuildError> {
         let (table_c, name) = (cstr(table)?, cstr(&set.name)?);
         let nlh = self.hdr(msg_type(msg), family, flags, seq);
         // SAFETY: as in `table`.
@@ -269,7 +309,13 @@ impl MsgWriter {
 
     /// `NEWSETELEM` messages holding every element of `set` (several when they do not fit in
     /// one). `seq` is advanced once per message; returns the sequence numbers used.
-    pub fn set_elements(&mut self, family: u8, table: &str, set: &WireSet, seq: &mut u32) -> Result<Vec<u32>, BuildError> {
+    pub fn set_elements(
+        &mut self,
+        family: u8,
+        table: &str,
+        set: &WireSet,
+        seq: &mut u32,
+    ) -> Result<Vec<u32>, BuildError> {
         if set.elements.is_empty() {
             return Ok(Vec::new());
         }
@@ -290,9 +336,18 @@ impl MsgWriter {
                     nft::nftnl_set_free(s);
                     return Err(BuildError("nftnl_set_elem_alloc failed".into()));
                 }
-                nft::nftnl_set_elem_set(e, nft::NFTNL_SET_ELEM_KEY as u16, key.as_ptr() as *const c_void, key.len() as u32);
+                nft::nftnl_set_elem_set(
+                    e,
+                    nft::NFTNL_SET_ELEM_KEY as u16,
+                    key.as_ptr() as *const c_void,
+                    key.len() as u32,
+                );
                 if *end {
-                    nft::nftnl_set_elem_set_u32(e, nft::NFTNL_SET_ELEM_FLAGS as u16, NFT_SET_ELEM_INTERVAL_END);
+                    nft::nftnl_set_elem_set_u32(
+                        e,
+                        nft::NFTNL_SET_ELEM_FLAGS as u16,
+                        NFT_SET_ELEM_INTERVAL_END,
+                    );
                 }
                 nft::nftnl_set_elem_add(s, e);
             }
@@ -302,12 +357,7 @@ impl MsgWriter {
                 return Err(BuildError("nftnl_set_elems_iter_create failed".into()));
             }
             loop {
-                let nlh = self.hdr(
-                    msg_type(NFT_MSG_NEWSETELEM),
-                    family,
-                    NLM_F_CREATE,
-                    *seq,
-                );
+                let nlh = self.hdr(msg_type(NFT_MSG_NEWSETELEM), family, NLM_F_CREATE, *seq);
                 let more = nft::nftnl_set_elems_nlmsg_build_payload_iter(nlh, iter);
                 self.commit();
                 seqs.push(*seq);
@@ -327,7 +377,13 @@ impl MsgWriter {
 ///
 /// # Safety
 /// `s` must be a live set from `nftnl_set_alloc`.
-unsafe fn fill_set(s: *mut nft::nftnl_set, table: &CString, name: &CString, family: u8, set: &WireSet) {
+unsafe fn fill_set(
+    s: *mut nft::nftnl_set,
+    table: &CString,
+    name: &CString,
+    family: u8,
+    set: &WireSet,
+) {
     // SAFETY: guaranteed by the caller; libnftnl copies the strings.
     unsafe {
         nft::nftnl_set_set_str(s, nft::NFTNL_SET_TABLE as u16, table.as_ptr());
@@ -338,14 +394,20 @@ unsafe fn fill_set(s: *mut nft::nftnl_set, table: &CString, name: &CString, fami
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_KEY_LEN as u16, set.key_len);
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_ID as u16, set.id);
         let ud = set_udata(set);
-        nft::nftnl_set_set_data(s, nft::NFTNL_SET_USERDATA as u16, ud.as_ptr() as *const c_void, ud.len() as u32);
+        nft::nftnl_set_set_data(
+            s,
+            nft::NFTNL_SET_USERDATA as u16,
+            ud.as_ptr() as *const c_void,
+            ud.len() as u32,
+        );
     }
 }
 
 /// Set userdata as `nft` writes it: the key byte order (TLV type 0, u32: 1 host, 2 big
 /// endian), which `nft` needs to print uid, gid and mark keys (host order) correctly.
 fn set_udata(set: &WireSet) -> Vec<u8> {
-    let host = matches!(set.key_type, TYPE_UID | TYPE_GID | TYPE_MARK) && set.flags & NFT_SET_INTERVAL == 0;
+    let host = matches!(set.key_type, TYPE_UID | TYPE_GID | TYPE_MARK)
+        && set.flags & NFT_SET_INTERVAL == 0;
     let order: u32 = if host { 1 } else { 2 };
     let mut v = vec![0u8, 4];
     v.extend_from_slice(&order.to_ne_bytes());
@@ -361,7 +423,9 @@ pub fn msg_type(msg: u16) -> u16 {
 fn comment_udata(c: &str) -> Result<Vec<u8>, BuildError> {
     let bytes = cstr(c)?.into_bytes_with_nul();
     if bytes.len() > 128 {
-        return Err(BuildError(format!("comment {c:?} is longer than 127 bytes")));
+        return Err(BuildError(format!(
+            "comment {c:?} is longer than 127 bytes"
+        )));
     }
     let mut v = vec![0u8, bytes.len() as u8];
     v.extend_from_slice(&bytes);
@@ -375,13 +439,18 @@ fn comment_udata(c: &str) -> Result<Vec<u8>, BuildError> {
 unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
     let name = cstr(e.name())?;
     if let Expr::Unknown { name, .. } = e {
-        return Err(BuildError(format!("expression {name:?} is not supported by the encoder")));
+        return Err(BuildError(format!(
+            "expression {name:?} is not supported by the encoder"
+        )));
     }
     // SAFETY: the expression is freshly allocated and every setter copies its argument.
     unsafe {
         let x = nft::nftnl_expr_alloc(name.as_ptr());
         if x.is_null() {
-            return Err(BuildError(format!("libnftnl does not know expression {:?}", e.name())));
+            return Err(BuildError(format!(
+                "libnftnl does not know expression {:?}",
+                e.name()
+            )));
         }
         let u32_ = |a: u32, v: u32| nft::nftnl_expr_set_u32(x, a as u16, v);
         let data = |a: u32, d: &[u8]| {

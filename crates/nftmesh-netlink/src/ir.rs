@@ -349,7 +349,10 @@ mod tests {
         );
         assert_eq!(
             element_intervals(&els),
-            vec![(vec![0, 10], vec![0, 30]), (vec![0xff, 0], vec![0xff, 0xff])]
+            vec![
+                (vec![0, 10], vec![0, 30]),
+                (vec![0xff, 0], vec![0xff, 0xff])
+            ]
         );
     }
 }

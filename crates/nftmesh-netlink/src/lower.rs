@@ -10,8 +10,7 @@ use crate::ir::{interval_elements, Expr, WireSet};
 use crate::sys::*;
 use ipnet::IpNet;
 use nftmesh_model::expr::{
-    Direction, IpVersion, L4Proto, Match, MarkValue, Owner, Statement,
-    Values, Verdict,
+    Direction, IpVersion, L4Proto, MarkValue, Match, Owner, Statement, Values, Verdict,
 };
 use nftmesh_model::ruleset::{Family, Rule};
 use std::net::IpAddr;
@@ -45,7 +44,11 @@ struct Ctx<'a> {
 }
 
 /// Lower one rule of a table of `family`. `next_set_id` numbers anonymous sets in the batch.
-pub fn lower_rule(family: Family, rule: &Rule, next_set_id: &mut u32) -> Result<LoweredRule, LowerError> {
+pub fn lower_rule(
+    family: Family,
+    rule: &Rule,
+    next_set_id: &mut u32,
+) -> Result<LoweredRule, LowerError> {
     let mut cx = Ctx {
         family,
         l4: None,
@@ -96,7 +99,10 @@ fn prefix_interval(n: &IpNet) -> (Vec<u8>, Vec<u8>) {
 /// Interface name as the kernel compares it: IFNAMSIZ bytes, zero padded.
 pub fn ifname_bytes(name: &str) -> Result<Vec<u8>, LowerError> {
     if name.len() >= IFNAMSIZ || name.contains('\0') {
-        return Err(err(format!("interface {name:?}"), "names are at most 15 bytes without NUL"));
+        return Err(err(
+            format!("interface {name:?}"),
+            "names are at most 15 bytes without NUL",
+        ));
     }
     let mut v = name.as_bytes().to_vec();
     v.resize(IFNAMSIZ, 0);
@@ -109,7 +115,10 @@ impl Ctx<'_> {
     }
 
     fn load_meta(&mut self, key: u32) {
-        self.push(Expr::Meta { key, dreg: NFT_REG_1 });
+        self.push(Expr::Meta {
+            key,
+            dreg: NFT_REG_1,
+        });
     }
 
     fn cmp(&mut self, op: u32, data: Vec<u8>) {
@@ -120,7 +129,13 @@ impl Ctx<'_> {
         });
     }
 
-    fn new_set(&mut self, key_type: u32, key_len: u32, interval: bool, elements: Vec<(Vec<u8>, bool)>) -> (String, u32) {
+    fn new_set(
+        &mut self,
+        key_type: u32,
+        key_len: u32,
+        interval: bool,
+        elements: Vec<(Vec<u8>, bool)>,
+    ) -> (String, u32) {
         let id = *self.next_set_id;
         *self.next_set_id += 1;
         let mut flags = NFT_SET_ANONYMOUS | NFT_SET_CONSTANT;
@@ -247,8 +262,15 @@ impl Ctx<'_> {
                     }
                     Values::Set(list) => {
                         list.iter().try_for_each(check)?;
-                        let els = interval_elements(list.iter().map(prefix_interval).collect(), full as usize);
-                        let kt = if *version == IpVersion::V4 { TYPE_IPADDR } else { TYPE_IP6ADDR };
+                        let els = interval_elements(
+                            list.iter().map(prefix_interval).collect(),
+                            full as usize,
+                        );
+                        let kt = if *version == IpVersion::V4 {
+                            TYPE_IPADDR
+                        } else {
+                            TYPE_IP6ADDR
+                        };
                         self.push(payload(full));
                         let (name, id) = self.new_set(kt, full, true, els);
                         self.lookup(name, Some(id), *negate);
@@ -281,7 +303,10 @@ impl Ctx<'_> {
                     Values::Set(list) => {
                         let interval = list.iter().any(|r| r.first != r.last);
                         let els = if interval {
-                            interval_elements(list.iter().map(|r| (be(r.first), be(r.last))).collect(), 2)
+                            interval_elements(
+                                list.iter().map(|r| (be(r.first), be(r.last))).collect(),
+                                2,
+                            )
                         } else {
                             list.iter().map(|r| (be(r.first), false)).collect()
                         };
@@ -333,7 +358,11 @@ impl Ctx<'_> {
                             self.cmp(cmp_op(*negate), a.to_ne_bytes().to_vec());
                         } else {
                             self.hton4();
-                            self.range_or_cmp(*negate, a.to_be_bytes().to_vec(), b.to_be_bytes().to_vec());
+                            self.range_or_cmp(
+                                *negate,
+                                a.to_be_bytes().to_vec(),
+                                b.to_be_bytes().to_vec(),
+                            );
                         }
                     }
                     Values::Set(list) => {
@@ -342,11 +371,17 @@ impl Ctx<'_> {
                         let els = if interval {
                             self.hton4();
                             interval_elements(
-                                ids.iter().map(|(a, b)| (a.to_be_bytes().to_vec(), b.to_be_bytes().to_vec())).collect(),
+                                ids.iter()
+                                    .map(|(a, b)| {
+                                        (a.to_be_bytes().to_vec(), b.to_be_bytes().to_vec())
+                                    })
+                                    .collect(),
                                 4,
                             )
                         } else {
-                            ids.iter().map(|(a, _)| (a.to_ne_bytes().to_vec(), false)).collect()
+                            ids.iter()
+                                .map(|(a, _)| (a.to_ne_bytes().to_vec(), false))
+                                .collect()
                         };
                         let (name, id) = self.new_set(kt, 4, interval, els);
                         self.lookup(name, Some(id), *negate);
@@ -592,7 +627,10 @@ pub fn lower_set(set: &nftmesh_model::ruleset::Set, id: u32) -> Result<WireSet, 
         SetKeyType::Gid => (TYPE_GID, 4),
         SetKeyType::Mark => (TYPE_MARK, 4),
     };
-    let host_order = matches!(set.key_type, SetKeyType::Uid | SetKeyType::Gid | SetKeyType::Mark);
+    let host_order = matches!(
+        set.key_type,
+        SetKeyType::Uid | SetKeyType::Gid | SetKeyType::Mark
+    );
     if set.interval && (host_order || set.key_type == SetKeyType::Ifname) {
         return Err(err(what(), "interval sets hold addresses and ports only"));
     }
@@ -601,14 +639,17 @@ pub fn lower_set(set: &nftmesh_model::ruleset::Set, id: u32) -> Result<WireSet, 
         let iv = match (set.key_type, e) {
             (SetKeyType::Ipv4Addr, SetElement::Prefix(n @ IpNet::V4(_)))
             | (SetKeyType::Ipv6Addr, SetElement::Prefix(n @ IpNet::V6(_))) => prefix_interval(n),
-            (SetKeyType::InetService, SetElement::Range(a, b)) if *a <= *b && *b <= 0xffff => {
-                ((*a as u16).to_be_bytes().to_vec(), (*b as u16).to_be_bytes().to_vec())
-            }
+            (SetKeyType::InetService, SetElement::Range(a, b)) if *a <= *b && *b <= 0xffff => (
+                (*a as u16).to_be_bytes().to_vec(),
+                (*b as u16).to_be_bytes().to_vec(),
+            ),
             (SetKeyType::Ifname, SetElement::Name(n)) => {
                 let b = ifname_bytes(n)?;
                 (b.clone(), b)
             }
-            (_, SetElement::Range(a, b)) if host_order && a == b => (a.to_ne_bytes().to_vec(), a.to_ne_bytes().to_vec()),
+            (_, SetElement::Range(a, b)) if host_order && a == b => {
+                (a.to_ne_bytes().to_vec(), a.to_ne_bytes().to_vec())
+            }
             (_, other) => return Err(err(what(), element_mismatch(other))),
         };
         if !set.interval && iv.0 != iv.1 {
@@ -640,7 +681,9 @@ fn element_mismatch(e: &nftmesh_model::ruleset::SetElement) -> &'static str {
     use nftmesh_model::ruleset::SetElement;
     match e {
         SetElement::Prefix(_) => "an address element does not match the key type",
-        SetElement::Range(..) => "a number element does not match the key type (or is out of range)",
+        SetElement::Range(..) => {
+            "a number element does not match the key type (or is out of range)"
+        }
         SetElement::Name(_) => "a name element does not match the key type",
     }
 }

@@ -25,7 +25,9 @@ where
         })?;
         Ok(f())
     });
-    handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    handle
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Run `f` on a new thread inside a fresh, empty network namespace that disappears when the
@@ -42,5 +44,7 @@ where
         })?;
         Ok(f())
     });
-    handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    handle
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }

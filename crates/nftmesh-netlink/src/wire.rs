@@ -20,7 +20,10 @@ pub fn messages(buf: &[u8]) -> Result<Vec<Msg<'_>>, String> {
     while off + 16 <= buf.len() {
         let len = u32::from_ne_bytes(buf[off..off + 4].try_into().expect("4 bytes")) as usize;
         if len < 16 || off + len > buf.len() {
-            return Err(format!("message at byte {off} claims length {len} of {} left", buf.len() - off));
+            return Err(format!(
+                "message at byte {off} claims length {len} of {} left",
+                buf.len() - off
+            ));
         }
         out.push(Msg {
             ty: u16::from_ne_bytes([buf[off + 4], buf[off + 5]]),
@@ -37,7 +40,10 @@ pub fn messages(buf: &[u8]) -> Result<Vec<Msg<'_>>, String> {
 /// number of the request it answers.
 pub fn error_payload(payload: &[u8]) -> Result<(i32, u32), String> {
     if payload.len() < 4 + 16 {
-        return Err(format!("error message of {} bytes is shorter than 20", payload.len()));
+        return Err(format!(
+            "error message of {} bytes is shorter than 20",
+            payload.len()
+        ));
     }
     let code = i32::from_ne_bytes(payload[0..4].try_into().expect("4 bytes"));
     let seq = u32::from_ne_bytes(payload[12..16].try_into().expect("4 bytes"));
@@ -52,7 +58,10 @@ pub fn attrs(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
         let len = usize::from(u16::from_ne_bytes([buf[off], buf[off + 1]]));
         let ty = u16::from_ne_bytes([buf[off + 2], buf[off + 3]]) & 0x3fff;
         if len < 4 || off + len > buf.len() {
-            return Err(format!("attribute at byte {off} claims length {len} of {} left", buf.len() - off));
+            return Err(format!(
+                "attribute at byte {off} claims length {len} of {} left",
+                buf.len() - off
+            ));
         }
         out.push((ty, &buf[off + 4..off + len]));
         off += (len + 3) & !3;
