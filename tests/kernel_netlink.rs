@@ -8,6 +8,7 @@ use nftmesh::model::expr::{Statement, Verdict};
 use nftmesh::model::ruleset::{Family, Rule, Ruleset};
 use nftmesh::model::{compile, render};
 use nftmesh::netlink::netns::{run_in, run_in_new};
+use nftmesh::netlink::raise::canonical_ruleset;
 use nftmesh::netlink::{Connection, NetlinkError, Object};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -420,4 +421,44 @@ fn drop_all_capabilities_of_this_thread() {
     // only the calling thread's capabilities.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()) };
     assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+fn table_ids(rs: &Ruleset) -> Vec<(Family, String)> {
+    rs.tables
+        .iter()
+        .map(|t| (t.family, t.name.clone()))
+        .collect()
+}
+
+#[test]
+fn dump_after_apply_equals_what_was_applied_for_every_istio_case() {
+    require_kernel!();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let rs = compile(&case.config());
+        let ids = table_ids(&rs);
+        let rs2 = rs.clone();
+        let dumped = run_in_new(move || {
+            let mut conn = Connection::open().unwrap();
+            conn.apply(&rs2)?;
+            conn.dump_ruleset(&ids)
+        })
+        .unwrap();
+        match dumped {
+            Ok(d) if d == canonical_ruleset(&rs) => {}
+            Ok(d) => failures.push(format!(
+                "{}:\n--- applied\n{}\n--- dumped\n{}",
+                case.name,
+                render(&canonical_ruleset(&rs)),
+                render(&d)
+            )),
+            Err(e) => failures.push(format!("{}: {e}", case.name)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 28 cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

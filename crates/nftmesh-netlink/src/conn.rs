@@ -324,6 +324,24 @@ pub fn plan_apply(
     })
 }
 
+struct ChainInfo {
+    name: String,
+    hook: Option<(u32, i32)>,
+    kind: String,
+    policy: u32,
+}
+
+fn str_attr(out: &mut Vec<u8>, ty: u16, v: &str) {
+    let len = 4 + v.len() + 1;
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&ty.to_ne_bytes());
+    out.extend_from_slice(v.as_bytes());
+    out.push(0);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+}
+
 /// One netfilter netlink socket in the namespace it was opened in.
 pub struct Connection {
     sock: mnl::Socket,
@@ -511,15 +529,27 @@ impl Connection {
         family: u8,
         during: &'static str,
     ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        self.dump_with(msg, family, &[], during)
+    }
+
+    /// A dump request carrying attributes (`extra`, already encoded).
+    fn dump_with(
+        &mut self,
+        msg: u16,
+        family: u8,
+        extra: &[u8],
+        during: &'static str,
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
         for _ in 0..MAX_ATTEMPTS {
             let seq = self.next_seq(1);
-            let mut req = Vec::with_capacity(20);
-            req.extend_from_slice(&20u32.to_ne_bytes());
+            let mut req = Vec::with_capacity(20 + extra.len());
+            req.extend_from_slice(&(20 + extra.len() as u32).to_ne_bytes());
             req.extend_from_slice(&msg_type(msg).to_ne_bytes());
             req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP | NLM_F_ACK).to_ne_bytes());
             req.extend_from_slice(&seq.to_ne_bytes());
             req.extend_from_slice(&0u32.to_ne_bytes());
             req.extend_from_slice(&[family, 0, 0, 0]);
+            req.extend_from_slice(extra);
             self.send(&req, during)?;
             let mut out = Vec::new();
             let mut interrupted = false;
@@ -693,6 +723,225 @@ impl Connection {
                 flags: wire::find(&at, NFTA_SET_FLAGS_ATTR)
                     .and_then(wire::be32)
                     .unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The elements of one set.
+    fn set_elements(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+    ) -> Result<Vec<(Vec<u8>, bool)>, NetlinkError> {
+        let during = "listing set elements";
+        let mut extra = Vec::new();
+        str_attr(&mut extra, NFTA_SET_ELEM_LIST_TABLE, table);
+        str_attr(&mut extra, NFTA_SET_ELEM_LIST_SET, set);
+        let mut out = Vec::new();
+        let bad = |what: String| NetlinkError::Malformed { during, what };
+        for m in self.dump_with(NFT_MSG_GETSETELEM, family_number(family), &extra, during)? {
+            let at = wire::attrs(&m[1..]).map_err(bad)?;
+            let Some(list) = wire::find(&at, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+                continue;
+            };
+            for (_, elem) in wire::attrs(list).map_err(bad)? {
+                let e = wire::attrs(elem).map_err(bad)?;
+                let key = match wire::find(&e, NFTA_SET_ELEM_KEY) {
+                    Some(k) => {
+                        let k = wire::attrs(k).map_err(bad)?;
+                        wire::find(&k, NFTA_DATA_VALUE)
+                            .map(<[u8]>::to_vec)
+                            .unwrap_or_default()
+                    }
+                    None => Vec::new(),
+                };
+                let end = wire::find(&e, NFTA_SET_ELEM_FLAGS)
+                    .and_then(wire::be32)
+                    .unwrap_or(0)
+                    & NFT_SET_ELEM_INTERVAL_END
+                    != 0;
+                out.push((key, end));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read the given tables back from the kernel into the model (tables that do not exist are
+    /// left out): chains with their hooks, named sets with their elements, and every rule
+    /// decoded through [`crate::decode`] and [`crate::raise`] (the inverse of [`plan_apply`]'s
+    /// encoding). Rules come back in [`crate::raise::canonical_rule`] form; an expression the
+    /// model cannot express is [`NetlinkError::Unsupported`], naming it and its rule.
+    pub fn dump_ruleset(&mut self, tables: &[(Family, String)]) -> Result<Ruleset, NetlinkError> {
+        use nftmesh_model::ruleset::{BaseChain, Chain, ChainType};
+        let live = self.tables()?;
+        let mut out = Ruleset::default();
+        for (family, name) in tables {
+            if !live.iter().any(|l| l.family == *family && &l.name == name) {
+                continue;
+            }
+            let during = "dumping the ruleset";
+            let bad = |what: String| NetlinkError::Malformed { during, what };
+            let mut table = Table::new(*family, name.clone());
+            let mut sets = std::collections::HashMap::new();
+            let mut named = Vec::new();
+            for m in self.dump(NFT_MSG_GETSET, family_number(*family), during)? {
+                let at = wire::attrs(&m[1..]).map_err(bad)?;
+                if wire::find(&at, NFTA_SET_TABLE).map(wire::string).as_deref()
+                    != Some(name.as_str())
+                {
+                    continue;
+                }
+                let set_name = wire::find(&at, NFTA_SET_NAME)
+                    .map(wire::string)
+                    .unwrap_or_default();
+                let data = crate::raise::SetData {
+                    key_type: wire::find(&at, NFTA_SET_KEY_TYPE)
+                        .and_then(wire::be32)
+                        .unwrap_or(0),
+                    key_len: wire::find(&at, NFTA_SET_KEY_LEN)
+                        .and_then(wire::be32)
+                        .unwrap_or(0),
+                    flags: wire::find(&at, NFTA_SET_FLAGS)
+                        .and_then(wire::be32)
+                        .unwrap_or(0),
+                    elements: Vec::new(),
+                };
+                if data.flags & NFT_SET_ANONYMOUS == 0 {
+                    named.push(set_name.clone());
+                }
+                sets.insert(set_name, data);
+            }
+            let names: Vec<String> = sets.keys().cloned().collect();
+            for s in names {
+                let els = self.set_elements(*family, name, &s)?;
+                if let Some(d) = sets.get_mut(&s) {
+                    d.elements = els;
+                }
+            }
+            for s in &named {
+                let set = crate::raise::raise_set(s, &sets[s]).map_err(|u| {
+                    NetlinkError::Unsupported {
+                        name: u.name,
+                        object: Object::Set {
+                            table: format!("{} {name}", family.keyword()),
+                            set: s.clone(),
+                        },
+                        detail: u.detail,
+                    }
+                })?;
+                table.sets.push(set);
+            }
+            for c in self.chains_full(*family, name)? {
+                let base = match c.hook {
+                    Some((hook, priority)) => {
+                        let hook = Hook::ALL
+                            .into_iter()
+                            .find(|h| hook_number(*h) == hook)
+                            .ok_or_else(|| bad(format!("chain {}: hook {hook}", c.name)))?;
+                        let kind = match c.kind.as_str() {
+                            "filter" => ChainType::Filter,
+                            "nat" => ChainType::Nat,
+                            "route" => ChainType::Route,
+                            k => return Err(bad(format!("chain {}: type {k:?}", c.name))),
+                        };
+                        let policy = if c.policy == NF_DROP as u32 {
+                            Policy::Drop
+                        } else {
+                            Policy::Accept
+                        };
+                        Some(BaseChain {
+                            kind,
+                            hook,
+                            priority,
+                            policy,
+                        })
+                    }
+                    None => None,
+                };
+                table.chains.push(Chain {
+                    name: c.name,
+                    base,
+                    rules: Vec::new(),
+                });
+            }
+            for m in self.dump(NFT_MSG_GETRULE, family_number(*family), during)? {
+                let at = wire::attrs(&m[1..]).map_err(bad)?;
+                if wire::find(&at, NFTA_RULE_TABLE)
+                    .map(wire::string)
+                    .as_deref()
+                    != Some(name.as_str())
+                {
+                    continue;
+                }
+                let chain = wire::find(&at, NFTA_RULE_CHAIN)
+                    .map(wire::string)
+                    .unwrap_or_default();
+                let exprs = crate::decode::decode_exprs(
+                    wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]),
+                )
+                .map_err(|e| bad(format!("rule in chain {chain}: {e}")))?;
+                let comment =
+                    wire::find(&at, NFTA_RULE_USERDATA).and_then(crate::decode::comment_of);
+                let Some(ch) = table.chains.iter_mut().find(|c| c.name == chain) else {
+                    return Err(bad(format!("rule of unknown chain {chain}")));
+                };
+                let index = ch.rules.len();
+                let rule =
+                    crate::raise::raise_rule(*family, &exprs, &sets, comment).map_err(|u| {
+                        NetlinkError::Unsupported {
+                            name: u.name,
+                            object: Object::Rule {
+                                table: format!("{} {name}", family.keyword()),
+                                chain: chain.clone(),
+                                index,
+                                text: exprs.iter().map(|e| e.name()).collect::<Vec<_>>().join(" "),
+                            },
+                            detail: u.detail,
+                        }
+                    })?;
+                ch.rules.push(rule);
+            }
+            out.tables.push(table);
+        }
+        Ok(out)
+    }
+
+    fn chains_full(&mut self, family: Family, table: &str) -> Result<Vec<ChainInfo>, NetlinkError> {
+        let during = "listing chains";
+        let mut out = Vec::new();
+        for m in self.dump(NFT_MSG_GETCHAIN, family_number(family), during)? {
+            let at =
+                wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            if wire::find(&at, NFTA_CHAIN_TABLE)
+                .map(wire::string)
+                .as_deref()
+                != Some(table)
+            {
+                continue;
+            }
+            let hook = match wire::find(&at, NFTA_CHAIN_HOOK) {
+                Some(h) => {
+                    let h =
+                        wire::attrs(h).map_err(|what| NetlinkError::Malformed { during, what })?;
+                    let num = wire::find(&h, NFTA_HOOK_HOOKNUM).and_then(wire::be32);
+                    let prio = wire::find(&h, NFTA_HOOK_PRIORITY).and_then(wire::be32);
+                    num.zip(prio).map(|(n, p)| (n, p as i32))
+                }
+                None => None,
+            };
+            out.push(ChainInfo {
+                name: wire::find(&at, NFTA_CHAIN_NAME)
+                    .map(wire::string)
+                    .unwrap_or_default(),
+                hook,
+                kind: wire::find(&at, NFTA_CHAIN_TYPE)
+                    .map(wire::string)
+                    .unwrap_or_default(),
+                policy: wire::find(&at, NFTA_CHAIN_POLICY)
+                    .and_then(wire::be32)
+                    .unwrap_or(NF_ACCEPT as u32),
             });
         }
         Ok(out)

@@ -108,6 +108,16 @@ pub enum NetlinkError {
     /// libnftnl could not build a message.
     #[error(transparent)]
     Build(#[from] crate::ffi::BuildError),
+    /// Something read back from the kernel has no counterpart in the model.
+    #[error("{object} holds something nftmesh's model cannot express: {name} ({detail})")]
+    Unsupported {
+        /// The kernel expression's name (`numgen`, `meta`, ...) or `set`.
+        name: String,
+        /// Where it was found.
+        object: Object,
+        /// What about it.
+        detail: String,
+    },
     /// A socket call failed.
     #[error("netlink {during} failed: {source}")]
     Io {

@@ -6,11 +6,13 @@
 #![deny(missing_docs)]
 
 pub mod conn;
+pub mod decode;
 pub mod error;
 pub mod ffi;
 pub mod ir;
 pub mod lower;
 pub mod netns;
+pub mod raise;
 pub mod sys;
 pub mod wire;
 
