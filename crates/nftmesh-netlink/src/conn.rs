@@ -337,7 +337,7 @@ fn str_attr(out: &mut Vec<u8>, ty: u16, v: &str) {
     out.extend_from_slice(&ty.to_ne_bytes());
     out.extend_from_slice(v.as_bytes());
     out.push(0);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -824,10 +824,10 @@ impl Connection {
                 let set = crate::raise::raise_set(s, &sets[s]).map_err(|u| {
                     NetlinkError::Unsupported {
                         name: u.name,
-                        object: Object::Set {
+                        object: Box::new(Object::Set {
                             table: format!("{} {name}", family.keyword()),
                             set: s.clone(),
-                        },
+                        }),
                         detail: u.detail,
                     }
                 })?;
@@ -892,12 +892,12 @@ impl Connection {
                     crate::raise::raise_rule(*family, &exprs, &sets, comment).map_err(|u| {
                         NetlinkError::Unsupported {
                             name: u.name,
-                            object: Object::Rule {
+                            object: Box::new(Object::Rule {
                                 table: format!("{} {name}", family.keyword()),
                                 chain: chain.clone(),
                                 index,
                                 text: exprs.iter().map(|e| e.name()).collect::<Vec<_>>().join(" "),
-                            },
+                            }),
                             detail: u.detail,
                         }
                     })?;

@@ -114,7 +114,7 @@ pub enum NetlinkError {
         /// The kernel expression's name (`numgen`, `meta`, ...) or `set`.
         name: String,
         /// Where it was found.
-        object: Object,
+        object: Box<Object>,
         /// What about it.
         detail: String,
     },
