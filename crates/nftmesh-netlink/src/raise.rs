@@ -69,31 +69,55 @@ fn ifname(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+/// `2^size - 1`, saturating at the full 128-bit space.
+fn span(size: u32) -> u128 {
+    if size >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << size) - 1
+    }
+}
+
 /// The fewest prefixes covering exactly `[lo, hi]` of a `bits`-bit space.
 fn cover(lo: u128, hi: u128, bits: u32) -> Vec<(u128, u8)> {
     let mut out = Vec::new();
+    if lo > hi {
+        return out;
+    }
     let mut cur = lo;
     loop {
+        // The largest aligned block starting at `cur` that ends within `hi`.
         let mut size = if cur == 0 {
             bits
         } else {
             cur.trailing_zeros().min(bits)
         };
-        while size > 0 {
-            let span_last = cur.checked_add((1u128 << size) - 1);
-            match span_last {
-                Some(l) if l <= hi => break,
-                _ => size -= 1,
-            }
+        while size > 0 && cur.checked_add(span(size)).is_none_or(|last| last > hi) {
+            size -= 1;
         }
         out.push((cur, (bits - size) as u8));
-        let last = cur + ((1u128 << size) - 1).min(u128::MAX - cur);
+        let last = cur + span(size);
         if last >= hi {
             break;
         }
         cur = last + 1;
     }
     out
+}
+
+#[cfg(test)]
+mod cover_tests {
+    use super::cover;
+
+    #[test]
+    fn covers_full_spaces_and_odd_ranges() {
+        assert_eq!(cover(0, u128::MAX, 128), vec![(0, 0)]);
+        assert_eq!(cover(0, u128::from(u32::MAX), 32), vec![(0, 0)]);
+        assert_eq!(cover(1, 6, 32), vec![(1, 32), (2, 31), (4, 31), (6, 32)]);
+        assert_eq!(cover(10, 10, 32), vec![(10, 32)]);
+        assert_eq!(cover(u128::MAX, u128::MAX, 128), vec![(u128::MAX, 128)]);
+        assert!(cover(5, 4, 32).is_empty());
+    }
 }
 
 fn prefixes(lo: &[u8], hi: &[u8]) -> Option<Vec<IpNet>> {
