@@ -462,3 +462,28 @@ fn dump_after_apply_equals_what_was_applied_for_every_istio_case() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn an_expression_the_model_lacks_dumps_as_a_typed_unsupported_error() {
+    require_kernel!();
+    let script = "table inet weird {\n\tchain c {\n\t\tcounter accept\n\t\tnumgen inc mod 2 0 drop\n\t}\n}\n";
+    let err = run_in_new(move || {
+        nft_load(script);
+        Connection::open()
+            .unwrap()
+            .dump_ruleset(&[(Family::Inet, "weird".into())])
+    })
+    .unwrap()
+    .expect_err("numgen is not in the model");
+    match &err {
+        NetlinkError::Unsupported { name, object, .. } => {
+            assert_eq!(name, "numgen");
+            match object.as_ref() {
+                Object::Rule { chain, index, .. } => assert_eq!((chain.as_str(), *index), ("c", 1)),
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("expected Unsupported, got {other}"),
+    }
+    assert!(err.to_string().contains("numgen"), "{err}");
+}

@@ -22,6 +22,28 @@ enum Command {
     Plan(CaptureArgs),
     /// Install the capture in ONE nf_tables transaction (replacing nftmesh's tables in place).
     Apply(ApplyArgs),
+    /// Print nftmesh's live tables as nft text, read back over netlink and decoded by nftmesh.
+    Dump(NetnsArg),
+    /// Compare the live tables with what the capture settings compile to; exit 1 on drift
+    /// (printing each difference), 0 when equal, 2 on error.
+    Diff(DiffArgs),
+}
+
+/// Where to work.
+#[derive(clap::Args)]
+struct NetnsArg {
+    /// Network namespace to work in (`/proc/PID/ns/net`, `/var/run/netns/NAME`); default: ours.
+    #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
+    network_namespace: Option<std::path::PathBuf>,
+}
+
+/// `nftmesh diff`: the desired capture and where to compare it.
+#[derive(clap::Args)]
+struct DiffArgs {
+    #[command(flatten)]
+    capture: CaptureArgs,
+    #[command(flatten)]
+    netns: NetnsArg,
 }
 
 /// `nftmesh apply`: where and how to install.
@@ -45,6 +67,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan(&args),
         Command::Apply(args) => apply(args),
+        Command::Dump(args) => dump(args),
+        Command::Diff(args) => return diff(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,11 +131,54 @@ fn apply(args: ApplyArgs) -> Result<(), String> {
         }
         Ok(msg)
     };
-    let result = match &args.network_namespace {
-        Some(path) => nftmesh_netlink::netns::run_in(path, work).map_err(|e| e.to_string())?,
-        None => work(),
-    };
-    let msg = result.map_err(|e| e.to_string())?;
+    let msg = in_netns(args.network_namespace.as_deref(), work)?;
     eprintln!("nftmesh: {msg}");
     Ok(())
+}
+
+/// Run `work` in the given namespace (on a dedicated thread) or in ours.
+fn in_netns<T: Send + 'static>(
+    ns: Option<&std::path::Path>,
+    work: impl FnOnce() -> Result<T, nftmesh_netlink::NetlinkError> + Send + 'static,
+) -> Result<T, String> {
+    match ns {
+        Some(path) => nftmesh_netlink::netns::run_in(path, work)
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string()),
+        None => work().map_err(|e| e.to_string()),
+    }
+}
+
+fn dump(args: NetnsArg) -> Result<(), String> {
+    let owned = owned_tables(&nftmesh_model::config::CaptureConfig::sidecar());
+    let live = in_netns(args.network_namespace.as_deref(), move || {
+        nftmesh_netlink::Connection::open()?.dump_ruleset(&owned)
+    })?;
+    print!("{}", nftmesh_model::render(&live));
+    Ok(())
+}
+
+fn diff(args: DiffArgs) -> ExitCode {
+    let run = || -> Result<Vec<nftmesh_netlink::diff::Difference>, String> {
+        let cfg = args.capture.to_config()?;
+        let desired = nftmesh_model::compile(&cfg);
+        let owned = owned_tables(&cfg);
+        let live = in_netns(args.netns.network_namespace.as_deref(), move || {
+            nftmesh_netlink::Connection::open()?.dump_ruleset(&owned)
+        })?;
+        Ok(nftmesh_netlink::diff::diff(&desired, &live))
+    };
+    match run() {
+        Ok(d) if d.is_empty() => ExitCode::SUCCESS,
+        Ok(d) => {
+            for x in &d {
+                println!("{x}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("nftmesh: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

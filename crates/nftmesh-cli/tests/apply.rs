@@ -124,3 +124,51 @@ fn a_missing_namespace_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn dump_prints_what_apply_installed_and_diff_detects_drift() {
+    let Some(ns) = netns_or_skip() else { return };
+    let path = ns.path();
+    let flags = ["-p", "15001", "-z", "15006", "-u", "1337", "-b", "*"];
+    let o = nftmesh(&[&["diff", "--network-namespace", &path][..], &flags[..]].concat());
+    assert_eq!(o.status.code(), Some(1), "nothing applied yet is drift");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("missing table"));
+    let o = nftmesh(&[&["apply", "--network-namespace", &path][..], &flags[..]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = nftmesh(&[&["diff", "--network-namespace", &path][..], &flags[..]].concat());
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let dumped = nftmesh(&["dump", "--network-namespace", &path]);
+    assert!(
+        dumped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+    let plan = nftmesh(&[&["plan"][..], &flags[..]].concat());
+    // The dump is in canonical form: an explicit `meta l4proto tcp` right before the `tcp dport`
+    // it is the dependency of is implied.
+    let canonical_plan =
+        String::from_utf8_lossy(&plan.stdout).replace("meta l4proto tcp tcp ", "tcp ");
+    assert_eq!(String::from_utf8_lossy(&dumped.stdout), canonical_plan);
+    // Drift: another inbound port.
+    let o = nftmesh(&[
+        "diff",
+        "--network-namespace",
+        &path,
+        "-p",
+        "15001",
+        "-z",
+        "15007",
+        "-u",
+        "1337",
+        "-b",
+        "*",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("15007") && out.contains("15006"), "{out}");
+}

@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod decode;
+pub mod diff;
 pub mod error;
 pub mod ffi;
 pub mod ir;
