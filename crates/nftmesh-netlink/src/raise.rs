@@ -105,21 +105,6 @@ fn cover(lo: u128, hi: u128, bits: u32) -> Vec<(u128, u8)> {
     out
 }
 
-#[cfg(test)]
-mod cover_tests {
-    use super::cover;
-
-    #[test]
-    fn covers_full_spaces_and_odd_ranges() {
-        assert_eq!(cover(0, u128::MAX, 128), vec![(0, 0)]);
-        assert_eq!(cover(0, u128::from(u32::MAX), 32), vec![(0, 0)]);
-        assert_eq!(cover(1, 6, 32), vec![(1, 32), (2, 31), (4, 31), (6, 32)]);
-        assert_eq!(cover(10, 10, 32), vec![(10, 32)]);
-        assert_eq!(cover(u128::MAX, u128::MAX, 128), vec![(u128::MAX, 128)]);
-        assert!(cover(5, 4, 32).is_empty());
-    }
-}
-
 fn prefixes(lo: &[u8], hi: &[u8]) -> Option<Vec<IpNet>> {
     match (ip_of(lo)?, ip_of(hi)?) {
         (IpAddr::V4(a), IpAddr::V4(b)) => Some(
@@ -1025,4 +1010,19 @@ pub fn canonical_ruleset(rs: &nftmesh_model::ruleset::Ruleset) -> nftmesh_model:
         }
     }
     out
+}
+
+#[cfg(test)]
+mod cover_tests {
+    use super::cover;
+
+    #[test]
+    fn covers_full_spaces_and_odd_ranges() {
+        assert_eq!(cover(0, u128::MAX, 128), vec![(0, 0)]);
+        assert_eq!(cover(0, u128::from(u32::MAX), 32), vec![(0, 0)]);
+        assert_eq!(cover(1, 6, 32), vec![(1, 32), (2, 31), (4, 31), (6, 32)]);
+        assert_eq!(cover(10, 10, 32), vec![(10, 32)]);
+        assert_eq!(cover(u128::MAX, u128::MAX, 128), vec![(u128::MAX, 128)]);
+        assert!(cover(5, 4, 32).is_empty());
+    }
 }
