@@ -487,3 +487,62 @@ fn an_expression_the_model_lacks_dumps_as_a_typed_unsupported_error() {
     }
     assert!(err.to_string().contains("numgen"), "{err}");
 }
+
+#[test]
+fn tproxy_routing_is_installed_idempotently_read_back_and_removed() {
+    require_kernel!();
+    use nftmesh::netlink::routes::{Routing, RoutingState, TproxyRouting};
+    let r = TproxyRouting {
+        mark: 1337,
+        table: 133,
+        ipv6: true,
+    };
+    let (empty, after, after_twice, ip_rules, ip6_routes, removed) = run_in_new(move || {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        let mut rt = Routing::open().unwrap();
+        let empty = rt.state(&r).unwrap();
+        rt.ensure(&r).unwrap();
+        let after = rt.state(&r).unwrap();
+        rt.ensure(&r).unwrap();
+        let after_twice = rt.state(&r).unwrap();
+        let out = |args: &[&str]| {
+            String::from_utf8(Command::new("ip").args(args).output().unwrap().stdout).unwrap()
+        };
+        let ip_rules = out(&["rule", "show"]) + &out(&["-6", "rule", "show"]);
+        let ip6_routes = out(&["-6", "route", "show", "table", "133"])
+            + &out(&["route", "show", "table", "133"]);
+        rt.remove(&r).unwrap();
+        (
+            empty,
+            after,
+            after_twice,
+            ip_rules,
+            ip6_routes,
+            rt.state(&r).unwrap(),
+        )
+    })
+    .unwrap();
+    assert_eq!(empty, RoutingState::default());
+    let full = RoutingState {
+        rules: vec![4, 6],
+        local_routes: vec![4, 6],
+        loopback_v6: true,
+    };
+    assert_eq!(after, full);
+    assert_eq!(after_twice, full);
+    assert_eq!(
+        ip_rules.matches("fwmark 0x539 lookup 133").count(),
+        2,
+        "one rule per family, no duplicates:\n{ip_rules}"
+    );
+    assert_eq!(
+        ip6_routes.matches("local default dev lo").count(),
+        2,
+        "{ip6_routes}"
+    );
+    assert_eq!(removed, RoutingState::default());
+}

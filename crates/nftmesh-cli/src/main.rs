@@ -112,11 +112,22 @@ fn apply(args: ApplyArgs) -> Result<(), String> {
     }
     let cleanup_only = args.cleanup_only;
     let owned = owned_tables(&cfg);
+    let routing = nftmesh_netlink::routes::TproxyRouting {
+        mark: cfg.tproxy_mark,
+        table: cfg.tproxy_route_table,
+        ipv6: cfg.ipv6,
+    };
+    let tproxy = cfg.mode == nftmesh_model::config::InterceptionMode::Tproxy;
     let work = move || -> Result<String, nftmesh_netlink::NetlinkError> {
         let mut conn = nftmesh_netlink::Connection::open()?;
         if cleanup_only {
             let n = conn.delete_tables(&owned)?;
-            return Ok(format!("removed {n} table(s)"));
+            nftmesh_netlink::routes::Routing::open()?.remove(&routing)?;
+            return Ok(format!("removed {n} table(s) and the TPROXY routing"));
+        }
+        if tproxy {
+            // Routing first: once the tproxy rules are live, marked packets need the table.
+            nftmesh_netlink::routes::Routing::open()?.ensure(&routing)?;
         }
         let r = conn.apply(&ruleset)?;
         let mut msg = format!(

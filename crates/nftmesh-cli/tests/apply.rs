@@ -172,3 +172,51 @@ fn dump_prints_what_apply_installed_and_diff_detects_drift() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("15007") && out.contains("15006"), "{out}");
 }
+
+#[test]
+fn tproxy_apply_installs_policy_routing_and_cleanup_removes_it() {
+    let Some(ns) = netns_or_skip() else { return };
+    let path = ns.path();
+    let ip = |args: &[&str]| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "ip"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(Command::new("ip")
+        .args(["netns", "exec", &ns.0, "ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap()
+        .success());
+    let o = nftmesh(&[
+        "apply",
+        "--network-namespace",
+        &path,
+        "-m",
+        "TPROXY",
+        "-b",
+        "*",
+        "--ipv6",
+        "on",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        ip(&["rule"]).contains("fwmark 0x539 lookup 133"),
+        "{}",
+        ip(&["rule"])
+    );
+    assert!(ip(&["-6", "rule"]).contains("fwmark 0x539 lookup 133"));
+    assert!(ip(&["route", "show", "table", "133"]).contains("local default dev lo"));
+    assert!(ip(&["-6", "route", "show", "table", "133"]).contains("local default dev lo"));
+    assert!(ip(&["-6", "addr", "show", "dev", "lo"]).contains("::6/128"));
+    assert!(ns.list().contains("tproxy"), "{}", ns.list());
+    let o = nftmesh(&["apply", "--network-namespace", &path, "--cleanup-only"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!ip(&["rule"]).contains("lookup 133"));
+    assert!(!ip(&["-6", "rule"]).contains("lookup 133"));
+    assert!(ip(&["route", "show", "table", "133"]).is_empty());
+    assert!(!ip(&["-6", "addr", "show", "dev", "lo"]).contains("::6/128"));
+    assert_eq!(ns.list(), "");
+}

@@ -1,0 +1,453 @@
+//! TPROXY policy routing over rtnetlink (`neli`): packets carrying the TPROXY mark look up a
+//! dedicated table whose `local default dev lo` route delivers them to the local socket, for
+//! IPv4 and IPv6; and `::6/128` on `lo` (the IPv6 twin of 127.0.0.6) when IPv6 is on. This is
+//! what Istio sets up for TPROXY, also over netlink. Every call is idempotent.
+
+use crate::error::NetlinkError;
+use neli::consts::nl::{NlmF, NlmFFlags};
+use neli::consts::rtnl::{
+    Ifa, IfaF, IfaFFlags, RtAddrFamily, RtScope, RtTable, Rta, Rtm, RtmFFlags, Rtn, Rtprot,
+};
+use neli::consts::socket::NlFamily;
+use neli::nl::{NlPayload, Nlmsghdr};
+use neli::rtnl::{Ifaddrmsg, Rtattr, Rtmsg};
+use neli::socket::NlSocket;
+use neli::types::RtBuffer;
+use neli::ToBytes;
+use std::net::Ipv6Addr;
+
+const FRA_PRIORITY: u16 = 6;
+const FRA_FWMARK: u16 = 10;
+const FRA_TABLE: u16 = 15;
+const FR_ACT_TO_TBL: u8 = 1;
+/// Priority of the fwmark rule (below the main table's 32766, as `ip rule` would pick).
+pub const RULE_PRIORITY: u32 = 32765;
+/// The IPv6 inbound-passthrough source Istio adds to `lo`.
+pub const LOOPBACK_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
+
+/// The TPROXY routing: which mark, which table, and whether IPv6 is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TproxyRouting {
+    /// The packet mark TPROXY sets (Istio: 1337).
+    pub mark: u32,
+    /// The route table the mark selects (Istio: 133).
+    pub table: u32,
+    /// Whether to set up IPv6 too (and `::6` on `lo`).
+    pub ipv6: bool,
+}
+
+/// What the kernel has of a [`TproxyRouting`], read back over rtnetlink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingState {
+    /// Families (`4`, `6`) with a rule `fwmark MARK lookup TABLE`.
+    pub rules: Vec<u8>,
+    /// Families with a `local default dev lo` route in TABLE.
+    pub local_routes: Vec<u8>,
+    /// Whether `lo` has `::6/128`.
+    pub loopback_v6: bool,
+}
+
+fn fam(v6: bool) -> RtAddrFamily {
+    if v6 {
+        RtAddrFamily::Inet6
+    } else {
+        RtAddrFamily::Inet
+    }
+}
+
+fn ser(during: &str, e: impl std::fmt::Display) -> NetlinkError {
+    NetlinkError::Malformed {
+        during: "building an rtnetlink request",
+        what: format!("{during}: {e}"),
+    }
+}
+
+fn lo_index() -> Result<i32, NetlinkError> {
+    nix::net::if_::if_nametoindex("lo")
+        .map(|i| i as i32)
+        .map_err(|e| NetlinkError::kernel("looking up interface lo", e as i32))
+}
+
+fn table_byte(table: u32) -> RtTable {
+    if table < 256 {
+        RtTable::UnrecognizedConst(table as u8)
+    } else {
+        RtTable::Unspec
+    }
+}
+
+/// One rtnetlink socket for routing changes. Requests are serialized by `neli`; replies are
+/// parsed by the bounds-checked [`crate::wire`] reader (never by code that may panic on them).
+pub struct Routing {
+    sock: NlSocket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Routing {
+    /// Open an rtnetlink socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self, NetlinkError> {
+        let sock = NlSocket::connect(NlFamily::Route, None, &[])
+            .map_err(|e| NetlinkError::io("rtnetlink open", e))?;
+        let tv = libc::timeval {
+            tv_sec: 10,
+            tv_usec: 0,
+        };
+        // SAFETY: the fd is the open socket; the value is a timeval of the given size.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        Ok(Routing {
+            sock,
+            seq: 1,
+            buf: vec![0u8; 1 << 16],
+        })
+    }
+
+    /// Serialize and send one message; returns its sequence number.
+    fn send<P>(
+        &mut self,
+        ty: Rtm,
+        flags: &[NlmF],
+        payload: P,
+        during: &str,
+    ) -> Result<u32, NetlinkError>
+    where
+        P: neli::Size + neli::ToBytes + std::fmt::Debug,
+    {
+        self.seq = self.seq.wrapping_add(1);
+        let msg = Nlmsghdr::new(
+            None,
+            ty,
+            NlmFFlags::new(flags),
+            Some(self.seq),
+            None,
+            NlPayload::Payload(payload),
+        );
+        let mut cur = std::io::Cursor::new(Vec::new());
+        msg.to_bytes(&mut cur).map_err(|e| ser(during, e))?;
+        let bytes = cur.into_inner();
+        self.sock
+            .send(&bytes[..], 0)
+            .map_err(|e| NetlinkError::io("rtnetlink send", e))?;
+        Ok(self.seq)
+    }
+
+    /// Read replies to `seq` until its ACK/error (`dump`: until DONE), collecting payloads.
+    fn replies(
+        &mut self,
+        seq: u32,
+        dump: bool,
+        during: &str,
+    ) -> Result<(i32, Vec<Vec<u8>>), NetlinkError> {
+        let mut out = Vec::new();
+        for _ in 0..100_000 {
+            let n = match self.sock.recv(&mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(NetlinkError::Timeout(std::time::Duration::from_secs(10)))
+                }
+                Err(e) => return Err(NetlinkError::io("rtnetlink recv", e)),
+            };
+            let msgs =
+                crate::wire::messages(&self.buf[..n]).map_err(|what| NetlinkError::Malformed {
+                    during: "reading an rtnetlink reply",
+                    what: format!("{during}: {what}"),
+                })?;
+            for m in msgs {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    t if t == libc::NLMSG_DONE as u16 => return Ok((0, out)),
+                    t if t == libc::NLMSG_ERROR as u16 => {
+                        let (errno, _) = crate::wire::error_payload(m.payload).map_err(|what| {
+                            NetlinkError::Malformed {
+                                during: "reading an rtnetlink reply",
+                                what: format!("{during}: {what}"),
+                            }
+                        })?;
+                        if !dump || errno != 0 {
+                            return Ok((errno, out));
+                        }
+                    }
+                    _ => out.push(m.payload.to_vec()),
+                }
+            }
+        }
+        Err(NetlinkError::Malformed {
+            during: "reading an rtnetlink reply",
+            what: format!("{during}: no end after 100000 reads"),
+        })
+    }
+
+    /// Send one request with ACK; errnos in `ok` count as success. Returns the errno seen.
+    fn request<P>(
+        &mut self,
+        ty: Rtm,
+        flags: &[NlmF],
+        payload: P,
+        ok: &[i32],
+        during: &str,
+    ) -> Result<i32, NetlinkError>
+    where
+        P: neli::Size + neli::ToBytes + std::fmt::Debug,
+    {
+        let mut f = vec![NlmF::Request, NlmF::Ack];
+        f.extend_from_slice(flags);
+        let seq = self.send(ty, &f, payload, during)?;
+        let (errno, _) = self.replies(seq, false, during)?;
+        if errno == 0 || ok.contains(&errno) {
+            Ok(errno)
+        } else {
+            Err(NetlinkError::kernel(during, errno))
+        }
+    }
+
+    fn rule_msg(&self, r: &TproxyRouting, v6: bool) -> Result<Rtmsg, NetlinkError> {
+        let mut attrs = RtBuffer::new();
+        for (ty, v) in [
+            (FRA_FWMARK, r.mark),
+            (FRA_TABLE, r.table),
+            (FRA_PRIORITY, RULE_PRIORITY),
+        ] {
+            attrs.push(
+                Rtattr::new(None, Rta::UnrecognizedConst(ty), v)
+                    .map_err(|e| ser("rule attribute", e))?,
+            );
+        }
+        Ok(Rtmsg {
+            rtm_family: fam(v6),
+            rtm_dst_len: 0,
+            rtm_src_len: 0,
+            rtm_tos: 0,
+            rtm_table: table_byte(r.table),
+            rtm_protocol: Rtprot::Unspec,
+            rtm_scope: RtScope::Universe,
+            rtm_type: Rtn::UnrecognizedConst(FR_ACT_TO_TBL),
+            rtm_flags: RtmFFlags::empty(),
+            rtattrs: attrs,
+        })
+    }
+
+    fn route_msg(&self, r: &TproxyRouting, v6: bool) -> Result<Rtmsg, NetlinkError> {
+        let mut attrs = RtBuffer::new();
+        attrs.push(Rtattr::new(None, Rta::Oif, lo_index()?).map_err(|e| ser("route oif", e))?);
+        attrs.push(Rtattr::new(None, Rta::Table, r.table).map_err(|e| ser("route table", e))?);
+        Ok(Rtmsg {
+            rtm_family: fam(v6),
+            rtm_dst_len: 0,
+            rtm_src_len: 0,
+            rtm_tos: 0,
+            rtm_table: table_byte(r.table),
+            rtm_protocol: Rtprot::Boot,
+            rtm_scope: RtScope::Host,
+            rtm_type: Rtn::Local,
+            rtm_flags: RtmFFlags::empty(),
+            rtattrs: attrs,
+        })
+    }
+
+    fn addr_msg(&self) -> Result<Ifaddrmsg, NetlinkError> {
+        let mut attrs = RtBuffer::new();
+        let octets = LOOPBACK_V6.octets().to_vec();
+        attrs.push(Rtattr::new(None, Ifa::Local, octets.clone()).map_err(|e| ser("address", e))?);
+        attrs.push(Rtattr::new(None, Ifa::Address, octets).map_err(|e| ser("address", e))?);
+        Ok(Ifaddrmsg {
+            ifa_family: RtAddrFamily::Inet6,
+            ifa_prefixlen: 128,
+            ifa_flags: IfaFFlags::new(&[IfaF::Nodad]),
+            ifa_scope: 0,
+            ifa_index: lo_index()?,
+            rtattrs: attrs,
+        })
+    }
+
+    /// Install the rule, the local route and `::6` (idempotent: what exists is kept).
+    pub fn ensure(&mut self, r: &TproxyRouting) -> Result<(), NetlinkError> {
+        for v6 in [false, true] {
+            if v6 && !r.ipv6 {
+                continue;
+            }
+            let msg = self.rule_msg(r, v6)?;
+            self.request(
+                Rtm::Newrule,
+                &[NlmF::Create, NlmF::Excl],
+                msg,
+                &[libc::EEXIST],
+                "adding the TPROXY fwmark rule",
+            )?;
+            let msg = self.route_msg(r, v6)?;
+            self.request(
+                Rtm::Newroute,
+                &[NlmF::Create, NlmF::Replace],
+                msg,
+                &[],
+                "adding the TPROXY local route",
+            )?;
+        }
+        if r.ipv6 {
+            let msg = self.addr_msg()?;
+            self.request(
+                Rtm::Newaddr,
+                &[NlmF::Create, NlmF::Replace],
+                msg,
+                &[],
+                "adding ::6/128 to lo",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Remove what [`Routing::ensure`] installs (absent pieces are fine).
+    pub fn remove(&mut self, r: &TproxyRouting) -> Result<(), NetlinkError> {
+        for v6 in [false, true] {
+            // Duplicates (from other tools) go too: delete until none is left, bounded.
+            for _ in 0..16 {
+                let msg = self.rule_msg(r, v6)?;
+                let e = self.request(
+                    Rtm::Delrule,
+                    &[],
+                    msg,
+                    &[libc::ENOENT, libc::EAFNOSUPPORT],
+                    "removing the TPROXY fwmark rule",
+                )?;
+                if e != 0 {
+                    break;
+                }
+            }
+            let msg = self.route_msg(r, v6)?;
+            self.request(
+                Rtm::Delroute,
+                &[],
+                msg,
+                &[libc::ESRCH, libc::ENOENT, libc::EAFNOSUPPORT],
+                "removing the TPROXY local route",
+            )?;
+        }
+        let msg = self.addr_msg()?;
+        self.request(
+            Rtm::Deladdr,
+            &[],
+            msg,
+            &[libc::EADDRNOTAVAIL, libc::ENOENT, libc::EAFNOSUPPORT],
+            "removing ::6/128 from lo",
+        )?;
+        Ok(())
+    }
+
+    fn dump<P>(&mut self, ty: Rtm, payload: P) -> Result<Vec<Vec<u8>>, NetlinkError>
+    where
+        P: neli::Size + neli::ToBytes + std::fmt::Debug,
+    {
+        let during = "dumping routing state";
+        let seq = self.send(ty, &[NlmF::Request, NlmF::Dump], payload, during)?;
+        let (errno, out) = self.replies(seq, true, during)?;
+        if errno != 0 {
+            return Err(NetlinkError::kernel(during, errno));
+        }
+        Ok(out)
+    }
+
+    /// Read back what the kernel has of `r`.
+    pub fn state(&mut self, r: &TproxyRouting) -> Result<RoutingState, NetlinkError> {
+        let bad = |what: String| NetlinkError::Malformed {
+            during: "parsing routing state",
+            what,
+        };
+        let mut st = RoutingState::default();
+        let lo = lo_index()?;
+        for v6 in [false, true] {
+            let family_num = if v6 { 6 } else { 4 };
+            let empty = Rtmsg {
+                rtm_family: fam(v6),
+                rtm_dst_len: 0,
+                rtm_src_len: 0,
+                rtm_tos: 0,
+                rtm_table: RtTable::Unspec,
+                rtm_protocol: Rtprot::Unspec,
+                rtm_scope: RtScope::Universe,
+                rtm_type: Rtn::Unspec,
+                rtm_flags: RtmFFlags::empty(),
+                rtattrs: RtBuffer::new(),
+            };
+            for p in self.dump(Rtm::Getrule, empty)? {
+                let at = crate::wire::attrs(p.get(12..).unwrap_or(&[])).map_err(bad)?;
+                let ne = |ty| {
+                    crate::wire::find(&at, ty)
+                        .and_then(|v| v.get(..4))
+                        .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+                };
+                if ne(FRA_FWMARK) == Some(r.mark)
+                    && ne(FRA_TABLE) == Some(r.table)
+                    && !st.rules.contains(&family_num)
+                {
+                    st.rules.push(family_num);
+                }
+            }
+            let empty = Rtmsg {
+                rtm_family: fam(v6),
+                rtm_dst_len: 0,
+                rtm_src_len: 0,
+                rtm_tos: 0,
+                rtm_table: RtTable::Unspec,
+                rtm_protocol: Rtprot::Unspec,
+                rtm_scope: RtScope::Universe,
+                rtm_type: Rtn::Unspec,
+                rtm_flags: RtmFFlags::empty(),
+                rtattrs: RtBuffer::new(),
+            };
+            for p in self.dump(Rtm::Getroute, empty)? {
+                if p.len() < 12 {
+                    return Err(bad(format!("route message of {} bytes", p.len())));
+                }
+                let (dst_len, rtype) = (p[1], p[7]);
+                let at = crate::wire::attrs(&p[12..]).map_err(bad)?;
+                let ne = |ty| {
+                    crate::wire::find(&at, ty)
+                        .and_then(|v| v.get(..4))
+                        .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+                };
+                let table = ne(libc::RTA_TABLE).unwrap_or(u32::from(p[4]));
+                if table == r.table
+                    && dst_len == 0
+                    && rtype == libc::RTN_LOCAL
+                    && ne(libc::RTA_OIF) == Some(lo as u32)
+                    && !st.local_routes.contains(&family_num)
+                {
+                    st.local_routes.push(family_num);
+                }
+            }
+        }
+        let empty = Ifaddrmsg {
+            ifa_family: RtAddrFamily::Inet6,
+            ifa_prefixlen: 0,
+            ifa_flags: IfaFFlags::empty(),
+            ifa_scope: 0,
+            ifa_index: 0,
+            rtattrs: RtBuffer::new(),
+        };
+        for p in self.dump(Rtm::Getaddr, empty)? {
+            if p.len() < 8 {
+                return Err(bad(format!("address message of {} bytes", p.len())));
+            }
+            let index = i32::from_ne_bytes([p[4], p[5], p[6], p[7]]);
+            let at = crate::wire::attrs(&p[8..]).map_err(bad)?;
+            let addr = crate::wire::find(&at, libc::IFA_ADDRESS)
+                .or_else(|| crate::wire::find(&at, libc::IFA_LOCAL));
+            if index == lo
+                && p[0] == libc::AF_INET6 as u8
+                && addr == Some(&LOOPBACK_V6.octets()[..])
+            {
+                st.loopback_v6 = true;
+            }
+        }
+        Ok(st)
+    }
+}
