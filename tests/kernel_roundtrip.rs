@@ -110,6 +110,7 @@ fn a_match() -> impl Strategy<Value = Match> {
 fn a_rule() -> impl Strategy<Value = Rule> {
     let stmt = prop_oneof![
         Just(Statement::Counter),
+        proptest::option::of("[a-z]{1,12}").prop_map(|prefix| Statement::Log { prefix }),
         any::<u32>().prop_map(|v| Statement::MarkSet(MarkValue::Value(v))),
         (any::<u32>(), any::<u32>())
             .prop_map(|(and, xor)| Statement::CtMarkSet(MarkValue::Bitwise { and, xor })),
@@ -119,6 +120,7 @@ fn a_rule() -> impl Strategy<Value = Rule> {
         Just(Verdict::Return),
         Just(Verdict::Drop),
         Just(Verdict::Jump("sub".into())),
+        Just(Verdict::Goto("sub".into())),
     ];
     (
         proptest::collection::vec(a_match(), 0..4),
@@ -152,8 +154,9 @@ fn a_ruleset() -> impl Strategy<Value = Ruleset> {
                     .into_iter()
                     .map(|mut r| {
                         // No jumps from sub to itself.
-                        r.statements
-                            .retain(|s| !matches!(s, Statement::Verdict(Verdict::Jump(_))));
+                        r.statements.retain(|s| {
+                            !matches!(s, Statement::Verdict(Verdict::Jump(_) | Verdict::Goto(_)))
+                        });
                         r
                     })
                     .collect(),
@@ -209,4 +212,146 @@ fn random_rulesets_dump_back_as_applied() {
     if let Err(e) = outcome {
         panic!("{e}");
     }
+}
+
+#[test]
+fn named_sets_of_every_key_type_apply_and_dump_back() {
+    use nftmesh::model::ruleset::{Set, SetElement, SetKeyType};
+    if let Some(why) = support::netns::oracle_unavailable() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let mut t = Table::new(Family::Inet, "nftmesh-sets");
+    let set = |name: &str, key_type, interval, elements| Set {
+        name: name.into(),
+        key_type,
+        interval,
+        elements,
+    };
+    t.sets = vec![
+        set(
+            "v4",
+            SetKeyType::Ipv4Addr,
+            true,
+            vec![
+                SetElement::Prefix("10.0.0.0/8".parse().unwrap()),
+                SetElement::Prefix("192.168.1.7/32".parse().unwrap()),
+            ],
+        ),
+        set(
+            "v6",
+            SetKeyType::Ipv6Addr,
+            true,
+            vec![SetElement::Prefix("fd00::/8".parse().unwrap())],
+        ),
+        set(
+            "ports",
+            SetKeyType::InetService,
+            true,
+            vec![SetElement::Range(22, 22), SetElement::Range(8000, 8080)],
+        ),
+        set(
+            "ifs",
+            SetKeyType::Ifname,
+            false,
+            vec![
+                SetElement::Name("eth0".into()),
+                SetElement::Name("lo".into()),
+            ],
+        ),
+        set(
+            "uids",
+            SetKeyType::Uid,
+            false,
+            vec![SetElement::Range(0, 0), SetElement::Range(1337, 1337)],
+        ),
+        set(
+            "gids",
+            SetKeyType::Gid,
+            false,
+            vec![SetElement::Range(5, 5)],
+        ),
+        set(
+            "marks",
+            SetKeyType::Mark,
+            false,
+            vec![SetElement::Range(0x539, 0x539)],
+        ),
+    ];
+    let rules = vec![
+        Rule {
+            matches: vec![Match::Addr {
+                dir: Direction::Dst,
+                version: IpVersion::V4,
+                negate: false,
+                values: named("v4"),
+            }],
+            statements: vec![Statement::Verdict(Verdict::Return)],
+            comment: None,
+        },
+        Rule {
+            matches: vec![Match::Addr {
+                dir: Direction::Src,
+                version: IpVersion::V6,
+                negate: true,
+                values: named("v6"),
+            }],
+            statements: vec![Statement::Counter],
+            comment: None,
+        },
+        Rule {
+            matches: vec![Match::Port {
+                dir: Direction::Dst,
+                proto: L4Proto::Tcp,
+                negate: false,
+                values: named("ports"),
+            }],
+            statements: vec![Statement::Verdict(Verdict::Accept)],
+            comment: Some("ports".into()),
+        },
+        Rule {
+            matches: vec![
+                Match::Oifname {
+                    negate: false,
+                    values: named("ifs"),
+                },
+                Match::SkUid {
+                    negate: true,
+                    values: named("uids"),
+                },
+                Match::SkGid {
+                    negate: false,
+                    values: named("gids"),
+                },
+            ],
+            statements: vec![Statement::Verdict(Verdict::Drop)],
+            comment: None,
+        },
+    ];
+    t.chains.push(Chain {
+        name: "output".into(),
+        base: Some(BaseChain {
+            kind: ChainType::Filter,
+            hook: Hook::Output,
+            priority: 0,
+            policy: Policy::Accept,
+        }),
+        rules,
+    });
+    let rs = Ruleset { tables: vec![t] };
+    let rs2 = rs.clone();
+    let dumped = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        conn.apply(&rs2).unwrap();
+        // Apply again: named sets are replaced in place, not duplicated.
+        conn.apply(&rs2).unwrap();
+        conn.dump_ruleset(&[(Family::Inet, "nftmesh-sets".into())])
+            .unwrap()
+    })
+    .unwrap();
+    assert_eq!(dumped, canonical_ruleset(&rs));
+}
+
+fn named<T>(n: &str) -> Values<T> {
+    Values::Named(n.to_string())
 }

@@ -10,10 +10,18 @@ use std::process::ExitCode;
 
 /// Istio sidecar traffic capture through nf_tables, with no iptables or nft binary.
 #[derive(Parser)]
-#[command(name = "nftmesh", version, about)]
+#[command(
+    name = "nftmesh",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a subcommand, `nftmesh [FLAGS]` applies, as `istio-iptables [FLAGS]` does.
+    #[command(flatten)]
+    apply: ApplyArgs,
 }
 
 #[derive(Subcommand)]
@@ -65,10 +73,11 @@ struct ApplyArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plan(args) => plan(&args),
-        Command::Apply(args) => apply(args),
-        Command::Dump(args) => dump(args),
-        Command::Diff(args) => return diff(args),
+        None => apply(cli.apply),
+        Some(Command::Plan(args)) => plan(&args),
+        Some(Command::Apply(args)) => apply(args),
+        Some(Command::Dump(args)) => dump(args),
+        Some(Command::Diff(args)) => return diff(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

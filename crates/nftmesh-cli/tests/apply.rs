@@ -220,3 +220,22 @@ fn tproxy_apply_installs_policy_routing_and_cleanup_removes_it() {
     assert!(!ip(&["-6", "addr", "show", "dev", "lo"]).contains("::6/128"));
     assert_eq!(ns.list(), "");
 }
+
+#[test]
+fn the_bare_istio_iptables_style_invocation_applies() {
+    let Some(ns) = netns_or_skip() else { return };
+    let o = nftmesh(&[
+        "--network-namespace",
+        &ns.path(),
+        "-p",
+        "15001",
+        "-z",
+        "15006",
+        "-u",
+        "1337",
+        "-b",
+        "*",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(ns.list().contains("redirect to :15006"), "{}", ns.list());
+}

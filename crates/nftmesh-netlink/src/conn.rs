@@ -905,7 +905,8 @@ impl Connection {
             }
             out.tables.push(table);
         }
-        Ok(out)
+        // Hash sets list their elements in no particular order.
+        Ok(crate::raise::canonical_ruleset(&out))
     }
 
     fn chains_full(&mut self, family: Family, table: &str) -> Result<Vec<ChainInfo>, NetlinkError> {

@@ -75,6 +75,7 @@ pub fn errno_meaning(errno: i32) -> &'static str {
         libc::ENOBUFS => "the netlink socket ran out of buffer space",
         libc::ENOSPC => "the kernel ran out of handles or set space",
         libc::ELOOP => "the chains would form a loop",
+        libc::EMLINK => "jumps would form a loop or nest too deep",
         libc::ERESTART => "the ruleset changed while this batch was prepared",
         libc::EPERM | libc::EACCES => {
             "permission denied: CAP_NET_ADMIN is needed in the network namespace"
