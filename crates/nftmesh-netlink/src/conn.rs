@@ -73,6 +73,10 @@ pub struct LiveChain {
     pub handle: u64,
     /// Hook number and priority of a base chain.
     pub hook: Option<(u32, i32)>,
+    /// Chain type of a base chain (`filter`, `nat`, `route`); empty for a regular chain.
+    pub kind: String,
+    /// Policy verdict of a base chain (`NF_ACCEPT` for a regular chain).
+    pub policy: u32,
 }
 
 /// A named set as listed by the kernel.
@@ -322,13 +326,6 @@ pub fn plan_apply(
         last_seq,
         deleted_chains,
     })
-}
-
-struct ChainInfo {
-    name: String,
-    hook: Option<(u32, i32)>,
-    kind: String,
-    policy: u32,
 }
 
 fn str_attr(out: &mut Vec<u8>, ty: u16, v: &str) {
@@ -697,6 +694,12 @@ impl Connection {
                     .and_then(wire::be64)
                     .unwrap_or(0),
                 hook,
+                kind: wire::find(&at, NFTA_CHAIN_TYPE)
+                    .map(wire::string)
+                    .unwrap_or_default(),
+                policy: wire::find(&at, NFTA_CHAIN_POLICY)
+                    .and_then(wire::be32)
+                    .unwrap_or(NF_ACCEPT as u32),
             });
         }
         Ok(out)
@@ -833,7 +836,7 @@ impl Connection {
                 })?;
                 table.sets.push(set);
             }
-            for c in self.chains_full(*family, name)? {
+            for c in self.chains(*family, name)? {
                 let base = match c.hook {
                     Some((hook, priority)) => {
                         let hook = Hook::ALL
@@ -907,45 +910,6 @@ impl Connection {
         }
         // Hash sets list their elements in no particular order.
         Ok(crate::raise::canonical_ruleset(&out))
-    }
-
-    fn chains_full(&mut self, family: Family, table: &str) -> Result<Vec<ChainInfo>, NetlinkError> {
-        let during = "listing chains";
-        let mut out = Vec::new();
-        for m in self.dump(NFT_MSG_GETCHAIN, family_number(family), during)? {
-            let at =
-                wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
-            if wire::find(&at, NFTA_CHAIN_TABLE)
-                .map(wire::string)
-                .as_deref()
-                != Some(table)
-            {
-                continue;
-            }
-            let hook = match wire::find(&at, NFTA_CHAIN_HOOK) {
-                Some(h) => {
-                    let h =
-                        wire::attrs(h).map_err(|what| NetlinkError::Malformed { during, what })?;
-                    let num = wire::find(&h, NFTA_HOOK_HOOKNUM).and_then(wire::be32);
-                    let prio = wire::find(&h, NFTA_HOOK_PRIORITY).and_then(wire::be32);
-                    num.zip(prio).map(|(n, p)| (n, p as i32))
-                }
-                None => None,
-            };
-            out.push(ChainInfo {
-                name: wire::find(&at, NFTA_CHAIN_NAME)
-                    .map(wire::string)
-                    .unwrap_or_default(),
-                hook,
-                kind: wire::find(&at, NFTA_CHAIN_TYPE)
-                    .map(wire::string)
-                    .unwrap_or_default(),
-                policy: wire::find(&at, NFTA_CHAIN_POLICY)
-                    .and_then(wire::be32)
-                    .unwrap_or(NF_ACCEPT as u32),
-            });
-        }
-        Ok(out)
     }
 
     fn live_state(&mut self, ruleset: &Ruleset) -> Result<LiveState, NetlinkError> {
@@ -1112,6 +1076,8 @@ mod tests {
                     name: "OLD".into(),
                     handle: 9,
                     hook: None,
+                    kind: String::new(),
+                    policy: NF_ACCEPT as u32,
                 },
             )],
             sets: vec![(

@@ -76,6 +76,22 @@ fn table_byte(table: u32) -> RtTable {
     }
 }
 
+/// An empty route/rule message of one family: a dump request.
+fn dump_request(v6: bool) -> Rtmsg {
+    Rtmsg {
+        rtm_family: fam(v6),
+        rtm_dst_len: 0,
+        rtm_src_len: 0,
+        rtm_tos: 0,
+        rtm_table: RtTable::Unspec,
+        rtm_protocol: Rtprot::Unspec,
+        rtm_scope: RtScope::Universe,
+        rtm_type: Rtn::Unspec,
+        rtm_flags: RtmFFlags::empty(),
+        rtattrs: RtBuffer::new(),
+    }
+}
+
 /// One rtnetlink socket for routing changes. Requests are serialized by `neli`; replies are
 /// parsed by the bounds-checked [`crate::wire`] reader (never by code that may panic on them).
 pub struct Routing {
@@ -365,18 +381,7 @@ impl Routing {
         let lo = lo_index()?;
         for v6 in [false, true] {
             let family_num = if v6 { 6 } else { 4 };
-            let empty = Rtmsg {
-                rtm_family: fam(v6),
-                rtm_dst_len: 0,
-                rtm_src_len: 0,
-                rtm_tos: 0,
-                rtm_table: RtTable::Unspec,
-                rtm_protocol: Rtprot::Unspec,
-                rtm_scope: RtScope::Universe,
-                rtm_type: Rtn::Unspec,
-                rtm_flags: RtmFFlags::empty(),
-                rtattrs: RtBuffer::new(),
-            };
+            let empty = dump_request(v6);
             for p in self.dump(Rtm::Getrule, empty)? {
                 let at = crate::wire::attrs(p.get(12..).unwrap_or(&[])).map_err(bad)?;
                 let ne = |ty| {
@@ -391,18 +396,7 @@ impl Routing {
                     st.rules.push(family_num);
                 }
             }
-            let empty = Rtmsg {
-                rtm_family: fam(v6),
-                rtm_dst_len: 0,
-                rtm_src_len: 0,
-                rtm_tos: 0,
-                rtm_table: RtTable::Unspec,
-                rtm_protocol: Rtprot::Unspec,
-                rtm_scope: RtScope::Universe,
-                rtm_type: Rtn::Unspec,
-                rtm_flags: RtmFFlags::empty(),
-                rtattrs: RtBuffer::new(),
-            };
+            let empty = dump_request(v6);
             for p in self.dump(Rtm::Getroute, empty)? {
                 if p.len() < 12 {
                     return Err(bad(format!("route message of {} bytes", p.len())));
