@@ -546,3 +546,35 @@ fn tproxy_routing_is_installed_idempotently_read_back_and_removed() {
     );
     assert_eq!(removed, RoutingState::default());
 }
+
+#[test]
+fn netns_runs_work_inside_the_namespace_and_never_moves_the_caller() {
+    require_kernel!();
+    use nftmesh::netlink::netns::Netns;
+    let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let (inner, seen) = run_in_new(|| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        let ns = Netns::new(format!("/proc/self/task/{tid}/ns/net"));
+        let inner = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let seen = ns
+            .run(|| std::fs::read_link("/proc/thread-self/ns/net").unwrap())
+            .unwrap();
+        (inner, seen)
+    })
+    .unwrap();
+    assert_ne!(inner, own, "the fresh namespace is another one");
+    assert_eq!(seen, inner, "work ran in the namespace given by path");
+    assert_eq!(
+        std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+        own,
+        "caller moved"
+    );
+    let missing = Netns::new("/var/run/netns/nftmesh-no-such-ns")
+        .run(|| ())
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("nftmesh-no-such-ns"),
+        "{missing}"
+    );
+}

@@ -162,7 +162,8 @@ fn in_netns<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, nftmesh_netlink::NetlinkError> + Send + 'static,
 ) -> Result<T, String> {
     match ns {
-        Some(path) => nftmesh_netlink::netns::run_in(path, work)
+        Some(path) => nftmesh_netlink::netns::Netns::new(path)
+            .run(work)
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string()),
         None => work().map_err(|e| e.to_string()),

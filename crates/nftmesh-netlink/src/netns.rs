@@ -48,3 +48,31 @@ where
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
+
+/// A network namespace given by path (`/proc/PID/ns/net`, `/var/run/netns/NAME`). Each
+/// [`Netns::run`] enters it on a dedicated thread; the caller's thread never moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Netns {
+    path: std::path::PathBuf,
+}
+
+impl Netns {
+    /// The namespace at `path` (opened when run).
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Netns { path: path.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` inside the namespace and return its result (see [`run_in`]).
+    pub fn run<T, F>(&self, f: F) -> Result<T, NetlinkError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        run_in(&self.path, f)
+    }
+}
