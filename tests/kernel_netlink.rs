@@ -578,3 +578,45 @@ fn netns_runs_work_inside_the_namespace_and_never_moves_the_caller() {
         "{missing}"
     );
 }
+
+#[test]
+fn a_chain_whose_hook_or_priority_changes_is_recreated_in_the_same_transaction() {
+    require_kernel!();
+    use nftmesh::model::ruleset::{BaseChain, Chain, ChainType, Hook, Policy, Table};
+    let ruleset = |hook, priority, kind| {
+        let mut t = Table::new(Family::Inet, "nftmesh-rehook");
+        t.chains.push(Chain {
+            name: "c".into(),
+            base: Some(BaseChain {
+                kind,
+                hook,
+                priority,
+                policy: Policy::Accept,
+            }),
+            rules: vec![Rule {
+                matches: vec![],
+                statements: vec![Statement::Counter],
+                comment: None,
+            }],
+        });
+        Ruleset { tables: vec![t] }
+    };
+    let steps = [
+        ruleset(Hook::Output, 0, ChainType::Filter),
+        ruleset(Hook::Output, -10, ChainType::Filter),
+        ruleset(Hook::Input, -10, ChainType::Filter),
+        ruleset(Hook::Output, -100, ChainType::Nat),
+    ];
+    let wants: Vec<String> = steps.iter().map(oracle).collect();
+    let got = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        steps
+            .iter()
+            .map(|rs| conn.apply(rs).map(|_| list()).map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    for (i, (g, w)) in got.into_iter().zip(wants).enumerate() {
+        assert_eq!(g.expect("apply"), w, "step {i}");
+    }
+}

@@ -196,5 +196,8 @@ fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
     );
     // Not redirected: it reached the 15008 listener itself, not 15006.
     let tunnel_in = tunnel_in.expect("tunnel connection");
-    assert!(tunnel_in.starts_with("tunnel "), "inbound to 15008 is not captured: {tunnel_in}");
+    assert!(
+        tunnel_in.starts_with("tunnel "),
+        "inbound to 15008 is not captured: {tunnel_in}"
+    );
 }

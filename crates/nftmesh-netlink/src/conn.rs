@@ -211,6 +211,25 @@ pub fn plan_apply(
                 };
                 (hook_number(b.hook), b.priority, b.kind.keyword(), policy)
             });
+            // The kernel cannot re-hook a chain in place: a chain whose hook, priority, type or
+            // base-ness changes is deleted and re-created in the same transaction (its rules
+            // were flushed above; the new rules are added below).
+            let rehook = live_chains.iter().any(|lc| {
+                lc.name == c.name
+                    && (lc.hook != base.map(|(h, p, _, _)| (h, p))
+                        || base.is_some_and(|(_, _, k, _)| lc.kind != k))
+            });
+            if rehook {
+                w.chain(NFT_MSG_DELCHAIN, 0, fam, &t.name, &c.name, None, seq)?;
+                objects.push((
+                    seq,
+                    Object::Chain {
+                        table: label.clone(),
+                        chain: c.name.clone(),
+                    },
+                ));
+                seq += 1;
+            }
             w.chain(
                 NFT_MSG_NEWCHAIN,
                 NLM_F_CREATE,
