@@ -108,19 +108,20 @@ fn original_dst(s: &TcpStream) -> Option<SocketAddrV4> {
     })
 }
 
-#[test]
-fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
-    if let Some(why) = support::netns::oracle_unavailable() {
-        eprintln!("SKIP: {why}");
-        return;
-    }
-    let peer = Named(format!("nftmesh-peer-{}", std::process::id()));
+/// Run `body` inside a fresh "pod" namespace joined by veth to a fresh "peer" namespace
+/// (`PEER` and `extra_peer_addrs` on the peer side, `POD` on ours), after applying `cfg`.
+/// `body` gets the peer's namespace. Both namespaces are gone afterwards.
+fn in_pod<T: Send + 'static>(
+    tag: &str,
+    cfg: CaptureConfig,
+    extra_peer_addrs: &'static [Ipv4Addr],
+    body: impl FnOnce(Netns) -> T + Send + 'static,
+) -> T {
+    let peer = Named(format!("nftmesh-{tag}-{}", std::process::id()));
     sh(&["ip", "netns", "add", &peer.0]);
-    let peer_path = format!("/var/run/netns/{}", peer.0);
+    let peer_ns = Netns::new(format!("/var/run/netns/{}", peer.0));
     let peer_name = peer.0.clone();
-    let peer_path2 = peer_path.clone();
-    let (app, proxy, app_in, tunnel_in) = run_in_new(move || {
-        // The pod namespace (this thread's) and its link to the peer.
+    run_in_new(move || {
         sh(&["ip", "link", "set", "lo", "up"]);
         sh(&[
             "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p", "netns",
@@ -128,57 +129,80 @@ fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
         ]);
         sh(&["ip", "addr", "add", &format!("{POD}/24"), "dev", "eth0"]);
         sh(&["ip", "link", "set", "eth0", "up"]);
-        // The peer: address and a listener on 8080.
-        let peer_listener = Netns::new(&peer_path)
-            .run(|| {
+        peer_ns
+            .run(move || {
                 sh(&["ip", "link", "set", "lo", "up"]);
-                sh(&["ip", "addr", "add", &format!("{PEER}/24"), "dev", "eth0p"]);
+                for a in std::iter::once(&PEER).chain(extra_peer_addrs) {
+                    sh(&["ip", "addr", "add", &format!("{a}/24"), "dev", "eth0p"]);
+                }
                 sh(&["ip", "link", "set", "eth0p", "up"]);
-                TcpListener::bind((PEER, 8080)).expect("peer listener")
             })
             .expect("enter peer netns");
-        let peer_srv = serve(peer_listener, "peer", 1);
-        let outbound = serve(
-            TcpListener::bind((Ipv4Addr::UNSPECIFIED, 15001)).unwrap(),
-            "outbound",
-            1,
-        );
-        let inbound = serve(
-            TcpListener::bind((Ipv4Addr::UNSPECIFIED, 15006)).unwrap(),
-            "inbound",
-            1,
-        );
-        let tunnel = serve(
-            TcpListener::bind((Ipv4Addr::UNSPECIFIED, 15008)).unwrap(),
-            "tunnel",
-            1,
-        );
-        let mut cfg = CaptureConfig::sidecar();
-        cfg.ipv6 = false;
         Connection::open()
             .unwrap()
             .apply(&compile(&cfg))
             .expect("apply");
+        body(peer_ns)
+    })
+    .expect("pod netns")
+}
+
+fn skip() -> bool {
+    match support::netns::oracle_unavailable() {
+        Some(why) => {
+            eprintln!("SKIP: {why}");
+            true
+        }
+        None => false,
+    }
+}
+
+fn listen(port: u16, name: &'static str) -> std::thread::JoinHandle<()> {
+    serve(
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("listener"),
+        name,
+        1,
+    )
+}
+
+/// A connection from the peer's namespace to `POD:port`.
+fn from_peer(peer: &Netns, port: u16) -> std::io::Result<String> {
+    peer.run(move || connect_as(0, 0, SocketAddr::from((POD, port))))
+        .expect("enter peer netns")
+}
+
+#[test]
+fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
+    if skip() {
+        return;
+    }
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = false;
+    let (app, proxy, app_in, tunnel_in) = in_pod("redirect", cfg, &[], |peer| {
+        let peer_srv = serve(
+            peer.run(|| TcpListener::bind((PEER, 8080)).expect("peer listener"))
+                .unwrap(),
+            "peer",
+            1,
+        );
+        let servers = [
+            listen(15001, "outbound"),
+            listen(15006, "inbound"),
+            listen(15008, "tunnel"),
+            peer_srv,
+        ];
         let target = SocketAddr::from((PEER, 8080));
         let app = connect_as(APP_UID, APP_UID, target);
         let proxy = connect_as(PROXY_UID, PROXY_UID, target);
-        // Inbound, from the peer's namespace: to the app port (captured) and to the tunnel
-        // port 15008 (never captured).
-        let from_peer = |port: u16| {
-            Netns::new(&peer_path2)
-                .run(move || {
-                    connect_as(0, 0, SocketAddr::from((POD, port))).map_err(|e| e.to_string())
-                })
-                .expect("enter peer netns")
-        };
-        let app_in = from_peer(8080);
-        let tunnel_in = from_peer(15008);
-        for h in [outbound, inbound, tunnel, peer_srv] {
+        // Inbound, from the peer: to the app port (captured) and to the tunnel port 15008
+        // (never captured).
+        let app_in = from_peer(&peer, 8080);
+        let tunnel_in = from_peer(&peer, 15008);
+        for h in servers {
             h.join().unwrap();
         }
         (app, proxy, app_in, tunnel_in)
-    })
-    .expect("pod netns");
+    });
     assert_eq!(
         app.expect("app connection"),
         format!("outbound {PEER}:8080"),
@@ -199,5 +223,78 @@ fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
     assert!(
         tunnel_in.starts_with("tunnel "),
         "inbound to 15008 is not captured: {tunnel_in}"
+    );
+}
+
+const DNS_SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+
+/// Send one UDP datagram as `uid` to `to`.
+fn udp_as(uid: u32, to: SocketAddr) {
+    std::thread::spawn(move || {
+        // SAFETY: as in `connect_as`: only this thread's credentials change.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
+        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        s.send_to(b"query", to).unwrap();
+    })
+    .join()
+    .expect("udp client");
+}
+
+/// Whether `s` receives the 5-byte query within 500 ms.
+fn udp_received(s: &std::net::UdpSocket) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    matches!(s.recv_from(&mut buf), Ok((5, _)))
+}
+
+#[test]
+fn dns_to_the_configured_server_lands_on_15053_and_excluded_cidrs_are_not_captured() {
+    if skip() {
+        return;
+    }
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = false;
+    cfg.dns.enabled = true;
+    cfg.dns.servers = vec![DNS_SERVER.into()];
+    cfg.outbound_cidrs_exclude = vec![format!("{PEER}/32").parse().unwrap()];
+    let (excluded, app_dns_captured, app_dns_at_server, proxy_dns_captured, proxy_dns_at_server) =
+        in_pod("dns", cfg, &[DNS_SERVER], |peer| {
+            let peer_srv = serve(
+                peer.run(|| TcpListener::bind((PEER, 8080)).expect("peer listener"))
+                    .unwrap(),
+                "peer",
+                1,
+            );
+            // No listener on 15001: were the exclusion ignored, the connection would be
+            // redirected there and refused.
+            let excluded = connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 8080)));
+            peer_srv.join().unwrap();
+            let capture = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 15053)).unwrap();
+            let server = peer
+                .run(|| std::net::UdpSocket::bind((DNS_SERVER, 53)).expect("peer dns"))
+                .unwrap();
+            let dns = SocketAddr::from((DNS_SERVER, 53));
+            udp_as(APP_UID, dns);
+            let app = (udp_received(&capture), udp_received(&server));
+            udp_as(PROXY_UID, dns);
+            let proxy = (udp_received(&capture), udp_received(&server));
+            (excluded, app.0, app.1, proxy.0, proxy.1)
+        });
+    assert_eq!(
+        excluded.expect("excluded connection"),
+        "peer -",
+        "an excluded CIDR reaches the peer directly"
+    );
+    assert!(
+        app_dns_captured && !app_dns_at_server,
+        "the app's DNS lands on 15053, not at the server"
+    );
+    assert!(
+        !proxy_dns_captured && proxy_dns_at_server,
+        "the proxy's own DNS reaches the server"
     );
 }
