@@ -32,6 +32,10 @@ enum Command {
     Apply(ApplyArgs),
     /// Print nftmesh's live tables as nft text, read back over netlink and decoded by nftmesh.
     Dump(NetnsArg),
+    /// Check capture with real connections, like Istio's validation: a connection from a
+    /// non-proxy uid to the probe must land on the outbound capture port, one from the proxy
+    /// uid must not. Exit 1 naming the failed expectation.
+    Verify(VerifyArgs),
     /// Compare the live tables with what the capture settings compile to; exit 1 on drift
     /// (printing each difference), 0 when equal, 2 on error.
     Diff(DiffArgs),
@@ -43,6 +47,22 @@ struct NetnsArg {
     /// Network namespace to work in (`/proc/PID/ns/net`, `/var/run/netns/NAME`); default: ours.
     #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
     network_namespace: Option<std::path::PathBuf>,
+}
+
+/// `nftmesh verify`: the capture to check, where, and the probe.
+#[derive(clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    capture: CaptureArgs,
+    #[command(flatten)]
+    netns: NetnsArg,
+    /// Destination of the probe connections: an address routed out of the namespace and not
+    /// excluded from capture (nothing needs to answer there).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "192.0.2.1:15002")]
+    probe: std::net::SocketAddr,
+    /// The uid (and gid) of the connection that must be captured.
+    #[arg(long, value_name = "UID", default_value_t = 65534)]
+    app_uid: u32,
 }
 
 /// `nftmesh diff`: the desired capture and where to compare it.
@@ -78,6 +98,7 @@ fn main() -> ExitCode {
         Some(Command::Apply(args)) => apply(args),
         Some(Command::Dump(args)) => dump(args),
         Some(Command::Diff(args)) => return diff(args),
+        Some(Command::Verify(args)) => verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -201,5 +222,119 @@ fn diff(args: DiffArgs) -> ExitCode {
             eprintln!("nftmesh: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Connect to `to` from a thread running as `uid`/`gid` (raw syscalls change only that
+/// thread's credentials); bounded by `wait`.
+fn connect_as(
+    uid: u32,
+    gid: u32,
+    to: std::net::SocketAddr,
+    wait: std::time::Duration,
+) -> std::io::Result<()> {
+    std::thread::spawn(move || {
+        // SAFETY: raw setresgid/setresuid affect only the calling thread (glibc's wrappers
+        // would change every thread of the process).
+        unsafe {
+            if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        std::net::TcpStream::connect_timeout(&to, wait).map(drop)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")))
+}
+
+/// Accept one connection within `wait`; its original destination, if one came.
+fn accept_within(
+    l: &std::net::TcpListener,
+    wait: std::time::Duration,
+) -> Option<Option<std::net::SocketAddr>> {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if let Ok((s, _)) = l.accept() {
+            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            // SAFETY: a sockaddr_in buffer of the given length on an open socket.
+            let rc = unsafe {
+                libc::getsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_IP,
+                    libc::SO_ORIGINAL_DST,
+                    &mut sa as *mut _ as *mut libc::c_void,
+                    &mut len,
+                )
+            };
+            let orig = (rc == 0).then(|| {
+                std::net::SocketAddr::from((
+                    std::net::Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+                    u16::from_be(sa.sin_port),
+                ))
+            });
+            return Some(orig);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    None
+}
+
+fn verify(args: VerifyArgs) -> Result<(), String> {
+    let cfg = args.capture.to_config()?;
+    let probe = args.probe;
+    let app = args.app_uid;
+    if cfg.proxy_uids.contains(&app) {
+        return Err(format!("--app-uid {app} is a proxy uid; pick another"));
+    }
+    let proxy_uid = cfg.proxy_uids.first().copied().unwrap_or(1337);
+    let port = cfg.proxy_port;
+    let wait = std::time::Duration::from_secs(2);
+    let work = move || -> Result<Result<String, String>, nftmesh_netlink::NetlinkError> {
+        let l = match std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                return Ok(Err(format!(
+                    "cannot listen on :{port} (is the proxy already running?): {e}"
+                )))
+            }
+        };
+        // Client and server run at the same time, so a lost connection costs one wait.
+        let client = std::thread::spawn(move || connect_as(app, app, probe, wait));
+        let got = accept_within(&l, wait);
+        let _ = client.join();
+        match got {
+            Some(Some(orig)) if orig == probe => {}
+            Some(orig) => {
+                return Ok(Err(format!(
+                    "uid {app}'s connection to {probe} landed on :{port} with original destination {orig:?}, not {probe}"
+                )))
+            }
+            None => return Ok(Err(format!("uid {app}'s connection to {probe} was not captured to :{port}"))),
+        }
+        let short = std::time::Duration::from_millis(500);
+        let client = std::thread::spawn(move || connect_as(proxy_uid, proxy_uid, probe, short));
+        let got = accept_within(&l, short);
+        let _ = client.join();
+        if got.is_some() {
+            return Ok(Err(format!(
+                "the proxy uid {proxy_uid}'s connection to {probe} was captured to :{port}"
+            )));
+        }
+        Ok(Ok(format!(
+            "verified: uid {app} to {probe} is captured to :{port}; the proxy uid {proxy_uid} is not"
+        )))
+    };
+    match in_netns(args.netns.network_namespace.as_deref(), work)? {
+        Ok(msg) => {
+            eprintln!("nftmesh: {msg}");
+            Ok(())
+        }
+        Err(why) => Err(format!("verification failed: {why}")),
     }
 }

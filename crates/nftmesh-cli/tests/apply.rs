@@ -239,3 +239,55 @@ fn the_bare_istio_iptables_style_invocation_applies() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(ns.list().contains("redirect to :15006"), "{}", ns.list());
 }
+
+#[test]
+fn verify_passes_with_the_capture_and_fails_without_it() {
+    let Some(ns) = netns_or_skip() else { return };
+    let path = ns.path();
+    for args in [
+        &["link", "set", "lo", "up"][..],
+        &["link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+        &["addr", "add", "10.99.0.1/24", "dev", "d0"],
+        &["link", "set", "d0", "up"],
+        &["link", "set", "d1", "up"],
+    ] {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "ip"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip {args:?}");
+    }
+    let flags = [
+        "-p", "15001", "-z", "15006", "-u", "1337", "-b", "*", "-i", "*",
+    ];
+    let verify = || {
+        nftmesh(
+            &[
+                &[
+                    "verify",
+                    "--network-namespace",
+                    &path,
+                    "--probe",
+                    "10.99.0.9:15002",
+                ][..],
+                &flags[..],
+            ]
+            .concat(),
+        )
+    };
+    let o = nftmesh(&[&["apply", "--network-namespace", &path][..], &flags[..]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = verify();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("verified"));
+    let o = nftmesh(&["apply", "--network-namespace", &path, "--cleanup-only"]);
+    assert!(o.status.success());
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("verification failed") && err.contains("was not captured to :15001"),
+        "{err}"
+    );
+}
