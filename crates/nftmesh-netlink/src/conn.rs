@@ -429,12 +429,14 @@ impl Connection {
         }
     }
 
+    /// The first of `n + 1` sequence numbers. Numbers restart at 1 well before `u32::MAX`, so
+    /// a batch of any size (which numbers its messages consecutively) never overflows.
     fn next_seq(&mut self, n: usize) -> u32 {
-        let s = self.seq;
-        self.seq = self.seq.wrapping_add(n as u32 + 1);
-        if self.seq < s {
+        if self.seq == 0 || self.seq >= 0x8000_0000 {
             self.seq = 1;
         }
+        let s = self.seq;
+        self.seq = self.seq.saturating_add(n as u32 + 1);
         s
     }
 
