@@ -683,19 +683,33 @@ impl Connection {
         Ok(out)
     }
 
+    /// The attribute areas of the objects a dump of `msg` lists for one table (`table_attr`
+    /// is the attribute holding the table's name, the first of every nf_tables object).
+    fn table_objects(
+        &mut self,
+        msg: u16,
+        family: Family,
+        table: &str,
+        table_attr: u16,
+        during: &'static str,
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        let mut out = Vec::new();
+        for m in self.dump(msg, family_number(family), during)? {
+            let at =
+                wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
+            if wire::find(&at, table_attr).map(wire::string).as_deref() == Some(table) {
+                out.push(m[1..].to_vec());
+            }
+        }
+        Ok(out)
+    }
+
     /// The chains of one table.
     pub fn chains(&mut self, family: Family, table: &str) -> Result<Vec<LiveChain>, NetlinkError> {
         let during = "listing chains";
         let mut out = Vec::new();
-        for m in self.dump(NFT_MSG_GETCHAIN, family_number(family), during)? {
-            let at =
-                wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
-            let t = wire::find(&at, NFTA_CHAIN_TABLE)
-                .map(wire::string)
-                .unwrap_or_default();
-            if t != table {
-                continue;
-            }
+        for area in self.table_objects(NFT_MSG_GETCHAIN, family, table, NFTA_CHAIN_TABLE, during)? {
+            let at = wire::attrs(&area).map_err(|what| NetlinkError::Malformed { during, what })?;
             let hook = match wire::find(&at, NFTA_CHAIN_HOOK) {
                 Some(h) => {
                     let h =
@@ -707,7 +721,7 @@ impl Connection {
                 None => None,
             };
             out.push(LiveChain {
-                table: t,
+                table: table.to_string(),
                 name: wire::find(&at, NFTA_CHAIN_NAME)
                     .map(wire::string)
                     .unwrap_or_default(),
@@ -730,17 +744,10 @@ impl Connection {
     pub fn sets(&mut self, family: Family, table: &str) -> Result<Vec<LiveSet>, NetlinkError> {
         let during = "listing sets";
         let mut out = Vec::new();
-        for m in self.dump(NFT_MSG_GETSET, family_number(family), during)? {
-            let at =
-                wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
-            let t = wire::find(&at, NFTA_SET_TABLE)
-                .map(wire::string)
-                .unwrap_or_default();
-            if t != table {
-                continue;
-            }
+        for area in self.table_objects(NFT_MSG_GETSET, family, table, NFTA_SET_TABLE, during)? {
+            let at = wire::attrs(&area).map_err(|what| NetlinkError::Malformed { during, what })?;
             out.push(LiveSet {
-                table: t,
+                table: table.to_string(),
                 name: wire::find(&at, NFTA_SET_NAME)
                     .map(wire::string)
                     .unwrap_or_default(),
@@ -810,13 +817,8 @@ impl Connection {
             let mut table = Table::new(*family, name.clone());
             let mut sets = std::collections::HashMap::new();
             let mut named = Vec::new();
-            for m in self.dump(NFT_MSG_GETSET, family_number(*family), during)? {
-                let at = wire::attrs(&m[1..]).map_err(bad)?;
-                if wire::find(&at, NFTA_SET_TABLE).map(wire::string).as_deref()
-                    != Some(name.as_str())
-                {
-                    continue;
-                }
+            for area in self.table_objects(NFT_MSG_GETSET, *family, name, NFTA_SET_TABLE, during)? {
+                let at = wire::attrs(&area).map_err(bad)?;
                 let set_name = wire::find(&at, NFTA_SET_NAME)
                     .map(wire::string)
                     .unwrap_or_default();
@@ -890,15 +892,10 @@ impl Connection {
                     rules: Vec::new(),
                 });
             }
-            for m in self.dump(NFT_MSG_GETRULE, family_number(*family), during)? {
-                let at = wire::attrs(&m[1..]).map_err(bad)?;
-                if wire::find(&at, NFTA_RULE_TABLE)
-                    .map(wire::string)
-                    .as_deref()
-                    != Some(name.as_str())
-                {
-                    continue;
-                }
+            for area in
+                self.table_objects(NFT_MSG_GETRULE, *family, name, NFTA_RULE_TABLE, during)?
+            {
+                let at = wire::attrs(&area).map_err(bad)?;
                 let chain = wire::find(&at, NFTA_RULE_CHAIN)
                     .map(wire::string)
                     .unwrap_or_default();
