@@ -10,7 +10,7 @@ use nftmesh::model::config::CaptureConfig;
 use nftmesh::netlink::netns::{run_in_new, Netns};
 use nftmesh::netlink::Connection;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
@@ -19,6 +19,8 @@ const APP_UID: u32 = 1000;
 const PROXY_UID: u32 = 1337;
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const POD: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
 const WAIT: Duration = Duration::from_secs(3);
 
 /// A named network namespace, deleted on drop.
@@ -86,26 +88,48 @@ fn serve(l: TcpListener, name: &'static str, n: usize) -> std::thread::JoinHandl
     })
 }
 
-/// `SO_ORIGINAL_DST` of an accepted IPv4 socket.
-fn original_dst(s: &TcpStream) -> Option<SocketAddrV4> {
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: the buffer is a sockaddr_in of the given length; the fd is open.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_IP,
-            libc::SO_ORIGINAL_DST,
-            &mut sa as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    (rc == 0).then(|| {
-        SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-            u16::from_be(sa.sin_port),
-        )
-    })
+/// `SO_ORIGINAL_DST` (`IP6T_SO_ORIGINAL_DST` on IPv6) of an accepted socket.
+fn original_dst(s: &TcpStream) -> Option<SocketAddr> {
+    let fd = s.as_raw_fd();
+    if s.local_addr().ok()?.is_ipv4() {
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: the buffer is a sockaddr_in of the given length; the fd is open.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IP,
+                libc::SO_ORIGINAL_DST,
+                &mut sa as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        (rc == 0).then(|| {
+            SocketAddr::from((
+                Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+                u16::from_be(sa.sin_port),
+            ))
+        })
+    } else {
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        // SAFETY: the buffer is a sockaddr_in6 of the given length; the fd is open.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IPV6,
+                libc::IP6T_SO_ORIGINAL_DST,
+                &mut sa as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        (rc == 0).then(|| {
+            SocketAddr::from((
+                Ipv6Addr::from(sa.sin6_addr.s6_addr),
+                u16::from_be(sa.sin6_port),
+            ))
+        })
+    }
 }
 
 /// Run `body` inside a fresh "pod" namespace joined by veth to a fresh "peer" namespace
@@ -128,6 +152,15 @@ fn in_pod<T: Send + 'static>(
             &peer_name,
         ]);
         sh(&["ip", "addr", "add", &format!("{POD}/24"), "dev", "eth0"]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{POD6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
         sh(&["ip", "link", "set", "eth0", "up"]);
         peer_ns
             .run(move || {
@@ -135,6 +168,15 @@ fn in_pod<T: Send + 'static>(
                 for a in std::iter::once(&PEER).chain(extra_peer_addrs) {
                     sh(&["ip", "addr", "add", &format!("{a}/24"), "dev", "eth0p"]);
                 }
+                sh(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{PEER6}/64"),
+                    "dev",
+                    "eth0p",
+                    "nodad",
+                ]);
                 sh(&["ip", "link", "set", "eth0p", "up"]);
             })
             .expect("enter peer netns");
@@ -296,5 +338,53 @@ fn dns_to_the_configured_server_lands_on_15053_and_excluded_cidrs_are_not_captur
     assert!(
         !proxy_dns_captured && proxy_dns_at_server,
         "the proxy's own DNS reaches the server"
+    );
+}
+
+#[test]
+fn ipv6_outbound_and_inbound_are_captured_with_their_original_destinations() {
+    if skip() {
+        return;
+    }
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = true;
+    let (app, proxy, app_in) = in_pod("ipv6", cfg, &[], |peer| {
+        let peer_srv = serve(
+            peer.run(|| TcpListener::bind((PEER6, 8080)).expect("peer listener"))
+                .unwrap(),
+            "peer",
+            1,
+        );
+        let listen6 = |port, name| {
+            serve(
+                TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).expect("listener"),
+                name,
+                1,
+            )
+        };
+        let servers = [
+            listen6(15001, "outbound"),
+            listen6(15006, "inbound"),
+            peer_srv,
+        ];
+        let target = SocketAddr::from((PEER6, 8080));
+        let app = connect_as(APP_UID, APP_UID, target);
+        let proxy = connect_as(PROXY_UID, PROXY_UID, target);
+        let app_in = peer
+            .run(|| connect_as(0, 0, SocketAddr::from((POD6, 8080))))
+            .expect("enter peer netns");
+        for h in servers {
+            h.join().unwrap();
+        }
+        (app, proxy, app_in)
+    });
+    assert_eq!(
+        app.expect("app connection"),
+        format!("outbound [{PEER6}]:8080")
+    );
+    assert_eq!(proxy.expect("proxy connection"), "peer -");
+    assert_eq!(
+        app_in.expect("inbound connection"),
+        format!("inbound [{POD6}]:8080")
     );
 }
