@@ -220,7 +220,9 @@ fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
     }
     let mut cfg = CaptureConfig::sidecar();
     cfg.ipv6 = false;
-    let (app, proxy, app_in, tunnel_in) = in_pod("redirect", cfg, &[], |peer| {
+    // A user exclusion on top of Istio's defaults (15090, 15021, 15020).
+    cfg.inbound_ports_exclude.push(22);
+    let (app, proxy, app_in, tunnel_in, excluded) = in_pod("redirect", cfg, &[], |peer| {
         let peer_srv = serve(
             peer.run(|| TcpListener::bind((PEER, 8080)).expect("peer listener"))
                 .unwrap(),
@@ -240,10 +242,21 @@ fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
         // (never captured).
         let app_in = from_peer(&peer, 8080);
         let tunnel_in = from_peer(&peer, 15008);
+        // Istio's default inbound exclusions and the user's 22.
+        let excluded: Vec<(u16, std::io::Result<String>)> = [15090u16, 15021, 15020, 22]
+            .into_iter()
+            .map(|port| {
+                let name: &'static str = Box::leak(format!("own{port}").into_boxed_str());
+                let h = listen(port, name);
+                let r = from_peer(&peer, port);
+                h.join().unwrap();
+                (port, r)
+            })
+            .collect();
         for h in servers {
             h.join().unwrap();
         }
-        (app, proxy, app_in, tunnel_in)
+        (app, proxy, app_in, tunnel_in, excluded)
     });
     assert_eq!(
         app.expect("app connection"),
@@ -266,6 +279,13 @@ fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
         tunnel_in.starts_with("tunnel "),
         "inbound to 15008 is not captured: {tunnel_in}"
     );
+    for (port, r) in excluded {
+        let r = r.unwrap_or_else(|e| panic!("inbound to {port}: {e}"));
+        assert!(
+            r.starts_with(&format!("own{port} ")),
+            "inbound to {port} is not captured: {r}"
+        );
+    }
 }
 
 const DNS_SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
