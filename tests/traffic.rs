@@ -408,3 +408,64 @@ fn ipv6_outbound_and_inbound_are_captured_with_their_original_destinations() {
         format!("inbound [{POD6}]:8080")
     );
 }
+
+/// Connect as `uid` from `src` (port chosen by the kernel) to `to`; what the server answered.
+fn connect_from_as(uid: u32, src: Ipv4Addr, to: (Ipv4Addr, u16)) -> std::io::Result<String> {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    std::thread::spawn(move || {
+        // SAFETY: as in `connect_as`: only this thread's credentials change.
+        unsafe {
+            if libc::syscall(libc::SYS_setresgid, uid, uid, uid) != 0
+                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )?;
+        let [a, b, c, d] = src.octets();
+        bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0))?;
+        let [a, b, c, d] = to.0.octets();
+        connect(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, to.1))?;
+        let mut s = TcpStream::from(fd);
+        s.set_read_timeout(Some(WAIT))?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok(reply)
+    })
+    .join()
+    .expect("client thread")
+}
+
+#[test]
+fn inbound_passthrough_from_127_0_0_6_is_not_captured_again() {
+    if skip() {
+        return;
+    }
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = false;
+    let (passthrough, proxy_other_src) = in_pod("passthrough", cfg, &[], |_peer| {
+        let servers = [listen(8080, "app"), listen(15006, "inbound")];
+        // Envoy's inbound passthrough: the proxy uid, from 127.0.0.6, to the pod's own address.
+        let passthrough = connect_from_as(PROXY_UID, Ipv4Addr::new(127, 0, 0, 6), (POD, 8080));
+        // The same from another loopback source is sent back to the inbound port.
+        let other = connect_from_as(PROXY_UID, Ipv4Addr::new(127, 0, 0, 7), (POD, 8080));
+        for h in servers {
+            h.join().unwrap();
+        }
+        (passthrough, other)
+    });
+    let p = passthrough.expect("passthrough connection");
+    assert!(
+        p.starts_with("app "),
+        "from 127.0.0.6 the app is reached directly: {p}"
+    );
+    assert_eq!(
+        proxy_other_src.expect("other source"),
+        format!("inbound {POD}:8080")
+    );
+}
