@@ -21,6 +21,8 @@ const PEER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 const POD: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
 const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
+/// An address no namespace has; the peer routes it to the pod.
+const FOREIGN: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 5);
 const WAIT: Duration = Duration::from_secs(3);
 
 /// A named network namespace, deleted on drop.
@@ -467,5 +469,87 @@ fn inbound_passthrough_from_127_0_0_6_is_not_captured_again() {
     assert_eq!(
         proxy_other_src.expect("other source"),
         format!("inbound {POD}:8080")
+    );
+}
+
+#[test]
+fn tproxy_inbound_lands_on_a_transparent_listener_with_the_original_destination_as_local_address() {
+    if skip() {
+        return;
+    }
+    use nftmesh::netlink::routes::{Routing, TproxyRouting};
+    use nix::sys::socket::{
+        bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+        SockaddrIn,
+    };
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = false;
+    cfg.mode = nftmesh::model::config::InterceptionMode::Tproxy;
+    let routing = TproxyRouting {
+        mark: cfg.tproxy_mark,
+        table: cfg.tproxy_route_table,
+        ipv6: false,
+    };
+    let landed = in_pod("tproxy", cfg, &[], move |peer| {
+        Routing::open()
+            .unwrap()
+            .ensure(&routing)
+            .expect("tproxy routing");
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::IpTransparent, &true).expect("IP_TRANSPARENT");
+        setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
+        bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, 15006)).unwrap();
+        listen(&fd, Backlog::new(8).unwrap()).unwrap();
+        let l = TcpListener::from(fd);
+        l.set_nonblocking(true).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut served = 0;
+            let deadline = std::time::Instant::now() + 2 * WAIT;
+            while std::time::Instant::now() < deadline {
+                if let Ok((mut s, _)) = l.accept() {
+                    let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    let _ = s.set_nonblocking(false);
+                    let _ = write!(s, "tproxy {local}");
+                    served += 1;
+                    if served == 2 {
+                        return;
+                    }
+                    continue;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        // To the pod's own address, and to an address the pod does not have (routed to it by
+        // the peer): only the fwmark rule and the local route deliver the latter locally.
+        let local = from_peer(&peer, 8080);
+        let foreign = peer
+            .run(|| {
+                sh(&[
+                    "ip",
+                    "route",
+                    "add",
+                    "10.88.0.0/24",
+                    "via",
+                    &POD.to_string(),
+                ]);
+                connect_as(0, 0, SocketAddr::from((FOREIGN, 8080)))
+            })
+            .expect("enter peer netns");
+        server.join().unwrap();
+        (local, foreign)
+    });
+    assert_eq!(
+        landed.0.expect("inbound connection"),
+        format!("tproxy {POD}:8080")
+    );
+    assert_eq!(
+        landed.1.expect("connection to a foreign address"),
+        format!("tproxy {FOREIGN}:8080")
     );
 }
