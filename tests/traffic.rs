@@ -143,6 +143,23 @@ fn in_pod<T: Send + 'static>(
     extra_peer_addrs: &'static [Ipv4Addr],
     body: impl FnOnce(Netns) -> T + Send + 'static,
 ) -> T {
+    in_pod_with(tag, Setup::Nftmesh(Box::new(cfg)), extra_peer_addrs, body)
+}
+
+/// How the capture is installed in the pod.
+enum Setup {
+    /// nftmesh over netlink.
+    Nftmesh(Box<CaptureConfig>),
+    /// Istio's own rules: `iptables-restore` of a golden's IPv4 rules (test-only oracle).
+    IptablesRestore(String),
+}
+
+fn in_pod_with<T: Send + 'static>(
+    tag: &str,
+    setup: Setup,
+    extra_peer_addrs: &'static [Ipv4Addr],
+    body: impl FnOnce(Netns) -> T + Send + 'static,
+) -> T {
     let peer = Named(format!("nftmesh-{tag}-{}", std::process::id()));
     sh(&["ip", "netns", "add", &peer.0]);
     let peer_ns = Netns::new(format!("/var/run/netns/{}", peer.0));
@@ -182,10 +199,33 @@ fn in_pod<T: Send + 'static>(
                 sh(&["ip", "link", "set", "eth0p", "up"]);
             })
             .expect("enter peer netns");
-        Connection::open()
-            .unwrap()
-            .apply(&compile(&cfg))
-            .expect("apply");
+        match setup {
+            Setup::Nftmesh(cfg) => {
+                Connection::open()
+                    .unwrap()
+                    .apply(&compile(&cfg))
+                    .expect("apply");
+            }
+            Setup::IptablesRestore(rules) => {
+                let mut child = Command::new("iptables-restore")
+                    .stdin(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("run iptables-restore");
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(rules.as_bytes())
+                    .unwrap();
+                let o = child.wait_with_output().unwrap();
+                assert!(
+                    o.status.success(),
+                    "iptables-restore: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
         body(peer_ns)
     })
     .expect("pod netns")
@@ -552,4 +592,105 @@ fn tproxy_inbound_lands_on_a_transparent_listener_with_the_original_destination_
         landed.1.expect("connection to a foreign address"),
         format!("tproxy {FOREIGN}:8080")
     );
+}
+
+/// The IPv4 rules of an iptables golden (its `iptables-save`/`ip6tables-save` marker lines
+/// dropped).
+fn golden_v4(case: &str) -> String {
+    support::golden("iptables", case)
+        .lines()
+        .filter(|l| !l.starts_with("iptables") && !l.starts_with("ip6tables"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+const OTHER: Ipv4Addr = Ipv4Addr::new(172, 16, 77, 2);
+
+/// The rows of the expectation table for Istio's `ipnets` case (outbound capture of 10/8 only).
+fn ipnets_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)> {
+    in_pod_with(tag, setup, &[OTHER], |peer| {
+        sh(&["ip", "route", "add", "172.16.77.0/24", "dev", "eth0"]);
+        let mut rows = Vec::new();
+        let peer_srv = |ip: Ipv4Addr| {
+            serve(
+                peer.run(move || TcpListener::bind((ip, 8080)).expect("peer listener"))
+                    .unwrap(),
+                "peer",
+                1,
+            )
+        };
+        let show = |r: std::io::Result<String>| r.unwrap_or_else(|e| format!("error: {e}"));
+        let (h, o) = (peer_srv(PEER), listen(15001, "outbound"));
+        rows.push((
+            "app -> 10.77.0.2:8080",
+            show(connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 8080)))),
+        ));
+        rows.push((
+            "proxy -> 10.77.0.2:8080",
+            show(connect_as(
+                PROXY_UID,
+                PROXY_UID,
+                SocketAddr::from((PEER, 8080)),
+            )),
+        ));
+        h.join().unwrap();
+        o.join().unwrap();
+        let h = peer_srv(OTHER);
+        rows.push((
+            "app -> 172.16.77.2:8080 (not in 10/8)",
+            show(connect_as(
+                APP_UID,
+                APP_UID,
+                SocketAddr::from((OTHER, 8080)),
+            )),
+        ));
+        h.join().unwrap();
+        // No listener on 15006: were it captured, the connection would be refused.
+        let a = listen(8080, "app");
+        rows.push((
+            "peer -> pod:8080 (no inbound capture)",
+            show(from_peer(&peer, 8080)),
+        ));
+        a.join().unwrap();
+        rows
+    })
+}
+
+#[test]
+fn the_same_expectation_table_passes_for_nftmesh_and_for_istios_own_iptables_rules() {
+    if skip() {
+        return;
+    }
+    let case = support::cases::cases()
+        .into_iter()
+        .find(|c| c.name == "ipnets")
+        .expect("ipnets case");
+    let mut cfg = case.config();
+    cfg.ipv6 = false;
+    let ours = ipnets_rows(Setup::Nftmesh(Box::new(cfg)), "oracle-nft");
+    let istio = ipnets_rows(Setup::IptablesRestore(golden_v4("ipnets")), "oracle-ipt");
+    let expected = [
+        format!("outbound {PEER}:8080"),
+        "peer -".to_string(),
+        "peer -".to_string(),
+        "app ".to_string(),
+    ];
+    println!(
+        "{:<40} | {:<28} | {:<28}",
+        "row (Istio case ipnets)", "nftmesh", "istio-iptables"
+    );
+    for ((row, n), (_, i)) in ours.iter().zip(&istio) {
+        println!("{row:<40} | {n:<28} | {i:<28}");
+    }
+    assert_eq!(ours.len(), expected.len());
+    for (k, want) in expected.iter().enumerate() {
+        for (who, rows) in [("nftmesh", &ours), ("istio-iptables", &istio)] {
+            let got = &rows[k].1;
+            assert!(
+                got.starts_with(want.as_str()),
+                "{who}, row {:?}: got {got:?}, want {want:?}",
+                rows[k].0
+            );
+        }
+    }
 }
