@@ -365,29 +365,55 @@ fn dns_to_the_configured_server_lands_on_15053_and_excluded_cidrs_are_not_captur
     cfg.dns.enabled = true;
     cfg.dns.servers = vec![DNS_SERVER.into()];
     cfg.outbound_cidrs_exclude = vec![format!("{PEER}/32").parse().unwrap()];
-    let (excluded, app_dns_captured, app_dns_at_server, proxy_dns_captured, proxy_dns_at_server) =
-        in_pod("dns", cfg, &[DNS_SERVER], |peer| {
-            let peer_srv = serve(
-                peer.run(|| TcpListener::bind((PEER, 8080)).expect("peer listener"))
-                    .unwrap(),
-                "peer",
-                1,
-            );
-            // No listener on 15001: were the exclusion ignored, the connection would be
-            // redirected there and refused.
-            let excluded = connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 8080)));
-            peer_srv.join().unwrap();
-            let capture = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 15053)).unwrap();
-            let server = peer
-                .run(|| std::net::UdpSocket::bind((DNS_SERVER, 53)).expect("peer dns"))
-                .unwrap();
-            let dns = SocketAddr::from((DNS_SERVER, 53));
-            udp_as(APP_UID, dns);
-            let app = (udp_received(&capture), udp_received(&server));
-            udp_as(PROXY_UID, dns);
-            let proxy = (udp_received(&capture), udp_received(&server));
-            (excluded, app.0, app.1, proxy.0, proxy.1)
-        });
+    let (
+        excluded,
+        app_dns_captured,
+        app_dns_at_server,
+        proxy_dns_captured,
+        proxy_dns_at_server,
+        tcp,
+    ) = in_pod("dns", cfg, &[DNS_SERVER], |peer| {
+        let peer_srv = serve(
+            peer.run(|| TcpListener::bind((PEER, 8080)).expect("peer listener"))
+                .unwrap(),
+            "peer",
+            1,
+        );
+        // No listener on 15001: were the exclusion ignored, the connection would be
+        // redirected there and refused.
+        let excluded = connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 8080)));
+        peer_srv.join().unwrap();
+        let capture = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 15053)).unwrap();
+        let server = peer
+            .run(|| std::net::UdpSocket::bind((DNS_SERVER, 53)).expect("peer dns"))
+            .unwrap();
+        let dns = SocketAddr::from((DNS_SERVER, 53));
+        udp_as(APP_UID, dns);
+        let app = (udp_received(&capture), udp_received(&server));
+        udp_as(PROXY_UID, dns);
+        let proxy = (udp_received(&capture), udp_received(&server));
+        // DNS over TCP: the app's lands on 15053, the proxy's reaches the server.
+        let tcp_capture = listen(15053, "dns-capture");
+        let tcp_server = serve(
+            peer.run(|| TcpListener::bind((DNS_SERVER, 53)).expect("peer tcp dns"))
+                .unwrap(),
+            "dns-server",
+            1,
+        );
+        let tcp = (
+            connect_as(APP_UID, APP_UID, dns),
+            connect_as(PROXY_UID, PROXY_UID, dns),
+        );
+        tcp_capture.join().unwrap();
+        tcp_server.join().unwrap();
+        (excluded, app.0, app.1, proxy.0, proxy.1, tcp)
+    });
+    let (tcp_app, tcp_proxy) = tcp;
+    assert_eq!(
+        tcp_app.expect("app TCP DNS"),
+        format!("dns-capture {DNS_SERVER}:53")
+    );
+    assert!(tcp_proxy.expect("proxy TCP DNS").starts_with("dns-server "));
     assert_eq!(
         excluded.expect("excluded connection"),
         "peer -",
