@@ -365,8 +365,10 @@ fn dns_to_the_configured_server_lands_on_15053_and_excluded_cidrs_are_not_captur
     cfg.dns.enabled = true;
     cfg.dns.servers = vec![DNS_SERVER.into()];
     cfg.outbound_cidrs_exclude = vec![format!("{PEER}/32").parse().unwrap()];
+    cfg.outbound_ports_exclude = vec![9090];
     let (
         excluded,
+        excluded_port,
         app_dns_captured,
         app_dns_at_server,
         proxy_dns_captured,
@@ -383,6 +385,15 @@ fn dns_to_the_configured_server_lands_on_15053_and_excluded_cidrs_are_not_captur
         // redirected there and refused.
         let excluded = connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 8080)));
         peer_srv.join().unwrap();
+        // An excluded outbound port, to an address that is not excluded.
+        let port_srv = serve(
+            peer.run(|| TcpListener::bind((DNS_SERVER, 9090)).expect("peer listener"))
+                .unwrap(),
+            "peer",
+            1,
+        );
+        let excluded_port = connect_as(APP_UID, APP_UID, SocketAddr::from((DNS_SERVER, 9090)));
+        port_srv.join().unwrap();
         let capture = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 15053)).unwrap();
         let server = peer
             .run(|| std::net::UdpSocket::bind((DNS_SERVER, 53)).expect("peer dns"))
@@ -406,8 +417,13 @@ fn dns_to_the_configured_server_lands_on_15053_and_excluded_cidrs_are_not_captur
         );
         tcp_capture.join().unwrap();
         tcp_server.join().unwrap();
-        (excluded, app.0, app.1, proxy.0, proxy.1, tcp)
+        (excluded, excluded_port, app.0, app.1, proxy.0, proxy.1, tcp)
     });
+    assert_eq!(
+        excluded_port.expect("excluded port"),
+        "peer -",
+        "an excluded outbound port reaches the peer"
+    );
     let (tcp_app, tcp_proxy) = tcp;
     assert_eq!(
         tcp_app.expect("app TCP DNS"),
