@@ -494,8 +494,10 @@ fn ipv6_outbound_and_inbound_are_captured_with_their_original_destinations() {
 }
 
 /// Connect as `uid` from `src` (port chosen by the kernel) to `to`; what the server answered.
-fn connect_from_as(uid: u32, src: Ipv4Addr, to: (Ipv4Addr, u16)) -> std::io::Result<String> {
-    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+fn connect_from_as(uid: u32, src: std::net::IpAddr, to: SocketAddr) -> std::io::Result<String> {
+    use nix::sys::socket::{
+        bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage,
+    };
     std::thread::spawn(move || {
         // SAFETY: as in `connect_as`: only this thread's credentials change.
         unsafe {
@@ -505,16 +507,17 @@ fn connect_from_as(uid: u32, src: Ipv4Addr, to: (Ipv4Addr, u16)) -> std::io::Res
                 return Err(std::io::Error::last_os_error());
             }
         }
-        let fd = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::empty(),
-            None,
+        let family = if src.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let fd = socket(family, SockType::Stream, SockFlag::empty(), None)?;
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(src, 0)),
         )?;
-        let [a, b, c, d] = src.octets();
-        bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, 0))?;
-        let [a, b, c, d] = to.0.octets();
-        connect(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, to.1))?;
+        connect(fd.as_raw_fd(), &SockaddrStorage::from(to))?;
         let mut s = TcpStream::from(fd);
         s.set_read_timeout(Some(WAIT))?;
         let mut reply = String::new();
@@ -535,9 +538,17 @@ fn inbound_passthrough_from_127_0_0_6_is_not_captured_again() {
     let (passthrough, proxy_other_src) = in_pod("passthrough", cfg, &[], |_peer| {
         let servers = [listen(8080, "app"), listen(15006, "inbound")];
         // Envoy's inbound passthrough: the proxy uid, from 127.0.0.6, to the pod's own address.
-        let passthrough = connect_from_as(PROXY_UID, Ipv4Addr::new(127, 0, 0, 6), (POD, 8080));
+        let passthrough = connect_from_as(
+            PROXY_UID,
+            Ipv4Addr::new(127, 0, 0, 6).into(),
+            SocketAddr::from((POD, 8080)),
+        );
         // The same from another loopback source is sent back to the inbound port.
-        let other = connect_from_as(PROXY_UID, Ipv4Addr::new(127, 0, 0, 7), (POD, 8080));
+        let other = connect_from_as(
+            PROXY_UID,
+            Ipv4Addr::new(127, 0, 0, 7).into(),
+            SocketAddr::from((POD, 8080)),
+        );
         for h in servers {
             h.join().unwrap();
         }
@@ -735,4 +746,45 @@ fn the_same_expectation_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
             );
         }
     }
+}
+
+#[test]
+fn ipv6_inbound_passthrough_from_loopback_6_is_not_captured_again() {
+    if skip() {
+        return;
+    }
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = true;
+    let (passthrough, other) = in_pod("passthrough6", cfg, &[], |_peer| {
+        nftmesh::netlink::routes::Routing::open()
+            .unwrap()
+            .ensure_loopback_v6()
+            .expect("::6 on lo");
+        let listen6 = |port, name| {
+            serve(
+                TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).expect("listener"),
+                name,
+                1,
+            )
+        };
+        let servers = [listen6(8080, "app"), listen6(15006, "inbound")];
+        let to = SocketAddr::from((POD6, 8080));
+        let passthrough =
+            connect_from_as(PROXY_UID, Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6).into(), to);
+        // The same from the pod's own address is sent back to the inbound port.
+        let other = connect_from_as(PROXY_UID, POD6.into(), to);
+        for h in servers {
+            h.join().unwrap();
+        }
+        (passthrough, other)
+    });
+    let p = passthrough.expect("passthrough connection");
+    assert!(
+        p.starts_with("app "),
+        "from ::6 the app is reached directly: {p}"
+    );
+    assert_eq!(
+        other.expect("other source"),
+        format!("inbound [{POD6}]:8080")
+    );
 }

@@ -158,6 +158,9 @@ fn apply(args: ApplyArgs) -> Result<(), String> {
         if tproxy {
             // Routing first: once the tproxy rules are live, marked packets need the table.
             nftmesh_netlink::routes::Routing::open()?.ensure(&routing)?;
+        } else if routing.ipv6 {
+            // As Istio does in both modes: ::6 on lo, the proxy's IPv6 passthrough source.
+            nftmesh_netlink::routes::Routing::open()?.ensure_loopback_v6()?;
         }
         let r = conn.apply(&ruleset)?;
         let mut msg = format!(

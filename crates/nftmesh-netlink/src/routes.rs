@@ -309,15 +309,22 @@ impl Routing {
             )?;
         }
         if r.ipv6 {
-            let msg = self.addr_msg()?;
-            self.request(
-                Rtm::Newaddr,
-                &[NlmF::Create, NlmF::Replace],
-                msg,
-                &[],
-                "adding ::6/128 to lo",
-            )?;
+            self.ensure_loopback_v6()?;
         }
+        Ok(())
+    }
+
+    /// Add `::6/128` to `lo` (idempotent): the source of the proxy's IPv6 inbound passthrough,
+    /// which the capture rules exempt. Needed in both capture modes when IPv6 is on.
+    pub fn ensure_loopback_v6(&mut self) -> Result<(), NetlinkError> {
+        let msg = self.addr_msg()?;
+        self.request(
+            Rtm::Newaddr,
+            &[NlmF::Create, NlmF::Replace],
+            msg,
+            &[],
+            "adding ::6/128 to lo",
+        )?;
         Ok(())
     }
 
