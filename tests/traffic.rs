@@ -728,24 +728,7 @@ fn the_same_expectation_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
         "peer -".to_string(),
         "app ".to_string(),
     ];
-    println!(
-        "{:<40} | {:<28} | {:<28}",
-        "row (Istio case ipnets)", "nftmesh", "istio-iptables"
-    );
-    for ((row, n), (_, i)) in ours.iter().zip(&istio) {
-        println!("{row:<40} | {n:<28} | {i:<28}");
-    }
-    assert_eq!(ours.len(), expected.len());
-    for (k, want) in expected.iter().enumerate() {
-        for (who, rows) in [("nftmesh", &ours), ("istio-iptables", &istio)] {
-            let got = &rows[k].1;
-            assert!(
-                got.starts_with(want.as_str()),
-                "{who}, row {:?}: got {got:?}, want {want:?}",
-                rows[k].0
-            );
-        }
-    }
+    print_and_check("ipnets", &ours, &istio, &expected);
 }
 
 #[test]
@@ -787,4 +770,106 @@ fn ipv6_inbound_passthrough_from_loopback_6_is_not_captured_again() {
         other.expect("other source"),
         format!("inbound [{POD6}]:8080")
     );
+}
+
+/// The rows for Istio's `inbound-ports-wildcard` case (inbound `*`, no outbound capture).
+fn inbound_wildcard_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)> {
+    in_pod_with(tag, setup, &[], |peer| {
+        let show = |r: std::io::Result<String>| r.unwrap_or_else(|e| format!("error: {e}"));
+        let mut rows = Vec::new();
+        let (i, t) = (listen(15006, "inbound"), listen(15008, "tunnel"));
+        rows.push(("peer -> pod:8080", show(from_peer(&peer, 8080))));
+        rows.push(("peer -> pod:15008", show(from_peer(&peer, 15008))));
+        i.join().unwrap();
+        t.join().unwrap();
+        let h = serve(
+            peer.run(|| TcpListener::bind((PEER, 8080)).expect("peer listener"))
+                .unwrap(),
+            "peer",
+            1,
+        );
+        rows.push((
+            "app -> 10.77.0.2:8080 (no outbound capture)",
+            show(connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 8080)))),
+        ));
+        h.join().unwrap();
+        let (a, i) = (listen(8080, "app"), listen(15006, "inbound"));
+        let to = SocketAddr::from((POD, 8080));
+        rows.push((
+            "proxy from 127.0.0.6 -> pod:8080",
+            show(connect_from_as(
+                PROXY_UID,
+                Ipv4Addr::new(127, 0, 0, 6).into(),
+                to,
+            )),
+        ));
+        rows.push((
+            "proxy from 127.0.0.7 -> pod:8080",
+            show(connect_from_as(
+                PROXY_UID,
+                Ipv4Addr::new(127, 0, 0, 7).into(),
+                to,
+            )),
+        ));
+        a.join().unwrap();
+        i.join().unwrap();
+        rows
+    })
+}
+
+#[test]
+fn the_inbound_wildcard_table_passes_for_nftmesh_and_for_istios_own_iptables_rules() {
+    if skip() {
+        return;
+    }
+    let case = support::cases::cases()
+        .into_iter()
+        .find(|c| c.name == "inbound-ports-wildcard")
+        .expect("case");
+    let mut cfg = case.config();
+    cfg.ipv6 = false;
+    let ours = inbound_wildcard_rows(Setup::Nftmesh(Box::new(cfg)), "wild-nft");
+    let istio = inbound_wildcard_rows(
+        Setup::IptablesRestore(golden_v4("inbound-ports-wildcard")),
+        "wild-ipt",
+    );
+    let expected = [
+        format!("inbound {POD}:8080"),
+        "tunnel ".to_string(),
+        "peer -".to_string(),
+        "app ".to_string(),
+        format!("inbound {POD}:8080"),
+    ];
+    print_and_check("inbound-ports-wildcard", &ours, &istio, &expected);
+}
+
+/// Print the table (row, nftmesh, istio-iptables) and check both columns against `expected`
+/// (each cell must start with it).
+fn print_and_check(
+    case: &str,
+    ours: &[(&str, String)],
+    istio: &[(&str, String)],
+    expected: &[String],
+) {
+    println!(
+        "{:<44} | {:<28} | {:<28}",
+        format!("row (Istio case {case})"),
+        "nftmesh",
+        "istio-iptables"
+    );
+    for ((row, n), (_, i)) in ours.iter().zip(istio) {
+        println!("{row:<44} | {n:<28} | {i:<28}");
+    }
+    assert_eq!(ours.len(), expected.len());
+    assert_eq!(istio.len(), expected.len());
+    for (k, want) in expected.iter().enumerate() {
+        for (who, rows) in [("nftmesh", ours), ("istio-iptables", istio)] {
+            let got = &rows[k].1;
+            assert!(
+                got.starts_with(want.as_str()),
+                "{who}, row {:?}: got {got:?}, want {want:?}",
+                rows[k].0
+            );
+        }
+    }
 }
