@@ -340,7 +340,12 @@ fn udp_as(uid: u32, to: SocketAddr) {
             assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
             assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
         }
-        let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let any: std::net::IpAddr = if to.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        let s = std::net::UdpSocket::bind((any, 0)).unwrap();
         s.send_to(b"query", to).unwrap();
     })
     .join()
@@ -872,4 +877,49 @@ fn print_and_check(
             );
         }
     }
+}
+
+#[test]
+fn ipv6_dns_to_the_configured_server_lands_on_15053_and_the_proxys_reaches_the_server() {
+    if skip() {
+        return;
+    }
+    let server6 = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 3);
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = true;
+    cfg.dns.enabled = true;
+    cfg.dns.servers = vec![server6.into()];
+    let (app, proxy) = in_pod("dns6", cfg, &[], move |peer| {
+        let server = peer
+            .run(move || {
+                sh(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{server6}/64"),
+                    "dev",
+                    "eth0p",
+                    "nodad",
+                ]);
+                std::net::UdpSocket::bind((server6, 53)).expect("peer dns")
+            })
+            .unwrap();
+        let capture = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 15053)).unwrap();
+        let dns = SocketAddr::from((server6, 53));
+        udp_as(APP_UID, dns);
+        let app = (udp_received(&capture), udp_received(&server));
+        udp_as(PROXY_UID, dns);
+        let proxy = (udp_received(&capture), udp_received(&server));
+        (app, proxy)
+    });
+    assert_eq!(
+        app,
+        (true, false),
+        "the app's DNS lands on 15053, not at the server"
+    );
+    assert_eq!(
+        proxy,
+        (false, true),
+        "the proxy's own DNS reaches the server"
+    );
 }
