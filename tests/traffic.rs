@@ -719,14 +719,7 @@ fn the_same_expectation_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
     if skip() {
         return;
     }
-    let case = support::cases::cases()
-        .into_iter()
-        .find(|c| c.name == "ipnets")
-        .expect("ipnets case");
-    let mut cfg = case.config();
-    cfg.ipv6 = false;
-    let ours = ipnets_rows(Setup::Nftmesh(Box::new(cfg)), "oracle-nft");
-    let istio = ipnets_rows(Setup::IptablesRestore(golden_v4("ipnets")), "oracle-ipt");
+    let (ours, istio) = both_columns("ipnets", ipnets_rows);
     let expected = [
         format!("outbound {PEER}:8080"),
         "peer -".to_string(),
@@ -827,17 +820,7 @@ fn the_inbound_wildcard_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
     if skip() {
         return;
     }
-    let case = support::cases::cases()
-        .into_iter()
-        .find(|c| c.name == "inbound-ports-wildcard")
-        .expect("case");
-    let mut cfg = case.config();
-    cfg.ipv6 = false;
-    let ours = inbound_wildcard_rows(Setup::Nftmesh(Box::new(cfg)), "wild-nft");
-    let istio = inbound_wildcard_rows(
-        Setup::IptablesRestore(golden_v4("inbound-ports-wildcard")),
-        "wild-ipt",
-    );
+    let (ours, istio) = both_columns("inbound-ports-wildcard", inbound_wildcard_rows);
     let expected = [
         format!("inbound {POD}:8080"),
         "tunnel ".to_string(),
@@ -846,6 +829,25 @@ fn the_inbound_wildcard_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
         format!("inbound {POD}:8080"),
     ];
     print_and_check("inbound-ports-wildcard", &ours, &istio, &expected);
+}
+
+/// A table's rows for Istio's `case`: installed by nftmesh from the case's config, and by
+/// `iptables-restore` from the case's golden.
+type Rows = Vec<(&'static str, String)>;
+
+fn both_columns(case: &str, rows: fn(Setup, &str) -> Rows) -> (Rows, Rows) {
+    let c = support::cases::cases()
+        .into_iter()
+        .find(|c| c.name == case)
+        .expect("case");
+    let mut cfg = c.config();
+    cfg.ipv6 = false;
+    let ours = rows(Setup::Nftmesh(Box::new(cfg)), &format!("{case}-nft"));
+    let istio = rows(
+        Setup::IptablesRestore(golden_v4(case)),
+        &format!("{case}-ipt"),
+    );
+    (ours, istio)
 }
 
 /// Print the table (row, nftmesh, istio-iptables) and check both columns against `expected`
