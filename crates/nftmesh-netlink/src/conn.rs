@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
 const NFTA_GEN_ID: u16 = 1;
-const NFTA_SET_FLAGS_ATTR: u16 = NFTA_SET_FLAGS;
 /// Replies wait at most this long.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts of an apply when concurrent writers keep changing the ruleset.
@@ -88,6 +87,10 @@ pub struct LiveSet {
     pub name: String,
     /// `NFT_SET_*` flags.
     pub flags: u32,
+    /// nft's datatype id of the keys.
+    pub key_type: u32,
+    /// Key length in bytes.
+    pub key_len: u32,
 }
 
 /// What an apply did.
@@ -347,6 +350,20 @@ pub fn plan_apply(
     })
 }
 
+/// A one-message nf_tables request: netlink header, nfgenmsg for `family`, then `attrs`
+/// (already encoded).
+fn request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
+    let mut req = Vec::with_capacity(20 + attrs.len());
+    req.extend_from_slice(&(20 + attrs.len() as u32).to_ne_bytes());
+    req.extend_from_slice(&msg_type(msg).to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[family, 0, 0, 0]);
+    req.extend_from_slice(attrs);
+    req
+}
+
 fn str_attr(out: &mut Vec<u8>, ty: u16, v: &str) {
     let len = 4 + v.len() + 1;
     out.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -560,14 +577,7 @@ impl Connection {
     ) -> Result<Vec<Vec<u8>>, NetlinkError> {
         for _ in 0..MAX_ATTEMPTS {
             let seq = self.next_seq(1);
-            let mut req = Vec::with_capacity(20 + extra.len());
-            req.extend_from_slice(&(20 + extra.len() as u32).to_ne_bytes());
-            req.extend_from_slice(&msg_type(msg).to_ne_bytes());
-            req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP | NLM_F_ACK).to_ne_bytes());
-            req.extend_from_slice(&seq.to_ne_bytes());
-            req.extend_from_slice(&0u32.to_ne_bytes());
-            req.extend_from_slice(&[family, 0, 0, 0]);
-            req.extend_from_slice(extra);
+            let req = request(msg, NLM_F_DUMP | NLM_F_ACK, seq, family, extra);
             self.send(&req, during)?;
             let mut out = Vec::new();
             let mut interrupted = false;
@@ -624,13 +634,7 @@ impl Connection {
     pub fn generation(&mut self) -> Result<u32, NetlinkError> {
         let during = "reading the ruleset generation";
         let seq = self.next_seq(1);
-        let mut req = Vec::with_capacity(20);
-        req.extend_from_slice(&20u32.to_ne_bytes());
-        req.extend_from_slice(&msg_type(NFT_MSG_GETGEN).to_ne_bytes());
-        req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        req.extend_from_slice(&seq.to_ne_bytes());
-        req.extend_from_slice(&0u32.to_ne_bytes());
-        req.extend_from_slice(&[NFPROTO_UNSPEC, 0, 0, 0]);
+        let req = request(NFT_MSG_GETGEN, NLM_F_ACK, seq, NFPROTO_UNSPEC, &[]);
         self.send(&req, during)?;
         let mut gen = None;
         loop {
@@ -751,7 +755,13 @@ impl Connection {
                 name: wire::find(&at, NFTA_SET_NAME)
                     .map(wire::string)
                     .unwrap_or_default(),
-                flags: wire::find(&at, NFTA_SET_FLAGS_ATTR)
+                flags: wire::find(&at, NFTA_SET_FLAGS)
+                    .and_then(wire::be32)
+                    .unwrap_or(0),
+                key_type: wire::find(&at, NFTA_SET_KEY_TYPE)
+                    .and_then(wire::be32)
+                    .unwrap_or(0),
+                key_len: wire::find(&at, NFTA_SET_KEY_LEN)
                     .and_then(wire::be32)
                     .unwrap_or(0),
             });
@@ -817,27 +827,17 @@ impl Connection {
             let mut table = Table::new(*family, name.clone());
             let mut sets = std::collections::HashMap::new();
             let mut named = Vec::new();
-            for area in self.table_objects(NFT_MSG_GETSET, *family, name, NFTA_SET_TABLE, during)? {
-                let at = wire::attrs(&area).map_err(bad)?;
-                let set_name = wire::find(&at, NFTA_SET_NAME)
-                    .map(wire::string)
-                    .unwrap_or_default();
+            for ls in self.sets(*family, name)? {
+                if ls.flags & NFT_SET_ANONYMOUS == 0 {
+                    named.push(ls.name.clone());
+                }
                 let data = crate::raise::SetData {
-                    key_type: wire::find(&at, NFTA_SET_KEY_TYPE)
-                        .and_then(wire::be32)
-                        .unwrap_or(0),
-                    key_len: wire::find(&at, NFTA_SET_KEY_LEN)
-                        .and_then(wire::be32)
-                        .unwrap_or(0),
-                    flags: wire::find(&at, NFTA_SET_FLAGS)
-                        .and_then(wire::be32)
-                        .unwrap_or(0),
+                    key_type: ls.key_type,
+                    key_len: ls.key_len,
+                    flags: ls.flags,
                     elements: Vec::new(),
                 };
-                if data.flags & NFT_SET_ANONYMOUS == 0 {
-                    named.push(set_name.clone());
-                }
-                sets.insert(set_name, data);
+                sets.insert(ls.name, data);
             }
             let names: Vec<String> = sets.keys().cloned().collect();
             for s in names {
@@ -1104,6 +1104,8 @@ mod tests {
                     table: t.name.clone(),
                     name: "old_set".into(),
                     flags: 0,
+                    key_type: TYPE_IPADDR,
+                    key_len: 4,
                 },
             )],
         };

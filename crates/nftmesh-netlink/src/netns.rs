@@ -13,14 +13,29 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
+    let shown = path.display().to_string();
     let file = File::open(path).map_err(|source| NetlinkError::Netns {
-        path: path.display().to_string(),
+        path: shown.clone(),
         source,
     })?;
-    let shown = path.display().to_string();
+    on_new_thread(
+        move || setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| (shown, e)),
+        f,
+    )
+}
+
+/// Run `f` on a new thread after `enter` moved that thread into a network namespace.
+fn on_new_thread<T, F>(
+    enter: impl FnOnce() -> Result<(), (String, nix::errno::Errno)> + Send + 'static,
+    f: F,
+) -> Result<T, NetlinkError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
     let handle = std::thread::spawn(move || {
-        setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetlinkError::Netns {
-            path: shown,
+        enter().map_err(|(path, e)| NetlinkError::Netns {
+            path,
             source: std::io::Error::from_raw_os_error(e as i32),
         })?;
         Ok(f())
@@ -37,16 +52,10 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let handle = std::thread::spawn(move || {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| NetlinkError::Netns {
-            path: "(new namespace)".into(),
-            source: std::io::Error::from_raw_os_error(e as i32),
-        })?;
-        Ok(f())
-    });
-    handle
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    on_new_thread(
+        || unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ("(new namespace)".to_string(), e)),
+        f,
+    )
 }
 
 /// A network namespace given by path (`/proc/PID/ns/net`, `/var/run/netns/NAME`). Each

@@ -76,20 +76,39 @@ fn table_byte(table: u32) -> RtTable {
     }
 }
 
-/// An empty route/rule message of one family: a dump request.
-fn dump_request(v6: bool) -> Rtmsg {
+/// A route or rule message of one family, for all destinations (prefix lengths 0).
+fn rtmsg(
+    v6: bool,
+    table: RtTable,
+    protocol: Rtprot,
+    scope: RtScope,
+    kind: Rtn,
+    attrs: RtBuffer<Rta, neli::types::Buffer>,
+) -> Rtmsg {
     Rtmsg {
         rtm_family: fam(v6),
         rtm_dst_len: 0,
         rtm_src_len: 0,
         rtm_tos: 0,
-        rtm_table: RtTable::Unspec,
-        rtm_protocol: Rtprot::Unspec,
-        rtm_scope: RtScope::Universe,
-        rtm_type: Rtn::Unspec,
+        rtm_table: table,
+        rtm_protocol: protocol,
+        rtm_scope: scope,
+        rtm_type: kind,
         rtm_flags: RtmFFlags::empty(),
-        rtattrs: RtBuffer::new(),
+        rtattrs: attrs,
     }
+}
+
+/// An empty route/rule message of one family: a dump request.
+fn dump_request(v6: bool) -> Rtmsg {
+    rtmsg(
+        v6,
+        RtTable::Unspec,
+        Rtprot::Unspec,
+        RtScope::Universe,
+        Rtn::Unspec,
+        RtBuffer::new(),
+    )
 }
 
 /// One rtnetlink socket for routing changes. Requests are serialized by `neli`; replies are
@@ -238,36 +257,28 @@ impl Routing {
                     .map_err(|e| ser("rule attribute", e))?,
             );
         }
-        Ok(Rtmsg {
-            rtm_family: fam(v6),
-            rtm_dst_len: 0,
-            rtm_src_len: 0,
-            rtm_tos: 0,
-            rtm_table: table_byte(r.table),
-            rtm_protocol: Rtprot::Unspec,
-            rtm_scope: RtScope::Universe,
-            rtm_type: Rtn::UnrecognizedConst(FR_ACT_TO_TBL),
-            rtm_flags: RtmFFlags::empty(),
-            rtattrs: attrs,
-        })
+        Ok(rtmsg(
+            v6,
+            table_byte(r.table),
+            Rtprot::Unspec,
+            RtScope::Universe,
+            Rtn::UnrecognizedConst(FR_ACT_TO_TBL),
+            attrs,
+        ))
     }
 
     fn route_msg(&self, r: &TproxyRouting, v6: bool) -> Result<Rtmsg, NetlinkError> {
         let mut attrs = RtBuffer::new();
         attrs.push(Rtattr::new(None, Rta::Oif, lo_index()?).map_err(|e| ser("route oif", e))?);
         attrs.push(Rtattr::new(None, Rta::Table, r.table).map_err(|e| ser("route table", e))?);
-        Ok(Rtmsg {
-            rtm_family: fam(v6),
-            rtm_dst_len: 0,
-            rtm_src_len: 0,
-            rtm_tos: 0,
-            rtm_table: table_byte(r.table),
-            rtm_protocol: Rtprot::Boot,
-            rtm_scope: RtScope::Host,
-            rtm_type: Rtn::Local,
-            rtm_flags: RtmFFlags::empty(),
-            rtattrs: attrs,
-        })
+        Ok(rtmsg(
+            v6,
+            table_byte(r.table),
+            Rtprot::Boot,
+            RtScope::Host,
+            Rtn::Local,
+            attrs,
+        ))
     }
 
     fn addr_msg(&self) -> Result<Ifaddrmsg, NetlinkError> {
