@@ -46,18 +46,42 @@ fn sh(args: &[&str]) {
     );
 }
 
+/// Switch the calling thread (only it: raw syscalls, not glibc's process-wide wrappers) to
+/// `uid`/`gid`.
+fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: setresgid/setresuid take plain integers; the raw syscalls change only the calling
+    // thread's credentials.
+    unsafe {
+        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A listener in the peer's namespace answering one connection.
+fn peer_listen(peer: &Netns, addr: SocketAddr, name: &'static str) -> std::thread::JoinHandle<()> {
+    let l = peer
+        .run(move || TcpListener::bind(addr).expect("peer listener"))
+        .expect("enter peer netns");
+    serve(l, name, 1)
+}
+
+/// A listener on `[::]:port` in our namespace answering one connection.
+fn listen6(port: u16, name: &'static str) -> std::thread::JoinHandle<()> {
+    serve(
+        TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).expect("listener"),
+        name,
+        1,
+    )
+}
+
 /// Connect from a thread running as `uid`/`gid`; returns what the server answered.
 fn connect_as(uid: u32, gid: u32, to: SocketAddr) -> std::io::Result<String> {
     std::thread::spawn(move || {
-        // SAFETY: raw setresgid/setresuid change only this thread's credentials (glibc's
-        // wrappers would change every thread of the test process).
-        unsafe {
-            if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
-                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
+        become_user(uid, gid)?;
         let mut s = TcpStream::connect_timeout(&to, WAIT)?;
         s.set_read_timeout(Some(WAIT))?;
         let mut reply = String::new();
@@ -70,6 +94,20 @@ fn connect_as(uid: u32, gid: u32, to: SocketAddr) -> std::io::Result<String> {
 
 /// Serve `n` connections on `l`, answering each with `name` and the original destination.
 fn serve(l: TcpListener, name: &'static str, n: usize) -> std::thread::JoinHandle<()> {
+    serve_with(l, n, move |s| {
+        let orig = original_dst(s)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        format!("{name} {orig}")
+    })
+}
+
+/// Serve `n` connections on `l` (within a bounded time), answering each with `reply` of it.
+fn serve_with(
+    l: TcpListener,
+    n: usize,
+    reply: impl Fn(&TcpStream) -> String + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     l.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
         let deadline = std::time::Instant::now() + 2 * WAIT;
@@ -77,11 +115,9 @@ fn serve(l: TcpListener, name: &'static str, n: usize) -> std::thread::JoinHandl
         while served < n && std::time::Instant::now() < deadline {
             match l.accept() {
                 Ok((mut s, _)) => {
-                    let orig = original_dst(&s)
-                        .map(|a| a.to_string())
-                        .unwrap_or_else(|| "-".into());
+                    let text = reply(&s);
                     let _ = s.set_nonblocking(false);
-                    let _ = write!(s, "{name} {orig}");
+                    let _ = write!(s, "{text}");
                     served += 1;
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -265,12 +301,7 @@ fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
     // A user exclusion on top of Istio's defaults (15090, 15021, 15020).
     cfg.inbound_ports_exclude.push(22);
     let (app, proxy, app_in, tunnel_in, excluded) = in_pod("redirect", cfg, &[], |peer| {
-        let peer_srv = serve(
-            peer.run(|| TcpListener::bind((PEER, 8080)).expect("peer listener"))
-                .unwrap(),
-            "peer",
-            1,
-        );
+        let peer_srv = peer_listen(&peer, SocketAddr::from((PEER, 8080)), "peer");
         let servers = [
             listen(15001, "outbound"),
             listen(15006, "inbound"),
@@ -335,11 +366,7 @@ const DNS_SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 /// Send one UDP datagram as `uid` to `to`.
 fn udp_as(uid: u32, to: SocketAddr) {
     std::thread::spawn(move || {
-        // SAFETY: as in `connect_as`: only this thread's credentials change.
-        unsafe {
-            assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
-            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
-        }
+        become_user(uid, uid).expect("switch uid");
         let any: std::net::IpAddr = if to.is_ipv4() {
             Ipv4Addr::UNSPECIFIED.into()
         } else {
@@ -380,23 +407,13 @@ fn dns_to_the_configured_server_lands_on_15053_and_excluded_cidrs_are_not_captur
         proxy_dns_at_server,
         tcp,
     ) = in_pod("dns", cfg, &[DNS_SERVER], |peer| {
-        let peer_srv = serve(
-            peer.run(|| TcpListener::bind((PEER, 8080)).expect("peer listener"))
-                .unwrap(),
-            "peer",
-            1,
-        );
+        let peer_srv = peer_listen(&peer, SocketAddr::from((PEER, 8080)), "peer");
         // No listener on 15001: were the exclusion ignored, the connection would be
         // redirected there and refused.
         let excluded = connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 8080)));
         peer_srv.join().unwrap();
         // An excluded outbound port, to an address that is not excluded.
-        let port_srv = serve(
-            peer.run(|| TcpListener::bind((DNS_SERVER, 9090)).expect("peer listener"))
-                .unwrap(),
-            "peer",
-            1,
-        );
+        let port_srv = peer_listen(&peer, SocketAddr::from((DNS_SERVER, 9090)), "peer");
         let excluded_port = connect_as(APP_UID, APP_UID, SocketAddr::from((DNS_SERVER, 9090)));
         port_srv.join().unwrap();
         let capture = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 15053)).unwrap();
@@ -410,12 +427,7 @@ fn dns_to_the_configured_server_lands_on_15053_and_excluded_cidrs_are_not_captur
         let proxy = (udp_received(&capture), udp_received(&server));
         // DNS over TCP: the app's lands on 15053, the proxy's reaches the server.
         let tcp_capture = listen(15053, "dns-capture");
-        let tcp_server = serve(
-            peer.run(|| TcpListener::bind((DNS_SERVER, 53)).expect("peer tcp dns"))
-                .unwrap(),
-            "dns-server",
-            1,
-        );
+        let tcp_server = peer_listen(&peer, SocketAddr::from((DNS_SERVER, 53)), "dns-server");
         let tcp = (
             connect_as(APP_UID, APP_UID, dns),
             connect_as(PROXY_UID, PROXY_UID, dns),
@@ -458,19 +470,7 @@ fn ipv6_outbound_and_inbound_are_captured_with_their_original_destinations() {
     let mut cfg = CaptureConfig::sidecar();
     cfg.ipv6 = true;
     let (app, proxy, app_in) = in_pod("ipv6", cfg, &[], |peer| {
-        let peer_srv = serve(
-            peer.run(|| TcpListener::bind((PEER6, 8080)).expect("peer listener"))
-                .unwrap(),
-            "peer",
-            1,
-        );
-        let listen6 = |port, name| {
-            serve(
-                TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).expect("listener"),
-                name,
-                1,
-            )
-        };
+        let peer_srv = peer_listen(&peer, SocketAddr::from((PEER6, 8080)), "peer");
         let servers = [
             listen6(15001, "outbound"),
             listen6(15006, "inbound"),
@@ -504,14 +504,7 @@ fn connect_from_as(uid: u32, src: std::net::IpAddr, to: SocketAddr) -> std::io::
         bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage,
     };
     std::thread::spawn(move || {
-        // SAFETY: as in `connect_as`: only this thread's credentials change.
-        unsafe {
-            if libc::syscall(libc::SYS_setresgid, uid, uid, uid) != 0
-                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
+        become_user(uid, uid)?;
         let family = if src.is_ipv4() {
             AddressFamily::Inet
         } else {
@@ -604,24 +597,9 @@ fn tproxy_inbound_lands_on_a_transparent_listener_with_the_original_destination_
         setsockopt(&fd, sockopt::ReuseAddr, &true).unwrap();
         bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, 15006)).unwrap();
         listen(&fd, Backlog::new(8).unwrap()).unwrap();
-        let l = TcpListener::from(fd);
-        l.set_nonblocking(true).unwrap();
-        let server = std::thread::spawn(move || {
-            let mut served = 0;
-            let deadline = std::time::Instant::now() + 2 * WAIT;
-            while std::time::Instant::now() < deadline {
-                if let Ok((mut s, _)) = l.accept() {
-                    let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                    let _ = s.set_nonblocking(false);
-                    let _ = write!(s, "tproxy {local}");
-                    served += 1;
-                    if served == 2 {
-                        return;
-                    }
-                    continue;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
+        let server = serve_with(TcpListener::from(fd), 2, |s| {
+            let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            format!("tproxy {local}")
         });
         // To the pod's own address, and to an address the pod does not have (routed to it by
         // the peer): only the fwmark rule and the local route deliver the latter locally.
@@ -669,14 +647,7 @@ fn ipnets_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)> {
     in_pod_with(tag, setup, &[OTHER], |peer| {
         sh(&["ip", "route", "add", "172.16.77.0/24", "dev", "eth0"]);
         let mut rows = Vec::new();
-        let peer_srv = |ip: Ipv4Addr| {
-            serve(
-                peer.run(move || TcpListener::bind((ip, 8080)).expect("peer listener"))
-                    .unwrap(),
-                "peer",
-                1,
-            )
-        };
+        let peer_srv = |ip: Ipv4Addr| peer_listen(&peer, SocketAddr::from((ip, 8080)), "peer");
         let show = |r: std::io::Result<String>| r.unwrap_or_else(|e| format!("error: {e}"));
         let (h, o) = (peer_srv(PEER), listen(15001, "outbound"));
         rows.push((
@@ -741,13 +712,6 @@ fn ipv6_inbound_passthrough_from_loopback_6_is_not_captured_again() {
             .unwrap()
             .ensure_loopback_v6()
             .expect("::6 on lo");
-        let listen6 = |port, name| {
-            serve(
-                TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).expect("listener"),
-                name,
-                1,
-            )
-        };
         let servers = [listen6(8080, "app"), listen6(15006, "inbound")];
         let to = SocketAddr::from((POD6, 8080));
         let passthrough =
@@ -780,12 +744,7 @@ fn inbound_wildcard_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)>
         rows.push(("peer -> pod:15008", show(from_peer(&peer, 15008))));
         i.join().unwrap();
         t.join().unwrap();
-        let h = serve(
-            peer.run(|| TcpListener::bind((PEER, 8080)).expect("peer listener"))
-                .unwrap(),
-            "peer",
-            1,
-        );
+        let h = peer_listen(&peer, SocketAddr::from((PEER, 8080)), "peer");
         rows.push((
             "app -> 10.77.0.2:8080 (no outbound capture)",
             show(connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 8080)))),
