@@ -46,6 +46,9 @@ impl Drop for Netns {
     }
 }
 
+/// Istio's sidecar flags for a REDIRECT capture of every inbound port.
+const SIDECAR: [&str; 8] = ["-p", "15001", "-z", "15006", "-u", "1337", "-b", "*"];
+
 fn nftmesh(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nftmesh"))
         .args(args)
@@ -69,19 +72,7 @@ fn apply_installs_the_capture_in_the_given_namespace_and_cleanup_only_removes_it
     let Some(ns) = netns_or_skip() else { return };
     let path = ns.path();
     let before = ns.list();
-    let o = nftmesh(&[
-        "apply",
-        "--network-namespace",
-        &path,
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-b",
-        "*",
-    ]);
+    let o = nftmesh(&[&["apply", "--network-namespace", &path][..], &SIDECAR[..]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("one transaction"));
     let live = ns.list();
@@ -129,7 +120,7 @@ fn a_missing_namespace_is_a_clear_error() {
 fn dump_prints_what_apply_installed_and_diff_detects_drift() {
     let Some(ns) = netns_or_skip() else { return };
     let path = ns.path();
-    let flags = ["-p", "15001", "-z", "15006", "-u", "1337", "-b", "*"];
+    let flags = SIDECAR;
     let o = nftmesh(&[&["diff", "--network-namespace", &path][..], &flags[..]].concat());
     assert_eq!(o.status.code(), Some(1), "nothing applied yet is drift");
     assert!(String::from_utf8_lossy(&o.stdout).contains("missing table"));
@@ -224,18 +215,7 @@ fn tproxy_apply_installs_policy_routing_and_cleanup_removes_it() {
 #[test]
 fn the_bare_istio_iptables_style_invocation_applies() {
     let Some(ns) = netns_or_skip() else { return };
-    let o = nftmesh(&[
-        "--network-namespace",
-        &ns.path(),
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-b",
-        "*",
-    ]);
+    let o = nftmesh(&[&["--network-namespace", &ns.path()][..], &SIDECAR[..]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(ns.list().contains("redirect to :15006"), "{}", ns.list());
 }
