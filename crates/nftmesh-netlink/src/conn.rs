@@ -688,7 +688,8 @@ impl Connection {
     }
 
     /// The attribute areas of the objects a dump of `msg` lists for one table (`table_attr`
-    /// is the attribute holding the table's name, the first of every nf_tables object).
+    /// is the attribute holding the table's name, the first of every nf_tables object). The
+    /// request names the table, which spares reading other tables' rules.
     fn table_objects(
         &mut self,
         msg: u16,
@@ -697,8 +698,12 @@ impl Connection {
         table_attr: u16,
         during: &'static str,
     ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        // The request names the table: the kernel then sends only that table's rules (seen
+        // here), but chain dumps ignore it, so the check below stays for every kind.
+        let mut filter = Vec::new();
+        str_attr(&mut filter, table_attr, table);
         let mut out = Vec::new();
-        for m in self.dump(msg, family_number(family), during)? {
+        for m in self.dump_with(msg, family_number(family), &filter, during)? {
             let at =
                 wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
             if wire::find(&at, table_attr).map(wire::string).as_deref() == Some(table) {
