@@ -5,4 +5,5 @@
 #![deny(missing_docs)]
 
 pub use nftmesh_model as model;
+pub use nftmesh_iptables as iptables;
 pub use nftmesh_netlink as netlink;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cases;
+pub mod corpus;
 pub mod netns;
 
 use std::path::PathBuf;
