@@ -4,6 +4,6 @@
 //! compiler, renderer and evaluator, and `nftmesh_netlink` for applying rulesets to the kernel.
 #![deny(missing_docs)]
 
-pub use nftmesh_model as model;
 pub use nftmesh_iptables as iptables;
+pub use nftmesh_model as model;
 pub use nftmesh_netlink as netlink;

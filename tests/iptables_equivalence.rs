@@ -82,7 +82,11 @@ fn istio_goldens_interpreter_translation_and_compiler_agree() {
         let mut parts = trace.parts();
         for p in &mut parts {
             let unknown = p.resolve_owners(&|_| None, &groups);
-            assert!(unknown.is_empty(), "{}: unknown owners {unknown:?}", case.name);
+            assert!(
+                unknown.is_empty(),
+                "{}: unknown owners {unknown:?}",
+                case.name
+            );
         }
         let translated = translate_all(&parts).unwrap();
         let cfg = case.config();
@@ -138,11 +142,20 @@ fn istio_goldens_interpreter_translation_and_compiler_agree() {
         unexplained.is_empty(),
         "{} packets where Istio's iptables golden and our compiler differ, unexplained; first:\n{}",
         unexplained.len(),
-        unexplained.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+        unexplained
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     for k in &KNOWN {
         let cases = seen.get(k.name).cloned().unwrap_or_default();
         eprintln!("{}: {}", k.name, cases.join(", "));
-        assert!(!cases.is_empty(), "documented difference never seen: {}", k.name);
+        assert!(
+            !cases.is_empty(),
+            "documented difference never seen: {}",
+            k.name
+        );
     }
 }

@@ -29,12 +29,20 @@ fn edges(net: &IpNet) -> Vec<IpAddr> {
         match a {
             IpAddr::V4(x) => {
                 let n = u32::from(x);
-                let n = if up { n.checked_add(1)? } else { n.checked_sub(1)? };
+                let n = if up {
+                    n.checked_add(1)?
+                } else {
+                    n.checked_sub(1)?
+                };
                 Some(IpAddr::V4(n.into()))
             }
             IpAddr::V6(x) => {
                 let n = u128::from(x);
-                let n = if up { n.checked_add(1)? } else { n.checked_sub(1)? };
+                let n = if up {
+                    n.checked_add(1)?
+                } else {
+                    n.checked_sub(1)?
+                };
                 Some(IpAddr::V6(n.into()))
             }
         }
@@ -48,15 +56,28 @@ fn edges(net: &IpNet) -> Vec<IpAddr> {
 /// Dimensions from the rulesets' own values plus the fixed ones.
 pub fn dims(parts: &[IptRuleset], extra_ids: &[u32]) -> Dims {
     let mut addrs: BTreeSet<IpAddr> = [
-        "127.0.0.1", "127.0.0.6", "127.0.0.7", "127.0.0.53", "10.0.0.5", "10.1.2.3", "8.8.8.8",
-        "::1", "::6", "::7", "2001:db8::5", "fd00::1",
+        "127.0.0.1",
+        "127.0.0.6",
+        "127.0.0.7",
+        "127.0.0.53",
+        "10.0.0.5",
+        "10.1.2.3",
+        "8.8.8.8",
+        "::1",
+        "::6",
+        "::7",
+        "2001:db8::5",
+        "fd00::1",
     ]
     .iter()
     .map(|s| s.parse().unwrap())
     .collect();
     let mut ports: BTreeSet<u16> = PORTS.into_iter().collect();
     let mut ifaces: BTreeSet<String> = ["lo", "eth0", ""].iter().map(|s| s.to_string()).collect();
-    let mut ids: BTreeSet<u32> = [0, 1000, 1337, 1338].into_iter().chain(extra_ids.iter().copied()).collect();
+    let mut ids: BTreeSet<u32> = [0, 1000, 1337, 1338]
+        .into_iter()
+        .chain(extra_ids.iter().copied())
+        .collect();
     let mut marks: BTreeSet<u32> = [0, 1337, 1338].into_iter().collect();
     for m in parts
         .iter()
@@ -107,7 +128,12 @@ pub fn local(hook: Hook) -> bool {
     matches!(hook, Hook::Output | Hook::Postrouting)
 }
 
-const STATES: [CtStates; 4] = [CtStates::NEW, CtStates::ESTABLISHED, CtStates::RELATED, CtStates::INVALID];
+const STATES: [CtStates; 4] = [
+    CtStates::NEW,
+    CtStates::ESTABLISHED,
+    CtStates::RELATED,
+    CtStates::INVALID,
+];
 const PROTOS: [L4Proto; 3] = [L4Proto::Tcp, L4Proto::Udp, L4Proto::Icmp];
 
 /// A tiny deterministic generator (xorshift64*), so a failure names a reproducible packet.
@@ -158,8 +184,17 @@ fn packet(
 /// protocol with a few sources and devices, then each remaining dimension (uid, gid, mark,
 /// ct mark, ct state, transparent socket, source port, device) varied on its own.
 pub fn systematic(d: &Dims, version: IpVersion, hook: Hook) -> Vec<Packet> {
-    let addrs: Vec<IpAddr> = d.addrs.iter().copied().filter(|a| IpVersion::of(*a) == version).collect();
-    let base_src = if version == IpVersion::V4 { "10.0.0.5" } else { "2001:db8::5" };
+    let addrs: Vec<IpAddr> = d
+        .addrs
+        .iter()
+        .copied()
+        .filter(|a| IpVersion::of(*a) == version)
+        .collect();
+    let base_src = if version == IpVersion::V4 {
+        "10.0.0.5"
+    } else {
+        "2001:db8::5"
+    };
     let base_src: IpAddr = base_src.parse().unwrap();
     let mut out = Vec::new();
     for &daddr in &addrs {
@@ -167,19 +202,31 @@ pub fn systematic(d: &Dims, version: IpVersion, hook: Hook) -> Vec<Packet> {
             for proto in PROTOS {
                 for dev in ["lo", "eth0"] {
                     for uid in [1000, 1337] {
-                        out.push(packet(hook, proto, base_src, daddr, dport, 40000, dev, uid, uid));
+                        out.push(packet(
+                            hook, proto, base_src, daddr, dport, 40000, dev, uid, uid,
+                        ));
                     }
                 }
             }
         }
     }
-    let probe: IpAddr = if version == IpVersion::V4 { "10.1.2.3" } else { "fd00::1" }.parse().unwrap();
+    let probe: IpAddr = if version == IpVersion::V4 {
+        "10.1.2.3"
+    } else {
+        "fd00::1"
+    }
+    .parse()
+    .unwrap();
     for &saddr in &addrs {
         for dev in &d.ifaces {
             for dport in [53, 8080, 15008] {
                 for proto in [L4Proto::Tcp, L4Proto::Udp] {
-                    out.push(packet(hook, proto, saddr, probe, dport, 40000, dev, 1000, 1000));
-                    out.push(packet(hook, proto, saddr, saddr, dport, 40000, dev, 1337, 1337));
+                    out.push(packet(
+                        hook, proto, saddr, probe, dport, 40000, dev, 1000, 1000,
+                    ));
+                    out.push(packet(
+                        hook, proto, saddr, saddr, dport, 40000, dev, 1337, 1337,
+                    ));
                 }
             }
         }
@@ -189,8 +236,28 @@ pub fn systematic(d: &Dims, version: IpVersion, hook: Hook) -> Vec<Packet> {
             for dport in [53, 8080] {
                 for daddr in [probe, addrs[0]] {
                     for dev in ["lo", "eth0"] {
-                        out.push(packet(hook, L4Proto::Tcp, base_src, daddr, dport, 40000, dev, uid, gid));
-                        out.push(packet(hook, L4Proto::Udp, base_src, daddr, dport, 40000, dev, uid, gid));
+                        out.push(packet(
+                            hook,
+                            L4Proto::Tcp,
+                            base_src,
+                            daddr,
+                            dport,
+                            40000,
+                            dev,
+                            uid,
+                            gid,
+                        ));
+                        out.push(packet(
+                            hook,
+                            L4Proto::Udp,
+                            base_src,
+                            daddr,
+                            dport,
+                            40000,
+                            dev,
+                            uid,
+                            gid,
+                        ));
                     }
                 }
             }
@@ -202,7 +269,17 @@ pub fn systematic(d: &Dims, version: IpVersion, hook: Hook) -> Vec<Packet> {
                 for transparent in [false, true] {
                     for dev in ["lo", "eth0"] {
                         for daddr in [probe, addrs[0]] {
-                            let mut p = packet(hook, L4Proto::Tcp, base_src, daddr, 8080, 40000, dev, 1000, 1000);
+                            let mut p = packet(
+                                hook,
+                                L4Proto::Tcp,
+                                base_src,
+                                daddr,
+                                8080,
+                                40000,
+                                dev,
+                                1000,
+                                1000,
+                            );
                             p.mark = mark;
                             p.ct_mark = ct_mark;
                             p.ct_state = st;
@@ -217,7 +294,9 @@ pub fn systematic(d: &Dims, version: IpVersion, hook: Hook) -> Vec<Packet> {
     for &sport in &d.ports {
         for proto in [L4Proto::Tcp, L4Proto::Udp] {
             for uid in [1000, 1337] {
-                out.push(packet(hook, proto, base_src, probe, 53, sport, "eth0", uid, uid));
+                out.push(packet(
+                    hook, proto, base_src, probe, 53, sport, "eth0", uid, uid,
+                ));
             }
         }
     }
@@ -226,7 +305,12 @@ pub fn systematic(d: &Dims, version: IpVersion, hook: Hook) -> Vec<Packet> {
 
 /// `n` random packets over the dimensions (any value of each, independently).
 pub fn random(d: &Dims, version: IpVersion, hook: Hook, n: usize, seed: u64) -> Vec<Packet> {
-    let addrs: Vec<IpAddr> = d.addrs.iter().copied().filter(|a| IpVersion::of(*a) == version).collect();
+    let addrs: Vec<IpAddr> = d
+        .addrs
+        .iter()
+        .copied()
+        .filter(|a| IpVersion::of(*a) == version)
+        .collect();
     let mut rng = Rng(seed | 1);
     (0..n)
         .map(|_| {

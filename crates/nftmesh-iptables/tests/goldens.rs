@@ -53,7 +53,11 @@ fn all_27_goldens_parse_print_back_and_translate() {
             reprint(p);
         }
         let nft = translate_all(&parts).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(nft.rule_count(), parsed, "{name}: one nft rule per iptables rule");
+        assert_eq!(
+            nft.rule_count(),
+            parsed,
+            "{name}: one nft rule per iptables rule"
+        );
     }
     assert!(with_v6 > 0, "some goldens carry an IPv6 part");
 }
