@@ -374,7 +374,17 @@ pub fn parse_rule(
                 if negate {
                     return Err(err(&t, K::BadNegation));
                 }
-                let takes_value = !matches!(opt, "--save-mark" | "--restore-mark");
+                let takes_value = !matches!(
+                    opt,
+                    "--save-mark"
+                        | "--restore-mark"
+                        | "--notrack"
+                        | "--random"
+                        | "--log-tcp-sequence"
+                        | "--log-tcp-options"
+                        | "--log-ip-options"
+                        | "--log-uid"
+                );
                 let v = if takes_value {
                     Some(next(&mut i, &t)?)
                 } else {
