@@ -35,8 +35,9 @@ impl Trace {
     }
 }
 
-/// Split and parse an Istio iptables trace.
-pub fn parse_trace(text: &str) -> Result<Trace, ParseError> {
+/// The restore input of a trace, split into its IPv4 and (if present) IPv6 parts, as numbered
+/// lines (numbers as in the whole trace), marker lines removed.
+pub fn split_trace(text: &str) -> Vec<(IpVersion, Vec<(usize, &str)>)> {
     let lines: Vec<(usize, &str)> = text
         .lines()
         .enumerate()
@@ -55,11 +56,23 @@ pub fn parse_trace(text: &str) -> Result<Trace, ParseError> {
             seen.push(name);
         }
     }
-    let v4 = parse_lines(lines[..split].iter().copied(), IpVersion::V4)?;
-    let v6 = if split < lines.len() {
-        Some(parse_lines(lines[split..].iter().copied(), IpVersion::V6)?)
-    } else {
-        None
+    let mut out = vec![(IpVersion::V4, lines[..split].to_vec())];
+    if split < lines.len() {
+        out.push((IpVersion::V6, lines[split..].to_vec()));
+    }
+    out
+}
+
+/// Split and parse an Istio iptables trace.
+pub fn parse_trace(text: &str) -> Result<Trace, ParseError> {
+    let mut parts = split_trace(text).into_iter();
+    let v4 = match parts.next() {
+        Some((family, lines)) => parse_lines(lines, family)?,
+        None => parse_lines(Vec::new(), IpVersion::V4)?,
+    };
+    let v6 = match parts.next() {
+        Some((family, lines)) => Some(parse_lines(lines, family)?),
+        None => None,
     };
     Ok(Trace { v4, v6 })
 }

@@ -378,24 +378,32 @@ impl Raiser<'_> {
                 len: 1,
                 dreg: NFT_REG_1,
             } if self.family == Family::Ip => {
-                let Some((NFT_CMP_EQ, [p])) = self.cmp_at(1) else {
+                // `ip protocol X`: nft's port dependency in `ip` tables, and what
+                // iptables-restore-translate writes for `-p`. IPv4 has no extension headers, so
+                // it holds exactly when `meta l4proto X` does; it is raised as that.
+                let Some((op, [p])) = self.cmp_at(1) else {
                     return Err(self.unsupported_here());
                 };
-                let proto = L4Proto::from_number(*p);
-                self.i += 2;
-                if !matches!(
-                    self.peek(0),
-                    Some(Expr::Payload {
-                        base: NFT_PAYLOAD_TRANSPORT_HEADER,
-                        ..
-                    })
-                ) {
-                    return Err(unsupported(
-                        "payload",
-                        "ip protocol match outside a port dependency",
-                    ));
+                if op != NFT_CMP_EQ && op != NFT_CMP_NEQ {
+                    return Err(self.unsupported_here());
                 }
-                self.l4 = Some(proto);
+                let proto = L4Proto::from_number(*p);
+                let negate = op == NFT_CMP_NEQ;
+                self.i += 2;
+                let dep = !negate
+                    && matches!(
+                        self.peek(0),
+                        Some(Expr::Payload {
+                            base: NFT_PAYLOAD_TRANSPORT_HEADER,
+                            ..
+                        })
+                    );
+                if !dep {
+                    self.matches.push(Match::L4Proto { negate, proto });
+                }
+                if !negate {
+                    self.l4 = Some(proto);
+                }
             }
             Expr::Payload {
                 base: NFT_PAYLOAD_NETWORK_HEADER,
