@@ -355,3 +355,52 @@ fn named_sets_of_every_key_type_apply_and_dump_back() {
 fn named<T>(n: &str) -> Values<T> {
     Values::Named(n.to_string())
 }
+
+/// Found by `random_rulesets_dump_back_as_applied`: a rule with `meta l4proto tcp` twice before
+/// `tcp sport 1`, applied over a ruleset whose same rule had the protocol match once.
+#[test]
+fn a_repeated_protocol_match_dumps_back_after_an_in_place_replace() {
+    if let Some(why) = support::netns::oracle_unavailable() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    let tcp = Match::L4Proto {
+        negate: false,
+        proto: L4Proto::Tcp,
+    };
+    let port = Match::Port {
+        dir: Direction::Src,
+        proto: L4Proto::Tcp,
+        negate: false,
+        values: Values::One(PortRange::single(1)),
+    };
+    let ruleset = |matches: Vec<Match>| {
+        let mut t = Table::new(Family::Inet, "nftmesh-roundtrip");
+        t.chains.push(Chain::regular("sub"));
+        let mut out = Chain::base("output", ChainType::Filter, Hook::Output, -150);
+        out.rules.push(Rule::new(matches, vec![]));
+        t.chains.push(out);
+        Ruleset { tables: vec![t] }
+    };
+    let ids = vec![(Family::Inet, "nftmesh-roundtrip".to_string())];
+    let seq = [
+        vec![tcp.clone(), tcp.clone(), port.clone()],
+        vec![tcp.clone(), port.clone()],
+        vec![port.clone()],
+        vec![tcp.clone(), tcp.clone(), port.clone()],
+    ];
+    let got = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        seq.iter()
+            .map(|m| {
+                let rs = ruleset(m.clone());
+                conn.apply(&rs).unwrap();
+                (conn.dump_ruleset(&ids).unwrap(), canonical_ruleset(&rs))
+            })
+            .collect::<Vec<_>>()
+    })
+    .unwrap();
+    for (k, (dumped, want)) in got.iter().enumerate() {
+        assert_eq!(dumped, want, "step {k}");
+    }
+}

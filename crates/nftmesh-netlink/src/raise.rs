@@ -813,26 +813,17 @@ impl Raiser<'_> {
 /// is the same with or without it), and anonymous sets are sorted, deduplicated, and address
 /// sets aggregated into the fewest prefixes.
 pub fn canonical_rule(family: Family, rule: &Rule) -> Rule {
-    let mut matches: Vec<Match> = Vec::new();
-    for (k, m) in rule.matches.iter().enumerate() {
-        let next = rule.matches.get(k + 1);
-        let redundant = match (m, next) {
-            (Match::Nfproto { version }, Some(Match::Addr { version: v, .. })) => {
-                family == Family::Inet && version == v
-            }
-            (
-                Match::L4Proto {
-                    negate: false,
-                    proto,
-                },
-                Some(Match::Port { proto: p, .. }),
-            ) => proto == p,
-            _ => false,
-        };
-        if !redundant {
-            matches.push(canonical_match(m));
+    // Dropping one implied dependency can expose another right before it (`meta l4proto tcp`
+    // twice before `tcp sport`), so repeat until nothing changes: the form is idempotent.
+    let mut matches = rule.matches.clone();
+    loop {
+        let next = drop_implied(family, &matches);
+        if next.len() == matches.len() {
+            break;
         }
+        matches = next;
     }
+    let matches = matches.iter().map(canonical_match).collect();
     let statements = rule
         .statements
         .iter()
@@ -851,6 +842,30 @@ pub fn canonical_rule(family: Family, rule: &Rule) -> Rule {
         statements,
         comment: rule.comment.clone(),
     }
+}
+
+/// One pass: drop each dependency match directly followed by the match it is implied by.
+fn drop_implied(family: Family, matches: &[Match]) -> Vec<Match> {
+    let mut out = Vec::new();
+    for (k, m) in matches.iter().enumerate() {
+        let redundant = match (m, matches.get(k + 1)) {
+            (Match::Nfproto { version }, Some(Match::Addr { version: v, .. })) => {
+                family == Family::Inet && version == v
+            }
+            (
+                Match::L4Proto {
+                    negate: false,
+                    proto,
+                },
+                Some(Match::Port { proto: p, .. }),
+            ) => proto == p,
+            _ => false,
+        };
+        if !redundant {
+            out.push(m.clone());
+        }
+    }
+    out
 }
 
 /// Sorted, and merged when any element is a true range (the set is then an interval set).
@@ -1032,5 +1047,42 @@ mod cover_tests {
         assert_eq!(cover(10, 10, 32), vec![(10, 32)]);
         assert_eq!(cover(u128::MAX, u128::MAX, 128), vec![(u128::MAX, 128)]);
         assert!(cover(5, 4, 32).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod dependency_tests {
+    use super::{canonical_rule, raise_rule};
+    use crate::lower::lower_rule;
+    use nftmesh_model::expr::{Direction, L4Proto, Match, PortRange, Values};
+    use nftmesh_model::ruleset::{Family, Rule};
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_repeated_protocol_match_before_a_port_has_one_idempotent_canonical_form() {
+        let tcp = Match::L4Proto {
+            negate: false,
+            proto: L4Proto::Tcp,
+        };
+        let port = Match::Port {
+            dir: Direction::Src,
+            proto: L4Proto::Tcp,
+            negate: false,
+            values: Values::One(PortRange::single(1)),
+        };
+        for family in [Family::Inet, Family::Ip] {
+            let rule = Rule::new(vec![tcp.clone(), tcp.clone(), port.clone()], vec![]);
+            let lowered = lower_rule(family, &rule, &mut 0).unwrap();
+            let raised = raise_rule(family, &lowered.exprs, &HashMap::new(), None).unwrap();
+            // The dump canonicalizes what it raises; the form must be idempotent for that.
+            let want = canonical_rule(family, &rule);
+            assert_eq!(canonical_rule(family, &raised), want, "{family:?}");
+            assert_eq!(
+                canonical_rule(family, &want),
+                want,
+                "{family:?}: idempotent"
+            );
+            assert_eq!(want.matches, vec![port.clone()]);
+        }
     }
 }
