@@ -29,6 +29,14 @@ pub fn has_global_ipv6() -> bool {
         .any(|ip| !ip.is_loopback() && (ip.segments()[0] & 0xffc0) != 0xfe80)
 }
 
+/// The uid of a user from the system's user database.
+pub fn uid_of(name: &str) -> Option<u32> {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+}
+
 /// The gid of a group from the system's group database.
 pub fn gid_of(name: &str) -> Option<u32> {
     nix::unistd::Group::from_name(name)

@@ -3,6 +3,7 @@
 
 mod capture_args;
 mod host;
+mod restore;
 
 use capture_args::CaptureArgs;
 use clap::{Parser, Subcommand};
@@ -39,6 +40,11 @@ enum Command {
     /// Compare the live tables with what the capture settings compile to; exit 1 on drift
     /// (printing each difference), 0 when equal, 2 on error.
     Diff(DiffArgs),
+    /// Translate iptables-save text to nf_tables and print it as nft text; changes nothing.
+    Translate(restore::InputArgs),
+    /// Apply iptables-save text natively (a native iptables-restore for nat, mangle, raw and
+    /// filter): every table it writes is replaced in ONE nf_tables transaction.
+    Restore(restore::RestoreArgs),
 }
 
 /// Where to work.
@@ -99,6 +105,8 @@ fn main() -> ExitCode {
         Some(Command::Dump(args)) => dump(args),
         Some(Command::Diff(args)) => return diff(args),
         Some(Command::Verify(args)) => verify(args),
+        Some(Command::Translate(args)) => restore::translate(&args),
+        Some(Command::Restore(args)) => restore::restore(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

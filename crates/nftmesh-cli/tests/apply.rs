@@ -1,71 +1,13 @@
 //! `nftmesh apply` against the kernel, in a named network namespace each test creates and
 //! deletes (`ip netns add nftmesh-cli-PID-N`).
 
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A named network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Result<Self, String> {
-        let name = format!(
-            "nftmesh-cli-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let o = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !o.status.success() {
-            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
-        }
-        Ok(Netns(name))
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-
-    fn list(&self) -> String {
-        let o = Command::new("ip")
-            .args(["netns", "exec", &self.0, "nft", "list", "ruleset"])
-            .output()
-            .expect("nft list");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
+use common::{netns_or_skip, nftmesh};
+use std::process::Command;
 
 /// Istio's sidecar flags for a REDIRECT capture of every inbound port.
 const SIDECAR: [&str; 8] = ["-p", "15001", "-z", "15006", "-u", "1337", "-b", "*"];
-
-fn nftmesh(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nftmesh"))
-        .args(args)
-        .env_clear()
-        .output()
-        .expect("run nftmesh")
-}
-
-fn netns_or_skip() -> Option<Netns> {
-    match Netns::new() {
-        Ok(n) => Some(n),
-        Err(e) => {
-            eprintln!("SKIP: cannot create a network namespace: {e}");
-            None
-        }
-    }
-}
 
 #[test]
 fn apply_installs_the_capture_in_the_given_namespace_and_cleanup_only_removes_it() {

@@ -99,7 +99,7 @@ fn rule_spec() -> impl Strategy<Value = RuleSpec> {
 
 /// The iptables text of a rule spec in a chain: only what iptables allows there is written.
 fn render_rule(ctx: &Ctx, spec: &RuleSpec) -> String {
-    let (m, t, k, port) = spec.clone();
+    let (m, t, k, port) = *spec;
     {
         let ((p, pneg), addr, iface, ports, owner, mark, state, socket, comment) = m;
         let mut s = Vec::new();
@@ -310,7 +310,7 @@ fn render_table(v6: bool, name: &'static str, spec: &TableSpec) -> String {
     for ((n, ctx), specs) in chains.iter().zip(rules) {
         for r in specs {
             let r = render_rule(ctx, r);
-            t.push_str(&format!("-A {n} {r}").trim_end().to_string());
+            t.push_str(format!("-A {n} {r}").trim_end());
             t.push('\n');
         }
     }

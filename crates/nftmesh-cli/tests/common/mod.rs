@@ -1,0 +1,66 @@
+//! Helpers shared by the CLI's kernel tests: a named network namespace each test creates and
+//! deletes, and running the built `nftmesh` binary.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A named network namespace, deleted on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new() -> Result<Self, String> {
+        let name = format!(
+            "nftmesh-cli-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        let o = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+        }
+        Ok(Netns(name))
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+
+    pub fn list(&self) -> String {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", "list", "ruleset"])
+            .output()
+            .expect("nft list");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+pub fn nftmesh(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nftmesh"))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run nftmesh")
+}
+
+pub fn netns_or_skip() -> Option<Netns> {
+    match Netns::new() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            eprintln!("SKIP: cannot create a network namespace: {e}");
+            None
+        }
+    }
+}
