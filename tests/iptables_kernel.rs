@@ -258,3 +258,96 @@ fn iptables_restore_translate_and_ours_agree_on_the_corpus_after_a_kernel_round_
     // The classes of the exception are real (the test would hide nothing if they vanished).
     assert!(explained_n > 0, "no packet shows the untranslated rules");
 }
+
+/// `iptables-restore` then `iptables-save` (iptables-nft, the real tools) of `text`, in a fresh
+/// network namespace where the test group names resolve.
+fn through_real_iptables(version: IpVersion, text: &str) -> String {
+    let file = TempPath::with_contents("rules", text);
+    let groups = group_file(&TEST_GROUPS);
+    let (restore, save) = match version {
+        IpVersion::V4 => ("iptables-restore", "iptables-save"),
+        IpVersion::V6 => ("ip6tables-restore", "ip6tables-save"),
+    };
+    let inner = format!(
+        "mount --bind {} /etc/group && {restore} < {} && {save}",
+        groups.path().display(),
+        file.path().display()
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "sh", "-c", &inner])
+        .output()
+        .expect("run unshare");
+    assert!(
+        out.status.success(),
+        "{restore}: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Each rule as its sorted match texts plus its target text: the order of pure matches does not
+/// change what a rule means, and iptables-save writes them in its own order.
+fn rule_forms(rs: &IptRuleset) -> Vec<(String, String, Vec<(Vec<String>, String)>)> {
+    let mut out = Vec::new();
+    for t in &rs.tables {
+        for c in &t.chains {
+            let rules = c
+                .rules
+                .iter()
+                .map(|r| {
+                    let mut ms: Vec<String> =
+                        r.matches.iter().map(|m| m.node.to_string()).collect();
+                    ms.sort();
+                    (
+                        ms,
+                        r.target
+                            .as_ref()
+                            .map(|t| t.node.to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            out.push((t.name.keyword().to_string(), c.name.clone(), rules));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn what_real_iptables_saves_back_parses_to_the_same_rules() {
+    if let Some(why) = unavailable() {
+        eprintln!("SKIP: {why}");
+        return;
+    }
+    if Command::new("iptables-restore")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: iptables-restore is not installed");
+        return;
+    }
+    let mut inputs: Vec<(String, IpVersion, String)> = Vec::new();
+    for (name, text) in goldens() {
+        for (version, lines) in split_trace(&text) {
+            let part: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+            inputs.push((name.clone(), version, part));
+        }
+    }
+    let extra = include_str!("data/iptables-extra.rules").to_string();
+    inputs.push(("iptables-extra.rules".into(), IpVersion::V4, extra));
+    let groups = |n: &str| TEST_GROUPS.iter().find(|(g, _)| *g == n).map(|(_, id)| *id);
+    for (name, version, text) in &inputs {
+        let mut ours = nftmesh::iptables::parse(text, *version).unwrap();
+        assert!(ours.resolve_owners(&|_| None, &groups).is_empty());
+        let saved = through_real_iptables(*version, text);
+        let theirs = nftmesh::iptables::parse(&saved, *version)
+            .unwrap_or_else(|e| panic!("{name}: iptables-save output: {e}\n{saved}"));
+        assert_eq!(
+            rule_forms(&theirs),
+            rule_forms(&ours),
+            "{name} ({version:?}): parsed input vs parsed iptables-save\n{saved}"
+        );
+    }
+}

@@ -710,7 +710,10 @@ fn finish_target(
                         .parse::<IpAddr>()
                         .map_err(|_| err(&v, K::BadAddress("--on-ip")))?,
                 ),
-            };
+            }
+            // iptables-save writes `--on-ip 0.0.0.0` for "no address": both let the kernel
+            // choose the local address (the incoming device's, else the destination).
+            .filter(|a| !a.is_unspecified());
             let mark = match get("--tproxy-mark") {
                 None => None,
                 Some(v) => Some(value_mask(&v)?),
