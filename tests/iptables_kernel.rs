@@ -287,7 +287,9 @@ fn through_real_iptables(version: IpVersion, text: &str) -> String {
 
 /// Each rule as its sorted match texts plus its target text: the order of pure matches does not
 /// change what a rule means, and iptables-save writes them in its own order.
-fn rule_forms(rs: &IptRuleset) -> Vec<(String, String, Vec<(Vec<String>, String)>)> {
+type RuleForm = (Vec<String>, String);
+
+fn rule_forms(rs: &IptRuleset) -> Vec<(String, String, Vec<RuleForm>)> {
     let mut out = Vec::new();
     for t in &rs.tables {
         for c in &t.chains {
