@@ -94,6 +94,16 @@ struct ApplyArgs {
     /// Only remove nftmesh's tables (both capture modes); every other table is untouched.
     #[arg(long, env = "CLEANUP_ONLY")]
     cleanup_only: bool,
+    /// Take over from Istio's iptables rules: delete their `ISTIO_*` chains and the rules
+    /// jumping to them from the iptables-nft nat, mangle and raw tables in the SAME transaction
+    /// that installs nftmesh's tables. Refused while iptables-legacy tables exist in the
+    /// namespace (see --migrate-allow-legacy).
+    #[arg(long, conflicts_with = "cleanup_only")]
+    migrate: bool,
+    /// With --migrate: go ahead although iptables-legacy tables exist; their rules (a separate
+    /// kernel subsystem) stay in place and keep matching.
+    #[arg(long, requires = "migrate")]
+    migrate_allow_legacy: bool,
 }
 
 fn main() -> ExitCode {
@@ -156,6 +166,21 @@ fn apply(args: ApplyArgs) -> Result<(), String> {
         ipv6: cfg.ipv6,
     };
     let tproxy = cfg.mode == nftmesh_model::config::InterceptionMode::Tproxy;
+    let migrate = args.migrate;
+    if migrate {
+        let legacy = in_netns(args.network_namespace.as_deref(), || {
+            Ok(nftmesh_netlink::migrate::legacy_tables())
+        })?;
+        if !legacy.is_empty() && !args.migrate_allow_legacy {
+            return Err(format!(
+                "--migrate: iptables-legacy tables exist in this namespace ({}); their rules \
+                 cannot change in the nf_tables transaction, so both captures would be active. \
+                 Remove them first (iptables-legacy-save shows them), or pass \
+                 --migrate-allow-legacy to leave them in place",
+                legacy.join(", ")
+            ));
+        }
+    }
     let work = move || -> Result<String, nftmesh_netlink::NetlinkError> {
         let mut conn = nftmesh_netlink::Connection::open()?;
         if cleanup_only {
@@ -170,7 +195,12 @@ fn apply(args: ApplyArgs) -> Result<(), String> {
             // As Istio does in both modes: ::6 on lo, the proxy's IPv6 passthrough source.
             nftmesh_netlink::routes::Routing::open()?.ensure_loopback_v6()?;
         }
-        let r = conn.apply(&ruleset)?;
+        let (r, migrated) = if migrate {
+            let (r, found) = conn.apply_migrating(&ruleset)?;
+            (r, Some(found))
+        } else {
+            (conn.apply(&ruleset)?, None)
+        };
         let mut msg = format!(
             "applied {} rule(s) in {} table(s): one transaction of {} messages, {} bytes",
             ruleset.rule_count(),
@@ -180,6 +210,19 @@ fn apply(args: ApplyArgs) -> Result<(), String> {
         );
         for c in &r.deleted_chains {
             msg.push_str(&format!("\ndeleted chain {c}"));
+        }
+        if let Some(found) = migrated {
+            let jumps = found
+                .removals
+                .iter()
+                .filter(|x| matches!(x, nftmesh_netlink::migrate::Removal::Rule { .. }))
+                .count();
+            msg.push_str(&format!(
+                "\nmigrated from iptables in the same transaction: removed {jumps} jump rule(s) \
+                 to ISTIO_* chains; {} other rule(s) left in the iptables-nft nat/mangle/raw \
+                 tables",
+                found.leftover_rules
+            ));
         }
         Ok(msg)
     };

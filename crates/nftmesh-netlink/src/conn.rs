@@ -146,6 +146,19 @@ pub fn plan_apply(
     genid: Option<u32>,
     first_seq: u32,
 ) -> Result<Batch, NetlinkError> {
+    plan_apply_removing(ruleset, live, &[], genid, first_seq)
+}
+
+/// [`plan_apply`], plus deleting `removals` (objects outside the ruleset's tables, e.g. Istio's
+/// iptables-nft rules, see [`crate::migrate`]) in the same transaction, after the ruleset's
+/// messages.
+pub fn plan_apply_removing(
+    ruleset: &Ruleset,
+    live: &LiveState,
+    removals: &[crate::migrate::Removal],
+    genid: Option<u32>,
+    first_seq: u32,
+) -> Result<Batch, NetlinkError> {
     let mut w = MsgWriter::new();
     let mut seq = first_seq;
     let mut objects = Vec::new();
@@ -317,6 +330,27 @@ pub fn plan_apply(
                 seq += 1;
             }
         }
+    }
+    for r in removals {
+        use crate::migrate::Removal;
+        let (family, table, chain) = r.place();
+        let fam = family_number(family);
+        match r {
+            Removal::Rule { handle, .. } => w.delete_rule(fam, table, chain, *handle, seq)?,
+            Removal::FlushChain { .. } => w.flush_rules(fam, table, Some(chain), seq)?,
+            Removal::Chain { .. } => {
+                w.chain(NFT_MSG_DELCHAIN, 0, fam, table, chain, None, seq)?;
+                deleted_chains.push(format!("{} {table} {chain}", family.keyword()));
+            }
+        }
+        objects.push((
+            seq,
+            Object::Chain {
+                table: format!("{} {table}", family.keyword()),
+                chain: chain.to_string(),
+            },
+        ));
+        seq += 1;
     }
     // The last message asks for an acknowledgement: a no-op re-declaration of the first table
     // (or of the batch when there are no tables), so success is confirmed after everything.
@@ -713,6 +747,16 @@ impl Connection {
         Ok(out)
     }
 
+    /// The attribute areas of one table's rules, as the kernel dumps them.
+    pub(crate) fn rule_areas(
+        &mut self,
+        family: Family,
+        table: &str,
+        during: &'static str,
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        self.table_objects(NFT_MSG_GETRULE, family, table, NFTA_RULE_TABLE, during)
+    }
+
     /// The chains of one table.
     pub fn chains(&mut self, family: Family, table: &str) -> Result<Vec<LiveChain>, NetlinkError> {
         let during = "listing chains";
@@ -897,9 +941,7 @@ impl Connection {
                     rules: Vec::new(),
                 });
             }
-            for area in
-                self.table_objects(NFT_MSG_GETRULE, *family, name, NFTA_RULE_TABLE, during)?
-            {
+            for area in self.rule_areas(*family, name, during)? {
                 let at = wire::attrs(&area).map_err(bad)?;
                 let chain = wire::find(&at, NFTA_RULE_CHAIN)
                     .map(wire::string)
@@ -963,14 +1005,25 @@ impl Connection {
     /// Tables not in `ruleset` are not touched. If another writer commits between the read of
     /// the live state and the batch, the kernel refuses the batch and it is rebuilt and resent.
     pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyReport, NetlinkError> {
+        self.apply_removing(ruleset, |_| Ok(Vec::new()))
+    }
+
+    /// [`Connection::apply`], deleting in the same transaction what `removals` finds (read
+    /// again on every attempt, against the same generation as the batch).
+    pub fn apply_removing(
+        &mut self,
+        ruleset: &Ruleset,
+        mut removals: impl FnMut(&mut Self) -> Result<Vec<crate::migrate::Removal>, NetlinkError>,
+    ) -> Result<ApplyReport, NetlinkError> {
         if ruleset.tables.is_empty() {
             return Ok(ApplyReport::default());
         }
         for attempt in 1..=MAX_ATTEMPTS {
             let gen = self.generation()?;
             let live = self.live_state(ruleset)?;
+            let extra = removals(self)?;
             let first = self.next_seq(0);
-            let batch = plan_apply(ruleset, &live, Some(gen), first)?;
+            let batch = plan_apply_removing(ruleset, &live, &extra, Some(gen), first)?;
             self.seq = batch.objects.last().map(|(s, _)| s + 1).unwrap_or(self.seq);
             match self.send_batch(&batch) {
                 Ok(()) => {

@@ -45,6 +45,32 @@ pub fn decode_exprs(list: &[u8]) -> Result<Vec<Expr>, String> {
     Ok(out)
 }
 
+/// The chains a rule's expression list jumps or goes to, reading only its `immediate`
+/// expressions: the other expressions may be ones nftmesh does not decode (iptables-nft's
+/// `match`/`target`), and are skipped.
+pub fn verdict_chains(list: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (ty, elem) in attrs(list).unwrap_or_default() {
+        if ty != NFTA_LIST_ELEM {
+            continue;
+        }
+        let Ok(at) = attrs(elem) else { continue };
+        if find(&at, NFTA_EXPR_NAME).map(string).as_deref() != Some("immediate") {
+            continue;
+        }
+        let data = find(&at, NFTA_EXPR_DATA).unwrap_or(&[]);
+        let Ok(d) = attrs(data) else { continue };
+        if let Ok(Expr::Verdict {
+            code: NFT_JUMP | NFT_GOTO,
+            chain: Some(c),
+        }) = decode_one("immediate", data, &d)
+        {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn decode_one(name: &str, raw: &[u8], d: &Attrs<'_>) -> Result<Expr, String> {
     let n = name;
     Ok(match name {

@@ -232,6 +232,34 @@ impl MsgWriter {
         Ok(())
     }
 
+    /// `DELRULE` of one rule, by its handle.
+    pub fn delete_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: &str,
+        handle: u64,
+        seq: u32,
+    ) -> Result<(), BuildError> {
+        let (table, chain) = (cstr(table)?, cstr(chain)?);
+        let nlh = self.hdr(msg_type(NFT_MSG_DELRULE), family, 0, seq);
+        // SAFETY: as in `table`; the strings outlive the calls that copy them.
+        unsafe {
+            let r = nft::nftnl_rule_alloc();
+            if r.is_null() {
+                return Err(BuildError("nftnl_rule_alloc failed".into()));
+            }
+            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
+            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
+            nft::nftnl_rule_set_u64(r, nft::NFTNL_RULE_HANDLE as u16, handle);
+            nft::nftnl_rule_set_u32(r, nft::NFTNL_RULE_FAMILY as u16, u32::from(family));
+            nft::nftnl_rule_nlmsg_build_payload(nlh, r);
+            nft::nftnl_rule_free(r);
+        }
+        self.commit();
+        Ok(())
+    }
+
     /// A `NEWRULE` appending `exprs` (and a comment) to a chain.
     #[allow(clippy::too_many_arguments)]
     pub fn rule(

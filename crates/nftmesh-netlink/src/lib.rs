@@ -12,6 +12,7 @@ pub mod error;
 pub mod ffi;
 pub mod ir;
 pub mod lower;
+pub mod migrate;
 pub mod netns;
 pub mod raise;
 pub mod routes;

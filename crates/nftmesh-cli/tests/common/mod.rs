@@ -31,6 +31,42 @@ impl Netns {
         format!("/var/run/netns/{}", self.0)
     }
 
+    /// Run `cmd args...` inside the namespace; panics on failure, returns stdout.
+    pub fn exec(&self, cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.0, cmd])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run ip netns exec");
+        let input = stdin.unwrap_or("").to_string();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `iptables-save` (or another save command) without its timestamp comment lines.
+    pub fn save(&self, cmd: &str) -> String {
+        self.exec(cmd, &[], None)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
     pub fn list(&self) -> String {
         let o = Command::new("ip")
             .args(["netns", "exec", &self.0, "nft", "list", "ruleset"])

@@ -1,0 +1,8 @@
+//! Fuzz target `istio_lists`: see `fuzz/harness.rs`.
+#![no_main]
+
+#[allow(dead_code)] // each target uses one of the harness functions
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::istio_lists(data));
