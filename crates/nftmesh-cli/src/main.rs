@@ -211,6 +211,9 @@ fn apply(args: ApplyArgs) -> Result<(), String> {
         for c in &r.deleted_chains {
             msg.push_str(&format!("\ndeleted chain {c}"));
         }
+        // The transaction is acknowledged; the socket's release waits for the kernel's
+        // deferred cleanup, which need not delay this command's exit.
+        conn.close_after_exit();
         if let Some(found) = migrated {
             let jumps = found
                 .removals

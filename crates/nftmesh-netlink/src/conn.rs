@@ -418,6 +418,18 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Close the socket only after this process has exited (see
+    /// [`crate::ffi::release_after_exit`]): for a command that is about to exit, so that the
+    /// kernel's deferred cleanup of a committed transaction is not waited for. The transaction
+    /// itself is complete (acknowledged) before this is called.
+    pub fn close_after_exit(self) {
+        let fd = crate::ffi::dup_owned(self.sock.as_raw_fd());
+        drop(self);
+        if let Ok(fd) = fd {
+            crate::ffi::release_after_exit(fd);
+        }
+    }
+
     /// Open a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, NetlinkError> {
         let sock = mnl::Socket::new(mnl::Bus::Netfilter)

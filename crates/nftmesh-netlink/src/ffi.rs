@@ -638,3 +638,55 @@ unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
         Ok(x)
     }
 }
+
+/// A new descriptor of the same open file as `fd` (`dup`), owned by the caller.
+pub fn dup_owned(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `dup` has no memory effects; on success it returns a fresh descriptor that
+    // nothing else refers to, so it can be owned here.
+    let new = unsafe { libc::dup(fd) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a valid descriptor owned by nobody else (see above).
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}
+
+/// Keep `fd` open in a child process until this process has exited, then close it there.
+///
+/// Closing the last descriptor of a netfilter socket that committed a transaction makes the
+/// kernel wait for its deferred destruction work (an RCU grace period, ~10 ms here) before
+/// `close` returns. A command-line process that is about to exit hands that wait to a child:
+/// the child holds a duplicate, waits until the pipe to this process reads end-of-file (this
+/// process has exited), then closes it. Falls back to closing here if the fork fails.
+pub fn release_after_exit(fd: std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let Ok((read_end, write_end)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        return;
+    };
+    // SAFETY: the child only makes async-signal-safe system calls (close, read, _exit) before
+    // exiting; it touches no lock, allocator or Rust state another thread could hold.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: plain system calls on descriptors this child owns; `_exit` never returns
+            // and skips every destructor and atexit handler of the parent's state.
+            unsafe {
+                libc::close(0);
+                libc::close(1);
+                libc::close(2);
+                libc::close(write_end.as_raw_fd());
+                let mut b = 0u8;
+                while libc::read(read_end.as_raw_fd(), (&mut b as *mut u8).cast(), 1) > 0 {}
+                libc::close(fd.as_raw_fd());
+                libc::_exit(0);
+            }
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            drop(read_end);
+            drop(fd);
+            // The write end closes when this process exits, which releases the child.
+            std::mem::forget(write_end);
+        }
+        Err(_) => drop(fd),
+    }
+}
