@@ -677,6 +677,14 @@ pub fn release_after_exit(fd: std::os::fd::OwnedFd) {
                 libc::close(write_end.as_raw_fd());
                 let mut b = 0u8;
                 while libc::read(read_end.as_raw_fd(), (&mut b as *mut u8).cast(), 1) > 0 {}
+                // Let the kernel's destruction work finish on its own first (a few RCU grace
+                // periods): releasing the socket while it is pending makes the release flush it
+                // under the commit mutex, which stalls the namespace's next transaction.
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000_000,
+                };
+                libc::nanosleep(&pause, std::ptr::null_mut());
                 libc::close(fd.as_raw_fd());
                 libc::_exit(0);
             }
