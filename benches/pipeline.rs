@@ -7,8 +7,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use nftmesh::iptables::{parse_trace, translate_all};
-use nftmesh::model::config::IstioSettings;
 use nftmesh::model::compile;
+use nftmesh::model::config::IstioSettings;
 use nftmesh::netlink::conn::plan_apply;
 use nftmesh::netlink::Connection;
 use std::net::Ipv4Addr;
@@ -33,7 +33,10 @@ fn settings(n: usize) -> IstioSettings {
 }
 
 fn goldens() -> Vec<String> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/conformance/istio/iptables");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/conformance/istio/iptables"
+    );
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .expect("goldens")
         .filter_map(|e| e.ok())
@@ -41,7 +44,9 @@ fn goldens() -> Vec<String> {
         .filter(|p| p.extension().is_some_and(|x| x == "golden"))
         .collect();
     v.sort();
-    v.iter().map(|p| std::fs::read_to_string(p).expect("golden")).collect()
+    v.iter()
+        .map(|p| std::fs::read_to_string(p).expect("golden"))
+        .collect()
 }
 
 fn pure(c: &mut Criterion) {
@@ -57,7 +62,12 @@ fn pure(c: &mut Criterion) {
     for n in SIZES {
         let rs = compile(&settings(n).to_config().expect("config"));
         g.bench_with_input(BenchmarkId::from_parameter(n), &rs, |b, rs| {
-            b.iter(|| plan_apply(rs, &Default::default(), None, 1).expect("plan").bytes.len())
+            b.iter(|| {
+                plan_apply(rs, &Default::default(), None, 1)
+                    .expect("plan")
+                    .bytes
+                    .len()
+            })
         });
     }
     g.finish();
@@ -66,7 +76,11 @@ fn pure(c: &mut Criterion) {
         b.iter(|| {
             texts
                 .iter()
-                .map(|t| translate_all(&parse_trace(t).expect("parse").parts()).expect("translate").rule_count())
+                .map(|t| {
+                    translate_all(&parse_trace(t).expect("parse").parts())
+                        .expect("translate")
+                        .rule_count()
+                })
                 .sum::<usize>()
         })
     });
@@ -78,7 +92,11 @@ fn kernel(c: &mut Criterion) {
         return;
     }
     let big = compile(&settings(10000).to_config().expect("config"));
-    let ids: Vec<_> = big.tables.iter().map(|t| (t.family, t.name.clone())).collect();
+    let ids: Vec<_> = big
+        .tables
+        .iter()
+        .map(|t| (t.family, t.name.clone()))
+        .collect();
     let mut conn = Connection::open().expect("netlink socket");
     conn.apply(&big).expect("apply");
     let mut g = c.benchmark_group("kernel");

@@ -620,3 +620,26 @@ fn a_chain_whose_hook_or_priority_changes_is_recreated_in_the_same_transaction()
         assert_eq!(g.expect("apply"), w, "step {i}");
     }
 }
+
+#[test]
+fn a_replace_after_a_foreign_commit_rereads_the_state_and_ends_exact() {
+    require_kernel!();
+    let a = sidecar();
+    let want = canonical_ruleset(&a);
+    let ids = table_ids(&a);
+    let (steady, after_foreign, dumped) = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        conn.apply(&a).unwrap();
+        // Our own previous commit: the batch goes out on the remembered state, first try.
+        let steady = conn.apply(&a).unwrap().attempts;
+        // Someone else commits (a stale chain in our table): the remembered generation is
+        // refused by the kernel, the state is read again, and the stale chain goes.
+        nft_load("add chain inet istio-proxy-nat istio-foreign\n");
+        let after_foreign = conn.apply(&a).unwrap().attempts;
+        (steady, after_foreign, conn.dump_ruleset(&ids).unwrap())
+    })
+    .unwrap();
+    assert_eq!(steady, 1);
+    assert_eq!(after_foreign, 2);
+    assert_eq!(dumped, want);
+}

@@ -415,6 +415,80 @@ pub struct Connection {
     seq: u32,
     buf: Vec<u8>,
     sndbuf: usize,
+    /// What this connection's last apply committed: the generation after it and the live state
+    /// of its tables. Valid while nobody else commits; the generation in the next batch makes
+    /// the kernel refuse it otherwise (ERESTART), and the state is then read again.
+    committed: Option<Committed>,
+}
+
+/// The state of the tables a committed apply wrote, as the kernel holds it right after.
+struct Committed {
+    genid: u32,
+    tables: Vec<(Family, String)>,
+    live: LiveState,
+}
+
+impl Committed {
+    /// The state `ruleset` leaves once committed at generation `genid - 1`.
+    fn after(ruleset: &Ruleset, genid: u32) -> Self {
+        let mut live = LiveState::default();
+        for t in &ruleset.tables {
+            live.tables.push(LiveTable {
+                family: t.family,
+                name: t.name.clone(),
+                handle: 0,
+            });
+            for c in &t.chains {
+                live.chains.push((
+                    t.family,
+                    LiveChain {
+                        table: t.name.clone(),
+                        name: c.name.clone(),
+                        handle: 0,
+                        hook: c.base.map(|b| (hook_number(b.hook), b.priority)),
+                        kind: c
+                            .base
+                            .map(|b| b.kind.keyword().to_string())
+                            .unwrap_or_default(),
+                        policy: match c.base.map(|b| b.policy) {
+                            Some(Policy::Drop) => NF_DROP as u32,
+                            _ => NF_ACCEPT as u32,
+                        },
+                    },
+                ));
+            }
+            for set in &t.sets {
+                live.sets.push((
+                    t.family,
+                    LiveSet {
+                        table: t.name.clone(),
+                        name: set.name.clone(),
+                        flags: 0,
+                        key_type: 0,
+                        key_len: 0,
+                    },
+                ));
+            }
+        }
+        Committed {
+            genid,
+            tables: ruleset
+                .tables
+                .iter()
+                .map(|t| (t.family, t.name.clone()))
+                .collect(),
+            live,
+        }
+    }
+
+    /// The live state for applying `ruleset`, if every table it writes is one this knows.
+    fn covers(&self, ruleset: &Ruleset) -> bool {
+        ruleset.tables.iter().all(|t| {
+            self.tables
+                .iter()
+                .any(|(f, n)| *f == t.family && *n == t.name)
+        })
+    }
 }
 
 impl Connection {
@@ -475,6 +549,7 @@ impl Connection {
             seq,
             buf: vec![0u8; 1 << 20],
             sndbuf: 0,
+            committed: None,
         })
     }
 
@@ -1031,20 +1106,25 @@ impl Connection {
             return Ok(ApplyReport::default());
         }
         for attempt in 1..=MAX_ATTEMPTS {
-            let gen = self.generation()?;
-            let live = self.live_state(ruleset)?;
+            // After our own commit nothing needs reading: the batch carries the generation it
+            // assumes, and the kernel refuses it if anyone committed since.
+            let (gen, live) = match self.committed.take() {
+                Some(c) if c.covers(ruleset) => (c.genid, c.live),
+                _ => (self.generation()?, self.live_state(ruleset)?),
+            };
             let extra = removals(self)?;
             let first = self.next_seq(0);
             let batch = plan_apply_removing(ruleset, &live, &extra, Some(gen), first)?;
             self.seq = batch.objects.last().map(|(s, _)| s + 1).unwrap_or(self.seq);
             match self.send_batch(&batch) {
                 Ok(()) => {
+                    self.committed = Some(Committed::after(ruleset, gen.wrapping_add(1)));
                     return Ok(ApplyReport {
                         messages: batch.messages,
                         bytes: batch.bytes.len(),
                         deleted_chains: batch.deleted_chains,
                         attempts: attempt,
-                    })
+                    });
                 }
                 Err(NetlinkError::Rejected { errno, .. }) if errno == libc::ERESTART => continue,
                 Err(e) => return Err(e),
@@ -1056,6 +1136,7 @@ impl Connection {
     /// Delete the given tables (those that exist) in one transaction; returns how many.
     /// Every other table is left alone.
     pub fn delete_tables(&mut self, tables: &[(Family, String)]) -> Result<usize, NetlinkError> {
+        self.committed = None;
         for _ in 0..MAX_ATTEMPTS {
             let gen = self.generation()?;
             let live = self.tables()?;
