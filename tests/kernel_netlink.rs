@@ -643,3 +643,51 @@ fn a_replace_after_a_foreign_commit_rereads_the_state_and_ends_exact() {
     assert_eq!(after_foreign, 2);
     assert_eq!(dumped, want);
 }
+
+#[test]
+fn large_anonymous_port_and_host_sets_apply_and_dump_back() {
+    require_kernel!();
+    use nftmesh::model::expr::{Direction, IpVersion, L4Proto, Match, PortRange, Values};
+    use nftmesh::model::ruleset::{Chain, ChainType, Hook, Table};
+    // 2 000 single ports (pairs of neighbours, so an interval set merges them) and 2 000 host
+    // addresses: an interval set for the ports, a hash set for the addresses.
+    let ports: Vec<PortRange> = (0..2000u16)
+        .map(|i| PortRange::single(10000 + 3 * (i / 2) + i % 2))
+        .collect();
+    let hosts = (0..2000u32)
+        .map(|i| {
+            ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv4Addr::from(
+                0x0a00_0000 + 2 * i,
+            )))
+        })
+        .collect();
+    let mut t = Table::new(Family::Inet, "nftmesh-large");
+    let mut c = Chain::base("out", ChainType::Filter, Hook::Output, 0);
+    c.rules.push(Rule::new(
+        vec![
+            Match::Addr {
+                dir: Direction::Dst,
+                version: IpVersion::V4,
+                negate: true,
+                values: Values::Set(hosts),
+            },
+            Match::Port {
+                dir: Direction::Dst,
+                proto: L4Proto::Tcp,
+                negate: false,
+                values: Values::Set(ports),
+            },
+        ],
+        vec![Statement::Verdict(Verdict::Accept)],
+    ));
+    t.chains.push(c);
+    let rs = Ruleset { tables: vec![t] };
+    let (want, ids) = (canonical_ruleset(&rs), table_ids(&rs));
+    let dumped = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        conn.apply(&rs).unwrap();
+        conn.dump_ruleset(&ids).unwrap()
+    })
+    .unwrap();
+    assert_eq!(dumped, want);
+}

@@ -131,6 +131,21 @@ pub struct LiveState {
     pub sets: Vec<(Family, LiveSet)>,
 }
 
+/// The longest rule text an error carries; longer ones are cut and end in `…`.
+const MAX_RULE_TEXT: usize = 512;
+
+fn short_text(mut text: String) -> String {
+    if text.len() > MAX_RULE_TEXT {
+        let mut cut = MAX_RULE_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
 fn table_label(t: &Table) -> String {
     format!("{} {}", t.family.keyword(), t.name)
 }
@@ -288,11 +303,14 @@ pub fn plan_apply_removing(
         }
         for c in &t.chains {
             for (index, rule) in c.rules.iter().enumerate() {
+                // Rendered once per rule (a rule's sets may take many messages), and cut short:
+                // an error names the rule, it need not list 10 000 set elements.
+                let text = short_text(render_rule(rule));
                 let rule_obj = || Object::Rule {
                     table: label.clone(),
                     chain: c.name.clone(),
                     index,
-                    text: render_rule(rule),
+                    text: text.clone(),
                 };
                 let lowered = lower_rule(t.family, rule, &mut set_id)?;
                 for ws in &lowered.sets {

@@ -84,6 +84,11 @@ fn err(what: impl Into<String>, why: &'static str) -> LowerError {
     }
 }
 
+/// The most single ports an anonymous set holds as an exact (non-interval) set, as `nft` makes
+/// it; a larger one is an interval set. The kernel keeps exact sets of 2-byte keys in a bitmap
+/// set whose insert scans every element already there: 10 000 ports took a second to load.
+pub const PORT_SET_EXACT_MAX: usize = 64;
+
 fn addr_bytes(a: IpAddr) -> Vec<u8> {
     match a {
         IpAddr::V4(v) => v.octets().to_vec(),
@@ -262,17 +267,28 @@ impl Ctx<'_> {
                     }
                     Values::Set(list) => {
                         list.iter().try_for_each(check)?;
-                        let els = interval_elements(
-                            list.iter().map(prefix_interval).collect(),
-                            full as usize,
-                        );
+                        // Only host addresses: a hash set (constant-time lookup), as nft makes
+                        // it; any shorter prefix needs an interval set.
+                        let interval = list.iter().any(|n| n.prefix_len() != n.max_prefix_len());
+                        let els = if interval {
+                            interval_elements(
+                                list.iter().map(prefix_interval).collect(),
+                                full as usize,
+                            )
+                        } else {
+                            let mut keys: Vec<Vec<u8>> =
+                                list.iter().map(|n| addr_bytes(n.addr())).collect();
+                            keys.sort();
+                            keys.dedup();
+                            keys.into_iter().map(|k| (k, false)).collect()
+                        };
                         let kt = if *version == IpVersion::V4 {
                             TYPE_IPADDR
                         } else {
                             TYPE_IP6ADDR
                         };
                         self.push(payload(full));
-                        let (name, id) = self.new_set(kt, full, true, els);
+                        let (name, id) = self.new_set(kt, full, interval, els);
                         self.lookup(name, Some(id), *negate);
                     }
                     Values::Named(name) => {
@@ -301,7 +317,9 @@ impl Ctx<'_> {
                 match values {
                     Values::One(r) => self.range_or_cmp(*negate, be(r.first), be(r.last)),
                     Values::Set(list) => {
-                        let interval = list.iter().any(|r| r.first != r.last);
+                        let distinct: std::collections::BTreeSet<_> = list.iter().collect();
+                        let interval = distinct.len() > PORT_SET_EXACT_MAX
+                            || list.iter().any(|r| r.first != r.last);
                         let els = if interval {
                             interval_elements(
                                 list.iter().map(|r| (be(r.first), be(r.last))).collect(),

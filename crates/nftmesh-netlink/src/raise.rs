@@ -870,10 +870,16 @@ fn drop_implied(family: Family, matches: &[Match]) -> Vec<Match> {
 
 /// Sorted, and merged when any element is a true range (the set is then an interval set).
 fn merge_ranges(list: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    merge_ranges_above(list, usize::MAX)
+}
+
+/// [`merge_ranges`], merging also when there are more than `exact_max` distinct elements (the
+/// encoder then makes an interval set, see [`crate::lower::PORT_SET_EXACT_MAX`]).
+fn merge_ranges_above(list: &[(u32, u32)], exact_max: usize) -> Vec<(u32, u32)> {
     let mut v = list.to_vec();
     v.sort();
     v.dedup();
-    if v.iter().all(|(a, b)| a == b) {
+    if v.len() <= exact_max && v.iter().all(|(a, b)| a == b) {
         return v;
     }
     let mut out: Vec<(u32, u32)> = Vec::new();
@@ -927,11 +933,12 @@ fn canonical_match(m: &Match) -> Match {
             proto: *proto,
             negate: *negate,
             values: Values::Set(
-                merge_ranges(
+                merge_ranges_above(
                     &list
                         .iter()
                         .map(|r| (u32::from(r.first), u32::from(r.last)))
                         .collect::<Vec<_>>(),
+                    crate::lower::PORT_SET_EXACT_MAX,
                 )
                 .into_iter()
                 .map(|(a, b)| PortRange {
