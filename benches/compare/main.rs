@@ -213,12 +213,15 @@ fn main() {
         eprintln!("note: target/release/nftmesh not built; `cargo build --release -p nftmesh-cli` adds the CLI rows");
     }
     let mut csv = String::from("section,n,row,median,min,max,unit\n");
+    // NFTMESH_BENCH_ONLY=apply|conns|namespaces runs one section (nothing is written then).
+    let only = std::env::var("NFTMESH_BENCH_ONLY").ok();
+    let runs = |s: &str| only.as_deref().is_none_or(|o| o == s);
 
     // 1 and 2: apply, replacing in place.
-    let sizes: &[usize] = if bench {
-        &[0, 10, 100, 1000, 10000]
-    } else {
-        &[10]
+    let sizes: &[usize] = match (runs("apply"), bench) {
+        (false, _) => &[],
+        (true, true) => &[0, 10, 100, 1000, 10000],
+        (true, false) => &[10],
     };
     for &n in sizes {
         let iters = if !bench {
@@ -243,18 +246,20 @@ fn main() {
     }
 
     // 3: connections per second through the redirect.
-    let (ns, count, repeats): (&[usize], usize, usize) = if bench {
-        (&[0, 1000, 10000], 3000, 5)
-    } else {
-        (&[0], 20, 1)
+    let (ns, count, repeats): (&[usize], usize, usize) = match (runs("conns"), bench) {
+        (false, _) => (&[], 0, 0),
+        (true, true) => (&[0, 1000, 10000], 3000, 5),
+        (true, false) => (&[0], 20, 1),
     };
     // NFTMESH_BENCH_CONNS=COUNT overrides the number of connections (to look closer).
     let count = std::env::var("NFTMESH_BENCH_CONNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(count);
-    println!("| connections/s through the redirect ({count} connections, {repeats} repeats) | N | median | min–max | × N=0 |");
-    println!("|---|---|---|---|---|");
+    if !ns.is_empty() {
+        println!("| connections/s through the redirect ({count} connections, {repeats} repeats) | N | median | min–max | × N=0 |");
+        println!("|---|---|---|---|---|");
+    }
     let mut base: std::collections::HashMap<String, f64> = Default::default();
     for &n in ns {
         for (name, r) in conn_rows(n, count, repeats) {
@@ -277,10 +282,20 @@ fn main() {
     println!();
 
     // 4: many namespaces in a row.
-    let count = if bench { 1000 } else { 2 };
-    println!("| {count} fresh namespaces in a row, Istio's capture in each | apply median ms | min–max ms | wall s in all |");
-    println!("|---|---|---|---|");
-    for (name, each, wall) in many_rows(count) {
+    let count = match (runs("namespaces"), bench) {
+        (false, _) => 0,
+        (true, true) => 1000,
+        (true, false) => 2,
+    };
+    if count > 0 {
+        println!("| {count} fresh namespaces in a row, Istio's capture in each | apply median ms | min–max ms | wall s in all |");
+        println!("|---|---|---|---|");
+    }
+    for (name, each, wall) in if count > 0 {
+        many_rows(count)
+    } else {
+        Vec::new()
+    } {
         println!(
             "| {name} | {:.3} | {:.3}–{:.3} | {:.2} |",
             ms(median(&each)),
@@ -296,7 +311,7 @@ fn main() {
             ms(each[each.len() - 1])
         );
     }
-    if bench {
+    if bench && only.is_none() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/bench/results.csv");
         std::fs::write(path, csv).expect("write results.csv");
         eprintln!("wrote {path}");
