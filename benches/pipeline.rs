@@ -101,6 +101,15 @@ fn kernel(c: &mut Criterion) {
     conn.apply(&big).expect("apply");
     let mut g = c.benchmark_group("kernel");
     g.sample_size(20);
+    // 10 000 excluded CIDRs only (no ports): the "10 000-CIDR set".
+    let mut only_cidrs = settings(10000);
+    only_cidrs.outbound_ports_exclude = String::new();
+    let cidrs = compile(&only_cidrs.to_config().expect("config"));
+    let mut other = Connection::open().expect("netlink socket");
+    other.apply(&cidrs).expect("apply");
+    g.bench_function("apply_10000_cidrs_replace_in_place", |b| {
+        b.iter(|| other.apply(&cidrs).expect("apply").messages)
+    });
     g.bench_function("apply_10000_cidrs_and_ports_replace_in_place", |b| {
         b.iter(|| conn.apply(&big).expect("apply").messages)
     });

@@ -421,6 +421,12 @@ unsafe fn fill_set(
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_KEY_TYPE as u16, set.key_type);
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_KEY_LEN as u16, set.key_len);
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_ID as u16, set.id);
+        // The number of elements, as `nft` declares it: the kernel sizes a hash set for them
+        // up front instead of growing it element by element.
+        if !set.elements.is_empty() {
+            let size = u32::try_from(set.elements.len()).unwrap_or(u32::MAX);
+            nft::nftnl_set_set_u32(s, nft::NFTNL_SET_DESC_SIZE as u16, size);
+        }
         let ud = set_udata(set);
         nft::nftnl_set_set_data(
             s,
