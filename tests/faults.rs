@@ -11,30 +11,12 @@ use nftmesh::model::expr::Statement;
 use nftmesh::model::ruleset::{Chain, ChainType, Family, Hook, Rule, Ruleset, Table};
 use nftmesh::netlink::netns::run_in_new;
 use nftmesh::netlink::{Connection, NetlinkError, Object};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
+use std::process::Command;
+
+/// A command's output without `#` comment lines (iptables-save stamps the time in them).
 fn run_here(cmd: &str, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
+    support::run_here(cmd, args, stdin)
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| format!("{l}\n"))

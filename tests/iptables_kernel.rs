@@ -17,21 +17,14 @@ use nftmesh::model::{eval, render, Hook};
 use nftmesh::netlink::netns::run_in_new;
 use nftmesh::netlink::raise::canonical_ruleset;
 use nftmesh::netlink::Connection;
-use std::io::Write;
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 use support::cases::TEST_GROUPS;
 use support::corpus::{dims, random, systematic};
 use support::netns::{group_file, tempfile_path::TempPath};
 
 fn unavailable() -> Option<String> {
-    if let Some(why) = support::netns::oracle_unavailable() {
-        return Some(why);
-    }
-    match run_in_new(|| Connection::open().map(|_| ())) {
-        Err(e) => Some(format!("cannot create a network namespace: {e}")),
-        Ok(Err(e)) => Some(format!("cannot open a netfilter netlink socket: {e}")),
-        Ok(Ok(())) => None,
-    }
+    support::kernel_unavailable()
 }
 
 fn goldens() -> Vec<(String, String)> {
@@ -101,30 +94,41 @@ fn every_golden_translation_loads_with_nft_and_round_trips_through_netlink() {
     }
 }
 
-/// `iptables-restore-translate` (or the ip6 one) of one part, run where the test group names
-/// resolve (a private mount namespace with a temporary /etc/group).
-fn theirs(version: IpVersion, part: &str) -> String {
-    let file = TempPath::with_contents("part", part);
+/// Run the shell command `shell`, in which `{file}` names a file holding `input`, in a private
+/// mount namespace where the test group names resolve (a temporary /etc/group bound over the
+/// real one), and in a fresh network namespace too when `net`. Its standard output.
+fn with_test_groups(net: bool, shell: &str, input: &str) -> String {
+    let file = TempPath::with_contents("input", input);
     let groups = group_file(&TEST_GROUPS);
-    let tool = match version {
-        IpVersion::V4 => "iptables-restore-translate",
-        IpVersion::V6 => "ip6tables-restore-translate",
-    };
     let inner = format!(
-        "mount --bind {} /etc/group && {tool} -f {}",
+        "mount --bind {} /etc/group && {}",
         groups.path().display(),
-        file.path().display()
+        shell.replace("{file}", &file.path().display().to_string())
     );
+    let mut args = vec!["--mount"];
+    if net {
+        args.push("--net");
+    }
     let out = Command::new("unshare")
-        .args(["--mount", "sh", "-c", &inner])
+        .args(&args)
+        .args(["sh", "-c", &inner])
         .output()
         .expect("run unshare");
     assert!(
         out.status.success(),
-        "{tool}: {}",
+        "{shell}: {}\n{input}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `iptables-restore-translate` (or the ip6 one) of one part.
+fn theirs(version: IpVersion, part: &str) -> String {
+    let tool = match version {
+        IpVersion::V4 => "iptables-restore-translate",
+        IpVersion::V6 => "ip6tables-restore-translate",
+    };
+    with_test_groups(false, &format!("{tool} -f {{file}}"), part)
 }
 
 /// The tool assumes iptables-nft's base chains exist; declare them (as iptables-nft does) right
@@ -162,27 +166,6 @@ fn with_base_chains(script: &str, rs: &IptRuleset) -> String {
     out
 }
 
-fn nft_load_here(script: &str) {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft -f: {}\n{script}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn iptables_restore_translate_and_ours_agree_on_the_corpus_after_a_kernel_round_trip() {
     if let Some(why) = unavailable() {
@@ -210,7 +193,7 @@ fn iptables_restore_translate_and_ours_agree_on_the_corpus_after_a_kernel_round_
             let ours = translate(part).unwrap();
             let table_ids = ids(&ours);
             let dumped_theirs = run_in_new(move || {
-                nft_load_here(&script);
+                support::run_here("nft", &["-f", "-"], &script);
                 let mut conn = Connection::open().unwrap();
                 conn.dump_ruleset(&table_ids)
             })
@@ -260,29 +243,13 @@ fn iptables_restore_translate_and_ours_agree_on_the_corpus_after_a_kernel_round_
 }
 
 /// `iptables-restore` then `iptables-save` (iptables-nft, the real tools) of `text`, in a fresh
-/// network namespace where the test group names resolve.
+/// network namespace.
 fn through_real_iptables(version: IpVersion, text: &str) -> String {
-    let file = TempPath::with_contents("rules", text);
-    let groups = group_file(&TEST_GROUPS);
     let (restore, save) = match version {
         IpVersion::V4 => ("iptables-restore", "iptables-save"),
         IpVersion::V6 => ("ip6tables-restore", "ip6tables-save"),
     };
-    let inner = format!(
-        "mount --bind {} /etc/group && {restore} < {} && {save}",
-        groups.path().display(),
-        file.path().display()
-    );
-    let out = Command::new("unshare")
-        .args(["--net", "--mount", "sh", "-c", &inner])
-        .output()
-        .expect("run unshare");
-    assert!(
-        out.status.success(),
-        "{restore}: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    with_test_groups(true, &format!("{restore} < {{file}} && {save}"), text)
 }
 
 /// Each rule as its sorted match texts plus its target text: the order of pure matches does not

@@ -10,20 +10,13 @@ use nftmesh::model::{compile, render};
 use nftmesh::netlink::netns::{run_in, run_in_new};
 use nftmesh::netlink::raise::canonical_ruleset;
 use nftmesh::netlink::{Connection, NetlinkError, Object};
-use std::io::Write;
-use std::process::{Command, Stdio};
+
+use std::process::Command;
 use support::cases::cases;
 
 /// Why kernel tests cannot run here, if they cannot.
 fn unavailable() -> Option<String> {
-    if let Some(why) = support::netns::oracle_unavailable() {
-        return Some(why);
-    }
-    match run_in_new(|| Connection::open().map(|_| ())) {
-        Err(e) => Some(format!("cannot create a network namespace: {e}")),
-        Ok(Err(e)) => Some(format!("cannot open a netfilter netlink socket: {e}")),
-        Ok(Ok(())) => None,
-    }
+    support::kernel_unavailable()
 }
 
 macro_rules! require_kernel {
@@ -37,38 +30,12 @@ macro_rules! require_kernel {
 
 /// `nft list ruleset` in the calling thread's network namespace.
 fn list() -> String {
-    let out = Command::new("nft")
-        .args(["list", "ruleset"])
-        .output()
-        .expect("run nft");
-    assert!(
-        out.status.success(),
-        "nft list: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 listing")
+    support::run_here("nft", &["list", "ruleset"], "")
 }
 
 /// `nft -f -` of `script` in the calling thread's network namespace.
 fn nft_load(script: &str) {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft -f: {}\n{script}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_here("nft", &["-f", "-"], script);
 }
 
 /// What `nft -f` of our rendering of `rs` lists, in a fresh namespace.

@@ -25,27 +25,21 @@ pub struct Dims {
 
 fn edges(net: &IpNet) -> Vec<IpAddr> {
     let (lo, hi) = (net.network(), net.broadcast());
+    // One address further down or up, in the prefix's own version.
     let step = |a: IpAddr, up: bool| -> Option<IpAddr> {
-        match a {
-            IpAddr::V4(x) => {
-                let n = u32::from(x);
-                let n = if up {
-                    n.checked_add(1)?
-                } else {
-                    n.checked_sub(1)?
-                };
-                Some(IpAddr::V4(n.into()))
-            }
-            IpAddr::V6(x) => {
-                let n = u128::from(x);
-                let n = if up {
-                    n.checked_add(1)?
-                } else {
-                    n.checked_sub(1)?
-                };
-                Some(IpAddr::V6(n.into()))
-            }
-        }
+        let (n, max) = match a {
+            IpAddr::V4(x) => (u128::from(u32::from(x)), u128::from(u32::MAX)),
+            IpAddr::V6(x) => (u128::from(x), u128::MAX),
+        };
+        let n = if up {
+            n.checked_add(1).filter(|n| *n <= max)?
+        } else {
+            n.checked_sub(1)?
+        };
+        Some(match a {
+            IpAddr::V4(_) => IpAddr::V4(u32::try_from(n).ok()?.into()),
+            IpAddr::V6(_) => IpAddr::V6(n.into()),
+        })
     };
     [Some(lo), Some(hi), step(lo, false), step(hi, true)]
         .into_iter()

@@ -5,7 +5,48 @@ pub mod cases;
 pub mod corpus;
 pub mod netns;
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// Why kernel tests cannot run here, if they cannot: no `nft` oracle, no network namespace, or
+/// no netfilter netlink socket.
+pub fn kernel_unavailable() -> Option<String> {
+    use nftmesh::netlink::{netns::run_in_new, Connection};
+    if let Some(why) = netns::oracle_unavailable() {
+        return Some(why);
+    }
+    match run_in_new(|| Connection::open().map(|_| ())) {
+        Err(e) => Some(format!("cannot create a network namespace: {e}")),
+        Ok(Err(e)) => Some(format!("cannot open a netfilter netlink socket: {e}")),
+        Ok(Ok(())) => None,
+    }
+}
+
+/// Run `cmd args` in the calling thread's network namespace with `stdin` as its input; its
+/// standard output, or a panic naming the command and its error output.
+pub fn run_here(cmd: &str, args: &[&str], stdin: &str) -> String {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let o = child.wait_with_output().expect("wait");
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}\n{stdin}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
 
 /// `../shared/conformance/istio` relative to the workspace.
 pub fn conformance_dir() -> PathBuf {

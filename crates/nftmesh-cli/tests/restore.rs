@@ -3,33 +3,14 @@
 
 mod common;
 
-use common::{netns_or_skip, nftmesh};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use common::{netns_or_skip, nftmesh, nftmesh_with_stdin as with_stdin};
+use std::process::Command;
 
 fn golden(case: &str) -> String {
     format!(
         "{}/../../../shared/conformance/istio/iptables/{case}.golden",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-fn with_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nftmesh"))
-        .args(args)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run nftmesh");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {

@@ -211,25 +211,7 @@ impl MsgWriter {
         chain: Option<&str>,
         seq: u32,
     ) -> Result<(), BuildError> {
-        let table = cstr(table)?;
-        let chain = chain.map(cstr).transpose()?;
-        let nlh = self.hdr(msg_type(NFT_MSG_DELRULE), family, 0, seq);
-        // SAFETY: as in `table`.
-        unsafe {
-            let r = nft::nftnl_rule_alloc();
-            if r.is_null() {
-                return Err(BuildError("nftnl_rule_alloc failed".into()));
-            }
-            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
-            if let Some(c) = &chain {
-                nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, c.as_ptr());
-            }
-            nft::nftnl_rule_set_u32(r, nft::NFTNL_RULE_FAMILY as u16, u32::from(family));
-            nft::nftnl_rule_nlmsg_build_payload(nlh, r);
-            nft::nftnl_rule_free(r);
-        }
-        self.commit();
-        Ok(())
+        self.del_rule(family, table, chain, None, seq)
     }
 
     /// `DELRULE` of one rule, by its handle.
@@ -241,7 +223,19 @@ impl MsgWriter {
         handle: u64,
         seq: u32,
     ) -> Result<(), BuildError> {
-        let (table, chain) = (cstr(table)?, cstr(chain)?);
+        self.del_rule(family, table, Some(chain), Some(handle), seq)
+    }
+
+    fn del_rule(
+        &mut self,
+        family: u8,
+        table: &str,
+        chain: Option<&str>,
+        handle: Option<u64>,
+        seq: u32,
+    ) -> Result<(), BuildError> {
+        let table = cstr(table)?;
+        let chain = chain.map(cstr).transpose()?;
         let nlh = self.hdr(msg_type(NFT_MSG_DELRULE), family, 0, seq);
         // SAFETY: as in `table`; the strings outlive the calls that copy them.
         unsafe {
@@ -250,8 +244,12 @@ impl MsgWriter {
                 return Err(BuildError("nftnl_rule_alloc failed".into()));
             }
             nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
-            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
-            nft::nftnl_rule_set_u64(r, nft::NFTNL_RULE_HANDLE as u16, handle);
+            if let Some(c) = &chain {
+                nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, c.as_ptr());
+            }
+            if let Some(h) = handle {
+                nft::nftnl_rule_set_u64(r, nft::NFTNL_RULE_HANDLE as u16, h);
+            }
             nft::nftnl_rule_set_u32(r, nft::NFTNL_RULE_FAMILY as u16, u32::from(family));
             nft::nftnl_rule_nlmsg_build_payload(nlh, r);
             nft::nftnl_rule_free(r);

@@ -347,31 +347,7 @@ impl Raiser<'_> {
             Expr::Meta {
                 key: NFT_META_L4PROTO,
                 dreg: NFT_REG_1,
-            } => {
-                let Some((op, [p])) = self.cmp_at(1) else {
-                    return Err(self.unsupported_here());
-                };
-                if op != NFT_CMP_EQ && op != NFT_CMP_NEQ {
-                    return Err(self.unsupported_here());
-                }
-                let proto = L4Proto::from_number(*p);
-                let negate = op == NFT_CMP_NEQ;
-                self.i += 2;
-                let dep = !negate
-                    && matches!(
-                        self.peek(0),
-                        Some(Expr::Payload {
-                            base: NFT_PAYLOAD_TRANSPORT_HEADER,
-                            ..
-                        })
-                    );
-                if !dep {
-                    self.matches.push(Match::L4Proto { negate, proto });
-                }
-                if !negate {
-                    self.l4 = Some(proto);
-                }
-            }
+            } => self.l4proto()?,
             Expr::Payload {
                 base: NFT_PAYLOAD_NETWORK_HEADER,
                 offset: 9,
@@ -381,29 +357,7 @@ impl Raiser<'_> {
                 // `ip protocol X`: nft's port dependency in `ip` tables, and what
                 // iptables-restore-translate writes for `-p`. IPv4 has no extension headers, so
                 // it holds exactly when `meta l4proto X` does; it is raised as that.
-                let Some((op, [p])) = self.cmp_at(1) else {
-                    return Err(self.unsupported_here());
-                };
-                if op != NFT_CMP_EQ && op != NFT_CMP_NEQ {
-                    return Err(self.unsupported_here());
-                }
-                let proto = L4Proto::from_number(*p);
-                let negate = op == NFT_CMP_NEQ;
-                self.i += 2;
-                let dep = !negate
-                    && matches!(
-                        self.peek(0),
-                        Some(Expr::Payload {
-                            base: NFT_PAYLOAD_TRANSPORT_HEADER,
-                            ..
-                        })
-                    );
-                if !dep {
-                    self.matches.push(Match::L4Proto { negate, proto });
-                }
-                if !negate {
-                    self.l4 = Some(proto);
-                }
+                self.l4proto()?
             }
             Expr::Payload {
                 base: NFT_PAYLOAD_NETWORK_HEADER,
@@ -568,6 +522,35 @@ impl Raiser<'_> {
                 self.i += 1;
             }
             _ => return Err(self.unsupported_here()),
+        }
+        Ok(())
+    }
+
+    /// A protocol load (`meta l4proto` or `ip protocol`) and its compare: a match, unless it is
+    /// the dependency of the port match right after it.
+    fn l4proto(&mut self) -> Result<(), Unsupported> {
+        let Some((op, [p])) = self.cmp_at(1) else {
+            return Err(self.unsupported_here());
+        };
+        if op != NFT_CMP_EQ && op != NFT_CMP_NEQ {
+            return Err(self.unsupported_here());
+        }
+        let proto = L4Proto::from_number(*p);
+        let negate = op == NFT_CMP_NEQ;
+        self.i += 2;
+        let dep = !negate
+            && matches!(
+                self.peek(0),
+                Some(Expr::Payload {
+                    base: NFT_PAYLOAD_TRANSPORT_HEADER,
+                    ..
+                })
+            );
+        if !dep {
+            self.matches.push(Match::L4Proto { negate, proto });
+        }
+        if !negate {
+            self.l4 = Some(proto);
         }
         Ok(())
     }

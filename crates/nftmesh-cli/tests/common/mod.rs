@@ -33,23 +33,9 @@ impl Netns {
 
     /// Run `cmd args...` inside the namespace; panics on failure, returns stdout.
     pub fn exec(&self, cmd: &str, args: &[&str], stdin: Option<&str>) -> String {
-        use std::io::Write;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, cmd])
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run ip netns exec");
-        let input = stdin.unwrap_or("").to_string();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, cmd]).args(args);
+        let o = with_input(c, stdin.unwrap_or(""));
         assert!(
             o.status.success(),
             "{cmd} {args:?}: {}",
@@ -89,6 +75,31 @@ pub fn nftmesh(args: &[&str]) -> Output {
         .env_clear()
         .output()
         .expect("run nftmesh")
+}
+
+/// Run `cmd` with `input` on its standard input; its output.
+pub fn with_input(mut cmd: Command, input: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Run the built `nftmesh` with `args` and `input` on its standard input.
+pub fn nftmesh_with_stdin(args: &[&str], input: &str) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nftmesh"));
+    c.args(args).env_clear();
+    with_input(c, input)
 }
 
 pub fn netns_or_skip() -> Option<Netns> {
