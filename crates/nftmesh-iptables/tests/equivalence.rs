@@ -94,7 +94,7 @@ fn rule_spec() -> impl Strategy<Value = RuleSpec> {
         any::<bool>(),
         proptest::option::of(0..2usize),
     );
-    (matches, 0..14usize, 0..4usize, 0..6usize)
+    (matches, 0..24usize, 0..4usize, 0..6usize)
 }
 
 /// The iptables text of a rule spec in a chain: only what iptables allows there is written.
@@ -109,7 +109,14 @@ fn render_rule(ctx: &Ctx, spec: &RuleSpec) -> String {
             s.push(format!("{}-p {proto}", if pneg { "! " } else { "" }));
         }
         if let Some((i, src, neg)) = addr {
-            let net = if ctx.v6 { V6_NETS[i] } else { V4_NETS[i] };
+            let nets = if ctx.v6 { V6_NETS } else { V4_NETS };
+            // A comma list (one rule per address, as iptables expands it) when not negated and
+            // the index is even.
+            let net = if !neg && i % 2 == 0 {
+                format!("{},{}", nets[i], nets[(i + 1) % nets.len()])
+            } else {
+                nets[i].to_string()
+            };
             s.push(format!(
                 "{}{} {net}",
                 if neg { "! " } else { "" },
@@ -177,8 +184,13 @@ fn render_rule(ctx: &Ctx, spec: &RuleSpec) -> String {
                 .filter(|(i, _)| bits & (1 << i) != 0)
                 .map(|(_, n)| *n)
                 .collect();
+            let (module, opt) = if k % 2 == 1 {
+                ("state", "state")
+            } else {
+                ("conntrack", "ctstate")
+            };
             s.push(format!(
-                "-m conntrack {}--ctstate {}",
+                "-m {module} {}--{opt} {}",
                 if neg { "! " } else { "" },
                 names.join(",")
             ));
@@ -202,6 +214,11 @@ fn render_rule(ctx: &Ctx, spec: &RuleSpec) -> String {
             MARKS[(k + 1) % 4] | 0xff
         ));
         targets.push(format!("-j MARK --or-mark {}", MARKS[k]));
+        targets.push(format!("-j MARK --set-mark {}/0xff00", MARKS[k]));
+        targets.push(format!("-j MARK --and-mark {:#x}", MARKS[(k + 2) % 4]));
+        targets.push(format!("-j MARK --xor-mark {}", MARKS[k]));
+        targets.push(format!("-j CONNMARK --set-xmark {:#x}/0xffff", MARKS[k]));
+        targets.push(format!("-j CONNMARK --set-mark {}", MARKS[k]));
         targets.push("-j CONNMARK --save-mark".into());
         targets.push("-j CONNMARK --restore-mark".into());
         if ctx.table != "nat" {
@@ -218,6 +235,8 @@ fn render_rule(ctx: &Ctx, spec: &RuleSpec) -> String {
             });
         }
         if ctx.table == "mangle" && ctx.hook == "PREROUTING" && l4_ok {
+            let ip = if ctx.v6 { "::1" } else { "127.0.0.1" };
+            targets.push(format!("-j TPROXY --on-port {} --on-ip {ip}", PORTS[port]));
             targets.push(format!(
                 "-j TPROXY --on-port {} --tproxy-mark {:#x}/{:#x}",
                 PORTS[port],
