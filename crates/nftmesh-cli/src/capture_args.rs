@@ -181,13 +181,22 @@ impl CaptureArgs {
     /// The validated configuration these flags (or `--config`) describe, with owner groups
     /// resolved through the system's group database.
     pub fn to_config(&self) -> Result<CaptureConfig, String> {
+        self.to_config_in(None)
+    }
+
+    /// [`CaptureArgs::to_config`] for the network namespace at `netns` (ours when `None`): as
+    /// Istio looks at the pod's addresses, `--ipv6 auto` looks at that namespace's.
+    pub fn to_config_in(&self, netns: Option<&std::path::Path>) -> Result<CaptureConfig, String> {
         let mut cfg = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 CaptureConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?
             }
-            None => self.settings().to_config().map_err(|e| e.to_string())?,
+            None => self
+                .settings(netns)?
+                .to_config()
+                .map_err(|e| e.to_string())?,
         };
         let names = if self.pass_through_group_names {
             GroupNames::PassThrough
@@ -199,12 +208,16 @@ impl CaptureArgs {
         Ok(cfg)
     }
 
-    fn settings(&self) -> IstioSettings {
+    fn settings(&self, netns: Option<&std::path::Path>) -> Result<IstioSettings, String> {
         let ipv6 = self.dual_stack
             || match self.ipv6 {
                 Ipv6Mode::On => true,
                 Ipv6Mode::Off => false,
-                Ipv6Mode::Auto => host::has_global_ipv6(),
+                Ipv6Mode::Auto => match netns {
+                    None => host::has_global_ipv6(),
+                    Some(path) => nftmesh_netlink::netns::run_in(path, host::has_global_ipv6)
+                        .map_err(|e| e.to_string())?,
+                },
             };
         let dns_servers = match &self.dns_servers {
             Some(s) => s.clone(),
@@ -219,7 +232,7 @@ impl CaptureArgs {
             }
             None => String::new(),
         };
-        IstioSettings {
+        Ok(IstioSettings {
             proxy_port: self.envoy_port.clone(),
             inbound_capture_port: self.inbound_capture_port.clone(),
             inbound_tunnel_port: self.inbound_tunnel_port.clone(),
@@ -244,6 +257,6 @@ impl CaptureArgs {
             drop_invalid: self.drop_invalid,
             ipv6,
             host_ipv4_loopback_cidr: self.ipv4_loopback_cidr.clone(),
-        }
+        })
     }
 }

@@ -152,7 +152,9 @@ fn owned_tables(
 }
 
 fn apply(args: ApplyArgs) -> Result<(), String> {
-    let cfg = args.capture.to_config().map_err(|e| e.to_string())?;
+    let cfg = args
+        .capture
+        .to_config_in(args.network_namespace.as_deref())?;
     let ruleset = nftmesh_model::compile(&cfg);
     if args.dry_run {
         print!("{}", nftmesh_model::render(&ruleset));
@@ -259,7 +261,9 @@ fn dump(args: NetnsArg) -> Result<(), String> {
 
 fn diff(args: DiffArgs) -> ExitCode {
     let run = || -> Result<Vec<nftmesh_netlink::diff::Difference>, String> {
-        let cfg = args.capture.to_config()?;
+        let cfg = args
+            .capture
+            .to_config_in(args.netns.network_namespace.as_deref())?;
         let desired = nftmesh_model::compile(&cfg);
         let owned = owned_tables(&cfg);
         let live = in_netns(args.netns.network_namespace.as_deref(), move || {
@@ -341,7 +345,9 @@ fn accept_within(
 }
 
 fn verify(args: VerifyArgs) -> Result<(), String> {
-    let cfg = args.capture.to_config()?;
+    let cfg = args
+        .capture
+        .to_config_in(args.netns.network_namespace.as_deref())?;
     let probe = args.probe;
     let app = args.app_uid;
     if cfg.proxy_uids.contains(&app) {

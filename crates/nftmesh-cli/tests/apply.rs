@@ -36,9 +36,12 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
         "--dry-run",
         "-p",
         "15001",
+        "--ipv6",
+        "off",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let plan = nftmesh(&["plan", "-p", "15001"]);
+    // `--ipv6 off` on both: `plan` detects IPv6 in our namespace, `apply` in the target one.
+    let plan = nftmesh(&["plan", "-p", "15001", "--ipv6", "off"]);
     assert_eq!(o.stdout, plan.stdout);
     assert_eq!(ns.list(), before);
 }
@@ -81,7 +84,8 @@ fn dump_prints_what_apply_installed_and_diff_detects_drift() {
         "{}",
         String::from_utf8_lossy(&dumped.stderr)
     );
-    let plan = nftmesh(&[&["plan"][..], &flags[..]].concat());
+    // The namespace has no global IPv6 address: the plan for it is the one without IPv6.
+    let plan = nftmesh(&[&["plan", "--ipv6", "off"][..], &flags[..]].concat());
     // The dump is in canonical form: an explicit `meta l4proto tcp` right before the `tcp dport`
     // it is the dependency of is implied.
     let canonical_plan =
@@ -212,4 +216,36 @@ fn verify_passes_with_the_capture_and_fails_without_it() {
         err.contains("verification failed") && err.contains("was not captured to :15001"),
         "{err}"
     );
+}
+
+#[test]
+fn ipv6_auto_detection_looks_at_the_target_namespace() {
+    // One namespace with a global IPv6 address and one without: `--ipv6 auto` (the default)
+    // must see each one's own addresses, not the caller's. IPv6 on puts ::6 on lo.
+    let Some(v6) = netns_or_skip() else { return };
+    let Some(v4) = netns_or_skip() else { return };
+    v6.exec(
+        "ip",
+        &["link", "add", "e0", "type", "veth", "peer", "name", "e1"],
+        None,
+    );
+    v6.exec("ip", &["link", "set", "e0", "up"], None);
+    v6.exec("ip", &["link", "set", "e1", "up"], None);
+    v6.exec(
+        "ip",
+        &["-6", "addr", "add", "2001:db8::1/64", "dev", "e0", "nodad"],
+        None,
+    );
+    for (ns, want) in [(&v6, true), (&v4, false)] {
+        let o = nftmesh(
+            &[
+                &["apply", "--network-namespace", &ns.path()][..],
+                &SIDECAR[..],
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let lo = ns.exec("ip", &["-6", "addr", "show", "dev", "lo"], None);
+        assert_eq!(lo.contains("::6/128"), want, "{}: {lo}", ns.0);
+    }
 }
