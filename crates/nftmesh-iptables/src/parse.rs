@@ -287,7 +287,8 @@ fn command(table: &mut IptTable, toks: &[Token], family: IpVersion) -> Result<()
             };
             for (name, span) in &names {
                 let own_rules = table.chain(name).is_some_and(|c| !c.rules.is_empty());
-                // Without an argument, chains are deleted together: references among them go too.
+                // Without an argument, chains are deleted together: references among them go
+                // too (they are empty, so there are none left to check but the built-ins').
                 let others_refer = table
                     .chains
                     .iter()
@@ -297,7 +298,8 @@ fn command(table: &mut IptTable, toks: &[Token], family: IpVersion) -> Result<()
                         matches!(&r.target, Some(t) if matches!(&t.node,
                         crate::ast::Target::Jump(c) | crate::ast::Target::Goto(c) if c == name))
                     });
-                if (arg.is_some() && own_rules) || others_refer {
+                // As iptables: a deleted chain must be empty, with or without a name given.
+                if own_rules || others_refer {
                     return Err(ParseError::new(*span, name, K::ChainInUse));
                 }
             }

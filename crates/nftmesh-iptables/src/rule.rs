@@ -90,7 +90,9 @@ fn port_range(t: &Token, s: &str) -> Result<PortRange, ParseError> {
 
 fn owner(t: &Token) -> Result<Owner, ParseError> {
     let s = t.text.as_str();
-    if let Some((a, b)) = s.split_once('-') {
+    // `1000-2000` is a range; a name may hold a dash too (`istio-proxy`).
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    if let Some((a, b)) = s.split_once('-').filter(|(a, _)| digits(a)) {
         return match (a.parse::<u32>(), b.parse::<u32>()) {
             (Ok(a), Ok(b)) if a <= b => Ok(Owner::Range(a, b)),
             _ => Err(err(t, K::BadNumber)),
