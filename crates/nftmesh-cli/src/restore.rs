@@ -105,7 +105,11 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
     }
     let n = (ruleset.rule_count(), ruleset.tables.len());
     let r = crate::in_netns(args.network_namespace.as_deref(), move || {
-        nftmesh_netlink::Connection::open()?.apply(&ruleset)
+        let mut conn = nftmesh_netlink::Connection::open()?;
+        let r = conn.apply(&ruleset)?;
+        // Acknowledged: the socket's release need not delay this command's exit.
+        conn.close_after_exit();
+        Ok(r)
     })?;
     eprintln!(
         "nftmesh: restored {} rule(s) in {} table(s): one transaction of {} messages, {} bytes",
