@@ -25,12 +25,8 @@ pub fn run() -> Result<(String, Vec<String>), NetlinkError> {
 
 #[allow(dead_code)] // `tests/examples.rs` includes this file and calls `run` directly.
 fn main() {
-    let result = match std::env::args().nth(1) {
-        Some(path) => {
-            nftmesh::netlink::netns::run_in(std::path::Path::new(&path), run).and_then(|r| r)
-        }
-        None => run(),
-    };
+    let netns = std::env::args().nth(1).map(std::path::PathBuf::from);
+    let result = nftmesh::netlink::netns::run_in_or_here(netns.as_deref(), run).and_then(|r| r);
     match result {
         Ok((live, differences)) => {
             print!("{live}");

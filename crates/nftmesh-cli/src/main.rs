@@ -241,13 +241,9 @@ fn in_netns<T: Send + 'static>(
     ns: Option<&std::path::Path>,
     work: impl FnOnce() -> Result<T, nftmesh_netlink::NetlinkError> + Send + 'static,
 ) -> Result<T, String> {
-    match ns {
-        Some(path) => nftmesh_netlink::netns::Netns::new(path)
-            .run(work)
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string()),
-        None => work().map_err(|e| e.to_string()),
-    }
+    nftmesh_netlink::netns::run_in_or_here(ns, work)
+        .and_then(|r| r)
+        .map_err(|e| e.to_string())
 }
 
 fn dump(args: NetnsArg) -> Result<(), String> {

@@ -45,6 +45,19 @@ where
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
+/// Run `f` in the namespace at `path` (see [`run_in`]), or on the calling thread in its own
+/// namespace when `path` is `None`: for tools that take an optional namespace argument.
+pub fn run_in_or_here<T, F>(path: Option<&Path>, f: F) -> Result<T, NetlinkError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match path {
+        Some(p) => run_in(p, f),
+        None => Ok(f()),
+    }
+}
+
 /// Run `f` on a new thread inside a fresh, empty network namespace that disappears when the
 /// thread ends (unless something else holds it).
 pub fn run_in_new<T, F>(f: F) -> Result<T, NetlinkError>
