@@ -156,7 +156,9 @@ pub struct CaptureArgs {
     /// Capture DNS to every address, not only the servers [istio-iptables --capture-all-dns]
     #[arg(long)]
     pub capture_all_dns: bool,
-    /// DNS servers, comma separated; default: the nameservers of /etc/resolv.conf (as Istio)
+    /// DNS servers, comma separated; default: the nameservers of the namespace's resolv.conf (as
+    /// Istio: the pod's; for --network-namespace /proc/PID/ns/net that process's
+    /// /etc/resolv.conf, for /var/run/netns/NAME /etc/netns/NAME/resolv.conf if present)
     #[arg(long)]
     pub dns_servers: Option<String>,
     /// Drop packets conntrack marks invalid [istio-iptables --drop-invalid, env INVALID_DROP]
@@ -222,7 +224,8 @@ impl CaptureArgs {
         let dns_servers = match &self.dns_servers {
             Some(s) => s.clone(),
             None if self.redirect_dns && !self.capture_all_dns => {
-                let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                let text =
+                    std::fs::read_to_string(host::resolv_conf_for(netns)).unwrap_or_default();
                 host::nameservers(&text)
                     .into_iter()
                     .filter(|a| ipv6 || a.is_ipv4())

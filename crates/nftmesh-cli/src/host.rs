@@ -1,6 +1,7 @@
 //! What the CLI reads from the host: DNS servers, IPv6 addresses, the group database.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 /// Nameservers listed in a resolv.conf text, in order.
 pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
@@ -14,6 +15,33 @@ pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
             }
         })
         .collect()
+}
+
+/// The resolv.conf that belongs with a network namespace given by path: the process's own for
+/// `/proc/PID/ns/net` (`/proc/PID/root/etc/resolv.conf`, as the pod sees it), `ip netns`'s
+/// per-namespace file for `/var/run/netns/NAME` (`/etc/netns/NAME/resolv.conf`) when it
+/// exists, else ours (`/etc/resolv.conf`).
+pub fn resolv_conf_for(netns: Option<&Path>) -> PathBuf {
+    let ours = PathBuf::from("/etc/resolv.conf");
+    let Some(ns) = netns else { return ours };
+    let parts: Vec<&str> = ns
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .collect();
+    match parts.as_slice() {
+        ["/", "proc", pid, "ns", "net"] if pid.bytes().all(|b| b.is_ascii_digit()) => {
+            PathBuf::from(format!("/proc/{pid}/root/etc/resolv.conf"))
+        }
+        ["/", "var", "run", "netns", name] | ["/", "run", "netns", name] => {
+            let own = PathBuf::from(format!("/etc/netns/{name}/resolv.conf"));
+            if own.exists() {
+                own
+            } else {
+                ours
+            }
+        }
+        _ => ours,
+    }
 }
 
 /// Whether this network namespace has a global IPv6 address (not loopback, not link-local).
@@ -48,6 +76,22 @@ pub fn gid_of(name: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_resolv_conf_of_a_namespace_is_the_one_its_processes_see() {
+        let at = |p: &str| resolv_conf_for(Some(Path::new(p)));
+        assert_eq!(resolv_conf_for(None), PathBuf::from("/etc/resolv.conf"));
+        assert_eq!(
+            at("/proc/4242/ns/net"),
+            PathBuf::from("/proc/4242/root/etc/resolv.conf")
+        );
+        // No /etc/netns/NAME/resolv.conf for a made-up name: ours.
+        assert_eq!(
+            at("/var/run/netns/nftmesh-no-such-ns"),
+            PathBuf::from("/etc/resolv.conf")
+        );
+        assert_eq!(at("/some/bind/mount"), PathBuf::from("/etc/resolv.conf"));
+    }
 
     #[test]
     fn nameservers_are_read_in_order_and_comments_skipped() {

@@ -249,3 +249,24 @@ fn ipv6_auto_detection_looks_at_the_target_namespace() {
         assert_eq!(lo.contains("::6/128"), want, "{}: {lo}", ns.0);
     }
 }
+
+#[test]
+fn dns_servers_come_from_the_target_namespaces_resolv_conf() {
+    // `ip netns` gives a named namespace its own resolv.conf in /etc/netns/NAME/; DNS capture
+    // without --dns-servers must use that one, not ours.
+    let Some(ns) = netns_or_skip() else { return };
+    let dir = format!("/etc/netns/{}", ns.0);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(format!("{dir}/resolv.conf"), "nameserver 10.53.0.1\n").unwrap();
+    let o = nftmesh(
+        &[
+            &["apply", "--network-namespace", &ns.path(), "--redirect-dns"][..],
+            &SIDECAR[..],
+        ]
+        .concat(),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let live = ns.list();
+    assert!(live.contains("10.53.0.1"), "{live}");
+}
