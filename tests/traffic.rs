@@ -884,3 +884,65 @@ fn ipv6_dns_to_the_configured_server_lands_on_15053_and_the_proxys_reaches_the_s
         "the proxy's own DNS reaches the server"
     );
 }
+
+#[test]
+fn ipv6_excluded_cidrs_and_ports_are_not_captured_and_tcp_dns_lands_on_15053() {
+    if skip() {
+        return;
+    }
+    let other6 = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 4);
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = true;
+    cfg.dns.enabled = true;
+    cfg.dns.servers = vec![other6.into()];
+    cfg.outbound_cidrs_exclude = vec![format!("{PEER6}/128").parse().unwrap()];
+    cfg.outbound_ports_exclude = vec![9090];
+    let (excluded, excluded_port, captured, tcp) = in_pod("excl6", cfg, &[], move |peer| {
+        peer.run(move || {
+            sh(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{other6}/64"),
+                "dev",
+                "eth0p",
+                "nodad",
+            ])
+        })
+        .unwrap();
+        // No listener on 15001 yet: were the exclusion ignored, this would be refused.
+        let srv = peer_listen(&peer, SocketAddr::from((PEER6, 8080)), "peer");
+        let excluded = connect_as(APP_UID, APP_UID, SocketAddr::from((PEER6, 8080)));
+        srv.join().unwrap();
+        let srv = peer_listen(&peer, SocketAddr::from((other6, 9090)), "peer");
+        let excluded_port = connect_as(APP_UID, APP_UID, SocketAddr::from((other6, 9090)));
+        srv.join().unwrap();
+        // The control: the same address on another port is captured.
+        let out = listen6(15001, "outbound");
+        let captured = connect_as(APP_UID, APP_UID, SocketAddr::from((other6, 8080)));
+        out.join().unwrap();
+        // DNS over TCP to the configured IPv6 server: the app's lands on 15053, the proxy's
+        // reaches the server.
+        let dns = SocketAddr::from((other6, 53));
+        let capture = listen6(15053, "dns-capture");
+        let server = peer_listen(&peer, dns, "dns-server");
+        let tcp = (
+            connect_as(APP_UID, APP_UID, dns),
+            connect_as(PROXY_UID, PROXY_UID, dns),
+        );
+        capture.join().unwrap();
+        server.join().unwrap();
+        (excluded, excluded_port, captured, tcp)
+    });
+    assert_eq!(excluded.expect("excluded CIDR"), "peer -");
+    assert_eq!(excluded_port.expect("excluded port"), "peer -");
+    assert_eq!(
+        captured.expect("captured control"),
+        format!("outbound [{other6}]:8080")
+    );
+    assert_eq!(
+        tcp.0.expect("app TCP DNS"),
+        format!("dns-capture [{other6}]:53")
+    );
+    assert!(tcp.1.expect("proxy TCP DNS").starts_with("dns-server "));
+}
