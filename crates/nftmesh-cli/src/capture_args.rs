@@ -205,8 +205,17 @@ impl CaptureArgs {
         } else {
             GroupNames::Strict
         };
-        cfg.resolve_groups(&host::gid_of, names)
-            .map_err(|e: ConfigError| e.to_string())?;
+        // Group names resolve as the pod would resolve them: in its own /etc/group when the
+        // namespace is a process's; through the system's database otherwise.
+        match host::group_file_for(netns) {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                cfg.resolve_groups(&|n: &str| host::gid_in(&text, n), names)
+            }
+            None => cfg.resolve_groups(&host::gid_of, names),
+        }
+        .map_err(|e: ConfigError| e.to_string())?;
         Ok(cfg)
     }
 

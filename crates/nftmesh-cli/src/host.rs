@@ -17,6 +17,31 @@ pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// The group database that belongs with a network namespace given by path: for
+/// `/proc/PID/ns/net` that process's `/etc/group` (`/proc/PID/root/etc/group`, as the pod sees
+/// it); `None` (the system's, through NSS) otherwise.
+pub fn group_file_for(netns: Option<&Path>) -> Option<PathBuf> {
+    let parts: Vec<&str> = netns?
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .collect();
+    match parts.as_slice() {
+        ["/", "proc", pid, "ns", "net"] if pid.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(PathBuf::from(format!("/proc/{pid}/root/etc/group")))
+        }
+        _ => None,
+    }
+}
+
+/// The gid of group `name` in an `/etc/group` text (`name:password:gid:members` lines).
+pub fn gid_in(group_file: &str, name: &str) -> Option<u32> {
+    group_file.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.trim().parse().ok()
+    })
+}
+
 /// The resolv.conf that belongs with a network namespace given by path: the process's own for
 /// `/proc/PID/ns/net` (`/proc/PID/root/etc/resolv.conf`, as the pod sees it), `ip netns`'s
 /// per-namespace file for `/var/run/netns/NAME` (`/etc/netns/NAME/resolv.conf`) when it
@@ -91,6 +116,21 @@ mod tests {
             PathBuf::from("/etc/resolv.conf")
         );
         assert_eq!(at("/some/bind/mount"), PathBuf::from("/etc/resolv.conf"));
+    }
+
+    #[test]
+    fn groups_are_found_in_a_group_file_and_a_pods_file_is_its_processs() {
+        let text = "root:x:0:\n# comment\nistio-proxy:x:1337:envoy\nbad:x:notanumber:\n";
+        assert_eq!(gid_in(text, "istio-proxy"), Some(1337));
+        assert_eq!(gid_in(text, "root"), Some(0));
+        assert_eq!(gid_in(text, "bad"), None);
+        assert_eq!(gid_in(text, "missing"), None);
+        assert_eq!(
+            group_file_for(Some(Path::new("/proc/77/ns/net"))),
+            Some(PathBuf::from("/proc/77/root/etc/group"))
+        );
+        assert_eq!(group_file_for(Some(Path::new("/var/run/netns/x"))), None);
+        assert_eq!(group_file_for(None), None);
     }
 
     #[test]

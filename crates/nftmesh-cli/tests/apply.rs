@@ -270,3 +270,44 @@ fn dns_servers_come_from_the_target_namespaces_resolv_conf() {
     let live = ns.list();
     assert!(live.contains("10.53.0.1"), "{live}");
 }
+
+#[test]
+fn owner_group_names_resolve_in_the_pods_own_group_file() {
+    // A "pod": a process in its own network and mount namespaces whose /etc/group has a group
+    // the machine does not know. `--network-namespace /proc/PID/ns/net` resolves it there.
+    let dir = std::env::temp_dir().join(format!("nftmesh-group-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let group = dir.join("group");
+    std::fs::write(&group, "root:x:0:\nnftmesh-pod-only:x:43210:\n").unwrap();
+    let script = format!("mount --bind {} /etc/group && sleep 20", group.display());
+    let mut pod = Command::new("unshare")
+        .args(["--net", "--mount", "sh", "-c", &script])
+        .spawn()
+        .expect("start the pod process");
+    // Bounded wait until its mount is in place.
+    let mounted = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::read_to_string(format!("/proc/{}/root/etc/group", pod.id()))
+            .is_ok_and(|t| t.contains("nftmesh-pod-only"))
+    });
+    let ns = format!("/proc/{}/ns/net", pod.id());
+    let o = nftmesh(&[
+        "apply",
+        "--network-namespace",
+        &ns,
+        "--dry-run",
+        "--outbound-owner-groups-exclude",
+        "nftmesh-pod-only",
+    ]);
+    // Ours, by PID.
+    let _ = pod.kill();
+    let _ = pod.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(mounted, "the pod's /etc/group was not in place in time");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("43210"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
