@@ -46,20 +46,7 @@ fn sh(args: &[&str]) {
     );
 }
 
-/// Switch the calling thread (only it: raw syscalls, not glibc's process-wide wrappers) to
-/// `uid`/`gid`.
-fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
-    // SAFETY: setresgid/setresuid take plain integers; the raw syscalls change only the calling
-    // thread's credentials.
-    unsafe {
-        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
-            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
+use nftmesh::netlink::probe::{become_user, original_dst};
 
 /// A listener in the peer's namespace answering one connection.
 fn peer_listen(peer: &Netns, addr: SocketAddr, name: &'static str) -> std::thread::JoinHandle<()> {
@@ -124,50 +111,6 @@ fn serve_with(
             }
         }
     })
-}
-
-/// `SO_ORIGINAL_DST` (`IP6T_SO_ORIGINAL_DST` on IPv6) of an accepted socket.
-fn original_dst(s: &TcpStream) -> Option<SocketAddr> {
-    let fd = s.as_raw_fd();
-    if s.local_addr().ok()?.is_ipv4() {
-        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: the buffer is a sockaddr_in of the given length; the fd is open.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_IP,
-                libc::SO_ORIGINAL_DST,
-                &mut sa as *mut _ as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        (rc == 0).then(|| {
-            SocketAddr::from((
-                Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-                u16::from_be(sa.sin_port),
-            ))
-        })
-    } else {
-        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        // SAFETY: the buffer is a sockaddr_in6 of the given length; the fd is open.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_IPV6,
-                libc::IP6T_SO_ORIGINAL_DST,
-                &mut sa as *mut _ as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        (rc == 0).then(|| {
-            SocketAddr::from((
-                Ipv6Addr::from(sa.sin6_addr.s6_addr),
-                u16::from_be(sa.sin6_port),
-            ))
-        })
-    }
 }
 
 /// Run `body` inside a fresh "pod" namespace joined by veth to a fresh "peer" namespace

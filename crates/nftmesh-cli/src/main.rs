@@ -282,64 +282,6 @@ fn diff(args: DiffArgs) -> ExitCode {
     }
 }
 
-/// Connect to `to` from a thread running as `uid`/`gid` (raw syscalls change only that
-/// thread's credentials); bounded by `wait`.
-fn connect_as(
-    uid: u32,
-    gid: u32,
-    to: std::net::SocketAddr,
-    wait: std::time::Duration,
-) -> std::io::Result<()> {
-    std::thread::spawn(move || {
-        // SAFETY: raw setresgid/setresuid affect only the calling thread (glibc's wrappers
-        // would change every thread of the process).
-        unsafe {
-            if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
-                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        std::net::TcpStream::connect_timeout(&to, wait).map(drop)
-    })
-    .join()
-    .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")))
-}
-
-/// Accept one connection within `wait`; its original destination, if one came.
-fn accept_within(
-    l: &std::net::TcpListener,
-    wait: std::time::Duration,
-) -> Option<Option<std::net::SocketAddr>> {
-    use std::os::fd::AsRawFd;
-    let deadline = std::time::Instant::now() + wait;
-    while std::time::Instant::now() < deadline {
-        if let Ok((s, _)) = l.accept() {
-            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            // SAFETY: a sockaddr_in buffer of the given length on an open socket.
-            let rc = unsafe {
-                libc::getsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_IP,
-                    libc::SO_ORIGINAL_DST,
-                    &mut sa as *mut _ as *mut libc::c_void,
-                    &mut len,
-                )
-            };
-            let orig = (rc == 0).then(|| {
-                std::net::SocketAddr::from((
-                    std::net::Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-                    u16::from_be(sa.sin_port),
-                ))
-            });
-            return Some(orig);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    None
-}
-
 fn verify(args: VerifyArgs) -> Result<(), String> {
     let cfg = args
         .capture
@@ -353,9 +295,8 @@ fn verify(args: VerifyArgs) -> Result<(), String> {
     let port = cfg.proxy_port;
     let wait = std::time::Duration::from_secs(2);
     let work = move || -> Result<Result<String, String>, nftmesh_netlink::NetlinkError> {
-        let l = match std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        {
+        use nftmesh_netlink::probe::{accept_within, connect_as, original_dst};
+        let l = match std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)) {
             Ok(l) => l,
             Err(e) => {
                 return Ok(Err(format!(
@@ -365,7 +306,7 @@ fn verify(args: VerifyArgs) -> Result<(), String> {
         };
         // Client and server run at the same time, so a lost connection costs one wait.
         let client = std::thread::spawn(move || connect_as(app, app, probe, wait));
-        let got = accept_within(&l, wait);
+        let got = accept_within(&l, wait).map(|s| original_dst(&s));
         let _ = client.join();
         match got {
             Some(Some(orig)) if orig == probe => {}

@@ -702,3 +702,68 @@ pub fn release_after_exit(fd: std::os::fd::OwnedFd) {
         Err(_) => drop(fd),
     }
 }
+
+/// Switch the calling thread, and only it, to `uid`/`gid` (raw `setresgid`/`setresuid`
+/// system calls; glibc's wrappers would change every thread of the process).
+pub fn set_thread_ids(uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: the system calls take plain integers and touch no memory of ours.
+    let rc = unsafe {
+        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
+            -1
+        } else {
+            libc::syscall(libc::SYS_setresuid, uid, uid, uid)
+        }
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The original destination of a connection NAT redirected (`SO_ORIGINAL_DST`, or
+/// `IP6T_SO_ORIGINAL_DST` for IPv6), read from the accepted socket `fd`.
+pub fn original_dst(fd: std::os::fd::RawFd, ipv6: bool) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    if !ipv6 {
+        // SAFETY: a zeroed sockaddr_in is a valid value of the type.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: the buffer is a sockaddr_in of the given length; the kernel writes at most
+        // `len` bytes into it.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IP,
+                libc::SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then(|| {
+            SocketAddr::from((
+                Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+                u16::from_be(sa.sin_port),
+            ))
+        })
+    } else {
+        // SAFETY: a zeroed sockaddr_in6 is a valid value of the type.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        // SAFETY: as above, with a sockaddr_in6.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_IPV6,
+                libc::IP6T_SO_ORIGINAL_DST,
+                (&mut sa as *mut libc::sockaddr_in6).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0).then(|| {
+            SocketAddr::from((
+                Ipv6Addr::from(sa.sin6_addr.s6_addr),
+                u16::from_be(sa.sin6_port),
+            ))
+        })
+    }
+}

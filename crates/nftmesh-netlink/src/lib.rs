@@ -14,6 +14,7 @@ pub mod ir;
 pub mod lower;
 pub mod migrate;
 pub mod netns;
+pub mod probe;
 pub mod raise;
 pub mod routes;
 pub mod sys;
