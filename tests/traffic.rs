@@ -129,8 +129,9 @@ fn in_pod<T: Send + 'static>(
 enum Setup {
     /// nftmesh over netlink.
     Nftmesh(Box<CaptureConfig>),
-    /// Istio's own rules: `iptables-restore` of a golden's IPv4 rules (test-only oracle).
-    IptablesRestore(String),
+    /// Istio's own rules (test-only oracle): `iptables-restore` of a golden's IPv4 part and
+    /// `ip6tables-restore` of its IPv6 part, if any.
+    IptablesRestore(String, Option<String>),
 }
 
 fn in_pod_with<T: Send + 'static>(
@@ -185,24 +186,11 @@ fn in_pod_with<T: Send + 'static>(
                     .apply(&compile(&cfg))
                     .expect("apply");
             }
-            Setup::IptablesRestore(rules) => {
-                let mut child = Command::new("iptables-restore")
-                    .stdin(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .expect("run iptables-restore");
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(rules.as_bytes())
-                    .unwrap();
-                let o = child.wait_with_output().unwrap();
-                assert!(
-                    o.status.success(),
-                    "iptables-restore: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
+            Setup::IptablesRestore(v4, v6) => {
+                support::run_here("iptables-restore", &[], &v4);
+                if let Some(v6) = v6 {
+                    support::run_here("ip6tables-restore", &[], &v6);
+                }
             }
         }
         body(peer_ns)
@@ -573,14 +561,20 @@ fn tproxy_inbound_lands_on_a_transparent_listener_with_the_original_destination_
     );
 }
 
-/// The IPv4 rules of an iptables golden (its `iptables-save`/`ip6tables-save` marker lines
-/// dropped).
-fn golden_v4(case: &str) -> String {
-    support::golden("iptables", case)
-        .lines()
-        .filter(|l| !l.starts_with("iptables") && !l.starts_with("ip6tables"))
-        .map(|l| format!("{l}\n"))
-        .collect()
+/// The IPv4 and (if any) IPv6 restore input of an iptables golden, split as
+/// `nftmesh_iptables::trace` reads Istio's traces.
+fn golden_parts(case: &str) -> (String, Option<String>) {
+    let text = support::golden("iptables", case);
+    let mut parts = nftmesh::iptables::trace::split_trace(&text)
+        .into_iter()
+        .map(|(_, lines)| {
+            lines
+                .iter()
+                .map(|(_, l)| format!("{l}\n"))
+                .collect::<String>()
+        });
+    let v4 = parts.next().unwrap_or_default();
+    (v4, parts.next())
 }
 
 const OTHER: Ipv4Addr = Ipv4Addr::new(172, 16, 77, 2);
@@ -742,13 +736,9 @@ fn both_columns(case: &str, rows: fn(Setup, &str) -> Rows) -> (Rows, Rows) {
         .into_iter()
         .find(|c| c.name == case)
         .expect("case");
-    let mut cfg = c.config();
-    cfg.ipv6 = false;
-    let ours = rows(Setup::Nftmesh(Box::new(cfg)), &format!("{case}-nft"));
-    let istio = rows(
-        Setup::IptablesRestore(golden_v4(case)),
-        &format!("{case}-ipt"),
-    );
+    let ours = rows(Setup::Nftmesh(Box::new(c.config())), &format!("{case}-nft"));
+    let (v4, v6) = golden_parts(case);
+    let istio = rows(Setup::IptablesRestore(v4, v6), &format!("{case}-ipt"));
     (ours, istio)
 }
 
@@ -888,4 +878,72 @@ fn ipv6_excluded_cidrs_and_ports_are_not_captured_and_tcp_dns_lands_on_15053() {
         format!("dns-capture [{other6}]:53")
     );
     assert!(tcp.1.expect("proxy TCP DNS").starts_with("dns-server "));
+}
+
+/// The rows for Istio's `ipv6-inbound-ports` case (inbound 4000 and 5000 over IPv6, no outbound
+/// capture), IPv6 traffic only.
+fn ipv6_inbound_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)> {
+    in_pod_with(tag, setup, &[], |peer| {
+        nftmesh::netlink::routes::Routing::open()
+            .unwrap()
+            .ensure_loopback_v6()
+            .expect("::6 on lo");
+        let show = |r: std::io::Result<String>| r.unwrap_or_else(|e| format!("error: {e}"));
+        let from_peer6 = |port: u16| {
+            peer.run(move || connect_as(0, 0, SocketAddr::from((POD6, port))))
+                .expect("enter peer netns")
+        };
+        let mut rows = Vec::new();
+        let (i, a) = (listen6(15006, "inbound"), listen6(8080, "app"));
+        rows.push(("peer -> [pod]:4000", show(from_peer6(4000))));
+        rows.push((
+            "peer -> [pod]:8080 (not an inbound port)",
+            show(from_peer6(8080)),
+        ));
+        i.join().unwrap();
+        a.join().unwrap();
+        let h = peer_listen(&peer, SocketAddr::from((PEER6, 8080)), "peer");
+        rows.push((
+            "app -> [peer]:8080 (no outbound capture)",
+            show(connect_as(
+                APP_UID,
+                APP_UID,
+                SocketAddr::from((PEER6, 8080)),
+            )),
+        ));
+        h.join().unwrap();
+        let (a, i) = (listen6(4000, "app"), listen6(15006, "inbound"));
+        let to = SocketAddr::from((POD6, 4000));
+        rows.push((
+            "proxy from ::6 -> [pod]:4000",
+            show(connect_from_as(
+                PROXY_UID,
+                Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6).into(),
+                to,
+            )),
+        ));
+        rows.push((
+            "proxy from [pod] -> [pod]:4000",
+            show(connect_from_as(PROXY_UID, POD6.into(), to)),
+        ));
+        a.join().unwrap();
+        i.join().unwrap();
+        rows
+    })
+}
+
+#[test]
+fn the_ipv6_inbound_table_passes_for_nftmesh_and_for_istios_own_ip6tables_rules() {
+    if skip() {
+        return;
+    }
+    let (ours, istio) = both_columns("ipv6-inbound-ports", ipv6_inbound_rows);
+    let expected = [
+        format!("inbound [{POD6}]:4000"),
+        "app ".to_string(),
+        "peer -".to_string(),
+        "app ".to_string(),
+        format!("inbound [{POD6}]:4000"),
+    ];
+    print_and_check("ipv6-inbound-ports", &ours, &istio, &expected);
 }
