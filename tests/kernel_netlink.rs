@@ -325,9 +325,27 @@ fn two_writers_end_in_exactly_one_of_their_states() {
     .unwrap();
     // Each writer only writes its own tables; the final listing must equal one writer's
     // ruleset applied last over the other's: check that every table is whole, never a mix.
+    // A table is compared as its set of chains: a chain one writer deleted and the other
+    // re-created is listed last, and listing order means nothing to the kernel.
     let tables = |l: &str| -> Vec<String> {
         l.split("\ntable ")
-            .map(|s| s.trim_start_matches("table ").trim().to_string())
+            .map(|t| {
+                let t = t.trim_start_matches("table ").trim();
+                let mut blocks: Vec<String> = Vec::new();
+                // Chain blocks only: no blank lines, no closing brace of the table.
+                for line in t.lines().filter(|l| !l.trim().is_empty() && *l != "}") {
+                    if line.starts_with("\tchain ") || blocks.is_empty() {
+                        blocks.push(String::new());
+                    }
+                    if let Some(b) = blocks.last_mut() {
+                        b.push_str(line.trim_end());
+                        b.push('\n');
+                    }
+                }
+                let head = blocks.remove(0);
+                blocks.sort();
+                head + &blocks.concat()
+            })
             .collect()
     };
     let (ta, tb, tr) = (tables(&la), tables(&lb), tables(&result));

@@ -22,6 +22,20 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts of an apply when concurrent writers keep changing the ruleset.
 const MAX_ATTEMPTS: u32 = 50;
 
+/// Wait before attempt `attempt` (from 2) after the kernel refused a batch because another
+/// writer committed first: random, growing to at most ~13 ms, so a writer that must read the
+/// state again is not starved by one that keeps committing on state it remembers. Bounded in
+/// all to well under a second over `MAX_ATTEMPTS`.
+fn contention_backoff(attempt: u32) {
+    let cap_us = 100u64 << attempt.min(7);
+    // Jitter from the clock's low bits: no shared state, no dependency.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_micros(cap_us / 2 + nanos % (cap_us / 2 + 1)));
+}
+
 /// The netlink number of a family.
 pub fn family_number(f: Family) -> u8 {
     match f {
@@ -1144,7 +1158,10 @@ impl Connection {
                         attempts: attempt,
                     });
                 }
-                Err(NetlinkError::Rejected { errno, .. }) if errno == libc::ERESTART => continue,
+                Err(NetlinkError::Rejected { errno, .. }) if errno == libc::ERESTART => {
+                    contention_backoff(attempt + 1);
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -1155,7 +1172,7 @@ impl Connection {
     /// Every other table is left alone.
     pub fn delete_tables(&mut self, tables: &[(Family, String)]) -> Result<usize, NetlinkError> {
         self.committed = None;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 1..=MAX_ATTEMPTS {
             let gen = self.generation()?;
             let live = self.tables()?;
             let mut doomed: Vec<&(Family, String)> = Vec::new();
@@ -1196,7 +1213,10 @@ impl Connection {
             };
             match self.send_batch(&batch) {
                 Ok(()) => return Ok(doomed.len()),
-                Err(NetlinkError::Rejected { errno, .. }) if errno == libc::ERESTART => continue,
+                Err(NetlinkError::Rejected { errno, .. }) if errno == libc::ERESTART => {
+                    contention_backoff(attempt + 1);
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
