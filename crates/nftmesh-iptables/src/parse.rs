@@ -240,7 +240,7 @@ fn command(table: &mut IptTable, toks: &[Token], family: IpVersion) -> Result<()
                     rest = &rest[1..];
                 }
             }
-            let rules = parse_rule(table, &table.chains[idx].name, cmd.span, rest, family)?;
+            let rules = parse_rule(table, cmd.span, rest, family)?;
             let chain = &mut table.chains[idx];
             match pos {
                 None => chain.rules.extend(rules),

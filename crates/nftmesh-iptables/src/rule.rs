@@ -207,11 +207,10 @@ struct Module {
     implicit: bool,
 }
 
-/// Parse the options of one rule in `chain` of `table`. Returns one rule per combination of
+/// Parse the options of one rule of `table`. Returns one rule per combination of
 /// `-s`/`-d` addresses (usually one).
 pub fn parse_rule(
     table: &IptTable,
-    chain: &str,
     span: Span,
     toks: &[Token],
     family: IpVersion,
@@ -584,7 +583,6 @@ pub fn parse_rule(
             Some(tgt)
         }
     };
-    let _ = chain;
     // One rule per (source, destination) pair, sources outermost, as iptables expands them.
     let one = |x: &Option<(bool, Vec<IpNet>, Span)>| -> Vec<Option<(bool, IpNet, Span)>> {
         match x {

@@ -63,7 +63,6 @@ struct Ctx {
     v6: bool,
     table: &'static str,
     hook: &'static str,
-    builtin: bool,
     /// User chains this chain may jump or go to.
     targets: Vec<String>,
 }
@@ -248,7 +247,6 @@ fn render_rule(ctx: &Ctx, spec: &RuleSpec) -> String {
             targets.push(format!("-j {c}"));
             targets.push(format!("-g {c}"));
         }
-        let _ = ctx.builtin;
         let t = &targets[t % targets.len()];
         if !t.is_empty() {
             s.push(t.clone());
@@ -292,7 +290,6 @@ fn render_table(v6: bool, name: &'static str, spec: &TableSpec) -> String {
                 v6,
                 table: name,
                 hook,
-                builtin: true,
                 targets,
             },
         ));
@@ -309,7 +306,6 @@ fn render_table(v6: bool, name: &'static str, spec: &TableSpec) -> String {
                 v6,
                 table: name,
                 hook: owner,
-                builtin: false,
                 targets,
             },
         ));
