@@ -93,7 +93,7 @@ pub fn parse_lines<'a>(
             let Some((table, _)) = open.take() else {
                 unreachable!("checked above");
             };
-            crate::validate::validate(&table, family)?;
+            crate::validate::validate(&table)?;
             out.tables.retain(|t| t.name != table.name);
             out.tables.push(table);
             continue;

@@ -6,7 +6,6 @@
 
 use crate::ast::{IptMatch, IptTable, TableName, Target};
 use crate::error::{ParseError, ParseErrorKind as K};
-use nftmesh_model::expr::IpVersion;
 use std::collections::BTreeSet;
 
 /// The user chains a rule of `chain` jumps or goes to.
@@ -81,7 +80,7 @@ fn find_loop(table: &IptTable) -> Option<(usize, usize)> {
 }
 
 /// Check a table about to be committed.
-pub fn validate(table: &IptTable, _family: IpVersion) -> Result<(), ParseError> {
+pub fn validate(table: &IptTable) -> Result<(), ParseError> {
     if let Some((ci, ri)) = find_loop(table) {
         let r = &table.chains[ci].rules[ri];
         let t = r.target.as_ref().map(|t| t.span).unwrap_or(r.span);
