@@ -12,8 +12,6 @@ use nftmesh::model::ruleset::{Chain, ChainType, Family, Hook, Rule, Ruleset, Tab
 use nftmesh::netlink::netns::run_in_new;
 use nftmesh::netlink::{Connection, NetlinkError, Object};
 
-use std::process::Command;
-
 /// A command's output without `#` comment lines (iptables-save stamps the time in them).
 fn run_here(cmd: &str, args: &[&str], stdin: &str) -> String {
     support::run_here(cmd, args, stdin)
@@ -44,17 +42,8 @@ fn refused() -> (Ruleset, Object) {
 }
 
 fn unavailable() -> Option<String> {
-    if let Some(why) = support::netns::oracle_unavailable() {
-        return Some(why);
-    }
-    if Command::new("iptables-restore")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return Some("iptables-restore is not installed".into());
-    }
-    None
+    support::netns::oracle_unavailable()
+        .or_else(|| support::tool_missing("iptables-restore", "--version"))
 }
 
 #[test]

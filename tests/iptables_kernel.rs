@@ -8,7 +8,7 @@
 
 mod support;
 
-use nftmesh::iptables::trace::split_trace;
+use nftmesh::iptables::trace::split_trace_text;
 use nftmesh::iptables::translate::{base_of, hook_of};
 use nftmesh::iptables::{interpret, parse_trace, translate, translate_all, IptRuleset};
 use nftmesh::model::expr::IpVersion;
@@ -172,12 +172,8 @@ fn iptables_restore_translate_and_ours_agree_on_the_corpus_after_a_kernel_round_
         eprintln!("SKIP: {why}");
         return;
     }
-    if Command::new("iptables-restore-translate")
-        .arg("--help")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: iptables-restore-translate is not installed");
+    if let Some(why) = support::tool_missing("iptables-restore-translate", "--help") {
+        eprintln!("SKIP: {why}");
         return;
     }
     let mut compared = 0usize;
@@ -185,8 +181,7 @@ fn iptables_restore_translate_and_ours_agree_on_the_corpus_after_a_kernel_round_
     let mut untranslated_cases = Vec::new();
     for (name, text) in goldens() {
         let parts = resolved_parts(&text);
-        for ((version, lines), part) in split_trace(&text).into_iter().zip(&parts) {
-            let part_text: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+        for ((version, part_text), part) in split_trace_text(&text).into_iter().zip(&parts) {
             let script = theirs(version, &part_text);
             let commented = script.lines().filter(|l| l.starts_with("# -t")).count();
             let script = with_base_chains(&script, part);
@@ -289,18 +284,13 @@ fn what_real_iptables_saves_back_parses_to_the_same_rules() {
         eprintln!("SKIP: {why}");
         return;
     }
-    if Command::new("iptables-restore")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: iptables-restore is not installed");
+    if let Some(why) = support::tool_missing("iptables-restore", "--version") {
+        eprintln!("SKIP: {why}");
         return;
     }
     let mut inputs: Vec<(String, IpVersion, String)> = Vec::new();
     for (name, text) in goldens() {
-        for (version, lines) in split_trace(&text) {
-            let part: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+        for (version, part) in split_trace_text(&text) {
             inputs.push((name.clone(), version, part));
         }
     }

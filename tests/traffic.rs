@@ -565,14 +565,9 @@ fn tproxy_inbound_lands_on_a_transparent_listener_with_the_original_destination_
 /// `nftmesh_iptables::trace` reads Istio's traces.
 fn golden_parts(case: &str) -> (String, Option<String>) {
     let text = support::golden("iptables", case);
-    let mut parts = nftmesh::iptables::trace::split_trace(&text)
+    let mut parts = nftmesh::iptables::trace::split_trace_text(&text)
         .into_iter()
-        .map(|(_, lines)| {
-            lines
-                .iter()
-                .map(|(_, l)| format!("{l}\n"))
-                .collect::<String>()
-        });
+        .map(|(_, part)| part);
     let v4 = parts.next().unwrap_or_default();
     (v4, parts.next())
 }

@@ -4,18 +4,18 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Istio's iptables golden, IPv4 part (marker lines dropped).
+/// Istio's iptables golden, IPv4 part, split as `nftmesh_iptables::trace` reads it.
 pub fn golden_v4(case: &str) -> String {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/conformance/istio/iptables/"
     );
-    std::fs::read_to_string(format!("{p}{case}.golden"))
-        .expect("iptables golden")
-        .lines()
-        .filter(|l| !l.starts_with("iptables") && !l.starts_with("ip6tables"))
-        .map(|l| format!("{l}\n"))
-        .collect()
+    let text = std::fs::read_to_string(format!("{p}{case}.golden")).expect("iptables golden");
+    nftmesh::iptables::trace::split_trace_text(&text)
+        .into_iter()
+        .next()
+        .map(|(_, part)| part)
+        .unwrap_or_default()
 }
 
 /// Run `cmd` with `input` on stdin (in the calling thread's network namespace).

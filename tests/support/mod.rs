@@ -23,6 +23,15 @@ pub fn kernel_unavailable() -> Option<String> {
     }
 }
 
+/// Why a test oracle tool cannot run here, if it cannot (`cmd arg` does not start).
+pub fn tool_missing(cmd: &str, arg: &str) -> Option<String> {
+    Command::new(cmd)
+        .arg(arg)
+        .output()
+        .is_err()
+        .then(|| format!("{cmd} is not installed"))
+}
+
 /// Run `cmd args` in the calling thread's network namespace with `stdin` as its input; its
 /// standard output, or a panic naming the command and its error output.
 pub fn run_here(cmd: &str, args: &[&str], stdin: &str) -> String {

@@ -8,36 +8,24 @@ use common::{netns_or_skip, nftmesh, Netns};
 
 const SIDECAR: [&str; 8] = ["-p", "15001", "-z", "15006", "-u", "1337", "-b", "*"];
 
-/// The IPv4 and IPv6 parts of an Istio golden (marker lines dropped, split where a table name
-/// repeats, as `conformance/istio/CASES.md` says).
-fn golden_parts(case: &str) -> (String, String) {
+/// The IPv4 and IPv6 parts of an Istio golden, split as `nftmesh_iptables::trace` reads them.
+fn golden_parts(case: &str) -> Vec<String> {
     let path = format!(
         "{}/../../../shared/conformance/istio/iptables/{case}.golden",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(path).unwrap();
-    let (mut v4, mut v6, mut seen, mut in_v6) = (String::new(), String::new(), Vec::new(), false);
-    for l in text.lines() {
-        if l == "iptables-save" || l == "ip6tables-save" {
-            continue;
-        }
-        if let Some(t) = l.strip_prefix('*') {
-            let t = t.trim().to_string();
-            in_v6 |= seen.contains(&t);
-            seen.push(t);
-        }
-        let part = if in_v6 { &mut v6 } else { &mut v4 };
-        part.push_str(l);
-        part.push('\n');
-    }
-    (v4, v6)
+    nftmesh_iptables::trace::split_trace_text(&text)
+        .into_iter()
+        .map(|(_, part)| part)
+        .collect()
 }
 
 fn load_istio_iptables(ns: &Netns, case: &str, restore4: &str, restore6: &str) {
-    let (v4, v6) = golden_parts(case);
-    ns.exec(restore4, &[], Some(&v4));
-    if !v6.is_empty() {
-        ns.exec(restore6, &[], Some(&v6));
+    let parts = golden_parts(case);
+    ns.exec(restore4, &[], Some(&parts[0]));
+    if let Some(v6) = parts.get(1) {
+        ns.exec(restore6, &[], Some(v6));
     }
 }
 

@@ -63,6 +63,15 @@ pub fn split_trace(text: &str) -> Vec<(IpVersion, Vec<(usize, &str)>)> {
     out
 }
 
+/// [`split_trace`] as restore input text: each part's lines joined, for feeding a part to
+/// `iptables-restore` / `ip6tables-restore` (line numbers are not kept).
+pub fn split_trace_text(text: &str) -> Vec<(IpVersion, String)> {
+    split_trace(text)
+        .into_iter()
+        .map(|(v, lines)| (v, lines.iter().map(|(_, l)| format!("{l}\n")).collect()))
+        .collect()
+}
+
 /// Split and parse an Istio iptables trace.
 pub fn parse_trace(text: &str) -> Result<Trace, ParseError> {
     let mut parts = split_trace(text).into_iter();
