@@ -513,7 +513,8 @@ impl Committed {
         }
     }
 
-    /// The live state for applying `ruleset`, if every table it writes is one this knows.
+    /// Whether this state can stand for the live one when applying `ruleset`: every table
+    /// `ruleset` writes is one this knows.
     fn covers(&self, ruleset: &Ruleset) -> bool {
         ruleset.tables.iter().all(|t| {
             self.tables
