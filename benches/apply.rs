@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench apply`; compare medians within one run.
 
+#[path = "../tests/support/skip.rs"]
+mod skip;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use nftmesh::model::config::CaptureConfig;
 use nftmesh::model::{compile, render};
@@ -13,7 +16,7 @@ fn enter_private_netns() -> bool {
     match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("SKIP: cannot create a network namespace: {e}");
+            skip::skip(&format!("cannot create a network namespace: {e}"));
             false
         }
     }

@@ -5,6 +5,9 @@
 //!
 //! `cargo bench --bench pipeline`; compare medians within one run.
 
+#[path = "../tests/support/skip.rs"]
+mod skip;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use nftmesh::iptables::{parse_trace, translate_all};
 use nftmesh::model::compile;
@@ -35,7 +38,7 @@ fn settings(n: usize) -> IstioSettings {
 fn goldens() -> Vec<String> {
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/conformance/istio/iptables"
+        "/tests/data/istio/sidecar/iptables"
     );
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .expect("goldens")
@@ -88,7 +91,7 @@ fn pure(c: &mut Criterion) {
 
 fn kernel(c: &mut Criterion) {
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
-        eprintln!("SKIP: cannot create a network namespace: {e}");
+        skip::skip(&format!("cannot create a network namespace: {e}"));
         return;
     }
     let big = compile(&settings(10000).to_config().expect("config"));

@@ -19,7 +19,7 @@ use nftmesh::netlink::netns::run_in_new;
 #[test]
 fn sidecar_inspect_and_cleanup_examples() {
     if let Some(why) = support::kernel_unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let (installed, before, inspected, removed, after) = run_in_new(|| {
@@ -45,7 +45,7 @@ fn sidecar_inspect_and_cleanup_examples() {
 #[test]
 fn tproxy_example_installs_rules_and_routing_and_cleanup_removes_both() {
     if let Some(why) = support::kernel_unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let (text, rules, removed, rules_after) = run_in_new(|| {

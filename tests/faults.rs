@@ -49,7 +49,7 @@ fn unavailable() -> Option<String> {
 #[test]
 fn a_refused_expression_is_a_typed_error_naming_the_rule_and_changes_nothing() {
     if let Some(why) = unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let (bad, object) = refused();
@@ -76,7 +76,7 @@ fn a_refused_expression_is_a_typed_error_naming_the_rule_and_changes_nothing() {
 #[test]
 fn a_refused_migration_leaves_istios_iptables_rules_and_installs_nothing() {
     if let Some(why) = unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let golden = support::golden("iptables", "empty");

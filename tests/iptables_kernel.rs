@@ -74,7 +74,7 @@ fn apply_and_dump(rs: &Ruleset) -> Ruleset {
 #[test]
 fn every_golden_translation_loads_with_nft_and_round_trips_through_netlink() {
     if let Some(why) = unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     for (name, text) in goldens() {
@@ -169,11 +169,11 @@ fn with_base_chains(script: &str, rs: &IptRuleset) -> String {
 #[test]
 fn iptables_restore_translate_and_ours_agree_on_the_corpus_after_a_kernel_round_trip() {
     if let Some(why) = unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     if let Some(why) = support::tool_missing("iptables-restore-translate", "--help") {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let mut compared = 0usize;
@@ -281,11 +281,11 @@ fn rule_forms(rs: &IptRuleset) -> Vec<(String, String, Vec<RuleForm>)> {
 #[test]
 fn what_real_iptables_saves_back_parses_to_the_same_rules() {
     if let Some(why) = unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     if let Some(why) = support::tool_missing("iptables-restore", "--version") {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let mut inputs: Vec<(String, IpVersion, String)> = Vec::new();

@@ -37,7 +37,7 @@ fn documented() -> BTreeMap<String, Vec<String>> {
 #[test]
 fn every_istio_case_lists_like_istios_golden_except_documented_differences() {
     if let Some(why) = netns::oracle_unavailable() {
-        eprintln!("SKIP: the nft oracle is unavailable: {why}");
+        support::skip(&format!("the nft oracle is unavailable: {why}"));
         return;
     }
     let groups = netns::group_file(&TEST_GROUPS);

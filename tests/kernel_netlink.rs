@@ -22,7 +22,7 @@ fn unavailable() -> Option<String> {
 macro_rules! require_kernel {
     () => {
         if let Some(why) = unavailable() {
-            eprintln!("SKIP: {why}");
+            support::skip(&why);
             return;
         }
     };

@@ -178,7 +178,7 @@ fn a_ruleset() -> impl Strategy<Value = Ruleset> {
 #[test]
 fn random_rulesets_dump_back_as_applied() {
     if let Some(why) = support::netns::oracle_unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let outcome = run_in_new(|| {
@@ -218,7 +218,7 @@ fn random_rulesets_dump_back_as_applied() {
 fn named_sets_of_every_key_type_apply_and_dump_back() {
     use nftmesh::model::ruleset::{Set, SetElement, SetKeyType};
     if let Some(why) = support::netns::oracle_unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let mut t = Table::new(Family::Inet, "nftmesh-sets");
@@ -361,7 +361,7 @@ fn named<T>(n: &str) -> Values<T> {
 #[test]
 fn a_repeated_protocol_match_dumps_back_after_an_in_place_replace() {
     if let Some(why) = support::netns::oracle_unavailable() {
-        eprintln!("SKIP: {why}");
+        support::skip(&why);
         return;
     }
     let tcp = Match::L4Proto {

@@ -19,7 +19,7 @@ fn tcp() -> Match {
 #[test]
 fn every_sample_loads_with_nft() {
     if let Some(why) = netns::oracle_unavailable() {
-        eprintln!("SKIP: the nft oracle is unavailable: {why}");
+        support::skip(&format!("the nft oracle is unavailable: {why}"));
         return;
     }
     let mut pre = Chain::base("pre", ChainType::Filter, Hook::Prerouting, priority::MANGLE);

@@ -201,7 +201,7 @@ fn in_pod_with<T: Send + 'static>(
 fn skip() -> bool {
     match support::netns::oracle_unavailable() {
         Some(why) => {
-            eprintln!("SKIP: {why}");
+            support::skip(&why);
             true
         }
         None => false,

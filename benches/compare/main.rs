@@ -13,6 +13,9 @@
 //! `docs/bench/results.csv` for `scripts/plot_bench.py`. Under `cargo test` it runs each
 //! section once at its smallest size, as a smoke test.
 
+#[path = "../../tests/support/skip.rs"]
+mod skip;
+
 mod capture;
 mod conns;
 mod tools;
@@ -206,7 +209,7 @@ fn many_rows(count: usize) -> Vec<(String, Vec<Duration>, Duration)> {
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     if let Err(e) = run_in_new(|| ()) {
-        eprintln!("SKIP: cannot create a network namespace: {e}");
+        skip::skip(&format!("cannot create a network namespace: {e}"));
         return;
     }
     if cli().is_none() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 pub fn golden_v4(case: &str) -> String {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/conformance/istio/iptables/"
+        "/tests/data/istio/sidecar/iptables/"
     );
     let text = std::fs::read_to_string(format!("{p}{case}.golden")).expect("iptables golden");
     nftmesh::iptables::trace::split_trace_text(&text)

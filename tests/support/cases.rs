@@ -1,4 +1,4 @@
-//! The 28 Istio conformance cases of `../shared/conformance/istio/CASES.md`, as settings.
+//! The 28 Istio conformance cases of `tests/data/istio/sidecar/CASES.md`, as settings.
 
 use nftmesh_model::config::{CaptureConfig, GroupNames, IstioSettings};
 

@@ -4,6 +4,10 @@
 pub mod cases;
 pub mod corpus;
 pub mod netns;
+mod skip;
+
+#[allow(unused_imports)]
+pub use skip::{skip, skips_fail};
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,9 +61,9 @@ pub fn run_here(cmd: &str, args: &[&str], stdin: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `../shared/conformance/istio` relative to the workspace.
+/// Istio's sidecar goldens, the in-repository copy `tests/data/istio/sidecar` (see its README).
 pub fn conformance_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/istio")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/istio/sidecar")
 }
 
 /// A golden file's text.

@@ -11,7 +11,7 @@ const SIDECAR: [&str; 8] = ["-p", "15001", "-z", "15006", "-u", "1337", "-b", "*
 /// The IPv4 and IPv6 parts of an Istio golden, split as `nftmesh_iptables::trace` reads them.
 fn golden_parts(case: &str) -> Vec<String> {
     let path = format!(
-        "{}/../../../shared/conformance/istio/iptables/{case}.golden",
+        "{}/../../tests/data/istio/sidecar/iptables/{case}.golden",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(path).unwrap();
@@ -83,7 +83,7 @@ fn migrate_refuses_while_iptables_legacy_tables_exist_unless_allowed() {
         .output()
         .is_err()
     {
-        eprintln!("SKIP: iptables-legacy-restore is not installed");
+        common::skip("iptables-legacy-restore is not installed");
         return;
     }
     load_istio_iptables(

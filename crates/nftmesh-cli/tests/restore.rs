@@ -8,7 +8,7 @@ use std::process::Command;
 
 fn golden(case: &str) -> String {
     format!(
-        "{}/../../../shared/conformance/istio/iptables/{case}.golden",
+        "{}/../../tests/data/istio/sidecar/iptables/{case}.golden",
         env!("CARGO_MANIFEST_DIR")
     )
 }

@@ -1,5 +1,5 @@
 //! Istio's iptables goldens: the command trace of `istio-iptables` (see
-//! `conformance/istio/CASES.md`), read as an IPv4 and an optional IPv6 iptables-restore input.
+//! `tests/data/istio/sidecar/CASES.md`), read as an IPv4 and an optional IPv6 iptables-restore input.
 //!
 //! How the trace is read: lines that are exactly `iptables-save` or `ip6tables-save` are the
 //! commands the generator ran to read the state back; they are skipped. Everything else is

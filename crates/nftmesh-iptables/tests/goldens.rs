@@ -1,4 +1,4 @@
-//! Every Istio iptables golden (`../shared/conformance/istio/iptables/*.golden`, the command
+//! Every Istio iptables golden (`tests/data/istio/sidecar/iptables/*.golden`, the command
 //! trace of Istio's `istio-iptables` generator) parses, prints back to iptables-save text that
 //! parses to the same rules, and translates.
 
@@ -6,7 +6,7 @@ use nftmesh_iptables::{parse, parse_trace, translate_all, IptRuleset};
 use std::path::PathBuf;
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/istio/iptables")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/istio/sidecar/iptables")
 }
 
 fn goldens() -> Vec<(String, String)> {

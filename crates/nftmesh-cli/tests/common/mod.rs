@@ -5,6 +5,12 @@
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[path = "../../../../tests/support/skip.rs"]
+mod skip;
+
+#[allow(unused_imports)]
+pub use skip::skip;
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A named network namespace, deleted on drop.
@@ -106,7 +112,7 @@ pub fn netns_or_skip() -> Option<Netns> {
     match Netns::new() {
         Ok(n) => Some(n),
         Err(e) => {
-            eprintln!("SKIP: cannot create a network namespace: {e}");
+            skip::skip(&format!("cannot create a network namespace: {e}"));
             None
         }
     }
