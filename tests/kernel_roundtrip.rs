@@ -194,7 +194,7 @@ fn random_rulesets_dump_back_as_applied() {
                 match conn.borrow_mut().apply(&rs) {
                     Ok(_) => {}
                     // The model allows what this kernel may refuse (none expected here).
-                    Err(e @ NetlinkError::Lower(_)) => {
+                    Err(e @ NetlinkError::Lower { .. }) => {
                         return Err(TestCaseError::reject(e.to_string()))
                     }
                     Err(e) => return Err(TestCaseError::fail(format!("apply: {e}"))),

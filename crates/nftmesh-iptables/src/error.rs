@@ -97,6 +97,10 @@ pub enum ParseErrorKind {
     /// Jumps that form a loop.
     #[error("chain loop")]
     Loop,
+    /// More matches in one rule than the kernel can hold ([`crate::rule::MAX_MATCHES`]: each
+    /// takes at least two of its 128 expressions per rule); the span is the first one over.
+    #[error("more than 64 matches in one rule (each takes at least two of the kernel's 128 expressions per rule)")]
+    TooManyMatches,
 }
 
 /// An error in iptables text: what, where, and the offending token.

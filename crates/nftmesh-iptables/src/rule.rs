@@ -31,6 +31,10 @@ const MODULES: [&str; 9] = [
 ];
 const MODULE_COMMENT: &str = "comment";
 
+/// The most matches one rule may have: each takes at least two of the kernel's
+/// [`nftmesh_model::limits::RULE_EXPRS_MAX`] expressions per rule.
+pub const MAX_MATCHES: usize = nftmesh_model::limits::RULE_EXPRS_MAX / 2;
+
 fn err(t: &Token, kind: K) -> ParseError {
     ParseError::new(t.span, &t.text, kind)
 }
@@ -223,6 +227,7 @@ pub fn parse_rule(
     let mut srcs: Option<(bool, Vec<IpNet>, Span)> = None;
     let mut dsts: Option<(bool, Vec<IpNet>, Span)> = None;
     let mut i = 0;
+    let mut comments = 0usize;
     let next = |i: &mut usize, opt: &Token| -> Result<Token, ParseError> {
         *i += 1;
         toks.get(*i)
@@ -530,12 +535,18 @@ pub fn parse_rule(
                         if v.text.len() > 256 {
                             return Err(err(&v, K::BadComment));
                         }
+                        comments += 1;
                         IptMatch::Comment(v.text.clone())
                     }
                 };
                 push(node, &mut matches);
             }
             _ => return Err(err(&t, K::UnsupportedOption)),
+        }
+        // Every match takes at least two kernel expressions (a load and a compare), so a rule
+        // with more than half the kernel's expressions per rule in matches can never be loaded.
+        if matches.len() - comments > MAX_MATCHES {
+            return Err(err(&t, K::TooManyMatches));
         }
         i += 1;
     }

@@ -22,9 +22,8 @@ use nftmesh_model::ruleset::{
     priority, BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Ruleset, Table,
 };
 
-/// The longest comment nf_tables stores with a rule (NFT_USERDATA_MAXLEN bounds it; `nft`
-/// refuses more than 128 bytes).
-pub const MAX_COMMENT: usize = 128;
+/// The longest comment nf_tables stores with a rule (as `nft` takes it).
+pub const MAX_COMMENT: usize = nftmesh_model::limits::COMMENT_MAX;
 
 /// Translate one family's ruleset.
 pub fn translate(rs: &IptRuleset) -> Result<Ruleset, Untranslatable> {

@@ -56,3 +56,20 @@ fn every_malformed_input_gives_its_typed_error_with_line_and_column() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn a_rule_at_the_match_limit_parses_and_comments_do_not_count() {
+    let marks = |n: usize| {
+        (0..n)
+            .map(|i| format!("-m mark --mark {i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let text = format!(
+        "*mangle\n-A PREROUTING -m comment --comment a -m comment --comment b {} -j ACCEPT\nCOMMIT\n",
+        marks(nftmesh_iptables::rule::MAX_MATCHES)
+    );
+    let rs = nftmesh_iptables::parse(&text, nftmesh_model::expr::IpVersion::V4)
+        .expect("64 matches parse");
+    assert_eq!(rs.tables[0].chains[0].rules[0].matches.len(), 66);
+}

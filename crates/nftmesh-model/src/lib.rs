@@ -23,6 +23,7 @@ pub mod compile;
 pub mod config;
 pub mod eval;
 pub mod expr;
+pub mod limits;
 pub mod render;
 pub mod ruleset;
 pub mod samples;

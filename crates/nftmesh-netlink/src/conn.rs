@@ -5,7 +5,8 @@
 //! period), so callers keep a `Connection` for as long as they manage the namespace.
 
 use crate::error::{errno_meaning, NetlinkError, Object};
-use crate::ffi::{msg_type, MsgWriter};
+use crate::ffi::{msg_type, BuildError, MsgWriter};
+use crate::ir::WireSet;
 use crate::lower::{lower_rule, lower_set};
 use crate::sys::*;
 use crate::wire;
@@ -178,6 +179,76 @@ pub fn plan_apply(
     plan_apply_removing(ruleset, live, &[], genid, first_seq)
 }
 
+/// A batch being written: the messages, and per sequence number the object each is about.
+/// Every error building a message names that object.
+struct BatchWriter {
+    w: MsgWriter,
+    seq: u32,
+    objects: Vec<(u32, Object)>,
+}
+
+impl BatchWriter {
+    fn new(first_seq: u32, genid: Option<u32>) -> Self {
+        let mut w = MsgWriter::new();
+        w.batch_begin_genid(first_seq, genid);
+        BatchWriter {
+            w,
+            seq: first_seq + 1,
+            objects: vec![(first_seq, Object::Batch)],
+        }
+    }
+
+    /// Write one message about `object` with the next sequence number.
+    fn emit(
+        &mut self,
+        object: Object,
+        f: impl FnOnce(&mut MsgWriter, u32) -> Result<(), BuildError>,
+    ) -> Result<(), NetlinkError> {
+        if let Err(e) = f(&mut self.w, self.seq) {
+            return Err(e.at(object));
+        }
+        self.objects.push((self.seq, object));
+        self.seq += 1;
+        Ok(())
+    }
+
+    /// A set's declaration and its elements (as many messages as they need), all about
+    /// `object`.
+    fn set(
+        &mut self,
+        object: Object,
+        fam: u8,
+        table: &str,
+        ws: &WireSet,
+    ) -> Result<(), NetlinkError> {
+        self.emit(object.clone(), |w, seq| {
+            w.set(NFT_MSG_NEWSET, NLM_F_CREATE, fam, table, ws, seq)
+        })?;
+        match self.w.set_elements(fam, table, ws, &mut self.seq) {
+            Ok(seqs) => {
+                for sq in seqs {
+                    self.objects.push((sq, object.clone()));
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.at(object)),
+        }
+    }
+
+    /// End the batch: `last_seq` is the acknowledged message's number.
+    fn finish(mut self, last_seq: u32, deleted_chains: Vec<String>) -> Batch {
+        self.w.batch_end(self.seq);
+        self.objects.push((self.seq, Object::Batch));
+        Batch {
+            bytes: self.w.out,
+            messages: self.objects.len(),
+            objects: self.objects,
+            last_seq,
+            deleted_chains,
+        }
+    }
+}
+
 /// [`plan_apply`], plus deleting `removals` (objects outside the ruleset's tables, e.g. Istio's
 /// iptables-nft rules, see [`crate::migrate`]) in the same transaction, after the ruleset's
 /// messages.
@@ -188,29 +259,26 @@ pub fn plan_apply_removing(
     genid: Option<u32>,
     first_seq: u32,
 ) -> Result<Batch, NetlinkError> {
-    let mut w = MsgWriter::new();
-    let mut seq = first_seq;
-    let mut objects = Vec::new();
+    let mut b = BatchWriter::new(first_seq, genid);
     let mut deleted_chains = Vec::new();
-    w.batch_begin_genid(seq, genid);
-    objects.push((seq, Object::Batch));
-    seq += 1;
     let mut set_id = 1u32;
     for t in &ruleset.tables {
         let fam = family_number(t.family);
         let label = table_label(t);
+        let table_obj = || Object::Table {
+            table: label.clone(),
+        };
+        let chain_obj = |chain: &str| Object::Chain {
+            table: label.clone(),
+            chain: chain.to_string(),
+        };
         let exists = live
             .tables
             .iter()
             .any(|l| l.family == t.family && l.name == t.name);
-        w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, &t.name, seq)?;
-        objects.push((
-            seq,
-            Object::Table {
-                table: label.clone(),
-            },
-        ));
-        seq += 1;
+        b.emit(table_obj(), |w, seq| {
+            w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, &t.name, seq)
+        })?;
         let live_chains: Vec<&LiveChain> = live
             .chains
             .iter()
@@ -224,28 +292,19 @@ pub fn plan_apply_removing(
             .map(|(_, s)| s)
             .collect();
         if exists {
-            w.flush_rules(fam, &t.name, None, seq)?;
-            objects.push((
-                seq,
-                Object::Table {
-                    table: label.clone(),
-                },
-            ));
-            seq += 1;
+            b.emit(table_obj(), |w, seq| w.flush_rules(fam, &t.name, None, seq))?;
             // Named sets are replaced whole: the flush above released their references.
             for s in live_sets
                 .iter()
                 .filter(|s| s.flags & NFT_SET_ANONYMOUS == 0)
             {
-                w.set_by_name(NFT_MSG_DELSET, fam, &t.name, &s.name, seq)?;
-                objects.push((
-                    seq,
-                    Object::Set {
-                        table: label.clone(),
-                        set: s.name.clone(),
-                    },
-                ));
-                seq += 1;
+                let obj = Object::Set {
+                    table: label.clone(),
+                    set: s.name.clone(),
+                };
+                b.emit(obj, |w, seq| {
+                    w.set_by_name(NFT_MSG_DELSET, fam, &t.name, &s.name, seq)
+                })?;
             }
         }
         for c in &t.chains {
@@ -265,101 +324,65 @@ pub fn plan_apply_removing(
                         || base.is_some_and(|(_, _, k, _)| lc.kind != k))
             });
             if rehook {
-                w.chain(NFT_MSG_DELCHAIN, 0, fam, &t.name, &c.name, None, seq)?;
-                objects.push((
-                    seq,
-                    Object::Chain {
-                        table: label.clone(),
-                        chain: c.name.clone(),
-                    },
-                ));
-                seq += 1;
+                b.emit(chain_obj(&c.name), |w, seq| {
+                    w.chain(NFT_MSG_DELCHAIN, 0, fam, &t.name, &c.name, None, seq)
+                })?;
             }
-            w.chain(
-                NFT_MSG_NEWCHAIN,
-                NLM_F_CREATE,
-                fam,
-                &t.name,
-                &c.name,
-                base,
-                seq,
-            )?;
-            objects.push((
-                seq,
-                Object::Chain {
-                    table: label.clone(),
-                    chain: c.name.clone(),
-                },
-            ));
-            seq += 1;
+            b.emit(chain_obj(&c.name), |w, seq| {
+                w.chain(
+                    NFT_MSG_NEWCHAIN,
+                    NLM_F_CREATE,
+                    fam,
+                    &t.name,
+                    &c.name,
+                    base,
+                    seq,
+                )
+            })?;
         }
         for s in &t.sets {
-            let ws = lower_set(s, set_id)?;
+            let obj = Object::Set {
+                table: label.clone(),
+                set: s.name.clone(),
+            };
+            let ws = lower_set(s, set_id).map_err(|e| NetlinkError::lower(obj.clone(), e))?;
             set_id += 1;
-            w.set(NFT_MSG_NEWSET, NLM_F_CREATE, fam, &t.name, &ws, seq)?;
-            objects.push((
-                seq,
-                Object::Set {
-                    table: label.clone(),
-                    set: s.name.clone(),
-                },
-            ));
-            seq += 1;
-            for sq in w.set_elements(fam, &t.name, &ws, &mut seq)? {
-                objects.push((
-                    sq,
-                    Object::Set {
-                        table: label.clone(),
-                        set: s.name.clone(),
-                    },
-                ));
-            }
+            b.set(obj, fam, &t.name, &ws)?;
         }
         for c in &t.chains {
             for (index, rule) in c.rules.iter().enumerate() {
                 // Rendered once per rule (a rule's sets may take many messages), and cut short:
                 // an error names the rule, it need not list 10 000 set elements.
-                let text = short_text(render_rule(rule));
-                let rule_obj = || Object::Rule {
+                let rule_obj = Object::Rule {
                     table: label.clone(),
                     chain: c.name.clone(),
                     index,
-                    text: text.clone(),
+                    text: short_text(render_rule(rule)),
                 };
-                let lowered = lower_rule(t.family, rule, &mut set_id)?;
+                let lowered = lower_rule(t.family, rule, &mut set_id)
+                    .map_err(|e| NetlinkError::lower(rule_obj.clone(), e))?;
                 for ws in &lowered.sets {
-                    w.set(NFT_MSG_NEWSET, NLM_F_CREATE, fam, &t.name, ws, seq)?;
-                    objects.push((seq, rule_obj()));
-                    seq += 1;
-                    for sq in w.set_elements(fam, &t.name, ws, &mut seq)? {
-                        objects.push((sq, rule_obj()));
-                    }
+                    b.set(rule_obj.clone(), fam, &t.name, ws)?;
                 }
-                w.rule(
-                    NLM_F_CREATE | NLM_F_APPEND,
-                    fam,
-                    &t.name,
-                    &c.name,
-                    &lowered.exprs,
-                    rule.comment.as_deref(),
-                    seq,
-                )?;
-                objects.push((seq, rule_obj()));
-                seq += 1;
+                b.emit(rule_obj, |w, seq| {
+                    w.rule(
+                        NLM_F_CREATE | NLM_F_APPEND,
+                        fam,
+                        &t.name,
+                        &c.name,
+                        &lowered.exprs,
+                        rule.comment.as_deref(),
+                        seq,
+                    )
+                })?;
             }
         }
         for lc in &live_chains {
             if !t.chains.iter().any(|c| c.name == lc.name) {
-                w.chain(NFT_MSG_DELCHAIN, 0, fam, &t.name, &lc.name, None, seq)?;
-                objects.push((
-                    seq,
-                    Object::Chain {
-                        table: label.clone(),
-                        chain: lc.name.clone(),
-                    },
-                ));
+                b.emit(chain_obj(&lc.name), |w, seq| {
+                    w.chain(NFT_MSG_DELCHAIN, 0, fam, &t.name, &lc.name, None, seq)
+                })?;
                 deleted_chains.push(format!("{label} {}", lc.name));
-                seq += 1;
             }
         }
     }
@@ -367,53 +390,40 @@ pub fn plan_apply_removing(
         use crate::migrate::Removal;
         let (family, table, chain) = r.place();
         let fam = family_number(family);
-        match r {
-            Removal::Rule { handle, .. } => w.delete_rule(fam, table, chain, *handle, seq)?,
-            Removal::FlushChain { .. } => w.flush_rules(fam, table, Some(chain), seq)?,
-            Removal::Chain { .. } => {
-                w.chain(NFT_MSG_DELCHAIN, 0, fam, table, chain, None, seq)?;
-                deleted_chains.push(format!("{} {table} {chain}", family.keyword()));
-            }
+        let obj = Object::Chain {
+            table: format!("{} {table}", family.keyword()),
+            chain: chain.to_string(),
+        };
+        b.emit(obj, |w, seq| match r {
+            Removal::Rule { handle, .. } => w.delete_rule(fam, table, chain, *handle, seq),
+            Removal::FlushChain { .. } => w.flush_rules(fam, table, Some(chain), seq),
+            Removal::Chain { .. } => w.chain(NFT_MSG_DELCHAIN, 0, fam, table, chain, None, seq),
+        })?;
+        if matches!(r, Removal::Chain { .. }) {
+            deleted_chains.push(format!("{} {table} {chain}", family.keyword()));
         }
-        objects.push((
-            seq,
-            Object::Chain {
-                table: format!("{} {table}", family.keyword()),
-                chain: chain.to_string(),
-            },
-        ));
-        seq += 1;
     }
     // The last message asks for an acknowledgement: a no-op re-declaration of the first table
     // (or of the batch when there are no tables), so success is confirmed after everything.
-    let last_seq = seq;
+    let last_seq = b.seq;
     // An empty ruleset has nothing to acknowledge; `Connection::apply` sends no batch then.
     if let Some(t) = ruleset.tables.first() {
-        w.table(
-            NFT_MSG_NEWTABLE,
-            NLM_F_CREATE | NLM_F_ACK,
-            family_number(t.family),
-            &t.name,
-            seq,
-        )?;
-        objects.push((
-            seq,
-            Object::Table {
-                table: table_label(t),
-            },
-        ));
+        let obj = Object::Table {
+            table: table_label(t),
+        };
+        b.emit(obj, |w, seq| {
+            w.table(
+                NFT_MSG_NEWTABLE,
+                NLM_F_CREATE | NLM_F_ACK,
+                family_number(t.family),
+                &t.name,
+                seq,
+            )
+        })?;
+    } else {
+        b.seq += 1;
     }
-    seq += 1;
-    w.batch_end(seq);
-    objects.push((seq, Object::Batch));
-    let messages = objects.len();
-    Ok(Batch {
-        bytes: w.out,
-        objects,
-        messages,
-        last_seq,
-        deleted_chains,
-    })
+    Ok(b.finish(last_seq, deleted_chains))
 }
 
 /// A one-message nf_tables request: netlink header, nfgenmsg for `family`, then `attrs`
@@ -1185,33 +1195,20 @@ impl Connection {
             if doomed.is_empty() {
                 return Ok(0);
             }
-            let mut w = MsgWriter::new();
-            let mut seq = self.next_seq(doomed.len() + 2);
-            let mut objects = vec![(seq, Object::Batch)];
-            w.batch_begin_genid(seq, Some(gen));
-            seq += 1;
+            let first = self.next_seq(doomed.len() + 2);
+            let mut b = BatchWriter::new(first, Some(gen));
             for (i, (f, n)) in doomed.iter().enumerate() {
                 let flags = if i + 1 == doomed.len() { NLM_F_ACK } else { 0 };
-                w.table(NFT_MSG_DELTABLE, flags, family_number(*f), n, seq)?;
-                objects.push((
-                    seq,
-                    Object::Table {
-                        table: format!("{} {n}", f.keyword()),
-                    },
-                ));
-                seq += 1;
+                let obj = Object::Table {
+                    table: format!("{} {n}", f.keyword()),
+                };
+                b.emit(obj, |w, seq| {
+                    w.table(NFT_MSG_DELTABLE, flags, family_number(*f), n, seq)
+                })?;
             }
-            let last_seq = seq - 1;
-            w.batch_end(seq);
-            objects.push((seq, Object::Batch));
-            self.seq = seq + 1;
-            let batch = Batch {
-                messages: objects.len(),
-                bytes: w.out,
-                objects,
-                last_seq,
-                deleted_chains: Vec::new(),
-            };
+            let last_seq = b.seq - 1;
+            self.seq = b.seq + 1;
+            let batch = b.finish(last_seq, Vec::new());
             match self.send_batch(&batch) {
                 Ok(()) => return Ok(doomed.len()),
                 Err(NetlinkError::Rejected { errno, .. }) if errno == libc::ERESTART => {

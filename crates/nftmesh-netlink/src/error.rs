@@ -70,7 +70,7 @@ pub fn errno_meaning(errno: i32) -> &'static str {
         }
         libc::EINVAL => "the kernel rejected its attributes as invalid",
         libc::ERANGE => "a value is out of range",
-        libc::E2BIG => "it is too large for the kernel",
+        libc::E2BIG | libc::EFBIG => "it is too large for the kernel",
         libc::ENOMEM => "the kernel ran out of memory",
         libc::ENOBUFS => "the netlink socket ran out of buffer space",
         libc::ENOSPC => "the kernel ran out of handles or set space",
@@ -103,12 +103,39 @@ pub enum NetlinkError {
         /// [`errno_meaning`] of it.
         meaning: &'static str,
     },
-    /// Something in the ruleset cannot be encoded for the kernel.
-    #[error(transparent)]
-    Lower(#[from] crate::lower::LowerError),
-    /// libnftnl could not build a message.
-    #[error(transparent)]
-    Build(#[from] crate::ffi::BuildError),
+    /// An object is over a limit of the kernel or of netlink (a name, a value, a comment,
+    /// expressions per rule, ...); found before anything was sent, so nothing was applied.
+    #[error("{object} is too large for the kernel: {size} {limit}, the limit is {max}; nothing was applied")]
+    TooLarge {
+        /// The object, as in [`NetlinkError::Rejected`].
+        object: Object,
+        /// Which limit it exceeds.
+        limit: crate::bounds::Limit,
+        /// Its size.
+        size: usize,
+        /// The limit's value.
+        max: usize,
+    },
+    /// A match or statement of the object has no kernel encoding (an unresolved owner name,
+    /// an interface name the kernel would refuse, ...); nothing was sent.
+    #[error("{object}: {source}; nothing was applied")]
+    Lower {
+        /// The rule or set it belongs to.
+        object: Object,
+        /// What cannot be encoded.
+        #[source]
+        source: crate::lower::LowerError,
+    },
+    /// A message could not be built for the object (a NUL in a name, an allocation failure,
+    /// an expression the encoder does not write); nothing was sent.
+    #[error("{object} cannot be encoded: {source}; nothing was applied")]
+    Encode {
+        /// The object the message is about.
+        object: Object,
+        /// Why.
+        #[source]
+        source: crate::bounds::BuildError,
+    },
     /// Something read back from the kernel has no counterpart in the model.
     #[error("{object} holds something nftmesh's model cannot express: {name} ({detail})")]
     Unsupported {
@@ -188,8 +215,29 @@ impl NetlinkError {
         }
     }
 
+    /// A lowering error about `object`.
+    pub fn lower(object: Object, source: crate::lower::LowerError) -> Self {
+        NetlinkError::Lower { object, source }
+    }
+
     /// Whether this is the typed permission error.
     pub fn is_permission(&self) -> bool {
         matches!(self, NetlinkError::Permission { .. })
+    }
+}
+
+impl crate::bounds::BuildError {
+    /// This error, about `object`: [`NetlinkError::TooLarge`] for a limit, else
+    /// [`NetlinkError::Encode`].
+    pub fn at(self, object: Object) -> NetlinkError {
+        match self {
+            crate::bounds::BuildError::TooLarge { limit, size, max } => NetlinkError::TooLarge {
+                object,
+                limit,
+                size,
+                max,
+            },
+            source => NetlinkError::Encode { object, source },
+        }
     }
 }

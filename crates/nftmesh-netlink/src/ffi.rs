@@ -1,22 +1,42 @@
-//! The one module with `unsafe`: nf_tables netlink messages built by libnftnl (`nftnl-sys`).
+//! The fenced module for foreign and system calls: nf_tables netlink messages built by
+//! libnftnl (`nftnl-sys`), socket options, and the few raw system calls the crate needs
+//! (`dup`, `fork` for the socket hand-off, per-thread `setresuid`, `SO_ORIGINAL_DST`).
+//! Nothing else in the crate has `unsafe` (`#![deny(unsafe_code)]` at the crate root, allowed
+//! only here).
 //!
-//! Each function allocates the libnftnl object, sets its attributes, lets libnftnl write the
-//! message into a scratch buffer, copies the finished message into the batch and frees the
-//! object. Nothing libnftnl allocates outlives the call.
+//! Each message function checks its object against [`crate::bounds`] first (names, values,
+//! keys, expressions, the size of the whole message), then allocates the libnftnl object, sets
+//! its attributes, lets libnftnl write the message into the scratch buffer of
+//! [`bounds::SCRATCH_LEN`] bytes, copies the finished message into the batch and frees the
+//! object. Nothing libnftnl allocates outlives the call, and libnftnl is never handed a value
+//! longer than the field it copies it into, nor a message longer than the buffer.
+#![allow(unsafe_code)]
 
+use crate::bounds::{self, Limit};
 use crate::ir::{Expr, WireSet};
 use crate::sys::*;
 use nftnl_sys as nft;
 use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
 
-/// An error building a message (an interior NUL in a name, or an allocation failure).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot build netlink message: {0}")]
-pub struct BuildError(pub String);
+pub use crate::bounds::BuildError;
 
-fn cstr(s: &str) -> Result<CString, BuildError> {
-    CString::new(s).map_err(|_| BuildError(format!("name {s:?} contains a NUL byte")))
+/// A checked name (see [`bounds::name`]) as a C string.
+fn cname(what: &'static str, s: &str) -> Result<CString, BuildError> {
+    bounds::name(what, s)?;
+    CString::new(s).map_err(|_| BuildError::Nul {
+        what,
+        value: s.to_string(),
+    })
+}
+
+/// A checked string of `limit` as a C string.
+fn cstring(what: &'static str, s: &str, limit: Limit) -> Result<CString, BuildError> {
+    bounds::string(what, s, limit)?;
+    CString::new(s).map_err(|_| BuildError::Nul {
+        what,
+        value: s.to_string(),
+    })
 }
 
 /// Writes nf_tables messages, one after another, into a byte buffer.
@@ -37,19 +57,18 @@ fn align4(n: usize) -> usize {
 }
 
 impl MsgWriter {
-    /// A writer with a scratch buffer large enough for any single message.
+    /// A writer with a scratch buffer large enough for any single message
+    /// ([`bounds::SCRATCH_LEN`]; the module doc of [`crate::bounds`] says why).
     pub fn new() -> Self {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
         MsgWriter {
-            scratch: vec![0u8; usize::from(u16::MAX) + page],
+            scratch: vec![0u8; bounds::SCRATCH_LEN],
             out: Vec::new(),
         }
     }
 
     fn hdr(&mut self, ty: u16, family: u8, flags: u16, seq: u32) -> *mut libc::nlmsghdr {
-        // SAFETY: scratch holds a full maximum-size message; libnftnl writes the 16-byte
-        // netlink header and the 4-byte nfgenmsg at its start.
+        // SAFETY: scratch holds SCRATCH_LEN (> 20) bytes; libnftnl writes the 16-byte netlink
+        // header and the 4-byte nfgenmsg at its start and nothing else.
         unsafe {
             nft::nftnl_nlmsg_build_hdr(
                 self.scratch.as_mut_ptr() as *mut c_char,
@@ -61,7 +80,8 @@ impl MsgWriter {
         }
     }
 
-    fn commit(&mut self) {
+    /// Copy the message libnftnl finished in scratch into the batch; returns its length.
+    fn commit(&mut self) -> usize {
         let len = u32::from_ne_bytes([
             self.scratch[0],
             self.scratch[1],
@@ -70,11 +90,12 @@ impl MsgWriter {
         ]) as usize;
         let len = align4(len).min(self.scratch.len());
         self.out.extend_from_slice(&self.scratch[..len]);
+        len
     }
 
     /// The batch begin message.
     pub fn batch_begin(&mut self, seq: u32) {
-        // SAFETY: as in `hdr`: scratch is large enough for the header libnftnl writes.
+        // SAFETY: as in `hdr`: libnftnl writes a header and nfgenmsg, 20 bytes, into scratch.
         unsafe { nft::nftnl_batch_begin(self.scratch.as_mut_ptr() as *mut c_char, seq) };
         self.commit();
     }
@@ -111,13 +132,16 @@ impl MsgWriter {
         name: &str,
         seq: u32,
     ) -> Result<(), BuildError> {
-        let (table_c, name_c) = (cstr(table)?, cstr(name)?);
+        let (table_c, name_c) = (cname("table", table)?, cname("set", name)?);
         let nlh = self.hdr(msg_type(msg), family, 0, seq);
-        // SAFETY: as in `table`.
+        // SAFETY: the set is freshly allocated (checked for NULL), given two checked C strings
+        // of at most NAME_MAX bytes that outlive the calls (libnftnl copies them) and a u32,
+        // serialized behind the header just built (at most 20 + 2 * 260 + 8 bytes, far below
+        // SCRATCH_LEN), and freed.
         unsafe {
             let s = nft::nftnl_set_alloc();
             if s.is_null() {
-                return Err(BuildError("nftnl_set_alloc failed".into()));
+                return Err(BuildError::Alloc("a set"));
             }
             nft::nftnl_set_set_str(s, nft::NFTNL_SET_TABLE as u16, table_c.as_ptr());
             nft::nftnl_set_set_str(s, nft::NFTNL_SET_NAME as u16, name_c.as_ptr());
@@ -145,14 +169,15 @@ impl MsgWriter {
         name: &str,
         seq: u32,
     ) -> Result<(), BuildError> {
-        let name = cstr(name)?;
+        let name = cname("table", name)?;
         let nlh = self.hdr(msg_type(msg), family, flags, seq);
-        // SAFETY: the table is allocated, filled with a valid C string that outlives the call
-        // (libnftnl copies it), serialized into the header just built, and freed.
+        // SAFETY: the table is freshly allocated (checked for NULL), given a checked C string of
+        // at most NAME_MAX bytes that outlives the call (libnftnl copies it) and a u32,
+        // serialized behind the header just built (at most 20 + 260 bytes), and freed.
         unsafe {
             let t = nft::nftnl_table_alloc();
             if t.is_null() {
-                return Err(BuildError("nftnl_table_alloc failed".into()));
+                return Err(BuildError::Alloc("a table"));
             }
             nft::nftnl_table_set_str(t, nft::NFTNL_TABLE_NAME as u16, name.as_ptr());
             nft::nftnl_table_set_u32(t, nft::NFTNL_TABLE_FAMILY as u16, u32::from(family));
@@ -175,17 +200,18 @@ impl MsgWriter {
         base: Option<(u32, i32, &str, u32)>,
         seq: u32,
     ) -> Result<(), BuildError> {
-        let (table, name) = (cstr(table)?, cstr(name)?);
+        let (table, name) = (cname("table", table)?, cname("chain", name)?);
         let kind = match base {
-            Some((_, _, k, _)) => Some(cstr(k)?),
+            Some((_, _, k, _)) => Some(cname("chain type", k)?),
             None => None,
         };
         let nlh = self.hdr(msg_type(msg), family, flags, seq);
-        // SAFETY: as in `table`; every string is a valid C string kept alive by this frame.
+        // SAFETY: as in `table`: three checked C strings of at most NAME_MAX bytes kept alive
+        // by this frame and four integers (a message of at most 20 + 3 * 260 + 48 bytes).
         unsafe {
             let c = nft::nftnl_chain_alloc();
             if c.is_null() {
-                return Err(BuildError("nftnl_chain_alloc failed".into()));
+                return Err(BuildError::Alloc("a chain"));
             }
             nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
             nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_NAME as u16, name.as_ptr());
@@ -234,14 +260,15 @@ impl MsgWriter {
         handle: Option<u64>,
         seq: u32,
     ) -> Result<(), BuildError> {
-        let table = cstr(table)?;
-        let chain = chain.map(cstr).transpose()?;
+        let table = cname("table", table)?;
+        let chain = chain.map(|c| cname("chain", c)).transpose()?;
         let nlh = self.hdr(msg_type(NFT_MSG_DELRULE), family, 0, seq);
-        // SAFETY: as in `table`; the strings outlive the calls that copy them.
+        // SAFETY: as in `table`: two checked C strings of at most NAME_MAX bytes that outlive
+        // the calls, a u64 and a u32 (a message of at most 20 + 2 * 260 + 12 bytes).
         unsafe {
             let r = nft::nftnl_rule_alloc();
             if r.is_null() {
-                return Err(BuildError("nftnl_rule_alloc failed".into()));
+                return Err(BuildError::Alloc("a rule"));
             }
             nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
             if let Some(c) = &chain {
@@ -258,7 +285,9 @@ impl MsgWriter {
         Ok(())
     }
 
-    /// A `NEWRULE` appending `exprs` (and a comment) to a chain.
+    /// A `NEWRULE` appending `exprs` (and a comment) to a chain. Checked whole first
+    /// ([`bounds::rule_message_len`]): too many expressions, a value over one register or a
+    /// message over one attribute's payload is an error and nothing is written.
     #[allow(clippy::too_many_arguments)]
     pub fn rule(
         &mut self,
@@ -270,15 +299,19 @@ impl MsgWriter {
         comment: Option<&str>,
         seq: u32,
     ) -> Result<(), BuildError> {
-        let (table, chain) = (cstr(table)?, cstr(chain)?);
+        let expected = bounds::rule_message_len(table, chain, exprs, comment)?;
+        let (table, chain) = (cname("table", table)?, cname("chain", chain)?);
         let udata = comment.map(comment_udata).transpose()?;
         let nlh = self.hdr(msg_type(NFT_MSG_NEWRULE), family, flags, seq);
-        // SAFETY: the rule takes ownership of each expression added to it and frees them with
-        // itself; strings and data are copied by libnftnl during the calls.
+        // SAFETY: `rule_message_len` checked every expression (values at most VALUE_MAX bytes,
+        // the size of the fields libnftnl copies them into being 64; names at most NAME_MAX),
+        // their number and the whole message: at most RULE_MESSAGE_MAX <= SCRATCH_LEN bytes
+        // are written behind `nlh`. The rule takes ownership of each expression added to it and
+        // frees them with itself; strings and data are copied by libnftnl during the calls.
         unsafe {
             let r = nft::nftnl_rule_alloc();
             if r.is_null() {
-                return Err(BuildError("nftnl_rule_alloc failed".into()));
+                return Err(BuildError::Alloc("a rule"));
             }
             nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
             nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
@@ -303,7 +336,11 @@ impl MsgWriter {
             nft::nftnl_rule_nlmsg_build_payload(nlh, r);
             nft::nftnl_rule_free(r);
         }
-        self.commit();
+        let written = self.commit();
+        debug_assert_eq!(
+            written, expected,
+            "rule message size model is off: {exprs:?}"
+        );
         Ok(())
     }
 
@@ -317,13 +354,15 @@ impl MsgWriter {
         set: &WireSet,
         seq: u32,
     ) -> Result<(), BuildError> {
-        let (table_c, name) = (cstr(table)?, cstr(&set.name)?);
+        let (table_c, name) = (cname("table", table)?, cname("set", &set.name)?);
+        bounds::within(Limit::SetKey, set.key_len as usize)?;
         let nlh = self.hdr(msg_type(msg), family, flags, seq);
-        // SAFETY: as in `table`.
+        // SAFETY: as in `table`: two checked C strings of at most NAME_MAX bytes, integers and
+        // 6 bytes of user data (a message of at most 20 + 2 * 260 + 80 bytes).
         unsafe {
             let s = nft::nftnl_set_alloc();
             if s.is_null() {
-                return Err(BuildError("nftnl_set_alloc failed".into()));
+                return Err(BuildError::Alloc("a set"));
             }
             fill_set(s, &table_c, &name, family, set);
             nft::nftnl_set_nlmsg_build_payload(nlh, s);
@@ -345,22 +384,34 @@ impl MsgWriter {
         if set.elements.is_empty() {
             return Ok(Vec::new());
         }
-        let (table_c, name) = (cstr(table)?, cstr(&set.name)?);
+        let (table_c, name) = (cname("table", table)?, cname("set", &set.name)?);
+        bounds::within(Limit::SetKey, set.key_len as usize)?;
+        for (key, _) in &set.elements {
+            if key.len() != set.key_len as usize {
+                return Err(BuildError::KeyLength {
+                    len: key.len(),
+                    key_len: set.key_len,
+                });
+            }
+        }
         let mut seqs = Vec::new();
-        // SAFETY: the set owns the elements added to it; the iterator borrows the set and is
-        // destroyed before the set is freed. Each message is built in the scratch buffer, whose
-        // size bounds what libnftnl puts in one message (it stops at BUFSIZ and reports more).
+        // SAFETY: every key is exactly key_len <= KEY_MAX bytes (checked above), the size of
+        // the field libnftnl copies it into. The set owns the elements added to it; the
+        // iterator borrows the set and is destroyed before the set is freed. Each message is
+        // built in scratch: libnftnl's iterator stops once the element list would pass one
+        // attribute's payload, after writing at most one more element of ELEMENT_MAX bytes,
+        // so a message is at most ELEMENTS_MESSAGE_MAX <= SCRATCH_LEN bytes.
         unsafe {
             let s = nft::nftnl_set_alloc();
             if s.is_null() {
-                return Err(BuildError("nftnl_set_alloc failed".into()));
+                return Err(BuildError::Alloc("a set"));
             }
             fill_set(s, &table_c, &name, family, set);
             for (key, end) in &set.elements {
                 let e = nft::nftnl_set_elem_alloc();
                 if e.is_null() {
                     nft::nftnl_set_free(s);
-                    return Err(BuildError("nftnl_set_elem_alloc failed".into()));
+                    return Err(BuildError::Alloc("a set element"));
                 }
                 nft::nftnl_set_elem_set(
                     e,
@@ -380,7 +431,7 @@ impl MsgWriter {
             let iter = nft::nftnl_set_elems_iter_create(s);
             if iter.is_null() {
                 nft::nftnl_set_free(s);
-                return Err(BuildError("nftnl_set_elems_iter_create failed".into()));
+                return Err(BuildError::Alloc("a set element iterator"));
             }
             loop {
                 let nlh = self.hdr(msg_type(NFT_MSG_NEWSETELEM), family, NLM_F_CREATE, *seq);
@@ -453,12 +504,8 @@ pub fn msg_type(msg: u16) -> u16 {
 
 /// Rule userdata holding a comment, as `nft` writes it (TLV type 0, NUL-terminated).
 fn comment_udata(c: &str) -> Result<Vec<u8>, BuildError> {
-    let bytes = cstr(c)?.into_bytes_with_nul();
-    if bytes.len() > 128 {
-        return Err(BuildError(format!(
-            "comment {c:?} is longer than 127 bytes"
-        )));
-    }
+    let bytes = cstring("comment", c, Limit::Comment)?.into_bytes_with_nul();
+    // At most COMMENT_MAX + 1 = 129 bytes: the TLV length byte holds it.
     let mut v = vec![0u8, bytes.len() as u8];
     v.extend_from_slice(&bytes);
     Ok(v)
@@ -469,25 +516,30 @@ fn comment_udata(c: &str) -> Result<Vec<u8>, BuildError> {
 /// # Safety
 /// The returned pointer must be added to a rule or freed with `nftnl_expr_free`.
 unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
-    let name = cstr(e.name())?;
-    if let Expr::Unknown { name, .. } = e {
-        return Err(BuildError(format!(
-            "expression {name:?} is not supported by the encoder"
-        )));
-    }
-    // SAFETY: the expression is freshly allocated and every setter copies its argument.
+    // Values at most VALUE_MAX bytes, names and prefixes within their limits, no Unknown.
+    bounds::check_expr(e)?;
+    let name = CString::new(e.name()).map_err(|_| BuildError::Unsupported(e.name().into()))?;
+    // The one string an expression carries, made before anything is allocated.
+    let text = match e {
+        Expr::Lookup { set, .. } => Some(cname("set", set)?),
+        Expr::Verdict { chain: Some(c), .. } => Some(cname("jump target chain", c)?),
+        Expr::Log { prefix: Some(p) } => Some(cstring("log prefix", p, Limit::LogPrefix)?),
+        _ => None,
+    };
+    // SAFETY: the expression is freshly allocated (checked for NULL) and every setter copies
+    // its argument: integers by value, strings (checked C strings alive in this frame) with
+    // strdup, and data (at most VALUE_MAX = 16 bytes, checked above) into libnftnl's 64-byte
+    // value fields.
     unsafe {
         let x = nft::nftnl_expr_alloc(name.as_ptr());
         if x.is_null() {
-            return Err(BuildError(format!(
-                "libnftnl does not know expression {:?}",
-                e.name()
-            )));
+            return Err(BuildError::Unsupported(e.name().into()));
         }
         let u32_ = |a: u32, v: u32| nft::nftnl_expr_set_u32(x, a as u16, v);
         let data = |a: u32, d: &[u8]| {
             nft::nftnl_expr_set(x, a as u16, d.as_ptr() as *const c_void, d.len() as u32);
         };
+        let text_ptr = text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
         match e {
             Expr::Meta { key, dreg } => {
                 u32_(nft::NFTNL_EXPR_META_KEY, *key);
@@ -555,19 +607,12 @@ unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
             }
             Expr::Lookup {
                 sreg,
-                set,
                 set_id,
                 invert,
+                ..
             } => {
-                let s = match cstr(set) {
-                    Ok(s) => s,
-                    Err(err) => {
-                        nft::nftnl_expr_free(x);
-                        return Err(err);
-                    }
-                };
                 u32_(nft::NFTNL_EXPR_LOOKUP_SREG, *sreg);
-                nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_LOOKUP_SET as u16, s.as_ptr());
+                nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_LOOKUP_SET as u16, text_ptr);
                 if let Some(id) = set_id {
                     u32_(nft::NFTNL_EXPR_LOOKUP_SET_ID, *id);
                 }
@@ -582,15 +627,8 @@ unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
             Expr::Verdict { code, chain } => {
                 u32_(nft::NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
                 u32_(nft::NFTNL_EXPR_IMM_VERDICT, *code as u32);
-                if let Some(c) = chain {
-                    let c = match cstr(c) {
-                        Ok(c) => c,
-                        Err(err) => {
-                            nft::nftnl_expr_free(x);
-                            return Err(err);
-                        }
-                    };
-                    nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_IMM_CHAIN as u16, c.as_ptr());
+                if chain.is_some() {
+                    nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_IMM_CHAIN as u16, text_ptr);
                 }
             }
             Expr::Counter => {
@@ -598,15 +636,8 @@ unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
                 nft::nftnl_expr_set_u64(x, nft::NFTNL_EXPR_CTR_BYTES as u16, 0);
             }
             Expr::Log { prefix } => {
-                if let Some(p) = prefix {
-                    let p = match cstr(p) {
-                        Ok(p) => p,
-                        Err(err) => {
-                            nft::nftnl_expr_free(x);
-                            return Err(err);
-                        }
-                    };
-                    nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_LOG_PREFIX as u16, p.as_ptr());
+                if prefix.is_some() {
+                    nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_LOG_PREFIX as u16, text_ptr);
                 }
             }
             Expr::Redir {
@@ -637,7 +668,11 @@ unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
                 u32_(nft::NFTNL_EXPR_SOCKET_KEY, *key);
                 u32_(nft::NFTNL_EXPR_SOCKET_DREG, *dreg);
             }
-            Expr::Unknown { .. } => unreachable!("refused above"),
+            Expr::Unknown { .. } => {
+                // Refused by `check_expr` above; never reached.
+                nft::nftnl_expr_free(x);
+                return Err(BuildError::Unsupported(e.name().into()));
+            }
         }
         Ok(x)
     }

@@ -5,6 +5,7 @@
 //! the bounds-checked parser in [`wire`].
 #![deny(missing_docs)]
 
+pub mod bounds;
 pub mod conn;
 pub mod decode;
 pub mod diff;

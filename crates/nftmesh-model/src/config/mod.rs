@@ -389,13 +389,10 @@ fn clash(a: (&'static str, &[u16]), b: (&'static str, &[u16])) -> Result<(), Con
     Ok(())
 }
 
-/// The kernel's limit on interface names (IFNAMSIZ - 1).
-const MAX_IFNAME: usize = 15;
-
 fn check_interface(field: &'static str, name: &str) -> Result<(), ConfigError> {
     let reason = if name.is_empty() {
         "empty"
-    } else if name.len() > MAX_IFNAME {
+    } else if name.len() > crate::limits::IFNAME_MAX {
         "longer than 15 bytes"
     } else if name
         .chars()
