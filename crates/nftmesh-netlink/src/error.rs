@@ -108,7 +108,7 @@ pub enum NetlinkError {
     #[error("{object} is too large for the kernel: {size} {limit}, the limit is {max}; nothing was applied")]
     TooLarge {
         /// The object, as in [`NetlinkError::Rejected`].
-        object: Object,
+        object: Box<Object>,
         /// Which limit it exceeds.
         limit: crate::bounds::Limit,
         /// Its size.
@@ -121,7 +121,7 @@ pub enum NetlinkError {
     #[error("{object}: {source}; nothing was applied")]
     Lower {
         /// The rule or set it belongs to.
-        object: Object,
+        object: Box<Object>,
         /// What cannot be encoded.
         #[source]
         source: crate::lower::LowerError,
@@ -131,7 +131,7 @@ pub enum NetlinkError {
     #[error("{object} cannot be encoded: {source}; nothing was applied")]
     Encode {
         /// The object the message is about.
-        object: Object,
+        object: Box<Object>,
         /// Why.
         #[source]
         source: crate::bounds::BuildError,
@@ -217,7 +217,10 @@ impl NetlinkError {
 
     /// A lowering error about `object`.
     pub fn lower(object: Object, source: crate::lower::LowerError) -> Self {
-        NetlinkError::Lower { object, source }
+        NetlinkError::Lower {
+            object: Box::new(object),
+            source,
+        }
     }
 
     /// Whether this is the typed permission error.
@@ -232,12 +235,15 @@ impl crate::bounds::BuildError {
     pub fn at(self, object: Object) -> NetlinkError {
         match self {
             crate::bounds::BuildError::TooLarge { limit, size, max } => NetlinkError::TooLarge {
-                object,
+                object: Box::new(object),
                 limit,
                 size,
                 max,
             },
-            source => NetlinkError::Encode { object, source },
+            source => NetlinkError::Encode {
+                object: Box::new(object),
+                source,
+            },
         }
     }
 }
