@@ -1,5 +1,6 @@
 //! The `nftmesh` command: Istio's `istio-iptables` flags over nftmesh's native nf_tables
 //! capture, plus subcommands.
+#![forbid(unsafe_code)]
 
 mod capture_args;
 mod host;

@@ -552,37 +552,11 @@ impl Connection {
         let sock = mnl::Socket::new(mnl::Bus::Netfilter)
             .map_err(|e| NetlinkError::io("socket open", e))?;
         let fd = sock.as_raw_fd();
-        let tv = libc::timeval {
-            tv_sec: REPLY_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: fd is the open socket; the option value is a valid timeval of the given size.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(NetlinkError::io(
-                "setsockopt SO_RCVTIMEO",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        let one: libc::c_int = 1;
-        // SAFETY: as above; NETLINK_CAP_ACK keeps error replies short (no echoed request).
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_NETLINK,
-                libc::NETLINK_CAP_ACK,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        crate::ffi::set_recv_timeout(fd, REPLY_TIMEOUT)
+            .map_err(|e| NetlinkError::io("setsockopt SO_RCVTIMEO", e))?;
+        // NETLINK_CAP_ACK keeps error replies short (no echoed request).
+        crate::ffi::set_int_option(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
+            .map_err(|e| NetlinkError::io("setsockopt NETLINK_CAP_ACK", e))?;
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
@@ -596,18 +570,20 @@ impl Connection {
         })
     }
 
-    fn set_buffer(&mut self, opt: libc::c_int, force: libc::c_int, size: usize) {
+    /// Size a socket buffer: the forced option (needs CAP_NET_ADMIN, passes the system's cap),
+    /// else the capped one.
+    fn set_buffer(
+        &mut self,
+        opt: libc::c_int,
+        force: libc::c_int,
+        size: usize,
+        during: &'static str,
+    ) -> Result<(), NetlinkError> {
         let v = size.min(i32::MAX as usize) as libc::c_int;
         let fd = self.sock.as_raw_fd();
-        // SAFETY: fd is open; the value is a c_int. The forced variant needs CAP_NET_ADMIN and
-        // falls back to the capped one.
-        unsafe {
-            let p = &v as *const libc::c_int as *const libc::c_void;
-            let l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            if libc::setsockopt(fd, libc::SOL_SOCKET, force, p, l) != 0 {
-                libc::setsockopt(fd, libc::SOL_SOCKET, opt, p, l);
-            }
-        }
+        crate::ffi::set_int_option(fd, libc::SOL_SOCKET, force, v)
+            .or_else(|_| crate::ffi::set_int_option(fd, libc::SOL_SOCKET, opt, v))
+            .map_err(|e| NetlinkError::io(during, e))
     }
 
     /// The first of `n + 1` sequence numbers. Numbers restart at 1 well before `u32::MAX`, so
@@ -624,12 +600,19 @@ impl Connection {
     fn send(&mut self, bytes: &[u8], during: &'static str) -> Result<(), NetlinkError> {
         if bytes.len() + 4096 > self.sndbuf {
             self.sndbuf = (bytes.len() + 4096).next_power_of_two();
-            self.set_buffer(libc::SO_SNDBUF, libc::SO_SNDBUFFORCE, self.sndbuf);
+            let (snd, rcv) = (self.sndbuf, self.sndbuf.max(1 << 20));
+            self.set_buffer(
+                libc::SO_SNDBUF,
+                libc::SO_SNDBUFFORCE,
+                snd,
+                "setsockopt SO_SNDBUF",
+            )?;
             self.set_buffer(
                 libc::SO_RCVBUF,
                 libc::SO_RCVBUFFORCE,
-                self.sndbuf.max(1 << 20),
-            );
+                rcv,
+                "setsockopt SO_RCVBUF",
+            )?;
         }
         let n = self
             .sock

@@ -124,20 +124,11 @@ impl Routing {
     pub fn open() -> Result<Self, NetlinkError> {
         let sock = NlSocket::connect(NlFamily::Route, None, &[])
             .map_err(|e| NetlinkError::io("rtnetlink open", e))?;
-        let tv = libc::timeval {
-            tv_sec: 10,
-            tv_usec: 0,
-        };
-        // SAFETY: the fd is the open socket; the value is a timeval of the given size.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&sock),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
+        crate::ffi::set_recv_timeout(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            std::time::Duration::from_secs(10),
+        )
+        .map_err(|e| NetlinkError::io("rtnetlink setsockopt SO_RCVTIMEO", e))?;
         Ok(Routing {
             sock,
             seq: 1,
