@@ -5,6 +5,7 @@ pub mod cases;
 pub mod corpus;
 pub mod netns;
 mod skip;
+pub mod strategies;
 
 #[allow(unused_imports)]
 pub use skip::{skip, skips_fail};

@@ -8,6 +8,7 @@ use crate::error::{errno_meaning, NetlinkError, Object};
 use crate::ffi::{msg_type, BuildError, MsgWriter};
 use crate::ir::WireSet;
 use crate::lower::{lower_rule, lower_set};
+use crate::objects;
 use crate::sys::*;
 use crate::wire;
 use nftmesh_model::render::render_rule;
@@ -46,7 +47,7 @@ pub fn family_number(f: Family) -> u8 {
     }
 }
 
-fn family_of(n: u8) -> Option<Family> {
+pub(crate) fn family_of(n: u8) -> Option<Family> {
     match n {
         NFPROTO_IPV4 => Some(Family::Ip),
         NFPROTO_IPV6 => Some(Family::Ip6),
@@ -55,7 +56,7 @@ fn family_of(n: u8) -> Option<Family> {
     }
 }
 
-fn hook_number(h: Hook) -> u32 {
+pub(crate) fn hook_number(h: Hook) -> u32 {
     match h {
         Hook::Prerouting => NF_INET_PRE_ROUTING,
         Hook::Input => NF_INET_LOCAL_IN,
@@ -873,62 +874,25 @@ impl Connection {
     /// The chains of one table.
     pub fn chains(&mut self, family: Family, table: &str) -> Result<Vec<LiveChain>, NetlinkError> {
         let during = "listing chains";
-        let mut out = Vec::new();
-        for area in self.table_objects(NFT_MSG_GETCHAIN, family, table, NFTA_CHAIN_TABLE, during)? {
-            let at = wire::attrs(&area).map_err(|what| NetlinkError::Malformed { during, what })?;
-            let hook = match wire::find(&at, NFTA_CHAIN_HOOK) {
-                Some(h) => {
-                    let h =
-                        wire::attrs(h).map_err(|what| NetlinkError::Malformed { during, what })?;
-                    let num = wire::find(&h, NFTA_HOOK_HOOKNUM).and_then(wire::be32);
-                    let prio = wire::find(&h, NFTA_HOOK_PRIORITY).and_then(wire::be32);
-                    num.zip(prio).map(|(n, p)| (n, p as i32))
-                }
-                None => None,
-            };
-            out.push(LiveChain {
-                table: table.to_string(),
-                name: wire::find(&at, NFTA_CHAIN_NAME)
-                    .map(wire::string)
-                    .unwrap_or_default(),
-                handle: wire::find(&at, NFTA_CHAIN_HANDLE)
-                    .and_then(wire::be64)
-                    .unwrap_or(0),
-                hook,
-                kind: wire::find(&at, NFTA_CHAIN_TYPE)
-                    .map(wire::string)
-                    .unwrap_or_default(),
-                policy: wire::find(&at, NFTA_CHAIN_POLICY)
-                    .and_then(wire::be32)
-                    .unwrap_or(NF_ACCEPT as u32),
-            });
-        }
-        Ok(out)
+        self.table_objects(NFT_MSG_GETCHAIN, family, table, NFTA_CHAIN_TABLE, during)?
+            .iter()
+            .map(|area| {
+                objects::chain_of(area, table)
+                    .map_err(|what| NetlinkError::Malformed { during, what })
+            })
+            .collect()
     }
 
     /// The sets (named and anonymous) of one table.
     pub fn sets(&mut self, family: Family, table: &str) -> Result<Vec<LiveSet>, NetlinkError> {
         let during = "listing sets";
-        let mut out = Vec::new();
-        for area in self.table_objects(NFT_MSG_GETSET, family, table, NFTA_SET_TABLE, during)? {
-            let at = wire::attrs(&area).map_err(|what| NetlinkError::Malformed { during, what })?;
-            out.push(LiveSet {
-                table: table.to_string(),
-                name: wire::find(&at, NFTA_SET_NAME)
-                    .map(wire::string)
-                    .unwrap_or_default(),
-                flags: wire::find(&at, NFTA_SET_FLAGS)
-                    .and_then(wire::be32)
-                    .unwrap_or(0),
-                key_type: wire::find(&at, NFTA_SET_KEY_TYPE)
-                    .and_then(wire::be32)
-                    .unwrap_or(0),
-                key_len: wire::find(&at, NFTA_SET_KEY_LEN)
-                    .and_then(wire::be32)
-                    .unwrap_or(0),
-            });
-        }
-        Ok(out)
+        self.table_objects(NFT_MSG_GETSET, family, table, NFTA_SET_TABLE, during)?
+            .iter()
+            .map(|area| {
+                objects::set_of(area, table)
+                    .map_err(|what| NetlinkError::Malformed { during, what })
+            })
+            .collect()
     }
 
     /// The elements of one set.
@@ -943,30 +907,10 @@ impl Connection {
         str_attr(&mut extra, NFTA_SET_ELEM_LIST_TABLE, table);
         str_attr(&mut extra, NFTA_SET_ELEM_LIST_SET, set);
         let mut out = Vec::new();
-        let bad = |what: String| NetlinkError::Malformed { during, what };
         for m in self.dump_with(NFT_MSG_GETSETELEM, family_number(family), &extra, during)? {
-            let at = wire::attrs(&m[1..]).map_err(bad)?;
-            let Some(list) = wire::find(&at, NFTA_SET_ELEM_LIST_ELEMENTS) else {
-                continue;
-            };
-            for (_, elem) in wire::attrs(list).map_err(bad)? {
-                let e = wire::attrs(elem).map_err(bad)?;
-                let key = match wire::find(&e, NFTA_SET_ELEM_KEY) {
-                    Some(k) => {
-                        let k = wire::attrs(k).map_err(bad)?;
-                        wire::find(&k, NFTA_DATA_VALUE)
-                            .map(<[u8]>::to_vec)
-                            .unwrap_or_default()
-                    }
-                    None => Vec::new(),
-                };
-                let end = wire::find(&e, NFTA_SET_ELEM_FLAGS)
-                    .and_then(wire::be32)
-                    .unwrap_or(0)
-                    & NFT_SET_ELEM_INTERVAL_END
-                    != 0;
-                out.push((key, end));
-            }
+            let els = objects::elements_of(&m[1..])
+                .map_err(|what| NetlinkError::Malformed { during, what })?;
+            out.extend(els);
         }
         Ok(out)
     }
@@ -977,7 +921,6 @@ impl Connection {
     /// encoding). Rules come back in [`crate::raise::canonical_rule`] form; an expression the
     /// model cannot express is [`NetlinkError::Unsupported`], naming it and its rule.
     pub fn dump_ruleset(&mut self, tables: &[(Family, String)]) -> Result<Ruleset, NetlinkError> {
-        use nftmesh_model::ruleset::{BaseChain, Chain, ChainType};
         let live = self.tables()?;
         let mut out = Ruleset::default();
         for (family, name) in tables {
@@ -986,105 +929,17 @@ impl Connection {
             }
             let during = "dumping the ruleset";
             let bad = |what: String| NetlinkError::Malformed { during, what };
-            let mut table = Table::new(*family, name.clone());
-            let mut sets = std::collections::HashMap::new();
-            let mut named = Vec::new();
+            let mut parts = objects::TableParts::default();
             for ls in self.sets(*family, name)? {
-                if ls.flags & NFT_SET_ANONYMOUS == 0 {
-                    named.push(ls.name.clone());
-                }
-                let data = crate::raise::SetData {
-                    key_type: ls.key_type,
-                    key_len: ls.key_len,
-                    flags: ls.flags,
-                    elements: Vec::new(),
-                };
-                sets.insert(ls.name, data);
+                let els = self.set_elements(*family, name, &ls.name)?;
+                parts.sets.push((ls, els));
             }
-            let names: Vec<String> = sets.keys().cloned().collect();
-            for s in names {
-                let els = self.set_elements(*family, name, &s)?;
-                if let Some(d) = sets.get_mut(&s) {
-                    d.elements = els;
-                }
-            }
-            for s in &named {
-                let set = crate::raise::raise_set(s, &sets[s]).map_err(|u| {
-                    NetlinkError::Unsupported {
-                        name: u.name,
-                        object: Box::new(Object::Set {
-                            table: format!("{} {name}", family.keyword()),
-                            set: s.clone(),
-                        }),
-                        detail: u.detail,
-                    }
-                })?;
-                table.sets.push(set);
-            }
-            for c in self.chains(*family, name)? {
-                let base = match c.hook {
-                    Some((hook, priority)) => {
-                        let hook = Hook::ALL
-                            .into_iter()
-                            .find(|h| hook_number(*h) == hook)
-                            .ok_or_else(|| bad(format!("chain {}: hook {hook}", c.name)))?;
-                        let kind = match c.kind.as_str() {
-                            "filter" => ChainType::Filter,
-                            "nat" => ChainType::Nat,
-                            "route" => ChainType::Route,
-                            k => return Err(bad(format!("chain {}: type {k:?}", c.name))),
-                        };
-                        let policy = if c.policy == NF_DROP as u32 {
-                            Policy::Drop
-                        } else {
-                            Policy::Accept
-                        };
-                        Some(BaseChain {
-                            kind,
-                            hook,
-                            priority,
-                            policy,
-                        })
-                    }
-                    None => None,
-                };
-                table.chains.push(Chain {
-                    name: c.name,
-                    base,
-                    rules: Vec::new(),
-                });
-            }
+            parts.chains = self.chains(*family, name)?;
             for area in self.rule_areas(*family, name, during)? {
-                let at = wire::attrs(&area).map_err(bad)?;
-                let chain = wire::find(&at, NFTA_RULE_CHAIN)
-                    .map(wire::string)
-                    .unwrap_or_default();
-                let exprs = crate::decode::decode_exprs(
-                    wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]),
-                )
-                .map_err(|e| bad(format!("rule in chain {chain}: {e}")))?;
-                let comment =
-                    wire::find(&at, NFTA_RULE_USERDATA).and_then(crate::decode::comment_of);
-                let Some(ch) = table.chains.iter_mut().find(|c| c.name == chain) else {
-                    return Err(bad(format!("rule of unknown chain {chain}")));
-                };
-                let index = ch.rules.len();
-                let rule =
-                    crate::raise::raise_rule(*family, &exprs, &sets, comment).map_err(|u| {
-                        NetlinkError::Unsupported {
-                            name: u.name,
-                            object: Box::new(Object::Rule {
-                                table: format!("{} {name}", family.keyword()),
-                                chain: chain.clone(),
-                                index,
-                                text: exprs.iter().map(|e| e.name()).collect::<Vec<_>>().join(" "),
-                            }),
-                            detail: u.detail,
-                        }
-                    })?;
-                ch.rules.push(rule);
+                parts.rules.push(objects::rule_of(&area).map_err(bad)?);
             }
-            out.tables.push(table);
+            out.tables
+                .push(objects::assemble(*family, name, parts, during)?);
         }
         // Hash sets list their elements in no particular order.
         Ok(crate::raise::canonical_ruleset(&out))

@@ -130,7 +130,7 @@ fn decode_one(name: &str, raw: &[u8], d: &Attrs<'_>) -> Result<Expr, String> {
             set: find(d, NFTA_LOOKUP_SET)
                 .map(string)
                 .ok_or_else(|| format!("expression {n}: missing set"))?,
-            set_id: None,
+            set_id: opt_u32(d, NFTA_LOOKUP_SET_ID),
             invert: opt_u32(d, NFTA_LOOKUP_FLAGS).unwrap_or(0) & NFT_LOOKUP_F_INV != 0,
         },
         "immediate" => {

@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod batch;
 pub mod bounds;
 pub mod conn;
 pub mod decode;
@@ -21,6 +22,7 @@ pub mod ir;
 pub mod lower;
 pub mod migrate;
 pub mod netns;
+mod objects;
 pub mod probe;
 pub mod raise;
 pub mod routes;

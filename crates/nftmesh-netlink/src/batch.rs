@@ -1,0 +1,149 @@
+//! Reading a batch this crate wrote back into the model, without a kernel: what the kernel
+//! would hold after committing it into a namespace without nftmesh's tables. The decoding
+//! half is the one [`crate::Connection::dump_ruleset`] uses (the same [`crate::objects`],
+//! [`crate::decode`] and [`crate::raise`] code), so `plan_apply` → `decode_batch` checks the
+//! codec end to end in a unit test or a fuzz target.
+
+use crate::conn::{family_of, Batch};
+use crate::error::NetlinkError;
+use crate::ir::Expr;
+use crate::objects::{self, TableParts};
+use crate::sys::*;
+use crate::wire;
+use nftmesh_model::ruleset::{Family, Ruleset};
+
+const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+
+/// The ruleset `batch` creates: its tables, chains, sets and rules in batch order, rules in
+/// canonical form (as [`crate::Connection::dump_ruleset`] returns them). Deletions and
+/// flushes in the batch are skipped (against an empty namespace they remove nothing).
+/// Anonymous sets are matched to their lookups by their batch id, as the kernel does.
+pub fn decode_batch(batch: &Batch) -> Result<Ruleset, NetlinkError> {
+    let during = "reading a batch back";
+    let bad = |what: String| NetlinkError::Malformed { during, what };
+    let mut tables: Vec<(Family, String, TableParts)> = Vec::new();
+    let messages = wire::messages(&batch.bytes).map_err(bad)?;
+    for m in messages {
+        if m.ty >> 8 != NFNL_SUBSYS_NFTABLES {
+            continue; // batch begin and end
+        }
+        let family = m
+            .payload
+            .first()
+            .copied()
+            .and_then(family_of)
+            .ok_or_else(|| bad(format!("message {}: no family", m.seq)))?;
+        let area = m
+            .payload
+            .get(4..)
+            .ok_or_else(|| bad(format!("message {}: no nfgenmsg", m.seq)))?;
+        let at = wire::attrs(area).map_err(bad)?;
+        let str_at = |ty| wire::find(&at, ty).map(wire::string).unwrap_or_default();
+        let msg = m.ty & 0xff;
+        let table_attr = match msg {
+            NFT_MSG_NEWTABLE => NFTA_TABLE_NAME,
+            NFT_MSG_NEWCHAIN => NFTA_CHAIN_TABLE,
+            NFT_MSG_NEWSET => NFTA_SET_TABLE,
+            NFT_MSG_NEWSETELEM => NFTA_SET_ELEM_LIST_TABLE,
+            NFT_MSG_NEWRULE => NFTA_RULE_TABLE,
+            _ => continue,
+        };
+        let table = str_at(table_attr);
+        let idx = match tables
+            .iter()
+            .position(|(f, n, _)| *f == family && *n == table)
+        {
+            Some(i) => i,
+            None if msg == NFT_MSG_NEWTABLE => {
+                tables.push((family, table.clone(), TableParts::default()));
+                tables.len() - 1
+            }
+            None => return Err(bad(format!("message {}: table {table} not created", m.seq))),
+        };
+        let parts = &mut tables[idx].2;
+        match msg {
+            NFT_MSG_NEWCHAIN => parts
+                .chains
+                .push(objects::chain_of(area, &table).map_err(bad)?),
+            NFT_MSG_NEWSET => {
+                let mut set = objects::set_of(area, &table).map_err(bad)?;
+                if set.flags & NFT_SET_ANONYMOUS != 0 {
+                    let id = wire::find(&at, NFTA_SET_ID)
+                        .and_then(wire::be32)
+                        .unwrap_or(0);
+                    set.name = anonymous_name(id);
+                }
+                parts.sets.push((set, Vec::new()));
+            }
+            NFT_MSG_NEWSETELEM => {
+                let name = str_at(NFTA_SET_ELEM_LIST_SET);
+                let id = wire::find(&at, NFTA_SET_ELEM_LIST_SET_ID).and_then(wire::be32);
+                let els = objects::elements_of(area).map_err(bad)?;
+                let set = parts.sets.iter_mut().find(|(s, _)| {
+                    s.name == name || id.is_some_and(|id| s.name == anonymous_name(id))
+                });
+                match set {
+                    Some((_, elements)) => elements.extend(els),
+                    None => return Err(bad(format!("elements of unknown set {name}"))),
+                }
+            }
+            NFT_MSG_NEWRULE => {
+                let mut rule = objects::rule_of(area).map_err(bad)?;
+                for e in &mut rule.exprs {
+                    if let Expr::Lookup {
+                        set,
+                        set_id: Some(id),
+                        ..
+                    } = e
+                    {
+                        if set.contains('%') {
+                            *set = anonymous_name(*id);
+                        }
+                    }
+                }
+                parts.rules.push(rule);
+            }
+            _ => {}
+        }
+    }
+    let mut out = Ruleset::default();
+    for (family, name, parts) in tables {
+        out.tables
+            .push(objects::assemble(family, &name, parts, during)?);
+    }
+    Ok(crate::raise::canonical_ruleset(&out))
+}
+
+/// The name an anonymous set of batch id `id` goes by while a batch is read back.
+fn anonymous_name(id: u32) -> String {
+    format!("__set{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::{plan_apply, LiveState};
+    use crate::raise::canonical_ruleset;
+    use nftmesh_model::config::CaptureConfig;
+    use nftmesh_model::{compile, render};
+
+    fn round_trip(rs: &Ruleset) -> Ruleset {
+        let batch = plan_apply(rs, &LiveState::default(), None, 1).expect("encodes");
+        decode_batch(&batch).expect("decodes")
+    }
+
+    #[test]
+    fn compiled_captures_read_back_as_their_canonical_form() {
+        let mut tproxy = CaptureConfig::sidecar();
+        tproxy.mode = nftmesh_model::InterceptionMode::Tproxy;
+        for cfg in [CaptureConfig::sidecar(), tproxy] {
+            let rs = compile(&cfg);
+            assert_eq!(
+                render(&round_trip(&rs)),
+                render(&canonical_ruleset(&rs)),
+                "{cfg:?}"
+            );
+        }
+    }
+}

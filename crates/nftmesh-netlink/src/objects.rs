@@ -1,0 +1,222 @@
+//! nf_tables objects read from their netlink attributes, the same whether the bytes come from
+//! a kernel dump or from a batch this crate wrote ([`crate::batch::decode_batch`]): chains,
+//! sets, set elements and rules, and one table assembled from them into the model.
+
+use crate::conn::{hook_number, LiveChain, LiveSet};
+use crate::error::{NetlinkError, Object};
+use crate::ir::Expr;
+use crate::raise::SetData;
+use crate::sys::*;
+use crate::wire;
+use nftmesh_model::ruleset::{BaseChain, Chain, ChainType, Family, Hook, Policy, Table};
+use std::collections::HashMap;
+
+/// A chain from the attributes of a chain message (`NEWCHAIN` or a chain dump).
+pub(crate) fn chain_of(area: &[u8], table: &str) -> Result<LiveChain, String> {
+    let at = wire::attrs(area)?;
+    let hook = match wire::find(&at, NFTA_CHAIN_HOOK) {
+        Some(h) => {
+            let h = wire::attrs(h)?;
+            let num = wire::find(&h, NFTA_HOOK_HOOKNUM).and_then(wire::be32);
+            let prio = wire::find(&h, NFTA_HOOK_PRIORITY).and_then(wire::be32);
+            num.zip(prio).map(|(n, p)| (n, p as i32))
+        }
+        None => None,
+    };
+    Ok(LiveChain {
+        table: table.to_string(),
+        name: wire::find(&at, NFTA_CHAIN_NAME)
+            .map(wire::string)
+            .unwrap_or_default(),
+        handle: wire::find(&at, NFTA_CHAIN_HANDLE)
+            .and_then(wire::be64)
+            .unwrap_or(0),
+        hook,
+        kind: wire::find(&at, NFTA_CHAIN_TYPE)
+            .map(wire::string)
+            .unwrap_or_default(),
+        policy: wire::find(&at, NFTA_CHAIN_POLICY)
+            .and_then(wire::be32)
+            .unwrap_or(NF_ACCEPT as u32),
+    })
+}
+
+/// A set from the attributes of a set message (`NEWSET` or a set dump).
+pub(crate) fn set_of(area: &[u8], table: &str) -> Result<LiveSet, String> {
+    let at = wire::attrs(area)?;
+    let u32_at = |ty| wire::find(&at, ty).and_then(wire::be32).unwrap_or(0);
+    Ok(LiveSet {
+        table: table.to_string(),
+        name: wire::find(&at, NFTA_SET_NAME)
+            .map(wire::string)
+            .unwrap_or_default(),
+        flags: u32_at(NFTA_SET_FLAGS),
+        key_type: u32_at(NFTA_SET_KEY_TYPE),
+        key_len: u32_at(NFTA_SET_KEY_LEN),
+    })
+}
+
+/// Set elements as the kernel holds them: (key, whether it ends an interval).
+pub(crate) type Elements = Vec<(Vec<u8>, bool)>;
+
+/// The elements of a set element message.
+pub(crate) fn elements_of(area: &[u8]) -> Result<Elements, String> {
+    let at = wire::attrs(area)?;
+    let mut out = Vec::new();
+    let Some(list) = wire::find(&at, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+        return Ok(out);
+    };
+    for (_, elem) in wire::attrs(list)? {
+        let e = wire::attrs(elem)?;
+        let key = match wire::find(&e, NFTA_SET_ELEM_KEY) {
+            Some(k) => {
+                let k = wire::attrs(k)?;
+                wire::find(&k, NFTA_DATA_VALUE)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let end = wire::find(&e, NFTA_SET_ELEM_FLAGS)
+            .and_then(wire::be32)
+            .unwrap_or(0)
+            & NFT_SET_ELEM_INTERVAL_END
+            != 0;
+        out.push((key, end));
+    }
+    Ok(out)
+}
+
+/// A rule read from its message: its chain, expressions and comment.
+pub(crate) struct RawRule {
+    /// The chain's name.
+    pub chain: String,
+    /// The decoded expressions.
+    pub exprs: Vec<Expr>,
+    /// The comment from its user data.
+    pub comment: Option<String>,
+}
+
+/// A rule from the attributes of a rule message (`NEWRULE` or a rule dump).
+pub(crate) fn rule_of(area: &[u8]) -> Result<RawRule, String> {
+    let at = wire::attrs(area)?;
+    let chain = wire::find(&at, NFTA_RULE_CHAIN)
+        .map(wire::string)
+        .unwrap_or_default();
+    let exprs = crate::decode::decode_exprs(wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]))
+        .map_err(|e| format!("rule in chain {chain}: {e}"))?;
+    let comment = wire::find(&at, NFTA_RULE_USERDATA).and_then(crate::decode::comment_of);
+    Ok(RawRule {
+        chain,
+        exprs,
+        comment,
+    })
+}
+
+/// What one table holds, as read: chains in order, sets with their elements, rules in order.
+#[derive(Default)]
+pub(crate) struct TableParts {
+    /// The chains.
+    pub chains: Vec<LiveChain>,
+    /// Every set (named and anonymous) by the name rules look it up by.
+    pub sets: Vec<(LiveSet, Elements)>,
+    /// The rules.
+    pub rules: Vec<RawRule>,
+}
+
+/// One table of the model from its parts: named sets raised, chains with their base, each rule
+/// raised (with the sets it looks up) into its chain. `during` names the operation in errors.
+pub(crate) fn assemble(
+    family: Family,
+    name: &str,
+    parts: TableParts,
+    during: &'static str,
+) -> Result<Table, NetlinkError> {
+    let bad = |what: String| NetlinkError::Malformed { during, what };
+    let label = format!("{} {name}", family.keyword());
+    let mut table = Table::new(family, name.to_string());
+    let mut sets = HashMap::new();
+    let mut named = Vec::new();
+    for (ls, elements) in parts.sets {
+        if ls.flags & NFT_SET_ANONYMOUS == 0 {
+            named.push(ls.name.clone());
+        }
+        let data = SetData {
+            key_type: ls.key_type,
+            key_len: ls.key_len,
+            flags: ls.flags,
+            elements,
+        };
+        sets.insert(ls.name, data);
+    }
+    for s in &named {
+        let set = crate::raise::raise_set(s, &sets[s]).map_err(|u| NetlinkError::Unsupported {
+            name: u.name,
+            object: Box::new(Object::Set {
+                table: label.clone(),
+                set: s.clone(),
+            }),
+            detail: u.detail,
+        })?;
+        table.sets.push(set);
+    }
+    for c in parts.chains {
+        let base = match c.hook {
+            Some((hook, priority)) => {
+                let hook = Hook::ALL
+                    .into_iter()
+                    .find(|h| hook_number(*h) == hook)
+                    .ok_or_else(|| bad(format!("chain {}: hook {hook}", c.name)))?;
+                let kind = match c.kind.as_str() {
+                    "filter" => ChainType::Filter,
+                    "nat" => ChainType::Nat,
+                    "route" => ChainType::Route,
+                    k => return Err(bad(format!("chain {}: type {k:?}", c.name))),
+                };
+                let policy = if c.policy == NF_DROP as u32 {
+                    Policy::Drop
+                } else {
+                    Policy::Accept
+                };
+                Some(BaseChain {
+                    kind,
+                    hook,
+                    priority,
+                    policy,
+                })
+            }
+            None => None,
+        };
+        table.chains.push(Chain {
+            name: c.name,
+            base,
+            rules: Vec::new(),
+        });
+    }
+    for raw in parts.rules {
+        let Some(ch) = table.chains.iter_mut().find(|c| c.name == raw.chain) else {
+            return Err(bad(format!("rule of unknown chain {}", raw.chain)));
+        };
+        let index = ch.rules.len();
+        let rule =
+            crate::raise::raise_rule(family, &raw.exprs, &sets, raw.comment).map_err(|u| {
+                NetlinkError::Unsupported {
+                    name: u.name,
+                    object: Box::new(Object::Rule {
+                        table: label.clone(),
+                        chain: raw.chain.clone(),
+                        index,
+                        text: raw
+                            .exprs
+                            .iter()
+                            .map(|e| e.name())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    }),
+                    detail: u.detail,
+                }
+            })?;
+        ch.rules.push(rule);
+    }
+    Ok(table)
+}
