@@ -47,3 +47,8 @@ fn istio_lists_seeds_and_reproducers() {
 fn netlink_reply_seeds_and_reproducers() {
     assert!(replay("netlink_reply", harness::netlink_reply) >= 1);
 }
+
+#[test]
+fn encode_seeds_and_reproducers() {
+    assert!(replay("encode", harness::encode) >= 4);
+}

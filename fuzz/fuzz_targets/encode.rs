@@ -1,0 +1,8 @@
+//! Fuzz target `encode`: see `fuzz/harness.rs`.
+#![no_main]
+
+#[allow(dead_code)] // each target uses one of the harness functions
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::encode(data));
