@@ -386,3 +386,50 @@ fn the_kernel_commits_every_object_at_the_limit_and_one_over_changes_nothing() {
     .expect("netns");
     assert!(outcome.is_empty(), "{}", outcome.join("\n"));
 }
+
+/// A ruleset the kernel would silently merge (two chains, sets or tables of one name) or whose
+/// name it cannot hold (empty) is refused as a whole, naming the table.
+#[test]
+fn duplicate_and_empty_names_are_refused_before_anything_is_encoded() {
+    use nftmesh::netlink::bounds::BuildError;
+    let two_chains = table_with(
+        Rule::new(vec![], vec![]),
+        vec![regular("out".into())],
+        vec![],
+    );
+    let set = || named_set("s", SetKeyType::Mark, vec![]);
+    let two_sets = table_with(Rule::new(vec![], vec![]), vec![], vec![set(), set()]);
+    let mut two_tables = rule_with(vec![], vec![]);
+    two_tables.tables.push(two_tables.tables[0].clone());
+    let empty_chain = table_with(
+        Rule::new(vec![], vec![]),
+        vec![regular(String::new())],
+        vec![],
+    );
+    for (what, rs, want) in [
+        ("two chains", two_chains, "a second chain named \"out\""),
+        ("two sets", two_sets, "a second set named \"s\""),
+        (
+            "two tables",
+            two_tables,
+            "a second table named \"nftmesh-limits\"",
+        ),
+        ("an empty chain name", empty_chain, "chain name is empty"),
+    ] {
+        let err = match plan_apply(&rs, &LiveState::default(), None, 1) {
+            Ok(_) => panic!("{what} encoded"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(
+                &err,
+                NetlinkError::Encode {
+                    source: BuildError::Duplicate { .. } | BuildError::Empty { .. },
+                    ..
+                }
+            ),
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains(want), "{what}: {err}");
+    }
+}

@@ -130,6 +130,21 @@ pub enum BuildError {
         /// The string (cut to 64 bytes).
         value: String,
     },
+    /// An empty name (of a table, chain, set or jump target).
+    #[error("{what} name is empty")]
+    Empty {
+        /// Whose name.
+        what: &'static str,
+    },
+    /// Two objects of one kind with the same name where the kernel holds one (two chains or
+    /// sets of a table, two tables of a family): the second would merge into the first.
+    #[error("a second {what} named {name:?}")]
+    Duplicate {
+        /// What kind of object.
+        what: &'static str,
+        /// The name (cut to 64 bytes).
+        name: String,
+    },
     /// A set element's key does not have the set's key length.
     #[error("a set element key of {len} bytes in a set of {key_len}-byte keys")]
     KeyLength {
@@ -181,9 +196,27 @@ pub fn string(what: &'static str, s: &str, limit: Limit) -> Result<(), BuildErro
     within(limit, s.len())
 }
 
-/// A table, chain or set name (or a jump target, a lookup's set) the kernel takes.
+/// A table, chain or set name (or a jump target, a lookup's set) the kernel takes: not
+/// empty, no NUL, at most [`NAME_MAX`] bytes.
 pub fn name(what: &'static str, s: &str) -> Result<(), BuildError> {
+    if s.is_empty() {
+        return Err(BuildError::Empty { what });
+    }
     string(what, s, Limit::Name { what })
+}
+
+/// [`BuildError::Duplicate`] for the first name of `names` that an earlier one repeats.
+pub fn unique<'a>(
+    what: &'static str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), BuildError> {
+    let mut seen = std::collections::HashSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(BuildError::Duplicate { what, name: cut(n) });
+        }
+    }
+    Ok(())
 }
 
 /// An attribute of `payload` bytes, padded to 4.

@@ -4,6 +4,7 @@
 //! Closing a netfilter netlink socket costs milliseconds (the kernel waits out an RCU grace
 //! period), so callers keep a `Connection` for as long as they manage the namespace.
 
+use crate::bounds;
 use crate::error::{errno_meaning, NetlinkError, Object};
 use crate::ffi::{msg_type, BuildError, MsgWriter};
 use crate::ir::WireSet;
@@ -263,9 +264,17 @@ pub fn plan_apply_removing(
     let mut b = BatchWriter::new(first_seq, genid);
     let mut deleted_chains = Vec::new();
     let mut set_id = 1u32;
-    for t in &ruleset.tables {
+    for (i, t) in ruleset.tables.iter().enumerate() {
         let fam = family_number(t.family);
         let label = table_label(t);
+        let object = || Object::Table {
+            table: label.clone(),
+        };
+        let same_family = ruleset.tables[..=i].iter().filter(|o| o.family == t.family);
+        bounds::unique("table", same_family.map(|o| o.name.as_str()))
+            .and_then(|()| bounds::unique("chain", t.chains.iter().map(|c| c.name.as_str())))
+            .and_then(|()| bounds::unique("set", t.sets.iter().map(|s| s.name.as_str())))
+            .map_err(|e| e.at(object()))?;
         let table_obj = || Object::Table {
             table: label.clone(),
         };
