@@ -381,6 +381,11 @@ fn the_kernel_commits_every_object_at_the_limit_and_one_over_changes_nothing() {
                     .collect();
             conn.delete_tables(&extra).expect("clean up");
         }
+        // Listing by a name over the limit is refused too, before a request is sent.
+        match conn.chains(Family::Inet, &s(NAME_MAX + 1, 't')) {
+            Err(NetlinkError::TooLarge { .. }) => {}
+            other => failures.push(format!("listing by a 256-byte name: {other:?}")),
+        }
         failures
     })
     .expect("netns");

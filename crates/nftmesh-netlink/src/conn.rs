@@ -450,7 +450,16 @@ fn request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> 
     req
 }
 
-fn str_attr(out: &mut Vec<u8>, ty: u16, v: &str) {
+/// Append a NUL-terminated string attribute holding the name `v` of `object` (checked as
+/// [`bounds::name`], so its length fits the attribute's 16-bit length field).
+fn str_attr(
+    out: &mut Vec<u8>,
+    ty: u16,
+    what: &'static str,
+    v: &str,
+    object: impl FnOnce() -> Object,
+) -> Result<(), NetlinkError> {
+    bounds::name(what, v).map_err(|e| e.at(object()))?;
     let len = 4 + v.len() + 1;
     out.extend_from_slice(&(len as u16).to_ne_bytes());
     out.extend_from_slice(&ty.to_ne_bytes());
@@ -459,6 +468,7 @@ fn str_attr(out: &mut Vec<u8>, ty: u16, v: &str) {
     while !out.len().is_multiple_of(4) {
         out.push(0);
     }
+    Ok(())
 }
 
 /// One netfilter netlink socket in the namespace it was opened in.
@@ -858,7 +868,10 @@ impl Connection {
         // The request names the table: the kernel then sends only that table's rules (seen
         // here), but chain dumps ignore it, so the check below stays for every kind.
         let mut filter = Vec::new();
-        str_attr(&mut filter, table_attr, table);
+        let label = || Object::Table {
+            table: format!("{} {table}", family.keyword()),
+        };
+        str_attr(&mut filter, table_attr, "table", table, label)?;
         let mut out = Vec::new();
         for m in self.dump_with(msg, family_number(family), &filter, during)? {
             let at =
@@ -913,8 +926,12 @@ impl Connection {
     ) -> Result<Vec<(Vec<u8>, bool)>, NetlinkError> {
         let during = "listing set elements";
         let mut extra = Vec::new();
-        str_attr(&mut extra, NFTA_SET_ELEM_LIST_TABLE, table);
-        str_attr(&mut extra, NFTA_SET_ELEM_LIST_SET, set);
+        let label = || Object::Set {
+            table: format!("{} {table}", family.keyword()),
+            set: set.to_string(),
+        };
+        str_attr(&mut extra, NFTA_SET_ELEM_LIST_TABLE, "table", table, label)?;
+        str_attr(&mut extra, NFTA_SET_ELEM_LIST_SET, "set", set, label)?;
         let mut out = Vec::new();
         for m in self.dump_with(NFT_MSG_GETSETELEM, family_number(family), &extra, during)? {
             let els = objects::elements_of(&m[1..])
