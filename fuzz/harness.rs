@@ -214,7 +214,7 @@ pub fn ruleset_from_bytes(data: &[u8]) -> Ruleset {
                 0xf8 => 65,
                 0xf9 => 1000,
                 0xfa => 5000,
-                _ => 70_000,
+                _ => 12_000,
             }
         }
         fn name(&mut self) -> String {
@@ -256,9 +256,9 @@ pub fn ruleset_from_bytes(data: &[u8]) -> Ruleset {
             _ => (SetKeyType::Mark, false),
         };
         let elements = b.list(|b, i| match key_type {
-            SetKeyType::Ipv4Addr => {
-                SetElement::Prefix(v4(b.u32().wrapping_add(i as u32 * 256), 24).unwrap_or_default())
-            }
+            SetKeyType::Ipv4Addr => SetElement::Prefix(
+                v4(b.u32().wrapping_add((i as u32).wrapping_mul(256)), 24).unwrap_or_default(),
+            ),
             SetKeyType::Ifname => SetElement::Name(b.name()),
             _ => {
                 let x = (i as u32).wrapping_mul(7) ^ u32::from(b.u8());
@@ -300,7 +300,8 @@ pub fn ruleset_from_bytes(data: &[u8]) -> Ruleset {
                         version: nftmesh::model::expr::IpVersion::V4,
                         negate,
                         values: b.values(|b, i| {
-                            v4(b.u32().wrapping_add(i as u32 * 65536), 16).unwrap_or_default()
+                            v4(b.u32().wrapping_add((i as u32).wrapping_mul(65536)), 16)
+                                .unwrap_or_default()
                         }),
                     },
                     2 => Match::Port {
