@@ -119,6 +119,8 @@ pub struct ApplyReport {
     pub bytes: usize,
     /// Chains deleted because the new ruleset no longer has them.
     pub deleted_chains: Vec<String>,
+    /// Tables deleted in the same transaction (as `family name`).
+    pub deleted_tables: Vec<String>,
     /// Attempts made (more than one when another writer changed the ruleset meanwhile).
     pub attempts: u32,
 }
@@ -135,6 +137,8 @@ pub struct Batch {
     pub last_seq: u32,
     /// Chains the batch deletes.
     pub deleted_chains: Vec<String>,
+    /// Tables the batch deletes (as `family name`).
+    pub deleted_tables: Vec<String>,
 }
 
 /// The live state `plan_apply` replaces: chains and named sets of the tables it writes.
@@ -247,6 +251,7 @@ impl BatchWriter {
             objects: self.objects,
             last_seq,
             deleted_chains,
+            deleted_tables: Vec::new(),
         }
     }
 }
@@ -396,21 +401,31 @@ pub fn plan_apply_removing(
             }
         }
     }
+    let mut deleted_tables = Vec::new();
     for r in removals {
         use crate::migrate::Removal;
         let (family, table, chain) = r.place();
         let fam = family_number(family);
+        let label = format!("{} {table}", family.keyword());
+        let Some(chain) = chain else {
+            let obj = Object::Table {
+                table: label.clone(),
+            };
+            b.emit(obj, |w, seq| w.table(NFT_MSG_DELTABLE, 0, fam, table, seq))?;
+            deleted_tables.push(label);
+            continue;
+        };
         let obj = Object::Chain {
-            table: format!("{} {table}", family.keyword()),
+            table: label.clone(),
             chain: chain.to_string(),
         };
         b.emit(obj, |w, seq| match r {
             Removal::Rule { handle, .. } => w.delete_rule(fam, table, chain, *handle, seq),
             Removal::FlushChain { .. } => w.flush_rules(fam, table, Some(chain), seq),
-            Removal::Chain { .. } => w.chain(NFT_MSG_DELCHAIN, 0, fam, table, chain, None, seq),
+            _ => w.chain(NFT_MSG_DELCHAIN, 0, fam, table, chain, None, seq),
         })?;
         if matches!(r, Removal::Chain { .. }) {
-            deleted_chains.push(format!("{} {table} {chain}", family.keyword()));
+            deleted_chains.push(format!("{label} {chain}"));
         }
     }
     // The last message asks for an acknowledgement: a no-op re-declaration of the first table
@@ -433,7 +448,9 @@ pub fn plan_apply_removing(
     } else {
         b.seq += 1;
     }
-    Ok(b.finish(last_seq, deleted_chains))
+    let mut batch = b.finish(last_seq, deleted_chains);
+    batch.deleted_tables = deleted_tables;
+    Ok(batch)
 }
 
 /// A one-message nf_tables request: netlink header, nfgenmsg for `family`, then `attrs`
@@ -473,7 +490,7 @@ fn str_attr(
 
 /// One netfilter netlink socket in the namespace it was opened in.
 pub struct Connection {
-    sock: mnl::Socket,
+    sock: crate::ffi::NfSocket,
     seq: u32,
     buf: Vec<u8>,
     sndbuf: usize,
@@ -569,7 +586,7 @@ impl Connection {
 
     /// Open a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, NetlinkError> {
-        let sock = mnl::Socket::new(mnl::Bus::Netfilter)
+        let sock = crate::ffi::NfSocket::open()
             .map_err(|e| NetlinkError::io("socket open", e))?;
         let fd = sock.as_raw_fd();
         crate::ffi::set_recv_timeout(fd, REPLY_TIMEOUT)
@@ -1030,6 +1047,7 @@ impl Connection {
                         messages: batch.messages,
                         bytes: batch.bytes.len(),
                         deleted_chains: batch.deleted_chains,
+                        deleted_tables: batch.deleted_tables,
                         attempts: attempt,
                     });
                 }

@@ -852,3 +852,37 @@ pub fn set_recv_timeout(
     }
     Ok(())
 }
+
+/// A netfilter netlink socket (libmnl's) that can move to another thread.
+pub struct NfSocket(mnl::Socket);
+
+// SAFETY: `mnl::Socket` is not `Send` only because it holds a raw pointer to libmnl's
+// `struct mnl_socket` (a descriptor and its bound address), which it allocates and frees
+// itself. libmnl keeps no thread-local or global state for it, and `NfSocket` owns it alone
+// (no copy of the pointer exists elsewhere), so using and dropping it on another thread than
+// the one that opened it is sound. It is not `Sync`: `&NfSocket` gives no access from two
+// threads at once.
+unsafe impl Send for NfSocket {}
+
+impl NfSocket {
+    /// Open and bind a netfilter netlink socket in the calling thread's network namespace.
+    pub fn open() -> std::io::Result<Self> {
+        mnl::Socket::new(mnl::Bus::Netfilter).map(NfSocket)
+    }
+
+    /// Send one buffer; the number of bytes sent.
+    pub fn send(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.send(bytes)
+    }
+
+    /// Receive into `buf`; the number of bytes received.
+    pub fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.recv(buf)
+    }
+}
+
+impl std::os::fd::AsRawFd for NfSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}

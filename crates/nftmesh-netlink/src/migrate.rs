@@ -56,11 +56,19 @@ pub enum Removal {
         /// The chain.
         chain: String,
     },
+    /// Delete a whole table with everything in it (a table of nftmesh's that the capture being
+    /// installed no longer has).
+    Table {
+        /// Table family.
+        family: Family,
+        /// Table name.
+        table: String,
+    },
 }
 
 impl Removal {
-    /// Family, table and chain the removal is about.
-    pub fn place(&self) -> (Family, &str, &str) {
+    /// Family, table and chain (none for a whole table) the removal is about.
+    pub fn place(&self) -> (Family, &str, Option<&str>) {
         match self {
             Removal::Rule {
                 family,
@@ -77,7 +85,8 @@ impl Removal {
                 family,
                 table,
                 chain,
-            } => (*family, table, chain),
+            } => (*family, table, Some(chain)),
+            Removal::Table { family, table } => (*family, table, None),
         }
     }
 }

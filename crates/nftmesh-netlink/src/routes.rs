@@ -332,6 +332,13 @@ impl Routing {
 
     /// Remove what [`Routing::ensure`] installs (absent pieces are fine).
     pub fn remove(&mut self, r: &TproxyRouting) -> Result<(), NetlinkError> {
+        self.remove_tproxy(r)?;
+        self.remove_loopback_v6()
+    }
+
+    /// Remove the fwmark rules and local routes of `r` in both families, keeping `::6` on `lo`
+    /// (which REDIRECT mode needs too when IPv6 is on). Absent pieces are fine.
+    pub fn remove_tproxy(&mut self, r: &TproxyRouting) -> Result<(), NetlinkError> {
         for v6 in [false, true] {
             // Duplicates (from other tools) go too: delete until none is left, bounded.
             for _ in 0..16 {
@@ -356,6 +363,11 @@ impl Routing {
                 "removing the TPROXY local route",
             )?;
         }
+        Ok(())
+    }
+
+    /// Remove `::6/128` from `lo` (absent is fine).
+    pub fn remove_loopback_v6(&mut self) -> Result<(), NetlinkError> {
         let msg = self.addr_msg()?;
         self.request(
             Rtm::Deladdr,

@@ -1,0 +1,321 @@
+//! [`Namespace`]: a handle on one network namespace that keeps its netlink sockets open, and
+//! installs, checks, verifies and removes a [`Capture`] there.
+
+use crate::capture::{owned_tables, Capture, Migration};
+use crate::CaptureError;
+use nftmesh_model::ruleset::{Family, Ruleset};
+use nftmesh_netlink::diff::Difference;
+use nftmesh_netlink::migrate::Removal;
+use nftmesh_netlink::routes::{Routing, RoutingState};
+use nftmesh_netlink::{netns, Connection, NetlinkError};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// What [`Namespace::install`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Rules installed.
+    pub rules: usize,
+    /// Tables installed.
+    pub tables: usize,
+    /// Messages in the one nf_tables transaction (begin and end included).
+    pub messages: usize,
+    /// Bytes of that transaction.
+    pub bytes: usize,
+    /// Attempts (more than one when another writer committed meanwhile).
+    pub attempts: u32,
+    /// nftmesh tables the capture no longer has, deleted in the same transaction.
+    pub deleted_tables: Vec<String>,
+    /// Chains deleted in the same transaction (stale ones, and Istio's when migrating).
+    pub deleted_chains: Vec<String>,
+    /// Whether TPROXY routing was installed before the transaction.
+    pub routing_installed: bool,
+    /// Whether stale TPROXY routing (of an earlier TPROXY install) was removed after it.
+    pub routing_removed: bool,
+    /// With migration: jump rules to Istio's chains removed in the same transaction.
+    pub migrated_jumps: usize,
+    /// With migration: other rules left in the iptables-nft nat/mangle/raw tables.
+    pub iptables_rules_left: usize,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "applied {} rule(s) in {} table(s): one transaction of {} messages, {} bytes",
+            self.rules, self.tables, self.messages, self.bytes
+        )?;
+        for t in &self.deleted_tables {
+            write!(f, "\ndeleted table {t}")?;
+        }
+        for c in &self.deleted_chains {
+            write!(f, "\ndeleted chain {c}")?;
+        }
+        if self.routing_removed {
+            write!(f, "\nremoved the TPROXY routing")?;
+        }
+        Ok(())
+    }
+}
+
+/// One way the live namespace differs from a capture ([`Namespace::check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drift {
+    /// The nf_tables tables differ.
+    Rules(Difference),
+    /// The TPROXY routing the capture needs is (partly) missing.
+    MissingRouting(RoutingState),
+    /// TPROXY routing is present although the capture is in REDIRECT mode.
+    ExtraRouting(RoutingState),
+    /// `::6` is missing from `lo` although the capture has IPv6 on.
+    MissingLoopbackV6,
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Drift::Rules(d) => write!(f, "{d}"),
+            Drift::MissingRouting(s) => write!(f, "TPROXY routing incomplete: {s:?}"),
+            Drift::ExtraRouting(s) => write!(f, "TPROXY routing present in REDIRECT mode: {s:?}"),
+            Drift::MissingLoopbackV6 => write!(f, "::6/128 is missing on lo"),
+        }
+    }
+}
+
+/// What [`Namespace::remove`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Tables deleted (one transaction).
+    pub tables: usize,
+}
+
+struct Sockets {
+    conn: Connection,
+    routing: Routing,
+}
+
+/// A handle on one network namespace: its netfilter and rtnetlink sockets, opened inside the
+/// namespace once (on a helper thread; the caller's thread never changes namespace) and kept
+/// open. Use it from any thread; operations on one handle run one at a time. Keeping the
+/// handle spares the kernel's socket release (milliseconds) on every operation, and lets a
+/// replace go out in one round trip.
+///
+/// ```no_run
+/// use nftmesh::{Capture, CaptureConfig, Namespace};
+///
+/// let ns = Namespace::open("/var/run/netns/pod1")?;
+/// let report = ns.install(&Capture::new(&CaptureConfig::sidecar())?)?;
+/// println!("{report}");
+/// # Ok::<(), nftmesh::CaptureError>(())
+/// ```
+pub struct Namespace {
+    path: Option<PathBuf>,
+    sockets: Mutex<Sockets>,
+}
+
+fn open_sockets() -> Result<Sockets, NetlinkError> {
+    Ok(Sockets {
+        conn: Connection::open()?,
+        routing: Routing::open()?,
+    })
+}
+
+impl Namespace {
+    /// A handle on the network namespace at `path` (`/proc/PID/ns/net`,
+    /// `/var/run/netns/NAME`).
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, CaptureError> {
+        let path = path.into();
+        let sockets = netns::run_in(&path, open_sockets)??;
+        Ok(Namespace {
+            path: Some(path),
+            sockets: Mutex::new(sockets),
+        })
+    }
+
+    /// A handle on the calling thread's own network namespace.
+    pub fn current() -> Result<Self, CaptureError> {
+        Ok(Namespace {
+            path: None,
+            sockets: Mutex::new(open_sockets()?),
+        })
+    }
+
+    /// [`Namespace::open`] for `Some(path)`, [`Namespace::current`] for `None`.
+    pub fn open_or_current(path: Option<&Path>) -> Result<Self, CaptureError> {
+        match path {
+            Some(p) => Self::open(p),
+            None => Self::current(),
+        }
+    }
+
+    /// The namespace's path; `None` for the caller's own namespace.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Sockets> {
+        // A panic while holding the lock leaves the sockets usable: every operation reads
+        // the state it needs from the kernel or refuses stale state by generation.
+        self.sockets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Run `f` inside the namespace (on a helper thread) or here, for work that must create
+    /// sockets or read `/proc` there.
+    fn inside<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, CaptureError> {
+        Ok(netns::run_in_or_here(self.path.as_deref(), f)?)
+    }
+
+    /// Make the namespace hold exactly `capture`: TPROXY routing (and `::6` on `lo` with IPv6)
+    /// first, so that rules needing it never run without it; then ONE nf_tables transaction
+    /// that replaces nftmesh's tables in place, deletes the nftmesh tables `capture` does not
+    /// have (a REDIRECT ↔ TPROXY switch is atomic) and, when migrating, Istio's iptables
+    /// chains; then, in REDIRECT mode, the TPROXY routing an earlier install left. Tables
+    /// nftmesh does not own are never touched. If the transaction fails nothing of it applies.
+    pub fn install(&self, capture: &Capture) -> Result<Report, CaptureError> {
+        let migrate = capture.migration();
+        if migrate == Migration::FromIptables {
+            let legacy = self.inside(nftmesh_netlink::migrate::legacy_tables)?;
+            if !legacy.is_empty() {
+                return Err(CaptureError::LegacyTables(legacy));
+            }
+        }
+        let mut s = self.lock();
+        let mut report = Report::default();
+        if let Some(r) = capture.tproxy_routing() {
+            s.routing.ensure(&r)?;
+            report.routing_installed = true;
+        } else if capture.loopback_v6() {
+            // As Istio does in both modes: ::6 on lo, the proxy's IPv6 passthrough source.
+            s.routing.ensure_loopback_v6()?;
+        }
+        let keep = capture.tables();
+        let stale: Vec<(Family, String)> = owned_tables()
+            .into_iter()
+            .filter(|t| !keep.contains(t))
+            .collect();
+        let mut found = None;
+        let applied = s.conn.apply_removing(capture.ruleset(), |conn| {
+            let live = conn.tables()?;
+            let mut removals: Vec<Removal> = stale
+                .iter()
+                .filter(|(f, n)| live.iter().any(|l| l.family == *f && &l.name == n))
+                .map(|(family, table)| Removal::Table {
+                    family: *family,
+                    table: table.clone(),
+                })
+                .collect();
+            if migrate != Migration::None {
+                let istio = conn.find_istio_iptables()?;
+                removals.extend(istio.removals.iter().cloned());
+                found = Some(istio);
+            }
+            Ok(removals)
+        })?;
+        report.rules = capture.ruleset().rule_count();
+        report.tables = capture.ruleset().tables.len();
+        report.messages = applied.messages;
+        report.bytes = applied.bytes;
+        report.attempts = applied.attempts;
+        report.deleted_tables = applied.deleted_tables;
+        report.deleted_chains = applied.deleted_chains;
+        if let Some(istio) = found {
+            report.migrated_jumps = istio
+                .removals
+                .iter()
+                .filter(|x| matches!(x, Removal::Rule { .. }))
+                .count();
+            report.iptables_rules_left = istio.leftover_rules;
+        }
+        if capture.tproxy_routing().is_none() {
+            let r = capture.routing_settings();
+            let state = s.routing.state(&r)?;
+            if !state.rules.is_empty() || !state.local_routes.is_empty() {
+                s.routing.remove_tproxy(&r)?;
+                report.routing_removed = true;
+            }
+        }
+        Ok(report)
+    }
+
+    /// nftmesh's tables as the kernel holds them, decoded into the model.
+    pub fn live(&self) -> Result<Ruleset, CaptureError> {
+        Ok(self.lock().conn.dump_ruleset(&owned_tables())?)
+    }
+
+    /// How the namespace differs from `capture`: its tables (compared in canonical form, see
+    /// [`nftmesh_netlink::diff`]), the TPROXY routing and `::6` on `lo`. Empty when it holds
+    /// exactly `capture`.
+    pub fn check(&self, capture: &Capture) -> Result<Vec<Drift>, CaptureError> {
+        let mut s = self.lock();
+        let live = s.conn.dump_ruleset(&owned_tables())?;
+        let mut out: Vec<Drift> = nftmesh_netlink::diff::diff(capture.ruleset(), &live)
+            .into_iter()
+            .map(Drift::Rules)
+            .collect();
+        let r = capture.routing_settings();
+        let state = s.routing.state(&r)?;
+        let want: &[u8] = if r.ipv6 { &[4, 6] } else { &[4] };
+        match capture.tproxy_routing() {
+            Some(_) if state.rules != want || state.local_routes != want => {
+                out.push(Drift::MissingRouting(state.clone()))
+            }
+            None if !state.rules.is_empty() || !state.local_routes.is_empty() => {
+                out.push(Drift::ExtraRouting(state.clone()))
+            }
+            _ => {}
+        }
+        if capture.loopback_v6() && !state.loopback_v6 {
+            out.push(Drift::MissingLoopbackV6);
+        }
+        Ok(out)
+    }
+
+    /// Check capture with real connections, as Istio's validation container does (run it
+    /// before the proxy listens): see [`crate::verify`].
+    pub fn verify(
+        &self,
+        probe: &crate::verify::Probe,
+    ) -> Result<crate::verify::Verified, CaptureError> {
+        let probe = probe.clone();
+        self.inside(move || crate::verify::run(&probe))?
+    }
+
+    /// Delete every nftmesh table (one transaction) and the TPROXY routing and `::6` that
+    /// `capture`'s settings name. Every other table, rule and route stays.
+    pub fn remove(&self, capture: &Capture) -> Result<Removed, CaptureError> {
+        let mut s = self.lock();
+        let tables = s.conn.delete_tables(&owned_tables())?;
+        s.routing.remove(&capture.routing_settings())?;
+        Ok(Removed { tables })
+    }
+
+    /// The nf_tables ruleset generation: one more after each committed transaction.
+    pub fn generation(&self) -> Result<u32, CaptureError> {
+        Ok(self.lock().conn.generation()?)
+    }
+
+    /// For a command about to exit: close the netfilter socket only after this process has
+    /// exited, so that the kernel's deferred cleanup of the committed transaction does not
+    /// delay the exit (see [`Connection::close_after_exit`]).
+    pub fn close_after_exit(self) {
+        let s = self
+            .sockets
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.conn.close_after_exit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_handle_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<super::Namespace>();
+    }
+}
