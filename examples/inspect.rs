@@ -3,31 +3,20 @@
 //!
 //! `cargo run --example inspect [NETNS_PATH]` (as root). Changes nothing; exits 1 on drift.
 
-use nftmesh::model::{compile, render, CaptureConfig};
-use nftmesh::netlink::diff::diff;
-use nftmesh::netlink::{Connection, NetlinkError};
+use nftmesh::model::render;
+use nftmesh::{Capture, CaptureConfig, CaptureError, Namespace};
 
-/// The live tables as nft text and the differences from the default sidecar capture.
-pub fn run() -> Result<(String, Vec<String>), NetlinkError> {
-    let desired = compile(&CaptureConfig::sidecar());
-    let ids: Vec<_> = desired
-        .tables
-        .iter()
-        .map(|t| (t.family, t.name.clone()))
-        .collect();
-    let live = Connection::open()?.dump_ruleset(&ids)?;
-    let differences = diff(&desired, &live)
-        .iter()
-        .map(|d| d.to_string())
-        .collect();
-    Ok((render(&live), differences))
+/// The live tables of `ns` as nft text and the differences from the default sidecar capture.
+pub fn run(ns: &Namespace) -> Result<(String, Vec<String>), CaptureError> {
+    let capture = Capture::new(&CaptureConfig::sidecar())?;
+    let differences = ns.check(&capture)?.iter().map(|d| d.to_string()).collect();
+    Ok((render(&ns.live()?), differences))
 }
 
 #[allow(dead_code)] // `tests/examples.rs` includes this file and calls `run` directly.
 fn main() {
     let netns = std::env::args().nth(1).map(std::path::PathBuf::from);
-    let result = nftmesh::netlink::netns::run_in_or_here(netns.as_deref(), run).and_then(|r| r);
-    match result {
+    match Namespace::open_or_current(netns.as_deref()).and_then(|ns| run(&ns)) {
         Ok((live, differences)) => {
             print!("{live}");
             for d in &differences {

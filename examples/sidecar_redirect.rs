@@ -15,34 +15,24 @@
 //!
 //! Undo: `cargo run --example cleanup [NETNS_PATH]`.
 
-use nftmesh::model::{compile, render, CaptureConfig};
-use nftmesh::netlink::{Connection, NetlinkError};
+use nftmesh::model::render;
+use nftmesh::{Capture, CaptureConfig, CaptureError, Namespace};
 
-/// Apply the default sidecar capture in the calling thread's namespace; the live tables as nft
-/// text.
-pub fn run() -> Result<String, NetlinkError> {
-    let ruleset = compile(&CaptureConfig::sidecar());
-    let mut conn = Connection::open()?;
-    let report = conn.apply(&ruleset)?;
-    let ids: Vec<_> = ruleset
-        .tables
-        .iter()
-        .map(|t| (t.family, t.name.clone()))
-        .collect();
-    let live = conn.dump_ruleset(&ids)?;
+/// Install the default sidecar capture in `ns`; the live tables as nft text.
+pub fn run(ns: &Namespace) -> Result<String, CaptureError> {
+    let report = ns.install(&Capture::new(&CaptureConfig::sidecar())?)?;
     Ok(format!(
         "# one transaction: {} messages, {} bytes\n{}",
         report.messages,
         report.bytes,
-        render(&live)
+        render(&ns.live()?)
     ))
 }
 
 #[allow(dead_code)] // `tests/examples.rs` includes this file and calls `run` directly.
 fn main() {
     let netns = std::env::args().nth(1).map(std::path::PathBuf::from);
-    let result = nftmesh::netlink::netns::run_in_or_here(netns.as_deref(), run).and_then(|r| r);
-    match result {
+    match Namespace::open_or_current(netns.as_deref()).and_then(|ns| run(&ns)) {
         Ok(text) => print!("{text}"),
         Err(e) => {
             eprintln!("sidecar_redirect: {e}");

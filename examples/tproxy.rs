@@ -7,36 +7,25 @@
 //!
 //! Undo: `cargo run --example cleanup [NETNS_PATH]` (tables and routing).
 
-use nftmesh::model::config::{CaptureConfig, InterceptionMode};
-use nftmesh::model::{compile, render};
-use nftmesh::netlink::routes::{Routing, TproxyRouting};
-use nftmesh::netlink::{Connection, NetlinkError};
+use nftmesh::{Capture, CaptureConfig, CaptureError, InterceptionMode, Namespace};
 
-/// Install the TPROXY capture in the calling thread's namespace; what was installed, as text.
-pub fn run() -> Result<String, NetlinkError> {
+/// Install the TPROXY capture in `ns`; what was installed, as text.
+pub fn run(ns: &Namespace) -> Result<String, CaptureError> {
     let mut cfg = CaptureConfig::sidecar();
     cfg.mode = InterceptionMode::Tproxy;
-    let routing = TproxyRouting {
-        mark: cfg.tproxy_mark,
-        table: cfg.tproxy_route_table,
-        ipv6: cfg.ipv6,
-    };
-    let mut routes = Routing::open()?;
-    routes.ensure(&routing)?;
-    let ruleset = compile(&cfg);
-    Connection::open()?.apply(&ruleset)?;
+    let capture = Capture::new(&cfg)?;
+    ns.install(&capture)?;
     Ok(format!(
         "# routing: {:?}\n{}",
-        routes.state(&routing)?,
-        render(&ruleset)
+        ns.routing(&capture)?,
+        capture.render()
     ))
 }
 
 #[allow(dead_code)] // `tests/examples.rs` includes this file and calls `run` directly.
 fn main() {
     let netns = std::env::args().nth(1).map(std::path::PathBuf::from);
-    let result = nftmesh::netlink::netns::run_in_or_here(netns.as_deref(), run).and_then(|r| r);
-    match result {
+    match Namespace::open_or_current(netns.as_deref()).and_then(|ns| run(&ns)) {
         Ok(text) => print!("{text}"),
         Err(e) => {
             eprintln!("tproxy: {e}");

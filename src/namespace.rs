@@ -242,6 +242,13 @@ impl Namespace {
         Ok(report)
     }
 
+    /// Replace exactly the tables of `ruleset` (whatever their names) in ONE transaction and
+    /// leave every other table alone: a native `iptables-restore` of translated iptables text
+    /// (see [`crate::iptables`]). Not for captures, which [`Namespace::install`] installs.
+    pub fn restore(&self, ruleset: &Ruleset) -> Result<nftmesh_netlink::ApplyReport, CaptureError> {
+        Ok(self.lock().conn.apply(ruleset)?)
+    }
+
     /// nftmesh's tables as the kernel holds them, decoded into the model.
     pub fn live(&self) -> Result<Ruleset, CaptureError> {
         Ok(self.lock().conn.dump_ruleset(&owned_tables())?)
@@ -292,6 +299,11 @@ impl Namespace {
         let tables = s.conn.delete_tables(&owned_tables())?;
         s.routing.remove(&capture.routing_settings())?;
         Ok(Removed { tables })
+    }
+
+    /// What the kernel has of the TPROXY routing and `::6` that `capture`'s settings name.
+    pub fn routing(&self, capture: &Capture) -> Result<RoutingState, CaptureError> {
+        Ok(self.lock().routing.state(&capture.routing_settings())?)
     }
 
     /// The nf_tables ruleset generation: one more after each committed transaction.

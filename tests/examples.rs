@@ -15,6 +15,7 @@ mod tproxy;
 mod translate_file;
 
 use nftmesh::netlink::netns::run_in_new;
+use nftmesh::Namespace;
 
 #[test]
 fn sidecar_inspect_and_cleanup_examples() {
@@ -23,10 +24,11 @@ fn sidecar_inspect_and_cleanup_examples() {
         return;
     }
     let (installed, before, inspected, removed, after) = run_in_new(|| {
-        let before = inspect::run().unwrap();
-        let installed = sidecar_redirect::run().unwrap();
-        let inspected = inspect::run().unwrap();
-        let removed = cleanup::run().unwrap();
+        let ns = Namespace::current().unwrap();
+        let before = inspect::run(&ns).unwrap();
+        let installed = sidecar_redirect::run(&ns).unwrap();
+        let inspected = inspect::run(&ns).unwrap();
+        let removed = cleanup::run(&ns).unwrap();
         let after = support::run_here("nft", &["list", "tables"], "");
         (installed, before, inspected, removed, after)
     })
@@ -49,9 +51,10 @@ fn tproxy_example_installs_rules_and_routing_and_cleanup_removes_both() {
         return;
     }
     let (text, rules, removed, rules_after) = run_in_new(|| {
-        let text = tproxy::run().unwrap();
+        let ns = Namespace::current().unwrap();
+        let text = tproxy::run(&ns).unwrap();
         let rules = support::run_here("ip", &["rule"], "");
-        let removed = cleanup::run().unwrap();
+        let removed = cleanup::run(&ns).unwrap();
         let rules_after = support::run_here("ip", &["rule"], "");
         (text, rules, removed, rules_after)
     })

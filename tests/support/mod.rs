@@ -3,6 +3,7 @@
 
 pub mod cases;
 pub mod corpus;
+pub mod named_netns;
 pub mod netns;
 mod skip;
 pub mod strategies;

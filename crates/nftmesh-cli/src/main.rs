@@ -134,139 +134,66 @@ fn plan(args: &CaptureArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The tables nftmesh owns for this configuration, in either capture mode.
-fn owned_tables(
-    cfg: &nftmesh_model::config::CaptureConfig,
-) -> Vec<(nftmesh_model::ruleset::Family, String)> {
-    use nftmesh_model::config::InterceptionMode;
-    let mut out = Vec::new();
-    for mode in [InterceptionMode::Redirect, InterceptionMode::Tproxy] {
-        let mut c = cfg.clone();
-        c.mode = mode;
-        for t in nftmesh_model::compile(&c).tables {
-            if !out.contains(&(t.family, t.name.clone())) {
-                out.push((t.family, t.name));
-            }
-        }
-    }
-    out
-}
-
 fn apply(args: ApplyArgs) -> Result<(), String> {
-    let cfg = args
-        .capture
-        .to_config_in(args.network_namespace.as_deref())?;
-    let ruleset = nftmesh_model::compile(&cfg);
+    let ns_path = args.network_namespace.as_deref();
+    let cfg = args.capture.to_config_in(ns_path)?;
+    let migration = match (args.migrate, args.migrate_allow_legacy) {
+        (false, _) => nftmesh::Migration::None,
+        (true, false) => nftmesh::Migration::FromIptables,
+        (true, true) => nftmesh::Migration::FromIptablesAllowLegacy,
+    };
+    let capture = nftmesh::Capture::new(&cfg)
+        .map_err(|e| e.to_string())?
+        .migrating(migration);
     if args.dry_run {
-        print!("{}", nftmesh_model::render(&ruleset));
+        print!("{}", capture.render());
         return Ok(());
     }
-    let cleanup_only = args.cleanup_only;
-    let owned = owned_tables(&cfg);
-    let routing = nftmesh_netlink::routes::TproxyRouting {
-        mark: cfg.tproxy_mark,
-        table: cfg.tproxy_route_table,
-        ipv6: cfg.ipv6,
-    };
-    let tproxy = cfg.mode == nftmesh_model::config::InterceptionMode::Tproxy;
-    let migrate = args.migrate;
-    if migrate {
-        let legacy = in_netns(args.network_namespace.as_deref(), || {
-            Ok(nftmesh_netlink::migrate::legacy_tables())
-        })?;
-        if !legacy.is_empty() && !args.migrate_allow_legacy {
-            return Err(format!(
-                "--migrate: iptables-legacy tables exist in this namespace ({}); their rules \
-                 cannot change in the nf_tables transaction, so both captures would be active. \
-                 Remove them first (iptables-legacy-save shows them), or pass \
-                 --migrate-allow-legacy to leave them in place",
-                legacy.join(", ")
-            ));
-        }
-    }
-    let work = move || -> Result<String, nftmesh_netlink::NetlinkError> {
-        let mut conn = nftmesh_netlink::Connection::open()?;
-        if cleanup_only {
-            let n = conn.delete_tables(&owned)?;
-            nftmesh_netlink::routes::Routing::open()?.remove(&routing)?;
-            return Ok(format!("removed {n} table(s) and the TPROXY routing"));
-        }
-        if tproxy {
-            // Routing first: once the tproxy rules are live, marked packets need the table.
-            nftmesh_netlink::routes::Routing::open()?.ensure(&routing)?;
-        } else if routing.ipv6 {
-            // As Istio does in both modes: ::6 on lo, the proxy's IPv6 passthrough source.
-            nftmesh_netlink::routes::Routing::open()?.ensure_loopback_v6()?;
-        }
-        let (r, migrated) = if migrate {
-            let (r, found) = conn.apply_migrating(&ruleset)?;
-            (r, Some(found))
-        } else {
-            (conn.apply(&ruleset)?, None)
-        };
-        let mut msg = format!(
-            "applied {} rule(s) in {} table(s): one transaction of {} messages, {} bytes",
-            ruleset.rule_count(),
-            ruleset.tables.len(),
-            r.messages,
-            r.bytes
+    let ns = nftmesh::Namespace::open_or_current(ns_path).map_err(|e| e.to_string())?;
+    if args.cleanup_only {
+        let removed = ns.remove(&capture).map_err(|e| e.to_string())?;
+        eprintln!(
+            "nftmesh: removed {} table(s) and the TPROXY routing",
+            removed.tables
         );
-        for c in &r.deleted_chains {
-            msg.push_str(&format!("\ndeleted chain {c}"));
+        return Ok(());
+    }
+    let report = ns.install(&capture).map_err(|e| match e {
+        nftmesh::CaptureError::LegacyTables(_) => {
+            format!("--migrate: {e}: pass --migrate-allow-legacy to leave them in place")
         }
-        // The transaction is acknowledged; the socket's release waits for the kernel's
-        // deferred cleanup, which need not delay this command's exit.
-        conn.close_after_exit();
-        if let Some(found) = migrated {
-            let jumps = found
-                .removals
-                .iter()
-                .filter(|x| matches!(x, nftmesh_netlink::migrate::Removal::Rule { .. }))
-                .count();
-            msg.push_str(&format!(
-                "\nmigrated from iptables in the same transaction: removed {jumps} jump rule(s) \
-                 to ISTIO_* chains; {} other rule(s) left in the iptables-nft nat/mangle/raw \
-                 tables",
-                found.leftover_rules
-            ));
-        }
-        Ok(msg)
-    };
-    let msg = in_netns(args.network_namespace.as_deref(), work)?;
+        e => e.to_string(),
+    })?;
+    let mut msg = report.to_string();
+    if migration != nftmesh::Migration::None {
+        msg.push_str(&format!(
+            "\nmigrated from iptables in the same transaction: removed {} jump rule(s) to \
+             ISTIO_* chains; {} other rule(s) left in the iptables-nft nat/mangle/raw tables",
+            report.migrated_jumps, report.iptables_rules_left
+        ));
+    }
+    // The transaction is acknowledged; the socket's release waits for the kernel's deferred
+    // cleanup, which need not delay this command's exit.
+    ns.close_after_exit();
     eprintln!("nftmesh: {msg}");
     Ok(())
 }
 
-/// Run `work` in the given namespace (on a dedicated thread) or in ours.
-fn in_netns<T: Send + 'static>(
-    ns: Option<&std::path::Path>,
-    work: impl FnOnce() -> Result<T, nftmesh_netlink::NetlinkError> + Send + 'static,
-) -> Result<T, String> {
-    nftmesh_netlink::netns::run_in_or_here(ns, work)
-        .and_then(|r| r)
-        .map_err(|e| e.to_string())
-}
-
 fn dump(args: NetnsArg) -> Result<(), String> {
-    let owned = owned_tables(&nftmesh_model::config::CaptureConfig::sidecar());
-    let live = in_netns(args.network_namespace.as_deref(), move || {
-        nftmesh_netlink::Connection::open()?.dump_ruleset(&owned)
-    })?;
+    let ns = nftmesh::Namespace::open_or_current(args.network_namespace.as_deref())
+        .map_err(|e| e.to_string())?;
+    let live = ns.live().map_err(|e| e.to_string())?;
     print!("{}", nftmesh_model::render(&live));
     Ok(())
 }
 
 fn diff(args: DiffArgs) -> ExitCode {
-    let run = || -> Result<Vec<nftmesh_netlink::diff::Difference>, String> {
-        let cfg = args
-            .capture
-            .to_config_in(args.netns.network_namespace.as_deref())?;
-        let desired = nftmesh_model::compile(&cfg);
-        let owned = owned_tables(&cfg);
-        let live = in_netns(args.netns.network_namespace.as_deref(), move || {
-            nftmesh_netlink::Connection::open()?.dump_ruleset(&owned)
-        })?;
-        Ok(nftmesh_netlink::diff::diff(&desired, &live))
+    let run = || -> Result<Vec<nftmesh::Drift>, String> {
+        let ns_path = args.netns.network_namespace.as_deref();
+        let cfg = args.capture.to_config_in(ns_path)?;
+        let capture = nftmesh::Capture::new(&cfg).map_err(|e| e.to_string())?;
+        let ns = nftmesh::Namespace::open_or_current(ns_path).map_err(|e| e.to_string())?;
+        ns.check(&capture).map_err(|e| e.to_string())
     };
     match run() {
         Ok(d) if d.is_empty() => ExitCode::SUCCESS,
@@ -284,58 +211,16 @@ fn diff(args: DiffArgs) -> ExitCode {
 }
 
 fn verify(args: VerifyArgs) -> Result<(), String> {
-    let cfg = args
-        .capture
-        .to_config_in(args.netns.network_namespace.as_deref())?;
-    let probe = args.probe;
-    let app = args.app_uid;
-    if cfg.proxy_uids.contains(&app) {
-        return Err(format!("--app-uid {app} is a proxy uid; pick another"));
-    }
-    let proxy_uid = cfg.proxy_uids.first().copied().unwrap_or(1337);
-    let port = cfg.proxy_port;
-    let wait = std::time::Duration::from_secs(2);
-    let work = move || -> Result<Result<String, String>, nftmesh_netlink::NetlinkError> {
-        use nftmesh_netlink::probe::{accept_within, connect_as, original_dst};
-        let l = match std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)) {
-            Ok(l) => l,
-            Err(e) => {
-                return Ok(Err(format!(
-                    "cannot listen on :{port} (is the proxy already running?): {e}"
-                )))
-            }
-        };
-        // Client and server run at the same time, so a lost connection costs one wait.
-        let client = std::thread::spawn(move || connect_as(app, app, probe, wait));
-        let got = accept_within(&l, wait).map(|s| original_dst(&s));
-        let _ = client.join();
-        match got {
-            Some(Some(orig)) if orig == probe => {}
-            Some(orig) => {
-                return Ok(Err(format!(
-                    "uid {app}'s connection to {probe} landed on :{port} with original destination {orig:?}, not {probe}"
-                )))
-            }
-            None => return Ok(Err(format!("uid {app}'s connection to {probe} was not captured to :{port}"))),
-        }
-        let short = std::time::Duration::from_millis(500);
-        let client = std::thread::spawn(move || connect_as(proxy_uid, proxy_uid, probe, short));
-        let got = accept_within(&l, short);
-        let _ = client.join();
-        if got.is_some() {
-            return Ok(Err(format!(
-                "the proxy uid {proxy_uid}'s connection to {probe} was captured to :{port}"
-            )));
-        }
-        Ok(Ok(format!(
-            "verified: uid {app} to {probe} is captured to :{port}; the proxy uid {proxy_uid} is not"
-        )))
-    };
-    match in_netns(args.netns.network_namespace.as_deref(), work)? {
-        Ok(msg) => {
-            eprintln!("nftmesh: {msg}");
-            Ok(())
-        }
-        Err(why) => Err(format!("verification failed: {why}")),
-    }
+    let ns_path = args.netns.network_namespace.as_deref();
+    let cfg = args.capture.to_config_in(ns_path)?;
+    let capture = nftmesh::Capture::new(&cfg).map_err(|e| e.to_string())?;
+    let probe =
+        nftmesh::verify::Probe::new(&capture, args.probe, args.app_uid).map_err(|e| match e {
+            nftmesh::CaptureError::Verify(why) => why.replace("app uid", "--app-uid"),
+            e => e.to_string(),
+        })?;
+    let ns = nftmesh::Namespace::open_or_current(ns_path).map_err(|e| e.to_string())?;
+    let verified = ns.verify(&probe).map_err(|e| e.to_string())?;
+    eprintln!("nftmesh: {}", verified.summary);
+    Ok(())
 }

@@ -104,13 +104,11 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
         return Ok(());
     }
     let n = (ruleset.rule_count(), ruleset.tables.len());
-    let r = crate::in_netns(args.network_namespace.as_deref(), move || {
-        let mut conn = nftmesh_netlink::Connection::open()?;
-        let r = conn.apply(&ruleset)?;
-        // Acknowledged: the socket's release need not delay this command's exit.
-        conn.close_after_exit();
-        Ok(r)
-    })?;
+    let ns = nftmesh::Namespace::open_or_current(args.network_namespace.as_deref())
+        .map_err(|e| e.to_string())?;
+    let r = ns.restore(&ruleset).map_err(|e| e.to_string())?;
+    // Acknowledged: the socket's release need not delay this command's exit.
+    ns.close_after_exit();
     eprintln!(
         "nftmesh: restored {} rule(s) in {} table(s): one transaction of {} messages, {} bytes",
         n.0, n.1, r.messages, r.bytes

@@ -586,8 +586,7 @@ impl Connection {
 
     /// Open a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, NetlinkError> {
-        let sock = crate::ffi::NfSocket::open()
-            .map_err(|e| NetlinkError::io("socket open", e))?;
+        let sock = crate::ffi::NfSocket::open().map_err(|e| NetlinkError::io("socket open", e))?;
         let fd = sock.as_raw_fd();
         crate::ffi::set_recv_timeout(fd, REPLY_TIMEOUT)
             .map_err(|e| NetlinkError::io("setsockopt SO_RCVTIMEO", e))?;

@@ -73,6 +73,7 @@ pub fn errno_meaning(errno: i32) -> &'static str {
         libc::E2BIG | libc::EFBIG => "it is too large for the kernel",
         libc::ENOMEM => "the kernel ran out of memory",
         libc::ENOBUFS => "the netlink socket ran out of buffer space",
+        libc::ENETDOWN => "the interface is down (a local route on lo needs lo up)",
         libc::ENOSPC => "the kernel ran out of handles or set space",
         libc::ELOOP => "the chains would form a loop",
         libc::EMLINK => "jumps would form a loop or nest too deep",
