@@ -5,10 +5,8 @@
 
 mod support;
 
-use nftmesh::model::compile;
 use nftmesh::model::config::CaptureConfig;
 use nftmesh::netlink::netns::{run_in_new, Netns};
-use nftmesh::netlink::Connection;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -181,10 +179,11 @@ fn in_pod_with<T: Send + 'static>(
             .expect("enter peer netns");
         match setup {
             Setup::Nftmesh(cfg) => {
-                Connection::open()
-                    .unwrap()
-                    .apply(&compile(&cfg))
-                    .expect("apply");
+                // Through the capture API: TPROXY routing and ::6 first, then the tables.
+                let capture = nftmesh::Capture::new(&cfg).expect("valid config");
+                nftmesh::Namespace::current()
+                    .and_then(|ns| ns.install(&capture))
+                    .expect("install");
             }
             Setup::IptablesRestore(v4, v6) => {
                 support::run_here("iptables-restore", &[], &v4);
@@ -499,7 +498,7 @@ fn tproxy_inbound_lands_on_a_transparent_listener_with_the_original_destination_
     if skip() {
         return;
     }
-    use nftmesh::netlink::routes::{Routing, TproxyRouting};
+
     use nix::sys::socket::{
         bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
         SockaddrIn,
@@ -507,16 +506,8 @@ fn tproxy_inbound_lands_on_a_transparent_listener_with_the_original_destination_
     let mut cfg = CaptureConfig::sidecar();
     cfg.ipv6 = false;
     cfg.mode = nftmesh::model::config::InterceptionMode::Tproxy;
-    let routing = TproxyRouting {
-        mark: cfg.tproxy_mark,
-        table: cfg.tproxy_route_table,
-        ipv6: false,
-    };
+    // The install put the TPROXY routing (fwmark 1337 -> table 133) in place.
     let landed = in_pod("tproxy", cfg, &[], move |peer| {
-        Routing::open()
-            .unwrap()
-            .ensure(&routing)
-            .expect("tproxy routing");
         let fd = socket(
             AddressFamily::Inet,
             SockType::Stream,
@@ -639,11 +630,8 @@ fn ipv6_inbound_passthrough_from_loopback_6_is_not_captured_again() {
     }
     let mut cfg = CaptureConfig::sidecar();
     cfg.ipv6 = true;
+    // The install put ::6 on lo.
     let (passthrough, other) = in_pod("passthrough6", cfg, &[], |_peer| {
-        nftmesh::netlink::routes::Routing::open()
-            .unwrap()
-            .ensure_loopback_v6()
-            .expect("::6 on lo");
         let servers = [listen6(8080, "app"), listen6(15006, "inbound")];
         let to = SocketAddr::from((POD6, 8080));
         let passthrough =
