@@ -134,9 +134,9 @@ pub fn netlink_reply(data: &[u8]) {
 /// whose every rule's expressions decode, and which reads back ([`decode_batch`]) as the
 /// input's canonical form or is refused by the raiser with a typed error.
 pub fn encode(data: &[u8]) {
+    use nftmesh::model::canonical::canonical_ruleset;
     use nftmesh::netlink::batch::decode_batch;
     use nftmesh::netlink::conn::{plan_apply, LiveState};
-    use nftmesh::netlink::raise::canonical_ruleset;
     use nftmesh::netlink::sys::{NFTA_RULE_EXPRESSIONS, NFT_MSG_NEWRULE};
     let rs: Ruleset = if data.first() == Some(&b'{') {
         match serde_json::from_slice(data) {

@@ -3,8 +3,8 @@
 
 use crate::capture::{owned_tables, Capture, Migration};
 use crate::CaptureError;
+use nftmesh_model::diff::Difference;
 use nftmesh_model::ruleset::{Family, Ruleset};
-use nftmesh_netlink::diff::Difference;
 use nftmesh_netlink::migrate::Removal;
 use nftmesh_netlink::routes::{Routing, RoutingState};
 use nftmesh_netlink::{netns, Connection, NetlinkError};
@@ -260,7 +260,7 @@ impl Namespace {
     pub fn check(&self, capture: &Capture) -> Result<Vec<Drift>, CaptureError> {
         let mut s = self.lock();
         let live = s.conn.dump_ruleset(&owned_tables())?;
-        let mut out: Vec<Drift> = nftmesh_netlink::diff::diff(capture.ruleset(), &live)
+        let mut out: Vec<Drift> = nftmesh_model::diff::diff(capture.ruleset(), &live)
             .into_iter()
             .map(Drift::Rules)
             .collect();

@@ -5,11 +5,11 @@
 
 mod support;
 
+use nftmesh::model::canonical::canonical_ruleset;
 use nftmesh::model::ruleset::{Chain, Family, Rule, Ruleset, Table};
 use nftmesh::model::samples;
 use nftmesh::netlink::batch::decode_batch;
 use nftmesh::netlink::conn::{plan_apply, LiveState};
-use nftmesh::netlink::raise::canonical_ruleset;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -11,11 +11,11 @@ mod support;
 use nftmesh::iptables::trace::split_trace_text;
 use nftmesh::iptables::translate::{base_of, hook_of};
 use nftmesh::iptables::{interpret, parse_trace, translate, translate_all, IptRuleset};
+use nftmesh::model::canonical::canonical_ruleset;
 use nftmesh::model::expr::IpVersion;
 use nftmesh::model::ruleset::{Family, Ruleset};
 use nftmesh::model::{eval, render, Hook};
 use nftmesh::netlink::netns::run_in_new;
-use nftmesh::netlink::raise::canonical_ruleset;
 use nftmesh::netlink::Connection;
 
 use std::process::Command;

@@ -3,12 +3,12 @@
 
 mod support;
 
+use nftmesh::model::canonical::canonical_ruleset;
 use nftmesh::model::config::CaptureConfig;
 use nftmesh::model::expr::{Statement, Verdict};
 use nftmesh::model::ruleset::{Family, Rule, Ruleset};
 use nftmesh::model::{compile, render};
 use nftmesh::netlink::netns::{run_in, run_in_new};
-use nftmesh::netlink::raise::canonical_ruleset;
 use nftmesh::netlink::{Connection, NetlinkError, Object};
 
 use std::process::Command;

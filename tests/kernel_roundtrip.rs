@@ -4,6 +4,7 @@
 
 mod support;
 
+use nftmesh::model::canonical::canonical_ruleset;
 use nftmesh::model::expr::{
     Direction, IpVersion, L4Proto, Match, PortRange, Statement, Values, Verdict,
 };
@@ -11,7 +12,6 @@ use nftmesh::model::ruleset::{
     BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Ruleset, Table,
 };
 use nftmesh::netlink::netns::run_in_new;
-use nftmesh::netlink::raise::canonical_ruleset;
 use nftmesh::netlink::{Connection, NetlinkError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

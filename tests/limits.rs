@@ -335,7 +335,7 @@ fn huge_anonymous_sets_encode_over_several_messages_and_read_back() {
     let batch = plan_apply(&rs, &LiveState::default(), None, 1).expect("encodes");
     assert!(batch.messages > 10, "{} messages", batch.messages);
     let back = nftmesh::netlink::batch::decode_batch(&batch).expect("reads back");
-    assert_eq!(back, nftmesh::netlink::raise::canonical_ruleset(&rs));
+    assert_eq!(back, nftmesh::model::canonical::canonical_ruleset(&rs));
 }
 
 #[test]

@@ -19,8 +19,10 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod canonical;
 pub mod compile;
 pub mod config;
+pub mod diff;
 pub mod eval;
 pub mod expr;
 pub mod limits;

@@ -16,3 +16,8 @@ pub const COMMENT_MAX: usize = 128;
 pub const LOG_PREFIX_MAX: usize = 127;
 /// The longest interface name in bytes (`IFNAMSIZ` - 1).
 pub const IFNAME_MAX: usize = 15;
+/// The most single ports an anonymous set holds as an exact (non-interval) set, as `nft` makes
+/// it; a larger one is an interval set (the kernel keeps exact sets of 2-byte keys in a bitmap
+/// set whose insert scans every element already there: 10 000 ports took a second to load).
+/// The canonical form follows the same rule.
+pub const PORT_SET_EXACT_MAX: usize = 64;

@@ -112,7 +112,7 @@ pub fn decode_batch(batch: &Batch) -> Result<Ruleset, NetlinkError> {
         out.tables
             .push(objects::assemble(family, &name, parts, during)?);
     }
-    Ok(crate::raise::canonical_ruleset(&out))
+    Ok(nftmesh_model::canonical::canonical_ruleset(&out))
 }
 
 /// The name an anonymous set of batch id `id` goes by while a batch is read back.
@@ -124,7 +124,7 @@ fn anonymous_name(id: u32) -> String {
 mod tests {
     use super::*;
     use crate::conn::{plan_apply, LiveState};
-    use crate::raise::canonical_ruleset;
+    use nftmesh_model::canonical::canonical_ruleset;
     use nftmesh_model::config::CaptureConfig;
     use nftmesh_model::{compile, render};
 

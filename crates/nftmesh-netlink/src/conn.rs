@@ -960,7 +960,7 @@ impl Connection {
     /// Read the given tables back from the kernel into the model (tables that do not exist are
     /// left out): chains with their hooks, named sets with their elements, and every rule
     /// decoded through [`crate::decode`] and [`crate::raise`] (the inverse of [`plan_apply`]'s
-    /// encoding). Rules come back in [`crate::raise::canonical_rule`] form; an expression the
+    /// encoding). Rules come back in [`nftmesh_model::canonical::canonical_rule`] form; an expression the
     /// model cannot express is [`NetlinkError::Unsupported`], naming it and its rule.
     pub fn dump_ruleset(&mut self, tables: &[(Family, String)]) -> Result<Ruleset, NetlinkError> {
         let live = self.tables()?;
@@ -984,7 +984,7 @@ impl Connection {
                 .push(objects::assemble(*family, name, parts, during)?);
         }
         // Hash sets list their elements in no particular order.
-        Ok(crate::raise::canonical_ruleset(&out))
+        Ok(nftmesh_model::canonical::canonical_ruleset(&out))
     }
 
     fn live_state(&mut self, ruleset: &Ruleset) -> Result<LiveState, NetlinkError> {

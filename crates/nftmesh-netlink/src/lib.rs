@@ -15,7 +15,6 @@ pub mod batch;
 pub mod bounds;
 pub mod conn;
 pub mod decode;
-pub mod diff;
 pub mod error;
 pub mod ffi;
 pub mod ir;

@@ -84,10 +84,7 @@ fn err(what: impl Into<String>, why: &'static str) -> LowerError {
     }
 }
 
-/// The most single ports an anonymous set holds as an exact (non-interval) set, as `nft` makes
-/// it; a larger one is an interval set. The kernel keeps exact sets of 2-byte keys in a bitmap
-/// set whose insert scans every element already there: 10 000 ports took a second to load.
-pub const PORT_SET_EXACT_MAX: usize = 64;
+use nftmesh_model::limits::PORT_SET_EXACT_MAX;
 
 fn addr_bytes(a: IpAddr) -> Vec<u8> {
     match a {

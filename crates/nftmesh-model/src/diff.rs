@@ -1,10 +1,10 @@
-//! Typed differences between a desired ruleset and the live one read back by
-//! [`crate::Connection::dump_ruleset`]. Both sides are compared in canonical form
-//! ([`crate::raise::canonical_ruleset`]), so encoding details never show up as drift.
+//! Typed differences between a desired ruleset and a live one (read back from the kernel by
+//! `nftmesh_netlink::Connection::dump_ruleset`). Both sides are compared in canonical form
+//! ([`crate::canonical::canonical_ruleset`]), so encoding details never show up as drift.
 
-use crate::raise::canonical_ruleset;
-use nftmesh_model::render::render_rule;
-use nftmesh_model::ruleset::{Family, Ruleset};
+use crate::canonical::canonical_ruleset;
+use crate::render::render_rule;
+use crate::ruleset::{Family, Ruleset};
 use std::fmt;
 
 /// One difference; `table` is `family name`.
@@ -179,11 +179,11 @@ pub fn diff(desired: &Ruleset, live: &Ruleset) -> Vec<Difference> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nftmesh_model::config::CaptureConfig;
-    use nftmesh_model::ruleset::{Chain, Rule};
+    use crate::config::CaptureConfig;
+    use crate::ruleset::{Chain, Rule};
 
     fn sidecar() -> Ruleset {
-        nftmesh_model::compile(&CaptureConfig::sidecar())
+        crate::compile(&CaptureConfig::sidecar())
     }
 
     #[test]
@@ -199,7 +199,7 @@ mod tests {
         let ci = t.chains.iter().position(|c| !c.rules.is_empty()).unwrap();
         t.chains[ci].rules[0] = Rule {
             matches: vec![],
-            statements: vec![nftmesh_model::expr::Statement::Counter],
+            statements: vec![crate::expr::Statement::Counter],
             comment: None,
         };
         let d = diff(&want, &live);
