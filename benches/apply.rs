@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("plan_batch_only_no_kernel", |bench| {
         bench.iter(|| {
-            nftmesh::netlink::conn::plan_apply(&a, &Default::default(), None, 1)
+            nftmesh::netlink::Transaction::plan(&a, &Default::default(), None, 1)
                 .expect("plan")
                 .bytes
                 .len()

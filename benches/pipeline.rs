@@ -12,8 +12,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use nftmesh::iptables::{parse_trace, translate_all};
 use nftmesh::model::compile;
 use nftmesh::model::config::IstioSettings;
-use nftmesh::netlink::conn::plan_apply;
 use nftmesh::netlink::Connection;
+use nftmesh::netlink::Transaction;
 use std::net::Ipv4Addr;
 
 const SIZES: [usize; 4] = [10, 100, 1000, 10000];
@@ -66,7 +66,7 @@ fn pure(c: &mut Criterion) {
         let rs = compile(&settings(n).to_config().expect("config"));
         g.bench_with_input(BenchmarkId::from_parameter(n), &rs, |b, rs| {
             b.iter(|| {
-                plan_apply(rs, &Default::default(), None, 1)
+                Transaction::plan(rs, &Default::default(), None, 1)
                     .expect("plan")
                     .bytes
                     .len()

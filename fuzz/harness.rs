@@ -7,8 +7,7 @@ use nftmesh::model::config::{CaptureConfig, GroupNames, IstioSettings};
 use nftmesh::model::expr::IpVersion;
 use nftmesh::model::ruleset::{Family, Ruleset};
 use nftmesh::model::{compile, render};
-use nftmesh::netlink::{decode, raise, wire};
-use std::collections::HashMap;
+use nftmesh::netlink::readback;
 
 /// iptables-save text: parse as IPv4, IPv6 and as an Istio trace. What parses prints back to
 /// text that parses to the same rules, and translates or is refused with a typed error.
@@ -91,7 +90,8 @@ pub fn istio_lists(data: &[u8]) {
 }
 
 /// Arbitrary bytes as a kernel reply to a rule dump: netlink messages → attributes → rule
-/// expressions → the model; and the whole input as one expression list.
+/// expressions → the model; and the whole input as one expression list. Either is read or
+/// refused with a typed error.
 pub fn netlink_reply(data: &[u8]) {
     let family = match data.first().map(|b| b % 3) {
         Some(0) => Family::Ip,
@@ -99,45 +99,31 @@ pub fn netlink_reply(data: &[u8]) {
         _ => Family::Inet,
     };
     let body = data.get(1..).unwrap_or(&[]);
-    let sets = HashMap::new();
-    let raise_all = |exprs: &[u8]| {
-        if let Ok(list) = decode::decode_exprs(exprs) {
-            let _ = raise::raise_rule(family, &list, &sets, None);
-        }
-    };
-    raise_all(body);
-    if let Ok(msgs) = wire::messages(body) {
-        for m in msgs {
-            let _ = wire::error_payload(m.payload);
-            let Some(area) = m.payload.get(4..) else {
-                continue;
-            };
-            if let Ok(at) = wire::attrs(area) {
-                for (ty, v) in &at {
-                    let _ = wire::string(v);
-                    let _ = (wire::be32(v), wire::be64(v));
-                    if *ty == nftmesh::netlink::sys::NFTA_RULE_EXPRESSIONS {
-                        raise_all(v);
-                    }
-                    if let Some(c) = decode::comment_of(v) {
-                        assert!(!c.contains('\0'));
-                    }
+    if let Err(e) = readback::rule_from_expressions(family, body) {
+        let _ = e.to_string();
+    }
+    match readback::rules_from_dump(family, body) {
+        Ok(rules) => {
+            for r in rules {
+                if let Some(c) = &r.comment {
+                    assert!(!c.contains('\0'));
                 }
             }
+        }
+        Err(e) => {
+            let _ = e.to_string();
         }
     }
 }
 
 /// Arbitrary rulesets (JSON when the input starts with `{`, else built from the bytes by
 /// [`ruleset_from_bytes`]: very long rules, long names, huge sets) → lower → encode. The
-/// encoder either refuses with a typed error or writes a batch whose every message parses,
-/// whose every rule's expressions decode, and which reads back ([`decode_batch`]) as the
+/// encoder either refuses with a typed error or writes a transaction whose every message
+/// parses and decodes (a `Malformed` read-back is a failure), and which reads back as the
 /// input's canonical form or is refused by the raiser with a typed error.
 pub fn encode(data: &[u8]) {
     use nftmesh::model::canonical::canonical_ruleset;
-    use nftmesh::netlink::batch::decode_batch;
-    use nftmesh::netlink::conn::{plan_apply, LiveState};
-    use nftmesh::netlink::sys::{NFTA_RULE_EXPRESSIONS, NFT_MSG_NEWRULE};
+    use nftmesh::netlink::{LiveState, Transaction};
     let rs: Ruleset = if data.first() == Some(&b'{') {
         match serde_json::from_slice(data) {
             Ok(rs) => rs,
@@ -146,28 +132,25 @@ pub fn encode(data: &[u8]) {
     } else {
         ruleset_from_bytes(data)
     };
-    let batch = match plan_apply(&rs, &LiveState::default(), None, 1) {
-        Ok(b) => b,
+    let tx = match Transaction::plan(&rs, &LiveState::default(), None, 1) {
+        Ok(tx) => tx,
         Err(e) => {
             let _ = e.to_string();
             return;
         }
     };
-    let msgs = wire::messages(&batch.bytes).expect("an encoded batch parses");
-    assert_eq!(msgs.len(), batch.messages, "message count");
-    let mut rules = 0;
-    for m in &msgs {
-        assert!(m.payload.len() <= nftmesh::netlink::bounds::SCRATCH_LEN);
-        if m.ty & 0xff == NFT_MSG_NEWRULE && m.ty >> 8 != 0 {
-            let at = wire::attrs(&m.payload[4..]).expect("rule attributes parse");
-            let list = wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
-            decode::decode_exprs(list).expect("encoded expressions decode");
-            rules += 1;
-        }
-    }
-    assert_eq!(rules, rs.rule_count(), "one NEWRULE per rule");
-    match decode_batch(&batch) {
+    assert_eq!(tx.objects.len(), tx.messages, "one object per message");
+    let rules = tx
+        .objects
+        .iter()
+        .filter(|(_, o)| matches!(o, nftmesh::netlink::Object::Rule { .. }))
+        .count();
+    assert!(rules >= rs.rule_count(), "every rule has a message");
+    match tx.read_back() {
         Ok(back) => assert_eq!(back, canonical_ruleset(&rs), "read back"),
+        Err(e @ nftmesh::netlink::NetlinkError::Malformed { .. }) => {
+            panic!("an encoded transaction does not parse: {e}")
+        }
         Err(e) => {
             let _ = e.to_string();
         }

@@ -255,7 +255,7 @@ impl Namespace {
     }
 
     /// How the namespace differs from `capture`: its tables (compared in canonical form, see
-    /// [`nftmesh_netlink::diff`]), the TPROXY routing and `::6` on `lo`. Empty when it holds
+    /// [`nftmesh_model::diff`]), the TPROXY routing and `::6` on `lo`. Empty when it holds
     /// exactly `capture`.
     pub fn check(&self, capture: &Capture) -> Result<Vec<Drift>, CaptureError> {
         let mut s = self.lock();

@@ -1,4 +1,4 @@
-//! The codec without a kernel: what `plan_apply` encodes, `decode_batch` reads back (through
+//! The codec without a kernel: what `Transaction::plan` encodes, `Transaction::read_back` reads back (through
 //! the same decoder and raiser as a kernel dump) as the canonical form of the input, for every
 //! sample match and statement in every table family and for random rulesets (the strategy the
 //! kernel round trip uses).
@@ -8,14 +8,13 @@ mod support;
 use nftmesh::model::canonical::canonical_ruleset;
 use nftmesh::model::ruleset::{Chain, Family, Rule, Ruleset, Table};
 use nftmesh::model::samples;
-use nftmesh::netlink::batch::decode_batch;
-use nftmesh::netlink::conn::{plan_apply, LiveState};
+use nftmesh::netlink::{LiveState, Transaction};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 fn round_trip(rs: &Ruleset) -> Result<Ruleset, String> {
-    let batch = plan_apply(rs, &LiveState::default(), None, 1).map_err(|e| e.to_string())?;
-    decode_batch(&batch).map_err(|e| e.to_string())
+    let batch = Transaction::plan(rs, &LiveState::default(), None, 1).map_err(|e| e.to_string())?;
+    batch.read_back().map_err(|e| e.to_string())
 }
 
 fn one_rule(family: Family, rule: Rule) -> Ruleset {

@@ -14,9 +14,9 @@ use nftmesh::model::ruleset::{
     Chain, ChainType, Family, Hook, Rule, Ruleset, Set, SetElement, SetKeyType, Table,
 };
 use nftmesh::netlink::bounds::Limit;
-use nftmesh::netlink::conn::{plan_apply, LiveState};
 use nftmesh::netlink::netns::run_in_new;
 use nftmesh::netlink::{Connection, NetlinkError, Object};
+use nftmesh::netlink::{LiveState, Transaction};
 
 /// How the over-the-limit variant must be refused.
 #[derive(Debug, Clone, Copy)]
@@ -272,9 +272,9 @@ fn check_refusal(what: &str, err: &NetlinkError, refusal: Refusal) {
 #[test]
 fn each_limit_is_taken_at_and_refused_one_over_before_anything_is_encoded() {
     for c in cases() {
-        plan_apply(&c.at, &LiveState::default(), None, 1)
+        Transaction::plan(&c.at, &LiveState::default(), None, 1)
             .unwrap_or_else(|e| panic!("{}: at the limit: {e}", c.what));
-        let err = match plan_apply(&c.over, &LiveState::default(), None, 1) {
+        let err = match Transaction::plan(&c.over, &LiveState::default(), None, 1) {
             Ok(_) => panic!("{}: one over the limit was encoded", c.what),
             Err(e) => e,
         };
@@ -284,7 +284,7 @@ fn each_limit_is_taken_at_and_refused_one_over_before_anything_is_encoded() {
 
 #[test]
 fn an_error_names_the_rule_by_table_chain_index_and_text() {
-    let err = match plan_apply(&cases()[0].over, &LiveState::default(), None, 1) {
+    let err = match Transaction::plan(&cases()[0].over, &LiveState::default(), None, 1) {
         Ok(_) => panic!("129 expressions encoded"),
         Err(e) => e,
     };
@@ -332,9 +332,9 @@ fn huge_anonymous_sets_encode_over_several_messages_and_read_back() {
         ],
         vec![Statement::Counter],
     );
-    let batch = plan_apply(&rs, &LiveState::default(), None, 1).expect("encodes");
+    let batch = Transaction::plan(&rs, &LiveState::default(), None, 1).expect("encodes");
     assert!(batch.messages > 10, "{} messages", batch.messages);
-    let back = nftmesh::netlink::batch::decode_batch(&batch).expect("reads back");
+    let back = batch.read_back().expect("reads back");
     assert_eq!(back, nftmesh::model::canonical::canonical_ruleset(&rs));
 }
 
@@ -421,7 +421,7 @@ fn duplicate_and_empty_names_are_refused_before_anything_is_encoded() {
         ),
         ("an empty chain name", empty_chain, "chain name is empty"),
     ] {
-        let err = match plan_apply(&rs, &LiveState::default(), None, 1) {
+        let err = match Transaction::plan(&rs, &LiveState::default(), None, 1) {
             Ok(_) => panic!("{what} encoded"),
             Err(e) => e,
         };

@@ -1,6 +1,6 @@
 //! Matches and statements: the closed set of nf_tables expressions nftmesh uses.
 //!
-//! Every variant renders (see [`crate::render`]), evaluates (see [`crate::eval`]) and, in
+//! Every variant renders (see [`crate::render`](mod@crate::render)), evaluates (see [`crate::eval`](mod@crate::eval)) and, in
 //! `nftmesh-netlink`, encodes and decodes. Negation is explicit in each match.
 
 use ipnet::IpNet;

@@ -111,7 +111,7 @@ pub enum NetlinkError {
         /// The object, as in [`NetlinkError::Rejected`].
         object: Box<Object>,
         /// Which limit it exceeds.
-        limit: crate::bounds::Limit,
+        limit: crate::codec::bounds::Limit,
         /// Its size.
         size: usize,
         /// The limit's value.
@@ -125,7 +125,7 @@ pub enum NetlinkError {
         object: Box<Object>,
         /// What cannot be encoded.
         #[source]
-        source: crate::lower::LowerError,
+        source: crate::codec::lower::LowerError,
     },
     /// A message could not be built for the object (a NUL in a name, an allocation failure,
     /// an expression the encoder does not write); nothing was sent.
@@ -135,7 +135,7 @@ pub enum NetlinkError {
         object: Box<Object>,
         /// Why.
         #[source]
-        source: crate::bounds::BuildError,
+        source: crate::codec::bounds::BuildError,
     },
     /// Something read back from the kernel has no counterpart in the model.
     #[error("{object} holds something nftmesh's model cannot express: {name} ({detail})")]
@@ -217,7 +217,7 @@ impl NetlinkError {
     }
 
     /// A lowering error about `object`.
-    pub fn lower(object: Object, source: crate::lower::LowerError) -> Self {
+    pub fn lower(object: Object, source: crate::codec::lower::LowerError) -> Self {
         NetlinkError::Lower {
             object: Box::new(object),
             source,
@@ -230,17 +230,19 @@ impl NetlinkError {
     }
 }
 
-impl crate::bounds::BuildError {
+impl crate::codec::bounds::BuildError {
     /// This error, about `object`: [`NetlinkError::TooLarge`] for a limit, else
     /// [`NetlinkError::Encode`].
     pub fn at(self, object: Object) -> NetlinkError {
         match self {
-            crate::bounds::BuildError::TooLarge { limit, size, max } => NetlinkError::TooLarge {
-                object: Box::new(object),
-                limit,
-                size,
-                max,
-            },
+            crate::codec::bounds::BuildError::TooLarge { limit, size, max } => {
+                NetlinkError::TooLarge {
+                    object: Box::new(object),
+                    limit,
+                    size,
+                    max,
+                }
+            }
             source => NetlinkError::Encode {
                 object: Box::new(object),
                 source,

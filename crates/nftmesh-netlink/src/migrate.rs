@@ -12,10 +12,10 @@
 //! iptables-legacy is a separate kernel subsystem that no nf_tables transaction can change:
 //! [`legacy_tables`] tells whether it holds tables in the current thread's namespace.
 
-use crate::conn::{ApplyReport, Connection};
+use crate::codec::sys::*;
+use crate::codec::wire;
+use crate::connection::{ApplyReport, Connection};
 use crate::error::NetlinkError;
-use crate::sys::*;
-use crate::wire;
 use nftmesh_model::ruleset::{Family, Ruleset};
 
 /// The iptables-nft tables Istio writes.
@@ -24,72 +24,7 @@ pub const TABLES: [&str; 3] = ["nat", "mangle", "raw"];
 /// The prefix of Istio's chain names.
 pub const CHAIN_PREFIX: &str = "ISTIO_";
 
-/// One deletion added to an apply batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Removal {
-    /// Delete one rule by handle.
-    Rule {
-        /// Table family.
-        family: Family,
-        /// Table name.
-        table: String,
-        /// Chain holding the rule.
-        chain: String,
-        /// The rule's handle.
-        handle: u64,
-    },
-    /// Delete every rule of a chain.
-    FlushChain {
-        /// Table family.
-        family: Family,
-        /// Table name.
-        table: String,
-        /// The chain.
-        chain: String,
-    },
-    /// Delete a (flushed, unreferenced) chain.
-    Chain {
-        /// Table family.
-        family: Family,
-        /// Table name.
-        table: String,
-        /// The chain.
-        chain: String,
-    },
-    /// Delete a whole table with everything in it (a table of nftmesh's that the capture being
-    /// installed no longer has).
-    Table {
-        /// Table family.
-        family: Family,
-        /// Table name.
-        table: String,
-    },
-}
-
-impl Removal {
-    /// Family, table and chain (none for a whole table) the removal is about.
-    pub fn place(&self) -> (Family, &str, Option<&str>) {
-        match self {
-            Removal::Rule {
-                family,
-                table,
-                chain,
-                ..
-            }
-            | Removal::FlushChain {
-                family,
-                table,
-                chain,
-            }
-            | Removal::Chain {
-                family,
-                table,
-                chain,
-            } => (*family, table, Some(chain)),
-            Removal::Table { family, table } => (*family, table, None),
-        }
-    }
-}
+pub use crate::transaction::Removal;
 
 /// What Istio's iptables capture left in the iptables-nft tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,7 +79,7 @@ impl Connection {
                     if chain.starts_with(CHAIN_PREFIX) {
                         continue;
                     }
-                    let targets = crate::decode::verdict_chains(
+                    let targets = crate::codec::decode::verdict_chains(
                         wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]),
                     );
                     if !targets.iter().any(|t| t.starts_with(CHAIN_PREFIX)) {

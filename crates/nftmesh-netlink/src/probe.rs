@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Switch the calling thread, and only it, to `uid`/`gid`. Use on a thread of its own.
 pub fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
-    crate::ffi::set_thread_ids(uid, gid)
+    crate::os::set_thread_ids(uid, gid)
 }
 
 /// Connect to `to` within `wait` from a new thread running as `uid`/`gid`.
@@ -30,7 +30,7 @@ pub fn connect_as(
 /// when it was not redirected (or conntrack has no entry).
 pub fn original_dst(s: &TcpStream) -> Option<SocketAddr> {
     let v6 = s.local_addr().ok()?.is_ipv6();
-    crate::ffi::original_dst(s.as_raw_fd(), v6)
+    crate::os::original_dst(s.as_raw_fd(), v6)
 }
 
 /// Accept one connection on a non-blocking or blocking listener within `wait` (polling every

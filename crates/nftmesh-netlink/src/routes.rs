@@ -112,7 +112,7 @@ fn dump_request(v6: bool) -> Rtmsg {
 }
 
 /// One rtnetlink socket for routing changes. Requests are serialized by `neli`; replies are
-/// parsed by the bounds-checked [`crate::wire`] reader (never by code that may panic on them).
+/// parsed by the bounds-checked `codec::wire` reader (never by code that may panic on them).
 pub struct Routing {
     sock: NlSocket,
     seq: u32,
@@ -124,7 +124,7 @@ impl Routing {
     pub fn open() -> Result<Self, NetlinkError> {
         let sock = NlSocket::connect(NlFamily::Route, None, &[])
             .map_err(|e| NetlinkError::io("rtnetlink open", e))?;
-        crate::ffi::set_recv_timeout(
+        crate::os::set_recv_timeout(
             std::os::fd::AsRawFd::as_raw_fd(&sock),
             std::time::Duration::from_secs(10),
         )
@@ -181,11 +181,12 @@ impl Routing {
                 }
                 Err(e) => return Err(NetlinkError::io("rtnetlink recv", e)),
             };
-            let msgs =
-                crate::wire::messages(&self.buf[..n]).map_err(|what| NetlinkError::Malformed {
+            let msgs = crate::codec::wire::messages(&self.buf[..n]).map_err(|what| {
+                NetlinkError::Malformed {
                     during: "reading an rtnetlink reply",
                     what: format!("{during}: {what}"),
-                })?;
+                }
+            })?;
             for m in msgs {
                 if m.seq != seq {
                     continue;
@@ -193,12 +194,13 @@ impl Routing {
                 match m.ty {
                     t if t == libc::NLMSG_DONE as u16 => return Ok((0, out)),
                     t if t == libc::NLMSG_ERROR as u16 => {
-                        let (errno, _) = crate::wire::error_payload(m.payload).map_err(|what| {
-                            NetlinkError::Malformed {
-                                during: "reading an rtnetlink reply",
-                                what: format!("{during}: {what}"),
-                            }
-                        })?;
+                        let (errno, _) =
+                            crate::codec::wire::error_payload(m.payload).map_err(|what| {
+                                NetlinkError::Malformed {
+                                    during: "reading an rtnetlink reply",
+                                    what: format!("{during}: {what}"),
+                                }
+                            })?;
                         if !dump || errno != 0 {
                             return Ok((errno, out));
                         }
@@ -404,9 +406,9 @@ impl Routing {
             let family_num = if v6 { 6 } else { 4 };
             let empty = dump_request(v6);
             for p in self.dump(Rtm::Getrule, empty)? {
-                let at = crate::wire::attrs(p.get(12..).unwrap_or(&[])).map_err(bad)?;
+                let at = crate::codec::wire::attrs(p.get(12..).unwrap_or(&[])).map_err(bad)?;
                 let ne = |ty| {
-                    crate::wire::find(&at, ty)
+                    crate::codec::wire::find(&at, ty)
                         .and_then(|v| v.get(..4))
                         .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
                 };
@@ -423,9 +425,9 @@ impl Routing {
                     return Err(bad(format!("route message of {} bytes", p.len())));
                 }
                 let (dst_len, rtype) = (p[1], p[7]);
-                let at = crate::wire::attrs(&p[12..]).map_err(bad)?;
+                let at = crate::codec::wire::attrs(&p[12..]).map_err(bad)?;
                 let ne = |ty| {
-                    crate::wire::find(&at, ty)
+                    crate::codec::wire::find(&at, ty)
                         .and_then(|v| v.get(..4))
                         .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
                 };
@@ -453,9 +455,9 @@ impl Routing {
                 return Err(bad(format!("address message of {} bytes", p.len())));
             }
             let index = i32::from_ne_bytes([p[4], p[5], p[6], p[7]]);
-            let at = crate::wire::attrs(&p[8..]).map_err(bad)?;
-            let addr = crate::wire::find(&at, libc::IFA_ADDRESS)
-                .or_else(|| crate::wire::find(&at, libc::IFA_LOCAL));
+            let at = crate::codec::wire::attrs(&p[8..]).map_err(bad)?;
+            let addr = crate::codec::wire::find(&at, libc::IFA_ADDRESS)
+                .or_else(|| crate::codec::wire::find(&at, libc::IFA_LOCAL));
             if index == lo
                 && p[0] == libc::AF_INET6 as u8
                 && addr == Some(&LOOPBACK_V6.octets()[..])

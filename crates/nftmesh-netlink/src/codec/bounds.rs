@@ -3,10 +3,10 @@
 //! libnftnl (1.2.x) trusts its caller: `mnl_attr_put` writes an attribute into the message
 //! buffer without looking at the buffer's size, attribute lengths are 16-bit fields that
 //! silently wrap, and expression data and set keys are copied into fixed 64-byte fields
-//! without a length check. So [`crate::ffi`] checks every object here first, against the
+//! without a length check. So `codec::nftnl` checks every object here first, against the
 //! kernel's own limits (names, values, expressions per rule, user data) and against the size of
 //! the message it is about to write, which [`rule_message_len`] computes from exactly the
-//! attributes `ffi` sets. Anything over a limit is a [`BuildError::TooLarge`] naming the limit;
+//! attributes `nftnl` sets. Anything over a limit is a [`BuildError::TooLarge`] naming the limit;
 //! nothing has been written then.
 //!
 //! Every message fits the writer's scratch buffer ([`SCRATCH_LEN`]) once these checks pass:
@@ -18,7 +18,7 @@
 //!   list passes [`ATTR_PAYLOAD_MAX`] bytes, after writing one element of at most
 //!   [`ELEMENT_MAX`] bytes (keys are at most [`KEY_MAX`] bytes): [`ELEMENTS_MESSAGE_MAX`].
 
-use crate::ir::Expr;
+use crate::codec::ir::Expr;
 use std::fmt;
 
 pub use nftmesh_model::limits::{COMMENT_MAX, LOG_PREFIX_MAX, NAME_MAX, RULE_EXPRS_MAX};
@@ -36,7 +36,7 @@ pub const SCRATCH_LEN: usize = u16::MAX as usize + 4096;
 
 /// The netlink header plus nfgenmsg in front of every nf_tables message.
 const MSG_HEADER: usize = 16 + 4;
-/// A set element as `ffi` builds it: list element nest, key nest, value, flags.
+/// A set element as `nftnl` builds it: list element nest, key nest, value, flags.
 pub const ELEMENT_MAX: usize = 4 + 4 + attr(KEY_MAX) + attr(4);
 /// The largest rule message [`rule_message_len`] lets through.
 pub const RULE_MESSAGE_MAX: usize =
@@ -250,7 +250,7 @@ pub fn check_expr(e: &Expr) -> Result<(), BuildError> {
     }
 }
 
-/// The bytes `ffi` writes for one expression of a rule: its list element, name and data
+/// The bytes `nftnl` writes for one expression of a rule: its list element, name and data
 /// attributes. Assumes [`check_expr`] passed.
 pub fn expr_len(e: &Expr) -> usize {
     const U32: usize = attr(4);

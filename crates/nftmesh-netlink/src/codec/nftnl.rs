@@ -1,10 +1,8 @@
-//! The fenced module for foreign and system calls: nf_tables netlink messages built by
-//! libnftnl (`nftnl-sys`), socket options, and the few raw system calls the crate needs
-//! (`dup`, `fork` for the socket hand-off, per-thread `setresuid`, `SO_ORIGINAL_DST`).
-//! Nothing else in the crate has `unsafe` (`#![deny(unsafe_code)]` at the crate root, allowed
-//! only here).
+//! One of the two fenced modules with `unsafe` (the other is [`crate::os`]): nf_tables
+//! netlink messages built by libnftnl (`nftnl-sys`). The crate root denies `unsafe_code`;
+//! only these two allow it.
 //!
-//! Each message function checks its object against [`crate::bounds`] first (names, values,
+//! Each message function checks its object against [`crate::codec::bounds`] first (names, values,
 //! keys, expressions, the size of the whole message), then allocates the libnftnl object, sets
 //! its attributes, lets libnftnl write the message into the scratch buffer of
 //! [`bounds::SCRATCH_LEN`] bytes, copies the finished message into the batch and frees the
@@ -12,14 +10,14 @@
 //! longer than the field it copies it into, nor a message longer than the buffer.
 #![allow(unsafe_code)]
 
-use crate::bounds::{self, Limit};
-use crate::ir::{Expr, WireSet};
-use crate::sys::*;
+use crate::codec::bounds::{self, Limit};
+use crate::codec::ir::{Expr, WireSet};
+use crate::codec::sys::*;
 use nftnl_sys as nft;
 use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
 
-pub use crate::bounds::BuildError;
+pub use crate::codec::bounds::BuildError;
 
 /// A checked name (see [`bounds::name`]) as a C string.
 fn cname(what: &'static str, s: &str) -> Result<CString, BuildError> {
@@ -58,7 +56,7 @@ fn align4(n: usize) -> usize {
 
 impl MsgWriter {
     /// A writer with a scratch buffer large enough for any single message
-    /// ([`bounds::SCRATCH_LEN`]; the module doc of [`crate::bounds`] says why).
+    /// ([`bounds::SCRATCH_LEN`]; the module doc of [`crate::codec::bounds`] says why).
     pub fn new() -> Self {
         MsgWriter {
             scratch: vec![0u8; bounds::SCRATCH_LEN],
@@ -675,214 +673,5 @@ unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
             }
         }
         Ok(x)
-    }
-}
-
-/// A new descriptor of the same open file as `fd` (`dup`), owned by the caller.
-pub fn dup_owned(fd: std::os::fd::RawFd) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: `dup` has no memory effects; on success it returns a fresh descriptor that
-    // nothing else refers to, so it can be owned here.
-    let new = unsafe { libc::dup(fd) };
-    if new < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `new` is a valid descriptor owned by nobody else (see above).
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
-}
-
-/// Keep `fd` open in a child process until this process has exited, then close it there.
-///
-/// Closing the last descriptor of a netfilter socket that committed a transaction makes the
-/// kernel wait for its deferred destruction work (an RCU grace period, ~10 ms here) before
-/// `close` returns. A command-line process that is about to exit hands that wait to a child:
-/// the child holds a duplicate, waits until the pipe to this process reads end-of-file (this
-/// process has exited), then closes it. Falls back to closing here if the fork fails.
-pub fn release_after_exit(fd: std::os::fd::OwnedFd) {
-    use std::os::fd::AsRawFd;
-    let Ok((read_end, write_end)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
-        return;
-    };
-    // SAFETY: the child only makes async-signal-safe system calls (close, read, _exit) before
-    // exiting; it touches no lock, allocator or Rust state another thread could hold.
-    match unsafe { nix::unistd::fork() } {
-        Ok(nix::unistd::ForkResult::Child) => {
-            // SAFETY: plain system calls on descriptors this child owns; `_exit` never returns
-            // and skips every destructor and atexit handler of the parent's state.
-            unsafe {
-                libc::close(0);
-                libc::close(1);
-                libc::close(2);
-                libc::close(write_end.as_raw_fd());
-                let mut b = 0u8;
-                while libc::read(read_end.as_raw_fd(), (&mut b as *mut u8).cast(), 1) > 0 {}
-                // Let the kernel's destruction work finish on its own first (a few RCU grace
-                // periods): releasing the socket while it is pending makes the release flush it
-                // under the commit mutex, which stalls the namespace's next transaction.
-                let pause = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 100_000_000,
-                };
-                libc::nanosleep(&pause, std::ptr::null_mut());
-                libc::close(fd.as_raw_fd());
-                libc::_exit(0);
-            }
-        }
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {
-            drop(read_end);
-            drop(fd);
-            // The write end closes when this process exits, which releases the child.
-            std::mem::forget(write_end);
-        }
-        Err(_) => drop(fd),
-    }
-}
-
-/// Switch the calling thread, and only it, to `uid`/`gid` (raw `setresgid`/`setresuid`
-/// system calls; glibc's wrappers would change every thread of the process).
-pub fn set_thread_ids(uid: u32, gid: u32) -> std::io::Result<()> {
-    // SAFETY: the system calls take plain integers and touch no memory of ours.
-    let rc = unsafe {
-        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
-            -1
-        } else {
-            libc::syscall(libc::SYS_setresuid, uid, uid, uid)
-        }
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The original destination of a connection NAT redirected (`SO_ORIGINAL_DST`, or
-/// `IP6T_SO_ORIGINAL_DST` for IPv6), read from the accepted socket `fd`.
-pub fn original_dst(fd: std::os::fd::RawFd, ipv6: bool) -> Option<std::net::SocketAddr> {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-    if !ipv6 {
-        // SAFETY: a zeroed sockaddr_in is a valid value of the type.
-        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        // SAFETY: the buffer is a sockaddr_in of the given length; the kernel writes at most
-        // `len` bytes into it.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_IP,
-                libc::SO_ORIGINAL_DST,
-                (&mut sa as *mut libc::sockaddr_in).cast(),
-                &mut len,
-            )
-        };
-        (rc == 0).then(|| {
-            SocketAddr::from((
-                Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-                u16::from_be(sa.sin_port),
-            ))
-        })
-    } else {
-        // SAFETY: a zeroed sockaddr_in6 is a valid value of the type.
-        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        // SAFETY: as above, with a sockaddr_in6.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_IPV6,
-                libc::IP6T_SO_ORIGINAL_DST,
-                (&mut sa as *mut libc::sockaddr_in6).cast(),
-                &mut len,
-            )
-        };
-        (rc == 0).then(|| {
-            SocketAddr::from((
-                Ipv6Addr::from(sa.sin6_addr.s6_addr),
-                u16::from_be(sa.sin6_port),
-            ))
-        })
-    }
-}
-
-/// Set an `int`-valued socket option of the open socket `fd`.
-pub fn set_int_option(
-    fd: std::os::fd::RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> std::io::Result<()> {
-    // SAFETY: the option value is a c_int on this stack frame and the length passed is its
-    // size, so the kernel reads exactly that; an invalid fd or option is an error return.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Make blocking receives on the open socket `fd` give up after `timeout` (`SO_RCVTIMEO`).
-pub fn set_recv_timeout(
-    fd: std::os::fd::RawFd,
-    timeout: std::time::Duration,
-) -> std::io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
-    };
-    // SAFETY: the option value is a timeval on this stack frame and the length passed is its
-    // size, so the kernel reads exactly that; an invalid fd is an error return.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// A netfilter netlink socket (libmnl's) that can move to another thread.
-pub struct NfSocket(mnl::Socket);
-
-// SAFETY: `mnl::Socket` is not `Send` only because it holds a raw pointer to libmnl's
-// `struct mnl_socket` (a descriptor and its bound address), which it allocates and frees
-// itself. libmnl keeps no thread-local or global state for it, and `NfSocket` owns it alone
-// (no copy of the pointer exists elsewhere), so using and dropping it on another thread than
-// the one that opened it is sound. It is not `Sync`: `&NfSocket` gives no access from two
-// threads at once.
-unsafe impl Send for NfSocket {}
-
-impl NfSocket {
-    /// Open and bind a netfilter netlink socket in the calling thread's network namespace.
-    pub fn open() -> std::io::Result<Self> {
-        mnl::Socket::new(mnl::Bus::Netfilter).map(NfSocket)
-    }
-
-    /// Send one buffer; the number of bytes sent.
-    pub fn send(&self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.send(bytes)
-    }
-
-    /// Receive into `buf`; the number of bytes received.
-    pub fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.recv(buf)
-    }
-}
-
-impl std::os::fd::AsRawFd for NfSocket {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
     }
 }

@@ -1,7 +1,7 @@
 //! The kernel's expression language (registers, loads, compares, lookups) as a Rust enum: the
-//! meeting point of the model and the wire. [`crate::lower`] turns matches and statements into
-//! it, [`crate::ffi`] encodes it through libnftnl, [`crate::wire`] decodes dumped bytes back into
-//! it and [`crate::raise`] turns it back into the model.
+//! meeting point of the model and the wire. [`crate::codec::lower`] turns matches and statements into
+//! it, [`crate::codec::nftnl`] encodes it through libnftnl, [`crate::codec::wire`] decodes dumped bytes back into
+//! it and [`crate::codec::raise`] turns it back into the model.
 
 /// One nf_tables expression, as the kernel runs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,18 +193,6 @@ pub struct WireSet {
     pub key_len: u32,
     /// Elements: key bytes and whether it ends an interval.
     pub elements: Vec<(Vec<u8>, bool)>,
-}
-
-impl WireSet {
-    /// Whether the set is anonymous (owned by the rule that looks it up).
-    pub fn anonymous(&self) -> bool {
-        self.flags & crate::sys::NFT_SET_ANONYMOUS != 0
-    }
-
-    /// Whether the set stores intervals.
-    pub fn interval(&self) -> bool {
-        self.flags & crate::sys::NFT_SET_INTERVAL != 0
-    }
 }
 
 /// Intervals of big-endian keys → wire elements as `nft` writes them: a leading end element

@@ -1,10 +1,10 @@
 //! [`Expr`] lists and set data read back from the kernel → the model: the inverse of
-//! [`crate::lower`]. Protocol dependencies `lower` (and `nft`) add are absorbed into the match
+//! [`crate::codec::lower`]. Protocol dependencies `lower` (and `nft`) add are absorbed into the match
 //! that needs them, so a dumped rule comes back in `nftmesh_model::canonical` form. Anything the model
 //! has no word for is reported as unsupported by name.
 
-use crate::ir::{element_intervals, Expr};
-use crate::sys::*;
+use crate::codec::ir::{element_intervals, Expr};
+use crate::codec::sys::*;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nftmesh_model::expr::{
     CtStates, Direction, IpVersion, L4Proto, MarkValue, Match, Owner, PortRange, Statement, Values,
@@ -813,7 +813,7 @@ mod cover_tests {
 #[cfg(test)]
 mod dependency_tests {
     use super::raise_rule;
-    use crate::lower::lower_rule;
+    use crate::codec::lower::lower_rule;
     use nftmesh_model::canonical::canonical_rule;
     use nftmesh_model::expr::{Direction, L4Proto, Match, PortRange, Values};
     use nftmesh_model::ruleset::{Family, Rule};

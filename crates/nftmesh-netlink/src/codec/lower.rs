@@ -6,8 +6,8 @@
 //! table is preceded by `meta nfproto`, a `tcp`/`udp` port match by `meta l4proto` (by
 //! `ip protocol` in an `ip` table), unless an earlier match of the rule already established it.
 
-use crate::ir::{interval_elements, Expr, WireSet};
-use crate::sys::*;
+use crate::codec::ir::{interval_elements, Expr, WireSet};
+use crate::codec::sys::*;
 use ipnet::IpNet;
 use nftmesh_model::expr::{
     Direction, IpVersion, L4Proto, MarkValue, Match, Owner, Statement, Values, Verdict,

@@ -1,16 +1,17 @@
 //! Reading a batch this crate wrote back into the model, without a kernel: what the kernel
 //! would hold after committing it into a namespace without nftmesh's tables. The decoding
-//! half is the one [`crate::Connection::dump_ruleset`] uses (the same [`crate::objects`],
-//! [`crate::decode`] and [`crate::raise`] code), so `plan_apply` → `decode_batch` checks the
+//! half is the one [`crate::Connection::dump_ruleset`] uses (the same `codec::objects`,
+//! `codec::decode` and `codec::raise` code), so `Transaction::plan` → [`decode_transaction`] checks the
 //! codec end to end in a unit test or a fuzz target.
 
-use crate::conn::{family_of, Batch};
+use crate::codec::ir::Expr;
+use crate::codec::numbers::family_of;
+use crate::codec::objects::{self, TableParts};
+use crate::codec::sys::*;
+use crate::codec::wire;
 use crate::error::NetlinkError;
-use crate::ir::Expr;
-use crate::objects::{self, TableParts};
-use crate::sys::*;
-use crate::wire;
-use nftmesh_model::ruleset::{Family, Ruleset};
+use crate::transaction::Transaction;
+use nftmesh_model::ruleset::{Family, Rule, Ruleset};
 
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
@@ -19,7 +20,7 @@ const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 /// canonical form (as [`crate::Connection::dump_ruleset`] returns them). Deletions and
 /// flushes in the batch are skipped (against an empty namespace they remove nothing).
 /// Anonymous sets are matched to their lookups by their batch id, as the kernel does.
-pub fn decode_batch(batch: &Batch) -> Result<Ruleset, NetlinkError> {
+pub fn decode_transaction(batch: &Transaction) -> Result<Ruleset, NetlinkError> {
     let during = "reading a batch back";
     let bad = |what: String| NetlinkError::Malformed { during, what };
     let mut tables: Vec<(Family, String, TableParts)> = Vec::new();
@@ -115,6 +116,71 @@ pub fn decode_batch(batch: &Batch) -> Result<Ruleset, NetlinkError> {
     Ok(nftmesh_model::canonical::canonical_ruleset(&out))
 }
 
+/// The rules of a kernel reply to a rule dump (`NFT_MSG_GETRULE`), as captured bytes: every
+/// message parsed, its expressions decoded and raised into the model (lookups of sets the
+/// bytes do not carry are refused, as are expressions the model cannot express). An error
+/// reply is the kernel error it carries. Never panics, whatever the bytes.
+pub fn rules_from_dump(family: Family, bytes: &[u8]) -> Result<Vec<Rule>, NetlinkError> {
+    let during = "reading a rule dump";
+    let bad = |what: String| NetlinkError::Malformed { during, what };
+    let mut out = Vec::new();
+    for m in wire::messages(bytes).map_err(bad)? {
+        if m.ty == NLMSG_ERROR {
+            let (errno, _) = wire::error_payload(m.payload).map_err(bad)?;
+            if errno != 0 {
+                return Err(NetlinkError::kernel(during, errno));
+            }
+            continue;
+        }
+        let area = m
+            .payload
+            .get(4..)
+            .ok_or_else(|| bad(format!("message {}: no nfgenmsg", m.seq)))?;
+        let raw = objects::rule_of(area).map_err(bad)?;
+        let index = out.len();
+        out.push(rule_from(
+            family,
+            &raw.exprs,
+            raw.comment,
+            &raw.chain,
+            index,
+        )?);
+    }
+    Ok(out)
+}
+
+/// One rule from the bytes of its `NFTA_RULE_EXPRESSIONS` attribute (a list of expressions),
+/// decoded and raised into the model. Never panics, whatever the bytes.
+pub fn rule_from_expressions(family: Family, list: &[u8]) -> Result<Rule, NetlinkError> {
+    let exprs =
+        crate::codec::decode::decode_exprs(list).map_err(|what| NetlinkError::Malformed {
+            during: "decoding an expression list",
+            what,
+        })?;
+    rule_from(family, &exprs, None, "", 0)
+}
+
+/// Raise one rule read from captured bytes; an error names it by its chain and position.
+fn rule_from(
+    family: Family,
+    exprs: &[Expr],
+    comment: Option<String>,
+    chain: &str,
+    index: usize,
+) -> Result<Rule, NetlinkError> {
+    crate::codec::raise::raise_rule(family, exprs, &std::collections::HashMap::new(), comment)
+        .map_err(|u| NetlinkError::Unsupported {
+            name: u.name,
+            object: Box::new(crate::error::Object::Rule {
+                table: format!("{} (captured bytes)", family.keyword()),
+                chain: chain.to_string(),
+                index,
+                text: exprs.iter().map(|e| e.name()).collect::<Vec<_>>().join(" "),
+            }),
+            detail: u.detail,
+        })
+}
+
 /// The name an anonymous set of batch id `id` goes by while a batch is read back.
 fn anonymous_name(id: u32) -> String {
     format!("__set{id}")
@@ -123,14 +189,14 @@ fn anonymous_name(id: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::{plan_apply, LiveState};
+    use crate::transaction::{LiveState, Transaction};
     use nftmesh_model::canonical::canonical_ruleset;
     use nftmesh_model::config::CaptureConfig;
     use nftmesh_model::{compile, render};
 
     fn round_trip(rs: &Ruleset) -> Ruleset {
-        let batch = plan_apply(rs, &LiveState::default(), None, 1).expect("encodes");
-        decode_batch(&batch).expect("decodes")
+        let tx = Transaction::plan(rs, &LiveState::default(), None, 1).expect("encodes");
+        decode_transaction(&tx).expect("decodes")
     }
 
     #[test]

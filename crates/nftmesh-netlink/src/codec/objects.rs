@@ -1,15 +1,58 @@
 //! nf_tables objects read from their netlink attributes, the same whether the bytes come from
-//! a kernel dump or from a batch this crate wrote ([`crate::batch::decode_batch`]): chains,
+//! a kernel dump or from a batch this crate wrote ([`crate::codec::readback::decode_transaction`]): chains,
 //! sets, set elements and rules, and one table assembled from them into the model.
 
-use crate::conn::{hook_number, LiveChain, LiveSet};
+use super::numbers::hook_number;
+use crate::codec::ir::Expr;
+use crate::codec::raise::SetData;
+use crate::codec::sys::*;
+use crate::codec::wire;
 use crate::error::{NetlinkError, Object};
-use crate::ir::Expr;
-use crate::raise::SetData;
-use crate::sys::*;
-use crate::wire;
 use nftmesh_model::ruleset::{BaseChain, Chain, ChainType, Family, Hook, Policy, Table};
 use std::collections::HashMap;
+
+/// A table as listed by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveTable {
+    /// Family.
+    pub family: Family,
+    /// Name.
+    pub name: String,
+    /// Kernel handle.
+    pub handle: u64,
+}
+
+/// A chain as listed by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveChain {
+    /// Its table's name.
+    pub table: String,
+    /// Name.
+    pub name: String,
+    /// Kernel handle; unchanged while the chain exists (and, for base chains, stays hooked).
+    pub handle: u64,
+    /// Hook number and priority of a base chain.
+    pub hook: Option<(u32, i32)>,
+    /// Chain type of a base chain (`filter`, `nat`, `route`); empty for a regular chain.
+    pub kind: String,
+    /// Policy verdict of a base chain (`NF_ACCEPT` for a regular chain).
+    pub policy: u32,
+}
+
+/// A named set as listed by the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSet {
+    /// Its table's name.
+    pub table: String,
+    /// Name.
+    pub name: String,
+    /// `NFT_SET_*` flags.
+    pub flags: u32,
+    /// nft's datatype id of the keys.
+    pub key_type: u32,
+    /// Key length in bytes.
+    pub key_len: u32,
+}
 
 /// A chain from the attributes of a chain message (`NEWCHAIN` or a chain dump).
 pub(crate) fn chain_of(area: &[u8], table: &str) -> Result<LiveChain, String> {
@@ -103,9 +146,10 @@ pub(crate) fn rule_of(area: &[u8]) -> Result<RawRule, String> {
     let chain = wire::find(&at, NFTA_RULE_CHAIN)
         .map(wire::string)
         .unwrap_or_default();
-    let exprs = crate::decode::decode_exprs(wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]))
-        .map_err(|e| format!("rule in chain {chain}: {e}"))?;
-    let comment = wire::find(&at, NFTA_RULE_USERDATA).and_then(crate::decode::comment_of);
+    let exprs =
+        crate::codec::decode::decode_exprs(wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]))
+            .map_err(|e| format!("rule in chain {chain}: {e}"))?;
+    let comment = wire::find(&at, NFTA_RULE_USERDATA).and_then(crate::codec::decode::comment_of);
     Ok(RawRule {
         chain,
         exprs,
@@ -150,14 +194,15 @@ pub(crate) fn assemble(
         sets.insert(ls.name, data);
     }
     for s in &named {
-        let set = crate::raise::raise_set(s, &sets[s]).map_err(|u| NetlinkError::Unsupported {
-            name: u.name,
-            object: Box::new(Object::Set {
-                table: label.clone(),
-                set: s.clone(),
-            }),
-            detail: u.detail,
-        })?;
+        let set =
+            crate::codec::raise::raise_set(s, &sets[s]).map_err(|u| NetlinkError::Unsupported {
+                name: u.name,
+                object: Box::new(Object::Set {
+                    table: label.clone(),
+                    set: s.clone(),
+                }),
+                detail: u.detail,
+            })?;
         table.sets.push(set);
     }
     for c in parts.chains {
@@ -198,23 +243,21 @@ pub(crate) fn assemble(
             return Err(bad(format!("rule of unknown chain {}", raw.chain)));
         };
         let index = ch.rules.len();
-        let rule =
-            crate::raise::raise_rule(family, &raw.exprs, &sets, raw.comment).map_err(|u| {
-                NetlinkError::Unsupported {
-                    name: u.name,
-                    object: Box::new(Object::Rule {
-                        table: label.clone(),
-                        chain: raw.chain.clone(),
-                        index,
-                        text: raw
-                            .exprs
-                            .iter()
-                            .map(|e| e.name())
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                    }),
-                    detail: u.detail,
-                }
+        let rule = crate::codec::raise::raise_rule(family, &raw.exprs, &sets, raw.comment)
+            .map_err(|u| NetlinkError::Unsupported {
+                name: u.name,
+                object: Box::new(Object::Rule {
+                    table: label.clone(),
+                    chain: raw.chain.clone(),
+                    index,
+                    text: raw
+                        .exprs
+                        .iter()
+                        .map(|e| e.name())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                }),
+                detail: u.detail,
             })?;
         ch.rules.push(rule);
     }

@@ -1,10 +1,10 @@
 //! Dumped rule bytes → [`Expr`]: the decoding half of the one codec path (the encoding half is
-//! [`crate::lower`] + [`crate::ffi`]). Unknown expressions become [`Expr::Unknown`]; malformed
+//! [`crate::codec::lower`] + [`crate::codec::nftnl`]). Unknown expressions become [`Expr::Unknown`]; malformed
 //! attributes are an error naming the expression, never a panic.
 
-use crate::ir::Expr;
-use crate::sys::*;
-use crate::wire::{attrs, be32, find, string};
+use crate::codec::ir::Expr;
+use crate::codec::sys::*;
+use crate::codec::wire::{attrs, be32, find, string};
 
 type Attrs<'a> = Vec<(u16, &'a [u8])>;
 

@@ -1,0 +1,236 @@
+//! [`Connection`]: one netfilter netlink socket, kept open and reused for applies, listings and
+//! cleanups in one network namespace.
+//!
+//! Closing a netfilter netlink socket costs milliseconds (the kernel waits out an RCU grace
+//! period), so callers keep a `Connection` for as long as they manage the namespace.
+
+use crate::codec::numbers::hook_number;
+use crate::codec::objects::{LiveChain, LiveSet, LiveTable};
+use crate::codec::sys::*;
+use crate::error::NetlinkError;
+use crate::retry::until_not_refused;
+use crate::socket::Socket;
+use crate::transaction::{LiveState, Removal, Transaction};
+use nftmesh_model::ruleset::{Family, Policy, Ruleset};
+use std::os::fd::AsRawFd;
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApplyReport {
+    /// Netlink messages in the one transaction (begin and end included).
+    pub messages: usize,
+    /// Bytes sent.
+    pub bytes: usize,
+    /// Chains deleted because the new ruleset no longer has them.
+    pub deleted_chains: Vec<String>,
+    /// Tables deleted in the same transaction (as `family name`).
+    pub deleted_tables: Vec<String>,
+    /// Attempts made (more than one when another writer changed the ruleset meanwhile).
+    pub attempts: u32,
+}
+
+/// One netfilter netlink socket in the namespace it was opened in.
+pub struct Connection {
+    pub(crate) socket: Socket,
+    /// What this connection's last apply committed: the generation after it and the live state
+    /// of its tables. Valid while nobody else commits; the generation in the next batch makes
+    /// the kernel refuse it otherwise (ERESTART), and the state is then read again.
+    committed: Option<Committed>,
+}
+
+/// The state of the tables a committed apply wrote, as the kernel holds it right after.
+struct Committed {
+    genid: u32,
+    tables: Vec<(Family, String)>,
+    live: LiveState,
+}
+
+impl Committed {
+    /// The state `ruleset` leaves once committed at generation `genid - 1`.
+    fn after(ruleset: &Ruleset, genid: u32) -> Self {
+        let mut live = LiveState::default();
+        for t in &ruleset.tables {
+            live.tables.push(LiveTable {
+                family: t.family,
+                name: t.name.clone(),
+                handle: 0,
+            });
+            for c in &t.chains {
+                live.chains.push((
+                    t.family,
+                    LiveChain {
+                        table: t.name.clone(),
+                        name: c.name.clone(),
+                        handle: 0,
+                        hook: c.base.map(|b| (hook_number(b.hook), b.priority)),
+                        kind: c
+                            .base
+                            .map(|b| b.kind.keyword().to_string())
+                            .unwrap_or_default(),
+                        policy: match c.base.map(|b| b.policy) {
+                            Some(Policy::Drop) => NF_DROP as u32,
+                            _ => NF_ACCEPT as u32,
+                        },
+                    },
+                ));
+            }
+            for set in &t.sets {
+                live.sets.push((
+                    t.family,
+                    LiveSet {
+                        table: t.name.clone(),
+                        name: set.name.clone(),
+                        flags: 0,
+                        key_type: 0,
+                        key_len: 0,
+                    },
+                ));
+            }
+        }
+        Committed {
+            genid,
+            tables: ruleset
+                .tables
+                .iter()
+                .map(|t| (t.family, t.name.clone()))
+                .collect(),
+            live,
+        }
+    }
+
+    /// Whether this state can stand for the live one when applying `ruleset`: every table
+    /// `ruleset` writes is one this knows.
+    fn covers(&self, ruleset: &Ruleset) -> bool {
+        ruleset.tables.iter().all(|t| {
+            self.tables
+                .iter()
+                .any(|(f, n)| *f == t.family && *n == t.name)
+        })
+    }
+}
+
+impl Connection {
+    /// Close the socket only after this process has exited (see
+    /// `os::release_after_exit`): for a command that is about to exit, so that the
+    /// kernel's deferred cleanup of a committed transaction is not waited for. The transaction
+    /// itself is complete (acknowledged) before this is called.
+    pub fn close_after_exit(self) {
+        let fd = crate::os::dup_owned(self.socket.sock.as_raw_fd());
+        drop(self);
+        if let Ok(fd) = fd {
+            crate::os::release_after_exit(fd);
+        }
+    }
+
+    /// Open a socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self, NetlinkError> {
+        Ok(Connection {
+            socket: Socket::open()?,
+            committed: None,
+        })
+    }
+
+    /// The ruleset generation id (changes with every committed transaction).
+    pub fn generation(&mut self) -> Result<u32, NetlinkError> {
+        self.socket.generation()
+    }
+
+    fn live_state(&mut self, ruleset: &Ruleset) -> Result<LiveState, NetlinkError> {
+        let tables = self.tables()?;
+        let mut live = LiveState {
+            tables,
+            ..LiveState::default()
+        };
+        for t in &ruleset.tables {
+            if !live
+                .tables
+                .iter()
+                .any(|l| l.family == t.family && l.name == t.name)
+            {
+                continue;
+            }
+            for c in self.chains(t.family, &t.name)? {
+                live.chains.push((t.family, c));
+            }
+            for s in self.sets(t.family, &t.name)? {
+                live.sets.push((t.family, s));
+            }
+        }
+        Ok(live)
+    }
+
+    /// Make the tables of `ruleset` exactly as given, in ONE transaction (see
+    /// [`Transaction::plan`]). Tables not in `ruleset` are not touched. If another writer
+    /// commits between the read of the live state and the batch, the kernel refuses the batch
+    /// and it is rebuilt and resent.
+    pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyReport, NetlinkError> {
+        self.apply_removing(ruleset, |_| Ok(Vec::new()))
+    }
+
+    /// [`Connection::apply`], deleting in the same transaction what `removals` finds (read
+    /// again on every attempt, against the same generation as the batch).
+    pub fn apply_removing(
+        &mut self,
+        ruleset: &Ruleset,
+        mut removals: impl FnMut(&mut Self) -> Result<Vec<Removal>, NetlinkError>,
+    ) -> Result<ApplyReport, NetlinkError> {
+        if ruleset.tables.is_empty() {
+            return Ok(ApplyReport::default());
+        }
+        until_not_refused(|attempt| {
+            // After our own commit nothing needs reading: the batch carries the generation it
+            // assumes, and the kernel refuses it if anyone committed since.
+            let (gen, live) = match self.committed.take() {
+                Some(c) if c.covers(ruleset) => (c.genid, c.live),
+                _ => (self.generation()?, self.live_state(ruleset)?),
+            };
+            let extra = removals(self)?;
+            let first = self.socket.next_seq(0);
+            let tx = Transaction::plan_removing(ruleset, &live, &extra, Some(gen), first)?;
+            self.send(&tx)?;
+            self.committed = Some(Committed::after(ruleset, gen.wrapping_add(1)));
+            Ok(ApplyReport {
+                messages: tx.messages,
+                bytes: tx.bytes.len(),
+                deleted_chains: tx.deleted_chains,
+                deleted_tables: tx.deleted_tables,
+                attempts: attempt,
+            })
+        })
+    }
+
+    /// Delete the given tables (those that exist) in one transaction; returns how many.
+    /// Every other table is left alone.
+    pub fn delete_tables(&mut self, tables: &[(Family, String)]) -> Result<usize, NetlinkError> {
+        self.committed = None;
+        until_not_refused(|_| {
+            let gen = self.generation()?;
+            let live = self.tables()?;
+            let mut doomed: Vec<(Family, String)> = Vec::new();
+            for t in tables {
+                if live.iter().any(|l| l.family == t.0 && l.name == t.1) && !doomed.contains(t) {
+                    doomed.push(t.clone());
+                }
+            }
+            if doomed.is_empty() {
+                return Ok(0);
+            }
+            let first = self.socket.next_seq(doomed.len() + 2);
+            let tx = Transaction::delete_tables(&doomed, Some(gen), first)?;
+            self.send(&tx)?;
+            Ok(doomed.len())
+        })
+    }
+
+    /// Send `tx` and wait for the kernel's answer; the socket's next sequence number follows
+    /// the transaction's last.
+    fn send(&mut self, tx: &Transaction) -> Result<(), NetlinkError> {
+        let next = tx
+            .objects
+            .last()
+            .map(|(s, _)| s + 1)
+            .unwrap_or(self.socket.seq);
+        self.socket.seq = next;
+        self.socket.send_batch(tx)
+    }
+}

@@ -1,0 +1,326 @@
+//! The netfilter netlink socket: opened with its options, buffers sized for the batch at
+//! hand, sequence numbers, requests, the reply to a batch correlated with the object of each
+//! message, and dumps (retried when the kernel interrupts them).
+
+use crate::codec::bounds;
+use crate::codec::nftnl::msg_type;
+use crate::codec::sys::*;
+use crate::codec::wire;
+use crate::error::{errno_meaning, NetlinkError, Object};
+use crate::retry::MAX_ATTEMPTS;
+use crate::transaction::Transaction;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
+/// Replies wait at most this long.
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A one-message nf_tables request: netlink header, nfgenmsg for `family`, then `attrs`
+/// (already encoded).
+pub(crate) fn request(msg: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
+    let mut req = Vec::with_capacity(20 + attrs.len());
+    req.extend_from_slice(&(20 + attrs.len() as u32).to_ne_bytes());
+    req.extend_from_slice(&msg_type(msg).to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[family, 0, 0, 0]);
+    req.extend_from_slice(attrs);
+    req
+}
+
+/// Append a NUL-terminated string attribute holding the name `v` of `object` (checked as
+/// [`bounds::name`], so its length fits the attribute's 16-bit length field).
+pub(crate) fn str_attr(
+    out: &mut Vec<u8>,
+    ty: u16,
+    what: &'static str,
+    v: &str,
+    object: impl FnOnce() -> Object,
+) -> Result<(), NetlinkError> {
+    bounds::name(what, v).map_err(|e| e.at(object()))?;
+    let len = 4 + v.len() + 1;
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&ty.to_ne_bytes());
+    out.extend_from_slice(v.as_bytes());
+    out.push(0);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+    Ok(())
+}
+
+/// One netfilter netlink socket and the state of its conversation with the kernel.
+pub(crate) struct Socket {
+    pub(crate) sock: crate::os::NfSocket,
+    pub(crate) seq: u32,
+    buf: Vec<u8>,
+    sndbuf: usize,
+}
+
+impl Socket {
+    /// Open a socket in the calling thread's network namespace.
+    pub(crate) fn open() -> Result<Self, NetlinkError> {
+        let sock = crate::os::NfSocket::open().map_err(|e| NetlinkError::io("socket open", e))?;
+        let fd = sock.as_raw_fd();
+        crate::os::set_recv_timeout(fd, REPLY_TIMEOUT)
+            .map_err(|e| NetlinkError::io("setsockopt SO_RCVTIMEO", e))?;
+        // NETLINK_CAP_ACK keeps error replies short (no echoed request).
+        crate::os::set_int_option(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
+            .map_err(|e| NetlinkError::io("setsockopt NETLINK_CAP_ACK", e))?;
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Ok(Socket {
+            sock,
+            seq,
+            buf: vec![0u8; 1 << 20],
+            sndbuf: 0,
+        })
+    }
+
+    /// Size a socket buffer: the forced option (needs CAP_NET_ADMIN, passes the system's cap),
+    /// else the capped one.
+    fn set_buffer(
+        &mut self,
+        opt: libc::c_int,
+        force: libc::c_int,
+        size: usize,
+        during: &'static str,
+    ) -> Result<(), NetlinkError> {
+        let v = size.min(i32::MAX as usize) as libc::c_int;
+        let fd = self.sock.as_raw_fd();
+        crate::os::set_int_option(fd, libc::SOL_SOCKET, force, v)
+            .or_else(|_| crate::os::set_int_option(fd, libc::SOL_SOCKET, opt, v))
+            .map_err(|e| NetlinkError::io(during, e))
+    }
+
+    /// The first of `n + 1` sequence numbers. Numbers restart at 1 well before `u32::MAX`, so
+    /// a batch of any size (which numbers its messages consecutively) never overflows.
+    pub(crate) fn next_seq(&mut self, n: usize) -> u32 {
+        if self.seq == 0 || self.seq >= 0x8000_0000 {
+            self.seq = 1;
+        }
+        let s = self.seq;
+        self.seq = self.seq.saturating_add(n as u32 + 1);
+        s
+    }
+
+    fn send(&mut self, bytes: &[u8], during: &'static str) -> Result<(), NetlinkError> {
+        if bytes.len() + 4096 > self.sndbuf {
+            self.sndbuf = (bytes.len() + 4096).next_power_of_two();
+            let (snd, rcv) = (self.sndbuf, self.sndbuf.max(1 << 20));
+            self.set_buffer(
+                libc::SO_SNDBUF,
+                libc::SO_SNDBUFFORCE,
+                snd,
+                "setsockopt SO_SNDBUF",
+            )?;
+            self.set_buffer(
+                libc::SO_RCVBUF,
+                libc::SO_RCVBUFFORCE,
+                rcv,
+                "setsockopt SO_RCVBUF",
+            )?;
+        }
+        let n = self
+            .sock
+            .send(bytes)
+            .map_err(|e| NetlinkError::io(during, e))?;
+        if n != bytes.len() {
+            return Err(NetlinkError::Malformed {
+                during,
+                what: format!("sent {n} of {} bytes", bytes.len()),
+            });
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, during: &'static str) -> Result<usize, NetlinkError> {
+        match self.sock.recv(&mut self.buf) {
+            Ok(n) => Ok(n),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN)) => {
+                Err(NetlinkError::Timeout(REPLY_TIMEOUT))
+            }
+            Err(e) => Err(NetlinkError::io(during, e)),
+        }
+    }
+
+    /// Send a batch and wait for its end: `Ok` when the kernel committed it, else the first
+    /// error, mapped to the object of the failing message.
+    pub(crate) fn send_batch(&mut self, batch: &Transaction) -> Result<(), NetlinkError> {
+        self.send(&batch.bytes, "sending the batch")?;
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut first_err: Option<(i32, u32)> = None;
+        loop {
+            if Instant::now() > deadline {
+                return Err(NetlinkError::Timeout(REPLY_TIMEOUT));
+            }
+            let n = self.recv("reading the batch reply")?;
+            let msgs = wire::messages(&self.buf[..n]).map_err(|what| NetlinkError::Malformed {
+                during: "reading the batch reply",
+                what,
+            })?;
+            let mut done = false;
+            for m in msgs {
+                if m.ty != NLMSG_ERROR {
+                    continue;
+                }
+                let (errno, seq) =
+                    wire::error_payload(m.payload).map_err(|what| NetlinkError::Malformed {
+                        during: "reading the batch reply",
+                        what,
+                    })?;
+                if errno != 0 && first_err.is_none() {
+                    first_err = Some((errno, seq));
+                }
+                // The acknowledged last message ends the reply; an error on the batch framing
+                // (a stale generation id) means nothing after it was processed.
+                let framing = batch
+                    .objects
+                    .iter()
+                    .any(|(s, o)| *s == seq && *o == Object::Batch);
+                if seq == batch.last_seq
+                    || (errno != 0 && (framing || batch.objects.iter().all(|(s, _)| *s != seq)))
+                {
+                    done = true;
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        match first_err {
+            None => Ok(()),
+            Some((errno, seq)) => {
+                if errno == libc::EPERM || errno == libc::EACCES {
+                    return Err(NetlinkError::Permission {
+                        during: "applying the batch".into(),
+                    });
+                }
+                let object = batch
+                    .objects
+                    .iter()
+                    .find(|(s, _)| *s == seq)
+                    .map(|(_, o)| o.clone())
+                    .unwrap_or(Object::Batch);
+                Err(NetlinkError::Rejected {
+                    object,
+                    errno,
+                    meaning: errno_meaning(errno),
+                })
+            }
+        }
+    }
+
+    /// Dump request of `msg` for `family`; returns each reply message's attributes' owner bytes.
+    pub(crate) fn dump(
+        &mut self,
+        msg: u16,
+        family: u8,
+        during: &'static str,
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        self.dump_with(msg, family, &[], during)
+    }
+
+    /// A dump request carrying attributes (`extra`, already encoded).
+    pub(crate) fn dump_with(
+        &mut self,
+        msg: u16,
+        family: u8,
+        extra: &[u8],
+        during: &'static str,
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let seq = self.next_seq(1);
+            let req = request(msg, NLM_F_DUMP | NLM_F_ACK, seq, family, extra);
+            self.send(&req, during)?;
+            let mut out = Vec::new();
+            let mut interrupted = false;
+            'recv: loop {
+                let n = self.recv(during)?;
+                let msgs = wire::messages(&self.buf[..n])
+                    .map_err(|what| NetlinkError::Malformed { during, what })?;
+                for m in msgs {
+                    if m.seq != seq {
+                        continue;
+                    }
+                    if m.flags & 0x10 != 0 {
+                        interrupted = true; // NLM_F_DUMP_INTR
+                    }
+                    match m.ty {
+                        NLMSG_DONE => break 'recv,
+                        NLMSG_ERROR => {
+                            let (errno, _) = wire::error_payload(m.payload)
+                                .map_err(|what| NetlinkError::Malformed { during, what })?;
+                            if errno == 0 {
+                                continue;
+                            }
+                            if errno == libc::EINTR {
+                                interrupted = true;
+                                break 'recv;
+                            }
+                            return Err(NetlinkError::kernel(during, errno));
+                        }
+                        _ => {
+                            if m.payload.len() < 4 {
+                                return Err(NetlinkError::Malformed {
+                                    during,
+                                    what: format!(
+                                        "reply of {} bytes lacks the nfgenmsg header",
+                                        m.payload.len()
+                                    ),
+                                });
+                            }
+                            let mut v = vec![m.payload[0]];
+                            v.extend_from_slice(&m.payload[4..]);
+                            out.push(v);
+                        }
+                    }
+                }
+            }
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        Err(NetlinkError::Contended(MAX_ATTEMPTS))
+    }
+
+    /// The ruleset generation id (changes with every committed transaction).
+    pub(crate) fn generation(&mut self) -> Result<u32, NetlinkError> {
+        let during = "reading the ruleset generation";
+        let seq = self.next_seq(1);
+        let req = request(NFT_MSG_GETGEN, NLM_F_ACK, seq, NFPROTO_UNSPEC, &[]);
+        self.send(&req, during)?;
+        let mut gen = None;
+        loop {
+            let n = self.recv(during)?;
+            let msgs = wire::messages(&self.buf[..n])
+                .map_err(|what| NetlinkError::Malformed { during, what })?;
+            for m in msgs {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.ty == msg_type(NFT_MSG_NEWGEN) && m.payload.len() >= 4 {
+                    let at = wire::attrs(&m.payload[4..])
+                        .map_err(|what| NetlinkError::Malformed { during, what })?;
+                    gen = wire::find(&at, NFTA_GEN_ID).and_then(wire::be32);
+                } else if m.ty == NLMSG_ERROR {
+                    let (errno, _) = wire::error_payload(m.payload)
+                        .map_err(|what| NetlinkError::Malformed { during, what })?;
+                    if errno != 0 {
+                        return Err(NetlinkError::kernel(during, errno));
+                    }
+                    return gen.ok_or_else(|| NetlinkError::Malformed {
+                        during,
+                        what: "no NFTA_GEN_ID in the reply".into(),
+                    });
+                }
+            }
+        }
+    }
+}

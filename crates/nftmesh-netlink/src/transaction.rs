@@ -1,0 +1,610 @@
+//! [`Transaction`]: one nf_tables transaction as a value. It is planned from a desired
+//! ruleset and the live state without a kernel, can be inspected (messages, objects, deleted
+//! chains and tables) and read back into the model, and is only then sent
+//! ([`crate::Connection`]).
+
+use crate::codec::bounds;
+use crate::codec::ir::WireSet;
+use crate::codec::lower::{lower_rule, lower_set};
+use crate::codec::nftnl::{BuildError, MsgWriter};
+use crate::codec::numbers::{family_number, hook_number};
+use crate::codec::objects::{LiveChain, LiveSet, LiveTable};
+use crate::codec::sys::*;
+use crate::error::{NetlinkError, Object};
+use nftmesh_model::render::render_rule;
+use nftmesh_model::ruleset::{Family, Policy, Ruleset, Table};
+
+/// One nf_tables transaction, built and inspectable without a kernel: its messages (begin to
+/// end, sequence numbers assigned) and, per sequence number, the object each message is
+/// about, so that a kernel error maps back to a table, chain, set or rule. [`Transaction::plan`]
+/// builds one from a desired ruleset and the live state; [`crate::Connection::apply`] plans and
+/// sends one, and [`Transaction::read_back`] decodes one into the model without a kernel.
+///
+/// ```
+/// use nftmesh_model::{compile, CaptureConfig};
+/// use nftmesh_netlink::transaction::{LiveState, Transaction};
+///
+/// let desired = compile(&CaptureConfig::sidecar());
+/// let tx = Transaction::plan(&desired, &LiveState::default(), None, 1).unwrap();
+/// assert!(tx.messages > 2);
+/// let back = tx.read_back().unwrap();
+/// assert_eq!(back, nftmesh_model::canonical::canonical_ruleset(&desired));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    /// The messages, begin to end.
+    pub bytes: Vec<u8>,
+    /// (sequence number, object) of every message.
+    pub objects: Vec<(u32, Object)>,
+    /// Number of messages.
+    pub messages: usize,
+    /// The sequence number of the last message before the end (the one acknowledged).
+    pub last_seq: u32,
+    /// Chains the transaction deletes.
+    pub deleted_chains: Vec<String>,
+    /// Tables the batch deletes (as `family name`).
+    pub deleted_tables: Vec<String>,
+}
+
+impl Transaction {
+    /// The transaction that makes `ruleset`'s tables exactly as given, in place, over `live`
+    /// (what the kernel holds of them; [`LiveState::default`] for a namespace without them):
+    /// tables created or flushed, chains (re)declared (base chains keep their hook and handle),
+    /// named sets replaced, every rule added with its anonymous sets, and chains and named sets
+    /// the live tables have but `ruleset` does not deleted. `genid`, when given, makes the
+    /// kernel refuse it (`ERESTART`) if the ruleset changed since it was read. Message
+    /// sequence numbers start at `first_seq`. Every object is checked against the kernel's
+    /// limits first ([`crate::bounds`]).
+    pub fn plan(
+        ruleset: &Ruleset,
+        live: &LiveState,
+        genid: Option<u32>,
+        first_seq: u32,
+    ) -> Result<Self, NetlinkError> {
+        plan_apply_removing(ruleset, live, &[], genid, first_seq)
+    }
+
+    /// [`Transaction::plan`], deleting `removals` too (objects outside the ruleset's tables:
+    /// nftmesh tables a capture no longer has, Istio's iptables-nft chains), after the
+    /// ruleset's messages.
+    pub fn plan_removing(
+        ruleset: &Ruleset,
+        live: &LiveState,
+        removals: &[Removal],
+        genid: Option<u32>,
+        first_seq: u32,
+    ) -> Result<Self, NetlinkError> {
+        plan_apply_removing(ruleset, live, removals, genid, first_seq)
+    }
+
+    /// The transaction that deletes `tables` (which must exist) and nothing else; the last
+    /// deletion is acknowledged.
+    pub fn delete_tables(
+        tables: &[(Family, String)],
+        genid: Option<u32>,
+        first_seq: u32,
+    ) -> Result<Self, NetlinkError> {
+        let mut b = Writer::new(first_seq, genid);
+        for (i, (f, n)) in tables.iter().enumerate() {
+            let flags = if i + 1 == tables.len() { NLM_F_ACK } else { 0 };
+            let obj = Object::Table {
+                table: format!("{} {n}", f.keyword()),
+            };
+            b.emit(obj, |w, seq| {
+                w.table(NFT_MSG_DELTABLE, flags, family_number(*f), n, seq)
+            })?;
+        }
+        let last_seq = b.seq - 1;
+        let mut tx = b.finish(last_seq, Vec::new());
+        tx.deleted_tables = tables
+            .iter()
+            .map(|(f, n)| format!("{} {n}", f.keyword()))
+            .collect();
+        Ok(tx)
+    }
+
+    /// The ruleset this transaction creates, decoded from its messages by the same code a
+    /// kernel dump goes through, in canonical form (see [`crate::readback`]).
+    pub fn read_back(&self) -> Result<Ruleset, NetlinkError> {
+        crate::codec::readback::decode_transaction(self)
+    }
+}
+
+/// The live state a [`Transaction::plan`] replaces: chains and named sets of the tables it writes.
+#[derive(Debug, Clone, Default)]
+pub struct LiveState {
+    /// Tables present (any family and name).
+    pub tables: Vec<LiveTable>,
+    /// Chains of the tables being written.
+    pub chains: Vec<(Family, LiveChain)>,
+    /// Named sets of the tables being written.
+    pub sets: Vec<(Family, LiveSet)>,
+}
+
+/// One deletion added to an apply batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Delete one rule by handle.
+    Rule {
+        /// Table family.
+        family: Family,
+        /// Table name.
+        table: String,
+        /// Chain holding the rule.
+        chain: String,
+        /// The rule's handle.
+        handle: u64,
+    },
+    /// Delete every rule of a chain.
+    FlushChain {
+        /// Table family.
+        family: Family,
+        /// Table name.
+        table: String,
+        /// The chain.
+        chain: String,
+    },
+    /// Delete a (flushed, unreferenced) chain.
+    Chain {
+        /// Table family.
+        family: Family,
+        /// Table name.
+        table: String,
+        /// The chain.
+        chain: String,
+    },
+    /// Delete a whole table with everything in it (a table of nftmesh's that the capture being
+    /// installed no longer has).
+    Table {
+        /// Table family.
+        family: Family,
+        /// Table name.
+        table: String,
+    },
+}
+
+impl Removal {
+    /// Family, table and chain (none for a whole table) the removal is about.
+    pub fn place(&self) -> (Family, &str, Option<&str>) {
+        match self {
+            Removal::Rule {
+                family,
+                table,
+                chain,
+                ..
+            }
+            | Removal::FlushChain {
+                family,
+                table,
+                chain,
+            }
+            | Removal::Chain {
+                family,
+                table,
+                chain,
+            } => (*family, table, Some(chain)),
+            Removal::Table { family, table } => (*family, table, None),
+        }
+    }
+}
+
+/// The longest rule text an error carries; longer ones are cut and end in `…`.
+const MAX_RULE_TEXT: usize = 512;
+
+fn short_text(mut text: String) -> String {
+    if text.len() > MAX_RULE_TEXT {
+        let mut cut = MAX_RULE_TEXT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+fn table_label(t: &Table) -> String {
+    format!("{} {}", t.family.keyword(), t.name)
+}
+
+/// A batch being written: the messages, and per sequence number the object each is about.
+/// Every error building a message names that object.
+struct Writer {
+    w: MsgWriter,
+    seq: u32,
+    objects: Vec<(u32, Object)>,
+}
+
+impl Writer {
+    fn new(first_seq: u32, genid: Option<u32>) -> Self {
+        let mut w = MsgWriter::new();
+        w.batch_begin_genid(first_seq, genid);
+        Writer {
+            w,
+            seq: first_seq + 1,
+            objects: vec![(first_seq, Object::Batch)],
+        }
+    }
+
+    /// Write one message about `object` with the next sequence number.
+    fn emit(
+        &mut self,
+        object: Object,
+        f: impl FnOnce(&mut MsgWriter, u32) -> Result<(), BuildError>,
+    ) -> Result<(), NetlinkError> {
+        if let Err(e) = f(&mut self.w, self.seq) {
+            return Err(e.at(object));
+        }
+        self.objects.push((self.seq, object));
+        self.seq += 1;
+        Ok(())
+    }
+
+    /// A set's declaration and its elements (as many messages as they need), all about
+    /// `object`.
+    fn set(
+        &mut self,
+        object: Object,
+        fam: u8,
+        table: &str,
+        ws: &WireSet,
+    ) -> Result<(), NetlinkError> {
+        self.emit(object.clone(), |w, seq| {
+            w.set(NFT_MSG_NEWSET, NLM_F_CREATE, fam, table, ws, seq)
+        })?;
+        match self.w.set_elements(fam, table, ws, &mut self.seq) {
+            Ok(seqs) => {
+                for sq in seqs {
+                    self.objects.push((sq, object.clone()));
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.at(object)),
+        }
+    }
+
+    /// End the batch: `last_seq` is the acknowledged message's number.
+    fn finish(mut self, last_seq: u32, deleted_chains: Vec<String>) -> Transaction {
+        self.w.batch_end(self.seq);
+        self.objects.push((self.seq, Object::Batch));
+        Transaction {
+            bytes: self.w.out,
+            messages: self.objects.len(),
+            objects: self.objects,
+            last_seq,
+            deleted_chains,
+            deleted_tables: Vec::new(),
+        }
+    }
+}
+
+/// [`plan_apply`], plus deleting `removals` (objects outside the ruleset's tables, e.g. Istio's
+/// iptables-nft rules, see [`crate::migrate`]) in the same transaction, after the ruleset's
+/// messages.
+fn plan_apply_removing(
+    ruleset: &Ruleset,
+    live: &LiveState,
+    removals: &[crate::migrate::Removal],
+    genid: Option<u32>,
+    first_seq: u32,
+) -> Result<Transaction, NetlinkError> {
+    let mut b = Writer::new(first_seq, genid);
+    let mut deleted_chains = Vec::new();
+    let mut set_id = 1u32;
+    for (i, t) in ruleset.tables.iter().enumerate() {
+        let fam = family_number(t.family);
+        let label = table_label(t);
+        let object = || Object::Table {
+            table: label.clone(),
+        };
+        let same_family = ruleset.tables[..=i].iter().filter(|o| o.family == t.family);
+        bounds::unique("table", same_family.map(|o| o.name.as_str()))
+            .and_then(|()| bounds::unique("chain", t.chains.iter().map(|c| c.name.as_str())))
+            .and_then(|()| bounds::unique("set", t.sets.iter().map(|s| s.name.as_str())))
+            .map_err(|e| e.at(object()))?;
+        let table_obj = || Object::Table {
+            table: label.clone(),
+        };
+        let chain_obj = |chain: &str| Object::Chain {
+            table: label.clone(),
+            chain: chain.to_string(),
+        };
+        let exists = live
+            .tables
+            .iter()
+            .any(|l| l.family == t.family && l.name == t.name);
+        b.emit(table_obj(), |w, seq| {
+            w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, &t.name, seq)
+        })?;
+        let live_chains: Vec<&LiveChain> = live
+            .chains
+            .iter()
+            .filter(|(f, c)| *f == t.family && c.table == t.name)
+            .map(|(_, c)| c)
+            .collect();
+        let live_sets: Vec<&LiveSet> = live
+            .sets
+            .iter()
+            .filter(|(f, s)| *f == t.family && s.table == t.name)
+            .map(|(_, s)| s)
+            .collect();
+        if exists {
+            b.emit(table_obj(), |w, seq| w.flush_rules(fam, &t.name, None, seq))?;
+            // Named sets are replaced whole: the flush above released their references.
+            for s in live_sets
+                .iter()
+                .filter(|s| s.flags & NFT_SET_ANONYMOUS == 0)
+            {
+                let obj = Object::Set {
+                    table: label.clone(),
+                    set: s.name.clone(),
+                };
+                b.emit(obj, |w, seq| {
+                    w.set_by_name(NFT_MSG_DELSET, fam, &t.name, &s.name, seq)
+                })?;
+            }
+        }
+        for c in &t.chains {
+            let base = c.base.as_ref().map(|b| {
+                let policy = match b.policy {
+                    Policy::Accept => NF_ACCEPT as u32,
+                    Policy::Drop => NF_DROP as u32,
+                };
+                (hook_number(b.hook), b.priority, b.kind.keyword(), policy)
+            });
+            // The kernel cannot re-hook a chain in place: a chain whose hook, priority, type or
+            // base-ness changes is deleted and re-created in the same transaction (its rules
+            // were flushed above; the new rules are added below).
+            let rehook = live_chains.iter().any(|lc| {
+                lc.name == c.name
+                    && (lc.hook != base.map(|(h, p, _, _)| (h, p))
+                        || base.is_some_and(|(_, _, k, _)| lc.kind != k))
+            });
+            if rehook {
+                b.emit(chain_obj(&c.name), |w, seq| {
+                    w.chain(NFT_MSG_DELCHAIN, 0, fam, &t.name, &c.name, None, seq)
+                })?;
+            }
+            b.emit(chain_obj(&c.name), |w, seq| {
+                w.chain(
+                    NFT_MSG_NEWCHAIN,
+                    NLM_F_CREATE,
+                    fam,
+                    &t.name,
+                    &c.name,
+                    base,
+                    seq,
+                )
+            })?;
+        }
+        for s in &t.sets {
+            let obj = Object::Set {
+                table: label.clone(),
+                set: s.name.clone(),
+            };
+            let ws = lower_set(s, set_id).map_err(|e| NetlinkError::lower(obj.clone(), e))?;
+            set_id += 1;
+            b.set(obj, fam, &t.name, &ws)?;
+        }
+        for c in &t.chains {
+            for (index, rule) in c.rules.iter().enumerate() {
+                // Rendered once per rule (a rule's sets may take many messages), and cut short:
+                // an error names the rule, it need not list 10 000 set elements.
+                let rule_obj = Object::Rule {
+                    table: label.clone(),
+                    chain: c.name.clone(),
+                    index,
+                    text: short_text(render_rule(rule)),
+                };
+                let lowered = lower_rule(t.family, rule, &mut set_id)
+                    .map_err(|e| NetlinkError::lower(rule_obj.clone(), e))?;
+                for ws in &lowered.sets {
+                    b.set(rule_obj.clone(), fam, &t.name, ws)?;
+                }
+                b.emit(rule_obj, |w, seq| {
+                    w.rule(
+                        NLM_F_CREATE | NLM_F_APPEND,
+                        fam,
+                        &t.name,
+                        &c.name,
+                        &lowered.exprs,
+                        rule.comment.as_deref(),
+                        seq,
+                    )
+                })?;
+            }
+        }
+        for lc in &live_chains {
+            if !t.chains.iter().any(|c| c.name == lc.name) {
+                b.emit(chain_obj(&lc.name), |w, seq| {
+                    w.chain(NFT_MSG_DELCHAIN, 0, fam, &t.name, &lc.name, None, seq)
+                })?;
+                deleted_chains.push(format!("{label} {}", lc.name));
+            }
+        }
+    }
+    let mut deleted_tables = Vec::new();
+    for r in removals {
+        use crate::migrate::Removal;
+        let (family, table, chain) = r.place();
+        let fam = family_number(family);
+        let label = format!("{} {table}", family.keyword());
+        let Some(chain) = chain else {
+            let obj = Object::Table {
+                table: label.clone(),
+            };
+            b.emit(obj, |w, seq| w.table(NFT_MSG_DELTABLE, 0, fam, table, seq))?;
+            deleted_tables.push(label);
+            continue;
+        };
+        let obj = Object::Chain {
+            table: label.clone(),
+            chain: chain.to_string(),
+        };
+        b.emit(obj, |w, seq| match r {
+            Removal::Rule { handle, .. } => w.delete_rule(fam, table, chain, *handle, seq),
+            Removal::FlushChain { .. } => w.flush_rules(fam, table, Some(chain), seq),
+            _ => w.chain(NFT_MSG_DELCHAIN, 0, fam, table, chain, None, seq),
+        })?;
+        if matches!(r, Removal::Chain { .. }) {
+            deleted_chains.push(format!("{label} {chain}"));
+        }
+    }
+    // The last message asks for an acknowledgement: a no-op re-declaration of the first table
+    // (or of the batch when there are no tables), so success is confirmed after everything.
+    let last_seq = b.seq;
+    // An empty ruleset has nothing to acknowledge; `Connection::apply` sends no batch then.
+    if let Some(t) = ruleset.tables.first() {
+        let obj = Object::Table {
+            table: table_label(t),
+        };
+        b.emit(obj, |w, seq| {
+            w.table(
+                NFT_MSG_NEWTABLE,
+                NLM_F_CREATE | NLM_F_ACK,
+                family_number(t.family),
+                &t.name,
+                seq,
+            )
+        })?;
+    } else {
+        b.seq += 1;
+    }
+    let mut batch = b.finish(last_seq, deleted_chains);
+    batch.deleted_tables = deleted_tables;
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::nftnl::msg_type;
+    use crate::codec::wire;
+    use nftmesh_model::config::CaptureConfig;
+
+    const NFNL_MSG_BATCH_END: u16 = 17;
+
+    fn types(b: &Transaction) -> Vec<u16> {
+        wire::messages(&b.bytes)
+            .unwrap()
+            .iter()
+            .map(|m| m.ty)
+            .collect()
+    }
+
+    #[test]
+    fn a_new_table_is_created_without_flush_and_only_the_last_message_asks_for_an_ack() {
+        let rs = nftmesh_model::compile(&CaptureConfig::sidecar());
+        let b = Transaction::plan(&rs, &LiveState::default(), Some(7), 100).unwrap();
+        let msgs = wire::messages(&b.bytes).unwrap();
+        assert_eq!(msgs.len(), b.messages);
+        assert_eq!(msgs.first().unwrap().ty, NFNL_MSG_BATCH_BEGIN);
+        assert_eq!(msgs.last().unwrap().ty, NFNL_MSG_BATCH_END);
+        assert!(!types(&b).contains(&msg_type(NFT_MSG_DELRULE)));
+        let acked: Vec<u32> = msgs
+            .iter()
+            .filter(|m| m.flags & NLM_F_ACK != 0)
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(acked, vec![b.last_seq]);
+        let seqs: Vec<u32> = msgs.iter().map(|m| m.seq).collect();
+        let want: Vec<u32> = (100..100 + msgs.len() as u32).collect();
+        assert_eq!(seqs, want, "consecutive sequence numbers");
+        let rules = types(&b)
+            .iter()
+            .filter(|t| **t == msg_type(NFT_MSG_NEWRULE))
+            .count();
+        assert_eq!(rules, rs.rule_count());
+        // The generation id rides on the batch begin.
+        let begin = msgs[0].payload;
+        let at = wire::attrs(&begin[4..]).unwrap();
+        assert_eq!(wire::find(&at, 1).and_then(wire::be32), Some(7));
+    }
+
+    #[test]
+    fn an_existing_table_is_flushed_and_chains_it_no_longer_has_are_deleted() {
+        let rs = nftmesh_model::compile(&CaptureConfig::sidecar());
+        let t = &rs.tables[0];
+        let live = LiveState {
+            tables: vec![LiveTable {
+                family: t.family,
+                name: t.name.clone(),
+                handle: 1,
+            }],
+            chains: vec![(
+                t.family,
+                LiveChain {
+                    table: t.name.clone(),
+                    name: "OLD".into(),
+                    handle: 9,
+                    hook: None,
+                    kind: String::new(),
+                    policy: NF_ACCEPT as u32,
+                },
+            )],
+            sets: vec![(
+                t.family,
+                LiveSet {
+                    table: t.name.clone(),
+                    name: "old_set".into(),
+                    flags: 0,
+                    key_type: TYPE_IPADDR,
+                    key_len: 4,
+                },
+            )],
+        };
+        let b = Transaction::plan(&rs, &live, None, 1).unwrap();
+        let ty = types(&b);
+        let flush = ty
+            .iter()
+            .position(|t| *t == msg_type(NFT_MSG_DELRULE))
+            .expect("flush");
+        let first_rule = ty
+            .iter()
+            .position(|t| *t == msg_type(NFT_MSG_NEWRULE))
+            .unwrap();
+        let del_chain = ty
+            .iter()
+            .position(|t| *t == msg_type(NFT_MSG_DELCHAIN))
+            .expect("delete OLD");
+        let del_set = ty
+            .iter()
+            .position(|t| *t == msg_type(NFT_MSG_DELSET))
+            .expect("delete old_set");
+        assert!(flush < del_set && del_set < first_rule && first_rule < del_chain);
+        assert_eq!(
+            b.deleted_chains,
+            vec![format!("{} {} OLD", t.family.keyword(), t.name)]
+        );
+    }
+
+    #[test]
+    fn every_message_maps_to_the_object_it_is_about() {
+        let rs = nftmesh_model::compile(&CaptureConfig::sidecar());
+        let b = Transaction::plan(&rs, &LiveState::default(), None, 1).unwrap();
+        let msgs = wire::messages(&b.bytes).unwrap();
+        for m in &msgs {
+            let obj = b
+                .objects
+                .iter()
+                .find(|(s, _)| *s == m.seq)
+                .map(|(_, o)| o)
+                .expect("mapped");
+            if m.ty == msg_type(NFT_MSG_NEWRULE) {
+                assert!(matches!(obj, Object::Rule { .. }), "{obj}");
+            }
+        }
+        let rule_texts: Vec<String> = b
+            .objects
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Object::Rule { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            rule_texts.iter().any(|t| t.contains("redirect to :15001")),
+            "{rule_texts:?}"
+        );
+    }
+}
