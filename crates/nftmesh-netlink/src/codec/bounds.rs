@@ -229,11 +229,6 @@ pub const fn strz(len: usize) -> usize {
     attr(len + 1)
 }
 
-/// A value nested in a data attribute (`NFTA_*_DATA { NFTA_DATA_VALUE }`).
-const fn value(len: usize) -> usize {
-    4 + attr(len)
-}
-
 /// Check one expression's own limits (names, values) without sizing it.
 pub fn check_expr(e: &Expr) -> Result<(), BuildError> {
     let val = |expr: &'static str, d: &[u8]| within(Limit::Value { expr }, d.len());
@@ -251,43 +246,11 @@ pub fn check_expr(e: &Expr) -> Result<(), BuildError> {
 }
 
 /// The bytes `nftnl` writes for one expression of a rule: its list element, name and data
-/// attributes. Assumes [`check_expr`] passed.
+/// attributes (the data attributes' size is each kind's, in `codec::expr`). Assumes
+/// [`check_expr`] passed.
 pub fn expr_len(e: &Expr) -> usize {
-    const U32: usize = attr(4);
-    const U64: usize = attr(8);
-    let opt = |set: bool| if set { U32 } else { 0 };
-    let body = match e {
-        Expr::Meta { .. } | Expr::MetaSet { .. } | Expr::Ct { .. } | Expr::CtSet { .. } => 2 * U32,
-        Expr::Socket { .. } => 2 * U32,
-        Expr::Payload { .. } => 4 * U32,
-        Expr::Cmp { data, .. } => 2 * U32 + value(data.len()),
-        Expr::Range { from, to, .. } => 2 * U32 + value(from.len()) + value(to.len()),
-        Expr::Bitwise { mask, xor, .. } => 3 * U32 + value(mask.len()) + value(xor.len()),
-        Expr::Byteorder { .. } => 5 * U32,
-        Expr::Lookup {
-            set,
-            set_id,
-            invert,
-            ..
-        } => U32 + strz(set.len()) + opt(set_id.is_some()) + opt(*invert),
-        Expr::Immediate { data, .. } => U32 + value(data.len()),
-        Expr::Verdict { chain, .. } => {
-            // dreg, then data { verdict { code [chain] } }.
-            U32 + 4 + 4 + U32 + chain.as_ref().map_or(0, |c| strz(c.len()))
-        }
-        Expr::Counter => 2 * U64,
-        Expr::Log { prefix } => prefix.as_ref().map_or(0, |p| strz(p.len())),
-        Expr::Redir {
-            reg_proto_min,
-            flags,
-        } => opt(reg_proto_min.is_some()) + opt(*flags != 0),
-        Expr::Tproxy {
-            reg_addr, reg_port, ..
-        } => U32 + opt(reg_addr.is_some()) + opt(reg_port.is_some()),
-        Expr::Unknown { raw, .. } => raw.len(),
-    };
     // List element header, name, data nest header, body.
-    4 + strz(e.name().len()) + 4 + body
+    4 + strz(e.name().len()) + 4 + crate::codec::expr::body_len(e)
 }
 
 /// Check a rule before it is written and return the length of its message: table and chain

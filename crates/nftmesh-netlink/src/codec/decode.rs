@@ -4,28 +4,9 @@
 
 use crate::codec::ir::Expr;
 use crate::codec::sys::*;
-use crate::codec::wire::{attrs, be32, find, string};
+use crate::codec::wire::{attrs, find, string};
 
 type Attrs<'a> = Vec<(u16, &'a [u8])>;
-
-fn u32_of(at: &Attrs<'_>, ty: u16, expr: &str, what: &str) -> Result<u32, String> {
-    find(at, ty)
-        .and_then(be32)
-        .ok_or_else(|| format!("expression {expr}: missing or short {what}"))
-}
-
-fn opt_u32(at: &Attrs<'_>, ty: u16) -> Option<u32> {
-    find(at, ty).and_then(be32)
-}
-
-/// The value bytes of a nested `NFTA_DATA_VALUE`.
-fn data_value(at: &Attrs<'_>, ty: u16, expr: &str, what: &str) -> Result<Vec<u8>, String> {
-    let nested = find(at, ty).ok_or_else(|| format!("expression {expr}: missing {what}"))?;
-    let inner = attrs(nested).map_err(|e| format!("expression {expr} {what}: {e}"))?;
-    find(&inner, NFTA_DATA_VALUE)
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| format!("expression {expr}: {what} holds no value"))
-}
 
 /// Decode the `NFTA_RULE_EXPRESSIONS` list of a dumped rule.
 pub fn decode_exprs(list: &[u8]) -> Result<Vec<Expr>, String> {
@@ -72,111 +53,7 @@ pub fn verdict_chains(list: &[u8]) -> Vec<String> {
 }
 
 fn decode_one(name: &str, raw: &[u8], d: &Attrs<'_>) -> Result<Expr, String> {
-    let n = name;
-    Ok(match name {
-        "meta" => match opt_u32(d, NFTA_META_DREG) {
-            Some(dreg) => Expr::Meta {
-                key: u32_of(d, NFTA_META_KEY, n, "key")?,
-                dreg,
-            },
-            None => Expr::MetaSet {
-                key: u32_of(d, NFTA_META_KEY, n, "key")?,
-                sreg: u32_of(d, NFTA_META_SREG, n, "sreg")?,
-            },
-        },
-        "ct" => match opt_u32(d, NFTA_CT_DREG) {
-            Some(dreg) => Expr::Ct {
-                key: u32_of(d, NFTA_CT_KEY, n, "key")?,
-                dreg,
-            },
-            None => Expr::CtSet {
-                key: u32_of(d, NFTA_CT_KEY, n, "key")?,
-                sreg: u32_of(d, NFTA_CT_SREG, n, "sreg")?,
-            },
-        },
-        "payload" => Expr::Payload {
-            base: u32_of(d, NFTA_PAYLOAD_BASE, n, "base")?,
-            offset: u32_of(d, NFTA_PAYLOAD_OFFSET, n, "offset")?,
-            len: u32_of(d, NFTA_PAYLOAD_LEN, n, "len")?,
-            dreg: u32_of(d, NFTA_PAYLOAD_DREG, n, "dreg")?,
-        },
-        "cmp" => Expr::Cmp {
-            sreg: u32_of(d, NFTA_CMP_SREG, n, "sreg")?,
-            op: u32_of(d, NFTA_CMP_OP, n, "op")?,
-            data: data_value(d, NFTA_CMP_DATA, n, "data")?,
-        },
-        "range" => Expr::Range {
-            sreg: u32_of(d, NFTA_RANGE_SREG, n, "sreg")?,
-            op: u32_of(d, NFTA_RANGE_OP, n, "op")?,
-            from: data_value(d, NFTA_RANGE_FROM_DATA, n, "from")?,
-            to: data_value(d, NFTA_RANGE_TO_DATA, n, "to")?,
-        },
-        "bitwise" => Expr::Bitwise {
-            sreg: u32_of(d, NFTA_BITWISE_SREG, n, "sreg")?,
-            dreg: u32_of(d, NFTA_BITWISE_DREG, n, "dreg")?,
-            len: u32_of(d, NFTA_BITWISE_LEN, n, "len")?,
-            mask: data_value(d, NFTA_BITWISE_MASK, n, "mask")?,
-            xor: data_value(d, NFTA_BITWISE_XOR, n, "xor")?,
-        },
-        "byteorder" => Expr::Byteorder {
-            sreg: u32_of(d, NFTA_BYTEORDER_SREG, n, "sreg")?,
-            dreg: u32_of(d, NFTA_BYTEORDER_DREG, n, "dreg")?,
-            op: u32_of(d, NFTA_BYTEORDER_OP, n, "op")?,
-            len: u32_of(d, NFTA_BYTEORDER_LEN, n, "len")?,
-            size: u32_of(d, NFTA_BYTEORDER_SIZE, n, "size")?,
-        },
-        "lookup" => Expr::Lookup {
-            sreg: u32_of(d, NFTA_LOOKUP_SREG, n, "sreg")?,
-            set: find(d, NFTA_LOOKUP_SET)
-                .map(string)
-                .ok_or_else(|| format!("expression {n}: missing set"))?,
-            set_id: opt_u32(d, NFTA_LOOKUP_SET_ID),
-            invert: opt_u32(d, NFTA_LOOKUP_FLAGS).unwrap_or(0) & NFT_LOOKUP_F_INV != 0,
-        },
-        "immediate" => {
-            let dreg = u32_of(d, NFTA_IMMEDIATE_DREG, n, "dreg")?;
-            let nested = find(d, NFTA_IMMEDIATE_DATA)
-                .ok_or_else(|| format!("expression {n}: missing data"))?;
-            let inner = attrs(nested).map_err(|e| format!("expression {n}: {e}"))?;
-            if dreg == NFT_REG_VERDICT {
-                let v = find(&inner, NFTA_DATA_VERDICT)
-                    .ok_or_else(|| format!("expression {n}: no verdict"))?;
-                let v = attrs(v).map_err(|e| format!("expression {n} verdict: {e}"))?;
-                Expr::Verdict {
-                    code: u32_of(&v, NFTA_VERDICT_CODE, n, "verdict code")? as i32,
-                    chain: find(&v, NFTA_VERDICT_CHAIN).map(string),
-                }
-            } else {
-                Expr::Immediate {
-                    dreg,
-                    data: find(&inner, NFTA_DATA_VALUE)
-                        .map(<[u8]>::to_vec)
-                        .ok_or_else(|| format!("expression {n}: no value"))?,
-                }
-            }
-        }
-        "counter" => Expr::Counter,
-        "log" => Expr::Log {
-            prefix: find(d, NFTA_LOG_PREFIX).map(string),
-        },
-        "redir" => Expr::Redir {
-            reg_proto_min: opt_u32(d, NFTA_REDIR_REG_PROTO_MIN),
-            flags: opt_u32(d, NFTA_REDIR_FLAGS).unwrap_or(0),
-        },
-        "tproxy" => Expr::Tproxy {
-            family: u32_of(d, NFTA_TPROXY_FAMILY, n, "family")?,
-            reg_addr: opt_u32(d, NFTA_TPROXY_REG_ADDR),
-            reg_port: opt_u32(d, NFTA_TPROXY_REG_PORT),
-        },
-        "socket" => Expr::Socket {
-            key: u32_of(d, NFTA_SOCKET_KEY, n, "key")?,
-            dreg: u32_of(d, NFTA_SOCKET_DREG, n, "dreg")?,
-        },
-        other => Expr::Unknown {
-            name: other.to_string(),
-            raw: raw.to_vec(),
-        },
-    })
+    crate::codec::expr::decode(name, raw, d)
 }
 
 /// The comment in rule userdata (TLV type 0), if any.

@@ -6,6 +6,7 @@
 
 pub mod bounds;
 pub(crate) mod decode;
+pub(crate) mod expr;
 pub(crate) mod ir;
 pub(crate) mod lower;
 pub(crate) mod nftnl;

@@ -137,13 +137,18 @@ impl MsgWriter {
         // serialized behind the header just built (at most 20 + 2 * 260 + 8 bytes, far below
         // SCRATCH_LEN), and freed.
         unsafe {
+            let mut rc = 0;
             let s = nft::nftnl_set_alloc();
             if s.is_null() {
                 return Err(BuildError::Alloc("a set"));
             }
-            nft::nftnl_set_set_str(s, nft::NFTNL_SET_TABLE as u16, table_c.as_ptr());
-            nft::nftnl_set_set_str(s, nft::NFTNL_SET_NAME as u16, name_c.as_ptr());
+            rc |= nft::nftnl_set_set_str(s, nft::NFTNL_SET_TABLE as u16, table_c.as_ptr());
+            rc |= nft::nftnl_set_set_str(s, nft::NFTNL_SET_NAME as u16, name_c.as_ptr());
             nft::nftnl_set_set_u32(s, nft::NFTNL_SET_FAMILY as u16, u32::from(family));
+            if rc != 0 {
+                nft::nftnl_set_free(s);
+                return Err(BuildError::Alloc("a set attribute"));
+            }
             nft::nftnl_set_nlmsg_build_payload(nlh, s);
             nft::nftnl_set_free(s);
         }
@@ -173,12 +178,17 @@ impl MsgWriter {
         // at most NAME_MAX bytes that outlives the call (libnftnl copies it) and a u32,
         // serialized behind the header just built (at most 20 + 260 bytes), and freed.
         unsafe {
+            let mut rc = 0;
             let t = nft::nftnl_table_alloc();
             if t.is_null() {
                 return Err(BuildError::Alloc("a table"));
             }
-            nft::nftnl_table_set_str(t, nft::NFTNL_TABLE_NAME as u16, name.as_ptr());
+            rc |= nft::nftnl_table_set_str(t, nft::NFTNL_TABLE_NAME as u16, name.as_ptr());
             nft::nftnl_table_set_u32(t, nft::NFTNL_TABLE_FAMILY as u16, u32::from(family));
+            if rc != 0 {
+                nft::nftnl_table_free(t);
+                return Err(BuildError::Alloc("a table attribute"));
+            }
             nft::nftnl_table_nlmsg_build_payload(nlh, t);
             nft::nftnl_table_free(t);
         }
@@ -207,18 +217,23 @@ impl MsgWriter {
         // SAFETY: as in `table`: three checked C strings of at most NAME_MAX bytes kept alive
         // by this frame and four integers (a message of at most 20 + 3 * 260 + 48 bytes).
         unsafe {
+            let mut rc = 0;
             let c = nft::nftnl_chain_alloc();
             if c.is_null() {
                 return Err(BuildError::Alloc("a chain"));
             }
-            nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
-            nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_NAME as u16, name.as_ptr());
+            rc |= nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
+            rc |= nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_NAME as u16, name.as_ptr());
             nft::nftnl_chain_set_u32(c, nft::NFTNL_CHAIN_FAMILY as u16, u32::from(family));
             if let (Some((hook, prio, _, policy)), Some(kind)) = (base, &kind) {
                 nft::nftnl_chain_set_u32(c, nft::NFTNL_CHAIN_HOOKNUM as u16, hook);
                 nft::nftnl_chain_set_s32(c, nft::NFTNL_CHAIN_PRIO as u16, prio);
-                nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
+                rc |= nft::nftnl_chain_set_str(c, nft::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
                 nft::nftnl_chain_set_u32(c, nft::NFTNL_CHAIN_POLICY as u16, policy);
+            }
+            if rc != 0 {
+                nft::nftnl_chain_free(c);
+                return Err(BuildError::Alloc("a chain attribute"));
             }
             nft::nftnl_chain_nlmsg_build_payload(nlh, c);
             nft::nftnl_chain_free(c);
@@ -264,18 +279,23 @@ impl MsgWriter {
         // SAFETY: as in `table`: two checked C strings of at most NAME_MAX bytes that outlive
         // the calls, a u64 and a u32 (a message of at most 20 + 2 * 260 + 12 bytes).
         unsafe {
+            let mut rc = 0;
             let r = nft::nftnl_rule_alloc();
             if r.is_null() {
                 return Err(BuildError::Alloc("a rule"));
             }
-            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
+            rc |= nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
             if let Some(c) = &chain {
-                nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, c.as_ptr());
+                rc |= nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, c.as_ptr());
             }
             if let Some(h) = handle {
                 nft::nftnl_rule_set_u64(r, nft::NFTNL_RULE_HANDLE as u16, h);
             }
             nft::nftnl_rule_set_u32(r, nft::NFTNL_RULE_FAMILY as u16, u32::from(family));
+            if rc != 0 {
+                nft::nftnl_rule_free(r);
+                return Err(BuildError::Alloc("a rule attribute"));
+            }
             nft::nftnl_rule_nlmsg_build_payload(nlh, r);
             nft::nftnl_rule_free(r);
         }
@@ -300,6 +320,11 @@ impl MsgWriter {
         let expected = bounds::rule_message_len(table, chain, exprs, comment)?;
         let (table, chain) = (cname("table", table)?, cname("chain", chain)?);
         let udata = comment.map(comment_udata).transpose()?;
+        // Every expression built before the rule: a failure frees what was built.
+        let built = exprs
+            .iter()
+            .map(crate::codec::expr::encode)
+            .collect::<Result<Vec<Built>, BuildError>>()?;
         let nlh = self.hdr(msg_type(NFT_MSG_NEWRULE), family, flags, seq);
         // SAFETY: `rule_message_len` checked every expression (values at most VALUE_MAX bytes,
         // the size of the fields libnftnl copies them into being 64; names at most NAME_MAX),
@@ -307,29 +332,29 @@ impl MsgWriter {
         // are written behind `nlh`. The rule takes ownership of each expression added to it and
         // frees them with itself; strings and data are copied by libnftnl during the calls.
         unsafe {
+            let mut rc = 0;
             let r = nft::nftnl_rule_alloc();
             if r.is_null() {
                 return Err(BuildError::Alloc("a rule"));
             }
-            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
-            nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
+            rc |= nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_TABLE as u16, table.as_ptr());
+            rc |= nft::nftnl_rule_set_str(r, nft::NFTNL_RULE_CHAIN as u16, chain.as_ptr());
             nft::nftnl_rule_set_u32(r, nft::NFTNL_RULE_FAMILY as u16, u32::from(family));
             if let Some(u) = &udata {
-                nft::nftnl_rule_set_data(
+                rc |= nft::nftnl_rule_set_data(
                     r,
                     nft::NFTNL_RULE_USERDATA as u16,
                     u.as_ptr() as *const c_void,
                     u.len() as u32,
                 );
             }
-            for e in exprs {
-                match build_expr(e) {
-                    Ok(x) => nft::nftnl_rule_add_expr(r, x),
-                    Err(err) => {
-                        nft::nftnl_rule_free(r);
-                        return Err(err);
-                    }
-                }
+            for e in built {
+                // The rule takes ownership of the expression and frees it with itself.
+                nft::nftnl_rule_add_expr(r, e.into_raw());
+            }
+            if rc != 0 {
+                nft::nftnl_rule_free(r);
+                return Err(BuildError::Alloc("a rule attribute"));
             }
             nft::nftnl_rule_nlmsg_build_payload(nlh, r);
             nft::nftnl_rule_free(r);
@@ -362,7 +387,11 @@ impl MsgWriter {
             if s.is_null() {
                 return Err(BuildError::Alloc("a set"));
             }
-            fill_set(s, &table_c, &name, family, set);
+            let rc = fill_set(s, &table_c, &name, family, set);
+            if rc != 0 {
+                nft::nftnl_set_free(s);
+                return Err(BuildError::Alloc("a set attribute"));
+            }
             nft::nftnl_set_nlmsg_build_payload(nlh, s);
             nft::nftnl_set_free(s);
         }
@@ -404,14 +433,14 @@ impl MsgWriter {
             if s.is_null() {
                 return Err(BuildError::Alloc("a set"));
             }
-            fill_set(s, &table_c, &name, family, set);
+            let mut rc = fill_set(s, &table_c, &name, family, set);
             for (key, end) in &set.elements {
                 let e = nft::nftnl_set_elem_alloc();
                 if e.is_null() {
                     nft::nftnl_set_free(s);
                     return Err(BuildError::Alloc("a set element"));
                 }
-                nft::nftnl_set_elem_set(
+                rc |= nft::nftnl_set_elem_set(
                     e,
                     nft::NFTNL_SET_ELEM_KEY as u16,
                     key.as_ptr() as *const c_void,
@@ -425,6 +454,10 @@ impl MsgWriter {
                     );
                 }
                 nft::nftnl_set_elem_add(s, e);
+            }
+            if rc != 0 {
+                nft::nftnl_set_free(s);
+                return Err(BuildError::Alloc("a set element attribute"));
             }
             let iter = nft::nftnl_set_elems_iter_create(s);
             if iter.is_null() {
@@ -458,11 +491,12 @@ unsafe fn fill_set(
     name: &CString,
     family: u8,
     set: &WireSet,
-) {
+) -> std::os::raw::c_int {
+    let mut rc = 0;
     // SAFETY: guaranteed by the caller; libnftnl copies the strings.
     unsafe {
-        nft::nftnl_set_set_str(s, nft::NFTNL_SET_TABLE as u16, table.as_ptr());
-        nft::nftnl_set_set_str(s, nft::NFTNL_SET_NAME as u16, name.as_ptr());
+        rc |= nft::nftnl_set_set_str(s, nft::NFTNL_SET_TABLE as u16, table.as_ptr());
+        rc |= nft::nftnl_set_set_str(s, nft::NFTNL_SET_NAME as u16, name.as_ptr());
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_FAMILY as u16, u32::from(family));
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_FLAGS as u16, set.flags);
         nft::nftnl_set_set_u32(s, nft::NFTNL_SET_KEY_TYPE as u16, set.key_type);
@@ -475,13 +509,14 @@ unsafe fn fill_set(
             nft::nftnl_set_set_u32(s, nft::NFTNL_SET_DESC_SIZE as u16, size);
         }
         let ud = set_udata(set);
-        nft::nftnl_set_set_data(
+        rc |= nft::nftnl_set_set_data(
             s,
             nft::NFTNL_SET_USERDATA as u16,
             ud.as_ptr() as *const c_void,
             ud.len() as u32,
         );
     }
+    rc
 }
 
 /// Set userdata as `nft` writes it: the key byte order (TLV type 0, u32: 1 host, 2 big
@@ -509,169 +544,170 @@ fn comment_udata(c: &str) -> Result<Vec<u8>, BuildError> {
     Ok(v)
 }
 
-/// Allocate a libnftnl expression for `e`. The caller owns the result.
-///
-/// # Safety
-/// The returned pointer must be added to a rule or freed with `nftnl_expr_free`.
-unsafe fn build_expr(e: &Expr) -> Result<*mut nft::nftnl_expr, BuildError> {
-    // Values at most VALUE_MAX bytes, names and prefixes within their limits, no Unknown.
-    bounds::check_expr(e)?;
-    let name = CString::new(e.name()).map_err(|_| BuildError::Unsupported(e.name().into()))?;
-    // The one string an expression carries, made before anything is allocated.
-    let text = match e {
-        Expr::Lookup { set, .. } => Some(cname("set", set)?),
-        Expr::Verdict { chain: Some(c), .. } => Some(cname("jump target chain", c)?),
-        Expr::Log { prefix: Some(p) } => Some(cstring("log prefix", p, Limit::LogPrefix)?),
-        _ => None,
-    };
-    // SAFETY: the expression is freshly allocated (checked for NULL) and every setter copies
-    // its argument: integers by value, strings (checked C strings alive in this frame) with
-    // strdup, and data (at most VALUE_MAX = 16 bytes, checked above) into libnftnl's 64-byte
-    // value fields.
-    unsafe {
-        let x = nft::nftnl_expr_alloc(name.as_ptr());
-        if x.is_null() {
-            return Err(BuildError::Unsupported(e.name().into()));
-        }
-        let u32_ = |a: u32, v: u32| nft::nftnl_expr_set_u32(x, a as u16, v);
-        let data = |a: u32, d: &[u8]| {
-            nft::nftnl_expr_set(x, a as u16, d.as_ptr() as *const c_void, d.len() as u32);
+/// Expression kinds and their attributes, typed so that a setter can only be given an
+/// attribute of the expression being built and of the type libnftnl copies for it: a `u32`
+/// (or `u64`) attribute gets 4 (8) bytes, a data attribute at most [`bounds::VALUE_MAX`]
+/// bytes (libnftnl copies it into a 64-byte field), a string attribute a checked C string
+/// (libnftnl `strdup`s it). This table is what the soundness of [`ExprBuilder`] rests on.
+pub(crate) mod attr {
+    use nftnl_sys as nft;
+    use std::marker::PhantomData;
+
+    /// An expression kind: its libnftnl name.
+    pub(crate) trait Kind {
+        /// The name libnftnl looks its operations up by.
+        const NAME: &'static std::ffi::CStr;
+        /// The same name, for errors.
+        const LABEL: &'static str;
+    }
+
+    /// A 32-bit attribute of kind `K`.
+    pub(crate) struct U32<K>(pub(super) u16, PhantomData<K>);
+    /// A 64-bit attribute of kind `K`.
+    pub(crate) struct U64<K>(pub(super) u16, PhantomData<K>);
+    /// A data attribute (a register value) of kind `K`.
+    pub(crate) struct Data<K>(pub(super) u16, PhantomData<K>);
+    /// A string attribute of kind `K`.
+    pub(crate) struct Str<K>(pub(super) u16, PhantomData<K>);
+
+    macro_rules! kind {
+        ($k:ident, $cname:literal, $name:literal { $($kind:ident $attr:ident = $n:ident),* $(,)? }) => {
+            #[doc = concat!("The `", $name, "` expression.")]
+            pub(crate) enum $k {}
+            impl Kind for $k {
+                const NAME: &'static std::ffi::CStr = $cname;
+                const LABEL: &'static str = $name;
+            }
+            $(
+                #[doc = concat!("`", stringify!($n), "`.")]
+                pub(crate) const $attr: $kind<$k> = $kind(nft::$n as u16, PhantomData);
+            )*
         };
-        let text_ptr = text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
-        match e {
-            Expr::Meta { key, dreg } => {
-                u32_(nft::NFTNL_EXPR_META_KEY, *key);
-                u32_(nft::NFTNL_EXPR_META_DREG, *dreg);
-            }
-            Expr::MetaSet { key, sreg } => {
-                u32_(nft::NFTNL_EXPR_META_KEY, *key);
-                u32_(nft::NFTNL_EXPR_META_SREG, *sreg);
-            }
-            Expr::Ct { key, dreg } => {
-                u32_(nft::NFTNL_EXPR_CT_KEY, *key);
-                u32_(nft::NFTNL_EXPR_CT_DREG, *dreg);
-            }
-            Expr::CtSet { key, sreg } => {
-                u32_(nft::NFTNL_EXPR_CT_KEY, *key);
-                u32_(nft::NFTNL_EXPR_CT_SREG, *sreg);
-            }
-            Expr::Payload {
-                base,
-                offset,
-                len,
-                dreg,
-            } => {
-                u32_(nft::NFTNL_EXPR_PAYLOAD_BASE, *base);
-                u32_(nft::NFTNL_EXPR_PAYLOAD_OFFSET, *offset);
-                u32_(nft::NFTNL_EXPR_PAYLOAD_LEN, *len);
-                u32_(nft::NFTNL_EXPR_PAYLOAD_DREG, *dreg);
-            }
-            Expr::Cmp { sreg, op, data: d } => {
-                u32_(nft::NFTNL_EXPR_CMP_SREG, *sreg);
-                u32_(nft::NFTNL_EXPR_CMP_OP, *op);
-                data(nft::NFTNL_EXPR_CMP_DATA, d);
-            }
-            Expr::Range { sreg, op, from, to } => {
-                u32_(nft::NFTNL_EXPR_RANGE_SREG, *sreg);
-                u32_(nft::NFTNL_EXPR_RANGE_OP, *op);
-                data(nft::NFTNL_EXPR_RANGE_FROM_DATA, from);
-                data(nft::NFTNL_EXPR_RANGE_TO_DATA, to);
-            }
-            Expr::Bitwise {
-                sreg,
-                dreg,
-                len,
-                mask,
-                xor,
-            } => {
-                u32_(nft::NFTNL_EXPR_BITWISE_SREG, *sreg);
-                u32_(nft::NFTNL_EXPR_BITWISE_DREG, *dreg);
-                u32_(nft::NFTNL_EXPR_BITWISE_LEN, *len);
-                data(nft::NFTNL_EXPR_BITWISE_MASK, mask);
-                data(nft::NFTNL_EXPR_BITWISE_XOR, xor);
-            }
-            Expr::Byteorder {
-                sreg,
-                dreg,
-                op,
-                len,
-                size,
-            } => {
-                u32_(nft::NFTNL_EXPR_BYTEORDER_SREG, *sreg);
-                u32_(nft::NFTNL_EXPR_BYTEORDER_DREG, *dreg);
-                u32_(nft::NFTNL_EXPR_BYTEORDER_OP, *op);
-                u32_(nft::NFTNL_EXPR_BYTEORDER_LEN, *len);
-                u32_(nft::NFTNL_EXPR_BYTEORDER_SIZE, *size);
-            }
-            Expr::Lookup {
-                sreg,
-                set_id,
-                invert,
-                ..
-            } => {
-                u32_(nft::NFTNL_EXPR_LOOKUP_SREG, *sreg);
-                nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_LOOKUP_SET as u16, text_ptr);
-                if let Some(id) = set_id {
-                    u32_(nft::NFTNL_EXPR_LOOKUP_SET_ID, *id);
-                }
-                if *invert {
-                    u32_(nft::NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
-                }
-            }
-            Expr::Immediate { dreg, data: d } => {
-                u32_(nft::NFTNL_EXPR_IMM_DREG, *dreg);
-                data(nft::NFTNL_EXPR_IMM_DATA, d);
-            }
-            Expr::Verdict { code, chain } => {
-                u32_(nft::NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-                u32_(nft::NFTNL_EXPR_IMM_VERDICT, *code as u32);
-                if chain.is_some() {
-                    nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_IMM_CHAIN as u16, text_ptr);
-                }
-            }
-            Expr::Counter => {
-                nft::nftnl_expr_set_u64(x, nft::NFTNL_EXPR_CTR_PACKETS as u16, 0);
-                nft::nftnl_expr_set_u64(x, nft::NFTNL_EXPR_CTR_BYTES as u16, 0);
-            }
-            Expr::Log { prefix } => {
-                if prefix.is_some() {
-                    nft::nftnl_expr_set_str(x, nft::NFTNL_EXPR_LOG_PREFIX as u16, text_ptr);
-                }
-            }
-            Expr::Redir {
-                reg_proto_min,
-                flags,
-            } => {
-                if let Some(r) = reg_proto_min {
-                    u32_(nft::NFTNL_EXPR_REDIR_REG_PROTO_MIN, *r);
-                }
-                if *flags != 0 {
-                    u32_(nft::NFTNL_EXPR_REDIR_FLAGS, *flags);
-                }
-            }
-            Expr::Tproxy {
-                family,
-                reg_addr,
-                reg_port,
-            } => {
-                u32_(nft::NFTNL_EXPR_TPROXY_FAMILY, *family);
-                if let Some(r) = reg_addr {
-                    u32_(nft::NFTNL_EXPR_TPROXY_REG_ADDR, *r);
-                }
-                if let Some(r) = reg_port {
-                    u32_(nft::NFTNL_EXPR_TPROXY_REG_PORT, *r);
-                }
-            }
-            Expr::Socket { key, dreg } => {
-                u32_(nft::NFTNL_EXPR_SOCKET_KEY, *key);
-                u32_(nft::NFTNL_EXPR_SOCKET_DREG, *dreg);
-            }
-            Expr::Unknown { .. } => {
-                // Refused by `check_expr` above; never reached.
-                nft::nftnl_expr_free(x);
-                return Err(BuildError::Unsupported(e.name().into()));
-            }
+    }
+
+    kind!(Meta, c"meta", "meta" { U32 META_KEY = NFTNL_EXPR_META_KEY, U32 META_DREG = NFTNL_EXPR_META_DREG, U32 META_SREG = NFTNL_EXPR_META_SREG });
+    kind!(Ct, c"ct", "ct" { U32 CT_KEY = NFTNL_EXPR_CT_KEY, U32 CT_DREG = NFTNL_EXPR_CT_DREG, U32 CT_SREG = NFTNL_EXPR_CT_SREG });
+    kind!(Payload, c"payload", "payload" { U32 PAYLOAD_BASE = NFTNL_EXPR_PAYLOAD_BASE, U32 PAYLOAD_OFFSET = NFTNL_EXPR_PAYLOAD_OFFSET, U32 PAYLOAD_LEN = NFTNL_EXPR_PAYLOAD_LEN, U32 PAYLOAD_DREG = NFTNL_EXPR_PAYLOAD_DREG });
+    kind!(Cmp, c"cmp", "cmp" { U32 CMP_SREG = NFTNL_EXPR_CMP_SREG, U32 CMP_OP = NFTNL_EXPR_CMP_OP, Data CMP_DATA = NFTNL_EXPR_CMP_DATA });
+    kind!(Range, c"range", "range" { U32 RANGE_SREG = NFTNL_EXPR_RANGE_SREG, U32 RANGE_OP = NFTNL_EXPR_RANGE_OP, Data RANGE_FROM = NFTNL_EXPR_RANGE_FROM_DATA, Data RANGE_TO = NFTNL_EXPR_RANGE_TO_DATA });
+    kind!(Bitwise, c"bitwise", "bitwise" { U32 BITWISE_SREG = NFTNL_EXPR_BITWISE_SREG, U32 BITWISE_DREG = NFTNL_EXPR_BITWISE_DREG, U32 BITWISE_LEN = NFTNL_EXPR_BITWISE_LEN, Data BITWISE_MASK = NFTNL_EXPR_BITWISE_MASK, Data BITWISE_XOR = NFTNL_EXPR_BITWISE_XOR });
+    kind!(Byteorder, c"byteorder", "byteorder" { U32 BYTEORDER_SREG = NFTNL_EXPR_BYTEORDER_SREG, U32 BYTEORDER_DREG = NFTNL_EXPR_BYTEORDER_DREG, U32 BYTEORDER_OP = NFTNL_EXPR_BYTEORDER_OP, U32 BYTEORDER_LEN = NFTNL_EXPR_BYTEORDER_LEN, U32 BYTEORDER_SIZE = NFTNL_EXPR_BYTEORDER_SIZE });
+    kind!(Lookup, c"lookup", "lookup" { U32 LOOKUP_SREG = NFTNL_EXPR_LOOKUP_SREG, Str LOOKUP_SET = NFTNL_EXPR_LOOKUP_SET, U32 LOOKUP_SET_ID = NFTNL_EXPR_LOOKUP_SET_ID, U32 LOOKUP_FLAGS = NFTNL_EXPR_LOOKUP_FLAGS });
+    kind!(Immediate, c"immediate", "immediate" { U32 IMM_DREG = NFTNL_EXPR_IMM_DREG, Data IMM_DATA = NFTNL_EXPR_IMM_DATA, U32 IMM_VERDICT = NFTNL_EXPR_IMM_VERDICT, Str IMM_CHAIN = NFTNL_EXPR_IMM_CHAIN });
+    kind!(Counter, c"counter", "counter" { U64 CTR_PACKETS = NFTNL_EXPR_CTR_PACKETS, U64 CTR_BYTES = NFTNL_EXPR_CTR_BYTES });
+    kind!(Log, c"log", "log" { Str LOG_PREFIX = NFTNL_EXPR_LOG_PREFIX });
+    kind!(Redir, c"redir", "redir" { U32 REDIR_REG_PROTO_MIN = NFTNL_EXPR_REDIR_REG_PROTO_MIN, U32 REDIR_FLAGS = NFTNL_EXPR_REDIR_FLAGS });
+    kind!(Tproxy, c"tproxy", "tproxy" { U32 TPROXY_FAMILY = NFTNL_EXPR_TPROXY_FAMILY, U32 TPROXY_REG_ADDR = NFTNL_EXPR_TPROXY_REG_ADDR, U32 TPROXY_REG_PORT = NFTNL_EXPR_TPROXY_REG_PORT });
+    kind!(Socket, c"socket", "socket" { U32 SOCKET_KEY = NFTNL_EXPR_SOCKET_KEY, U32 SOCKET_DREG = NFTNL_EXPR_SOCKET_DREG });
+}
+
+/// A libnftnl expression of kind `K` being filled; freed on drop unless added to a rule.
+pub(crate) struct ExprBuilder<K: attr::Kind> {
+    x: *mut nft::nftnl_expr,
+    _kind: std::marker::PhantomData<K>,
+}
+
+impl<K: attr::Kind> ExprBuilder<K> {
+    /// A new, empty expression of kind `K`.
+    pub(crate) fn new() -> Result<Self, BuildError> {
+        // SAFETY: the name is a NUL-terminated constant; libnftnl only looks it up.
+        let x = unsafe { nft::nftnl_expr_alloc(K::NAME.as_ptr()) };
+        if x.is_null() {
+            return Err(BuildError::Unsupported(K::LABEL.to_string()));
         }
-        Ok(x)
+        Ok(ExprBuilder {
+            x,
+            _kind: std::marker::PhantomData,
+        })
+    }
+
+    /// Set a 32-bit attribute.
+    pub(crate) fn u32(&mut self, a: attr::U32<K>, v: u32) {
+        // SAFETY: `x` is a live expression of kind K and `a` one of K's 32-bit attributes
+        // (the `attr` table): libnftnl copies 4 bytes from the value passed.
+        unsafe { nft::nftnl_expr_set_u32(self.x, a.0, v) }
+    }
+
+    /// Set a 64-bit attribute.
+    pub(crate) fn u64(&mut self, a: attr::U64<K>, v: u64) {
+        // SAFETY: as in `u32`, with one of K's 64-bit attributes: 8 bytes are copied.
+        unsafe { nft::nftnl_expr_set_u64(self.x, a.0, v) }
+    }
+
+    /// Set a data attribute; refused over [`bounds::VALUE_MAX`] bytes.
+    pub(crate) fn data(&mut self, a: attr::Data<K>, d: &[u8]) -> Result<(), BuildError> {
+        bounds::within(Limit::Value { expr: K::LABEL }, d.len())?;
+        // SAFETY: `a` is one of K's data attributes, which libnftnl copies into a 64-byte
+        // field: `d` has at most VALUE_MAX = 16 bytes (checked above) and is read, not kept.
+        let rc = unsafe { nft::nftnl_expr_set(self.x, a.0, d.as_ptr().cast(), d.len() as u32) };
+        if rc != 0 {
+            return Err(BuildError::Alloc("an expression value"));
+        }
+        Ok(())
+    }
+
+    /// Set a string attribute holding the name `s` of `what` (checked as [`bounds::name`]).
+    pub(crate) fn name(
+        &mut self,
+        a: attr::Str<K>,
+        what: &'static str,
+        s: &str,
+    ) -> Result<(), BuildError> {
+        let c = cname(what, s)?;
+        self.set_str(a, &c)
+    }
+
+    /// Set a string attribute holding `s` within `limit`.
+    pub(crate) fn string(
+        &mut self,
+        a: attr::Str<K>,
+        what: &'static str,
+        s: &str,
+        limit: Limit,
+    ) -> Result<(), BuildError> {
+        let c = cstring(what, s, limit)?;
+        self.set_str(a, &c)
+    }
+
+    fn set_str(&mut self, a: attr::Str<K>, c: &CString) -> Result<(), BuildError> {
+        // SAFETY: `a` is one of K's string attributes, which libnftnl `strdup`s: `c` is a
+        // NUL-terminated string alive for the call.
+        let rc = unsafe { nft::nftnl_expr_set_str(self.x, a.0, c.as_ptr()) };
+        if rc != 0 {
+            return Err(BuildError::Alloc("an expression string"));
+        }
+        Ok(())
+    }
+
+    /// The expression, kind erased, for [`MsgWriter::rule`].
+    pub(crate) fn finish(self) -> Built {
+        let x = self.x;
+        std::mem::forget(self);
+        Built(x)
+    }
+}
+
+impl<K: attr::Kind> Drop for ExprBuilder<K> {
+    fn drop(&mut self) {
+        // SAFETY: `x` is a live expression this builder owns (not yet handed to a rule).
+        unsafe { nft::nftnl_expr_free(self.x) }
+    }
+}
+
+/// A finished libnftnl expression, owned until a rule takes it; freed on drop otherwise.
+pub(crate) struct Built(*mut nft::nftnl_expr);
+
+impl Built {
+    fn into_raw(self) -> *mut nft::nftnl_expr {
+        let x = self.0;
+        std::mem::forget(self);
+        x
+    }
+}
+
+impl Drop for Built {
+    fn drop(&mut self) {
+        // SAFETY: a live expression owned by this value alone.
+        unsafe { nft::nftnl_expr_free(self.0) }
     }
 }

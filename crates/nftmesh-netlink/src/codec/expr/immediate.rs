@@ -1,0 +1,61 @@
+//! `immediate`: load a value into a register (`immediate reg DATA`), or set the verdict
+//! (`immediate reg 0 VERDICT [chain]`: accept, drop, return, jump, goto).
+
+use super::{opt_strz, u32_of, value, Attrs, U32};
+use crate::codec::bounds::BuildError;
+use crate::codec::ir::Expr;
+use crate::codec::nftnl::attr::{self, IMM_CHAIN, IMM_DATA, IMM_DREG, IMM_VERDICT};
+use crate::codec::nftnl::{Built, ExprBuilder};
+use crate::codec::sys::*;
+use crate::codec::wire::{attrs, find, string};
+
+/// Register and a value of `data` bytes.
+pub(super) fn data_len(data: usize) -> usize {
+    U32 + value(data)
+}
+
+/// Register, then data { verdict { code [chain] } }.
+pub(super) fn verdict_len(chain: Option<usize>) -> usize {
+    U32 + 4 + 4 + U32 + opt_strz(chain)
+}
+
+pub(super) fn encode_data(dreg: u32, data: &[u8]) -> Result<Built, BuildError> {
+    let mut b = ExprBuilder::<attr::Immediate>::new()?;
+    b.u32(IMM_DREG, dreg);
+    b.data(IMM_DATA, data)?;
+    Ok(b.finish())
+}
+
+pub(super) fn encode_verdict(code: i32, chain: Option<&str>) -> Result<Built, BuildError> {
+    let mut b = ExprBuilder::<attr::Immediate>::new()?;
+    b.u32(IMM_DREG, NFT_REG_VERDICT);
+    b.u32(IMM_VERDICT, code as u32);
+    if let Some(c) = chain {
+        b.name(IMM_CHAIN, "jump target chain", c)?;
+    }
+    Ok(b.finish())
+}
+
+pub(super) fn decode(d: &Attrs<'_>) -> Result<Expr, String> {
+    let n = "immediate";
+    let dreg = u32_of(d, NFTA_IMMEDIATE_DREG, n, "dreg")?;
+    let nested =
+        find(d, NFTA_IMMEDIATE_DATA).ok_or_else(|| format!("expression {n}: missing data"))?;
+    let inner = attrs(nested).map_err(|e| format!("expression {n}: {e}"))?;
+    if dreg == NFT_REG_VERDICT {
+        let v =
+            find(&inner, NFTA_DATA_VERDICT).ok_or_else(|| format!("expression {n}: no verdict"))?;
+        let v = attrs(v).map_err(|e| format!("expression {n} verdict: {e}"))?;
+        Ok(Expr::Verdict {
+            code: u32_of(&v, NFTA_VERDICT_CODE, n, "verdict code")? as i32,
+            chain: find(&v, NFTA_VERDICT_CHAIN).map(string),
+        })
+    } else {
+        Ok(Expr::Immediate {
+            dreg,
+            data: find(&inner, NFTA_DATA_VALUE)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| format!("expression {n}: no value"))?,
+        })
+    }
+}
