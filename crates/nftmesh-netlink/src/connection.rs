@@ -29,7 +29,24 @@ pub struct ApplyReport {
     pub attempts: u32,
 }
 
-/// One netfilter netlink socket in the namespace it was opened in.
+/// One netfilter netlink socket in the namespace it was opened in: applies rulesets as one
+/// transaction each, lists and dumps tables, deletes them. Keep it for as long as you manage
+/// the namespace; it can move to another thread.
+///
+/// ```no_run
+/// use nftmesh_model::{compile, CaptureConfig};
+/// use nftmesh_netlink::{netns, Connection};
+///
+/// let report = netns::run_in_new(|| {
+///     let mut conn = Connection::open()?;
+///     let report = conn.apply(&compile(&CaptureConfig::sidecar()))?;
+///     let live = conn.dump_ruleset(&[(nftmesh_model::Family::Inet, "istio-proxy-nat".into())])?;
+///     assert_eq!(live.tables.len(), 1);
+///     Ok::<_, nftmesh_netlink::NetlinkError>(report)
+/// })??;
+/// println!("one transaction of {} messages", report.messages);
+/// # Ok::<(), nftmesh_netlink::NetlinkError>(())
+/// ```
 pub struct Connection {
     pub(crate) socket: Socket,
     /// What this connection's last apply committed: the generation after it and the live state

@@ -85,7 +85,23 @@ pub fn errno_meaning(errno: i32) -> &'static str {
     }
 }
 
-/// An error of the netlink backend.
+/// An error of the netlink backend. Each names what it is about: a kernel refusal the object
+/// of the failing message, a limit the object and the limit.
+///
+/// ```
+/// use nftmesh_model::ruleset::{Chain, Family, Ruleset, Table};
+/// use nftmesh_netlink::{LiveState, NetlinkError, Object, Transaction};
+///
+/// let mut table = Table::new(Family::Inet, "x".repeat(300));
+/// table.chains.push(Chain { name: "c".into(), base: None, rules: vec![] });
+/// match Transaction::plan(&Ruleset { tables: vec![table] }, &LiveState::default(), None, 1) {
+///     Err(NetlinkError::TooLarge { object, size, max, .. }) => {
+///         assert!(matches!(*object, Object::Table { .. }));
+///         assert_eq!((size, max), (300, 255));
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
     /// The process lacks CAP_NET_ADMIN in the target network namespace.

@@ -27,7 +27,6 @@ mod socket;
 pub mod transaction;
 
 pub use codec::bounds;
-pub use codec::numbers::family_number;
 pub use codec::objects::{LiveChain, LiveSet, LiveTable};
 pub use codec::readback;
 pub use connection::{ApplyReport, Connection};

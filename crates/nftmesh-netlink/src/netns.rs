@@ -60,6 +60,15 @@ where
 
 /// Run `f` on a new thread inside a fresh, empty network namespace that disappears when the
 /// thread ends (unless something else holds it).
+///
+/// ```no_run
+/// // As root: the closure sees an empty namespace of its own.
+/// let tables = nftmesh_netlink::netns::run_in_new(|| {
+///     nftmesh_netlink::Connection::open()?.tables()
+/// })??;
+/// assert!(tables.is_empty());
+/// # Ok::<(), nftmesh_netlink::NetlinkError>(())
+/// ```
 pub fn run_in_new<T, F>(f: F) -> Result<T, NetlinkError>
 where
     T: Send + 'static,

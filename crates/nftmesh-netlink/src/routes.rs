@@ -113,6 +113,17 @@ fn dump_request(v6: bool) -> Rtmsg {
 
 /// One rtnetlink socket for routing changes. Requests are serialized by `neli`; replies are
 /// parsed by the bounds-checked `codec::wire` reader (never by code that may panic on them).
+///
+/// ```no_run
+/// use nftmesh_netlink::routes::{Routing, TproxyRouting};
+///
+/// let r = TproxyRouting { mark: 1337, table: 133, ipv6: false };
+/// let mut routing = Routing::open()?;
+/// routing.ensure(&r)?; // fwmark 1337 lookup 133; local default dev lo table 133
+/// assert_eq!(routing.state(&r)?.rules, vec![4]);
+/// routing.remove(&r)?;
+/// # Ok::<(), nftmesh_netlink::NetlinkError>(())
+/// ```
 pub struct Routing {
     sock: NlSocket,
     seq: u32,

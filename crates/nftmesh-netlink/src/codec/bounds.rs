@@ -5,14 +5,14 @@
 //! silently wrap, and expression data and set keys are copied into fixed 64-byte fields
 //! without a length check. So `codec::nftnl` checks every object here first, against the
 //! kernel's own limits (names, values, expressions per rule, user data) and against the size of
-//! the message it is about to write, which [`rule_message_len`] computes from exactly the
+//! the message it is about to write, which `rule_message_len` computes from exactly the
 //! attributes `nftnl` sets. Anything over a limit is a [`BuildError::TooLarge`] naming the limit;
 //! nothing has been written then.
 //!
 //! Every message fits the writer's scratch buffer ([`SCRATCH_LEN`]) once these checks pass:
 //! - table, chain and set messages hold at most three names of at most [`NAME_MAX`] bytes and a
 //!   fixed number of 4- and 8-byte attributes (under 1 KiB);
-//! - a rule message is checked whole by [`rule_message_len`], its expression list at most
+//! - a rule message is checked whole by `rule_message_len`, its expression list at most
 //!   [`ATTR_PAYLOAD_MAX`] bytes ([`RULE_MESSAGE_MAX`] in all);
 //! - a set element message is filled by libnftnl's iterator, which stops before the element
 //!   list passes [`ATTR_PAYLOAD_MAX`] bytes, after writing one element of at most
@@ -38,7 +38,7 @@ pub const SCRATCH_LEN: usize = u16::MAX as usize + 4096;
 const MSG_HEADER: usize = 16 + 4;
 /// A set element as `nftnl` builds it: list element nest, key nest, value, flags.
 pub const ELEMENT_MAX: usize = 4 + 4 + attr(KEY_MAX) + attr(4);
-/// The largest rule message [`rule_message_len`] lets through.
+/// The largest rule message `rule_message_len` lets through.
 pub const RULE_MESSAGE_MAX: usize =
     MSG_HEADER + 2 * strz(NAME_MAX) + attr(COMMENT_MAX + 3) + 4 + ATTR_PAYLOAD_MAX;
 /// The largest set element message libnftnl's iterator writes (see the module doc).
@@ -48,7 +48,24 @@ pub const ELEMENTS_MESSAGE_MAX: usize =
 const _: () = assert!(RULE_MESSAGE_MAX <= SCRATCH_LEN);
 const _: () = assert!(ELEMENTS_MESSAGE_MAX <= SCRATCH_LEN);
 
-/// Which limit an object exceeds.
+/// Which limit an object exceeds (in [`crate::NetlinkError::TooLarge`]).
+///
+/// ```
+/// use nftmesh_model::expr::{Match, Statement};
+/// use nftmesh_model::ruleset::{Chain, ChainType, Family, Hook, Rule, Ruleset, Table};
+/// use nftmesh_netlink::bounds::Limit;
+/// use nftmesh_netlink::{LiveState, NetlinkError, Transaction};
+///
+/// // 65 two-expression matches: 130 expressions, over the kernel's 128 per rule.
+/// let marks = (0..65).map(|v| Match::Mark { negate: false, mask: u32::MAX, value: v }).collect();
+/// let mut chain = Chain::base("out", ChainType::Filter, Hook::Output, 0);
+/// chain.rules.push(Rule::new(marks, vec![Statement::Counter]));
+/// let mut table = Table::new(Family::Inet, "t");
+/// table.chains.push(chain);
+/// let err = Transaction::plan(&Ruleset { tables: vec![table] }, &LiveState::default(), None, 1)
+///     .unwrap_err();
+/// assert!(matches!(err, NetlinkError::TooLarge { limit: Limit::Expressions, size: 131, max: 128, .. }));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Limit {
@@ -170,7 +187,7 @@ fn too_large(limit: Limit, size: usize) -> BuildError {
 }
 
 /// `Ok` when `size` is within `limit`.
-pub fn within(limit: Limit, size: usize) -> Result<(), BuildError> {
+pub(crate) fn within(limit: Limit, size: usize) -> Result<(), BuildError> {
     if size > limit.max() {
         return Err(too_large(limit, size));
     }
@@ -186,7 +203,7 @@ fn cut(s: &str) -> String {
 }
 
 /// A string as libnftnl takes it: no NUL inside, at most `max` bytes.
-pub fn string(what: &'static str, s: &str, limit: Limit) -> Result<(), BuildError> {
+pub(crate) fn string(what: &'static str, s: &str, limit: Limit) -> Result<(), BuildError> {
     if s.contains('\0') {
         return Err(BuildError::Nul {
             what,
@@ -198,7 +215,7 @@ pub fn string(what: &'static str, s: &str, limit: Limit) -> Result<(), BuildErro
 
 /// A table, chain or set name (or a jump target, a lookup's set) the kernel takes: not
 /// empty, no NUL, at most [`NAME_MAX`] bytes.
-pub fn name(what: &'static str, s: &str) -> Result<(), BuildError> {
+pub(crate) fn name(what: &'static str, s: &str) -> Result<(), BuildError> {
     if s.is_empty() {
         return Err(BuildError::Empty { what });
     }
@@ -206,7 +223,7 @@ pub fn name(what: &'static str, s: &str) -> Result<(), BuildError> {
 }
 
 /// [`BuildError::Duplicate`] for the first name of `names` that an earlier one repeats.
-pub fn unique<'a>(
+pub(crate) fn unique<'a>(
     what: &'static str,
     names: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), BuildError> {
@@ -220,17 +237,17 @@ pub fn unique<'a>(
 }
 
 /// An attribute of `payload` bytes, padded to 4.
-pub const fn attr(payload: usize) -> usize {
+pub(crate) const fn attr(payload: usize) -> usize {
     4 + ((payload + 3) & !3)
 }
 
 /// A NUL-terminated string attribute.
-pub const fn strz(len: usize) -> usize {
+pub(crate) const fn strz(len: usize) -> usize {
     attr(len + 1)
 }
 
 /// Check one expression's own limits (names, values) without sizing it.
-pub fn check_expr(e: &Expr) -> Result<(), BuildError> {
+pub(crate) fn check_expr(e: &Expr) -> Result<(), BuildError> {
     let val = |expr: &'static str, d: &[u8]| within(Limit::Value { expr }, d.len());
     match e {
         Expr::Cmp { data, .. } => val("cmp", data),
@@ -248,14 +265,14 @@ pub fn check_expr(e: &Expr) -> Result<(), BuildError> {
 /// The bytes `nftnl` writes for one expression of a rule: its list element, name and data
 /// attributes (the data attributes' size is each kind's, in `codec::expr`). Assumes
 /// [`check_expr`] passed.
-pub fn expr_len(e: &Expr) -> usize {
+pub(crate) fn expr_len(e: &Expr) -> usize {
     // List element header, name, data nest header, body.
     4 + strz(e.name().len()) + 4 + crate::codec::expr::body_len(e)
 }
 
 /// Check a rule before it is written and return the length of its message: table and chain
 /// names, the comment, every expression, their count and the bytes of the expression list.
-pub fn rule_message_len(
+pub(crate) fn rule_message_len(
     table: &str,
     chain: &str,
     exprs: &[Expr],

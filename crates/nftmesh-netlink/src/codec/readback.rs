@@ -120,6 +120,17 @@ pub fn decode_transaction(batch: &Transaction) -> Result<Ruleset, NetlinkError> 
 /// message parsed, its expressions decoded and raised into the model (lookups of sets the
 /// bytes do not carry are refused, as are expressions the model cannot express). An error
 /// reply is the kernel error it carries. Never panics, whatever the bytes.
+///
+/// ```
+/// use nftmesh_model::Family;
+/// use nftmesh_netlink::readback::rules_from_dump;
+///
+/// // A message header claiming 48 bytes where 16 are: a typed error, not a panic.
+/// let mut truncated = vec![48, 0, 0, 0];
+/// truncated.resize(16, 0);
+/// assert!(rules_from_dump(Family::Inet, &truncated).is_err());
+/// assert!(rules_from_dump(Family::Inet, &[]).unwrap().is_empty());
+/// ```
 pub fn rules_from_dump(family: Family, bytes: &[u8]) -> Result<Vec<Rule>, NetlinkError> {
     let during = "reading a rule dump";
     let bad = |what: String| NetlinkError::Malformed { during, what };
@@ -151,6 +162,15 @@ pub fn rules_from_dump(family: Family, bytes: &[u8]) -> Result<Vec<Rule>, Netlin
 
 /// One rule from the bytes of its `NFTA_RULE_EXPRESSIONS` attribute (a list of expressions),
 /// decoded and raised into the model. Never panics, whatever the bytes.
+///
+/// ```
+/// use nftmesh_model::Family;
+/// use nftmesh_netlink::readback::rule_from_expressions;
+///
+/// // An empty list is the empty rule; garbage is refused.
+/// assert!(rule_from_expressions(Family::Inet, &[]).unwrap().matches.is_empty());
+/// assert!(rule_from_expressions(Family::Inet, &[9, 0, 1, 0, 7]).is_err());
+/// ```
 pub fn rule_from_expressions(family: Family, list: &[u8]) -> Result<Rule, NetlinkError> {
     let exprs =
         crate::codec::decode::decode_exprs(list).map_err(|what| NetlinkError::Malformed {
