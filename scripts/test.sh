@@ -8,4 +8,4 @@ cargo test --workspace --all-targets
 cargo test --workspace --doc
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --lib --quiet
