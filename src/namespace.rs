@@ -92,6 +92,10 @@ pub struct Removed {
 struct Sockets {
     conn: Connection,
     routing: Routing,
+    /// The TPROXY routing (mark, table) this handle last saw absent: set after a REDIRECT
+    /// install found or removed it, cleared by a TPROXY install. Spares the routing dumps on
+    /// every later REDIRECT install through this handle.
+    no_tproxy_routing: Option<(u32, u32)>,
 }
 
 /// A handle on one network namespace: its netfilter and rtnetlink sockets, opened inside the
@@ -117,6 +121,7 @@ fn open_sockets() -> Result<Sockets, NetlinkError> {
     Ok(Sockets {
         conn: Connection::open()?,
         routing: Routing::open()?,
+        no_tproxy_routing: None,
     })
 }
 
@@ -174,8 +179,10 @@ impl Namespace {
     /// first, so that rules needing it never run without it; then ONE nf_tables transaction
     /// that replaces nftmesh's tables in place, deletes the nftmesh tables `capture` does not
     /// have (a REDIRECT ↔ TPROXY switch is atomic) and, when migrating, Istio's iptables
-    /// chains; then, in REDIRECT mode, the TPROXY routing an earlier install left. Tables
-    /// nftmesh does not own are never touched. If the transaction fails nothing of it applies.
+    /// chains; then, in REDIRECT mode, the TPROXY routing an earlier install left (looked for
+    /// unless this handle already saw it absent and no [`Namespace::check`] has found it
+    /// since). Tables nftmesh does not own are never touched. If the transaction fails nothing
+    /// of it applies.
     pub fn install(&self, capture: &Capture) -> Result<Report, CaptureError> {
         let migrate = capture.migration();
         if migrate == Migration::FromIptables {
@@ -231,13 +238,16 @@ impl Namespace {
                 .count();
             report.iptables_rules_left = istio.leftover_rules;
         }
-        if capture.tproxy_routing().is_none() {
-            let r = capture.routing_settings();
+        let r = capture.routing_settings();
+        if capture.tproxy_routing().is_some() {
+            s.no_tproxy_routing = None;
+        } else if s.no_tproxy_routing != Some((r.mark, r.table)) {
             let state = s.routing.state(&r)?;
             if !state.rules.is_empty() || !state.local_routes.is_empty() {
                 s.routing.remove_tproxy(&r)?;
                 report.routing_removed = true;
             }
+            s.no_tproxy_routing = Some((r.mark, r.table));
         }
         Ok(report)
     }
@@ -272,6 +282,8 @@ impl Namespace {
                 out.push(Drift::MissingRouting(state.clone()))
             }
             None if !state.rules.is_empty() || !state.local_routes.is_empty() => {
+                // The next install removes it again (it no longer assumes it absent).
+                s.no_tproxy_routing = None;
                 out.push(Drift::ExtraRouting(state.clone()))
             }
             _ => {}
@@ -297,7 +309,9 @@ impl Namespace {
     pub fn remove(&self, capture: &Capture) -> Result<Removed, CaptureError> {
         let mut s = self.lock();
         let tables = s.conn.delete_tables(&owned_tables())?;
-        s.routing.remove(&capture.routing_settings())?;
+        let r = capture.routing_settings();
+        s.routing.remove(&r)?;
+        s.no_tproxy_routing = Some((r.mark, r.table));
         Ok(Removed { tables })
     }
 

@@ -120,6 +120,20 @@ fn switching_modes_leaves_exactly_the_new_modes_tables_and_routes_in_one_transac
     assert!(drift
         .iter()
         .any(|d| d.to_string().contains("istio-proxy-mangle")));
+    // TPROXY routing added behind the handle's back is found by check, and the next install
+    // removes it.
+    pod.exec(
+        "ip",
+        &["rule", "add", "fwmark", "1337", "lookup", "133"],
+        None,
+    );
+    assert!(ns
+        .check(&redirect)
+        .unwrap()
+        .iter()
+        .any(|d| matches!(d, nftmesh::Drift::ExtraRouting(_))));
+    assert!(ns.install(&redirect).unwrap().routing_removed);
+    assert!(tproxy_routes(&pod).is_empty(), "{:?}", tproxy_routes(&pod));
     ns.remove(&redirect).unwrap();
     assert!(tables(&pod).is_empty(), "{:?}", tables(&pod));
 }

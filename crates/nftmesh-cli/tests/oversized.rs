@@ -96,6 +96,17 @@ fn restore_cases() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
+/// `nftmesh apply --network-namespace NS --config FILE`.
+fn apply_config(ns: &str, file: &std::path::Path) -> std::process::Output {
+    nftmesh(&[
+        "apply",
+        "--network-namespace",
+        ns,
+        "--config",
+        file.to_str().unwrap(),
+    ])
+}
+
 fn sidecar_json() -> serde_json::Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -170,13 +181,7 @@ fn oversized_input_exits_1_with_a_typed_error_and_changes_nothing() {
     for (i, (what, cfg, want)) in config_cases().into_iter().enumerate() {
         let file = dir.join(format!("{i}.json"));
         std::fs::write(&file, cfg.to_string()).unwrap();
-        let o = nftmesh(&[
-            "apply",
-            "--network-namespace",
-            &path,
-            "--config",
-            file.to_str().unwrap(),
-        ]);
+        let o = apply_config(&path, &file);
         let err = text(&o.stderr);
         if o.status.code() != Some(1) || !err.contains(want) {
             failures.push(format!("apply --config, {what}: {:?}: {err}", o.status));
@@ -200,13 +205,7 @@ fn very_large_input_the_kernel_takes_applies() {
     c["proxy_uids"] = serde_json::json!((1337..1337 + 20_000).collect::<Vec<u32>>());
     let file = std::env::temp_dir().join(format!("nftmesh-large-{}.json", std::process::id()));
     std::fs::write(&file, c.to_string()).unwrap();
-    let o = nftmesh(&[
-        "apply",
-        "--network-namespace",
-        &path,
-        "--config",
-        file.to_str().unwrap(),
-    ]);
+    let o = apply_config(&path, &file);
     let _ = std::fs::remove_file(&file);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let live = ns.list();

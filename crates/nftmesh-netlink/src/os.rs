@@ -129,6 +129,31 @@ pub fn original_dst(fd: std::os::fd::RawFd, ipv6: bool) -> Option<std::net::Sock
     }
 }
 
+/// Set a socket option of the open socket `fd` to `value` (of the C type the option takes).
+fn set_option<T>(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: `value` points to a live `T` and the length passed is its size, so the kernel
+    // reads exactly that many bytes and writes none; a wrong fd, option or size is an error
+    // return.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Set an `int`-valued socket option of the open socket `fd`.
 pub fn set_int_option(
     fd: std::os::fd::RawFd,
@@ -136,21 +161,7 @@ pub fn set_int_option(
     name: libc::c_int,
     value: libc::c_int,
 ) -> std::io::Result<()> {
-    // SAFETY: the option value is a c_int on this stack frame and the length passed is its
-    // size, so the kernel reads exactly that; an invalid fd or option is an error return.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    set_option(fd, level, name, &value)
 }
 
 /// Make blocking receives on the open socket `fd` give up after `timeout` (`SO_RCVTIMEO`).
@@ -162,21 +173,7 @@ pub fn set_recv_timeout(
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
     };
-    // SAFETY: the option value is a timeval on this stack frame and the length passed is its
-    // size, so the kernel reads exactly that; an invalid fd is an error return.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    set_option(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)
 }
 
 /// A netfilter netlink socket (libmnl's) that can move to another thread.
