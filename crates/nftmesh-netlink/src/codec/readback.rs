@@ -1,7 +1,7 @@
 //! Reading a batch this crate wrote back into the model, without a kernel: what the kernel
 //! would hold after committing it into a namespace without nftmesh's tables. The decoding
 //! half is the one [`crate::Connection::dump_ruleset`] uses (the same `codec::objects`,
-//! `codec::decode` and `codec::raise` code), so `Transaction::plan` → [`decode_transaction`] checks the
+//! `codec::decode` and `codec::raise` code), so `Transaction::plan` → [`decode_transaction`] (of its bytes) checks the
 //! codec end to end in a unit test or a fuzz target.
 
 use crate::codec::ir::Expr;
@@ -10,21 +10,20 @@ use crate::codec::objects::{self, TableParts};
 use crate::codec::sys::*;
 use crate::codec::wire;
 use crate::error::NetlinkError;
-use crate::transaction::Transaction;
 use nftmesh_model::ruleset::{Family, Rule, Ruleset};
 
 const NFTA_SET_ID: u16 = 10;
 const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 
-/// The ruleset `batch` creates: its tables, chains, sets and rules in batch order, rules in
+/// The ruleset a transaction's messages (`bytes`, as [`crate::Transaction`] holds them) create: its tables, chains, sets and rules in batch order, rules in
 /// canonical form (as [`crate::Connection::dump_ruleset`] returns them). Deletions and
 /// flushes in the batch are skipped (against an empty namespace they remove nothing).
 /// Anonymous sets are matched to their lookups by their batch id, as the kernel does.
-pub fn decode_transaction(batch: &Transaction) -> Result<Ruleset, NetlinkError> {
+pub fn decode_transaction(bytes: &[u8]) -> Result<Ruleset, NetlinkError> {
     let during = "reading a batch back";
     let bad = |what: String| NetlinkError::Malformed { during, what };
     let mut tables: Vec<(Family, String, TableParts)> = Vec::new();
-    let messages = wire::messages(&batch.bytes).map_err(bad)?;
+    let messages = wire::messages(bytes).map_err(bad)?;
     for m in messages {
         if m.ty >> 8 != NFNL_SUBSYS_NFTABLES {
             continue; // batch begin and end
@@ -216,7 +215,7 @@ mod tests {
 
     fn round_trip(rs: &Ruleset) -> Ruleset {
         let tx = Transaction::plan(rs, &LiveState::default(), None, 1).expect("encodes");
-        decode_transaction(&tx).expect("decodes")
+        decode_transaction(&tx.bytes).expect("decodes")
     }
 
     #[test]

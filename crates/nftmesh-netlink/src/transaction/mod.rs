@@ -106,7 +106,7 @@ impl Transaction {
     /// The ruleset this transaction creates, decoded from its messages by the same code a
     /// kernel dump goes through, in canonical form (see [`crate::readback`]).
     pub fn read_back(&self) -> Result<Ruleset, NetlinkError> {
-        crate::codec::readback::decode_transaction(self)
+        crate::codec::readback::decode_transaction(&self.bytes)
     }
 }
 
