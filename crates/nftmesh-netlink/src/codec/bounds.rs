@@ -438,13 +438,17 @@ mod tests {
     }
 
     #[test]
-    fn the_expression_list_is_bounded_by_one_attribute_even_under_the_count_limit() {
-        // 128 jumps to 255-byte chain names: under the count, over 64 KiB? No: 128 * 284 B.
+    fn the_largest_rule_the_limits_let_through_fits_one_attribute_and_the_buffer() {
+        // 128 jumps to 255-byte chain names, the largest expressions allowed: the expression
+        // list stays within one attribute, so that check is a backstop.
         let jump = Expr::Verdict {
             code: -3,
             chain: Some("c".repeat(NAME_MAX)),
         };
-        let len = rule_message_len("t", "c", &vec![jump; RULE_EXPRS_MAX], None).unwrap();
+        let exprs = vec![jump; RULE_EXPRS_MAX];
+        let len = rule_message_len("t", "c", &exprs, None).unwrap();
         assert!(len <= RULE_MESSAGE_MAX, "{len}");
+        let list: usize = exprs.iter().map(expr_len).sum();
+        assert!(list <= ATTR_PAYLOAD_MAX, "{list}");
     }
 }
