@@ -61,7 +61,7 @@ impl Transaction {
         genid: Option<u32>,
         first_seq: u32,
     ) -> Result<Self, NetlinkError> {
-        plan_apply_removing(ruleset, live, &[], genid, first_seq)
+        plan(ruleset, live, &[], genid, first_seq)
     }
 
     /// [`Transaction::plan`], deleting `removals` too (objects outside the ruleset's tables:
@@ -74,7 +74,7 @@ impl Transaction {
         genid: Option<u32>,
         first_seq: u32,
     ) -> Result<Self, NetlinkError> {
-        plan_apply_removing(ruleset, live, removals, genid, first_seq)
+        plan(ruleset, live, removals, genid, first_seq)
     }
 
     /// The transaction that deletes `tables` (which must exist) and nothing else; the last
@@ -278,10 +278,10 @@ impl Writer {
     }
 }
 
-/// [`plan_apply`], plus deleting `removals` (objects outside the ruleset's tables, e.g. Istio's
+/// [`Transaction::plan`], plus deleting `removals` (objects outside the ruleset's tables, e.g. Istio's
 /// iptables-nft rules, see [`crate::migrate`]) in the same transaction, after the ruleset's
 /// messages.
-fn plan_apply_removing(
+fn plan(
     ruleset: &Ruleset,
     live: &LiveState,
     removals: &[crate::migrate::Removal],
