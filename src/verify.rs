@@ -99,3 +99,151 @@ pub(crate) fn run(probe: &Probe) -> Result<Verified, CaptureError> {
         ),
     })
 }
+
+/// What Istio's validation (`istio-iptables --run-validation`, the istio-validation
+/// container) checks: that connections are captured, without knowing the capture's settings
+/// beyond its ports. It runs as the proxy's uid without any capability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IstioValidation {
+    /// The outbound capture port (`-p`), listened on at the loopback address.
+    pub proxy_port: u16,
+    /// The inbound capture port (`-z`), listened on at the loopback address.
+    pub inbound_capture_port: u16,
+    /// The port the probe connects to (`--iptables-probe-port`, 15002).
+    pub probe_port: u16,
+    /// How long to keep trying (`--probe-timeout`, 5 s).
+    pub timeout: Duration,
+    /// Probe over IPv6 (`::6` → `::1`) instead of IPv4 (`127.0.0.6` → `127.0.0.1`).
+    pub ipv6: bool,
+}
+
+/// Istio's validation, exactly: listen on the loopback address (`127.0.0.1`, or `::1` with
+/// IPv6) at the proxy port and the inbound capture port, connect from that address to the
+/// passthrough address (`127.0.0.6`, `::6`) at the probe port once a second, and succeed when
+/// a listener accepts a connection whose original destination port is the probe port: the
+/// capture redirected it. Gives up after the timeout ([`CaptureError::Verify`]). Needs no
+/// capability. Runs in the calling thread's network namespace; every loop is bounded by the
+/// timeout.
+pub fn istio_validation(v: &IstioValidation) -> Result<Verified, CaptureError> {
+    use std::net::{IpAddr, Ipv6Addr};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    let (listen_ip, server_ip): (IpAddr, IpAddr) = if v.ipv6 {
+        (
+            Ipv6Addr::LOCALHOST.into(),
+            crate::netlink::routes::LOOPBACK_V6.into(),
+        )
+    } else {
+        (
+            Ipv4Addr::LOCALHOST.into(),
+            Ipv4Addr::new(127, 0, 0, 6).into(),
+        )
+    };
+    let mut listeners = Vec::new();
+    for port in [v.proxy_port, v.inbound_capture_port] {
+        // A port already taken (the proxy running) leaves the other listener.
+        if let Ok(l) = TcpListener::bind((listen_ip, port)) {
+            if l.set_nonblocking(true).is_ok() {
+                listeners.push(l);
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(CaptureError::Verify(format!(
+            "no listener available on {listen_ip} ports {} and {}",
+            v.proxy_port, v.inbound_capture_port
+        )));
+    }
+    let deadline = Instant::now() + v.timeout;
+    let done = Arc::new(AtomicBool::new(false));
+    let to = SocketAddr::new(server_ip, v.probe_port);
+    let client = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            // Once a second until found or the deadline, as Istio's client does; the source
+            // is the loopback address (Istio binds it), so the capture sees lo traffic.
+            while !done.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = connect_from(listen_ip, to, left.min(Duration::from_secs(1)));
+                let pause = Instant::now() + Duration::from_secs(1);
+                while !done.load(Ordering::Relaxed) && Instant::now() < pause.min(deadline) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+    };
+    let mut found = None;
+    'poll: while Instant::now() < deadline {
+        for l in &listeners {
+            if let Ok((s, _)) = l.accept() {
+                let _ = s.set_nonblocking(false);
+                let orig = original_dst(&s);
+                // Istio echoes the original port back for debugging.
+                if let Some(o) = orig {
+                    let _ = std::io::Write::write_all(&mut &s, o.port().to_string().as_bytes());
+                }
+                if orig.map(|o| o.port()) == Some(v.probe_port) {
+                    found = Some(l.local_addr().map(|a| a.port()).unwrap_or(0));
+                    break 'poll;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    done.store(true, Ordering::Relaxed);
+    let _ = client.join();
+    match found {
+        Some(port) => Ok(Verified {
+            summary: format!(
+                "validation passed: a connection to {to} was captured to :{port} with its original port {}",
+                v.probe_port
+            ),
+        }),
+        None => Err(CaptureError::Verify(format!(
+            "no connection to {to} was captured to :{} or :{} within {:?}: capture is not in place",
+            v.proxy_port, v.inbound_capture_port, v.timeout
+        ))),
+    }
+}
+
+/// Connect to `to` from `from` (any port) within `wait`.
+fn connect_from(
+    from: std::net::IpAddr,
+    to: SocketAddr,
+    wait: Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let family = if from.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(SocketAddr::new(from, 0)),
+    )?;
+    let stream = std::net::TcpStream::from(fd);
+    // A bound socket connects with a timeout through a non-blocking connect and a wait.
+    stream.set_nonblocking(true)?;
+    let _ = nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&stream),
+        &SockaddrStorage::from(to),
+    );
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match stream.peer_addr() {
+            Ok(_) => break,
+            Err(_) if std::time::Instant::now() < deadline => {
+                if let Ok(Some(e)) = stream.take_error() {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}

@@ -151,10 +151,10 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub pass_through_group_names: bool,
     /// Capture DNS to the agent on 15053 [istio-iptables --redirect-dns, env ISTIO_META_DNS_CAPTURE]
-    #[arg(long, env = "ISTIO_META_DNS_CAPTURE")]
+    #[arg(long, env = "ISTIO_META_DNS_CAPTURE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
     pub redirect_dns: bool,
     /// Capture DNS to every address, not only the servers [istio-iptables --capture-all-dns]
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
     pub capture_all_dns: bool,
     /// DNS servers, comma separated; default: the nameservers of the namespace's resolv.conf (as
     /// Istio: the pod's; for --network-namespace /proc/PID/ns/net that process's
@@ -162,13 +162,13 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub dns_servers: Option<String>,
     /// Drop packets conntrack marks invalid [istio-iptables --drop-invalid, env INVALID_DROP]
-    #[arg(long, env = "INVALID_DROP")]
+    #[arg(long, env = "INVALID_DROP", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
     pub drop_invalid: bool,
     /// IPv6 capture [istio-iptables: detected from the pod's addresses; --dual-stack forces it]
     #[arg(long, value_enum, default_value = "auto")]
     pub ipv6: Ipv6Mode,
     /// Capture IPv6 too, as dual stack [istio-iptables --dual-stack, env ISTIO_AGENT_DUAL_STACK]
-    #[arg(long, env = "ISTIO_AGENT_DUAL_STACK")]
+    #[arg(long, env = "ISTIO_AGENT_DUAL_STACK", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
     pub dual_stack: bool,
     /// The host's IPv4 loopback range [env ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR]
     #[arg(

@@ -82,6 +82,30 @@ pub fn has_global_ipv6() -> bool {
         .any(|ip| !ip.is_loopback() && (ip.segments()[0] & 0xffc0) != 0xfe80)
 }
 
+/// Whether the calling thread's namespace's first address that is neither loopback nor link
+/// local is IPv6: Istio's host IP (`getLocalIP`), which decides whether validation probes over
+/// `::6` instead of `127.0.0.6`.
+pub fn first_address_is_ipv6() -> bool {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return false;
+    };
+    for a in addrs {
+        let Some(addr) = a.address else { continue };
+        if let Some(v4) = addr.as_sockaddr_in() {
+            let ip = v4.ip();
+            if !ip.is_loopback() && !ip.is_link_local() {
+                return false;
+            }
+        } else if let Some(v6) = addr.as_sockaddr_in6() {
+            let ip = v6.ip();
+            if !ip.is_loopback() && (ip.segments()[0] & 0xffc0) != 0xfe80 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// The uid of a user from the system's user database.
 pub fn uid_of(name: &str) -> Option<u32> {
     nix::unistd::User::from_name(name)

@@ -4,6 +4,8 @@
 
 mod capture_args;
 mod host;
+mod istio;
+mod log;
 mod restore;
 
 use capture_args::CaptureArgs;
@@ -46,6 +48,11 @@ enum Command {
     /// Apply iptables-save text natively (a native iptables-restore for nat, mangle, raw and
     /// filter): every table it writes is replaced in ONE nf_tables transaction.
     Restore(restore::RestoreArgs),
+    /// Behave as Istio's `istio-iptables` (the istio-init and istio-validation containers):
+    /// the injector's argv, Istio's flags, env vars, validation and exit codes. A binary
+    /// named `istio-iptables` (e.g. a symlink to nftmesh) does the same.
+    #[command(name = "istio-iptables", args_override_self = true)]
+    IstioIptables(Box<istio::IstioIptablesArgs>),
 }
 
 /// Where to work.
@@ -108,6 +115,13 @@ struct ApplyArgs {
 }
 
 fn main() -> ExitCode {
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if invoked_as.as_deref() == Some("istio-iptables") {
+        return istio::run(istio::IstioIptablesCli::parse().into_args());
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         None => apply(cli.apply),
@@ -118,6 +132,7 @@ fn main() -> ExitCode {
         Some(Command::Verify(args)) => verify(args),
         Some(Command::Translate(args)) => restore::translate(&args),
         Some(Command::Restore(args)) => restore::restore(args),
+        Some(Command::IstioIptables(args)) => return istio::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
