@@ -206,11 +206,10 @@ impl Namespace {
             .filter(|t| !keep.contains(t))
             .collect();
         let mut found = None;
-        let applied = s.conn.apply_removing(capture.ruleset(), |conn| {
-            let live = conn.tables()?;
+        let applied = s.conn.apply_removing(capture.ruleset(), |conn, live| {
             let mut removals: Vec<Removal> = stale
                 .iter()
-                .filter(|(f, n)| live.iter().any(|l| l.family == *f && &l.name == n))
+                .filter(|(f, n)| live.tables.iter().any(|l| l.family == *f && &l.name == n))
                 .map(|(family, table)| Removal::Table {
                     family: *family,
                     table: table.clone(),
@@ -242,8 +241,8 @@ impl Namespace {
         if capture.tproxy_routing().is_some() {
             s.no_tproxy_routing = None;
         } else if s.no_tproxy_routing != Some((r.mark, r.table)) {
-            let state = s.routing.state(&r)?;
-            if !state.rules.is_empty() || !state.local_routes.is_empty() {
+            // One rule dump: an earlier TPROXY install left its fwmark rule (and route).
+            if s.routing.has_tproxy_rule(&r)? {
                 s.routing.remove_tproxy(&r)?;
                 report.routing_removed = true;
             }

@@ -181,15 +181,16 @@ impl Connection {
     /// commits between the read of the live state and the batch, the kernel refuses the batch
     /// and it is rebuilt and resent.
     pub fn apply(&mut self, ruleset: &Ruleset) -> Result<ApplyReport, NetlinkError> {
-        self.apply_removing(ruleset, |_| Ok(Vec::new()))
+        self.apply_removing(ruleset, |_, _| Ok(Vec::new()))
     }
 
-    /// [`Connection::apply`], deleting in the same transaction what `removals` finds (read
-    /// again on every attempt, against the same generation as the batch).
+    /// [`Connection::apply`], deleting in the same transaction what `removals` finds (called
+    /// on every attempt with the live state the batch is built on, so every table present is
+    /// in it, against the same generation as the batch).
     pub fn apply_removing(
         &mut self,
         ruleset: &Ruleset,
-        mut removals: impl FnMut(&mut Self) -> Result<Vec<Removal>, NetlinkError>,
+        mut removals: impl FnMut(&mut Self, &LiveState) -> Result<Vec<Removal>, NetlinkError>,
     ) -> Result<ApplyReport, NetlinkError> {
         if ruleset.tables.is_empty() {
             return Ok(ApplyReport::default());
@@ -201,7 +202,7 @@ impl Connection {
                 Some(c) if c.covers(ruleset) => (c.genid, c.live),
                 _ => (self.generation()?, self.live_state(ruleset)?),
             };
-            let extra = removals(self)?;
+            let extra = removals(self, &live)?;
             let first = self.socket.next_seq(0);
             let tx = Transaction::plan_removing(ruleset, &live, &extra, Some(gen), first)?;
             self.send(&tx)?;

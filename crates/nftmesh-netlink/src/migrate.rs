@@ -117,7 +117,7 @@ impl Connection {
         ruleset: &Ruleset,
     ) -> Result<(ApplyReport, IptablesCapture), NetlinkError> {
         let mut found = IptablesCapture::default();
-        let report = self.apply_removing(ruleset, |conn| {
+        let report = self.apply_removing(ruleset, |conn, _| {
             found = conn.find_istio_iptables()?;
             Ok(found.removals.clone())
         })?;

@@ -405,6 +405,30 @@ impl Routing {
         Ok(out)
     }
 
+    /// Whether a `fwmark MARK lookup TABLE` rule of `r` exists in either family: one rule dump
+    /// of all families. (Its local route without the rule routes nothing; [`Routing::state`]
+    /// reports both.)
+    pub fn has_tproxy_rule(&mut self, r: &TproxyRouting) -> Result<bool, NetlinkError> {
+        let bad = |what: String| NetlinkError::Malformed {
+            during: "parsing routing rules",
+            what,
+        };
+        let mut all = dump_request(false);
+        all.rtm_family = RtAddrFamily::Unspecified;
+        for p in self.dump(Rtm::Getrule, all)? {
+            let at = crate::codec::wire::attrs(p.get(12..).unwrap_or(&[])).map_err(bad)?;
+            let ne = |ty| {
+                crate::codec::wire::find(&at, ty)
+                    .and_then(|v| v.get(..4))
+                    .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+            };
+            if ne(FRA_FWMARK) == Some(r.mark) && ne(FRA_TABLE) == Some(r.table) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Read back what the kernel has of `r`.
     pub fn state(&mut self, r: &TproxyRouting) -> Result<RoutingState, NetlinkError> {
         let bad = |what: String| NetlinkError::Malformed {
