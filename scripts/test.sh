@@ -9,3 +9,5 @@ cargo test --workspace --doc
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --lib --quiet
+# The init-container binary: libnftnl linked in statically (checked with ldd by the script).
+./scripts/build-static.sh >/dev/null
