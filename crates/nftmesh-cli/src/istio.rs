@@ -6,7 +6,7 @@
 //! accepted with its environment variable; exit codes are Istio's (0, 1, 126 when validation
 //! fails).
 
-use crate::capture_args::CaptureArgs;
+use crate::capture_args::{CaptureArgs, Ipv6Mode};
 use crate::host;
 use crate::log::{Level, Logger};
 use nftmesh::verify::IstioValidation;
@@ -186,6 +186,18 @@ pub fn run(mut a: IstioIptablesArgs) -> ExitCode {
     a.capture.drop_invalid |= env_true(&["DROP_INVALID"]);
     a.capture.dual_stack |= env_true(&["DUAL_STACK", "ISTIO_DUAL_STACK"]);
     a.capture.capture_all_dns |= env_true(&["CAPTURE_ALL_DNS"]);
+    // IPv6 as Istio decides it (`getLocalIP`), unless --ipv6 says: on when the pod's first
+    // address is IPv6, or with --dual-stack when it has any global IPv6 address.
+    if a.capture.ipv6 == Ipv6Mode::Auto {
+        let dual = a.capture.dual_stack;
+        let probe = move || host::first_address_is_ipv6() || (dual && host::has_global_ipv6());
+        let on = match a.network_namespace.as_deref() {
+            Some(p) => nftmesh::netlink::netns::run_in(p, probe).unwrap_or(false),
+            None => probe(),
+        };
+        a.capture.ipv6 = if on { Ipv6Mode::On } else { Ipv6Mode::Off };
+        a.capture.dual_stack = false;
+    }
     match run_logged(&a, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {

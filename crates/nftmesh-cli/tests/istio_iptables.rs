@@ -347,20 +347,29 @@ fn every_istio_flag_is_accepted_and_the_no_op_ones_say_so() {
     ] {
         assert!(log.contains(want), "{want}: {log}");
     }
-    // The environment as the injector's proxy metadata sets it.
-    let o = istio(
-        &ns,
-        &[&INJECTOR[..], &["-n"]].concat(),
-        &[("INVALID_DROP", "true"), ("ISTIO_DUAL_STACK", "true")],
-        false,
+    // The environment as the injector's proxy metadata sets it. IPv6 as Istio decides it:
+    // the pod's first address is IPv4, so IPv6 is off unless dual stack and an IPv6 address.
+    ns.exec(
+        "ip",
+        &["-6", "addr", "add", "fd00:99::1/64", "dev", "d0", "nodad"],
+        None,
     );
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let plan = text(&o.stdout);
+    let plan = |env: &[(&str, &str)]| {
+        let o = istio(&ns, &[&INJECTOR[..], &["-n"]].concat(), env, false);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    let single = plan(&[("INVALID_DROP", "true")]);
     assert!(
-        plan.contains("ct state invalid counter jump istio-drop"),
-        "{plan}"
+        single.contains("ct state invalid counter jump istio-drop"),
+        "{single}"
     );
-    assert!(plan.contains("ip6 saddr ::6/128"), "dual stack: {plan}");
+    assert!(
+        !single.contains("ip6 saddr ::6/128"),
+        "IPv4 first: {single}"
+    );
+    let dual = plan(&[("INVALID_DROP", "true"), ("ISTIO_DUAL_STACK", "true")]);
+    assert!(dual.contains("ip6 saddr ::6/128"), "dual stack: {dual}");
     // An invalid value is exit 1 with the reason on stderr.
     let o = istio(&ns, &["-p", "70000"], &[], false);
     assert_eq!(o.status.code(), Some(1));
