@@ -246,3 +246,82 @@ fn a_repeated_protocol_match_dumps_back_after_an_in_place_replace() {
         assert_eq!(dumped, want, "step {k}");
     }
 }
+
+/// `snat ip to` and `snat ip6 to` in a nat postrouting chain (Istio ambient's host rule, with
+/// its named probe sets) apply and dump back as applied.
+#[test]
+fn snat_to_an_address_after_a_named_set_lookup_applies_and_dumps_back() {
+    use nftmesh::model::ruleset::{ChainType, Set, SetKeyType};
+    if let Some(why) = support::netns::oracle_unavailable() {
+        support::skip(&why);
+        return;
+    }
+    let v4: std::net::IpAddr = "169.254.7.127".parse().unwrap();
+    let v6: std::net::IpAddr = "e9ac:1e77:90ca:399f:4d6d:ece2:2f9b:3164".parse().unwrap();
+    let mut t = Table::new(Family::Inet, "nftmesh-snat");
+    for (name, key_type, elem) in [
+        ("probes-v4", SetKeyType::Ipv4Addr, "10.0.0.7/32"),
+        ("probes-v6", SetKeyType::Ipv6Addr, "fd00::7/128"),
+    ] {
+        t.sets.push(Set {
+            name: name.into(),
+            key_type,
+            interval: false,
+            elements: vec![nftmesh::model::ruleset::SetElement::Prefix(
+                elem.parse().unwrap(),
+            )],
+        });
+    }
+    let mut c = Chain::base("postrouting", ChainType::Nat, Hook::Postrouting, 100);
+    for (version, set, addr) in [
+        (IpVersion::V4, "probes-v4", v4),
+        (IpVersion::V6, "probes-v6", v6),
+    ] {
+        c.rules.push(Rule::new(
+            vec![
+                Match::L4Proto {
+                    negate: false,
+                    proto: L4Proto::Tcp,
+                },
+                Match::Addr {
+                    dir: Direction::Dst,
+                    version,
+                    negate: false,
+                    values: Values::Named(set.into()),
+                },
+            ],
+            vec![
+                Statement::Counter,
+                Statement::Snat {
+                    version: Some(version),
+                    addr,
+                },
+            ],
+        ));
+    }
+    t.chains.push(c);
+    let rs = Ruleset { tables: vec![t] };
+    let (dumped, listing) = run_in_new(move || {
+        let mut conn = Connection::open().unwrap();
+        conn.apply(&rs).unwrap();
+        let dumped = conn
+            .dump_ruleset(&[(Family::Inet, "nftmesh-snat".into())])
+            .unwrap();
+        (dumped, support::run_here("nft", &["list", "ruleset"], ""))
+    })
+    .unwrap();
+    assert!(listing.contains("snat ip to 169.254.7.127"), "{listing}");
+    assert!(
+        listing.contains("snat ip6 to e9ac:1e77:90ca:399f:4d6d:ece2:2f9b:3164"),
+        "{listing}"
+    );
+    let rules = &dumped.tables[0].chains[0].rules;
+    assert_eq!(rules.len(), 2);
+    assert_eq!(
+        rules[1].statements[1],
+        Statement::Snat {
+            version: Some(IpVersion::V6),
+            addr: v6
+        }
+    );
+}

@@ -105,6 +105,8 @@ pub fn interpret(
         mark: st.p.mark,
         ct_mark: st.p.ct_mark,
         ct_zone: st.zone,
+        // The iptables subset nftmesh reads has no SNAT target.
+        snat: None,
     })
 }
 

@@ -29,6 +29,10 @@ pub fn canonical_rule(family: Family, rule: &Rule) -> Rule {
         .iter()
         .map(|s| match s {
             // Outside inet tables the table's family decides tproxy's family.
+            Statement::Snat { addr, .. } if family != Family::Inet => Statement::Snat {
+                version: None,
+                addr: *addr,
+            },
             Statement::Tproxy { addr, port, .. } if family != Family::Inet => Statement::Tproxy {
                 version: None,
                 addr: *addr,

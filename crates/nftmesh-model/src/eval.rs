@@ -152,6 +152,8 @@ pub struct Outcome {
     pub ct_mark: u32,
     /// The conntrack zone set, if any.
     pub ct_zone: Option<u16>,
+    /// The source address of a NAT `snat` binding, if one was made.
+    pub snat: Option<IpAddr>,
 }
 
 /// Why a ruleset could not be evaluated.
@@ -203,6 +205,7 @@ struct State {
     packet: Packet,
     redirect: Option<u16>,
     tproxy: Option<TproxyTarget>,
+    snat: Option<IpAddr>,
     ct_zone: Option<u16>,
 }
 
@@ -236,12 +239,13 @@ pub fn eval(ruleset: &Ruleset, packet: &Packet, hook: Hook) -> Result<Outcome, E
         packet: packet.clone(),
         redirect: None,
         tproxy: None,
+        snat: None,
         ct_zone: None,
     };
     let mut verdict = FinalVerdict::Accept;
     for (_, table, idx, base) in bases {
         if base.kind == ChainType::Nat
-            && (st.packet.ct_state != CtStates::NEW || st.redirect.is_some())
+            && (st.packet.ct_state != CtStates::NEW || st.redirect.is_some() || st.snat.is_some())
         {
             continue;
         }
@@ -263,6 +267,7 @@ pub fn eval(ruleset: &Ruleset, packet: &Packet, hook: Hook) -> Result<Outcome, E
         mark: st.packet.mark,
         ct_mark: st.packet.ct_mark,
         ct_zone: st.ct_zone,
+        snat: st.snat,
     })
 }
 
@@ -351,6 +356,10 @@ fn run_statements(rule: &Rule, st: &mut State) -> RuleEnd {
             }
             Statement::Redirect { port } => {
                 st.redirect = Some(port.unwrap_or(st.packet.dport));
+                return RuleEnd::Accept;
+            }
+            Statement::Snat { addr, .. } => {
+                st.snat = Some(*addr);
                 return RuleEnd::Accept;
             }
             Statement::Tproxy { addr, port, .. } => {

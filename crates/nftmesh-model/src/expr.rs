@@ -356,6 +356,14 @@ pub enum Statement {
         /// The port of the listener; `None` keeps the destination port.
         port: Option<u16>,
     },
+    /// `snat ip to ADDR`: NAT the connection's source to `addr` (nat postrouting chains).
+    /// Accepts the packet.
+    Snat {
+        /// `ip`/`ip6` for `inet` tables; `None` in `ip`/`ip6` tables (the table decides).
+        version: Option<IpVersion>,
+        /// The new source address.
+        addr: IpAddr,
+    },
     /// A verdict; ends the rule.
     Verdict(Verdict),
 }

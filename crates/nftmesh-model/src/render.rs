@@ -259,6 +259,10 @@ pub fn render_statement(s: &Statement) -> String {
         Statement::MarkSet(v) => format!("meta mark set {}", mark_value("meta mark", v)),
         Statement::CtMarkSet(v) => format!("ct mark set {}", mark_value("ct mark", v)),
         Statement::CtZoneSet(z) => format!("ct zone set {z}"),
+        Statement::Snat { version, addr } => match version {
+            Some(v) => format!("snat {} to {addr}", ip_keyword(*v)),
+            None => format!("snat to {addr}"),
+        },
         Statement::Redirect { port: None } => "redirect".into(),
         Statement::Redirect { port: Some(p) } => format!("redirect to :{p}"),
         Statement::Tproxy {

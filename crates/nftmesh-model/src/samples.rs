@@ -54,12 +54,13 @@ pub fn variant_of_statement(s: &Statement) -> &'static str {
         Statement::CtZoneSet(_) => "CtZoneSet",
         Statement::Redirect { .. } => "Redirect",
         Statement::Tproxy { .. } => "Tproxy",
+        Statement::Snat { .. } => "Snat",
         Statement::Verdict(_) => "Verdict",
     }
 }
 
 /// Every statement variant's name.
-pub const STATEMENT_VARIANTS: [&str; 8] = [
+pub const STATEMENT_VARIANTS: [&str; 9] = [
     "Counter",
     "Log",
     "MarkSet",
@@ -67,6 +68,7 @@ pub const STATEMENT_VARIANTS: [&str; 8] = [
     "CtZoneSet",
     "Redirect",
     "Tproxy",
+    "Snat",
     "Verdict",
 ];
 
@@ -251,6 +253,22 @@ pub fn statements() -> Vec<(Statement, &'static str)> {
                 port: Some(15006),
             },
             "tproxy ip6 to :15006",
+        ),
+        (
+            Statement::Snat {
+                version: Some(IpVersion::V4),
+                addr: "169.254.7.127".parse().unwrap_or_else(|_| unreachable!()),
+            },
+            "snat ip to 169.254.7.127",
+        ),
+        (
+            Statement::Snat {
+                version: Some(IpVersion::V6),
+                addr: "e9ac:1e77:90ca:399f:4d6d:ece2:2f9b:3164"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!()),
+            },
+            "snat ip6 to e9ac:1e77:90ca:399f:4d6d:ece2:2f9b:3164",
         ),
         (Statement::Verdict(Verdict::Accept), "accept"),
         (

@@ -139,6 +139,15 @@ pub enum Expr {
         /// Register holding the port.
         reg_port: Option<u32>,
     },
+    /// `nat TYPE FAMILY addr_min reg`: source or destination NAT to the address in a register.
+    Nat {
+        /// `NFT_NAT_SNAT` or `NFT_NAT_DNAT`.
+        kind: u32,
+        /// `NFPROTO_*`.
+        family: u32,
+        /// Register holding the address.
+        reg_addr_min: Option<u32>,
+    },
     /// `socket load KEY => reg`.
     Socket {
         /// `NFT_SOCKET_*`.
@@ -173,6 +182,7 @@ impl Expr {
             Expr::Redir { .. } => "redir",
             Expr::Tproxy { .. } => "tproxy",
             Expr::Socket { .. } => "socket",
+            Expr::Nat { .. } => "nat",
             Expr::Unknown { name, .. } => name,
         }
     }

@@ -13,6 +13,7 @@ mod immediate;
 mod log;
 mod lookup;
 mod meta;
+mod nat;
 mod payload;
 mod range;
 mod redir;
@@ -123,6 +124,11 @@ pub(crate) fn encode(e: &Expr) -> Result<Built, BuildError> {
             reg_port,
         } => tproxy::encode(*family, *reg_addr, *reg_port),
         Expr::Socket { key, dreg } => socket::encode(*key, *dreg),
+        Expr::Nat {
+            kind,
+            family,
+            reg_addr_min,
+        } => nat::encode(*kind, *family, *reg_addr_min),
         Expr::Unknown { name, .. } => Err(BuildError::Unsupported(name.clone())),
     }
 }
@@ -145,6 +151,7 @@ pub(crate) fn decode(name: &str, raw: &[u8], d: &Attrs<'_>) -> Result<Expr, Stri
         "redir" => redir::decode(d),
         "tproxy" => tproxy::decode(d),
         "socket" => socket::decode(d),
+        "nat" => nat::decode(d),
         other => Ok(Expr::Unknown {
             name: other.to_string(),
             raw: raw.to_vec(),
@@ -180,6 +187,7 @@ pub(crate) fn body_len(e: &Expr) -> usize {
             reg_addr, reg_port, ..
         } => tproxy::len(reg_addr.is_some(), reg_port.is_some()),
         Expr::Socket { .. } => socket::LEN,
+        Expr::Nat { reg_addr_min, .. } => nat::len(reg_addr_min.is_some()),
         Expr::Unknown { raw, .. } => raw.len(),
     }
 }

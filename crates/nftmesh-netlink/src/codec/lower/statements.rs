@@ -77,6 +77,42 @@ impl Ctx<'_> {
                     flags: 0,
                 }),
             },
+            Statement::Snat { version, addr } => {
+                let table_version = match self.family {
+                    Family::Ip => Some(IpVersion::V4),
+                    Family::Ip6 => Some(IpVersion::V6),
+                    Family::Inet => None,
+                };
+                let wrong_family = version.zip(table_version).is_some_and(|(v, t)| v != t)
+                    || table_version.is_some_and(|t| IpVersion::of(*addr) != t)
+                    || version.is_some_and(|v| IpVersion::of(*addr) != v);
+                if wrong_family {
+                    return Err(err(
+                        nftmesh_model::render::render_statement(s),
+                        "the address must be of the snat's and the table's family",
+                    ));
+                }
+                let family = match (version, self.family) {
+                    (Some(v), _) => u32::from(nfproto_of(*v)),
+                    (None, Family::Ip) => u32::from(NFPROTO_IPV4),
+                    (None, Family::Ip6) => u32::from(NFPROTO_IPV6),
+                    (None, Family::Inet) => {
+                        return Err(err(
+                            nftmesh_model::render::render_statement(s),
+                            "snat in an inet table needs ip or ip6",
+                        ))
+                    }
+                };
+                self.push(Expr::Immediate {
+                    dreg: NFT_REG_1,
+                    data: addr_bytes(*addr),
+                });
+                self.push(Expr::Nat {
+                    kind: NFT_NAT_SNAT,
+                    family,
+                    reg_addr_min: Some(NFT_REG_1),
+                });
+            }
             Statement::Tproxy {
                 version,
                 addr,

@@ -46,6 +46,24 @@ impl Raiser<'_> {
                 self.i += 1;
                 self.tproxy(Some((NFT_REG_1, data)), None)?;
             }
+            Some(Expr::Nat {
+                kind: NFT_NAT_SNAT,
+                family,
+                reg_addr_min: Some(NFT_REG_1),
+            }) => {
+                let addr = ip_of(&data).ok_or_else(|| self.unsupported_here())?;
+                let version = match (family as u8, self.family) {
+                    (NFPROTO_IPV4, Family::Inet) => Some(IpVersion::V4),
+                    (NFPROTO_IPV6, Family::Inet) => Some(IpVersion::V6),
+                    (NFPROTO_IPV4, Family::Ip) | (NFPROTO_IPV6, Family::Ip6) => None,
+                    _ => return Err(self.unsupported_here()),
+                };
+                if version.is_some_and(|v| IpVersion::of(addr) != v) {
+                    return Err(self.unsupported_here());
+                }
+                self.statements.push(Statement::Snat { version, addr });
+                self.i += 2;
+            }
             Some(Expr::Immediate {
                 dreg: NFT_REG_2,
                 data: d2,
