@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod ambient;
 pub mod canonical;
 pub mod compile;
 pub mod config;

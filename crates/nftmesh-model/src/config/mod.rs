@@ -389,7 +389,7 @@ fn clash(a: (&'static str, &[u16]), b: (&'static str, &[u16])) -> Result<(), Con
     Ok(())
 }
 
-fn check_interface(field: &'static str, name: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_interface(field: &'static str, name: &str) -> Result<(), ConfigError> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.len() > crate::limits::IFNAME_MAX {
