@@ -6,15 +6,23 @@ use nftmesh_model::config::{CaptureConfig, InterceptionMode};
 use nftmesh_model::ruleset::{Family, Ruleset};
 use nftmesh_netlink::routes::TproxyRouting;
 
-/// Every table nftmesh's sidecar capture may own, in any mode and with any option. Installing
-/// a capture deletes those of them it does not have (in the same transaction); removing the
-/// capture deletes them all. No other table is ever touched.
+/// Every table nftmesh's in-pod capture may own: the sidecar's and ambient's, in any mode and
+/// with any option. Installing a capture deletes those of them it does not have (in the same
+/// transaction: a sidecar ↔ ambient switch is atomic too); removing the capture deletes them
+/// all. No other table is ever touched.
 pub fn owned_tables() -> Vec<(Family, String)> {
-    use nftmesh_model::compile::{MANGLE_TABLE, NAT_TABLE, RAW_TABLE};
-    [NAT_TABLE, MANGLE_TABLE, RAW_TABLE]
-        .into_iter()
-        .map(|t| (Family::Inet, t.to_string()))
-        .collect()
+    use nftmesh_model::{ambient, compile};
+    [
+        compile::NAT_TABLE,
+        compile::MANGLE_TABLE,
+        compile::RAW_TABLE,
+        ambient::NAT_TABLE,
+        ambient::MANGLE_TABLE,
+        ambient::RAW_TABLE,
+    ]
+    .into_iter()
+    .map(|t| (Family::Inet, t.to_string()))
+    .collect()
 }
 
 /// What to do with Istio's own iptables rules when installing (see [`Capture::migrating`]).
@@ -46,6 +54,8 @@ pub enum Migration {
 pub struct Capture {
     ruleset: Ruleset,
     mode: InterceptionMode,
+    /// Whether the routing is installed (TPROXY sidecar, ambient) or removed when found.
+    needs_routing: bool,
     routing: TproxyRouting,
     migration: Migration,
     proxy_uids: Vec<u32>,
@@ -59,14 +69,34 @@ impl Capture {
         Ok(Capture {
             ruleset: nftmesh_model::compile(cfg),
             mode: cfg.mode,
-            routing: TproxyRouting {
-                mark: cfg.tproxy_mark,
-                table: cfg.tproxy_route_table,
-                ipv6: cfg.ipv6,
-            },
+            needs_routing: cfg.mode == InterceptionMode::Tproxy,
+            routing: TproxyRouting::sidecar(cfg.tproxy_mark, cfg.tproxy_route_table, cfg.ipv6),
             migration: Migration::None,
             proxy_uids: cfg.proxy_uids.clone(),
             proxy_port: cfg.proxy_port,
+        })
+    }
+
+    /// Validate `cfg` and compile Istio ambient's in-pod capture for ztunnel: the
+    /// `inet istio-ambient-*` tables and the policy routing of ztunnel's transparent sockets
+    /// (`fwmark 0x111/0xfff pref 32764 lookup 100`, `local default dev lo table 100`), which
+    /// is installed before the tables. There is no uid bypass: ztunnel's own traffic carries its
+    /// mark. [`Capture::mode`] reports `Redirect` (ambient's inbound and outbound redirects).
+    pub fn ambient(cfg: &nftmesh_model::ambient::AmbientConfig) -> Result<Self, CaptureError> {
+        cfg.validate()?;
+        Ok(Capture {
+            ruleset: nftmesh_model::ambient::compile_inpod(cfg),
+            mode: InterceptionMode::Redirect,
+            needs_routing: true,
+            routing: TproxyRouting::ambient(
+                cfg.inpod_tproxy_mark,
+                cfg.inpod_tproxy_mask,
+                cfg.route_table,
+                cfg.ipv6,
+            ),
+            migration: Migration::None,
+            proxy_uids: Vec::new(),
+            proxy_port: cfg.ztunnel_outbound_port,
         })
     }
 
@@ -96,10 +126,10 @@ impl Capture {
         self.mode
     }
 
-    /// The policy routing TPROXY mode needs (`fwmark MARK lookup TABLE` and a local default
-    /// route in TABLE); `None` in REDIRECT mode.
+    /// The policy routing the capture needs (`fwmark MARK lookup TABLE` and a local default
+    /// route in TABLE): sidecar TPROXY mode and ambient; `None` in sidecar REDIRECT mode.
     pub fn tproxy_routing(&self) -> Option<TproxyRouting> {
-        (self.mode == InterceptionMode::Tproxy).then_some(self.routing)
+        self.needs_routing.then_some(self.routing)
     }
 
     /// The mark and route table of the TPROXY routing, whatever the mode: what installing a
@@ -108,9 +138,30 @@ impl Capture {
         self.routing
     }
 
-    /// Whether `::6/128` goes on `lo` (with IPv6, in both modes, as Istio adds it).
+    /// The policy routings this capture does not want but an earlier install of the other
+    /// sidecar mode or of the other kind (sidecar, ambient) leaves: installing it removes them
+    /// where found.
+    pub fn stale_routings(&self) -> Vec<TproxyRouting> {
+        let ipv6 = self.routing.ipv6;
+        let sidecar_default = TproxyRouting::sidecar(1337, 133, ipv6);
+        let ambient_default = TproxyRouting::ambient(0x111, 0xfff, 100, ipv6);
+        let mut out = Vec::new();
+        if !self.needs_routing {
+            out.push(self.routing);
+        }
+        for r in [sidecar_default, ambient_default] {
+            let wanted =
+                self.needs_routing && (r.mark, r.table) == (self.routing.mark, self.routing.table);
+            if !wanted && !out.iter().any(|o| (o.mark, o.table) == (r.mark, r.table)) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// Whether `::6/128` goes on `lo` (sidecar with IPv6, in both modes, as Istio adds it).
     pub fn loopback_v6(&self) -> bool {
-        self.routing.ipv6
+        self.routing.loopback_v6
     }
 
     /// The proxy's uids (never captured).

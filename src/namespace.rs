@@ -95,7 +95,7 @@ struct Sockets {
     /// The TPROXY routing (mark, table) this handle last saw absent: set after a REDIRECT
     /// install found or removed it, cleared by a TPROXY install. Spares the routing dumps on
     /// every later REDIRECT install through this handle.
-    no_tproxy_routing: Option<(u32, u32)>,
+    no_tproxy_routing: Vec<(u32, u32)>,
 }
 
 /// A handle on one network namespace: its netfilter and rtnetlink sockets, opened inside the
@@ -121,7 +121,7 @@ fn open_sockets() -> Result<Sockets, NetlinkError> {
     Ok(Sockets {
         conn: Connection::open()?,
         routing: Routing::open()?,
-        no_tproxy_routing: None,
+        no_tproxy_routing: Vec::new(),
     })
 }
 
@@ -237,16 +237,20 @@ impl Namespace {
                 .count();
             report.iptables_rules_left = istio.leftover_rules;
         }
-        let r = capture.routing_settings();
-        if capture.tproxy_routing().is_some() {
-            s.no_tproxy_routing = None;
-        } else if s.no_tproxy_routing != Some((r.mark, r.table)) {
-            // One rule dump: an earlier TPROXY install left its fwmark rule (and route).
+        if let Some(r) = capture.tproxy_routing() {
+            s.no_tproxy_routing.retain(|k| *k != (r.mark, r.table));
+        }
+        for r in capture.stale_routings() {
+            if s.no_tproxy_routing.contains(&(r.mark, r.table)) {
+                continue;
+            }
+            // One rule dump: an earlier install of the other mode or kind left its fwmark
+            // rule (and route).
             if s.routing.has_tproxy_rule(&r)? {
                 s.routing.remove_tproxy(&r)?;
                 report.routing_removed = true;
             }
-            s.no_tproxy_routing = Some((r.mark, r.table));
+            s.no_tproxy_routing.push((r.mark, r.table));
         }
         Ok(report)
     }
@@ -282,7 +286,7 @@ impl Namespace {
             }
             None if !state.rules.is_empty() || !state.local_routes.is_empty() => {
                 // The next install removes it again (it no longer assumes it absent).
-                s.no_tproxy_routing = None;
+                s.no_tproxy_routing.clear();
                 out.push(Drift::ExtraRouting(state.clone()))
             }
             _ => {}
@@ -310,7 +314,8 @@ impl Namespace {
         let tables = s.conn.delete_tables(&owned_tables())?;
         let r = capture.routing_settings();
         s.routing.remove(&r)?;
-        s.no_tproxy_routing = Some((r.mark, r.table));
+        s.no_tproxy_routing.retain(|k| *k != (r.mark, r.table));
+        s.no_tproxy_routing.push((r.mark, r.table));
         Ok(Removed { tables })
     }
 

@@ -238,3 +238,72 @@ fn migration_is_refused_while_iptables_legacy_tables_exist_and_changes_nothing()
         .unwrap();
     assert_eq!(r.tables, 1);
 }
+
+/// `ip rule` lines (both families) naming table 100, ambient's.
+fn ambient_rules(ns: &Netns) -> Vec<String> {
+    let mut out = Vec::new();
+    for args in [&["rule"][..], &["-6", "rule"]] {
+        for l in ns.exec("ip", args, None).lines() {
+            if l.contains("lookup 100") {
+                out.push(l.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn ambient_installs_its_tables_and_routing_and_a_switch_to_sidecar_is_one_transaction() {
+    let Some(pod) = pod() else { return };
+    let ns = Namespace::open(pod.path()).unwrap();
+    let ambient = Capture::ambient(&nftmesh::model::ambient::AmbientConfig {
+        dns_capture: true,
+        ipv6: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let report = ns.install(&ambient).unwrap();
+    assert!(report.routing_installed);
+    assert_eq!(
+        tables(&pod),
+        vec![
+            "table inet istio-ambient-mangle".to_string(),
+            "table inet istio-ambient-nat".to_string(),
+            "table inet istio-ambient-raw".to_string(),
+        ]
+    );
+    let rules = ambient_rules(&pod);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.starts_with("32764:") && r.contains("fwmark 0x111/0xfff lookup 100")),
+        "{rules:?}"
+    );
+    let route = pod.exec("ip", &["route", "show", "table", "100"], None);
+    assert!(route.contains("local default dev lo"), "{route}");
+    assert!(!has_loopback_v6(&pod), "ambient adds no ::6");
+    assert!(ns.check(&ambient).unwrap().is_empty());
+    // To sidecar REDIRECT: one transaction deletes the three ambient tables and adds nat; the
+    // ambient routing goes after it.
+    let (redirect, _) = captures(false);
+    let before = ns.generation().unwrap();
+    let report = ns.install(&redirect).unwrap();
+    assert_eq!(ns.generation().unwrap(), before.wrapping_add(1));
+    assert_eq!(
+        report.deleted_tables.len(),
+        3,
+        "{:?}",
+        report.deleted_tables
+    );
+    assert!(report.routing_removed);
+    assert_eq!(tables(&pod), vec!["table inet istio-proxy-nat".to_string()]);
+    assert!(ambient_rules(&pod).is_empty(), "{:?}", ambient_rules(&pod));
+    // And back.
+    ns.install(&ambient).unwrap();
+    assert!(ns.check(&ambient).unwrap().is_empty());
+    assert!(!tables(&pod).contains(&"table inet istio-proxy-nat".to_string()));
+    ns.remove(&ambient).unwrap();
+    assert!(tables(&pod).is_empty());
+    assert!(ambient_rules(&pod).is_empty());
+}

@@ -477,11 +477,7 @@ fn an_expression_the_model_lacks_dumps_as_a_typed_unsupported_error() {
 fn tproxy_routing_is_installed_idempotently_read_back_and_removed() {
     require_kernel!();
     use nftmesh::netlink::routes::{Routing, RoutingState, TproxyRouting};
-    let r = TproxyRouting {
-        mark: 1337,
-        table: 133,
-        ipv6: true,
-    };
+    let r = TproxyRouting::sidecar(1337, 133, true);
     let (empty, after, after_twice, ip_rules, ip6_routes, removed) = run_in_new(move || {
         let up = Command::new("ip")
             .args(["link", "set", "lo", "up"])

@@ -19,21 +19,59 @@ use std::net::Ipv6Addr;
 const FRA_PRIORITY: u16 = 6;
 const FRA_FWMARK: u16 = 10;
 const FRA_TABLE: u16 = 15;
+const FRA_FWMASK: u16 = 16;
 const FR_ACT_TO_TBL: u8 = 1;
 /// Priority of the fwmark rule (below the main table's 32766, as `ip rule` would pick).
 pub const RULE_PRIORITY: u32 = 32765;
 /// The IPv6 inbound-passthrough source Istio adds to `lo`.
 pub const LOOPBACK_V6: Ipv6Addr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6);
 
-/// The TPROXY routing: which mark, which table, and whether IPv6 is on.
+/// The policy routing that delivers marked packets to local transparent sockets: `ip rule
+/// fwmark MARK[/MASK] pref PRIORITY lookup TABLE` and `local default dev lo table TABLE`, per
+/// family. Sidecar TPROXY mode: mark 1337, table 133 ([`TproxyRouting::sidecar`]); ambient:
+/// 0x111/0xfff, table 100, preference 32764 ([`TproxyRouting::ambient`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TproxyRouting {
-    /// The packet mark TPROXY sets (Istio: 1337).
+    /// The packet mark the rule selects (Istio sidecar: 1337; ambient: 0x111).
     pub mark: u32,
-    /// The route table the mark selects (Istio: 133).
+    /// The bits of the mark that count (`u32::MAX`: all; ambient: 0xfff).
+    pub mask: u32,
+    /// The route table the mark selects (Istio sidecar: 133; ambient: 100).
     pub table: u32,
-    /// Whether to set up IPv6 too (and `::6` on `lo`).
+    /// The rule's preference (sidecar: [`RULE_PRIORITY`]; ambient: 32764).
+    pub priority: u32,
+    /// Whether to set up IPv6 too.
     pub ipv6: bool,
+    /// Whether `::6` goes on `lo` with IPv6 (sidecar mode, as Istio adds it; not ambient).
+    pub loopback_v6: bool,
+}
+
+impl TproxyRouting {
+    /// Sidecar TPROXY routing: `fwmark MARK lookup TABLE` at [`RULE_PRIORITY`], and `::6` on
+    /// `lo` with IPv6.
+    pub fn sidecar(mark: u32, table: u32, ipv6: bool) -> Self {
+        TproxyRouting {
+            mark,
+            mask: u32::MAX,
+            table,
+            priority: RULE_PRIORITY,
+            ipv6,
+            loopback_v6: ipv6,
+        }
+    }
+
+    /// Ambient's in-pod routing for ztunnel's transparent sockets: `fwmark MARK/MASK pref 32764
+    /// lookup TABLE` (Istio: 0x111/0xfff, table 100).
+    pub fn ambient(mark: u32, mask: u32, table: u32, ipv6: bool) -> Self {
+        TproxyRouting {
+            mark,
+            mask,
+            table,
+            priority: 32764,
+            ipv6,
+            loopback_v6: false,
+        }
+    }
 }
 
 /// What the kernel has of a [`TproxyRouting`], read back over rtnetlink.
@@ -117,7 +155,7 @@ fn dump_request(v6: bool) -> Rtmsg {
 /// ```no_run
 /// use nftmesh_netlink::routes::{Routing, TproxyRouting};
 ///
-/// let r = TproxyRouting { mark: 1337, table: 133, ipv6: false };
+/// let r = TproxyRouting::sidecar(1337, 133, false);
 /// let mut routing = Routing::open()?;
 /// routing.ensure(&r)?; // fwmark 1337 lookup 133; local default dev lo table 133
 /// assert_eq!(routing.state(&r)?.rules, vec![4]);
@@ -251,11 +289,15 @@ impl Routing {
 
     fn rule_msg(&self, r: &TproxyRouting, v6: bool) -> Result<Rtmsg, NetlinkError> {
         let mut attrs = RtBuffer::new();
-        for (ty, v) in [
+        let mut values = vec![
             (FRA_FWMARK, r.mark),
             (FRA_TABLE, r.table),
-            (FRA_PRIORITY, RULE_PRIORITY),
-        ] {
+            (FRA_PRIORITY, r.priority),
+        ];
+        if r.mask != u32::MAX {
+            values.push((FRA_FWMASK, r.mask));
+        }
+        for (ty, v) in values {
             attrs.push(
                 Rtattr::new(None, Rta::UnrecognizedConst(ty), v)
                     .map_err(|e| ser("rule attribute", e))?,
@@ -323,7 +365,7 @@ impl Routing {
                 "adding the TPROXY local route",
             )?;
         }
-        if r.ipv6 {
+        if r.ipv6 && r.loopback_v6 {
             self.ensure_loopback_v6()?;
         }
         Ok(())
