@@ -30,12 +30,20 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod ambient_host;
 mod capture;
 mod error;
 mod namespace;
 pub mod verify;
 
 pub use capture::{owned_tables, Capture, Migration};
+
+/// Istio ambient mode: the in-pod configuration (installed with [`Capture::ambient`]) and the
+/// node's probe SNAT.
+pub mod ambient {
+    pub use crate::ambient_host::HostCapture;
+    pub use nftmesh_model::ambient::*;
+}
 pub use error::CaptureError;
 pub use namespace::{Drift, Namespace, Removed, Report};
 pub use nftmesh_iptables as iptables;

@@ -89,9 +89,9 @@ pub struct Removed {
     pub tables: usize,
 }
 
-struct Sockets {
-    conn: Connection,
-    routing: Routing,
+pub(crate) struct Sockets {
+    pub(crate) conn: Connection,
+    pub(crate) routing: Routing,
     /// The TPROXY routing (mark, table) this handle last saw absent: set after a REDIRECT
     /// install found or removed it, cleared by a TPROXY install. Spares the routing dumps on
     /// every later REDIRECT install through this handle.
@@ -158,7 +158,7 @@ impl Namespace {
         self.path.as_deref()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Sockets> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Sockets> {
         // A panic while holding the lock leaves the sockets usable: every operation reads
         // the state it needs from the kernel or refuses stale state by generation.
         self.sockets

@@ -184,6 +184,52 @@ impl Connection {
         self.apply_removing(ruleset, |_, _| Ok(Vec::new()))
     }
 
+    /// [`Connection::apply`], but named sets the ruleset declares keep the elements they have
+    /// live (see [`Transaction::plan_keeping_sets`]).
+    pub fn apply_keeping_sets(&mut self, ruleset: &Ruleset) -> Result<ApplyReport, NetlinkError> {
+        if ruleset.tables.is_empty() {
+            return Ok(ApplyReport::default());
+        }
+        self.committed = None;
+        until_not_refused(|attempt| {
+            let (gen, live) = (self.generation()?, self.live_state(ruleset)?);
+            let first = self.socket.next_seq(0);
+            let tx = Transaction::plan_keeping_sets(ruleset, &live, Some(gen), first)?;
+            self.send(&tx)?;
+            Ok(ApplyReport {
+                messages: tx.messages,
+                bytes: tx.bytes.len(),
+                deleted_chains: tx.deleted_chains,
+                deleted_tables: tx.deleted_tables,
+                attempts: attempt,
+            })
+        })
+    }
+
+    /// Add (`add`) or delete the elements of `set` to or from the named set of that name in
+    /// table `family table`, in one small transaction that touches no rule.
+    pub fn update_set(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &nftmesh_model::ruleset::Set,
+        add: bool,
+    ) -> Result<ApplyReport, NetlinkError> {
+        self.committed = None;
+        until_not_refused(|attempt| {
+            let gen = self.generation()?;
+            let first = self.socket.next_seq(0);
+            let tx = Transaction::set_elements(family, table, set, add, Some(gen), first)?;
+            self.send(&tx)?;
+            Ok(ApplyReport {
+                messages: tx.messages,
+                bytes: tx.bytes.len(),
+                attempts: attempt,
+                ..ApplyReport::default()
+            })
+        })
+    }
+
     /// [`Connection::apply`], deleting in the same transaction what `removals` finds (called
     /// on every attempt with the live state the batch is built on, so every table present is
     /// in it, against the same generation as the batch).

@@ -17,6 +17,7 @@ pub const NFT_MSG_NEWSET: u16 = 9;
 pub const NFT_MSG_GETSET: u16 = 10;
 pub const NFT_MSG_DELSET: u16 = 11;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
+pub const NFT_MSG_DELSETELEM: u16 = 14;
 pub const NFT_MSG_GETSETELEM: u16 = 13;
 
 pub const NLM_F_REQUEST: u16 = 0x1;

@@ -61,7 +61,7 @@ impl Transaction {
         genid: Option<u32>,
         first_seq: u32,
     ) -> Result<Self, NetlinkError> {
-        plan(ruleset, live, &[], genid, first_seq)
+        plan(ruleset, live, &[], false, genid, first_seq)
     }
 
     /// [`Transaction::plan`], deleting `removals` too (objects outside the ruleset's tables:
@@ -74,7 +74,61 @@ impl Transaction {
         genid: Option<u32>,
         first_seq: u32,
     ) -> Result<Self, NetlinkError> {
-        plan(ruleset, live, removals, genid, first_seq)
+        plan(ruleset, live, removals, false, genid, first_seq)
+    }
+
+    /// [`Transaction::plan`], except that a named set the ruleset declares and the live table
+    /// has keeps its elements (it is not deleted and re-created; the ruleset's elements are
+    /// added to it): for sets maintained element by element, like Istio ambient's probe sets.
+    pub fn plan_keeping_sets(
+        ruleset: &Ruleset,
+        live: &LiveState,
+        genid: Option<u32>,
+        first_seq: u32,
+    ) -> Result<Self, NetlinkError> {
+        plan(ruleset, live, &[], true, genid, first_seq)
+    }
+
+    /// The transaction that adds (`add`) or deletes `elements` of the named set `set` of
+    /// table `family table` and touches nothing else; `key_type` is the set's.
+    pub fn set_elements(
+        family: Family,
+        table: &str,
+        set: &nftmesh_model::ruleset::Set,
+        add: bool,
+        genid: Option<u32>,
+        first_seq: u32,
+    ) -> Result<Self, NetlinkError> {
+        let label = format!("{} {table}", family.keyword());
+        let obj = Object::Set {
+            table: label,
+            set: set.name.clone(),
+        };
+        let ws = lower_set(set, 1).map_err(|e| NetlinkError::lower(obj.clone(), e))?;
+        let mut b = Writer::new(first_seq, genid);
+        let fam = family_number(family);
+        let msg = if add {
+            NFT_MSG_NEWSETELEM
+        } else {
+            NFT_MSG_DELSETELEM
+        };
+        match b.w.elements(msg, fam, table, &ws, &mut b.seq) {
+            Ok(seqs) => {
+                for sq in seqs {
+                    b.objects.push((sq, obj.clone()));
+                }
+            }
+            Err(e) => return Err(e.at(obj)),
+        }
+        // A no-op re-declaration of the table is acknowledged after the elements.
+        let last_seq = b.seq;
+        let table_obj = Object::Table {
+            table: format!("{} {table}", family.keyword()),
+        };
+        b.emit(table_obj, |w, seq| {
+            w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, fam, table, seq)
+        })?;
+        Ok(b.finish(last_seq, Vec::new()))
     }
 
     /// The transaction that deletes `tables` (which must exist) and nothing else; the last
@@ -285,6 +339,7 @@ fn plan(
     ruleset: &Ruleset,
     live: &LiveState,
     removals: &[crate::migrate::Removal],
+    keep_set_elements: bool,
     genid: Option<u32>,
     first_seq: u32,
 ) -> Result<Transaction, NetlinkError> {
@@ -330,11 +385,12 @@ fn plan(
             .collect();
         if exists {
             b.emit(table_obj(), |w, seq| w.flush_rules(fam, &t.name, None, seq))?;
-            // Named sets are replaced whole: the flush above released their references.
-            for s in live_sets
-                .iter()
-                .filter(|s| s.flags & NFT_SET_ANONYMOUS == 0)
-            {
+            // Named sets are replaced whole: the flush above released their references. With
+            // `keep_set_elements`, a set the ruleset declares again keeps its live elements.
+            for s in live_sets.iter().filter(|s| {
+                s.flags & NFT_SET_ANONYMOUS == 0
+                    && !(keep_set_elements && t.sets.iter().any(|d| d.name == s.name))
+            }) {
                 let obj = Object::Set {
                     table: label.clone(),
                     set: s.name.clone(),

@@ -81,6 +81,19 @@ impl MsgWriter {
         set: &WireSet,
         seq: &mut u32,
     ) -> Result<Vec<u32>, BuildError> {
+        self.elements(NFT_MSG_NEWSETELEM, family, table, set, seq)
+    }
+
+    /// `msg` (`NEWSETELEM` or `DELSETELEM`) messages for every element of `set`, as
+    /// [`MsgWriter::set_elements`].
+    pub fn elements(
+        &mut self,
+        msg: u16,
+        family: u8,
+        table: &str,
+        set: &WireSet,
+        seq: &mut u32,
+    ) -> Result<Vec<u32>, BuildError> {
         if set.elements.is_empty() {
             return Ok(Vec::new());
         }
@@ -138,7 +151,12 @@ impl MsgWriter {
                 return Err(BuildError::Alloc("a set element iterator"));
             }
             loop {
-                let nlh = self.hdr(msg_type(NFT_MSG_NEWSETELEM), family, NLM_F_CREATE, *seq);
+                let flags = if msg == NFT_MSG_NEWSETELEM {
+                    NLM_F_CREATE
+                } else {
+                    0
+                };
+                let nlh = self.hdr(msg_type(msg), family, flags, *seq);
                 let more = nft::nftnl_set_elems_nlmsg_build_payload_iter(nlh, iter);
                 self.commit();
                 seqs.push(*seq);

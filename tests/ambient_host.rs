@@ -1,0 +1,150 @@
+//! Istio ambient's node rules with real traffic: a node namespace and a pod namespace this
+//! test creates, joined by a veth pair. A connection from the kubelet uid to a pod address in
+//! the probe set leaves with source 169.254.7.127; from another uid, or once the address is
+//! removed from the set, it keeps the node's address. Set updates touch no rule, and
+//! re-installing or removing the host rules keeps the set's elements.
+
+mod support;
+
+use nftmesh::ambient::{AmbientHostConfig, HostCapture};
+use nftmesh::netlink::netns::run_in;
+use nftmesh::netlink::probe::connect_as;
+use nftmesh::Namespace;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::named_netns::Netns;
+
+const NODE: &str = "10.50.0.1";
+const POD: &str = "10.50.0.2";
+
+fn setup() -> Option<(Netns, Netns)> {
+    if let Some(why) = support::kernel_unavailable() {
+        support::skip(&why);
+        return None;
+    }
+    let (node, pod) = match (Netns::new(), Netns::new()) {
+        (Ok(n), Ok(p)) => (n, p),
+        (Err(e), _) | (_, Err(e)) => {
+            support::skip(&format!("cannot create named network namespaces: {e}"));
+            return None;
+        }
+    };
+    node.exec("ip", &["link", "set", "lo", "up"], None);
+    pod.exec("ip", &["link", "set", "lo", "up"], None);
+    node.exec(
+        "ip",
+        &[
+            "link", "add", "vn", "type", "veth", "peer", "name", "vp", "netns", &pod.0,
+        ],
+        None,
+    );
+    node.exec(
+        "ip",
+        &["addr", "add", &format!("{NODE}/24"), "dev", "vn"],
+        None,
+    );
+    node.exec("ip", &["link", "set", "vn", "up"], None);
+    pod.exec(
+        "ip",
+        &["addr", "add", &format!("{POD}/24"), "dev", "vp"],
+        None,
+    );
+    pod.exec("ip", &["link", "set", "vp", "up"], None);
+    // The pod answers the probe address through the node, as a pod's default route would.
+    pod.exec(
+        "ip",
+        &["route", "add", "169.254.7.127/32", "via", NODE, "dev", "vp"],
+        None,
+    );
+    Some((node, pod))
+}
+
+/// The source address the pod sees for a connection from `uid` on the node to the pod's
+/// port 8080 (None: no connection within 2 s).
+fn source_seen(node: &Netns, pod: &Netns, uid: u32) -> Option<IpAddr> {
+    let pod_path = PathBuf::from(pod.path());
+    let listener = run_in(&pod_path, || TcpListener::bind(("0.0.0.0", 8080)).unwrap()).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let to: SocketAddr = format!("{POD}:8080").parse().unwrap();
+    let node_path = PathBuf::from(node.path());
+    let client = std::thread::spawn(move || {
+        run_in(&node_path, move || {
+            connect_as(uid, uid, to, Duration::from_secs(2)).is_ok()
+        })
+        .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        if let Ok((_, peer)) = listener.accept() {
+            seen = Some(peer.ip());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = client.join();
+    seen
+}
+
+#[test]
+fn kubelets_probes_to_pods_in_the_set_are_snated_and_the_set_is_kept() {
+    let Some((node, pod)) = setup() else { return };
+    let ns = Namespace::open(node.path()).unwrap();
+    let host = HostCapture::new(&AmbientHostConfig::new(1000));
+    ns.install_host(&host).unwrap();
+    let probe: IpAddr = "169.254.7.127".parse().unwrap();
+    let node_ip: IpAddr = NODE.parse().unwrap();
+    let pod_ip: IpAddr = POD.parse().unwrap();
+    // Not in the set yet: the node's own address.
+    assert_eq!(source_seen(&node, &pod, 1000), Some(node_ip));
+    // The chain with rule handles: an element update must leave it exactly as it was.
+    let chain = || {
+        node.exec(
+            "nft",
+            &[
+                "-a",
+                "list",
+                "chain",
+                "inet",
+                "istio-ambient-nat",
+                "postrouting",
+            ],
+            None,
+        )
+    };
+    let rules_before = chain();
+    ns.add_probes(&[pod_ip]).unwrap();
+    assert_eq!(ns.probes().unwrap(), vec![pod_ip]);
+    assert_eq!(
+        chain(),
+        rules_before,
+        "the element update touched the rules"
+    );
+    assert_eq!(
+        source_seen(&node, &pod, 1000),
+        Some(probe),
+        "kubelet uid, pod in the set"
+    );
+    assert_eq!(source_seen(&node, &pod, 2000), Some(node_ip), "another uid");
+    // Re-installing keeps the element; removing the host rules keeps the set.
+    ns.install_host(&host).unwrap();
+    assert_eq!(ns.probes().unwrap(), vec![pod_ip]);
+    assert_eq!(source_seen(&node, &pod, 1000), Some(probe));
+    ns.remove_probes(&[pod_ip]).unwrap();
+    assert!(ns.probes().unwrap().is_empty());
+    assert_eq!(
+        source_seen(&node, &pod, 1000),
+        Some(node_ip),
+        "removed from the set"
+    );
+    ns.add_probes(&[pod_ip]).unwrap();
+    ns.remove_host(&host).unwrap();
+    assert_eq!(
+        ns.probes().unwrap(),
+        vec![pod_ip],
+        "the set survives the cleanup"
+    );
+    assert!(!node.list().contains("snat"), "{}", node.list());
+    assert_eq!(source_seen(&node, &pod, 1000), Some(node_ip));
+}
