@@ -2,6 +2,7 @@
 //! capture, plus subcommands.
 #![forbid(unsafe_code)]
 
+mod ambient;
 mod capture_args;
 mod host;
 mod istio;
@@ -48,6 +49,9 @@ enum Command {
     /// Apply iptables-save text natively (a native iptables-restore for nat, mangle, raw and
     /// filter): every table it writes is replaced in ONE nf_tables transaction.
     Restore(restore::RestoreArgs),
+    /// Istio ambient: ztunnel's in-pod capture and the node's kubelet probe SNAT.
+    #[command(subcommand)]
+    Ambient(ambient::AmbientCommand),
     /// Behave as Istio's `istio-iptables` (the istio-init and istio-validation containers):
     /// the injector's argv, Istio's flags, env vars, validation and exit codes. A binary
     /// named `istio-iptables` (e.g. a symlink to nftmesh) does the same.
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
         Some(Command::Translate(args)) => restore::translate(&args),
         Some(Command::Restore(args)) => restore::restore(args),
         Some(Command::IstioIptables(args)) => return istio::run(*args),
+        Some(Command::Ambient(cmd)) => return ambient::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

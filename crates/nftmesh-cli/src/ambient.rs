@@ -1,0 +1,267 @@
+//! `nftmesh ambient`: Istio ambient's in-pod capture for ztunnel (`plan`, `apply`, `diff`,
+//! `cleanup`) and the node's kubelet probe SNAT (`host plan|apply|cleanup`, `host probe
+//! add|remove ADDR...`), through the capture API.
+
+use crate::capture_args::Ipv6Mode;
+use crate::host;
+use clap::{Args, Subcommand, ValueEnum};
+use nftmesh::ambient::{AmbientConfig, AmbientHostConfig, HostCapture};
+use nftmesh::{Capture, Namespace};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `on` or `off`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// The ambient subcommands.
+#[derive(Subcommand)]
+pub enum AmbientCommand {
+    /// Print the in-pod tables (nft syntax); changes nothing.
+    Plan(AmbientArgs),
+    /// Install the in-pod capture: ztunnel's policy routing, then ONE nf_tables transaction.
+    Apply(AmbientArgs),
+    /// Compare the pod's tables and routing with the capture; exit 1 on drift, 2 on error.
+    Diff(AmbientArgs),
+    /// Remove the in-pod capture (nftmesh's tables and ztunnel's routing).
+    Cleanup(AmbientArgs),
+    /// The node's SNAT of kubelet health probes.
+    #[command(subcommand)]
+    Host(HostCommand),
+}
+
+/// The pod's ambient settings, named as Istio's annotations and settings.
+#[derive(Args)]
+pub struct AmbientArgs {
+    /// Redirect the pod's DNS to ztunnel [Istio: REDIRECT_DNS, annotation ambient.istio.io/dns-capture]
+    #[arg(long, value_enum, default_value = "off")]
+    dns_capture: OnOff,
+    /// Leave inbound traffic alone [annotation ambient.istio.io/bypass-inbound-capture]
+    #[arg(long)]
+    bypass_inbound_capture: bool,
+    /// Interfaces whose inbound TCP goes to ztunnel's outbound port, comma separated
+    /// [annotation istio.io/reroute-virtual-interfaces]
+    #[arg(long, value_delimiter = ',')]
+    reroute_virtual_interfaces: Vec<String>,
+    /// IPv6 capture: auto (when the pod has a global IPv6 address), on, off
+    #[arg(long, value_enum, default_value = "auto")]
+    ipv6: Ipv6Mode,
+    /// The kubelet probes' IPv4 source after the node's SNAT
+    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV4)]
+    probe_snat_ipv4: Ipv4Addr,
+    /// Their IPv6 source
+    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV6)]
+    probe_snat_ipv6: Ipv6Addr,
+    /// Network namespace to work in (`/proc/PID/ns/net`, `/var/run/netns/NAME`); default: ours
+    #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
+    network_namespace: Option<PathBuf>,
+}
+
+/// The node's subcommands.
+#[derive(Subcommand)]
+pub enum HostCommand {
+    /// Print the node's table (nft syntax); changes nothing.
+    Plan(HostArgs),
+    /// Install the probe SNAT (one transaction; the probe sets keep their elements).
+    Apply(HostArgs),
+    /// Remove the probe SNAT rule; the probe sets stay with their elements.
+    Cleanup(HostArgs),
+    /// Add or remove pod addresses in the probe sets (no rule is touched).
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+}
+
+/// The node's settings.
+#[derive(Args)]
+pub struct HostArgs {
+    /// The uid kubelet runs as
+    #[arg(long)]
+    kubelet_uid: u32,
+    /// IPv6 rule and set: auto (when the node has a global IPv6 address), on, off
+    #[arg(long, value_enum, default_value = "auto")]
+    ipv6: Ipv6Mode,
+    /// The IPv4 source probes get
+    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV4)]
+    probe_snat_ipv4: Ipv4Addr,
+    /// The IPv6 source probes get
+    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV6)]
+    probe_snat_ipv6: Ipv6Addr,
+    /// The node's network namespace; default: ours
+    #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
+    network_namespace: Option<PathBuf>,
+}
+
+/// `host probe add|remove`.
+#[derive(Subcommand)]
+pub enum ProbeCommand {
+    /// Add pod addresses to the probe sets.
+    Add(ProbeArgs),
+    /// Remove pod addresses from the probe sets.
+    Remove(ProbeArgs),
+}
+
+/// Pod addresses and where.
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Pod addresses (IPv4 and IPv6)
+    #[arg(required = true)]
+    addrs: Vec<IpAddr>,
+    /// The node's network namespace; default: ours
+    #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
+    network_namespace: Option<PathBuf>,
+}
+
+fn ipv6_in(mode: Ipv6Mode, ns: Option<&std::path::Path>) -> Result<bool, String> {
+    Ok(match mode {
+        Ipv6Mode::On => true,
+        Ipv6Mode::Off => false,
+        Ipv6Mode::Auto => match ns {
+            None => host::has_global_ipv6(),
+            Some(p) => nftmesh::netlink::netns::run_in(p, host::has_global_ipv6)
+                .map_err(|e| e.to_string())?,
+        },
+    })
+}
+
+impl AmbientArgs {
+    fn capture(&self) -> Result<Capture, String> {
+        let cfg = AmbientConfig {
+            dns_capture: self.dns_capture == OnOff::On,
+            bypass_inbound_capture: self.bypass_inbound_capture,
+            reroute_virtual_interfaces: self
+                .reroute_virtual_interfaces
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect(),
+            ipv6: ipv6_in(self.ipv6, self.network_namespace.as_deref())?,
+            probe_snat_ipv4: self.probe_snat_ipv4,
+            probe_snat_ipv6: self.probe_snat_ipv6,
+            ..AmbientConfig::default()
+        };
+        Capture::ambient(&cfg).map_err(|e| e.to_string())
+    }
+
+    fn namespace(&self) -> Result<Namespace, String> {
+        Namespace::open_or_current(self.network_namespace.as_deref()).map_err(|e| e.to_string())
+    }
+}
+
+impl HostArgs {
+    fn capture(&self) -> Result<HostCapture, String> {
+        Ok(HostCapture::new(&AmbientHostConfig {
+            kubelet_uid: self.kubelet_uid,
+            ipv6: ipv6_in(self.ipv6, self.network_namespace.as_deref())?,
+            probe_snat_ipv4: self.probe_snat_ipv4,
+            probe_snat_ipv6: self.probe_snat_ipv6,
+        }))
+    }
+
+    fn namespace(&self) -> Result<Namespace, String> {
+        Namespace::open_or_current(self.network_namespace.as_deref()).map_err(|e| e.to_string())
+    }
+}
+
+/// Run an ambient subcommand.
+pub fn run(cmd: AmbientCommand) -> ExitCode {
+    let result = match cmd {
+        AmbientCommand::Plan(a) => a.capture().map(|c| print!("{}", c.render())),
+        AmbientCommand::Apply(a) => (|| {
+            let c = a.capture()?;
+            let ns = a.namespace()?;
+            let r = ns.install(&c).map_err(|e| e.to_string())?;
+            ns.close_after_exit();
+            eprintln!("nftmesh: {r}");
+            Ok(())
+        })(),
+        AmbientCommand::Diff(a) => {
+            let run = || -> Result<Vec<nftmesh::Drift>, String> {
+                a.namespace()?
+                    .check(&a.capture()?)
+                    .map_err(|e| e.to_string())
+            };
+            return match run() {
+                Ok(d) if d.is_empty() => ExitCode::SUCCESS,
+                Ok(d) => {
+                    for x in &d {
+                        println!("{x}");
+                    }
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("nftmesh: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        AmbientCommand::Cleanup(a) => (|| {
+            let removed = a
+                .namespace()?
+                .remove(&a.capture()?)
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "nftmesh: removed {} table(s) and ztunnel's policy routing",
+                removed.tables
+            );
+            Ok(())
+        })(),
+        AmbientCommand::Host(h) => host_run(h),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nftmesh: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn host_run(cmd: HostCommand) -> Result<(), String> {
+    match cmd {
+        HostCommand::Plan(h) => {
+            print!("{}", h.capture()?.render());
+            Ok(())
+        }
+        HostCommand::Apply(h) => {
+            let r = h
+                .namespace()?
+                .install_host(&h.capture()?)
+                .map_err(|e| e.to_string())?;
+            eprintln!("nftmesh: {r}");
+            Ok(())
+        }
+        HostCommand::Cleanup(h) => {
+            h.namespace()?
+                .remove_host(&h.capture()?)
+                .map_err(|e| e.to_string())?;
+            eprintln!("nftmesh: removed the probe SNAT; the probe sets keep their addresses");
+            Ok(())
+        }
+        HostCommand::Probe(p) => {
+            let (add, args) = match p {
+                ProbeCommand::Add(a) => (true, a),
+                ProbeCommand::Remove(a) => (false, a),
+            };
+            let ns = Namespace::open_or_current(args.network_namespace.as_deref())
+                .map_err(|e| e.to_string())?;
+            if add {
+                ns.add_probes(&args.addrs)
+            } else {
+                ns.remove_probes(&args.addrs)
+            }
+            .map_err(|e| e.to_string())?;
+            eprintln!(
+                "nftmesh: {} {} probe address(es)",
+                if add { "added" } else { "removed" },
+                args.addrs.len()
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `nftmesh ambient`: plan, apply, diff and cleanup of ztunnel's in-pod capture in a named
+//! namespace, and the node's probe SNAT with `host apply|cleanup` and `host probe add|remove`.
+
+mod common;
+
+use common::{netns_or_skip, nftmesh};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn ambient_plan_matches_the_library_and_changes_nothing() {
+    let o = nftmesh(&["ambient", "plan", "--dns-capture", "on", "--ipv6", "off"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let want = nftmesh::ambient::compile_inpod(&nftmesh::ambient::AmbientConfig {
+        dns_capture: true,
+        ..Default::default()
+    });
+    assert_eq!(text(&o.stdout), nftmesh::model::render(&want));
+    let o = nftmesh(&[
+        "ambient",
+        "plan",
+        "--reroute-virtual-interfaces",
+        "x".repeat(16).as_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("reroute_virtual_interfaces"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn ambient_apply_diff_and_cleanup_in_a_pod() {
+    let Some(ns) = netns_or_skip() else { return };
+    ns.exec("ip", &["link", "set", "lo", "up"], None);
+    let path = ns.path();
+    let flags = [
+        "--network-namespace",
+        path.as_str(),
+        "--dns-capture",
+        "on",
+        "--bypass-inbound-capture",
+        "--reroute-virtual-interfaces",
+        "veth9,veth8",
+        "--ipv6",
+        "off",
+    ];
+    let run = |cmd: &str| nftmesh(&[&["ambient", cmd][..], &flags[..]].concat());
+    let o = run("diff");
+    assert_eq!(o.status.code(), Some(1), "drift before the install");
+    let o = run("apply");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let live = ns.list();
+    for want in [
+        "table inet istio-ambient-nat",
+        "table inet istio-ambient-raw",
+        "\"veth9\"",
+        "redirect to :15053",
+    ] {
+        assert!(live.contains(want), "{want}: {live}");
+    }
+    assert!(
+        !live.contains("redirect to :15006"),
+        "bypassed inbound: {live}"
+    );
+    assert!(ns
+        .exec("ip", &["rule"], None)
+        .contains("fwmark 0x111/0xfff lookup 100"));
+    let o = run("diff");
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    let o = run("cleanup");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!ns.list().contains("istio-ambient"), "{}", ns.list());
+    assert!(!ns.exec("ip", &["rule"], None).contains("lookup 100"));
+}
+
+#[test]
+fn ambient_host_apply_probe_add_remove_and_cleanup_on_a_node() {
+    let Some(node) = netns_or_skip() else { return };
+    let path = node.path();
+    let host = |args: &[&str]| {
+        nftmesh(
+            &[
+                &["ambient", "host"][..],
+                args,
+                &["--network-namespace", path.as_str()],
+            ]
+            .concat(),
+        )
+    };
+    let o = host(&["apply", "--kubelet-uid", "1000", "--ipv6", "on"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = host(&["probe", "add", "10.1.2.3", "fd00::3"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let live = node.list();
+    assert!(live.contains("elements = { 10.1.2.3 }"), "{live}");
+    assert!(live.contains("elements = { fd00::3 }"), "{live}");
+    assert!(live.contains("snat ip to 169.254.7.127"), "{live}");
+    // Re-applying keeps the elements; cleanup removes the rule and keeps the sets.
+    let o = host(&["apply", "--kubelet-uid", "1000", "--ipv6", "on"]);
+    assert!(o.status.success());
+    assert!(
+        node.list().contains("elements = { 10.1.2.3 }"),
+        "{}",
+        node.list()
+    );
+    let o = host(&["probe", "remove", "10.1.2.3"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!node.list().contains("10.1.2.3"), "{}", node.list());
+    let o = host(&["cleanup", "--kubelet-uid", "1000", "--ipv6", "on"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let live = node.list();
+    assert!(!live.contains("snat"), "{live}");
+    assert!(live.contains("elements = { fd00::3 }"), "{live}");
+    let o = host(&["probe", "add", "not-an-address"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "clap refuses it: {}",
+        text(&o.stderr)
+    );
+}
