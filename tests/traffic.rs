@@ -5,197 +5,11 @@
 
 mod support;
 
+use support::pods::*;
+
 use nftmesh::model::config::CaptureConfig;
-use nftmesh::netlink::netns::{run_in_new, Netns};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::time::Duration;
-
-const APP_UID: u32 = 1000;
-const PROXY_UID: u32 = 1337;
-const PEER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-const POD: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-const PEER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
-const POD6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
-/// An address no namespace has; the peer routes it to the pod.
-const FOREIGN: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 5);
-const WAIT: Duration = Duration::from_secs(3);
-
-/// A named network namespace, deleted on drop.
-struct Named(String);
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn sh(args: &[&str]) {
-    let o = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run");
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-use nftmesh::netlink::probe::{become_user, original_dst};
-
-/// A listener in the peer's namespace answering one connection.
-fn peer_listen(peer: &Netns, addr: SocketAddr, name: &'static str) -> std::thread::JoinHandle<()> {
-    let l = peer
-        .run(move || TcpListener::bind(addr).expect("peer listener"))
-        .expect("enter peer netns");
-    serve(l, name, 1)
-}
-
-/// A listener on `[::]:port` in our namespace answering one connection.
-fn listen6(port: u16, name: &'static str) -> std::thread::JoinHandle<()> {
-    serve(
-        TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).expect("listener"),
-        name,
-        1,
-    )
-}
-
-/// Connect from a thread running as `uid`/`gid`; returns what the server answered.
-fn connect_as(uid: u32, gid: u32, to: SocketAddr) -> std::io::Result<String> {
-    std::thread::spawn(move || {
-        become_user(uid, gid)?;
-        let mut s = TcpStream::connect_timeout(&to, WAIT)?;
-        s.set_read_timeout(Some(WAIT))?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply)?;
-        Ok(reply)
-    })
-    .join()
-    .expect("client thread")
-}
-
-/// Serve `n` connections on `l`, answering each with `name` and the original destination.
-fn serve(l: TcpListener, name: &'static str, n: usize) -> std::thread::JoinHandle<()> {
-    serve_with(l, n, move |s| {
-        let orig = original_dst(s)
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".into());
-        format!("{name} {orig}")
-    })
-}
-
-/// Serve `n` connections on `l` (within a bounded time), answering each with `reply` of it.
-fn serve_with(
-    l: TcpListener,
-    n: usize,
-    reply: impl Fn(&TcpStream) -> String + Send + 'static,
-) -> std::thread::JoinHandle<()> {
-    l.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + 2 * WAIT;
-        let mut served = 0;
-        while served < n && std::time::Instant::now() < deadline {
-            match l.accept() {
-                Ok((mut s, _)) => {
-                    let text = reply(&s);
-                    let _ = s.set_nonblocking(false);
-                    let _ = write!(s, "{text}");
-                    served += 1;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    })
-}
-
-/// Run `body` inside a fresh "pod" namespace joined by veth to a fresh "peer" namespace
-/// (`PEER` and `extra_peer_addrs` on the peer side, `POD` on ours), after applying `cfg`.
-/// `body` gets the peer's namespace. Both namespaces are gone afterwards.
-fn in_pod<T: Send + 'static>(
-    tag: &str,
-    cfg: CaptureConfig,
-    extra_peer_addrs: &'static [Ipv4Addr],
-    body: impl FnOnce(Netns) -> T + Send + 'static,
-) -> T {
-    in_pod_with(tag, Setup::Nftmesh(Box::new(cfg)), extra_peer_addrs, body)
-}
-
-/// How the capture is installed in the pod.
-enum Setup {
-    /// nftmesh over netlink.
-    Nftmesh(Box<CaptureConfig>),
-    /// Istio's own rules (test-only oracle): `iptables-restore` of a golden's IPv4 part and
-    /// `ip6tables-restore` of its IPv6 part, if any.
-    IptablesRestore(String, Option<String>),
-}
-
-fn in_pod_with<T: Send + 'static>(
-    tag: &str,
-    setup: Setup,
-    extra_peer_addrs: &'static [Ipv4Addr],
-    body: impl FnOnce(Netns) -> T + Send + 'static,
-) -> T {
-    let peer = Named(format!("nftmesh-{tag}-{}", std::process::id()));
-    sh(&["ip", "netns", "add", &peer.0]);
-    let peer_ns = Netns::new(format!("/var/run/netns/{}", peer.0));
-    let peer_name = peer.0.clone();
-    run_in_new(move || {
-        sh(&["ip", "link", "set", "lo", "up"]);
-        sh(&[
-            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p", "netns",
-            &peer_name,
-        ]);
-        sh(&["ip", "addr", "add", &format!("{POD}/24"), "dev", "eth0"]);
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{POD6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-        sh(&["ip", "link", "set", "eth0", "up"]);
-        peer_ns
-            .run(move || {
-                sh(&["ip", "link", "set", "lo", "up"]);
-                for a in std::iter::once(&PEER).chain(extra_peer_addrs) {
-                    sh(&["ip", "addr", "add", &format!("{a}/24"), "dev", "eth0p"]);
-                }
-                sh(&[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("{PEER6}/64"),
-                    "dev",
-                    "eth0p",
-                    "nodad",
-                ]);
-                sh(&["ip", "link", "set", "eth0p", "up"]);
-            })
-            .expect("enter peer netns");
-        match setup {
-            Setup::Nftmesh(cfg) => {
-                // Through the capture API: TPROXY routing and ::6 first, then the tables.
-                let capture = nftmesh::Capture::new(&cfg).expect("valid config");
-                nftmesh::Namespace::current()
-                    .and_then(|ns| ns.install(&capture))
-                    .expect("install");
-            }
-            Setup::IptablesRestore(v4, v6) => {
-                support::run_here("iptables-restore", &[], &v4);
-                if let Some(v6) = v6 {
-                    support::run_here("ip6tables-restore", &[], &v6);
-                }
-            }
-        }
-        body(peer_ns)
-    })
-    .expect("pod netns")
-}
 
 fn skip() -> bool {
     match support::netns::oracle_unavailable() {
@@ -205,20 +19,6 @@ fn skip() -> bool {
         }
         None => false,
     }
-}
-
-fn listen(port: u16, name: &'static str) -> std::thread::JoinHandle<()> {
-    serve(
-        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("listener"),
-        name,
-        1,
-    )
-}
-
-/// A connection from the peer's namespace to `POD:port`.
-fn from_peer(peer: &Netns, port: u16) -> std::io::Result<String> {
-    peer.run(move || connect_as(0, 0, SocketAddr::from((POD, port))))
-        .expect("enter peer netns")
 }
 
 #[test]
@@ -289,32 +89,6 @@ fn redirect_capture_of_real_connections_outbound_inbound_and_bypasses() {
             "inbound to {port} is not captured: {r}"
         );
     }
-}
-
-const DNS_SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
-
-/// Send one UDP datagram as `uid` to `to`.
-fn udp_as(uid: u32, to: SocketAddr) {
-    std::thread::spawn(move || {
-        become_user(uid, uid).expect("switch uid");
-        let any: std::net::IpAddr = if to.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            Ipv6Addr::UNSPECIFIED.into()
-        };
-        let s = std::net::UdpSocket::bind((any, 0)).unwrap();
-        s.send_to(b"query", to).unwrap();
-    })
-    .join()
-    .expect("udp client");
-}
-
-/// Whether `s` receives the 5-byte query within 500 ms.
-fn udp_received(s: &std::net::UdpSocket) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut buf = [0u8; 16];
-    matches!(s.recv_from(&mut buf), Ok((5, _)))
 }
 
 #[test]
@@ -426,34 +200,6 @@ fn ipv6_outbound_and_inbound_are_captured_with_their_original_destinations() {
         app_in.expect("inbound connection"),
         format!("inbound [{POD6}]:8080")
     );
-}
-
-/// Connect as `uid` from `src` (port chosen by the kernel) to `to`; what the server answered.
-fn connect_from_as(uid: u32, src: std::net::IpAddr, to: SocketAddr) -> std::io::Result<String> {
-    use nix::sys::socket::{
-        bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage,
-    };
-    std::thread::spawn(move || {
-        become_user(uid, uid)?;
-        let family = if src.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        let fd = socket(family, SockType::Stream, SockFlag::empty(), None)?;
-        bind(
-            fd.as_raw_fd(),
-            &SockaddrStorage::from(SocketAddr::new(src, 0)),
-        )?;
-        connect(fd.as_raw_fd(), &SockaddrStorage::from(to))?;
-        let mut s = TcpStream::from(fd);
-        s.set_read_timeout(Some(WAIT))?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply)?;
-        Ok(reply)
-    })
-    .join()
-    .expect("client thread")
 }
 
 #[test]
