@@ -1,0 +1,240 @@
+//! Istio ambient's in-pod capture with real traffic: a pod namespace with ztunnel-like
+//! listeners inside it (as the node agent opens ztunnel's sockets there) on 15001, 15006,
+//! 15008 and 15053, joined to a peer namespace. The same expectation rows run against
+//! nftmesh's capture and against Istio's own ambient iptables golden loaded with
+//! `iptables-restore` (the test oracle); both columns must match the expectations.
+
+mod support;
+
+use nftmesh::iptables::trace::split_trace_text;
+use nftmesh::model::ambient::AmbientConfig;
+use nftmesh::netlink::netns::Netns;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use support::pods::*;
+
+const PROBE: Ipv4Addr = Ipv4Addr::new(169, 254, 7, 127);
+const ZTUNNEL_MARK: u32 = 0x539;
+
+type Rows = Vec<(&'static str, String)>;
+
+/// Connect as root from a socket carrying `mark` (SO_MARK, as ztunnel marks its own).
+fn connect_marked(mark: u32, to: SocketAddr) -> std::io::Result<String> {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+    };
+    std::thread::spawn(move || {
+        let family = if to.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let fd = socket(family, SockType::Stream, SockFlag::empty(), None)?;
+        setsockopt(&fd, sockopt::Mark, &mark)?;
+        connect(fd.as_raw_fd(), &SockaddrStorage::from(to))?;
+        let mut s = TcpStream::from(fd);
+        s.set_read_timeout(Some(WAIT))?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok(reply)
+    })
+    .join()
+    .expect("client thread")
+}
+
+fn show(r: std::io::Result<String>) -> String {
+    r.unwrap_or_else(|e| format!("error: {}", e.kind()))
+}
+
+/// The rows of a capture with DNS on (Istio's `default` case).
+fn default_rows(setup: Setup, tag: &str) -> Rows {
+    in_pod_with(tag, setup, &[PROBE, DNS_SERVER], |peer: Netns| {
+        // The pod answers the probe address on the link, as through its node.
+        support::run_here(
+            "ip",
+            &["route", "add", &format!("{PROBE}/32"), "dev", "eth0"],
+            "",
+        );
+        let mut rows = Vec::new();
+        let to_peer = SocketAddr::from((PEER, 8080));
+        let h = [listen(15001, "ztunnel-outbound")];
+        rows.push((
+            "app outbound TCP",
+            show(connect_as(APP_UID, APP_UID, to_peer)),
+        ));
+        for h in h {
+            h.join().unwrap();
+        }
+        let h = peer_listen(&peer, to_peer, "peer");
+        rows.push((
+            "ztunnel's own outbound (mark 0x539)",
+            show(connect_marked(ZTUNNEL_MARK, to_peer)),
+        ));
+        h.join().unwrap();
+        let h = listen(15006, "ztunnel-inbound");
+        rows.push(("inbound to the app port", show(from_peer(&peer, 8080))));
+        h.join().unwrap();
+        let h = listen(15008, "hbone");
+        rows.push(("inbound to 15008 (HBONE)", show(from_peer(&peer, 15008))));
+        h.join().unwrap();
+        let h = listen(8080, "app");
+        let probe = peer
+            .run(|| connect_from_as(0, IpAddr::V4(PROBE), SocketAddr::from((POD, 8080))))
+            .expect("enter peer netns");
+        rows.push(("kubelet probe from 169.254.7.127", show(probe)));
+        h.join().unwrap();
+        let dns = std::net::UdpSocket::bind(("0.0.0.0", 15053)).unwrap();
+        udp_as(APP_UID, SocketAddr::from((DNS_SERVER, 53)));
+        rows.push((
+            "DNS over UDP",
+            if udp_received(&dns) {
+                "ztunnel-dns".into()
+            } else {
+                "not captured".into()
+            },
+        ));
+        drop(dns);
+        let h = listen(15053, "ztunnel-dns");
+        rows.push((
+            "DNS over TCP",
+            show(connect_as(
+                APP_UID,
+                APP_UID,
+                SocketAddr::from((DNS_SERVER, 53)),
+            )),
+        ));
+        h.join().unwrap();
+        rows
+    })
+}
+
+fn default_expected() -> Rows {
+    vec![
+        ("app outbound TCP", format!("ztunnel-outbound {PEER}:8080")),
+        ("ztunnel's own outbound (mark 0x539)", "peer -".into()),
+        (
+            "inbound to the app port",
+            format!("ztunnel-inbound {POD}:8080"),
+        ),
+        // Not redirected: the listener's own address is the original destination.
+        ("inbound to 15008 (HBONE)", format!("hbone {POD}:15008")),
+        (
+            "kubelet probe from 169.254.7.127",
+            format!("app {POD}:8080"),
+        ),
+        ("DNS over UDP", "ztunnel-dns".into()),
+        ("DNS over TCP", format!("ztunnel-dns {DNS_SERVER}:53")),
+    ]
+}
+
+/// The rows of a pod that bypasses inbound capture and has DNS capture off (Istio's
+/// `ingress` case).
+fn ingress_rows(setup: Setup, tag: &str) -> Rows {
+    in_pod_with(tag, setup, &[DNS_SERVER], |peer: Netns| {
+        let mut rows = Vec::new();
+        let h = listen(8080, "app");
+        rows.push(("inbound to the app port", show(from_peer(&peer, 8080))));
+        h.join().unwrap();
+        let dns = std::net::UdpSocket::bind(("0.0.0.0", 15053)).unwrap();
+        udp_as(APP_UID, SocketAddr::from((DNS_SERVER, 53)));
+        rows.push((
+            "DNS over UDP",
+            if udp_received(&dns) {
+                "ztunnel-dns".into()
+            } else {
+                "not captured".into()
+            },
+        ));
+        drop(dns);
+        let to_peer = SocketAddr::from((PEER, 8080));
+        let h = [listen(15001, "ztunnel-outbound")];
+        rows.push((
+            "app outbound TCP",
+            show(connect_as(APP_UID, APP_UID, to_peer)),
+        ));
+        for h in h {
+            h.join().unwrap();
+        }
+        rows
+    })
+}
+
+fn ingress_expected() -> Rows {
+    vec![
+        ("inbound to the app port", format!("app {POD}:8080")),
+        ("DNS over UDP", "not captured".into()),
+        ("app outbound TCP", format!("ztunnel-outbound {PEER}:8080")),
+    ]
+}
+
+/// Istio's ambient iptables golden, its IPv4 part.
+fn golden_v4(case: &str) -> String {
+    let path = format!(
+        "{}/tests/data/istio/ambient/iptables/{case}.golden",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    split_trace_text(&text)
+        .into_iter()
+        .next()
+        .map(|(_, part)| part)
+        .expect("an IPv4 part")
+}
+
+fn check(name: &str, expected: &Rows, ours: &Rows, istio: &Rows) {
+    println!("| {name} | expected | nftmesh | Istio's iptables |");
+    let mut failures = Vec::new();
+    for (i, (row, want)) in expected.iter().enumerate() {
+        let (a, b) = (&ours[i].1, &istio[i].1);
+        println!("| {row} | {want} | {a} | {b} |");
+        if a != want || b != want {
+            failures.push(format!("{row}: expected {want}, nftmesh {a}, Istio {b}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn unavailable() -> bool {
+    let why = support::netns::oracle_unavailable()
+        .or_else(|| support::tool_missing("iptables-restore", "--version"));
+    if let Some(why) = why {
+        support::skip(&why);
+        return true;
+    }
+    false
+}
+
+#[test]
+fn ambient_capture_of_real_traffic_matches_istios_own_rules() {
+    if unavailable() {
+        return;
+    }
+    let cfg = AmbientConfig {
+        dns_capture: true,
+        ..AmbientConfig::default()
+    };
+    let ours = default_rows(Setup::Ambient(Box::new(cfg)), "amb-ours");
+    let istio = default_rows(
+        Setup::IptablesRestore(golden_v4("default"), None),
+        "amb-istio",
+    );
+    check("default", &default_expected(), &ours, &istio);
+}
+
+#[test]
+fn bypass_inbound_capture_and_dns_off_match_istios_own_rules() {
+    if unavailable() {
+        return;
+    }
+    let cfg = AmbientConfig {
+        bypass_inbound_capture: true,
+        ..AmbientConfig::default()
+    };
+    let ours = ingress_rows(Setup::Ambient(Box::new(cfg)), "ing-ours");
+    let istio = ingress_rows(
+        Setup::IptablesRestore(golden_v4("ingress"), None),
+        "ing-istio",
+    );
+    check("ingress", &ingress_expected(), &ours, &istio);
+}
