@@ -10,12 +10,19 @@ use nftmesh::iptables::trace::split_trace_text;
 use nftmesh::model::ambient::AmbientConfig;
 use nftmesh::netlink::netns::Netns;
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use support::pods::*;
 
 const PROBE: Ipv4Addr = Ipv4Addr::new(169, 254, 7, 127);
 const ZTUNNEL_MARK: u32 = 0x539;
+/// The IPv6 kubelet probe source after the host's SNAT that Istio's `default_ipv6` golden
+/// was generated with (its test's value, not Istio's default).
+const PROBE6: Ipv6Addr = Ipv6Addr::new(
+    0xe9ac, 0x1e77, 0x90ca, 0x399f, 0x4d6d, 0xece2, 0x2f9b, 0x3164,
+);
+/// A resolver on the peer's side of the link.
+const DNS_SERVER6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 3);
 
 type Rows = Vec<(&'static str, String)>;
 
@@ -128,6 +135,127 @@ fn default_expected() -> Rows {
     ]
 }
 
+/// The IPv6 twins of [`default_rows`] (Istio's `default_ipv6` case): the same paths over
+/// IPv6, with the kubelet probe from the golden's IPv6 SNAT address.
+fn default_rows6(setup: Setup, tag: &str) -> Rows {
+    in_pod_with(tag, setup, &[], |peer: Netns| {
+        peer.run(|| {
+            for a in [PROBE6, DNS_SERVER6] {
+                sh(&[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{a}/128"),
+                    "dev",
+                    "eth0p",
+                    "nodad",
+                ]);
+            }
+            sh(&[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                &format!("{POD6}/128"),
+                "dev",
+                "eth0p",
+            ]);
+        })
+        .expect("enter peer netns");
+        for a in [PROBE6, DNS_SERVER6] {
+            sh(&[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                "eth0",
+            ]);
+        }
+        let mut rows = Vec::new();
+        let to_peer = SocketAddr::from((PEER6, 8080));
+        let h = listen6(15001, "ztunnel-outbound");
+        rows.push((
+            "app outbound TCP over IPv6",
+            show(connect_as(APP_UID, APP_UID, to_peer)),
+        ));
+        h.join().unwrap();
+        let h = peer_listen(&peer, to_peer, "peer");
+        rows.push((
+            "ztunnel's own outbound over IPv6 (mark 0x539)",
+            show(connect_marked(ZTUNNEL_MARK, to_peer)),
+        ));
+        h.join().unwrap();
+        let to_pod = |port: u16| {
+            peer.run(move || connect_as(0, 0, SocketAddr::from((POD6, port))))
+                .expect("enter peer netns")
+        };
+        let h = listen6(15006, "ztunnel-inbound");
+        rows.push(("inbound over IPv6 to the app port", show(to_pod(8080))));
+        h.join().unwrap();
+        let h = listen6(15008, "hbone");
+        rows.push(("inbound over IPv6 to 15008 (HBONE)", show(to_pod(15008))));
+        h.join().unwrap();
+        let h = listen6(8080, "app");
+        let probe = peer
+            .run(|| connect_from_as(0, IpAddr::V6(PROBE6), SocketAddr::from((POD6, 8080))))
+            .expect("enter peer netns");
+        rows.push(("kubelet probe over IPv6", show(probe)));
+        h.join().unwrap();
+        let dns = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 15053)).unwrap();
+        udp_as(APP_UID, SocketAddr::from((DNS_SERVER6, 53)));
+        rows.push((
+            "DNS over UDP over IPv6",
+            if udp_received(&dns) {
+                "ztunnel-dns".into()
+            } else {
+                "not captured".into()
+            },
+        ));
+        drop(dns);
+        let h = listen6(15053, "ztunnel-dns");
+        rows.push((
+            "DNS over TCP over IPv6",
+            show(connect_as(
+                APP_UID,
+                APP_UID,
+                SocketAddr::from((DNS_SERVER6, 53)),
+            )),
+        ));
+        h.join().unwrap();
+        rows
+    })
+}
+
+fn default_expected6() -> Rows {
+    vec![
+        (
+            "app outbound TCP over IPv6",
+            format!("ztunnel-outbound [{PEER6}]:8080"),
+        ),
+        (
+            "ztunnel's own outbound over IPv6 (mark 0x539)",
+            "peer -".into(),
+        ),
+        (
+            "inbound over IPv6 to the app port",
+            format!("ztunnel-inbound [{POD6}]:8080"),
+        ),
+        (
+            "inbound over IPv6 to 15008 (HBONE)",
+            format!("hbone [{POD6}]:15008"),
+        ),
+        ("kubelet probe over IPv6", format!("app [{POD6}]:8080")),
+        ("DNS over UDP over IPv6", "ztunnel-dns".into()),
+        (
+            "DNS over TCP over IPv6",
+            format!("ztunnel-dns [{DNS_SERVER6}]:53"),
+        ),
+    ]
+}
+
 /// The rows of a pod that bypasses inbound capture and has DNS capture off (Istio's
 /// `ingress` case).
 fn ingress_rows(setup: Setup, tag: &str) -> Rows {
@@ -170,16 +298,19 @@ fn ingress_expected() -> Rows {
 
 /// Istio's ambient iptables golden, its IPv4 part.
 fn golden_v4(case: &str) -> String {
+    golden(case).0
+}
+
+/// Istio's ambient iptables golden: its IPv4 part and its IPv6 part, if any.
+fn golden(case: &str) -> (String, Option<String>) {
     let path = format!(
         "{}/tests/data/istio/ambient/iptables/{case}.golden",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    split_trace_text(&text)
-        .into_iter()
-        .next()
-        .map(|(_, part)| part)
-        .expect("an IPv4 part")
+    let mut parts = split_trace_text(&text).into_iter().map(|(_, part)| part);
+    let v4 = parts.next().expect("an IPv4 part");
+    (v4, parts.next())
 }
 
 fn check(name: &str, expected: &Rows, ours: &Rows, istio: &Rows) {
@@ -237,4 +368,26 @@ fn bypass_inbound_capture_and_dns_off_match_istios_own_rules() {
         "ing-istio",
     );
     check("ingress", &ingress_expected(), &ours, &istio);
+}
+
+#[test]
+fn ipv6_ambient_capture_of_real_traffic_matches_istios_own_rules() {
+    if unavailable() {
+        return;
+    }
+    if let Some(why) = support::tool_missing("ip6tables-restore", "--version") {
+        support::skip(&why);
+        return;
+    }
+    let cfg = AmbientConfig {
+        dns_capture: true,
+        ipv6: true,
+        probe_snat_ipv6: PROBE6,
+        ..AmbientConfig::default()
+    };
+    let ours = default_rows6(Setup::Ambient(Box::new(cfg)), "amb6-ours");
+    let (v4, v6) = golden("default_ipv6");
+    assert!(v6.is_some(), "default_ipv6 has an IPv6 part");
+    let istio = default_rows6(Setup::IptablesRestore(v4, v6), "amb6-istio");
+    check("default_ipv6", &default_expected6(), &ours, &istio);
 }
