@@ -12,6 +12,12 @@ use nftmesh::model::expr::IpVersion;
 use nftmesh::model::{eval, Hook};
 use support::corpus::{dims, random, systematic};
 
+/// The IPv6 probe SNAT address Istio's ambient goldens were generated with (its tests' value;
+/// Istio's default, like ours, is `fd16:9254:7127:1337:ffff:ffff:ffff:ffff`).
+const GOLDEN_PROBE_SNAT_IPV6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(
+    0xe9ac, 0x1e77, 0x90ca, 0x399f, 0x4d6d, 0xece2, 0x2f9b, 0x3164,
+);
+
 fn cases() -> Vec<(String, AmbientConfig)> {
     let vifs = || vec!["fake1s0f0".to_string(), "fake1s0f1".to_string()];
     let mut out = Vec::new();
@@ -19,6 +25,7 @@ fn cases() -> Vec<(String, AmbientConfig)> {
         let suffix = if ipv6 { "_ipv6" } else { "" };
         let base = AmbientConfig {
             ipv6,
+            probe_snat_ipv6: GOLDEN_PROBE_SNAT_IPV6,
             ..AmbientConfig::default()
         };
         for (name, cfg) in [

@@ -33,6 +33,35 @@ fn ambient_plan_matches_the_library_and_changes_nothing() {
 }
 
 #[test]
+fn probe_snat_addresses_default_to_istios() {
+    // Istio's node agent defaults: HOST_PROBE_SNAT_IP and HOST_PROBE_SNAT_IPV6.
+    let o = nftmesh(&["ambient", "plan", "--ipv6", "on"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let plan = text(&o.stdout);
+    assert!(plan.contains("ip saddr 169.254.7.127/32 "), "{plan}");
+    assert!(
+        plan.contains("ip6 saddr fd16:9254:7127:1337:ffff:ffff:ffff:ffff/128 "),
+        "{plan}"
+    );
+    let o = nftmesh(&[
+        "ambient",
+        "host",
+        "plan",
+        "--kubelet-uid",
+        "1000",
+        "--ipv6",
+        "on",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let plan = text(&o.stdout);
+    assert!(plan.contains("snat ip to 169.254.7.127"), "{plan}");
+    assert!(
+        plan.contains("snat ip6 to fd16:9254:7127:1337:ffff:ffff:ffff:ffff"),
+        "{plan}"
+    );
+}
+
+#[test]
 fn ambient_apply_diff_and_cleanup_in_a_pod() {
     let Some(ns) = netns_or_skip() else { return };
     ns.exec("ip", &["link", "set", "lo", "up"], None);

@@ -30,9 +30,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The IPv4 address kubelet probes are SNATed to (Istio's `HostProbeSNATAddress`).
 pub const PROBE_SNAT_IPV4: Ipv4Addr = Ipv4Addr::new(169, 254, 7, 127);
-/// The IPv6 twin, as Istio's ambient tests and nftables host rules use it.
+/// The IPv6 twin (Istio's `HOST_PROBE_SNAT_IPV6` default). Istio's ambient goldens were
+/// generated with another value, `e9ac:1e77:90ca:399f:4d6d:ece2:2f9b:3164`, which the
+/// conformance tests pass explicitly.
 pub const PROBE_SNAT_IPV6: Ipv6Addr = Ipv6Addr::new(
-    0xe9ac, 0x1e77, 0x90ca, 0x399f, 0x4d6d, 0xece2, 0x2f9b, 0x3164,
+    0xfd16, 0x9254, 0x7127, 0x1337, 0xffff, 0xffff, 0xffff, 0xffff,
 );
 /// The names of the host's probe address sets (Istio's `ProbeIPSet` + `-v4`/`-v6`).
 pub const PROBE_SET_V4: &str = "istio-inpod-probes-v4";
