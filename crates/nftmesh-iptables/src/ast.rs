@@ -278,6 +278,21 @@ pub enum IptMatch {
     },
     /// `-m socket --transparent`: a transparent socket exists for the packet.
     SocketTransparent,
+    /// `-m owner --socket-exists`: the packet has a local (full) socket.
+    SocketExists {
+        /// `! --socket-exists`.
+        negate: bool,
+    },
+    /// `-m set --match-set NAME src|dst`: the packet's source or destination address is in the
+    /// ipset NAME (a one-dimensional address set; its contents live outside the ruleset).
+    IpSet {
+        /// Which address is looked up.
+        dir: Direction,
+        /// `! --match-set`.
+        negate: bool,
+        /// The set's name.
+        name: String,
+    },
     /// `-m comment --comment TEXT`.
     Comment(String),
 }
@@ -334,6 +349,12 @@ pub enum Target {
     Log {
         /// The prefix.
         prefix: Option<String>,
+    },
+    /// `-j SNAT --to-source ADDR`: the connection's source becomes ADDR (one address, source
+    /// ports kept).
+    Snat {
+        /// The new source address (of the ruleset's family).
+        to: IpAddr,
     },
 }
 
@@ -482,6 +503,13 @@ impl Display for IptMatch {
                 states_text(*states)
             ),
             IptMatch::SocketTransparent => write!(f, "-m socket --transparent"),
+            IptMatch::SocketExists { negate } => {
+                write!(f, "-m owner {}--socket-exists", neg(*negate))
+            }
+            IptMatch::IpSet { dir, negate, name } => {
+                let d = if *dir == Direction::Src { "src" } else { "dst" };
+                write!(f, "-m set {}--match-set {} {d}", neg(*negate), quote(name))
+            }
             IptMatch::Comment(c) => write!(f, "-m comment --comment {}", quote(c)),
         }
     }
@@ -526,6 +554,7 @@ impl Display for Target {
             Target::CtZone(z) => write!(f, "-j CT --zone {z}"),
             Target::Log { prefix: None } => write!(f, "-j LOG"),
             Target::Log { prefix: Some(p) } => write!(f, "-j LOG --log-prefix {}", quote(p)),
+            Target::Snat { to } => write!(f, "-j SNAT --to-source {to}"),
         }
     }
 }

@@ -64,6 +64,10 @@ pub enum ParseErrorKind {
     /// A comment longer than 256 characters.
     #[error("comment too long")]
     BadComment,
+    /// An ipset name that is empty, longer than 31 bytes, or has characters other than ASCII
+    /// letters, digits, `_`, `-` and `.`.
+    #[error("bad ipset name (1 to 31 of A-Z a-z 0-9 _ - .)")]
+    BadSetName,
     /// A chain that does not exist in this table.
     #[error("unknown chain")]
     UnknownChain,
@@ -156,5 +160,14 @@ pub enum InterpError {
         table: &'static str,
         /// The chain at which the loop was found.
         chain: String,
+    },
+    /// A `-m set --match-set` of an ipset the interpreter was not given (iptables refuses a
+    /// rule naming a set that does not exist).
+    #[error("{table}: ipset {set} does not exist")]
+    UnknownSet {
+        /// The table.
+        table: &'static str,
+        /// The set.
+        set: String,
     },
 }

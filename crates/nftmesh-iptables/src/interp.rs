@@ -18,15 +18,21 @@
 //!   yet. MARK and CONNMARK apply `(old & !mask) ^ value`.
 //! - `-i`/`-o` compare the empty name where the hook has no such device; a trailing `+` matches
 //!   by prefix. `owner` without a local socket does not match, but negated it does (xt_owner).
-//!   Ports match only packets of the rule's protocol, negated or not.
+//!   Ports match only packets of the rule's protocol, negated or not. `--socket-exists` holds
+//!   for a packet with a local socket (the model's `skuid` is set). `-m set` looks the address
+//!   up in the ipsets given to [`interpret_with_sets`].
+//! - SNAT binds the connection's source address and accepts.
 
 use crate::ast::{
     ChainPolicy, IptChain, IptMatch, IptRuleset, IptTable, OwnerKind, TableName, Target,
 };
 use crate::error::InterpError;
+use ipnet::IpNet;
 use nftmesh_model::eval::{FinalVerdict, Outcome, Packet, TproxyTarget};
 use nftmesh_model::expr::{CtStates, Direction, IpVersion};
 use nftmesh_model::ruleset::Hook;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// The xtables priority of `table`'s built-in chain at `hook`, if the table has one there.
 fn priority(table: TableName, hook: Hook) -> Option<i32> {
@@ -55,6 +61,7 @@ struct St {
     redirect: Option<u16>,
     tproxy: Option<TproxyTarget>,
     zone: Option<u16>,
+    snat: Option<IpAddr>,
 }
 
 enum End {
@@ -62,11 +69,26 @@ enum End {
     Drop,
 }
 
-/// Run `packet` through `rulesets` at `hook`.
+/// The contents of the ipsets `-m set --match-set` names: set name → its addresses and
+/// prefixes. They live in the kernel's ipset subsystem, outside any iptables ruleset.
+pub type IpSets = BTreeMap<String, Vec<IpNet>>;
+
+/// Run `packet` through `rulesets` at `hook`, with no ipsets (a rule naming one is an
+/// [`InterpError::UnknownSet`] when it is reached).
 pub fn interpret(
     rulesets: &[IptRuleset],
     packet: &Packet,
     hook: Hook,
+) -> Result<Outcome, InterpError> {
+    interpret_with_sets(rulesets, packet, hook, &IpSets::new())
+}
+
+/// Run `packet` through `rulesets` at `hook`, `-m set` matches looking up `sets`.
+pub fn interpret_with_sets(
+    rulesets: &[IptRuleset],
+    packet: &Packet,
+    hook: Hook,
+    sets: &IpSets,
 ) -> Result<Outcome, InterpError> {
     let family = IpVersion::of(packet.daddr);
     let mut order: Vec<(i32, &IptTable)> = Vec::new();
@@ -83,17 +105,19 @@ pub fn interpret(
         redirect: None,
         tproxy: None,
         zone: None,
+        snat: None,
     };
     let mut verdict = FinalVerdict::Accept;
     for (_, table) in order {
-        if table.name == TableName::Nat && (st.p.ct_state != CtStates::NEW || st.redirect.is_some())
+        if table.name == TableName::Nat
+            && (st.p.ct_state != CtStates::NEW || st.redirect.is_some() || st.snat.is_some())
         {
             continue;
         }
         let Some(chain) = table.chain(chain_name(hook)) else {
             continue;
         };
-        if let End::Drop = run(table, chain, &mut st)? {
+        if let End::Drop = run(table, chain, &mut st, sets)? {
             verdict = FinalVerdict::Drop;
             break;
         }
@@ -105,8 +129,7 @@ pub fn interpret(
         mark: st.p.mark,
         ct_mark: st.p.ct_mark,
         ct_zone: st.zone,
-        // The iptables subset nftmesh reads has no SNAT target.
-        snat: None,
+        snat: st.snat,
     })
 }
 
@@ -114,7 +137,12 @@ fn xmark(old: u32, value: u32, mask: u32) -> u32 {
     (old & !mask) ^ value
 }
 
-fn run(table: &IptTable, builtin: &IptChain, st: &mut St) -> Result<End, InterpError> {
+fn run(
+    table: &IptTable,
+    builtin: &IptChain,
+    st: &mut St,
+    sets: &IpSets,
+) -> Result<End, InterpError> {
     let policy = || match builtin.policy {
         Some(ChainPolicy::Drop) => End::Drop,
         _ => End::Accept,
@@ -132,7 +160,14 @@ fn run(table: &IptTable, builtin: &IptChain, st: &mut St) -> Result<End, InterpE
             }
         };
         at += 1;
-        if !rule.matches.iter().all(|m| holds(&m.node, &st.p)) {
+        let mut all = true;
+        for m in &rule.matches {
+            if !holds(&m.node, &st.p, table, sets)? {
+                all = false;
+                break;
+            }
+        }
+        if !all {
             continue;
         }
         let Some(target) = &rule.target else { continue };
@@ -189,6 +224,10 @@ fn run(table: &IptTable, builtin: &IptChain, st: &mut St) -> Result<End, InterpE
                 }
             }
             Target::Log { .. } => {}
+            Target::Snat { to } => {
+                st.snat = Some(*to);
+                return Ok(End::Accept);
+            }
         }
     }
 }
@@ -200,8 +239,8 @@ fn iface_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
-fn holds(m: &IptMatch, p: &Packet) -> bool {
-    match m {
+fn holds(m: &IptMatch, p: &Packet, table: &IptTable, sets: &IpSets) -> Result<bool, InterpError> {
+    Ok(match m {
         IptMatch::Protocol { negate, proto } => (p.l4proto == *proto) != *negate,
         IptMatch::Addr { dir, negate, net } => {
             let a = if *dir == Direction::Src {
@@ -227,7 +266,7 @@ fn holds(m: &IptMatch, p: &Packet) -> bool {
             ..
         } => {
             if p.l4proto != *proto {
-                return false;
+                return Ok(false);
             }
             let port = if *dir == Direction::Src {
                 p.sport
@@ -263,6 +302,20 @@ fn holds(m: &IptMatch, p: &Packet) -> bool {
         } => ((p.ct_mark & mask) == *value) != *negate,
         IptMatch::CtState { negate, states } => p.ct_state.intersects(*states) != *negate,
         IptMatch::SocketTransparent => p.socket_transparent,
+        // xt_owner: a packet with a local socket; inverted, one without.
+        IptMatch::SocketExists { negate } => p.skuid.is_some() != *negate,
+        IptMatch::IpSet { dir, negate, name } => {
+            let members = sets.get(name).ok_or_else(|| InterpError::UnknownSet {
+                table: table.name.keyword(),
+                set: name.clone(),
+            })?;
+            let a = if *dir == Direction::Src {
+                p.saddr
+            } else {
+                p.daddr
+            };
+            members.iter().any(|n| n.contains(&a)) != *negate
+        }
         IptMatch::Comment(_) => true,
-    }
+    })
 }

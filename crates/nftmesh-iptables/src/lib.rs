@@ -45,7 +45,7 @@ pub mod validate;
 
 pub use ast::{IptChain, IptMatch, IptRule, IptRuleset, IptTable, Span, TableName, Target};
 pub use error::{InterpError, ParseError, ParseErrorKind, Untranslatable};
-pub use interp::interpret;
+pub use interp::{interpret, interpret_with_sets, IpSets};
 pub use parse::parse;
 pub use trace::{parse_trace, Trace};
 pub use translate::{translate, translate_all};

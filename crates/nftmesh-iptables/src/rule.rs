@@ -13,12 +13,12 @@ use nftmesh_model::expr::{CtStates, Direction, IpVersion, L4Proto, Owner, PortRa
 use std::net::IpAddr;
 
 /// Target names nftmesh reads (a user chain may not take one of these names).
-pub const TARGETS: [&str; 12] = [
+pub const TARGETS: [&str; 13] = [
     "ACCEPT", "DROP", "RETURN", "REDIRECT", "TPROXY", "MARK", "CONNMARK", "CT", "LOG", "QUEUE",
-    "NFQUEUE", "REJECT",
+    "NFQUEUE", "REJECT", "SNAT",
 ];
 
-const MODULES: [&str; 9] = [
+const MODULES: [&str; 10] = [
     "tcp",
     "udp",
     "multiport",
@@ -28,6 +28,7 @@ const MODULES: [&str; 9] = [
     "conntrack",
     "state",
     "socket",
+    "set",
 ];
 const MODULE_COMMENT: &str = "comment";
 
@@ -364,6 +365,9 @@ pub fn parse_rule(
                     "CONNMARK" => Target::ConnmarkSave,
                     "CT" => Target::CtZone(0),
                     "LOG" => Target::Log { prefix: None },
+                    "SNAT" => Target::Snat {
+                        to: IpAddr::from([0u8; 4]),
+                    },
                     _ => return Err(err(&v, K::UnknownTarget)),
                 };
                 target = Some((
@@ -386,6 +390,8 @@ pub fn parse_rule(
                         | "--restore-mark"
                         | "--notrack"
                         | "--random"
+                        | "--random-fully"
+                        | "--persistent"
                         | "--log-tcp-sequence"
                         | "--log-tcp-options"
                         | "--log-ip-options"
@@ -408,7 +414,8 @@ pub fn parse_rule(
                         "--dports" | "--destination-ports" | "--sports" | "--source-ports" => {
                             "multiport"
                         }
-                        "--uid-owner" | "--gid-owner" => "owner",
+                        "--uid-owner" | "--gid-owner" | "--socket-exists" => "owner",
+                        "--match-set" => "set",
                         "--mark" => "mark|connmark",
                         "--ctstate" => "conntrack",
                         "--state" => "state",
@@ -526,6 +533,29 @@ pub fn parse_rule(
                         }
                         IptMatch::SocketTransparent
                     }
+                    "--socket-exists" => IptMatch::SocketExists { negate },
+                    "--match-set" => {
+                        let name = next(&mut i, &t)?;
+                        let flags = next(&mut i, &t)?;
+                        let ok = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+                        if name.text.is_empty()
+                            || name.text.len() > 31
+                            || !name.text.chars().all(ok)
+                        {
+                            return Err(err(&name, K::BadSetName));
+                        }
+                        let dir = match flags.text.as_str() {
+                            "src" => Direction::Src,
+                            "dst" => Direction::Dst,
+                            // Several dimensions (`src,dst`) name a set of tuples.
+                            _ => return Err(err(&flags, K::UnsupportedOption)),
+                        };
+                        IptMatch::IpSet {
+                            dir,
+                            negate,
+                            name: name.text.clone(),
+                        }
+                    }
                     _ => {
                         // --comment
                         let v = next(&mut i, &t)?;
@@ -590,7 +620,7 @@ pub fn parse_rule(
             None
         }
         Some((mut tgt, name)) => {
-            finish_target(&mut tgt, &name, &target_opts, rule_proto)?;
+            finish_target(&mut tgt, &name, &target_opts, rule_proto, family)?;
             Some(tgt)
         }
     };
@@ -654,6 +684,7 @@ fn target_has(target: &str, opt: &str) -> bool {
             "--zone-orig",
             "--zone-reply",
         ],
+        "SNAT" => &["--to-source", "--random", "--random-fully", "--persistent"],
         "LOG" => &[
             "--log-prefix",
             "--log-level",
@@ -672,6 +703,7 @@ fn finish_target(
     name: &str,
     opts: &[(Token, Option<Token>)],
     rule_proto: Option<L4Proto>,
+    family: IpVersion,
 ) -> Result<(), ParseError> {
     let here = Token {
         text: name.to_string(),
@@ -809,6 +841,22 @@ fn finish_target(
             let v = get("--zone").ok_or_else(|| err(&here, K::BadTarget("CT needs --zone")))?;
             let z = v.text.parse::<u16>().map_err(|_| err(&v, K::BadNumber))?;
             tgt.node = Target::CtZone(z);
+        }
+        "SNAT" => {
+            if let Some((t, _)) = opts.iter().find(|(t, _)| t.text != "--to-source") {
+                return Err(err(t, K::UnsupportedOption));
+            }
+            let v = get("--to-source")
+                .ok_or_else(|| err(&here, K::BadTarget("SNAT needs --to-source")))?;
+            // One address: ranges (`A-B`) and ports (`A:P`) are not supported.
+            let to: IpAddr = v
+                .text
+                .parse()
+                .map_err(|_| err(&v, K::BadAddress("--to-source")))?;
+            if IpVersion::of(to) != family {
+                return Err(err(&v, K::BadAddress("--to-source")));
+            }
+            tgt.node = Target::Snat { to };
         }
         "LOG" => {
             if let Some((t, _)) = opts.iter().find(|(t, _)| t.text != "--log-prefix") {

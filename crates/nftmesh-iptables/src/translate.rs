@@ -7,6 +7,9 @@
 //! or target without an exact nf_tables equivalent is refused with [`Untranslatable`], never
 //! approximated.
 //!
+//! `-m set --match-set NAME` becomes a lookup in a named set NAME that the table declares empty:
+//! an ipset's contents are not part of iptables text, so they are loaded as the set's elements.
+//!
 //! One difference is inherent to nf_tables and documented rather than hidden: a negated owner
 //! match (`! --uid-owner 1337`) holds in xtables for a packet without a local socket (e.g. a
 //! forwarded packet in POSTROUTING, or a reset the kernel sends itself), while
@@ -17,9 +20,10 @@ use crate::ast::{
     ChainPolicy, IptChain, IptMatch, IptRule, IptRuleset, IptTable, OwnerKind, TableName, Target,
 };
 use crate::error::Untranslatable;
-use nftmesh_model::expr::{IpVersion, MarkValue, Match, Statement, Values, Verdict};
+use nftmesh_model::expr::{IpVersion, MarkValue, Match, Owner, Statement, Values, Verdict};
 use nftmesh_model::ruleset::{
-    priority, BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Ruleset, Table,
+    priority, BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Ruleset, Set, SetKeyType,
+    Table,
 };
 
 /// The longest comment nf_tables stores with a rule (as `nft` takes it).
@@ -86,6 +90,29 @@ fn table(t: &IptTable, family: Family, version: IpVersion) -> Result<Table, Untr
     let mut out = Table::new(family, t.name.keyword());
     for c in &t.chains {
         out.chains.push(chain(t.name, c, version)?);
+    }
+    // Each ipset a rule names becomes an empty named set of the family's addresses (interval,
+    // so it takes prefixes as ipset's hash:net does): its contents live outside the ruleset and
+    // are loaded as set elements.
+    for m in t
+        .chains
+        .iter()
+        .flat_map(|c| &c.rules)
+        .flat_map(|r| &r.matches)
+    {
+        if let IptMatch::IpSet { name, .. } = &m.node {
+            if out.set(name).is_none() {
+                out.sets.push(Set {
+                    name: name.clone(),
+                    key_type: match version {
+                        IpVersion::V4 => SetKeyType::Ipv4Addr,
+                        IpVersion::V6 => SetKeyType::Ipv6Addr,
+                    },
+                    interval: true,
+                    elements: Vec::new(),
+                });
+            }
+        }
     }
     Ok(out)
 }
@@ -211,6 +238,23 @@ pub fn rule(r: &IptRule, version: IpVersion) -> Result<Rule, Untranslatable> {
                 states: *states,
             },
             IptMatch::SocketTransparent => Match::SocketTransparent,
+            // `meta skuid` fails (the rule does not match) without a full local socket, and
+            // every uid is in 0-4294967295: "a socket exists".
+            IptMatch::SocketExists { negate: false } => Match::SkUid {
+                negate: false,
+                values: Values::One(Owner::Range(0, u32::MAX)),
+            },
+            IptMatch::SocketExists { negate: true } => {
+                return Err(refuse(
+                    "! --socket-exists: nf_tables' socket matches never hold without a socket",
+                ))
+            }
+            IptMatch::IpSet { dir, negate, name } => Match::Addr {
+                dir: *dir,
+                version,
+                negate: *negate,
+                values: Values::Named(name.clone()),
+            },
             IptMatch::Comment(c) => {
                 if out.comment.is_some() {
                     return Err(refuse("a rule keeps one comment in nf_tables"));
@@ -261,6 +305,10 @@ pub fn rule(r: &IptRule, version: IpVersion) -> Result<Rule, Untranslatable> {
         Target::CtZone(z) => vec![Statement::CtZoneSet(*z)],
         Target::Log { prefix } => vec![Statement::Log {
             prefix: prefix.clone(),
+        }],
+        Target::Snat { to } => vec![Statement::Snat {
+            version: None,
+            addr: *to,
         }],
     };
     Ok(out)

@@ -1,6 +1,6 @@
 //! Checks iptables makes when a table is committed: no jump loops, and every match and target
 //! only in the tables and hooks the kernel allows it (`-i` not in OUTPUT/POSTROUTING, `-o` not
-//! in PREROUTING/INPUT, `owner` only on output hooks, `REDIRECT` only in nat PREROUTING/OUTPUT,
+//! in PREROUTING/INPUT, `owner` only on output hooks, `REDIRECT` only in nat PREROUTING/OUTPUT, `SNAT` only in nat POSTROUTING/INPUT,
 //! `TPROXY` only in mangle PREROUTING, `CT` only in raw, `socket` only on PREROUTING/INPUT, no
 //! `DROP` in nat). A user chain is checked against every built-in chain that reaches it.
 
@@ -108,9 +108,13 @@ pub fn validate(table: &IptTable) -> Result<(), ParseError> {
                     {
                         Some("-o is not allowed in PREROUTING or INPUT")
                     }
-                    IptMatch::Owner { .. } if !only(&["OUTPUT", "POSTROUTING"]) => Some(
-                        "owner match is only valid in chains reached from OUTPUT or POSTROUTING",
-                    ),
+                    IptMatch::Owner { .. } | IptMatch::SocketExists { .. }
+                        if !only(&["OUTPUT", "POSTROUTING"]) =>
+                    {
+                        Some(
+                            "owner match is only valid in chains reached from OUTPUT or POSTROUTING",
+                        )
+                    }
                     IptMatch::SocketTransparent if !only(&["PREROUTING", "INPUT"]) => Some(
                         "socket match is only valid in chains reached from PREROUTING or INPUT",
                     ),
@@ -138,6 +142,11 @@ pub fn validate(table: &IptTable) -> Result<(), ParseError> {
                     if table.name != TableName::Mangle || !only(&["PREROUTING"]) =>
                 {
                     Some("TPROXY is only valid in mangle chains reached from PREROUTING")
+                }
+                Target::Snat { .. }
+                    if table.name != TableName::Nat || !only(&["POSTROUTING", "INPUT"]) =>
+                {
+                    Some("SNAT is only valid in nat chains reached from POSTROUTING or INPUT")
                 }
                 Target::CtZone(_) if table.name != TableName::Raw => {
                     Some("CT is only valid in the raw table")
