@@ -1,7 +1,8 @@
 //! iptables-compat against the kernel and against the reference translator, in fresh network
 //! namespaces the tests create:
-//! - every Istio golden's translation loads with the real `nft -f`, and applied through the
-//!   netlink backend (what `nftmesh restore` does) dumps back equal to itself;
+//! - every Istio golden's translation (sidecar and ambient) loads with the real `nft -f`, and
+//!   applied through the netlink backend (what `nftmesh restore` does) dumps back equal to
+//!   itself;
 //! - for every golden, Debian's `iptables-restore-translate` output and ours, each loaded into its
 //!   own namespace and read back with `dump`, give the same outcome on the packet corpus, except
 //!   where that tool comments out a rule it cannot translate (CT --zone, TPROXY).
@@ -28,7 +29,21 @@ fn unavailable() -> Option<String> {
 }
 
 fn goldens() -> Vec<(String, String)> {
-    let dir = support::conformance_dir().join("iptables");
+    goldens_in(&support::conformance_dir().join("iptables"))
+}
+
+/// Istio's ambient iptables goldens (in-pod and host), named `ambient/CASE`.
+fn ambient_goldens() -> Vec<(String, String)> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/istio/ambient/iptables");
+    goldens_in(&dir)
+        .into_iter()
+        .map(|(n, t)| (format!("ambient/{n}"), t))
+        .collect()
+}
+
+fn goldens_in(dir: &std::path::Path) -> Vec<(String, String)> {
+    let dir = dir.to_path_buf();
     let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -77,7 +92,16 @@ fn every_golden_translation_loads_with_nft_and_round_trips_through_netlink() {
         support::skip(&why);
         return;
     }
-    for (name, text) in goldens() {
+    let all = goldens()
+        .into_iter()
+        .chain(ambient_goldens())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        all.len(),
+        27 + 14,
+        "27 sidecar and 14 ambient iptables goldens"
+    );
+    for (name, text) in all {
         let nft = translate_all(&resolved_parts(&text)).unwrap();
         let script = render(&nft);
         let listing = support::netns::load_and_list(&script, None)

@@ -1,11 +1,13 @@
 //! Property: for random iptables rulesets in the supported grammar and random packets, the
 //! xtables interpreter on the parsed rules and the model's evaluator on their translation give
-//! the same outcome (verdict, NAT binding, TPROXY target, marks, zone). The ruleset is written
+//! the same outcome (verdict, NAT binding, SNAT source, TPROXY target, marks, zone); ipset
+//! lookups see the same contents on both sides. The ruleset is written
 //! as iptables-restore text and parsed, so the parser and the printer are exercised too.
 
-use nftmesh_iptables::{interpret, parse, translate};
+use nftmesh_iptables::{interpret_with_sets, parse, translate, IpSets};
 use nftmesh_model::eval::Packet;
 use nftmesh_model::expr::{CtStates, IpVersion, L4Proto};
+use nftmesh_model::ruleset::SetElement;
 use nftmesh_model::{eval, Hook};
 use proptest::prelude::*;
 use std::net::IpAddr;
@@ -42,6 +44,10 @@ const V6_ADDRS: [&str; 6] = [
     "::1",
     "2001:db8::1",
 ];
+/// The ipset rules may look addresses up in, and its contents per family.
+const SET: &str = "PROBES";
+const V4_SET: [&str; 2] = ["10.1.2.3/32", "10.1.2.0/24"];
+const V6_SET: [&str; 2] = ["fd00:1::3/128", "fd00:1::/64"];
 const IFACES: [&str; 3] = ["lo", "eth0", "eth1"];
 const PORTS: [u16; 6] = [22, 53, 80, 15001, 15006, 15008];
 const IDS: [u32; 4] = [0, 1000, 1337, 1338];
@@ -107,7 +113,14 @@ fn render_rule(ctx: &Ctx, spec: &RuleSpec) -> String {
         if !proto.is_empty() {
             s.push(format!("{}-p {proto}", if pneg { "! " } else { "" }));
         }
-        if let Some((i, src, neg)) = addr {
+        if let Some((1, src, neg)) = addr {
+            // Index 1 looks the address up in the ipset PROBES instead.
+            s.push(format!(
+                "-m set {}--match-set {SET} {}",
+                if neg { "! " } else { "" },
+                if src { "src" } else { "dst" }
+            ));
+        } else if let Some((i, src, neg)) = addr {
             let nets = if ctx.v6 { V6_NETS } else { V4_NETS };
             // A comma list (one rule per address, as iptables expands it) when not negated and
             // the index is even.
@@ -150,7 +163,11 @@ fn render_rule(ctx: &Ctx, spec: &RuleSpec) -> String {
                 _ => format!("-m multiport {n}--sports {a}:{b},{}", PORTS[0]),
             });
         }
-        if let (Some((uid, neg, i, range)), true) =
+        if let (Some((_, false, 3, _)), true) =
+            (owner, matches!(ctx.hook, "OUTPUT" | "POSTROUTING"))
+        {
+            s.push("-m owner --socket-exists".into());
+        } else if let (Some((uid, neg, i, range)), true) =
             (owner, matches!(ctx.hook, "OUTPUT" | "POSTROUTING"))
         {
             let id = if range {
@@ -232,6 +249,10 @@ fn render_rule(ctx: &Ctx, spec: &RuleSpec) -> String {
             } else {
                 "-j REDIRECT".into()
             });
+        }
+        if ctx.table == "nat" && matches!(ctx.hook, "POSTROUTING" | "INPUT") {
+            let to = if ctx.v6 { V6_ADDRS[k] } else { V4_ADDRS[k] };
+            targets.push(format!("-j SNAT --to-source {to}"));
         }
         if ctx.table == "mangle" && ctx.hook == "PREROUTING" && l4_ok {
             let ip = if ctx.v6 { "::1" } else { "127.0.0.1" };
@@ -434,9 +455,17 @@ proptest! {
         let printed = rules.to_string();
         let again = parse(&printed, family).map_err(|e| TestCaseError::fail(format!("reparse: {e}\n{printed}")))?;
         prop_assert_eq!(again.to_string(), printed.clone());
-        let nft = translate(&rules).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut nft = translate(&rules).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let members: Vec<ipnet::IpNet> = (if v6 { V6_SET } else { V4_SET })
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        for set in nft.tables.iter_mut().flat_map(|t| &mut t.sets).filter(|s| s.name == SET) {
+            set.elements = members.iter().map(|n| SetElement::Prefix(*n)).collect();
+        }
+        let sets = IpSets::from([(SET.to_string(), members.clone())]);
         for (hook, p) in &packets {
-            let a = interpret(std::slice::from_ref(&rules), p, *hook).unwrap();
+            let a = interpret_with_sets(std::slice::from_ref(&rules), p, *hook, &sets).unwrap();
             let b = eval(&nft, p, *hook).unwrap();
             prop_assert_eq!(&a, &b, "{:?} {:?}\n{}", hook, p, text);
         }
