@@ -101,10 +101,10 @@ fn ambient_goldens_interpreter_translation_and_compiler_agree() {
                 for mut p in pkts {
                     n += 1;
                     // ztunnel's and the probes' marks and sources among the corpus.
-                    if n % 7 == 0 {
+                    if n.is_multiple_of(7) {
                         p.mark = 0x539;
                     }
-                    if n % 11 == 0 {
+                    if n.is_multiple_of(11) {
                         p.ct_mark = 0x111;
                     }
                     let a = interpret(&parts, &p, hook).unwrap();
@@ -188,7 +188,7 @@ fn host_probe_goldens_interpreter_translation_and_compiler_agree_but_for_istios_
                 for mut p in pkts {
                     n += 1;
                     // Half the packets go to a pod in the probe set.
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         p.daddr = if version == IpVersion::V4 {
                             pod4.addr()
                         } else {
