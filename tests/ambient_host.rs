@@ -2,7 +2,8 @@
 //! test creates, joined by a veth pair. A connection from the kubelet uid to a pod address in
 //! the probe set leaves with source 169.254.7.127; from another uid, or once the address is
 //! removed from the set, it keeps the node's address. Set updates touch no rule, and
-//! re-installing or removing the host rules keeps the set's elements.
+//! re-installing or removing the host rules keeps the set's elements. The same over IPv6,
+//! from Istio's IPv6 probe address.
 
 mod support;
 
@@ -17,6 +18,8 @@ use support::named_netns::Netns;
 
 const NODE: &str = "10.50.0.1";
 const POD: &str = "10.50.0.2";
+const NODE6: &str = "fd00:50::1";
+const POD6: &str = "fd00:50::2";
 
 fn setup() -> Option<(Netns, Netns)> {
     if let Some(why) = support::kernel_unavailable() {
@@ -50,6 +53,16 @@ fn setup() -> Option<(Netns, Netns)> {
         &["addr", "add", &format!("{POD}/24"), "dev", "vp"],
         None,
     );
+    node.exec(
+        "ip",
+        &["addr", "add", &format!("{NODE6}/64"), "dev", "vn", "nodad"],
+        None,
+    );
+    pod.exec(
+        "ip",
+        &["addr", "add", &format!("{POD6}/64"), "dev", "vp", "nodad"],
+        None,
+    );
     pod.exec("ip", &["link", "set", "vp", "up"], None);
     // The pod answers the probe address through the node, as a pod's default route would.
     pod.exec(
@@ -57,16 +70,30 @@ fn setup() -> Option<(Netns, Netns)> {
         &["route", "add", "169.254.7.127/32", "via", NODE, "dev", "vp"],
         None,
     );
+    let probe6 = format!("{}/128", nftmesh::ambient::PROBE_SNAT_IPV6);
+    pod.exec(
+        "ip",
+        &["-6", "route", "add", &probe6, "via", NODE6, "dev", "vp"],
+        None,
+    );
     Some((node, pod))
 }
 
 /// The source address the pod sees for a connection from `uid` on the node to the pod's
-/// port 8080 (None: no connection within 2 s).
+/// port 8080 over IPv4 (None: no connection within 2 s).
 fn source_seen(node: &Netns, pod: &Netns, uid: u32) -> Option<IpAddr> {
+    source_seen_at(node, pod, uid, POD.parse().unwrap())
+}
+
+/// The same to the pod's address `pod_ip`.
+fn source_seen_at(node: &Netns, pod: &Netns, uid: u32, pod_ip: IpAddr) -> Option<IpAddr> {
     let pod_path = PathBuf::from(pod.path());
-    let listener = run_in(&pod_path, || TcpListener::bind(("0.0.0.0", 8080)).unwrap()).unwrap();
+    let listener = run_in(&pod_path, move || {
+        TcpListener::bind((pod_ip, 8080)).unwrap()
+    })
+    .unwrap();
     listener.set_nonblocking(true).unwrap();
-    let to: SocketAddr = format!("{POD}:8080").parse().unwrap();
+    let to = SocketAddr::new(pod_ip, 8080);
     let node_path = PathBuf::from(node.path());
     let client = std::thread::spawn(move || {
         run_in(&node_path, move || {
@@ -147,4 +174,45 @@ fn kubelets_probes_to_pods_in_the_set_are_snated_and_the_set_is_kept() {
     );
     assert!(!node.list().contains("snat"), "{}", node.list());
     assert_eq!(source_seen(&node, &pod, 1000), Some(node_ip));
+}
+
+#[test]
+fn over_ipv6_kubelets_probes_leave_from_istios_ipv6_probe_address() {
+    let Some((node, pod)) = setup() else { return };
+    let ns = Namespace::open(node.path()).unwrap();
+    let host = HostCapture::new(&AmbientHostConfig {
+        ipv6: true,
+        ..AmbientHostConfig::new(1000)
+    });
+    ns.install_host(&host).unwrap();
+    let probe = IpAddr::from(nftmesh::ambient::PROBE_SNAT_IPV6);
+    let node_ip: IpAddr = NODE6.parse().unwrap();
+    let pod_ip: IpAddr = POD6.parse().unwrap();
+    assert_eq!(
+        source_seen_at(&node, &pod, 1000, pod_ip),
+        Some(node_ip),
+        "not in the set"
+    );
+    ns.add_probes(&[pod_ip]).unwrap();
+    assert_eq!(
+        source_seen_at(&node, &pod, 1000, pod_ip),
+        Some(probe),
+        "kubelet uid, pod in the set"
+    );
+    assert_eq!(
+        source_seen_at(&node, &pod, 2000, pod_ip),
+        Some(node_ip),
+        "another uid"
+    );
+    // The IPv4 set is another set: the IPv4 address of the same pod is not in it.
+    let pod4: IpAddr = POD.parse().unwrap();
+    assert_eq!(source_seen(&node, &pod, 1000), Some(NODE.parse().unwrap()));
+    assert!(!ns.probes().unwrap().contains(&pod4));
+    ns.remove_probes(&[pod_ip]).unwrap();
+    assert_eq!(
+        source_seen_at(&node, &pod, 1000, pod_ip),
+        Some(node_ip),
+        "removed"
+    );
+    ns.remove_host(&host).unwrap();
 }
