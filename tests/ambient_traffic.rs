@@ -2,7 +2,11 @@
 //! listeners inside it (as the node agent opens ztunnel's sockets there) on 15001, 15006,
 //! 15008 and 15053, joined to a peer namespace. The same expectation rows run against
 //! nftmesh's capture and against Istio's own ambient iptables golden loaded with
-//! `iptables-restore` (the test oracle); both columns must match the expectations.
+//! `iptables-restore` (the test oracle); both columns must match the expectations. IPv4 rows
+//! run Istio's `default` and `ingress` cases, their IPv6 twins `default_ipv6` and
+//! `ingress_ipv6` (golden loaded with `iptables-restore` and `ip6tables-restore`). A reply the
+//! peer sends on a connection ztunnel originated (mark 0x539) reaches ztunnel's socket: the
+//! client row reads the peer's answer.
 
 mod support;
 
@@ -75,7 +79,7 @@ fn default_rows(setup: Setup, tag: &str) -> Rows {
         }
         let h = peer_listen(&peer, to_peer, "peer");
         rows.push((
-            "ztunnel's own outbound (mark 0x539)",
+            "ztunnel's own outbound (mark 0x539), the peer's replies reach it",
             show(connect_marked(ZTUNNEL_MARK, to_peer)),
         ));
         h.join().unwrap();
@@ -119,7 +123,10 @@ fn default_rows(setup: Setup, tag: &str) -> Rows {
 fn default_expected() -> Rows {
     vec![
         ("app outbound TCP", format!("ztunnel-outbound {PEER}:8080")),
-        ("ztunnel's own outbound (mark 0x539)", "peer -".into()),
+        (
+            "ztunnel's own outbound (mark 0x539), the peer's replies reach it",
+            "peer -".into(),
+        ),
         (
             "inbound to the app port",
             format!("ztunnel-inbound {POD}:8080"),
@@ -184,7 +191,7 @@ fn default_rows6(setup: Setup, tag: &str) -> Rows {
         h.join().unwrap();
         let h = peer_listen(&peer, to_peer, "peer");
         rows.push((
-            "ztunnel's own outbound over IPv6 (mark 0x539)",
+            "ztunnel's own outbound over IPv6 (mark 0x539), the peer's replies reach it",
             show(connect_marked(ZTUNNEL_MARK, to_peer)),
         ));
         h.join().unwrap();
@@ -236,7 +243,7 @@ fn default_expected6() -> Rows {
             format!("ztunnel-outbound [{PEER6}]:8080"),
         ),
         (
-            "ztunnel's own outbound over IPv6 (mark 0x539)",
+            "ztunnel's own outbound over IPv6 (mark 0x539), the peer's replies reach it",
             "peer -".into(),
         ),
         (
@@ -293,6 +300,77 @@ fn ingress_expected() -> Rows {
         ("inbound to the app port", format!("app {POD}:8080")),
         ("DNS over UDP", "not captured".into()),
         ("app outbound TCP", format!("ztunnel-outbound {PEER}:8080")),
+    ]
+}
+
+/// The IPv6 twins of [`ingress_rows`] (Istio's `ingress_ipv6` case).
+fn ingress_rows6(setup: Setup, tag: &str) -> Rows {
+    in_pod_with(tag, setup, &[], |peer: Netns| {
+        peer.run(|| {
+            sh(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{DNS_SERVER6}/128"),
+                "dev",
+                "eth0p",
+                "nodad",
+            ]);
+        })
+        .expect("enter peer netns");
+        sh(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{DNS_SERVER6}/128"),
+            "dev",
+            "eth0",
+        ]);
+        let mut rows = Vec::new();
+        let h = listen6(8080, "app");
+        let inbound = peer
+            .run(|| connect_as(0, 0, SocketAddr::from((POD6, 8080))))
+            .expect("enter peer netns");
+        rows.push(("inbound over IPv6 to the app port", show(inbound)));
+        h.join().unwrap();
+        let dns = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 15053)).unwrap();
+        udp_as(APP_UID, SocketAddr::from((DNS_SERVER6, 53)));
+        rows.push((
+            "DNS over UDP over IPv6",
+            if udp_received(&dns) {
+                "ztunnel-dns".into()
+            } else {
+                "not captured".into()
+            },
+        ));
+        drop(dns);
+        let h = listen6(15001, "ztunnel-outbound");
+        rows.push((
+            "app outbound TCP over IPv6",
+            show(connect_as(
+                APP_UID,
+                APP_UID,
+                SocketAddr::from((PEER6, 8080)),
+            )),
+        ));
+        h.join().unwrap();
+        rows
+    })
+}
+
+fn ingress_expected6() -> Rows {
+    vec![
+        (
+            "inbound over IPv6 to the app port",
+            format!("app [{POD6}]:8080"),
+        ),
+        ("DNS over UDP over IPv6", "not captured".into()),
+        (
+            "app outbound TCP over IPv6",
+            format!("ztunnel-outbound [{PEER6}]:8080"),
+        ),
     ]
 }
 
@@ -390,4 +468,26 @@ fn ipv6_ambient_capture_of_real_traffic_matches_istios_own_rules() {
     assert!(v6.is_some(), "default_ipv6 has an IPv6 part");
     let istio = default_rows6(Setup::IptablesRestore(v4, v6), "amb6-istio");
     check("default_ipv6", &default_expected6(), &ours, &istio);
+}
+
+#[test]
+fn ipv6_bypass_inbound_capture_and_dns_off_match_istios_own_rules() {
+    if unavailable() {
+        return;
+    }
+    if let Some(why) = support::tool_missing("ip6tables-restore", "--version") {
+        support::skip(&why);
+        return;
+    }
+    let cfg = AmbientConfig {
+        bypass_inbound_capture: true,
+        ipv6: true,
+        probe_snat_ipv6: PROBE6,
+        ..AmbientConfig::default()
+    };
+    let ours = ingress_rows6(Setup::Ambient(Box::new(cfg)), "ing6-ours");
+    let (v4, v6) = golden("ingress_ipv6");
+    assert!(v6.is_some(), "ingress_ipv6 has an IPv6 part");
+    let istio = ingress_rows6(Setup::IptablesRestore(v4, v6), "ing6-istio");
+    check("ingress_ipv6", &ingress_expected6(), &ours, &istio);
 }
