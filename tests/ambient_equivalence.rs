@@ -14,8 +14,9 @@ use nftmesh::model::ambient::{
 };
 use nftmesh::model::expr::IpVersion;
 use nftmesh::model::ruleset::{Ruleset, SetElement};
+use nftmesh::model::Packet;
 use nftmesh::model::{eval, Hook};
-use support::corpus::{dims, random, systematic};
+use support::corpus::{dims, random, systematic, Dims};
 
 /// The IPv6 probe SNAT address Istio's ambient goldens were generated with (its tests' value;
 /// Istio's default, like ours, is `fd16:9254:7127:1337:ffff:ffff:ffff:ffff`).
@@ -94,35 +95,29 @@ fn ambient_goldens_interpreter_translation_and_compiler_agree() {
         let compiled = compile_inpod(&cfg);
         let d = dims(&parts, &[0, 1000, 1337]);
         let mut n = 0usize;
-        for version in [IpVersion::V4, IpVersion::V6] {
-            for hook in Hook::ALL {
-                let mut pkts = systematic(&d, version, hook);
-                pkts.extend(random(&d, version, hook, 1000, 0xa3b ^ (n as u64)));
-                for mut p in pkts {
-                    n += 1;
-                    // ztunnel's and the probes' marks and sources among the corpus.
-                    if n.is_multiple_of(7) {
-                        p.mark = 0x539;
-                    }
-                    if n.is_multiple_of(11) {
-                        p.ct_mark = 0x111;
-                    }
-                    let a = interpret(&parts, &p, hook).unwrap();
-                    let b = eval(&translated, &p, hook).unwrap();
-                    assert_eq!(
-                        a, b,
-                        "{name}: interpreter vs translation at {hook:?} for {p:?}"
-                    );
-                    let c = eval(&compiled, &p, hook).unwrap();
-                    // Istio's iptables generator writes no ip6tables rules without IPv6; the
-                    // inet tables of its nftables generator (and ours) capture IPv6 anyway.
-                    let ipv6_off = !cfg.ipv6 && p.version() == IpVersion::V6;
-                    if a != c && !ipv6_off {
-                        differences.push(format!(
-                            "{name}: {hook:?} {p:?}\n  iptables: {a:?}\n  compiled: {c:?}"
-                        ));
-                    }
-                }
+        for (hook, mut p) in corpus(&d, 0xa3b) {
+            n += 1;
+            // ztunnel's and the probes' marks and sources among the corpus.
+            if n.is_multiple_of(7) {
+                p.mark = 0x539;
+            }
+            if n.is_multiple_of(11) {
+                p.ct_mark = 0x111;
+            }
+            let a = interpret(&parts, &p, hook).unwrap();
+            let b = eval(&translated, &p, hook).unwrap();
+            assert_eq!(
+                a, b,
+                "{name}: interpreter vs translation at {hook:?} for {p:?}"
+            );
+            let c = eval(&compiled, &p, hook).unwrap();
+            // Istio's iptables generator writes no ip6tables rules without IPv6; the
+            // inet tables of its nftables generator (and ours) capture IPv6 anyway.
+            let ipv6_off = !cfg.ipv6 && p.version() == IpVersion::V6;
+            if a != c && !ipv6_off {
+                differences.push(format!(
+                    "{name}: {hook:?} {p:?}\n  iptables: {a:?}\n  compiled: {c:?}"
+                ));
             }
         }
         assert!(n > 10_000, "{name}: corpus of {n} packets");
@@ -140,6 +135,19 @@ fn ambient_goldens_interpreter_translation_and_compiler_agree() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Systematic packets plus 1 000 random ones (from `seed`) per IP version and hook.
+fn corpus(d: &Dims, seed: u64) -> Vec<(Hook, Packet)> {
+    let mut out = Vec::new();
+    for version in [IpVersion::V4, IpVersion::V6] {
+        for hook in Hook::ALL {
+            let mut pkts = systematic(d, version, hook);
+            pkts.extend(random(d, version, hook, 1000, seed ^ out.len() as u64));
+            out.extend(pkts.into_iter().map(|p| (hook, p)));
+        }
+    }
+    out
 }
 
 /// Fill every set named `name` in `rs` with `nets`.
@@ -181,38 +189,33 @@ fn host_probe_goldens_interpreter_translation_and_compiler_agree_but_for_istios_
         }
         let d = dims(&parts, &[0, KUBELET, 1337]);
         let (mut n, mut snatted, mut istio_only) = (0usize, 0usize, 0usize);
-        for version in [IpVersion::V4, IpVersion::V6] {
-            for hook in Hook::ALL {
-                let mut pkts = systematic(&d, version, hook);
-                pkts.extend(random(&d, version, hook, 1000, 0x5a7 ^ (n as u64)));
-                for mut p in pkts {
-                    n += 1;
-                    // Half the packets go to a pod in the probe set.
-                    if n.is_multiple_of(2) {
-                        p.daddr = if version == IpVersion::V4 {
-                            pod4.addr()
-                        } else {
-                            pod6.addr()
-                        };
-                    }
-                    let a = interpret_with_sets(&parts, &p, hook, &sets).unwrap();
-                    let b = eval(&translated, &p, hook).unwrap();
-                    assert_eq!(
-                        a, b,
-                        "{name}: interpreter vs translation at {hook:?} for {p:?}"
-                    );
-                    snatted += usize::from(a.snat.is_some());
-                    let c = eval(&host, &p, hook).unwrap();
-                    if a != c {
-                        // The one difference: a local socket other than the kubelet's.
-                        let other_socket = p.skuid.is_some_and(|u| u != KUBELET);
-                        assert!(
-                            other_socket && c.snat.is_none() && a.snat.is_some(),
-                            "{name}: {hook:?} {p:?}\n  iptables: {a:?}\n  compiled: {c:?}"
-                        );
-                        istio_only += 1;
-                    }
-                }
+        for (hook, mut p) in corpus(&d, 0x5a7) {
+            n += 1;
+            let version = p.version();
+            // Half the packets go to a pod in the probe set.
+            if n.is_multiple_of(2) {
+                p.daddr = if version == IpVersion::V4 {
+                    pod4.addr()
+                } else {
+                    pod6.addr()
+                };
+            }
+            let a = interpret_with_sets(&parts, &p, hook, &sets).unwrap();
+            let b = eval(&translated, &p, hook).unwrap();
+            assert_eq!(
+                a, b,
+                "{name}: interpreter vs translation at {hook:?} for {p:?}"
+            );
+            snatted += usize::from(a.snat.is_some());
+            let c = eval(&host, &p, hook).unwrap();
+            if a != c {
+                // The one difference: a local socket other than the kubelet's.
+                let other_socket = p.skuid.is_some_and(|u| u != KUBELET);
+                assert!(
+                    other_socket && c.snat.is_none() && a.snat.is_some(),
+                    "{name}: {hook:?} {p:?}\n  iptables: {a:?}\n  compiled: {c:?}"
+                );
+                istio_only += 1;
             }
         }
         assert!(n > 5_000, "{name}: corpus of {n} packets");

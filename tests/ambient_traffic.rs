@@ -54,6 +54,22 @@ fn connect_marked(mark: u32, to: SocketAddr) -> std::io::Result<String> {
     .expect("client thread")
 }
 
+/// Whether a UDP query from the app to `server`:53 lands on ztunnel's DNS port 15053.
+fn dns_over_udp(server: IpAddr) -> String {
+    let any: IpAddr = if server.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let dns = std::net::UdpSocket::bind((any, 15053)).unwrap();
+    udp_as(APP_UID, SocketAddr::new(server, 53));
+    if udp_received(&dns) {
+        "ztunnel-dns".into()
+    } else {
+        "not captured".into()
+    }
+}
+
 fn show(r: std::io::Result<String>) -> String {
     r.unwrap_or_else(|e| format!("error: {}", e.kind()))
 }
@@ -95,17 +111,7 @@ fn default_rows(setup: Setup, tag: &str) -> Rows {
             .expect("enter peer netns");
         rows.push(("kubelet probe from 169.254.7.127", show(probe)));
         h.join().unwrap();
-        let dns = std::net::UdpSocket::bind(("0.0.0.0", 15053)).unwrap();
-        udp_as(APP_UID, SocketAddr::from((DNS_SERVER, 53)));
-        rows.push((
-            "DNS over UDP",
-            if udp_received(&dns) {
-                "ztunnel-dns".into()
-            } else {
-                "not captured".into()
-            },
-        ));
-        drop(dns);
+        rows.push(("DNS over UDP", dns_over_udp(IpAddr::from(DNS_SERVER))));
         let h = listen(15053, "ztunnel-dns");
         rows.push((
             "DNS over TCP",
@@ -211,17 +217,10 @@ fn default_rows6(setup: Setup, tag: &str) -> Rows {
             .expect("enter peer netns");
         rows.push(("kubelet probe over IPv6", show(probe)));
         h.join().unwrap();
-        let dns = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 15053)).unwrap();
-        udp_as(APP_UID, SocketAddr::from((DNS_SERVER6, 53)));
         rows.push((
             "DNS over UDP over IPv6",
-            if udp_received(&dns) {
-                "ztunnel-dns".into()
-            } else {
-                "not captured".into()
-            },
+            dns_over_udp(IpAddr::from(DNS_SERVER6)),
         ));
-        drop(dns);
         let h = listen6(15053, "ztunnel-dns");
         rows.push((
             "DNS over TCP over IPv6",
@@ -271,17 +270,7 @@ fn ingress_rows(setup: Setup, tag: &str) -> Rows {
         let h = listen(8080, "app");
         rows.push(("inbound to the app port", show(from_peer(&peer, 8080))));
         h.join().unwrap();
-        let dns = std::net::UdpSocket::bind(("0.0.0.0", 15053)).unwrap();
-        udp_as(APP_UID, SocketAddr::from((DNS_SERVER, 53)));
-        rows.push((
-            "DNS over UDP",
-            if udp_received(&dns) {
-                "ztunnel-dns".into()
-            } else {
-                "not captured".into()
-            },
-        ));
-        drop(dns);
+        rows.push(("DNS over UDP", dns_over_udp(IpAddr::from(DNS_SERVER))));
         let to_peer = SocketAddr::from((PEER, 8080));
         let h = [listen(15001, "ztunnel-outbound")];
         rows.push((
@@ -335,17 +324,10 @@ fn ingress_rows6(setup: Setup, tag: &str) -> Rows {
             .expect("enter peer netns");
         rows.push(("inbound over IPv6 to the app port", show(inbound)));
         h.join().unwrap();
-        let dns = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 15053)).unwrap();
-        udp_as(APP_UID, SocketAddr::from((DNS_SERVER6, 53)));
         rows.push((
             "DNS over UDP over IPv6",
-            if udp_received(&dns) {
-                "ztunnel-dns".into()
-            } else {
-                "not captured".into()
-            },
+            dns_over_udp(IpAddr::from(DNS_SERVER6)),
         ));
-        drop(dns);
         let h = listen6(15001, "ztunnel-outbound");
         rows.push((
             "app outbound TCP over IPv6",
