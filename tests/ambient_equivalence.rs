@@ -84,13 +84,7 @@ fn ambient_goldens_interpreter_translation_and_compiler_agree() {
     let mut checked = 0;
     let mut differences = Vec::new();
     for (name, cfg) in cases() {
-        let path = format!(
-            "{}/tests/data/istio/ambient/iptables/{name}.golden",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let trace = parse_trace(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let parts = trace.parts();
+        let parts = golden_parts(name);
         let translated = translate_all(&parts).unwrap_or_else(|e| panic!("{name}: {e}"));
         let compiled = compile_inpod(&cfg);
         let d = dims(&parts, &[0, 1000, 1337]);
@@ -137,6 +131,18 @@ fn ambient_goldens_interpreter_translation_and_compiler_agree() {
     );
 }
 
+/// The parsed IPv4 and IPv6 parts of Istio's ambient iptables golden `name`.
+fn golden_parts(name: &str) -> Vec<nftmesh::iptables::IptRuleset> {
+    let path = format!(
+        "{}/tests/data/istio/ambient/iptables/{name}.golden",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    parse_trace(&text)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .parts()
+}
+
 /// Systematic packets plus 1 000 random ones (from `seed`) per IP version and hook.
 fn corpus(d: &Dims, seed: u64) -> Vec<(Hook, Packet)> {
     let mut out = Vec::new();
@@ -166,13 +172,7 @@ fn host_probe_goldens_interpreter_translation_and_compiler_agree_but_for_istios_
     let pod6: ipnet::IpNet = "fd00:10:244::7/128".parse().unwrap();
     for ipv6 in [false, true] {
         let name = if ipv6 { "hostprobe_ipv6" } else { "hostprobe" };
-        let path = format!(
-            "{}/tests/data/istio/ambient/iptables/{name}.golden",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let trace = parse_trace(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let parts = trace.parts();
+        let parts = golden_parts(name);
         let mut sets = IpSets::new();
         sets.insert(PROBE_SET_V4.into(), vec![pod4]);
         sets.insert(PROBE_SET_V6.into(), vec![pod6]);
