@@ -84,7 +84,7 @@ fn ambient_goldens_interpreter_translation_and_compiler_agree() {
     let mut checked = 0;
     let mut differences = Vec::new();
     for (name, cfg) in cases() {
-        let parts = golden_parts(name);
+        let parts = golden_parts(&name);
         let translated = translate_all(&parts).unwrap_or_else(|e| panic!("{name}: {e}"));
         let compiled = compile_inpod(&cfg);
         let d = dims(&parts, &[0, 1000, 1337]);
