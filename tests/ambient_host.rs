@@ -1,5 +1,6 @@
-//! Istio ambient's node rules with real traffic: a node namespace and a pod namespace this
-//! test creates, joined by a veth pair. A connection from the kubelet uid to a pod address in
+//! Istio ambient's node rules with real traffic: each test runs in a private node namespace
+//! (`unshare -n -m`, see `support::node`) holding the pod namespace it creates, joined to the
+//! node by a veth pair. A connection from the kubelet uid to a pod address in
 //! the probe set leaves with source 169.254.7.127; from another uid, or once the address is
 //! removed from the set, it keeps the node's address. Set updates touch no rule, and
 //! re-installing or removing the host rules keeps the set's elements. The same over IPv6,
@@ -15,39 +16,37 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::named_netns::Netns;
+use support::node::{in_private_node, Node};
 
 const NODE: &str = "10.50.0.1";
 const POD: &str = "10.50.0.2";
 const NODE6: &str = "fd00:50::1";
 const POD6: &str = "fd00:50::2";
 
-fn setup() -> Option<(Netns, Netns)> {
+/// In the private node: the node and a pod namespace joined by a veth pair.
+fn setup() -> Option<(Node, Netns)> {
     if let Some(why) = support::kernel_unavailable() {
         support::skip(&why);
         return None;
     }
-    let (node, pod) = match (Netns::new(), Netns::new()) {
-        (Ok(n), Ok(p)) => (n, p),
-        (Err(e), _) | (_, Err(e)) => {
-            support::skip(&format!("cannot create named network namespaces: {e}"));
+    let pod = match Netns::new() {
+        Ok(p) => p,
+        Err(e) => {
+            support::skip(&format!("cannot create a pod network namespace: {e}"));
             return None;
         }
     };
-    node.exec("ip", &["link", "set", "lo", "up"], None);
+    let node = Node;
+    node.exec("ip", &["link", "set", "lo", "up"]);
     pod.exec("ip", &["link", "set", "lo", "up"], None);
     node.exec(
         "ip",
         &[
             "link", "add", "vn", "type", "veth", "peer", "name", "vp", "netns", &pod.0,
         ],
-        None,
     );
-    node.exec(
-        "ip",
-        &["addr", "add", &format!("{NODE}/24"), "dev", "vn"],
-        None,
-    );
-    node.exec("ip", &["link", "set", "vn", "up"], None);
+    node.exec("ip", &["addr", "add", &format!("{NODE}/24"), "dev", "vn"]);
+    node.exec("ip", &["link", "set", "vn", "up"]);
     pod.exec(
         "ip",
         &["addr", "add", &format!("{POD}/24"), "dev", "vp"],
@@ -56,7 +55,6 @@ fn setup() -> Option<(Netns, Netns)> {
     node.exec(
         "ip",
         &["addr", "add", &format!("{NODE6}/64"), "dev", "vn", "nodad"],
-        None,
     );
     pod.exec(
         "ip",
@@ -81,12 +79,12 @@ fn setup() -> Option<(Netns, Netns)> {
 
 /// The source address the pod sees for a connection from `uid` on the node to the pod's
 /// port 8080 over IPv4 (None: no connection within 2 s).
-fn source_seen(node: &Netns, pod: &Netns, uid: u32) -> Option<IpAddr> {
+fn source_seen(node: &Node, pod: &Netns, uid: u32) -> Option<IpAddr> {
     source_seen_at(node, pod, uid, POD.parse().unwrap())
 }
 
 /// The same to the pod's address `pod_ip`.
-fn source_seen_at(node: &Netns, pod: &Netns, uid: u32, pod_ip: IpAddr) -> Option<IpAddr> {
+fn source_seen_at(node: &Node, pod: &Netns, uid: u32, pod_ip: IpAddr) -> Option<IpAddr> {
     let pod_path = PathBuf::from(pod.path());
     let listener = run_in(&pod_path, move || {
         TcpListener::bind((pod_ip, 8080)).unwrap()
@@ -116,6 +114,11 @@ fn source_seen_at(node: &Netns, pod: &Netns, uid: u32, pod_ip: IpAddr) -> Option
 
 #[test]
 fn kubelets_probes_to_pods_in_the_set_are_snated_and_the_set_is_kept() {
+    if in_private_node("kubelets_probes_to_pods_in_the_set_are_snated_and_the_set_is_kept")
+        != Some(true)
+    {
+        return;
+    }
     let Some((node, pod)) = setup() else { return };
     let ns = Namespace::open(node.path()).unwrap();
     let host = HostCapture::new(&AmbientHostConfig::new(1000));
@@ -137,7 +140,6 @@ fn kubelets_probes_to_pods_in_the_set_are_snated_and_the_set_is_kept() {
                 "istio-ambient-nat",
                 "postrouting",
             ],
-            None,
         )
     };
     let rules_before = chain();
@@ -178,6 +180,11 @@ fn kubelets_probes_to_pods_in_the_set_are_snated_and_the_set_is_kept() {
 
 #[test]
 fn over_ipv6_kubelets_probes_leave_from_istios_ipv6_probe_address() {
+    if in_private_node("over_ipv6_kubelets_probes_leave_from_istios_ipv6_probe_address")
+        != Some(true)
+    {
+        return;
+    }
     let Some((node, pod)) = setup() else { return };
     let ns = Namespace::open(node.path()).unwrap();
     let host = HostCapture::new(&AmbientHostConfig {

@@ -5,6 +5,7 @@ pub mod cases;
 pub mod corpus;
 pub mod named_netns;
 pub mod netns;
+pub mod node;
 pub mod pods;
 mod skip;
 pub mod strategies;
