@@ -1,5 +1,6 @@
 //! `nftmesh ambient`: plan, apply, diff and cleanup of ztunnel's in-pod capture in a named
-//! namespace, and the node's probe SNAT with `host apply|cleanup` and `host probe add|remove`.
+//! namespace, and the node's probe SNAT with `host apply|cleanup` and `host probe add|remove` in
+//! a private node namespace.
 
 mod common;
 
@@ -108,7 +109,13 @@ fn ambient_apply_diff_and_cleanup_in_a_pod() {
 
 #[test]
 fn ambient_host_apply_probe_add_remove_and_cleanup_on_a_node() {
-    let Some(node) = netns_or_skip() else { return };
+    // The node is a private one (unshare -n -m), entered by path like any other namespace.
+    if common::node::in_private_node("ambient_host_apply_probe_add_remove_and_cleanup_on_a_node")
+        != Some(true)
+    {
+        return;
+    }
+    let node = common::node::Node;
     let path = node.path();
     let host = |args: &[&str]| {
         nftmesh(

@@ -15,6 +15,9 @@ mod named_netns;
 
 pub use named_netns::{with_input, Netns};
 
+#[path = "../../../../tests/support/node.rs"]
+pub mod node;
+
 pub fn nftmesh(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nftmesh"))
         .args(args)
