@@ -201,7 +201,67 @@ pub enum EvalError {
 /// The kernel's jump stack depth (NFT_JUMP_STACK_SIZE).
 const JUMP_STACK: usize = 16;
 
+/// One step of a packet's way through a ruleset, as [`eval_traced`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// A chain was entered: a base chain at its hook, or the target of a `jump` or `goto`.
+    Chain {
+        /// The table's family.
+        family: Family,
+        /// The table.
+        table: String,
+        /// The chain.
+        chain: String,
+    },
+    /// A NAT base chain was passed over: the packet is not a connection's first, or an earlier
+    /// NAT chain bound it already.
+    NatSkipped {
+        /// The table's family.
+        family: Family,
+        /// The table.
+        table: String,
+        /// The chain.
+        chain: String,
+    },
+    /// A rule's matches all held and its statements ran.
+    Rule {
+        /// The table's family.
+        family: Family,
+        /// The table.
+        table: String,
+        /// The chain.
+        chain: String,
+        /// The rule's position in its chain, from 0.
+        index: usize,
+        /// The rule as nft text.
+        rule: String,
+    },
+    /// A base chain ended by its policy (no rule decided).
+    Policy {
+        /// The table's family.
+        family: Family,
+        /// The table.
+        table: String,
+        /// The base chain.
+        chain: String,
+        /// Its policy.
+        policy: Policy,
+    },
+}
+
+/// An [`Outcome`] with the way the packet took to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traced {
+    /// What happened to the packet.
+    pub outcome: Outcome,
+    /// Every chain entered and every rule that matched, in order.
+    pub trail: Vec<Step>,
+}
+
 struct State {
+    /// The trail, when tracing.
+    trail: Option<Vec<Step>>,
     packet: Packet,
     redirect: Option<u16>,
     tproxy: Option<TproxyTarget>,
@@ -217,6 +277,15 @@ enum ChainEnd {
 
 /// Evaluate `packet` at `hook` through every matching base chain of `ruleset`.
 pub fn eval(ruleset: &Ruleset, packet: &Packet, hook: Hook) -> Result<Outcome, EvalError> {
+    run(ruleset, packet, hook, false).map(|t| t.outcome)
+}
+
+/// [`eval`], reporting every chain the packet entered and every rule that matched.
+pub fn eval_traced(ruleset: &Ruleset, packet: &Packet, hook: Hook) -> Result<Traced, EvalError> {
+    run(ruleset, packet, hook, true)
+}
+
+fn run(ruleset: &Ruleset, packet: &Packet, hook: Hook, trace: bool) -> Result<Traced, EvalError> {
     let version = packet.version();
     let mut bases = Vec::new();
     for table in &ruleset.tables {
@@ -236,6 +305,7 @@ pub fn eval(ruleset: &Ruleset, packet: &Packet, hook: Hook) -> Result<Outcome, E
     }
     bases.sort_by_key(|(prio, ..)| *prio);
     let mut st = State {
+        trail: trace.then(Vec::new),
         packet: packet.clone(),
         redirect: None,
         tproxy: None,
@@ -244,30 +314,58 @@ pub fn eval(ruleset: &Ruleset, packet: &Packet, hook: Hook) -> Result<Outcome, E
     };
     let mut verdict = FinalVerdict::Accept;
     for (_, table, idx, base) in bases {
+        let chain = &table.chains[idx];
         if base.kind == ChainType::Nat
             && (st.packet.ct_state != CtStates::NEW || st.redirect.is_some() || st.snat.is_some())
         {
+            if let Some(t) = &mut st.trail {
+                t.push(Step::NatSkipped {
+                    family: table.family,
+                    table: table.name.clone(),
+                    chain: chain.name.clone(),
+                });
+            }
             continue;
+        }
+        if let Some(t) = &mut st.trail {
+            t.push(Step::Chain {
+                family: table.family,
+                table: table.name.clone(),
+                chain: chain.name.clone(),
+            });
         }
         let end = run_base(table, idx, &mut st)?;
         let dropped = match end {
             ChainEnd::Drop => true,
             ChainEnd::Accept => false,
-            ChainEnd::Policy => base.policy == Policy::Drop,
+            ChainEnd::Policy => {
+                if let Some(t) = &mut st.trail {
+                    t.push(Step::Policy {
+                        family: table.family,
+                        table: table.name.clone(),
+                        chain: chain.name.clone(),
+                        policy: base.policy,
+                    });
+                }
+                base.policy == Policy::Drop
+            }
         };
         if dropped {
             verdict = FinalVerdict::Drop;
             break;
         }
     }
-    Ok(Outcome {
-        verdict,
-        redirect: st.redirect,
-        tproxy: st.tproxy,
-        mark: st.packet.mark,
-        ct_mark: st.packet.ct_mark,
-        ct_zone: st.ct_zone,
-        snat: st.snat,
+    Ok(Traced {
+        outcome: Outcome {
+            verdict,
+            redirect: st.redirect,
+            tproxy: st.tproxy,
+            mark: st.packet.mark,
+            ct_mark: st.packet.ct_mark,
+            ct_zone: st.ct_zone,
+            snat: st.snat,
+        },
+        trail: st.trail.unwrap_or_default(),
     })
 }
 
@@ -296,6 +394,15 @@ fn run_base(table: &Table, base_idx: usize, st: &mut State) -> Result<ChainEnd, 
         cur.1 += 1;
         if !rule_matches(table, rule, &st.packet)? {
             continue;
+        }
+        if let Some(t) = &mut st.trail {
+            t.push(Step::Rule {
+                family: table.family,
+                table: table.name.clone(),
+                chain: chain.name.clone(),
+                index: cur.1 - 1,
+                rule: crate::render::render_rule(rule),
+            });
         }
         match run_statements(rule, st) {
             RuleEnd::Continue => {}
@@ -334,6 +441,13 @@ fn run_base(table: &Table, base_idx: usize, st: &mut State) -> Result<ChainEnd, 
                             });
                         }
                         stack.push(cur);
+                    }
+                    if let Some(t) = &mut st.trail {
+                        t.push(Step::Chain {
+                            family: table.family,
+                            table: table.name.clone(),
+                            chain: to.clone(),
+                        });
                     }
                     cur = (target, 0);
                 }

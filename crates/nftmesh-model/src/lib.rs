@@ -33,7 +33,7 @@ pub mod samples;
 
 pub use compile::compile;
 pub use config::{CaptureConfig, ConfigError, InterceptionMode};
-pub use eval::{eval, EvalError, FinalVerdict, Outcome, Packet};
+pub use eval::{eval, eval_traced, EvalError, FinalVerdict, Outcome, Packet, Step, Traced};
 pub use expr::{Match, Statement, Verdict};
 pub use render::render;
 pub use ruleset::{Chain, Family, Hook, Rule, Ruleset, Table};

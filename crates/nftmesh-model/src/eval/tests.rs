@@ -768,3 +768,74 @@ fn the_first_ct_zone_set_wins() {
     ]);
     assert_eq!(out(&r, &pkt4()).ct_zone, Some(1));
 }
+
+fn rules_of(trail: &[Step]) -> Vec<(String, String, usize, String)> {
+    trail
+        .iter()
+        .filter_map(|s| match s {
+            Step::Rule {
+                table,
+                chain,
+                index,
+                rule,
+                ..
+            } => Some((table.clone(), chain.clone(), *index, rule.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn traced_evaluation_reports_chains_entered_and_rules_matched() {
+    let rs = crate::compile(&crate::CaptureConfig::sidecar());
+    let app = Packet::local_tcp(
+        1000,
+        1000,
+        "10.0.0.5".parse().unwrap(),
+        "10.1.2.3".parse().unwrap(),
+        8080,
+        "eth0",
+    );
+    let t = eval_traced(&rs, &app, Hook::Output).unwrap();
+    assert_eq!(t.outcome, eval(&rs, &app, Hook::Output).unwrap());
+    assert_eq!(t.outcome.redirect, Some(15001));
+    let rules = rules_of(&t.trail);
+    let last = rules.last().expect("a rule matched");
+    assert!(last.3.contains("redirect to :15001"), "{rules:?}");
+    // The redirect rule is in the chain entered last, and that chain was jumped to.
+    assert!(t.trail.iter().any(|s| matches!(s,
+        Step::Chain { chain, .. } if *chain == last.1)));
+    // Indexes point at the rule in its chain.
+    let table = rs.tables.iter().find(|x| x.name == last.0).unwrap();
+    let chain = table.chains.iter().find(|c| c.name == last.1).unwrap();
+    assert_eq!(crate::render::render_rule(&chain.rules[last.2]), last.3);
+
+    // The proxy's own connection: a rule that returns, no redirect.
+    let proxy = Packet::local_tcp(
+        1337,
+        1337,
+        "10.0.0.5".parse().unwrap(),
+        "10.1.2.3".parse().unwrap(),
+        8080,
+        "eth0",
+    );
+    let t = eval_traced(&rs, &proxy, Hook::Output).unwrap();
+    assert_eq!(t.outcome.redirect, None);
+    let rules = rules_of(&t.trail);
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.3.contains("skuid 1337") && r.3.contains("return")),
+        "{rules:?}"
+    );
+    assert!(t.trail.iter().any(|s| matches!(s, Step::Policy { .. })));
+
+    // Not a connection's first packet: the NAT chains are passed over, and say so.
+    let mut est = app.clone();
+    est.ct_state = CtStates::ESTABLISHED;
+    let t = eval_traced(&rs, &est, Hook::Output).unwrap();
+    assert!(t.trail.iter().any(|s| matches!(s, Step::NatSkipped { .. })));
+    assert!(rules_of(&t.trail).is_empty());
+    // Untraced evaluation collects nothing and agrees.
+    assert_eq!(eval(&rs, &est, Hook::Output).unwrap(), t.outcome);
+}
