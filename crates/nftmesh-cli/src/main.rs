@@ -4,6 +4,7 @@
 
 mod ambient;
 mod capture_args;
+mod explain;
 mod host;
 mod istio;
 mod log;
@@ -44,6 +45,9 @@ enum Command {
     /// Compare the live tables with what the capture settings compile to; exit 1 on drift
     /// (printing each difference), 0 when equal, 2 on error.
     Diff(DiffArgs),
+    /// Explain one packet's way through the capture (or the live tables with --live): every
+    /// chain entered, every rule that matched, and whether and where it is captured.
+    Explain(Box<explain::ExplainArgs>),
     /// Translate iptables-save text to nf_tables and print it as nft text; changes nothing.
     Translate(restore::InputArgs),
     /// Apply iptables-save text natively (a native iptables-restore for nat, mangle, raw and
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Some(Command::Dump(args)) => dump(args),
         Some(Command::Diff(args)) => return diff(args),
         Some(Command::Verify(args)) => verify(args),
+        Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Translate(args)) => restore::translate(&args),
         Some(Command::Restore(args)) => restore::restore(args),
         Some(Command::IstioIptables(args)) => return istio::run(*args),
