@@ -6,12 +6,16 @@
 //! run Istio's `default` and `ingress` cases, their IPv6 twins `default_ipv6` and
 //! `ingress_ipv6` (golden loaded with `iptables-restore` and `ip6tables-restore`). A reply the
 //! peer sends on a connection ztunnel originated (mark 0x539) reaches ztunnel's socket: the
-//! client row reads the peer's answer.
+//! client row reads the peer's answer. Each row's packet, explained against the same capture
+//! (the evaluator's trail, as `nftmesh ambient explain` runs it), lands where the traffic did.
 
 mod support;
 
 use nftmesh::iptables::trace::split_trace_text;
 use nftmesh::model::ambient::AmbientConfig;
+use nftmesh::model::eval::{eval_traced, Packet};
+use nftmesh::model::expr::L4Proto;
+use nftmesh::model::Hook;
 use nftmesh::netlink::netns::Netns;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -386,6 +390,79 @@ fn check(name: &str, expected: &Rows, ours: &Rows, istio: &Rows) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The packet each row sends, in row order: `default` rows, or `ingress` rows when
+/// `ingress`. Addresses: the pod, the peer, the resolver and the probe source.
+fn row_packets(
+    ingress: bool,
+    pod: IpAddr,
+    peer: IpAddr,
+    dns: IpAddr,
+    probe: IpAddr,
+) -> Vec<(Hook, Packet)> {
+    let out = |uid: u32, to: IpAddr, port: u16, udp: bool, mark: u32| {
+        let mut p = Packet::local_tcp(uid, uid, pod, to, port, "eth0");
+        if udp {
+            p.l4proto = L4Proto::Udp;
+        }
+        p.mark = mark;
+        (Hook::Output, p)
+    };
+    let inb = |from: IpAddr, port: u16| {
+        (
+            Hook::Prerouting,
+            Packet::incoming_tcp(from, pod, port, "eth0"),
+        )
+    };
+    if ingress {
+        return vec![
+            inb(peer, 8080),
+            out(APP_UID, dns, 53, true, 0),
+            out(APP_UID, peer, 8080, false, 0),
+        ];
+    }
+    vec![
+        out(APP_UID, peer, 8080, false, 0),
+        out(0, peer, 8080, false, ZTUNNEL_MARK),
+        inb(peer, 8080),
+        inb(peer, 15008),
+        inb(probe, 8080),
+        out(APP_UID, dns, 53, true, 0),
+        out(APP_UID, dns, 53, false, 0),
+    ]
+}
+
+/// Side by side: each row's packet explained against the same capture (the evaluator's trail,
+/// as `nftmesh ambient explain` runs it) lands on the port whose listener the real traffic
+/// reached.
+fn explained_like_observed(
+    name: &str,
+    cfg: &AmbientConfig,
+    observed: &Rows,
+    packets: &[(Hook, Packet)],
+) {
+    let rs = nftmesh::Capture::ambient(cfg).unwrap().ruleset().clone();
+    assert_eq!(observed.len(), packets.len(), "{name}: one packet per row");
+    for ((row, seen), (hook, p)) in observed.iter().zip(packets) {
+        let t = eval_traced(&rs, p, *hook).unwrap();
+        let predicted = t.outcome.redirect.unwrap_or(p.dport);
+        let listener = seen.split(' ').next().unwrap_or("");
+        let reached = match listener {
+            "ztunnel-outbound" => 15001,
+            "ztunnel-inbound" => 15006,
+            "hbone" => 15008,
+            "ztunnel-dns" => 15053,
+            "app" | "peer" => 8080,
+            "not" => 53,
+            _ => panic!("{name}: {row}: unexpected observation {seen}"),
+        };
+        assert_eq!(
+            predicted, reached,
+            "{name}: {row}: explained {:?}, observed {seen}",
+            t.trail
+        );
+    }
+}
+
 fn unavailable() -> bool {
     let why = support::netns::oracle_unavailable()
         .or_else(|| support::tool_missing("iptables-restore", "--version"));
@@ -405,12 +482,20 @@ fn ambient_capture_of_real_traffic_matches_istios_own_rules() {
         dns_capture: true,
         ..AmbientConfig::default()
     };
-    let ours = default_rows(Setup::Ambient(Box::new(cfg)), "amb-ours");
+    let ours = default_rows(Setup::Ambient(Box::new(cfg.clone())), "amb-ours");
     let istio = default_rows(
         Setup::IptablesRestore(golden_v4("default"), None),
         "amb-istio",
     );
     check("default", &default_expected(), &ours, &istio);
+    let packets = row_packets(
+        false,
+        POD.into(),
+        PEER.into(),
+        DNS_SERVER.into(),
+        PROBE.into(),
+    );
+    explained_like_observed("default", &cfg, &ours, &packets);
 }
 
 #[test]
@@ -422,12 +507,20 @@ fn bypass_inbound_capture_and_dns_off_match_istios_own_rules() {
         bypass_inbound_capture: true,
         ..AmbientConfig::default()
     };
-    let ours = ingress_rows(Setup::Ambient(Box::new(cfg)), "ing-ours");
+    let ours = ingress_rows(Setup::Ambient(Box::new(cfg.clone())), "ing-ours");
     let istio = ingress_rows(
         Setup::IptablesRestore(golden_v4("ingress"), None),
         "ing-istio",
     );
     check("ingress", &ingress_expected(), &ours, &istio);
+    let packets = row_packets(
+        true,
+        POD.into(),
+        PEER.into(),
+        DNS_SERVER.into(),
+        PROBE.into(),
+    );
+    explained_like_observed("ingress", &cfg, &ours, &packets);
 }
 
 #[test]
@@ -445,11 +538,19 @@ fn ipv6_ambient_capture_of_real_traffic_matches_istios_own_rules() {
         probe_snat_ipv6: PROBE6,
         ..AmbientConfig::default()
     };
-    let ours = default_rows6(Setup::Ambient(Box::new(cfg)), "amb6-ours");
+    let ours = default_rows6(Setup::Ambient(Box::new(cfg.clone())), "amb6-ours");
     let (v4, v6) = golden("default_ipv6");
     assert!(v6.is_some(), "default_ipv6 has an IPv6 part");
     let istio = default_rows6(Setup::IptablesRestore(v4, v6), "amb6-istio");
     check("default_ipv6", &default_expected6(), &ours, &istio);
+    let packets = row_packets(
+        false,
+        POD6.into(),
+        PEER6.into(),
+        DNS_SERVER6.into(),
+        PROBE6.into(),
+    );
+    explained_like_observed("default_ipv6", &cfg, &ours, &packets);
 }
 
 #[test]
@@ -467,9 +568,17 @@ fn ipv6_bypass_inbound_capture_and_dns_off_match_istios_own_rules() {
         probe_snat_ipv6: PROBE6,
         ..AmbientConfig::default()
     };
-    let ours = ingress_rows6(Setup::Ambient(Box::new(cfg)), "ing6-ours");
+    let ours = ingress_rows6(Setup::Ambient(Box::new(cfg.clone())), "ing6-ours");
     let (v4, v6) = golden("ingress_ipv6");
     assert!(v6.is_some(), "ingress_ipv6 has an IPv6 part");
     let istio = ingress_rows6(Setup::IptablesRestore(v4, v6), "ing6-istio");
     check("ingress_ipv6", &ingress_expected6(), &ours, &istio);
+    let packets = row_packets(
+        true,
+        POD6.into(),
+        PEER6.into(),
+        DNS_SERVER6.into(),
+        PROBE6.into(),
+    );
+    explained_like_observed("ingress_ipv6", &cfg, &ours, &packets);
 }

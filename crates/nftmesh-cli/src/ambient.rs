@@ -31,6 +31,9 @@ pub enum AmbientCommand {
     Diff(AmbientArgs),
     /// Remove the in-pod capture (nftmesh's tables and ztunnel's routing).
     Cleanup(AmbientArgs),
+    /// Explain one packet's way through the in-pod capture (or the live tables with --live),
+    /// as `nftmesh explain` does for sidecar capture.
+    Explain(Box<AmbientExplainArgs>),
     /// The node's SNAT of kubelet health probes.
     #[command(subcommand)]
     Host(HostCommand),
@@ -61,6 +64,22 @@ pub struct AmbientArgs {
     /// Network namespace to work in (`/proc/PID/ns/net`, `/var/run/netns/NAME`); default: ours
     #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
     network_namespace: Option<PathBuf>,
+}
+
+/// `nftmesh ambient explain`: the pod's settings, the packet, and where to look.
+#[derive(Args)]
+pub struct AmbientExplainArgs {
+    #[command(flatten)]
+    settings: AmbientArgs,
+    /// Explain against the namespace's live nftmesh tables (dumped and decoded), not against
+    /// the capture the settings compile to.
+    #[arg(long)]
+    live: bool,
+    #[command(flatten)]
+    packet: crate::explain::PacketArgs,
+    /// Print one JSON object (as `nftmesh explain --json`).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The node's subcommands.
@@ -210,6 +229,14 @@ pub fn run(cmd: AmbientCommand) -> ExitCode {
                 removed.tables
             );
             Ok(())
+        })(),
+        AmbientCommand::Explain(a) => (|| {
+            let ruleset = if a.live {
+                a.settings.namespace()?.live().map_err(|e| e.to_string())?
+            } else {
+                a.settings.capture()?.ruleset().clone()
+            };
+            crate::explain::show(&ruleset, &a.packet, a.json)
         })(),
         AmbientCommand::Host(h) => host_run(h),
     };

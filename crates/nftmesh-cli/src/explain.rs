@@ -30,7 +30,7 @@ pub struct ExplainArgs {
 
 /// The packet to explain.
 #[derive(clap::Args)]
-struct PacketArgs {
+pub struct PacketArgs {
     /// The hook the packet is seen at.
     #[arg(long, value_enum, conflicts_with = "direction")]
     hook: Option<HookArg>,
@@ -294,7 +294,6 @@ fn describe(hook: Hook, p: &Packet) -> String {
 
 /// Run `nftmesh explain`.
 pub fn run(args: &ExplainArgs) -> Result<(), String> {
-    let (hook, packet) = args.packet.build()?;
     let ns_path = args.network_namespace.as_deref();
     let ruleset: Ruleset = if args.live {
         let ns = nftmesh::Namespace::open_or_current(ns_path).map_err(|e| e.to_string())?;
@@ -306,9 +305,16 @@ pub fn run(args: &ExplainArgs) -> Result<(), String> {
             .ruleset()
             .clone()
     };
-    let traced = eval_traced(&ruleset, &packet, hook).map_err(|e| e.to_string())?;
+    show(&ruleset, &args.packet, args.json)
+}
+
+/// Explain the packet `args` describe through `ruleset`: the trail and outcome as text, or
+/// one JSON object with `json`.
+pub fn show(ruleset: &Ruleset, args: &PacketArgs, json: bool) -> Result<(), String> {
+    let (hook, packet) = args.build()?;
+    let traced = eval_traced(ruleset, &packet, hook).map_err(|e| e.to_string())?;
     let summary = summary(&traced, hook, &packet);
-    if args.json {
+    if json {
         let (word, port) = kind(&traced.outcome);
         let captured = matches!(word, "redirect" | "tproxy");
         let trail: Vec<serde_json::Value> = matched(&traced.trail)
