@@ -13,7 +13,7 @@ mod support;
 
 use nftmesh::iptables::trace::split_trace_text;
 use nftmesh::model::ambient::AmbientConfig;
-use nftmesh::model::eval::{eval_traced, Packet};
+use nftmesh::model::eval::Packet;
 use nftmesh::model::expr::L4Proto;
 use nftmesh::model::Hook;
 use nftmesh::netlink::netns::Netns;
@@ -431,9 +431,14 @@ fn row_packets(
     ]
 }
 
-/// Side by side: each row's packet explained against the same capture (the evaluator's trail,
-/// as `nftmesh ambient explain` runs it) lands on the port whose listener the real traffic
-/// reached.
+/// Ztunnel's listeners as the rows name them, and their ports.
+const LISTENERS: [(&str, u16); 4] = [
+    ("ztunnel-outbound", 15001),
+    ("ztunnel-inbound", 15006),
+    ("hbone", 15008),
+    ("ztunnel-dns", 15053),
+];
+
 fn explained_like_observed(
     name: &str,
     cfg: &AmbientConfig,
@@ -441,26 +446,7 @@ fn explained_like_observed(
     packets: &[(Hook, Packet)],
 ) {
     let rs = nftmesh::Capture::ambient(cfg).unwrap().ruleset().clone();
-    assert_eq!(observed.len(), packets.len(), "{name}: one packet per row");
-    for ((row, seen), (hook, p)) in observed.iter().zip(packets) {
-        let t = eval_traced(&rs, p, *hook).unwrap();
-        let predicted = t.outcome.redirect.unwrap_or(p.dport);
-        let listener = seen.split(' ').next().unwrap_or("");
-        let reached = match listener {
-            "ztunnel-outbound" => 15001,
-            "ztunnel-inbound" => 15006,
-            "hbone" => 15008,
-            "ztunnel-dns" => 15053,
-            "app" | "peer" => 8080,
-            "not" => 53,
-            _ => panic!("{name}: {row}: unexpected observation {seen}"),
-        };
-        assert_eq!(
-            predicted, reached,
-            "{name}: {row}: explained {:?}, observed {seen}",
-            t.trail
-        );
-    }
+    explain_rows(name, &rs, observed, packets, &LISTENERS);
 }
 
 fn unavailable() -> bool {

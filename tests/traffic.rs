@@ -8,6 +8,8 @@ mod support;
 use support::pods::*;
 
 use nftmesh::model::config::CaptureConfig;
+use nftmesh::model::{Hook, Packet};
+use std::net::IpAddr;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 
@@ -367,6 +369,16 @@ fn the_same_expectation_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
         "app ".to_string(),
     ];
     print_and_check("ipnets", &ours, &istio, &expected);
+    let (pod, to) = (IpAddr::from(POD), |ip: Ipv4Addr| {
+        SocketAddr::from((ip, 8080))
+    });
+    let packets = [
+        sent(APP_UID, pod, to(PEER), "eth0"),
+        sent(PROXY_UID, pod, to(PEER), "eth0"),
+        sent(APP_UID, pod, to(OTHER), "eth0"),
+        arriving(PEER.into(), to(POD)),
+    ];
+    explained_like_observed("ipnets", &ours, &packets);
 }
 
 #[test]
@@ -454,11 +466,50 @@ fn the_inbound_wildcard_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
         format!("inbound {POD}:8080"),
     ];
     print_and_check("inbound-ports-wildcard", &ours, &istio, &expected);
+    let pod = |port: u16| SocketAddr::from((POD, port));
+    let lo = |last: u8| IpAddr::from(Ipv4Addr::new(127, 0, 0, last));
+    let packets = [
+        arriving(PEER.into(), pod(8080)),
+        arriving(PEER.into(), pod(15008)),
+        sent(APP_UID, POD.into(), SocketAddr::from((PEER, 8080)), "eth0"),
+        sent(PROXY_UID, lo(6), pod(8080), "lo"),
+        sent(PROXY_UID, lo(7), pod(8080), "lo"),
+    ];
+    explained_like_observed("inbound-ports-wildcard", &ours, &packets);
 }
 
 /// A table's rows for Istio's `case`: installed by nftmesh from the case's config, and by
 /// `iptables-restore` from the case's golden.
 type Rows = Vec<(&'static str, String)>;
+
+/// The sidecar's listeners as the rows name them, and their ports.
+const LISTENERS: [(&str, u16); 3] = [("outbound", 15001), ("inbound", 15006), ("tunnel", 15008)];
+
+/// Explain each row's packet against the case's capture, side by side with what the row saw.
+fn explained_like_observed(case: &str, observed: &Rows, packets: &[(Hook, Packet)]) {
+    let c = support::cases::cases()
+        .into_iter()
+        .find(|c| c.name == case)
+        .expect("case");
+    let capture = nftmesh::Capture::new(&c.config()).expect("valid case");
+    support::pods::explain_rows(case, capture.ruleset(), observed, packets, &LISTENERS);
+}
+
+/// A packet an app or the proxy (`uid`) sends from `src` to `dst`, leaving by `oif`.
+fn sent(uid: u32, src: IpAddr, dst: SocketAddr, oif: &str) -> (Hook, Packet) {
+    (
+        Hook::Output,
+        Packet::local_tcp(uid, uid, src, dst.ip(), dst.port(), oif),
+    )
+}
+
+/// A packet from `src` arriving on eth0 for `dst`.
+fn arriving(src: IpAddr, dst: SocketAddr) -> (Hook, Packet) {
+    (
+        Hook::Prerouting,
+        Packet::incoming_tcp(src, dst.ip(), dst.port(), "eth0"),
+    )
+}
 
 fn both_columns(case: &str, rows: fn(Setup, &str) -> Rows) -> (Rows, Rows) {
     let c = support::cases::cases()
@@ -675,4 +726,23 @@ fn the_ipv6_inbound_table_passes_for_nftmesh_and_for_istios_own_ip6tables_rules(
         format!("inbound [{POD6}]:4000"),
     ];
     print_and_check("ipv6-inbound-ports", &ours, &istio, &expected);
+    let pod = |port: u16| SocketAddr::from((POD6, port));
+    let packets = [
+        arriving(PEER6.into(), pod(4000)),
+        arriving(PEER6.into(), pod(8080)),
+        sent(
+            APP_UID,
+            POD6.into(),
+            SocketAddr::from((PEER6, 8080)),
+            "eth0",
+        ),
+        sent(
+            PROXY_UID,
+            Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6).into(),
+            pod(4000),
+            "lo",
+        ),
+        sent(PROXY_UID, POD6.into(), pod(4000), "lo"),
+    ];
+    explained_like_observed("ipv6-inbound-ports", &ours, &packets);
 }

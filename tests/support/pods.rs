@@ -277,3 +277,40 @@ pub fn connect_from_as(uid: u32, src: std::net::IpAddr, to: SocketAddr) -> std::
     .join()
     .expect("client thread")
 }
+
+/// Side by side with real traffic: each row's packet, explained against the same ruleset (the
+/// evaluator's trail, as `nftmesh explain` runs it), lands on the port whose listener the row's
+/// traffic reached. `listeners` names the capture listeners and their ports; any other
+/// observation (the app, the peer, `not captured`) is the packet's own destination port.
+pub fn explain_rows(
+    name: &str,
+    rs: &nftmesh::model::Ruleset,
+    observed: &[(&str, String)],
+    packets: &[(nftmesh::model::Hook, nftmesh::model::Packet)],
+    listeners: &[(&str, u16)],
+) {
+    assert_eq!(observed.len(), packets.len(), "{name}: one packet per row");
+    for ((row, seen), (hook, p)) in observed.iter().zip(packets) {
+        let t = nftmesh::model::eval_traced(rs, p, *hook).unwrap();
+        let predicted = t
+            .outcome
+            .redirect
+            .or(t.outcome.tproxy.and_then(|x| x.port))
+            .unwrap_or(p.dport);
+        let listener = seen.split(' ').next().unwrap_or("");
+        assert!(
+            !seen.starts_with("error"),
+            "{name}: {row}: the row failed: {seen}"
+        );
+        let reached = listeners
+            .iter()
+            .find(|(n, _)| *n == listener)
+            .map(|(_, port)| *port)
+            .unwrap_or(p.dport);
+        assert_eq!(
+            predicted, reached,
+            "{name}: {row}: explained {:?}, observed {seen}",
+            t.trail
+        );
+    }
+}
