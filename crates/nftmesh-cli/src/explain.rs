@@ -163,7 +163,7 @@ impl PacketArgs {
             daddr: self.dst.ip(),
             sport,
             dport: self.dst.port(),
-            iif: default_if(&self.iif, !local && hook != Hook::Output),
+            iif: default_if(&self.iif, !local),
             oif: default_if(&self.oif, local || hook == Hook::Forward),
             skuid: self.uid,
             skgid: self.gid.or(self.uid),
@@ -316,6 +316,8 @@ pub fn show(ruleset: &Ruleset, args: &PacketArgs, json: bool) -> Result<(), Stri
     let summary = summary(&traced, hook, &packet);
     if json {
         let (word, port) = kind(&traced.outcome);
+        // A tproxy without a port keeps the packet's destination port.
+        let port = port.or((word == "tproxy").then_some(packet.dport));
         let captured = matches!(word, "redirect" | "tproxy");
         let trail: Vec<serde_json::Value> = matched(&traced.trail)
             .into_iter()
