@@ -14,73 +14,17 @@ use std::collections::BTreeMap;
 use support::{diff_lines, listing_lines, netns};
 
 /// Case name → our ruleset as nft text.
-/// The IPv6 probe SNAT address Istio's ambient goldens were generated with (its tests' value;
-/// Istio's default, like ours, is `fd16:9254:7127:1337:ffff:ffff:ffff:ffff`).
-const GOLDEN_PROBE_SNAT_IPV6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(
-    0xe9ac, 0x1e77, 0x90ca, 0x399f, 0x4d6d, 0xece2, 0x2f9b, 0x3164,
-);
-
 fn cases() -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let vifs = || vec!["fake1s0f0".to_string(), "fake1s0f1".to_string()];
-    for ipv6 in [false, true] {
-        let suffix = if ipv6 { "_ipv6" } else { "" };
-        let base = AmbientConfig {
-            ipv6,
-            probe_snat_ipv6: GOLDEN_PROBE_SNAT_IPV6,
-            ..AmbientConfig::default()
-        };
-        let inpod = [
-            (
-                "default",
-                AmbientConfig {
-                    dns_capture: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "dns_pod_enabled_and_off_globally",
-                AmbientConfig {
-                    dns_capture: true,
-                    ..base.clone()
-                },
-            ),
-            ("dns_pod_disabled_and_on_globally", base.clone()),
-            (
-                "ingress",
-                AmbientConfig {
-                    bypass_inbound_capture: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "virtual_interfaces",
-                AmbientConfig {
-                    reroute_virtual_interfaces: vifs(),
-                    ..base.clone()
-                },
-            ),
-            (
-                "ingress_and_virtual_interfaces",
-                AmbientConfig {
-                    bypass_inbound_capture: true,
-                    reroute_virtual_interfaces: vifs(),
-                    ..base.clone()
-                },
-            ),
-        ];
-        for (name, cfg) in inpod {
+    let inpod = support::ambient_cases::inpod()
+        .into_iter()
+        .map(|(name, cfg)| {
             cfg.validate().unwrap();
-            out.push((format!("{name}{suffix}"), render(&compile_inpod(&cfg))));
-        }
-        let host = AmbientHostConfig {
-            ipv6,
-            probe_snat_ipv6: GOLDEN_PROBE_SNAT_IPV6,
-            ..AmbientHostConfig::new(1000)
-        };
-        out.push((format!("hostprobe{suffix}"), render(&compile_host(&host))));
-    }
-    out
+            (name, render(&compile_inpod(&cfg)))
+        });
+    let host = support::ambient_cases::host()
+        .into_iter()
+        .map(|(name, cfg)| (name, render(&compile_host(&cfg))));
+    inpod.chain(host).collect()
 }
 
 /// Istio's golden, with the host's probe sets declared first: Istio's `host_sets.go` creates

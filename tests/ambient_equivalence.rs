@@ -10,7 +10,7 @@ mod support;
 
 use nftmesh::iptables::{interpret, interpret_with_sets, parse_trace, translate_all, IpSets};
 use nftmesh::model::ambient::{
-    compile_host, compile_inpod, AmbientConfig, AmbientHostConfig, PROBE_SET_V4, PROBE_SET_V6,
+    compile_host, compile_inpod, AmbientHostConfig, PROBE_SET_V4, PROBE_SET_V6,
 };
 use nftmesh::model::expr::IpVersion;
 use nftmesh::model::ruleset::{Ruleset, SetElement};
@@ -18,72 +18,11 @@ use nftmesh::model::Packet;
 use nftmesh::model::{eval, Hook};
 use support::corpus::{dims, random, systematic, Dims};
 
-/// The IPv6 probe SNAT address Istio's ambient goldens were generated with (its tests' value;
-/// Istio's default, like ours, is `fd16:9254:7127:1337:ffff:ffff:ffff:ffff`).
-const GOLDEN_PROBE_SNAT_IPV6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(
-    0xe9ac, 0x1e77, 0x90ca, 0x399f, 0x4d6d, 0xece2, 0x2f9b, 0x3164,
-);
-
-fn cases() -> Vec<(String, AmbientConfig)> {
-    let vifs = || vec!["fake1s0f0".to_string(), "fake1s0f1".to_string()];
-    let mut out = Vec::new();
-    for ipv6 in [false, true] {
-        let suffix = if ipv6 { "_ipv6" } else { "" };
-        let base = AmbientConfig {
-            ipv6,
-            probe_snat_ipv6: GOLDEN_PROBE_SNAT_IPV6,
-            ..AmbientConfig::default()
-        };
-        for (name, cfg) in [
-            (
-                "default",
-                AmbientConfig {
-                    dns_capture: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "dns_pod_enabled_and_off_globally",
-                AmbientConfig {
-                    dns_capture: true,
-                    ..base.clone()
-                },
-            ),
-            ("dns_pod_disabled_and_on_globally", base.clone()),
-            (
-                "ingress",
-                AmbientConfig {
-                    bypass_inbound_capture: true,
-                    ..base.clone()
-                },
-            ),
-            (
-                "virtual_interfaces",
-                AmbientConfig {
-                    reroute_virtual_interfaces: vifs(),
-                    ..base.clone()
-                },
-            ),
-            (
-                "ingress_and_virtual_interfaces",
-                AmbientConfig {
-                    bypass_inbound_capture: true,
-                    reroute_virtual_interfaces: vifs(),
-                    ..base.clone()
-                },
-            ),
-        ] {
-            out.push((format!("{name}{suffix}"), cfg));
-        }
-    }
-    out
-}
-
 #[test]
 fn ambient_goldens_interpreter_translation_and_compiler_agree() {
     let mut checked = 0;
     let mut differences = Vec::new();
-    for (name, cfg) in cases() {
+    for (name, cfg) in support::ambient_cases::inpod() {
         let parts = golden_parts(&name);
         let translated = translate_all(&parts).unwrap_or_else(|e| panic!("{name}: {e}"));
         let compiled = compile_inpod(&cfg);

@@ -1,6 +1,7 @@
 //! Shared test support: Istio's cases, the conformance data, and the `nft` oracle in netns.
 #![allow(dead_code)]
 
+pub mod ambient_cases;
 pub mod cases;
 pub mod corpus;
 pub mod named_netns;
