@@ -360,11 +360,6 @@ fn ingress_expected6() -> Rows {
     ]
 }
 
-/// Istio's ambient iptables golden, its IPv4 part.
-fn golden_v4(case: &str) -> String {
-    golden(case).0
-}
-
 /// Istio's ambient iptables golden: its IPv4 part and its IPv6 part, if any.
 fn golden(case: &str) -> (String, Option<String>) {
     let path = format!(
@@ -459,112 +454,109 @@ fn unavailable() -> bool {
     false
 }
 
-#[test]
-fn ambient_capture_of_real_traffic_matches_istios_own_rules() {
+/// One Istio case three ways: its rows under nftmesh's capture of `cfg` and under Istio's
+/// golden `case` (IPv6 part loaded too when `v6`), both checked against `expected`, and each
+/// row's packet explained against `cfg`.
+fn run_case(
+    case: &str,
+    cfg: AmbientConfig,
+    rows: fn(Setup, &str) -> Rows,
+    expected: Rows,
+    v6: bool,
+) {
     if unavailable() {
         return;
     }
+    if v6 {
+        if let Some(why) = support::tool_missing("ip6tables-restore", "--version") {
+            support::skip(&why);
+            return;
+        }
+    }
+    let ours = rows(
+        Setup::Ambient(Box::new(cfg.clone())),
+        &format!("{case}-ours"),
+    );
+    let (v4, v6_part) = golden(case);
+    assert_eq!(
+        v6_part.is_some(),
+        v6,
+        "{case}: an IPv6 part exactly when IPv6"
+    );
+    let istio = rows(
+        Setup::IptablesRestore(v4, v6_part),
+        &format!("{case}-istio"),
+    );
+    check(case, &expected, &ours, &istio);
+    let ingress = cfg.bypass_inbound_capture;
+    let packets = if v6 {
+        row_packets(
+            ingress,
+            POD6.into(),
+            PEER6.into(),
+            DNS_SERVER6.into(),
+            PROBE6.into(),
+        )
+    } else {
+        row_packets(
+            ingress,
+            POD.into(),
+            PEER.into(),
+            DNS_SERVER.into(),
+            PROBE.into(),
+        )
+    };
+    explained_like_observed(case, &cfg, &ours, &packets);
+}
+
+#[test]
+fn ambient_capture_of_real_traffic_matches_istios_own_rules() {
     let cfg = AmbientConfig {
         dns_capture: true,
         ..AmbientConfig::default()
     };
-    let ours = default_rows(Setup::Ambient(Box::new(cfg.clone())), "amb-ours");
-    let istio = default_rows(
-        Setup::IptablesRestore(golden_v4("default"), None),
-        "amb-istio",
-    );
-    check("default", &default_expected(), &ours, &istio);
-    let packets = row_packets(
-        false,
-        POD.into(),
-        PEER.into(),
-        DNS_SERVER.into(),
-        PROBE.into(),
-    );
-    explained_like_observed("default", &cfg, &ours, &packets);
+    run_case("default", cfg, default_rows, default_expected(), false);
 }
 
 #[test]
 fn bypass_inbound_capture_and_dns_off_match_istios_own_rules() {
-    if unavailable() {
-        return;
-    }
     let cfg = AmbientConfig {
         bypass_inbound_capture: true,
         ..AmbientConfig::default()
     };
-    let ours = ingress_rows(Setup::Ambient(Box::new(cfg.clone())), "ing-ours");
-    let istio = ingress_rows(
-        Setup::IptablesRestore(golden_v4("ingress"), None),
-        "ing-istio",
-    );
-    check("ingress", &ingress_expected(), &ours, &istio);
-    let packets = row_packets(
-        true,
-        POD.into(),
-        PEER.into(),
-        DNS_SERVER.into(),
-        PROBE.into(),
-    );
-    explained_like_observed("ingress", &cfg, &ours, &packets);
+    run_case("ingress", cfg, ingress_rows, ingress_expected(), false);
 }
 
 #[test]
 fn ipv6_ambient_capture_of_real_traffic_matches_istios_own_rules() {
-    if unavailable() {
-        return;
-    }
-    if let Some(why) = support::tool_missing("ip6tables-restore", "--version") {
-        support::skip(&why);
-        return;
-    }
     let cfg = AmbientConfig {
         dns_capture: true,
         ipv6: true,
         probe_snat_ipv6: PROBE6,
         ..AmbientConfig::default()
     };
-    let ours = default_rows6(Setup::Ambient(Box::new(cfg.clone())), "amb6-ours");
-    let (v4, v6) = golden("default_ipv6");
-    assert!(v6.is_some(), "default_ipv6 has an IPv6 part");
-    let istio = default_rows6(Setup::IptablesRestore(v4, v6), "amb6-istio");
-    check("default_ipv6", &default_expected6(), &ours, &istio);
-    let packets = row_packets(
-        false,
-        POD6.into(),
-        PEER6.into(),
-        DNS_SERVER6.into(),
-        PROBE6.into(),
+    run_case(
+        "default_ipv6",
+        cfg,
+        default_rows6,
+        default_expected6(),
+        true,
     );
-    explained_like_observed("default_ipv6", &cfg, &ours, &packets);
 }
 
 #[test]
 fn ipv6_bypass_inbound_capture_and_dns_off_match_istios_own_rules() {
-    if unavailable() {
-        return;
-    }
-    if let Some(why) = support::tool_missing("ip6tables-restore", "--version") {
-        support::skip(&why);
-        return;
-    }
     let cfg = AmbientConfig {
         bypass_inbound_capture: true,
         ipv6: true,
         probe_snat_ipv6: PROBE6,
         ..AmbientConfig::default()
     };
-    let ours = ingress_rows6(Setup::Ambient(Box::new(cfg.clone())), "ing6-ours");
-    let (v4, v6) = golden("ingress_ipv6");
-    assert!(v6.is_some(), "ingress_ipv6 has an IPv6 part");
-    let istio = ingress_rows6(Setup::IptablesRestore(v4, v6), "ing6-istio");
-    check("ingress_ipv6", &ingress_expected6(), &ours, &istio);
-    let packets = row_packets(
+    run_case(
+        "ingress_ipv6",
+        cfg,
+        ingress_rows6,
+        ingress_expected6(),
         true,
-        POD6.into(),
-        PEER6.into(),
-        DNS_SERVER6.into(),
-        PROBE6.into(),
     );
-    explained_like_observed("ingress_ipv6", &cfg, &ours, &packets);
 }
