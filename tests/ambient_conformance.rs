@@ -10,7 +10,6 @@ use nftmesh::model::ambient::{
     compile_host, compile_inpod, AmbientConfig, AmbientHostConfig, PROBE_SET_V4, PROBE_SET_V6,
 };
 use nftmesh::model::render;
-use std::collections::BTreeMap;
 use support::{diff_lines, listing_lines, netns};
 
 /// Case name → our ruleset as nft text.
@@ -50,42 +49,13 @@ fn golden(name: &str) -> String {
     sets + &text
 }
 
-/// The documented differences: `ambient/CASE` → diff lines (`- golden`, `+ ours`).
-fn documented() -> BTreeMap<String, Vec<String>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/istio-differences.md");
-    let text = std::fs::read_to_string(path).expect("docs/istio-differences.md");
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let (mut case, mut in_diff) = (None::<String>, false);
-    for line in text.lines() {
-        if let Some(h) = line.strip_prefix("## ") {
-            case = h
-                .trim()
-                .trim_matches('`')
-                .strip_prefix("ambient/")
-                .map(str::to_string);
-            in_diff = false;
-        } else if line.starts_with("```diff") {
-            in_diff = true;
-        } else if line.starts_with("```") {
-            in_diff = false;
-        } else if in_diff {
-            if let Some(c) = &case {
-                out.entry(c.clone())
-                    .or_default()
-                    .push(line.trim_end().to_string());
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn every_ambient_case_lists_like_istios_golden_except_documented_differences() {
     if let Some(why) = netns::oracle_unavailable() {
         support::skip(&format!("the nft oracle is unavailable: {why}"));
         return;
     }
-    let docs = documented();
+    let docs = support::documented_differences(|h| h.strip_prefix("ambient/").map(str::to_string));
     let all = cases();
     assert_eq!(all.len(), 14, "CASES.md has 14 nftables cases");
     let mut failures = Vec::new();

@@ -6,33 +6,7 @@
 mod support;
 
 use nftmesh_model::{compile, render};
-use std::collections::BTreeMap;
 use support::{cases::cases, cases::TEST_GROUPS, diff_lines, golden, listing_lines, netns};
-
-/// The documented differences: case → diff lines (`- golden`, `+ ours`).
-fn documented() -> BTreeMap<String, Vec<String>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/istio-differences.md");
-    let text = std::fs::read_to_string(path).expect("docs/istio-differences.md");
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let (mut case, mut in_diff) = (None::<String>, false);
-    for line in text.lines() {
-        if let Some(h) = line.strip_prefix("## ") {
-            case = Some(h.trim().trim_matches('`').to_string());
-            in_diff = false;
-        } else if line.starts_with("```diff") {
-            in_diff = true;
-        } else if line.starts_with("```") {
-            in_diff = false;
-        } else if in_diff {
-            if let Some(c) = &case {
-                out.entry(c.clone())
-                    .or_default()
-                    .push(line.trim_end().to_string());
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn every_istio_case_lists_like_istios_golden_except_documented_differences() {
@@ -41,7 +15,9 @@ fn every_istio_case_lists_like_istios_golden_except_documented_differences() {
         return;
     }
     let groups = netns::group_file(&TEST_GROUPS);
-    let docs = documented();
+    // Sidecar cases are the headings without the `ambient/` prefix.
+    let docs =
+        support::documented_differences(|h| (!h.starts_with("ambient/")).then(|| h.to_string()));
     let all = cases();
     assert_eq!(all.len(), 28, "CASES.md has 28 cases");
     let mut failures = Vec::new();

@@ -114,3 +114,31 @@ pub fn diff_lines(a: &[String], b: &[String]) -> Vec<String> {
     }
     out
 }
+
+/// The differences `docs/istio-differences.md` documents: for each `## CASE` heading that
+/// `select` maps to a case name, the lines of its `diff` blocks (`- golden`, `+ ours`).
+pub fn documented_differences(
+    select: impl Fn(&str) -> Option<String>,
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/istio-differences.md");
+    let text = std::fs::read_to_string(path).expect("docs/istio-differences.md");
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let (mut case, mut in_diff) = (None::<String>, false);
+    for line in text.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            case = select(h.trim().trim_matches('`'));
+            in_diff = false;
+        } else if line.starts_with("```diff") {
+            in_diff = true;
+        } else if line.starts_with("```") {
+            in_diff = false;
+        } else if in_diff {
+            if let Some(c) = &case {
+                out.entry(c.clone())
+                    .or_default()
+                    .push(line.trim_end().to_string());
+            }
+        }
+    }
+    out
+}
