@@ -17,9 +17,7 @@ use nftmesh::model::eval::Packet;
 use nftmesh::model::expr::L4Proto;
 use nftmesh::model::Hook;
 use nftmesh::netlink::netns::Netns;
-use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use support::pods::*;
 
 const PROBE: Ipv4Addr = Ipv4Addr::new(169, 254, 7, 127);
@@ -36,26 +34,7 @@ type Rows = Vec<(&'static str, String)>;
 
 /// Connect as root from a socket carrying `mark` (SO_MARK, as ztunnel marks its own).
 fn connect_marked(mark: u32, to: SocketAddr) -> std::io::Result<String> {
-    use nix::sys::socket::{
-        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
-    };
-    std::thread::spawn(move || {
-        let family = if to.is_ipv4() {
-            AddressFamily::Inet
-        } else {
-            AddressFamily::Inet6
-        };
-        let fd = socket(family, SockType::Stream, SockFlag::empty(), None)?;
-        setsockopt(&fd, sockopt::Mark, &mark)?;
-        connect(fd.as_raw_fd(), &SockaddrStorage::from(to))?;
-        let mut s = TcpStream::from(fd);
-        s.set_read_timeout(Some(WAIT))?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply)?;
-        Ok(reply)
-    })
-    .join()
-    .expect("client thread")
+    connect_with(0, None, Some(mark), to)
 }
 
 /// Whether a UDP query from the app to `server`:53 lands on ztunnel's DNS port 15053.

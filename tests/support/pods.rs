@@ -252,21 +252,38 @@ pub fn udp_received(s: &std::net::UdpSocket) -> bool {
 
 /// Connect as `uid` from `src` (port chosen by the kernel) to `to`; what the server answered.
 pub fn connect_from_as(uid: u32, src: std::net::IpAddr, to: SocketAddr) -> std::io::Result<String> {
+    connect_with(uid, Some(src), None, to)
+}
+
+/// Connect from a thread running as `uid`, from `src` if given, on a socket carrying `mark`
+/// (SO_MARK) if given; what the server answered.
+pub fn connect_with(
+    uid: u32,
+    src: Option<std::net::IpAddr>,
+    mark: Option<u32>,
+    to: SocketAddr,
+) -> std::io::Result<String> {
     use nix::sys::socket::{
-        bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrStorage,
+        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+        SockaddrStorage,
     };
     std::thread::spawn(move || {
         become_user(uid, uid)?;
-        let family = if src.is_ipv4() {
+        let family = if to.is_ipv4() {
             AddressFamily::Inet
         } else {
             AddressFamily::Inet6
         };
         let fd = socket(family, SockType::Stream, SockFlag::empty(), None)?;
-        bind(
-            fd.as_raw_fd(),
-            &SockaddrStorage::from(SocketAddr::new(src, 0)),
-        )?;
+        if let Some(m) = mark {
+            setsockopt(&fd, sockopt::Mark, &m)?;
+        }
+        if let Some(src) = src {
+            bind(
+                fd.as_raw_fd(),
+                &SockaddrStorage::from(SocketAddr::new(src, 0)),
+            )?;
+        }
         connect(fd.as_raw_fd(), &SockaddrStorage::from(to))?;
         let mut s = TcpStream::from(fd);
         s.set_read_timeout(Some(WAIT))?;
