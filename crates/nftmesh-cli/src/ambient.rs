@@ -55,15 +55,23 @@ pub struct AmbientArgs {
     /// IPv6 capture: auto (when the pod has a global IPv6 address), on, off
     #[arg(long, value_enum, default_value = "auto")]
     ipv6: Ipv6Mode,
-    /// The kubelet probes' IPv4 source after the node's SNAT
-    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV4)]
-    probe_snat_ipv4: Ipv4Addr,
-    /// Their IPv6 source
-    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV6)]
-    probe_snat_ipv6: Ipv6Addr,
+    #[command(flatten)]
+    probe_snat: ProbeSnatArgs,
     /// Network namespace to work in (`/proc/PID/ns/net`, `/var/run/netns/NAME`); default: ours
     #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
     network_namespace: Option<PathBuf>,
+}
+
+/// The kubelet probes' source addresses after the node's SNAT, shared by the pod's settings
+/// (exempt from capture) and the node's (the SNAT itself).
+#[derive(Args)]
+pub struct ProbeSnatArgs {
+    /// The kubelet probes' IPv4 source after the node's SNAT [Istio: HOST_PROBE_SNAT_IP]
+    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV4)]
+    probe_snat_ipv4: Ipv4Addr,
+    /// Their IPv6 source [Istio: HOST_PROBE_SNAT_IPV6]
+    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV6)]
+    probe_snat_ipv6: Ipv6Addr,
 }
 
 /// `nftmesh ambient explain`: the pod's settings, the packet, and where to look.
@@ -105,12 +113,8 @@ pub struct HostArgs {
     /// IPv6 rule and set: auto (when the node has a global IPv6 address), on, off
     #[arg(long, value_enum, default_value = "auto")]
     ipv6: Ipv6Mode,
-    /// The IPv4 source probes get
-    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV4)]
-    probe_snat_ipv4: Ipv4Addr,
-    /// The IPv6 source probes get
-    #[arg(long, default_value_t = nftmesh::ambient::PROBE_SNAT_IPV6)]
-    probe_snat_ipv6: Ipv6Addr,
+    #[command(flatten)]
+    probe_snat: ProbeSnatArgs,
     /// The node's network namespace; default: ours
     #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
     network_namespace: Option<PathBuf>,
@@ -160,8 +164,8 @@ impl AmbientArgs {
                 .cloned()
                 .collect(),
             ipv6: ipv6_in(self.ipv6, self.network_namespace.as_deref())?,
-            probe_snat_ipv4: self.probe_snat_ipv4,
-            probe_snat_ipv6: self.probe_snat_ipv6,
+            probe_snat_ipv4: self.probe_snat.probe_snat_ipv4,
+            probe_snat_ipv6: self.probe_snat.probe_snat_ipv6,
             ..AmbientConfig::default()
         };
         Capture::ambient(&cfg).map_err(|e| e.to_string())
@@ -177,8 +181,8 @@ impl HostArgs {
         Ok(HostCapture::new(&AmbientHostConfig {
             kubelet_uid: self.kubelet_uid,
             ipv6: ipv6_in(self.ipv6, self.network_namespace.as_deref())?,
-            probe_snat_ipv4: self.probe_snat_ipv4,
-            probe_snat_ipv6: self.probe_snat_ipv6,
+            probe_snat_ipv4: self.probe_snat.probe_snat_ipv4,
+            probe_snat_ipv6: self.probe_snat.probe_snat_ipv6,
         }))
     }
 
