@@ -267,6 +267,18 @@ impl Namespace {
         Ok(self.lock().conn.dump_ruleset(&owned_tables())?)
     }
 
+    /// What the counters of nftmesh's live tables say: every counted rule with its packets,
+    /// bytes and [`nftmesh_model::stats::Reason`], summed by reason with
+    /// [`nftmesh_model::stats::Stats::total`] (captured outbound, inbound, DNS, passthrough
+    /// by why). Rules and counts come from one dump.
+    pub fn stats(&self) -> Result<nftmesh_model::stats::Stats, CaptureError> {
+        let (ruleset, rules) = self.lock().conn.dump_counted(&owned_tables())?;
+        let counted = rules
+            .into_iter()
+            .filter_map(|r| r.counter.map(|c| (r.place, c)));
+        Ok(nftmesh_model::stats::Stats::new(&ruleset, counted))
+    }
+
     /// How the namespace differs from `capture`: its tables (compared in canonical form, see
     /// [`nftmesh_model::diff`]), the TPROXY routing and `::6` on `lo`. Empty when it holds
     /// exactly `capture`.

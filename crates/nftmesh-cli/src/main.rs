@@ -9,6 +9,7 @@ mod host;
 mod istio;
 mod log;
 mod restore;
+mod stats;
 
 use capture_args::CaptureArgs;
 use clap::{Parser, Subcommand};
@@ -48,6 +49,10 @@ enum Command {
     /// Explain one packet's way through the capture (or the live tables with --live): every
     /// chain entered, every rule that matched, and whether and where it is captured.
     Explain(Box<explain::ExplainArgs>),
+    /// The packet and byte counters of nftmesh's live tables: captured outbound, inbound and
+    /// DNS, passthrough by reason (proxy uid, loopback, excluded CIDR, port, interface), and
+    /// every rule's counts.
+    Stats(stats::StatsArgs),
     /// Translate iptables-save text to nf_tables and print it as nft text; changes nothing.
     Translate(restore::InputArgs),
     /// Apply iptables-save text natively (a native iptables-restore for nat, mangle, raw and
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
         Some(Command::Diff(args)) => return diff(args),
         Some(Command::Verify(args)) => verify(args),
         Some(Command::Explain(args)) => explain::run(&args),
+        Some(Command::Stats(args)) => stats::run(&args),
         Some(Command::Translate(args)) => restore::translate(&args),
         Some(Command::Restore(args)) => restore::restore(args),
         Some(Command::IstioIptables(args)) => return istio::run(*args),

@@ -30,6 +30,7 @@ pub mod limits;
 pub mod render;
 pub mod ruleset;
 pub mod samples;
+pub mod stats;
 
 pub use compile::compile;
 pub use config::{CaptureConfig, ConfigError, InterceptionMode};

@@ -30,5 +30,6 @@ pub use codec::bounds;
 pub use codec::objects::{LiveChain, LiveSet, LiveTable};
 pub use codec::readback;
 pub use connection::{ApplyReport, Connection};
+pub use dump::LiveRule;
 pub use error::{NetlinkError, Object};
 pub use transaction::{LiveState, Removal, Transaction};

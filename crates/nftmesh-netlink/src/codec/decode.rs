@@ -4,7 +4,7 @@
 
 use crate::codec::ir::Expr;
 use crate::codec::sys::*;
-use crate::codec::wire::{attrs, find, string};
+use crate::codec::wire::{attrs, be64, find, string};
 
 type Attrs<'a> = Vec<(u16, &'a [u8])>;
 
@@ -52,6 +52,30 @@ pub fn verdict_chains(list: &[u8]) -> Vec<String> {
     out
 }
 
+/// The packets and bytes of a rule's `counter` expressions (summed; a rule has one), reading
+/// only those: the others may be ones nftmesh does not decode. `None` without a counter.
+pub fn counter_of(list: &[u8]) -> Option<nftmesh_model::stats::Counter> {
+    let mut out: Option<nftmesh_model::stats::Counter> = None;
+    for (ty, elem) in attrs(list).unwrap_or_default() {
+        if ty != NFTA_LIST_ELEM {
+            continue;
+        }
+        let Ok(at) = attrs(elem) else { continue };
+        if find(&at, NFTA_EXPR_NAME).map(string).as_deref() != Some("counter") {
+            continue;
+        }
+        let data = find(&at, NFTA_EXPR_DATA).unwrap_or(&[]);
+        let Ok(d) = attrs(data) else { continue };
+        let n = |ty| find(&d, ty).and_then(be64).unwrap_or(0);
+        let c = nftmesh_model::stats::Counter {
+            packets: n(NFTA_COUNTER_PACKETS),
+            bytes: n(NFTA_COUNTER_BYTES),
+        };
+        out = Some(out.unwrap_or_default().add(c));
+    }
+    out
+}
+
 fn decode_one(name: &str, raw: &[u8], d: &Attrs<'_>) -> Result<Expr, String> {
     crate::codec::expr::decode(name, raw, d)
 }
@@ -86,6 +110,39 @@ mod tests {
                 .collect();
             let _ = decode_exprs(&bytes);
         }
+    }
+
+    /// A `counter` expression element as the kernel dumps it: name, then data holding
+    /// `NFTA_COUNTER_BYTES` and `NFTA_COUNTER_PACKETS` (big-endian u64s).
+    fn counter_elem(packets: u64, bytes: u64) -> Vec<u8> {
+        fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
+            let mut out = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
+            out.extend_from_slice(&ty.to_ne_bytes());
+            out.extend_from_slice(v);
+            while out.len() % 4 != 0 {
+                out.push(0);
+            }
+            out
+        }
+        let mut data = attr(NFTA_COUNTER_BYTES, &bytes.to_be_bytes());
+        data.extend(attr(NFTA_COUNTER_PACKETS, &packets.to_be_bytes()));
+        let mut elem = attr(NFTA_EXPR_NAME, b"counter\0");
+        elem.extend(attr(NFTA_EXPR_DATA | 0x8000, &data));
+        attr(NFTA_LIST_ELEM | 0x8000, &elem)
+    }
+
+    #[test]
+    fn counters_are_read_and_summed() {
+        assert_eq!(counter_of(&[]), None);
+        let one = counter_elem(5, 300);
+        let c = counter_of(&one).unwrap();
+        assert_eq!((c.packets, c.bytes), (5, 300));
+        let mut two = one.clone();
+        two.extend(counter_elem(1, 60));
+        let c = counter_of(&two).unwrap();
+        assert_eq!((c.packets, c.bytes), (6, 360));
+        // Truncated bytes are no counter, not a panic.
+        assert_eq!(counter_of(&one[..one.len() - 3]), None);
     }
 
     #[test]

@@ -130,10 +130,14 @@ pub(crate) fn elements_of(area: &[u8]) -> Result<Elements, String> {
     Ok(out)
 }
 
-/// A rule read from its message: its chain, expressions and comment.
+/// A rule read from its message: its chain, handle, expressions, counts and comment.
 pub(crate) struct RawRule {
     /// The chain's name.
     pub chain: String,
+    /// The kernel's handle of the rule (0 in a batch, which has none).
+    pub handle: u64,
+    /// The packets and bytes of its `counter` expressions (summed), if it has any.
+    pub counter: Option<nftmesh_model::stats::Counter>,
     /// The decoded expressions.
     pub exprs: Vec<Expr>,
     /// The comment from its user data.
@@ -146,12 +150,17 @@ pub(crate) fn rule_of(area: &[u8]) -> Result<RawRule, String> {
     let chain = wire::find(&at, NFTA_RULE_CHAIN)
         .map(wire::string)
         .unwrap_or_default();
-    let exprs =
-        crate::codec::decode::decode_exprs(wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]))
-            .map_err(|e| format!("rule in chain {chain}: {e}"))?;
+    let list = wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
+    let exprs = crate::codec::decode::decode_exprs(list)
+        .map_err(|e| format!("rule in chain {chain}: {e}"))?;
+    let handle = wire::find(&at, NFTA_RULE_HANDLE)
+        .and_then(wire::be64)
+        .unwrap_or(0);
     let comment = wire::find(&at, NFTA_RULE_USERDATA).and_then(crate::codec::decode::comment_of);
     Ok(RawRule {
+        counter: crate::codec::decode::counter_of(list),
         chain,
+        handle,
         exprs,
         comment,
     })

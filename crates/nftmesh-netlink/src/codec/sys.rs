@@ -121,6 +121,9 @@ pub const NFTA_SOCKET_KEY: u16 = 1;
 pub const NFTA_SOCKET_DREG: u16 = 2;
 
 pub const NFT_META_MARK: u32 = 3;
+pub const NFT_META_NFTRACE: u32 = 12;
+pub const NFTA_COUNTER_BYTES: u16 = 1;
+pub const NFTA_COUNTER_PACKETS: u16 = 2;
 pub const NFT_META_IIFNAME: u32 = 6;
 pub const NFT_META_OIFNAME: u32 = 7;
 pub const NFT_META_SKUID: u32 = 10;
