@@ -24,6 +24,9 @@ pub enum CaptureError {
         .0.join(", ")
     )]
     LegacyTables(Vec<String>),
+    /// A trace filter that no packet can pass, or that cannot be written as a rule.
+    #[error("trace filter: {0}")]
+    TraceFilter(&'static str),
     /// A verification connection did not behave as the capture says it must.
     #[error("verification failed: {0}")]
     Verify(String),

@@ -34,6 +34,7 @@ mod ambient_host;
 mod capture;
 mod error;
 mod namespace;
+pub mod trace;
 pub mod verify;
 
 pub use capture::{owned_tables, Capture, Migration};

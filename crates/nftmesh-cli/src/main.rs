@@ -10,6 +10,7 @@ mod istio;
 mod log;
 mod restore;
 mod stats;
+mod trace;
 
 use capture_args::CaptureArgs;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,11 @@ enum Command {
     /// DNS, passthrough by reason (proxy uid, loopback, excluded CIDR, port, interface), and
     /// every rule's counts.
     Stats(stats::StatsArgs),
+    /// Trace real packets live: a temporary table of its own marks the packets the filter
+    /// selects for nf_tables tracing; prints `tracing` to stderr once it listens, then each
+    /// packet's path (every rule that matched, as nft text). The table is deleted on exit, and
+    /// by the kernel if the process is killed.
+    Trace(Box<trace::TraceArgs>),
     /// Translate iptables-save text to nf_tables and print it as nft text; changes nothing.
     Translate(restore::InputArgs),
     /// Apply iptables-save text natively (a native iptables-restore for nat, mangle, raw and
@@ -145,6 +151,7 @@ fn main() -> ExitCode {
         Some(Command::Verify(args)) => verify(args),
         Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Stats(args)) => stats::run(&args),
+        Some(Command::Trace(args)) => return trace::run(&args),
         Some(Command::Translate(args)) => restore::translate(&args),
         Some(Command::Restore(args)) => restore::restore(args),
         Some(Command::IstioIptables(args)) => return istio::run(*args),

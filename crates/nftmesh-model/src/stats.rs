@@ -39,9 +39,11 @@ pub struct Counter {
     pub bytes: u64,
 }
 
-impl Counter {
+impl std::ops::Add for Counter {
+    type Output = Counter;
+
     /// The sum of two counts (saturating: counters never wrap into a small number).
-    pub fn add(self, other: Counter) -> Counter {
+    fn add(self, other: Counter) -> Counter {
         Counter {
             packets: self.packets.saturating_add(other.packets),
             bytes: self.bytes.saturating_add(other.bytes),
@@ -224,7 +226,7 @@ impl Stats {
         self.rules
             .iter()
             .filter(|r| r.reason == reason)
-            .fold(Counter::default(), |acc, r| acc.add(r.counter))
+            .fold(Counter::default(), |acc, r| acc + r.counter)
     }
 
     /// The sums of every reason, in [`Reason::ALL`] order.
@@ -267,7 +269,9 @@ impl Stats {
                 true,
             ),
         ] {
-            out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} counter\n"));
+            out.push_str(&format!(
+                "# HELP {metric} {help}\n# TYPE {metric} counter\n"
+            ));
             for r in &self.rules {
                 let v = if bytes {
                     r.counter.bytes

@@ -288,7 +288,7 @@ impl Connection {
 
     /// Send `tx` and wait for the kernel's answer; the socket's next sequence number follows
     /// the transaction's last.
-    fn send(&mut self, tx: &Transaction) -> Result<(), NetlinkError> {
+    pub(crate) fn send(&mut self, tx: &Transaction) -> Result<(), NetlinkError> {
         let next = tx
             .objects
             .last()

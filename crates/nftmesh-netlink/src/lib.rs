@@ -24,6 +24,7 @@ pub mod probe;
 mod retry;
 pub mod routes;
 mod socket;
+pub mod trace;
 pub mod transaction;
 
 pub use codec::bounds;

@@ -1,7 +1,7 @@
 use super::*;
 use crate::ambient::{compile_inpod, AmbientConfig};
-use crate::config::{CaptureConfig, InterceptionMode, PortSelection};
 use crate::compile;
+use crate::config::{CaptureConfig, InterceptionMode, PortSelection};
 
 /// Every rule of `ruleset` counted once, with as many bytes as its index + 1.
 fn counted_once(ruleset: &Ruleset) -> Stats {
@@ -19,7 +19,12 @@ fn reason(stats: &Stats, table: &str, chain: &str, text: &str) -> Reason {
         .iter()
         .filter(|r| r.place.table == table && r.place.chain == chain && r.rule == text)
         .collect();
-    assert_eq!(found.len(), 1, "{table} {chain}: {text:?} in {:#?}", stats.rules);
+    assert_eq!(
+        found.len(),
+        1,
+        "{table} {chain}: {text:?} in {:#?}",
+        stats.rules
+    );
     found[0].reason
 }
 
@@ -28,21 +33,56 @@ fn sidecar_rules_have_the_reasons_an_operator_names() {
     let stats = counted_once(&compile(&CaptureConfig::sidecar()));
     let t = compile::NAT_TABLE;
     let cases = [
-        ("istio-redirect", "meta l4proto tcp counter redirect to :15001", Reason::CapturedOutbound),
+        (
+            "istio-redirect",
+            "meta l4proto tcp counter redirect to :15001",
+            Reason::CapturedOutbound,
+        ),
         // Reached only through the proxy's own loopback connections: inbound.
-        ("istio-in-redirect", "meta l4proto tcp counter redirect to :15006", Reason::CapturedInbound),
-        ("istio-output", "meta skuid 1337 counter return", Reason::PassthroughProxyUid),
-        ("istio-output", "meta skgid 1337 counter return", Reason::PassthroughProxyGid),
-        ("istio-output", "oifname \"lo\" ip saddr 127.0.0.6/32 counter return", Reason::PassthroughLoopback),
-        ("istio-output", "oifname \"lo\" meta skuid != 1337 counter return", Reason::PassthroughLoopback),
-        ("istio-output", "ip daddr 127.0.0.1/32 counter return", Reason::PassthroughLoopback),
-        ("istio-inbound", "meta l4proto tcp tcp dport 15008 counter return", Reason::PassthroughExcludedPort),
+        (
+            "istio-in-redirect",
+            "meta l4proto tcp counter redirect to :15006",
+            Reason::CapturedInbound,
+        ),
+        (
+            "istio-output",
+            "meta skuid 1337 counter return",
+            Reason::PassthroughProxyUid,
+        ),
+        (
+            "istio-output",
+            "meta skgid 1337 counter return",
+            Reason::PassthroughProxyGid,
+        ),
+        (
+            "istio-output",
+            "oifname \"lo\" ip saddr 127.0.0.6/32 counter return",
+            Reason::PassthroughLoopback,
+        ),
+        (
+            "istio-output",
+            "oifname \"lo\" meta skuid != 1337 counter return",
+            Reason::PassthroughLoopback,
+        ),
+        (
+            "istio-output",
+            "ip daddr 127.0.0.1/32 counter return",
+            Reason::PassthroughLoopback,
+        ),
+        (
+            "istio-inbound",
+            "meta l4proto tcp tcp dport 15008 counter return",
+            Reason::PassthroughExcludedPort,
+        ),
         ("output", "counter jump istio-output", Reason::Other),
     ];
     for (chain, text, want) in cases {
         assert_eq!(reason(&stats, t, chain, text), want, "{chain}: {text}");
     }
-    assert_eq!(stats.rules.len(), compile(&CaptureConfig::sidecar()).rule_count());
+    assert_eq!(
+        stats.rules.len(),
+        compile(&CaptureConfig::sidecar()).rule_count()
+    );
 }
 
 #[test]
@@ -67,19 +107,33 @@ fn exclusions_dns_tproxy_and_drops_are_told_apart() {
             .collect()
     };
     let dns = of(Reason::CapturedDns);
-    assert!(!dns.is_empty() && dns.iter().all(|r| r.contains("redirect to :15053")), "{dns:?}");
+    assert!(
+        !dns.is_empty() && dns.iter().all(|r| r.contains("redirect to :15053")),
+        "{dns:?}"
+    );
     let inbound = of(Reason::CapturedInbound);
     assert!(inbound.iter().any(|r| r.contains("tproxy")), "{inbound:?}");
-    assert!(of(Reason::CapturedOutbound).iter().any(|r| r.contains("redirect to :15001")));
-    assert!(of(Reason::PassthroughExcludedCidr).iter().any(|r| r.contains("100.64.0.0/10")));
-    assert!(of(Reason::PassthroughExcludedPort).iter().any(|r| r.contains("dport 5432")));
-    assert!(of(Reason::PassthroughExcludedInterface).iter().any(|r| r.contains("eth9")));
+    assert!(of(Reason::CapturedOutbound)
+        .iter()
+        .any(|r| r.contains("redirect to :15001")));
+    assert!(of(Reason::PassthroughExcludedCidr)
+        .iter()
+        .any(|r| r.contains("100.64.0.0/10")));
+    assert!(of(Reason::PassthroughExcludedPort)
+        .iter()
+        .any(|r| r.contains("dport 5432")));
+    assert!(of(Reason::PassthroughExcludedInterface)
+        .iter()
+        .any(|r| r.contains("eth9")));
     assert!(!of(Reason::Dropped).is_empty());
     // Every capture rule is counted as some capture; nothing redirecting is "other".
     for r in &stats.rules {
         if r.rule.contains("redirect to") || r.rule.contains("tproxy ") {
             assert!(
-                matches!(r.reason, Reason::CapturedOutbound | Reason::CapturedInbound | Reason::CapturedDns),
+                matches!(
+                    r.reason,
+                    Reason::CapturedOutbound | Reason::CapturedInbound | Reason::CapturedDns
+                ),
                 "{r:?}"
             );
         }
@@ -117,22 +171,63 @@ fn totals_sum_the_rules_of_each_reason_and_skip_uncounted_places() {
     let dropped = places.remove(0);
     let mut counters: Vec<(Place, Counter)> = places
         .into_iter()
-        .map(|p| (p, Counter { packets: 3, bytes: 180 }))
+        .map(|p| {
+            (
+                p,
+                Counter {
+                    packets: 3,
+                    bytes: 180,
+                },
+            )
+        })
         .collect();
     counters.push((
-        Place { index: 999, ..dropped.clone() },
-        Counter { packets: 7, bytes: 7 },
+        Place {
+            index: 999,
+            ..dropped.clone()
+        },
+        Counter {
+            packets: 7,
+            bytes: 7,
+        },
     ));
     let stats = Stats::new(&ruleset, counters);
-    assert!(!stats.rules.iter().any(|r| r.place == dropped || r.place.index == 999));
+    assert!(!stats
+        .rules
+        .iter()
+        .any(|r| r.place == dropped || r.place.index == 999));
     let uid = stats.total(Reason::PassthroughProxyUid);
-    let n = stats.rules.iter().filter(|r| r.reason == Reason::PassthroughProxyUid).count() as u64;
-    assert_eq!(uid, Counter { packets: 3 * n, bytes: 180 * n });
-    let sum = stats.totals().into_iter().fold(Counter::default(), |a, (_, c)| a.add(c));
-    assert_eq!(sum.packets, 3 * stats.rules.len() as u64);
+    let n = stats
+        .rules
+        .iter()
+        .filter(|r| r.reason == Reason::PassthroughProxyUid)
+        .count() as u64;
     assert_eq!(
-        Counter { packets: u64::MAX, bytes: 1 }.add(Counter { packets: 1, bytes: 1 }),
-        Counter { packets: u64::MAX, bytes: 2 }
+        uid,
+        Counter {
+            packets: 3 * n,
+            bytes: 180 * n
+        }
+    );
+    let sum = stats
+        .totals()
+        .into_iter()
+        .fold(Counter::default(), |a, (_, c)| a + c);
+    assert_eq!(sum.packets, 3 * stats.rules.len() as u64);
+    let full = Counter {
+        packets: u64::MAX,
+        bytes: 1,
+    };
+    let one = Counter {
+        packets: 1,
+        bytes: 1,
+    };
+    assert_eq!(
+        full + one,
+        Counter {
+            packets: u64::MAX,
+            bytes: 2
+        }
     );
 }
 
@@ -168,7 +263,9 @@ fn json_names_place_rule_reason_and_counts() {
         assert_eq!(serde_json::to_value(reason).unwrap(), reason.label());
     }
     let v = serde_json::to_value(&stats.rules[0]).unwrap();
-    for key in ["family", "table", "chain", "index", "rule", "reason", "packets", "bytes"] {
+    for key in [
+        "family", "table", "chain", "index", "rule", "reason", "packets", "bytes",
+    ] {
         assert!(v.get(key).is_some(), "{key} in {v}");
     }
 }

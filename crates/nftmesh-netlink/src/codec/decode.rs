@@ -71,7 +71,7 @@ pub fn counter_of(list: &[u8]) -> Option<nftmesh_model::stats::Counter> {
             packets: n(NFTA_COUNTER_PACKETS),
             bytes: n(NFTA_COUNTER_BYTES),
         };
-        out = Some(out.unwrap_or_default().add(c));
+        out = Some(out.unwrap_or_default() + c);
     }
     out
 }
@@ -119,7 +119,7 @@ mod tests {
             let mut out = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
             out.extend_from_slice(&ty.to_ne_bytes());
             out.extend_from_slice(v);
-            while out.len() % 4 != 0 {
+            while !out.len().is_multiple_of(4) {
                 out.push(0);
             }
             out

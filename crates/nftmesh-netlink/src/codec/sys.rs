@@ -19,10 +19,25 @@ pub const NFT_MSG_DELSET: u16 = 11;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
 pub const NFT_MSG_GETSETELEM: u16 = 13;
+pub const NFT_MSG_TRACE: u16 = 17;
+pub const NFNLGRP_NFTRACE: u32 = 9;
+pub const NFTA_TRACE_TABLE: u16 = 1;
+pub const NFTA_TRACE_CHAIN: u16 = 2;
+pub const NFTA_TRACE_RULE_HANDLE: u16 = 3;
+pub const NFTA_TRACE_TYPE: u16 = 4;
+pub const NFTA_TRACE_VERDICT: u16 = 5;
+pub const NFTA_TRACE_ID: u16 = 6;
+pub const NFTA_TRACE_NETWORK_HEADER: u16 = 8;
+pub const NFTA_TRACE_TRANSPORT_HEADER: u16 = 9;
+pub const NFTA_TRACE_IIF: u16 = 10;
+pub const NFTA_TRACE_OIF: u16 = 12;
+pub const NFTA_TRACE_MARK: u16 = 14;
+pub const NFTA_TRACE_POLICY: u16 = 16;
 
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
 pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_EXCL: u16 = 0x200;
 pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLM_F_APPEND: u16 = 0x800;
 

@@ -531,5 +531,8 @@ fn plan(
     Ok(batch)
 }
 
+mod trace;
+pub use trace::TRACE_PRIORITY;
+
 #[cfg(test)]
 mod tests;

@@ -142,11 +142,43 @@ impl MsgWriter {
         name: &str,
         seq: u32,
     ) -> Result<(), BuildError> {
+        self.table_with(msg, flags, family, name, None, seq)
+    }
+
+    /// A `NEWTABLE` carrying table flags (`NFT_TABLE_F_OWNER`: the kernel deletes the table
+    /// when the socket that created it closes).
+    pub fn table_flagged(
+        &mut self,
+        flags: u16,
+        family: u8,
+        name: &str,
+        table_flags: u32,
+        seq: u32,
+    ) -> Result<(), BuildError> {
+        self.table_with(
+            NFT_MSG_NEWTABLE,
+            flags,
+            family,
+            name,
+            Some(table_flags),
+            seq,
+        )
+    }
+
+    fn table_with(
+        &mut self,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        name: &str,
+        table_flags: Option<u32>,
+        seq: u32,
+    ) -> Result<(), BuildError> {
         let name = cname("table", name)?;
         let nlh = self.hdr(msg_type(msg), family, flags, seq);
         // SAFETY: the table is freshly allocated (checked for NULL), given a checked C string of
-        // at most NAME_MAX bytes that outlives the call (libnftnl copies it) and a u32,
-        // serialized behind the header just built (at most 20 + 260 bytes), and freed.
+        // at most NAME_MAX bytes that outlives the call (libnftnl copies it) and up to two
+        // u32s, serialized behind the header just built (at most 20 + 260 + 8 bytes), and freed.
         unsafe {
             let mut rc = 0;
             let t = nft::nftnl_table_alloc();
@@ -155,6 +187,9 @@ impl MsgWriter {
             }
             rc |= nft::nftnl_table_set_str(t, nft::NFTNL_TABLE_NAME as u16, name.as_ptr());
             nft::nftnl_table_set_u32(t, nft::NFTNL_TABLE_FAMILY as u16, u32::from(family));
+            if let Some(f) = table_flags {
+                nft::nftnl_table_set_u32(t, nft::NFTNL_TABLE_FLAGS as u16, f);
+            }
             if rc != 0 {
                 nft::nftnl_table_free(t);
                 return Err(BuildError::Alloc("a table attribute"));
