@@ -102,6 +102,14 @@ pub fn netlink_reply(data: &[u8]) {
     if let Err(e) = readback::rule_from_expressions(family, body) {
         let _ = e.to_string();
     }
+    // Trace events (`nftmesh trace`) are kernel messages too: parsed or refused, never a panic.
+    let _ = nftmesh::netlink::trace::TraceEvent::parse(body);
+    if let Ok(events) = nftmesh::netlink::trace::TraceEvent::parse_all(body) {
+        for e in events {
+            let _ = e.packet.map(|p| p.to_string());
+            let _ = e.verdict.map(|v| v.to_string());
+        }
+    }
     match readback::rules_from_dump(family, body) {
         Ok(rules) => {
             for r in rules {
