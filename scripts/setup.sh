@@ -16,3 +16,5 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+# The CNI plugin's tests: Debian's CNI plugins and cnitool, built offline from Debian's source.
+"$(dirname "$0")/setup-cni.sh"

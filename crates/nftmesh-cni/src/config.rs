@@ -1,0 +1,226 @@
+//! The plugin's entry of the network configuration list, as the runtime passes it on stdin:
+//! the spec's fields (`cniVersion`, `name`, `type`, `prevResult`) and nftmesh's own keys
+//! (`capture`, `ambient`, `exclude_namespaces`, `validate`, `validation_timeout`,
+//! `agent_socket`, `log_file`, `log_level`). Other keys (runtime config, capabilities) are
+//! ignored, as the spec asks of plugins.
+
+use crate::CniError;
+use nftmesh_model::ambient::AmbientConfig;
+use nftmesh_model::config::{CaptureConfig, GroupNames};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// Every version this plugin speaks, oldest first (the `supportedVersions` of VERSION).
+pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// The most stdin this plugin reads (a network configuration with its `prevResult`).
+pub const MAX_STDIN: usize = 1 << 20;
+
+/// How much the plugin logs to its `log_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Failures only.
+    Error,
+    /// Failures and passthroughs.
+    Warn,
+    /// Every command and what it did (the default).
+    #[default]
+    Info,
+    /// Everything, with the configuration read.
+    Debug,
+}
+
+/// The plugin's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct NetConf {
+    /// The spec version of the configuration (and of the result printed).
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    /// The network's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The plugin type (`nftmesh-cni`).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// The result of the plugins before this one (ADD and CHECK of a chained plugin).
+    #[serde(default, rename = "prevResult")]
+    pub prev_result: Option<Value>,
+    /// A sidecar capture, as `nftmesh apply --config` reads it.
+    #[serde(default)]
+    pub capture: Option<Value>,
+    /// An ambient (ztunnel) in-pod capture, as `nftmesh ambient apply --config` reads it.
+    #[serde(default)]
+    pub ambient: Option<Value>,
+    /// Kubernetes namespaces (`K8S_POD_NAMESPACE` in `CNI_ARGS`) whose pods get no capture.
+    #[serde(default)]
+    pub exclude_namespaces: Vec<String>,
+    /// After ADD, check the capture with a real connection (Istio's validation) and fail the
+    /// ADD, removing the capture, if it does not hold.
+    #[serde(default)]
+    pub validate: bool,
+    /// How long the validation may take, in seconds (default 5, Istio's probe timeout).
+    #[serde(default)]
+    pub validation_timeout: Option<f64>,
+    /// Delegate ADD, CHECK and DEL to the node agent listening on this unix socket; fail
+    /// (code 11) when it cannot be reached.
+    #[serde(default)]
+    pub agent_socket: Option<PathBuf>,
+    /// Append a line per command to this file.
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+    /// How much to log.
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+/// The capture a configuration asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Desired {
+    /// Istio's sidecar capture.
+    Sidecar(Box<CaptureConfig>),
+    /// Istio ambient's in-pod capture.
+    Ambient(Box<AmbientConfig>),
+}
+
+impl Desired {
+    /// The capture to install.
+    pub fn capture(&self) -> Result<nftmesh::Capture, CniError> {
+        Ok(match self {
+            Desired::Sidecar(c) => nftmesh::Capture::new(c)?,
+            Desired::Ambient(a) => nftmesh::Capture::ambient(a)?,
+        })
+    }
+}
+
+/// The `cniVersion` of raw stdin, if it has one (for the error object of a configuration
+/// that is otherwise unreadable).
+pub fn version_of(raw: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(raw).ok()?;
+    v.get("cniVersion")?.as_str().map(str::to_string)
+}
+
+impl NetConf {
+    /// Parse stdin: JSON, a `cniVersion` this plugin speaks, nftmesh's keys well-typed.
+    pub fn parse(raw: &[u8]) -> Result<Self, CniError> {
+        if raw.len() > MAX_STDIN {
+            return Err(CniError::InvalidConfig(format!(
+                "{} bytes on stdin, more than {MAX_STDIN}",
+                raw.len()
+            )));
+        }
+        let value: Value = serde_json::from_slice(raw).map_err(|e| {
+            CniError::InvalidConfig(format!("line {}, column {}: {e}", e.line(), e.column()))
+        })?;
+        let version = match value.get("cniVersion") {
+            Some(Value::String(v)) => v.clone(),
+            Some(_) => return Err(CniError::InvalidConfig("cniVersion is not a string".into())),
+            None => return Err(CniError::InvalidConfig("cniVersion is missing".into())),
+        };
+        if !SUPPORTED_VERSIONS.contains(&version.as_str()) {
+            return Err(CniError::IncompatibleVersion {
+                version,
+                why: format!("this plugin speaks {}", SUPPORTED_VERSIONS.join(", ")),
+            });
+        }
+        let conf: NetConf = serde_json::from_value(value)
+            .map_err(|e| CniError::InvalidConfig(e.to_string()))?;
+        if conf.validation_timeout.is_some_and(|t| !(t > 0.0 && t <= 60.0)) {
+            return Err(CniError::InvalidConfig(
+                "validation_timeout: expected seconds, more than 0 and at most 60".into(),
+            ));
+        }
+        if conf.prev_result.as_ref().is_some_and(|p| !p.is_object()) {
+            return Err(CniError::InvalidConfig("prevResult is not an object".into()));
+        }
+        conf.desired()?;
+        Ok(conf)
+    }
+
+    /// The capture asked for: exactly one of `capture` and `ambient`, each validated.
+    pub fn desired(&self) -> Result<Desired, CniError> {
+        match (&self.capture, &self.ambient) {
+            (Some(c), None) => {
+                let mut cfg: CaptureConfig = serde_json::from_value(c.clone())
+                    .map_err(|e| CniError::InvalidConfig(format!("capture: {e}")))?;
+                cfg.validate()
+                    .map_err(|e| CniError::InvalidConfig(format!("capture: {e}")))?;
+                // The plugin runs on the node: a group name means nothing there, so only
+                // numeric gids are taken.
+                cfg.resolve_groups(&|_: &str| None, GroupNames::Strict)
+                    .map_err(|e| CniError::InvalidConfig(format!("capture: {e}")))?;
+                Ok(Desired::Sidecar(Box::new(cfg)))
+            }
+            (None, Some(a)) => {
+                let cfg: AmbientConfig = serde_json::from_value(a.clone())
+                    .map_err(|e| CniError::InvalidConfig(format!("ambient: {e}")))?;
+                cfg.validate()
+                    .map_err(|e| CniError::InvalidConfig(format!("ambient: {e}")))?;
+                Ok(Desired::Ambient(Box::new(cfg)))
+            }
+            (Some(_), Some(_)) => Err(CniError::InvalidConfig(
+                "capture and ambient are exclusive: a pod is captured one way".into(),
+            )),
+            (None, None) => Err(CniError::InvalidConfig(
+                "one of capture (sidecar) or ambient is required".into(),
+            )),
+        }
+    }
+
+    /// Whether the spec version is at least `major.minor.patch`.
+    pub fn at_least(&self, want: (u32, u32, u32)) -> bool {
+        parse_version(&self.cni_version).is_some_and(|v| v >= want)
+    }
+}
+
+fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next()??))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(extra: &str) -> String {
+        format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"nftmesh-cni"{extra}}}"#)
+    }
+
+    #[test]
+    fn a_sidecar_or_ambient_capture_is_read_and_validated() {
+        let c = NetConf::parse(conf(r#","capture":{"proxy_port":15001}"#).as_bytes()).unwrap();
+        assert!(matches!(c.desired().unwrap(), Desired::Sidecar(_)));
+        let a = NetConf::parse(conf(r#","ambient":{}"#).as_bytes()).unwrap();
+        assert!(matches!(a.desired().unwrap(), Desired::Ambient(_)));
+        assert!(c.at_least((0, 4, 0)) && !c.at_least((1, 1, 0)));
+    }
+
+    #[test]
+    fn bad_configurations_have_the_specs_codes() {
+        let code = |s: &str| NetConf::parse(s.as_bytes()).unwrap_err().code();
+        assert_eq!(code("{"), 4);
+        assert_eq!(code("[]"), 4);
+        assert_eq!(code(r#"{"name":"n"}"#), 4);
+        assert_eq!(code(r#"{"cniVersion":1}"#), 4);
+        assert_eq!(code(r#"{"cniVersion":"0.2.0","capture":{}}"#), 1);
+        assert_eq!(code(r#"{"cniVersion":"9.9.9","capture":{}}"#), 1);
+        assert_eq!(code(&conf("")), 4);
+        assert_eq!(code(&conf(r#","capture":{},"ambient":{}"#)), 4);
+        assert_eq!(code(&conf(r#","capture":{"no_such_key":1}"#)), 4);
+        assert_eq!(code(&conf(r#","capture":{"proxy_port":0}"#)), 4);
+        assert_eq!(code(&conf(r#","capture":{},"validation_timeout":0}"#)), 4);
+        assert_eq!(code(&conf(r#","capture":{},"prevResult":[]"#)), 4);
+        assert_eq!(code(&conf(r#","capture":{},"log_level":"loud"}"#)), 4);
+        let big = conf(&format!(r#","capture":{{}},"x":"{}""#, "a".repeat(MAX_STDIN)));
+        assert_eq!(code(&big), 4);
+        let e = NetConf::parse(conf(r#","capture":{"proxy_port":0}"#).as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("proxy_port"), "{e}");
+    }
+
+    #[test]
+    fn the_version_is_found_even_in_an_invalid_configuration() {
+        assert_eq!(version_of(br#"{"cniVersion":"0.4.0","capture":7}"#).as_deref(), Some("0.4.0"));
+        assert_eq!(version_of(b"{"), None);
+    }
+}

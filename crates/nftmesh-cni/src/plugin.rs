@@ -1,0 +1,260 @@
+//! The commands: ADD, CHECK, DEL, VERSION, STATUS and GC of a chained plugin whose one job is
+//! the pod's traffic capture (nftmesh's tables and TPROXY routing in `CNI_NETNS`).
+
+use crate::config::{Desired, LogLevel, NetConf, SUPPORTED_VERSIONS};
+use crate::env::{Command, Env};
+use crate::log::Log;
+use crate::{agent, CniError};
+use nftmesh::Namespace;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// What a command prints on success: a result object, or nothing.
+pub type Reply = Option<Value>;
+
+/// Run the command `env` names with `stdin` as the network configuration. `Err` carries the
+/// error and the `cniVersion` to print it in.
+pub fn run(env: &Env, stdin: &[u8]) -> Result<Reply, (CniError, String)> {
+    let fallback = crate::config::version_of(stdin)
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string());
+    let command = env.command().map_err(|e| (e, fallback.clone()))?;
+    if command == Command::Version {
+        return Ok(Some(version(&fallback)));
+    }
+    let conf = NetConf::parse(stdin).map_err(|e| (e, fallback.clone()))?;
+    let version = conf.cni_version.clone();
+    let context = format!(
+        "{command:?} {}",
+        env.container_id.as_deref().unwrap_or("-")
+    );
+    let log = Log::new(conf.log_file.clone(), conf.log_level, context);
+    let result = match command {
+        Command::Add => add(env, &conf, &log),
+        Command::Check => check(env, &conf, &log).map(|()| None),
+        Command::Del => del(env, &conf, &log).map(|()| None),
+        Command::Status => status(&conf).map(|()| None),
+        Command::Gc => gc(&conf, &log).map(|()| None),
+        Command::Version => Ok(Some(self::version(&version))),
+    };
+    if let Err(e) = &result {
+        log.at(LogLevel::Error, &e.to_string());
+    }
+    result.map_err(|e| (e, version))
+}
+
+/// The VERSION result.
+pub fn version(cni_version: &str) -> Value {
+    json!({ "cniVersion": cni_version, "supportedVersions": SUPPORTED_VERSIONS })
+}
+
+/// Whether the pod's Kubernetes namespace is excluded from capture.
+fn excluded(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
+    let ns = env.arg("K8S_POD_NAMESPACE")?;
+    Ok(ns.filter(|n| conf.exclude_namespaces.iter().any(|e| e == n)))
+}
+
+fn prev_result(conf: &NetConf) -> Result<Value, CniError> {
+    conf.prev_result.clone().ok_or_else(|| {
+        CniError::InvalidConfig(
+            "prevResult is missing: nftmesh-cni is a chained plugin; put it after the plugin \
+             that sets up the pod's interface"
+                .into(),
+        )
+    })
+}
+
+/// The agent request for `command` of this pod.
+fn agent_request(command: &str, netns: &Path, env: &Env, conf: &NetConf) -> Value {
+    let mut req = json!({
+        "command": command,
+        "network_namespace": netns,
+        "container_id": env.container_id,
+    });
+    if let Some(c) = &conf.capture {
+        req["capture"] = c.clone();
+    }
+    if let Some(a) = &conf.ambient {
+        req["ambient"] = a.clone();
+    }
+    req
+}
+
+fn open(netns: &Path) -> Result<Namespace, CniError> {
+    Namespace::open(netns).map_err(|e| CniError::Capture(format!("CNI_NETNS: {e}")))
+}
+
+/// ADD: the capture installed (routing first, then one transaction), optionally validated;
+/// `prevResult` printed unchanged in the configuration's version. On any failure nothing of
+/// ours is left.
+fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
+    env.container_id()?;
+    env.ifname()?;
+    let netns = env.netns()?;
+    let mut result = prev_result(conf)?;
+    result["cniVersion"] = json!(conf.cni_version);
+    if let Some(ns) = excluded(env, conf)? {
+        log.at(
+            LogLevel::Warn,
+            &format!("namespace {ns} is excluded: no capture"),
+        );
+        return Ok(Some(result));
+    }
+    let desired = conf.desired()?;
+    if let Some(socket) = &conf.agent_socket {
+        agent::call(socket, agent_request("add", &netns, env, conf))?;
+        log.info(&format!("node agent at {} installed the capture", socket.display()));
+        return Ok(Some(result));
+    }
+    let capture = desired.capture()?;
+    let ns = open(&netns)?;
+    let installed = ns.install(&capture).map_err(CniError::from).and_then(|report| {
+        if conf.validate {
+            validate(&netns, &desired, conf)?;
+        }
+        Ok(report)
+    });
+    match installed {
+        Ok(report) => {
+            log.info(&format!("{}: {report}", netns.display()));
+            Ok(Some(result))
+        }
+        Err(e) => {
+            // A failed ADD leaves nothing of ours: the routing went in before the transaction.
+            if let Err(r) = ns.remove(&capture) {
+                log.at(LogLevel::Error, &format!("removing after the failure: {r}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Istio's validation in the pod's namespace, as the proxy's uid: a connection from
+/// `127.0.0.1` to `127.0.0.6:15002` must be redirected to a capture port.
+fn validate(netns: &Path, desired: &Desired, conf: &NetConf) -> Result<(), CniError> {
+    let Desired::Sidecar(cfg) = desired else {
+        return Err(CniError::InvalidConfig(
+            "validate applies to sidecar captures".into(),
+        ));
+    };
+    let uid = cfg.proxy_uids.first().copied().unwrap_or(1337);
+    let v = nftmesh::verify::IstioValidation {
+        proxy_port: cfg.proxy_port,
+        inbound_capture_port: cfg.inbound_capture_port,
+        probe_port: 15002,
+        timeout: Duration::from_secs_f64(conf.validation_timeout.unwrap_or(5.0)),
+        ipv6: false,
+    };
+    nftmesh_netlink::netns::run_in(netns, move || {
+        nftmesh_netlink::probe::become_user(uid, uid)
+            .map_err(|e| CniError::Validation(format!("becoming uid {uid}: {e}")))?;
+        nftmesh::verify::istio_validation(&v).map_err(CniError::from)
+    })
+    .map_err(|e| CniError::Capture(format!("CNI_NETNS: {e}")))??;
+    Ok(())
+}
+
+/// CHECK: the live capture compared with the desired one; each difference named.
+fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
+    if !conf.at_least((0, 4, 0)) {
+        return Err(CniError::IncompatibleVersion {
+            version: conf.cni_version.clone(),
+            why: "CHECK needs cniVersion 0.4.0 or later".into(),
+        });
+    }
+    env.container_id()?;
+    env.ifname()?;
+    let netns = env.netns()?;
+    prev_result(conf)?;
+    if excluded(env, conf)?.is_some() {
+        return Ok(());
+    }
+    let desired = conf.desired()?;
+    if let Some(socket) = &conf.agent_socket {
+        agent::call(socket, agent_request("check", &netns, env, conf))?;
+        return Ok(());
+    }
+    let capture = desired.capture()?;
+    let drift = open(&netns)?.check(&capture)?;
+    if drift.is_empty() {
+        log.info(&format!("{}: capture as configured", netns.display()));
+        Ok(())
+    } else {
+        Err(CniError::Drift(drift.iter().map(|d| d.to_string()).collect()))
+    }
+}
+
+/// DEL: nftmesh's tables and the capture's routing removed; nothing else touched. Succeeds
+/// when the namespace is gone or holds nothing of ours.
+fn del(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
+    env.container_id()?;
+    env.ifname()?;
+    let netns = match env.netns.as_deref() {
+        Some(p) if !p.is_empty() => std::path::PathBuf::from(p),
+        _ => {
+            log.info("no CNI_NETNS: nothing to remove");
+            return Ok(());
+        }
+    };
+    let desired = conf.desired()?;
+    if let Some(socket) = &conf.agent_socket {
+        agent::call(socket, agent_request("remove", &netns, env, conf))?;
+        return Ok(());
+    }
+    if !netns.exists() {
+        log.info(&format!("{} is gone: nothing to remove", netns.display()));
+        return Ok(());
+    }
+    let capture = desired.capture()?;
+    let ns = match Namespace::open(&netns) {
+        Ok(ns) => ns,
+        // Gone between the check and the open (or no longer a namespace): nothing of ours.
+        Err(e) if !netns.exists() => {
+            log.info(&format!("{}: {e}", netns.display()));
+            return Ok(());
+        }
+        Err(e) => return Err(CniError::Capture(format!("CNI_NETNS: {e}"))),
+    };
+    let removed = ns.remove(&capture)?;
+    log.info(&format!(
+        "{}: removed {} table(s)",
+        netns.display(),
+        removed.tables
+    ));
+    Ok(())
+}
+
+/// STATUS (CNI 1.1): ready when nf_tables answers here, or the node agent is reachable.
+fn status(conf: &NetConf) -> Result<(), CniError> {
+    needs_1_1(conf, "STATUS")?;
+    if let Some(socket) = &conf.agent_socket {
+        return std::os::unix::net::UnixStream::connect(socket)
+            .map(drop)
+            .map_err(|e| CniError::NotAvailable(format!("node agent at {}: {e}", socket.display())));
+    }
+    let mut conn = nftmesh_netlink::Connection::open()
+        .map_err(|e| CniError::NotAvailable(format!("nf_tables: {e}")))?;
+    conn.generation()
+        .map(drop)
+        .map_err(|e| CniError::NotAvailable(format!("nf_tables: {e}")))
+}
+
+/// GC (CNI 1.1): nothing to collect. The plugin keeps no state outside the pods' namespaces,
+/// and a pod's tables and routes go with its namespace.
+fn gc(conf: &NetConf, log: &Log) -> Result<(), CniError> {
+    needs_1_1(conf, "GC")?;
+    log.info("nothing to collect: the capture lives in the pods' namespaces");
+    Ok(())
+}
+
+fn needs_1_1(conf: &NetConf, what: &str) -> Result<(), CniError> {
+    if conf.at_least((1, 1, 0)) {
+        Ok(())
+    } else {
+        Err(CniError::IncompatibleVersion {
+            version: conf.cni_version.clone(),
+            why: format!("{what} needs cniVersion 1.1.0"),
+        })
+    }
+}
