@@ -58,7 +58,11 @@ pub fn call(socket: &Path, mut request: Value) -> Result<Value, CniError> {
             let diffs: Vec<String> = v
                 .get("differences")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             if diffs.is_empty() {
                 Err(CniError::Agent(msg))
@@ -66,6 +70,8 @@ pub fn call(socket: &Path, mut request: Value) -> Result<Value, CniError> {
                 Err(CniError::Drift(diffs))
             }
         }
-        _ => Err(CniError::Agent(format!("reply from {shown} has no \"ok\": {v}"))),
+        _ => Err(CniError::Agent(format!(
+            "reply from {shown} has no \"ok\": {v}"
+        ))),
     }
 }

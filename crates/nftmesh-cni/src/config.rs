@@ -124,15 +124,20 @@ impl NetConf {
                 why: format!("this plugin speaks {}", SUPPORTED_VERSIONS.join(", ")),
             });
         }
-        let conf: NetConf = serde_json::from_value(value)
-            .map_err(|e| CniError::InvalidConfig(e.to_string()))?;
-        if conf.validation_timeout.is_some_and(|t| !(t > 0.0 && t <= 60.0)) {
+        let conf: NetConf =
+            serde_json::from_value(value).map_err(|e| CniError::InvalidConfig(e.to_string()))?;
+        if conf
+            .validation_timeout
+            .is_some_and(|t| !(t > 0.0 && t <= 60.0))
+        {
             return Err(CniError::InvalidConfig(
                 "validation_timeout: expected seconds, more than 0 and at most 60".into(),
             ));
         }
         if conf.prev_result.as_ref().is_some_and(|p| !p.is_object()) {
-            return Err(CniError::InvalidConfig("prevResult is not an object".into()));
+            return Err(CniError::InvalidConfig(
+                "prevResult is not an object".into(),
+            ));
         }
         conf.desired()?;
         Ok(conf)
@@ -212,7 +217,10 @@ mod tests {
         assert_eq!(code(&conf(r#","capture":{},"validation_timeout":0}"#)), 4);
         assert_eq!(code(&conf(r#","capture":{},"prevResult":[]"#)), 4);
         assert_eq!(code(&conf(r#","capture":{},"log_level":"loud"}"#)), 4);
-        let big = conf(&format!(r#","capture":{{}},"x":"{}""#, "a".repeat(MAX_STDIN)));
+        let big = conf(&format!(
+            r#","capture":{{}},"x":"{}""#,
+            "a".repeat(MAX_STDIN)
+        ));
         assert_eq!(code(&big), 4);
         let e = NetConf::parse(conf(r#","capture":{"proxy_port":0}"#).as_bytes()).unwrap_err();
         assert!(e.to_string().contains("proxy_port"), "{e}");
@@ -220,7 +228,10 @@ mod tests {
 
     #[test]
     fn the_version_is_found_even_in_an_invalid_configuration() {
-        assert_eq!(version_of(br#"{"cniVersion":"0.4.0","capture":7}"#).as_deref(), Some("0.4.0"));
+        assert_eq!(
+            version_of(br#"{"cniVersion":"0.4.0","capture":7}"#).as_deref(),
+            Some("0.4.0")
+        );
         assert_eq!(version_of(b"{"), None);
     }
 }

@@ -123,7 +123,11 @@ mod tests {
     #[test]
     fn commands_and_variables_are_read_or_named_in_the_error() {
         let mut env = Env::default();
-        assert!(env.command().unwrap_err().to_string().contains("CNI_COMMAND"));
+        assert!(env
+            .command()
+            .unwrap_err()
+            .to_string()
+            .contains("CNI_COMMAND"));
         env.command = Some("ADD".into());
         assert_eq!(env.command().unwrap(), Command::Add);
         env.command = Some("add".into());
@@ -132,7 +136,10 @@ mod tests {
         env.netns = Some(String::new());
         assert_eq!(env.netns().unwrap_err().code(), 7);
         env.args = Some("IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=p".into());
-        assert_eq!(env.arg("K8S_POD_NAMESPACE").unwrap().as_deref(), Some("kube-system"));
+        assert_eq!(
+            env.arg("K8S_POD_NAMESPACE").unwrap().as_deref(),
+            Some("kube-system")
+        );
         assert_eq!(env.arg("K8S_POD_UID").unwrap(), None);
         env.args = Some("K8S_POD_NAMESPACE".into());
         assert_eq!(env.arg("K8S_POD_NAMESPACE").unwrap_err().code(), 7);

@@ -49,7 +49,11 @@ pub fn run_plugin() -> i32 {
         Err((e, version)) => (format!("{}\n", e.to_json(&version)), 1),
     };
     let mut out = std::io::stdout().lock();
-    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+    if out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
         return 1;
     }
     code

@@ -25,10 +25,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Reply, (CniError, String)> {
     }
     let conf = NetConf::parse(stdin).map_err(|e| (e, fallback.clone()))?;
     let version = conf.cni_version.clone();
-    let context = format!(
-        "{command:?} {}",
-        env.container_id.as_deref().unwrap_or("-")
-    );
+    let context = format!("{command:?} {}", env.container_id.as_deref().unwrap_or("-"));
     let log = Log::new(conf.log_file.clone(), conf.log_level, context);
     let result = match command {
         Command::Add => add(env, &conf, &log),
@@ -104,17 +101,23 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
     let desired = conf.desired()?;
     if let Some(socket) = &conf.agent_socket {
         agent::call(socket, agent_request("add", &netns, env, conf))?;
-        log.info(&format!("node agent at {} installed the capture", socket.display()));
+        log.info(&format!(
+            "node agent at {} installed the capture",
+            socket.display()
+        ));
         return Ok(Some(result));
     }
     let capture = desired.capture()?;
     let ns = open(&netns)?;
-    let installed = ns.install(&capture).map_err(CniError::from).and_then(|report| {
-        if conf.validate {
-            validate(&netns, &desired, conf)?;
-        }
-        Ok(report)
-    });
+    let installed = ns
+        .install(&capture)
+        .map_err(CniError::from)
+        .and_then(|report| {
+            if conf.validate {
+                validate(&netns, &desired, conf)?;
+            }
+            Ok(report)
+        });
     match installed {
         Ok(report) => {
             log.info(&format!("{}: {report}", netns.display()));
@@ -181,7 +184,9 @@ fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
         log.info(&format!("{}: capture as configured", netns.display()));
         Ok(())
     } else {
-        Err(CniError::Drift(drift.iter().map(|d| d.to_string()).collect()))
+        Err(CniError::Drift(
+            drift.iter().map(|d| d.to_string()).collect(),
+        ))
     }
 }
 
@@ -231,7 +236,9 @@ fn status(conf: &NetConf) -> Result<(), CniError> {
     if let Some(socket) = &conf.agent_socket {
         return std::os::unix::net::UnixStream::connect(socket)
             .map(drop)
-            .map_err(|e| CniError::NotAvailable(format!("node agent at {}: {e}", socket.display())));
+            .map_err(|e| {
+                CniError::NotAvailable(format!("node agent at {}: {e}", socket.display()))
+            });
     }
     let mut conn = nftmesh_netlink::Connection::open()
         .map_err(|e| CniError::NotAvailable(format!("nf_tables: {e}")))?;

@@ -1,0 +1,522 @@
+//! nftmesh-cni with the real CNI runtime: Debian's `ptp` + `host-local` plugins and the
+//! reference runtime `cnitool` (libcni), nftmesh-cni chained last. Each test runs in a private
+//! node (`unshare -n -m`, see `tests/support/node.rs`) that holds the pod namespaces, with
+//! tmpfs over libcni's cache dir, so the machine's own namespace and state are untouched.
+//! The error rows that no runtime produces on purpose (no prevResult, an unknown version)
+//! call the plugin directly, as a runtime would.
+
+#[allow(dead_code)] // the node handle is for tests that run commands in the node itself
+#[path = "../../../tests/support/node.rs"]
+mod node;
+#[path = "../../../tests/support/skip.rs"]
+mod skip;
+use skip::skip;
+
+use nftmesh_netlink::netns::run_in;
+use nftmesh_netlink::probe::{accept_within, connect_as, original_dst};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_nftmesh-cni");
+const CNI_PLUGINS: &str = "/usr/lib/cni";
+const GATEWAY: &str = "10.22.0.1";
+
+/// Run the test body in a private node; `false` in the parent (which checked the child) and
+/// when the tools are missing (reported by `skip`).
+fn in_node(test: &str) -> bool {
+    for tool in [
+        "/usr/local/bin/cnitool",
+        "/usr/lib/cni/ptp",
+        "/usr/lib/cni/host-local",
+    ] {
+        if !Path::new(tool).exists() {
+            skip(&format!("{tool} is missing: run ./scripts/setup-cni.sh"));
+            return false;
+        }
+    }
+    match node::in_private_node(test) {
+        Some(true) => {
+            // libcni caches results in /var/lib/cni: a tmpfs of this node's mount namespace.
+            std::fs::create_dir_all("/var/lib/cni").expect("create /var/lib/cni");
+            let o = Command::new("mount")
+                .args(["-t", "tmpfs", "nftmesh-cni-cache", "/var/lib/cni"])
+                .output()
+                .expect("mount");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One network configuration list and its directory, and a pod namespace.
+struct Net {
+    dir: PathBuf,
+    pod: String,
+}
+
+impl Net {
+    /// The conflist `meshnet`: ptp with host-local addresses from 10.22.0.0/24 and a default
+    /// route, then nftmesh-cni with `ours` merged into its entry; and a pod namespace `pod`.
+    fn new(ours: Value) -> Net {
+        let dir = std::env::temp_dir().join(format!("nftmesh-cni-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut plugin = json!({"type": "nftmesh-cni"});
+        for (k, v) in ours.as_object().unwrap() {
+            plugin[k] = v.clone();
+        }
+        let conf = json!({
+            "cniVersion": "1.0.0",
+            "name": "meshnet",
+            "plugins": [
+                {
+                    "type": "ptp",
+                    "ipMasq": false,
+                    "ipam": {
+                        "type": "host-local",
+                        "subnet": "10.22.0.0/24",
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": dir.join("ipam"),
+                    }
+                },
+                plugin
+            ]
+        });
+        std::fs::write(dir.join("meshnet.conflist"), conf.to_string()).unwrap();
+        // The runtime's loopback network, as containerd sets it up before the pod's own.
+        let lo = json!({"cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"}]});
+        std::fs::write(dir.join("lo.conflist"), lo.to_string()).unwrap();
+        let o = Command::new("ip")
+            .args(["netns", "add", "pod"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let net = Net {
+            dir,
+            pod: "/run/netns/pod".into(),
+        };
+        let o = net.cnitool_on("lo", "add", "");
+        assert!(
+            o.status.success(),
+            "loopback: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        net
+    }
+
+    /// `cnitool COMMAND meshnet POD`, with `CNI_ARGS`.
+    fn cnitool(&self, command: &str, cni_args: &str) -> Output {
+        self.cnitool_on("meshnet", command, cni_args)
+    }
+
+    /// `cnitool COMMAND NETWORK POD`, with `CNI_ARGS`.
+    fn cnitool_on(&self, network: &str, command: &str, cni_args: &str) -> Output {
+        let plugin_dir = Path::new(PLUGIN).parent().unwrap().display().to_string();
+        Command::new("/usr/local/bin/cnitool")
+            .args([command, network, &self.pod])
+            .env_clear()
+            .env("NETCONFPATH", &self.dir)
+            .env("CNI_PATH", format!("{CNI_PLUGINS}:{plugin_dir}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_ARGS", cni_args)
+            .output()
+            .expect("run cnitool")
+    }
+
+    fn ok(&self, command: &str) -> String {
+        let o = self.cnitool(command, "");
+        assert!(
+            o.status.success(),
+            "cnitool {command}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The names of the pod's nf_tables tables (`nft` as the test oracle).
+    fn tables(&self) -> Vec<String> {
+        let o = Command::new("ip")
+            .args(["netns", "exec", "pod", "nft", "list", "tables"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// `nft -s list ruleset` of the pod (without counter values).
+    fn ruleset(&self) -> String {
+        let o = Command::new("ip")
+            .args(["netns", "exec", "pod", "nft", "-s", "list", "ruleset"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn nft(&self, args: &[&str]) {
+        let o = Command::new("ip")
+            .args(["netns", "exec", "pod", "nft"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// An app-uid connection out of the pod to the gateway: the original destination the
+    /// pod's outbound listener saw, or `None` when it did not land there.
+    fn captured(&self) -> Option<SocketAddr> {
+        let to: SocketAddr = format!("{GATEWAY}:8080").parse().unwrap();
+        run_in(Path::new(&self.pod), move || {
+            let l = TcpListener::bind("0.0.0.0:15001").expect("outbound listener");
+            let client =
+                std::thread::spawn(move || connect_as(1000, 1000, to, Duration::from_secs(1)));
+            let got = accept_within(&l, Duration::from_secs(1)).and_then(|s| original_dst(&s));
+            let _ = client.join();
+            got
+        })
+        .expect("enter the pod")
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", "pod"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ours(tables: &[String]) -> Vec<&String> {
+    tables.iter().filter(|t| t.starts_with("istio-")).collect()
+}
+
+/// The plugin run directly: `CNI_COMMAND` and friends, `stdin`; (exit code, stdout JSON).
+fn plugin(command: &str, netns: &str, stdin: &Value, cni_args: &str) -> (i32, Value) {
+    let mut child = Command::new(PLUGIN)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "c1")
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", cni_args)
+        .env("CNI_PATH", CNI_PLUGINS)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nftmesh-cni");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out: Value = if o.stdout.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+    };
+    (o.status.code().unwrap_or(-1), out)
+}
+
+fn prev() -> Value {
+    json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0"}], "ips": []})
+}
+
+#[test]
+fn add_check_del_with_the_real_runtime() {
+    if !in_node("add_check_del_with_the_real_runtime") {
+        return;
+    }
+    let net = Net::new(json!({"capture": {"outbound_cidrs_include": "all"}, "validate": true}));
+    let result: Value = serde_json::from_str(&net.ok("add")).unwrap();
+    let ip = result["ips"][0]["address"]
+        .as_str()
+        .expect("an address")
+        .to_string();
+    assert!(ip.starts_with("10.22.0."), "{result}");
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let addr = ip.split('/').next().unwrap();
+    let shown = Command::new("ip")
+        .args(["-n", "pod", "addr", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains(addr),
+        "eth0 has {addr}"
+    );
+    assert_eq!(ours(&net.tables()), vec!["istio-proxy-nat"]);
+    let to: SocketAddr = format!("{GATEWAY}:8080").parse().unwrap();
+    assert_eq!(
+        net.captured(),
+        Some(to),
+        "captured with its original destination"
+    );
+    net.ok("check");
+    // ADD again (the plugin alone: ptp's host-local refuses a second address for the same
+    // container): the same state, and the result again prevResult.
+    let before = net.ruleset();
+    let stdin = json!({
+        "cniVersion": "1.0.0", "name": "meshnet", "type": "nftmesh-cni",
+        "capture": {"outbound_cidrs_include": "all"}, "prevResult": result.clone(),
+    });
+    for _ in 0..2 {
+        assert_eq!(plugin("ADD", &net.pod, &stdin, ""), (0, result.clone()));
+    }
+    assert_eq!(net.ruleset(), before);
+    net.ok("check");
+    net.ok("del");
+    assert!(ours(&net.tables()).is_empty(), "DEL leaves nothing of ours");
+    assert_eq!(net.captured(), None, "and nothing is captured");
+}
+
+#[test]
+fn check_names_tampering_and_del_of_a_deleted_namespace_succeeds() {
+    if !in_node("check_names_tampering_and_del_of_a_deleted_namespace_succeeds") {
+        return;
+    }
+    let net = Net::new(json!({"capture": {"outbound_cidrs_include": "all"}}));
+    net.ok("add");
+    net.nft(&[
+        "flush",
+        "chain",
+        "inet",
+        "istio-proxy-nat",
+        "istio-redirect",
+    ]);
+    let o = net.cnitool("check", "");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("differs") && err.contains("istio-redirect"),
+        "{err}"
+    );
+    net.ok("del");
+    net.ok("add");
+    let o = Command::new("ip")
+        .args(["netns", "del", "pod"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    net.ok("del");
+}
+
+#[test]
+fn an_excluded_namespace_passes_through() {
+    if !in_node("an_excluded_namespace_passes_through") {
+        return;
+    }
+    let net = Net::new(json!({
+        "capture": {"outbound_cidrs_include": "all"},
+        "exclude_namespaces": ["kube-system"],
+    }));
+    let o = net.cnitool(
+        "add",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=dns",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let result: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(result["ips"][0]["address"].is_string(), "{result}");
+    assert!(ours(&net.tables()).is_empty());
+    assert_eq!(net.captured(), None);
+    let o = net.cnitool("check", "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system");
+    assert!(o.status.success());
+    let o = net.cnitool("del", "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system");
+    assert!(o.status.success());
+}
+
+#[test]
+fn failing_validation_and_an_unreachable_agent_fail_the_add_and_leave_nothing() {
+    if !in_node("failing_validation_and_an_unreachable_agent_fail_the_add_and_leave_nothing") {
+        return;
+    }
+    // The probe port 15002 made the tunnel port: the proxy's loopback probe is never
+    // redirected, so the validation cannot see it captured.
+    let net = Net::new(json!({
+        "capture": {"outbound_cidrs_include": "all", "inbound_tunnel_port": 15002},
+        "validate": true,
+        "validation_timeout": 1,
+    }));
+    let o = net.cnitool("add", "");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("validation failed"), "{err}");
+    assert!(
+        ours(&net.tables()).is_empty(),
+        "a failed ADD leaves nothing of ours"
+    );
+    drop(net);
+
+    let net = Net::new(json!({
+        "capture": {"outbound_cidrs_include": "all"},
+        "agent_socket": "/run/nftmesh-no-agent.sock",
+    }));
+    let (code, out) = plugin(
+        "ADD",
+        &net.pod,
+        &with_prev("/run/nftmesh-no-agent.sock"),
+        "",
+    );
+    assert_eq!((code, out["code"].as_u64()), (1, Some(11)), "{out}");
+    assert!(
+        out["details"]
+            .as_str()
+            .unwrap()
+            .contains("nftmesh-no-agent.sock"),
+        "{out}"
+    );
+    assert!(ours(&net.tables()).is_empty());
+}
+
+/// The conflist's nftmesh-cni entry as a runtime passes it, with a prevResult.
+fn with_prev(socket: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "meshnet",
+        "type": "nftmesh-cni",
+        "capture": {"outbound_cidrs_include": "all"},
+        "agent_socket": socket,
+        "prevResult": prev(),
+    })
+}
+
+#[test]
+fn add_check_del_are_delegated_to_the_agent_socket() {
+    if !in_node("add_check_del_are_delegated_to_the_agent_socket") {
+        return;
+    }
+    let net = Net::new(json!({}));
+    let socket = net.dir.join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let agent = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let (s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            let req: Value = serde_json::from_str(&line).unwrap();
+            let reply = if req["command"] == "check" {
+                json!({"ok": false, "error": "drift", "differences": ["rule gone"]})
+            } else {
+                json!({"ok": true})
+            };
+            (&s).write_all(format!("{reply}\n").as_bytes()).unwrap();
+            seen.push(req);
+        }
+        seen
+    });
+    let stdin = with_prev(socket.to_str().unwrap());
+    let (code, out) = plugin("ADD", &net.pod, &stdin, "");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, {
+        let mut p = prev();
+        p["cniVersion"] = json!("1.0.0");
+        p
+    });
+    let (code, out) = plugin("CHECK", &net.pod, &stdin, "");
+    assert_eq!((code, out["code"].as_u64()), (1, Some(101)), "{out}");
+    assert!(out["details"].as_str().unwrap().contains("rule gone"));
+    let (code, _) = plugin("DEL", &net.pod, &stdin, "");
+    assert_eq!(code, 0);
+    let seen = agent.join().unwrap();
+    let commands: Vec<&str> = seen
+        .iter()
+        .map(|r| r["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["add", "check", "remove"]);
+    assert_eq!(seen[0]["version"], 1);
+    assert_eq!(seen[0]["network_namespace"], net.pod);
+    assert_eq!(seen[0]["container_id"], "c1");
+    assert_eq!(seen[0]["capture"], json!({"outbound_cidrs_include": "all"}));
+    assert!(
+        ours(&net.tables()).is_empty(),
+        "the plugin itself installed nothing"
+    );
+}
+
+#[test]
+fn errors_are_spec_error_objects_with_their_codes() {
+    if !in_node("errors_are_spec_error_objects_with_their_codes") {
+        return;
+    }
+    let net = Net::new(json!({"capture": {"proxy_port": 0}}));
+    // Invalid config through the real runtime: refused, nothing installed.
+    let o = net.cnitool("add", "");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("proxy_port"));
+    assert!(ours(&net.tables()).is_empty());
+
+    let base = json!({
+        "cniVersion": "1.0.0", "name": "meshnet", "type": "nftmesh-cni",
+        "capture": {"outbound_cidrs_include": "all"}, "prevResult": prev(),
+    });
+    let with = |k: &str, v: Value| {
+        let mut c = base.clone();
+        c[k] = v;
+        c
+    };
+    let cases = [
+        (
+            "ADD",
+            with("capture", json!({"proxy_port": 0})),
+            4,
+            "proxy_port",
+        ),
+        ("ADD", with("prevResult", Value::Null), 4, "prevResult"),
+        ("ADD", with("cniVersion", json!("0.2.0")), 1, "0.2.0"),
+        ("CHECK", with("cniVersion", json!("0.3.1")), 1, "CHECK"),
+        ("STATUS", base.clone(), 1, "STATUS"),
+        ("GC", base.clone(), 1, "GC"),
+        ("LIST", base.clone(), 7, "CNI_COMMAND"),
+    ];
+    for (command, stdin, code, word) in cases {
+        let (exit, out) = plugin(command, &net.pod, &stdin, "");
+        assert_eq!(
+            (exit, out["code"].as_u64()),
+            (1, Some(code)),
+            "{command}: {out}"
+        );
+        assert!(
+            out["details"].as_str().unwrap().contains(word),
+            "{command}: {out}"
+        );
+        assert!(
+            out["msg"].is_string() && out["cniVersion"].is_string(),
+            "{out}"
+        );
+    }
+    let (exit, out) = plugin("ADD", "", &base, "");
+    assert_eq!((exit, out["code"].as_u64()), (1, Some(7)), "{out}");
+    let (exit, out) = plugin("ADD", &net.pod, &base, "K8S_POD_NAMESPACE");
+    assert_eq!((exit, out["code"].as_u64()), (1, Some(7)), "{out}");
+    // Prevresult kept, not a capture of an unreadable config.
+    assert!(ours(&net.tables()).is_empty());
+
+    let (exit, out) = plugin("VERSION", "", &json!({"cniVersion": "1.1.0"}), "");
+    assert_eq!(exit, 0);
+    assert_eq!(
+        out,
+        json!({"cniVersion": "1.1.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]})
+    );
+    let v11 = with("cniVersion", json!("1.1.0"));
+    assert_eq!(plugin("STATUS", "", &v11, ""), (0, Value::Null));
+    assert_eq!(plugin("GC", "", &v11, ""), (0, Value::Null));
+    let mut no_agent = v11.clone();
+    no_agent["agent_socket"] = json!("/run/none.sock");
+    let (exit, out) = plugin("STATUS", "", &no_agent, "");
+    assert_eq!((exit, out["code"].as_u64()), (1, Some(50)), "{out}");
+    // DEL of a namespace that never held anything of ours, and without CNI_NETNS.
+    assert_eq!(plugin("DEL", &net.pod, &base, ""), (0, Value::Null));
+    assert_eq!(plugin("DEL", "", &base, ""), (0, Value::Null));
+    assert_eq!(
+        plugin("DEL", "/run/netns/gone", &base, ""),
+        (0, Value::Null)
+    );
+}
