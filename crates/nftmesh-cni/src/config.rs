@@ -227,6 +227,20 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_conflist_example_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("## CNI plugin").unwrap()..];
+        let start = section.find("```json\n").unwrap() + 8;
+        let end = start + section[start..].find("```").unwrap();
+        let list: Value = serde_json::from_str(&section[start..end]).unwrap();
+        let mut entry = list["plugins"][1].clone();
+        entry["cniVersion"] = list["cniVersion"].clone();
+        let conf = NetConf::parse(entry.to_string().as_bytes()).unwrap();
+        assert!(conf.validate && matches!(conf.desired().unwrap(), Desired::Sidecar(_)));
+        assert_eq!(conf.exclude_namespaces, ["kube-system"]);
+    }
+
+    #[test]
     fn the_version_is_found_even_in_an_invalid_configuration() {
         assert_eq!(
             version_of(br#"{"cniVersion":"0.4.0","capture":7}"#).as_deref(),

@@ -121,6 +121,9 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
     match installed {
         Ok(report) => {
             log.info(&format!("{}: {report}", netns.display()));
+            // The plugin exits next: the kernel's deferred release of the socket that
+            // committed is left to a short-lived child instead of delaying the runtime.
+            ns.close_after_exit();
             Ok(Some(result))
         }
         Err(e) => {
