@@ -520,3 +520,41 @@ fn errors_are_spec_error_objects_with_their_codes() {
         (0, Value::Null)
     );
 }
+
+#[test]
+fn an_ambient_capture_is_installed_and_removed_and_each_command_logged() {
+    if !in_node("an_ambient_capture_is_installed_and_removed_and_each_command_logged") {
+        return;
+    }
+    let log = std::env::temp_dir().join(format!("nftmesh-cni-{}.log", std::process::id()));
+    let net = Net::new(json!({"ambient": {}, "log_file": log, "log_level": "info"}));
+    net.ok("add");
+    let mut tables = ours(&net.tables()).into_iter().cloned().collect::<Vec<_>>();
+    tables.sort();
+    // (The raw table comes with DNS capture, off by default.)
+    assert_eq!(tables, ["istio-ambient-mangle", "istio-ambient-nat"]);
+    // ztunnel's in-pod capture needs its TPROXY routing: installed with the tables.
+    let rules = Command::new("ip")
+        .args(["-n", "pod", "rule", "show"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    assert!(rules.contains("fwmark"), "{rules}");
+    net.ok("check");
+    net.ok("del");
+    assert!(ours(&net.tables()).is_empty());
+    let rules = Command::new("ip")
+        .args(["-n", "pod", "rule", "show"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&rules.stdout).contains("fwmark"));
+    let text = std::fs::read_to_string(&log).expect("the log file");
+    let _ = std::fs::remove_file(&log);
+    for command in ["Add", "Check", "Del"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!(" Info {command} "))),
+            "{command} in {text}"
+        );
+    }
+}
