@@ -18,6 +18,7 @@ mod dump;
 pub mod error;
 mod listing;
 pub mod migrate;
+pub mod monitor;
 pub mod netns;
 mod os;
 pub mod probe;

@@ -204,6 +204,24 @@ impl NfSocket {
     }
 }
 
+impl std::os::fd::AsFd for NfSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the mnl socket owns its descriptor and closes it only when dropped, so it
+        // stays open for as long as `&self` (the borrow's lifetime) lives.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0.as_raw_fd()) }
+    }
+}
+
+/// Make reads and writes of the open descriptor `fd` non-blocking (`O_NONBLOCK`).
+pub fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(std::io::Error::from)?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
 impl std::os::fd::AsRawFd for NfSocket {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0.as_raw_fd()
