@@ -2,6 +2,7 @@
 //! capture, plus subcommands.
 #![forbid(unsafe_code)]
 
+mod agent;
 mod ambient;
 mod capture_args;
 mod explain;
@@ -64,6 +65,10 @@ enum Command {
     /// Apply iptables-save text natively (a native iptables-restore for nat, mangle, raw and
     /// filter): every table it writes is replaced in ONE nf_tables transaction.
     Restore(restore::RestoreArgs),
+    /// The node agent: keeps every registered pod's capture intact (run), and its clients
+    /// (add, remove, status, list).
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     /// Istio ambient: ztunnel's in-pod capture and the node's kubelet probe SNAT.
     #[command(subcommand)]
     Ambient(ambient::AmbientCommand),
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
         Some(Command::Restore(args)) => restore::restore(args),
         Some(Command::IstioIptables(args)) => return istio::run(*args),
         Some(Command::Ambient(cmd)) => return ambient::run(cmd),
+        Some(Command::Agent(cmd)) => return agent::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

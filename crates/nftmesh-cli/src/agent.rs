@@ -1,0 +1,172 @@
+//! `nftmesh agent`: the node agent (`run`) and its clients (`add`, `remove`, `status`,
+//! `list`), thin over `nftmesh_agent`.
+
+use crate::capture_args::CaptureArgs;
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// `nftmesh agent ...`.
+#[derive(Subcommand)]
+pub enum AgentCommand {
+    /// Run the agent: keep every registered pod's capture intact until SIGINT or SIGTERM
+    /// (captures stay when it stops).
+    Run(RunArgs),
+    /// Register a pod and install its capture (returns once committed).
+    Add(Box<AddArgs>),
+    /// Remove a pod's capture and forget the pod.
+    Remove(PodArgs),
+    /// Every pod's state (desired capture, installed at, last check, repairs, last error), or
+    /// one pod's, as JSON.
+    Status(StatusArgs),
+    /// The registered pods' namespaces, one per line.
+    List(SocketArg),
+}
+
+/// The agent's socket.
+#[derive(clap::Args)]
+pub struct SocketArg {
+    /// The agent's unix socket.
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+}
+
+/// `nftmesh agent run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The API socket to create (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Where the registry is kept across restarts.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Serve Prometheus metrics here (e.g. 127.0.0.1:15114).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Check every pod in full this often, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    resync: f64,
+}
+
+/// `nftmesh agent add`.
+#[derive(clap::Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// The pod's network namespace.
+    #[arg(long, value_name = "PATH")]
+    network_namespace: PathBuf,
+    /// An ambient (ztunnel) in-pod capture from this JSON file, instead of the sidecar flags.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    ambient_config: Option<PathBuf>,
+    #[command(flatten)]
+    capture: CaptureArgs,
+}
+
+/// A pod.
+#[derive(clap::Args)]
+pub struct PodArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// The pod's network namespace.
+    #[arg(long, value_name = "PATH")]
+    network_namespace: PathBuf,
+}
+
+/// `nftmesh agent status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Only this pod.
+    #[arg(long, value_name = "PATH")]
+    network_namespace: Option<PathBuf>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Run `nftmesh agent ...`.
+pub fn run(cmd: AgentCommand) -> ExitCode {
+    let result = match cmd {
+        AgentCommand::Run(a) => serve(a),
+        AgentCommand::Add(a) => add(*a),
+        AgentCommand::Remove(a) => call(
+            &a.socket.socket,
+            json!({"command": "remove", "network_namespace": a.network_namespace}),
+        )
+        .map(|_| ()),
+        AgentCommand::Status(a) => {
+            let mut req = json!({"command": "status"});
+            if let Some(n) = a.network_namespace {
+                req["network_namespace"] = json!(n);
+            }
+            call(&a.socket.socket, req).map(|v| {
+                let pretty = serde_json::to_string_pretty(&v["pods"]).unwrap_or_default();
+                println!("{pretty}");
+            })
+        }
+        AgentCommand::List(a) => call(&a.socket, json!({"command": "list"})).map(|v| {
+            for p in v["pods"].as_array().into_iter().flatten() {
+                println!("{}", p.as_str().unwrap_or_default());
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nftmesh: agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(a: RunArgs) -> Result<(), String> {
+    if !(a.resync > 0.0 && a.resync.is_finite()) {
+        return Err("--resync must be a positive number of seconds".into());
+    }
+    let agent = nftmesh_agent::server::Agent::start(nftmesh_agent::server::Options {
+        socket: a.socket,
+        state_dir: a.state_dir,
+        metrics_addr: a.metrics_addr,
+        resync: Duration::from_secs_f64(a.resync),
+    })
+    .map_err(|e| e.to_string())?;
+    agent.run().map_err(|e| e.to_string())
+}
+
+fn add(a: AddArgs) -> Result<(), String> {
+    let mut req = json!({"command": "add", "network_namespace": a.network_namespace});
+    match &a.ambient_config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let v: Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            req["ambient"] = v;
+        }
+        None => {
+            let cfg = a.capture.to_config_in(Some(&a.network_namespace))?;
+            req["capture"] = serde_json::to_value(cfg).map_err(|e| e.to_string())?;
+        }
+    }
+    let v = call(&a.socket.socket, req)?;
+    if let Some(r) = v["report"].as_str() {
+        eprintln!("nftmesh: {r}");
+    }
+    Ok(())
+}
+
+/// One request; an `"ok": false` reply is an error with its text (and differences).
+fn call(socket: &std::path::Path, req: Value) -> Result<Value, String> {
+    let v = nftmesh_agent::client::call(socket, req, TIMEOUT)?;
+    if v["ok"] == json!(true) {
+        return Ok(v);
+    }
+    let mut e = v["error"].as_str().unwrap_or("the agent refused").to_string();
+    for d in v["differences"].as_array().into_iter().flatten() {
+        e.push_str(&format!("\n  {}", d.as_str().unwrap_or_default()));
+    }
+    Err(e)
+}

@@ -1,0 +1,339 @@
+//! `nftmesh agent`, as processes, in a private node (`unshare -n -m`) holding the pod
+//! namespaces: tampering of each kind repaired, SIGKILL and restart re-adopting, `remove`
+//! staying removed, a deleted namespace forgotten, concurrent adds, bad requests and a
+//! refused peer. Every wait is bounded; only processes the test started are killed.
+
+mod common;
+
+use common::node;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nftmesh");
+
+fn in_node(test: &str) -> bool {
+    node::in_private_node(test) == Some(true)
+}
+
+struct Dirs {
+    root: PathBuf,
+}
+
+impl Dirs {
+    fn new() -> Self {
+        let root = std::env::temp_dir().join(format!("nftmesh-agent-test-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        Dirs { root }
+    }
+    fn socket(&self) -> PathBuf {
+        self.root.join("agent.sock")
+    }
+    fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The agent, started; killed (by its PID) when dropped.
+struct Agent(Child);
+
+impl Agent {
+    fn start(d: &Dirs, resync: &str) -> Agent {
+        let child = Command::new(BIN)
+            .args(["agent", "run", "--resync", resync, "--socket"])
+            .arg(d.socket())
+            .arg("--state-dir")
+            .arg(d.state())
+            .env_clear()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the agent");
+        let end = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(d.socket()).is_err() {
+            assert!(Instant::now() < end, "the agent listens within 10 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Agent(child)
+    }
+
+    fn kill(mut self, signal: &str) -> Option<i32> {
+        let o = Command::new("kill")
+            .args([&format!("-{signal}"), &self.0.id().to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let status = self.0.wait().unwrap();
+        std::mem::forget(self);
+        status.code()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pod(name: &str) -> String {
+    let o = Command::new("ip").args(["netns", "add", name]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = Command::new("ip")
+        .args(["-n", name, "link", "set", "lo", "up"])
+        .output();
+    format!("/run/netns/{name}")
+}
+
+/// `nftmesh agent ARGS --socket S`; (success, stdout, stderr).
+fn cli(d: &Dirs, args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(BIN)
+        .arg("agent")
+        .args(args)
+        .arg("--socket")
+        .arg(d.socket())
+        .env_clear()
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn add(d: &Dirs, netns: &str, flags: &[&str]) {
+    let (ok, _, err) = cli(d, &[&["add", "--network-namespace", netns][..], flags].concat());
+    assert!(ok, "agent add {netns}: {err}");
+}
+
+fn status(d: &Dirs, netns: &str) -> Value {
+    let (ok, out, err) = cli(d, &["status", "--network-namespace", netns]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+fn in_pod(netns: &str, cmd: &str, args: &[&str]) -> String {
+    let name = Path::new(netns).file_name().unwrap().to_str().unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", name, cmd])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The pod's ruleset without counter values (`nft -s`).
+fn ruleset(netns: &str) -> String {
+    in_pod(netns, "nft", &["-s", "list", "ruleset"])
+}
+
+/// Wait (at most 5 s) until `f` holds.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < end, "{what} within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn words(s: &str) -> Vec<String> {
+    s.split(' ').map(str::to_string).collect()
+}
+
+const TPROXY: [&str; 6] = ["-i", "*", "-b", "*", "-m", "TPROXY"];
+
+#[test]
+fn tampering_of_each_kind_is_repaired() {
+    if !in_node("tampering_of_each_kind_is_repaired") {
+        return;
+    }
+    let d = Dirs::new();
+    let _agent = Agent::start(&d, "0.5");
+    let p = pod("p1");
+    add(&d, &p, &TPROXY);
+    let want = ruleset(&p);
+    assert!(want.contains("istio-proxy-nat") && want.contains("istio-proxy-mangle"));
+    let handle = |chain: &str| -> String {
+        let listing = in_pod(&p, "nft", &["-a", "list", "chain", "inet", "istio-proxy-nat", chain]);
+        let line = listing.lines().find(|l| l.contains("# handle") && l.contains("redirect to")).unwrap();
+        line.rsplit(' ').next().unwrap().to_string()
+    };
+    let tampers: [(&str, fn(&dyn Fn(&str) -> String) -> Vec<String>); 4] = [
+        ("flush the table", |_| words("flush table inet istio-proxy-nat")),
+        ("delete the table", |_| words("delete table inet istio-proxy-mangle")),
+        ("delete one rule", |h| {
+            words(&format!("delete rule inet istio-proxy-nat istio-redirect handle {}", h("istio-redirect")))
+        }),
+        ("add a foreign rule", |_| words("add rule inet istio-proxy-nat istio-output counter accept")),
+    ];
+    let mut repairs = 0;
+    for (what, args) in tampers {
+        let args = args(&handle);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        in_pod(&p, "nft", &args);
+        eventually(&format!("{what}: repaired"), || ruleset(&p) == want);
+        repairs += 1;
+        let s = status(&d, &p);
+        assert_eq!(s["repairs"], repairs, "{what}: {s}");
+        let cause = s["recent_repairs"][repairs - 1]["cause"].as_str().unwrap().to_string();
+        assert!(cause.starts_with("notification: changed by another process"), "{what}: {cause}");
+    }
+    // The TPROXY route: no notification tells; the resync repairs it.
+    in_pod(&p, "ip", &["route", "del", "local", "default", "dev", "lo", "table", "133"]);
+    eventually("the TPROXY route restored", || {
+        in_pod(&p, "ip", &["route", "show", "table", "133"]).contains("local default")
+    });
+    let s = status(&d, &p);
+    assert_eq!(s["repairs"], repairs + 1);
+    assert!(s["recent_repairs"][repairs]["cause"].as_str().unwrap().starts_with("resync"), "{s}");
+    assert_eq!(s["last_error"], Value::Null);
+}
+
+#[test]
+fn sigkill_and_restart_readopt_and_deleted_namespaces_are_forgotten() {
+    if !in_node("sigkill_and_restart_readopt_and_deleted_namespaces_are_forgotten") {
+        return;
+    }
+    let d = Dirs::new();
+    let agent = Agent::start(&d, "0.3");
+    let (p1, p2, p3) = (pod("p1"), pod("p2"), pod("p3"));
+    for p in [&p1, &p2, &p3] {
+        add(&d, p, &["-i", "*"]);
+    }
+    let want = ruleset(&p1);
+    assert_eq!(agent.kill("KILL"), None);
+    assert_eq!(ruleset(&p1), want, "killing the agent leaves the capture");
+    // While it is down: p1 tampered with, p2's namespace deleted.
+    in_pod(&p1, "nft", &["flush", "table", "inet", "istio-proxy-nat"]);
+    let o = Command::new("ip").args(["netns", "del", "p2"]).output().unwrap();
+    assert!(o.status.success());
+    let _agent = Agent::start(&d, "0.3");
+    assert_eq!(ruleset(&p1), want, "re-adopted and repaired before it listens");
+    let s = status(&d, &p1);
+    assert!(s["recent_repairs"][0]["cause"].as_str().unwrap().starts_with("adopt"), "{s}");
+    assert_eq!(status(&d, &p3)["repairs"], 0, "an intact pod is adopted without a repair");
+    let (_, list, _) = cli(&d, &["list"]);
+    assert_eq!(list, format!("{p1}\n{p3}\n"));
+    // A namespace deleted under the running agent: forgotten at the next resync.
+    let o = Command::new("ip").args(["netns", "del", "p3"]).output().unwrap();
+    assert!(o.status.success());
+    eventually("p3 forgotten", || cli(&d, &["list"]).1 == format!("{p1}\n"));
+    // And SIGTERM stops it, captures in place.
+    assert_eq!(_agent.kill("TERM"), Some(0));
+    assert_eq!(ruleset(&p1), want);
+}
+
+#[test]
+fn remove_takes_the_capture_away_for_good() {
+    if !in_node("remove_takes_the_capture_away_for_good") {
+        return;
+    }
+    let d = Dirs::new();
+    let _agent = Agent::start(&d, "0.2");
+    let p = pod("p1");
+    add(&d, &p, &["-i", "*"]);
+    assert!(ruleset(&p).contains("istio-proxy-nat"));
+    let (ok, _, err) = cli(&d, &["remove", "--network-namespace", &p]);
+    assert!(ok, "{err}");
+    assert_eq!(ruleset(&p), "");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(ruleset(&p), "", "no resync brings it back");
+    assert_eq!(cli(&d, &["list"]).1, "");
+}
+
+#[test]
+fn concurrent_adds_bad_requests_and_a_refused_peer() {
+    if !in_node("concurrent_adds_bad_requests_and_a_refused_peer") {
+        return;
+    }
+    let d = Dirs::new();
+    let _agent = Agent::start(&d, "30");
+    let pods: Vec<String> = (0..20).map(|i| pod(&format!("c{i}"))).collect();
+    let threads: Vec<_> = pods
+        .iter()
+        .cloned()
+        .map(|p| {
+            let socket = d.socket();
+            std::thread::spawn(move || {
+                let req = json!({"command": "add", "network_namespace": p, "capture": {"outbound_cidrs_include": "all"}});
+                nftmesh_agent::client::call(&socket, req, Duration::from_secs(30)).unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap()["ok"], true);
+    }
+    let (_, list, _) = cli(&d, &["list"]);
+    assert_eq!(list.lines().count(), 20);
+    for p in &pods {
+        assert!(ruleset(p).contains("redirect to :15001"), "{p}");
+    }
+
+    // Bad requests get an error reply, and the agent keeps serving on the same connection.
+    let mut s = UnixStream::connect(d.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    for (line, word) in [
+        ("{not json", "bad request"),
+        (r#"{"version":7,"command":"list"}"#, "version"),
+        (r#"{"version":1,"command":"explode"}"#, "unknown command"),
+        (r#"{"version":1,"command":"add","network_namespace":"/run/netns/none","capture":{}}"#, "none"),
+        (r#"{"version":1,"command":"check","network_namespace":"/run/netns/none"}"#, "not registered"),
+    ] {
+        writeln!(s, "{line}").unwrap();
+        let mut reply = String::new();
+        r.read_line(&mut reply).unwrap();
+        let v: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(v["ok"], false, "{line}");
+        assert!(v["error"].as_str().unwrap().contains(word), "{line}: {v}");
+    }
+    writeln!(s, r#"{{"version":1,"command":"check","network_namespace":"{}"}}"#, pods[0]).unwrap();
+    let mut reply = String::new();
+    r.read_line(&mut reply).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&reply).unwrap()["ok"], true);
+    // An oversized line: an error, then the connection is closed.
+    let big = vec![b'x'; (1 << 20) + 10];
+    let _ = s.write_all(&big);
+    let mut reply = String::new();
+    r.read_line(&mut reply).unwrap();
+    assert!(reply.contains("over"), "{reply}");
+
+    // A peer that is not root: the socket (0600) keeps it out; with the mode opened, the
+    // credential check does.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let socket = d.socket();
+    let denied = std::thread::spawn(move || {
+        nftmesh_netlink::probe::become_user(1000, 1000).unwrap();
+        UnixStream::connect(&socket).map(drop)
+    })
+    .join()
+    .unwrap();
+    assert!(denied.is_err(), "uid 1000 cannot connect to a 0600 socket");
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let socket = d.socket();
+    let reply = std::thread::spawn(move || {
+        nftmesh_netlink::probe::become_user(1000, 1000).unwrap();
+        nftmesh_agent::client::call(&socket, json!({"command": "list"}), Duration::from_secs(5))
+    })
+    .join()
+    .unwrap()
+    .unwrap();
+    assert_eq!(reply["ok"], false);
+    assert!(reply["error"].as_str().unwrap().contains("refused"), "{reply}");
+    // Still serving root.
+    assert_eq!(cli(&d, &["list"]).1.lines().count(), 20);
+}
