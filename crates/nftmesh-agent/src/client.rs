@@ -9,16 +9,28 @@ use std::time::Duration;
 /// The longest reply read.
 pub const MAX_REPLY: u64 = 16 << 20;
 
+/// Why a call got no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The agent could not be reached, or did not answer in time: try again later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The agent answered something that is not a reply.
+    #[error("{0}")]
+    Protocol(String),
+}
+
 /// Send `request` (its `version` set to [`crate::protocol::PROTOCOL_VERSION`]) and read the
-/// reply; `Err` when the agent cannot be reached or its reply is unreadable. A reply with
-/// `"ok": false` is returned as it is.
-pub fn call(socket: &Path, mut request: Value, timeout: Duration) -> Result<Value, String> {
+/// reply. A reply with `"ok": false` is returned as it is.
+pub fn call(socket: &Path, mut request: Value, timeout: Duration) -> Result<Value, ClientError> {
+    use ClientError::{Protocol, Unreachable};
     request["version"] = serde_json::json!(crate::protocol::PROTOCOL_VERSION);
     let shown = socket.display();
-    let mut s = UnixStream::connect(socket).map_err(|e| format!("agent at {shown}: {e}"))?;
+    let mut s =
+        UnixStream::connect(socket).map_err(|e| Unreachable(format!("agent at {shown}: {e}")))?;
     s.set_read_timeout(Some(timeout))
         .and_then(|()| s.set_write_timeout(Some(timeout)))
-        .map_err(|e| format!("agent at {shown}: {e}"))?;
+        .map_err(|e| Unreachable(format!("agent at {shown}: {e}")))?;
     // An agent that refuses the peer answers and closes before reading: a failed send may
     // still have a reply waiting.
     let sent = s.write_all(format!("{request}\n").as_bytes());
@@ -26,10 +38,15 @@ pub fn call(socket: &Path, mut request: Value, timeout: Duration) -> Result<Valu
     let read = BufReader::new(s.take(MAX_REPLY)).read_line(&mut line);
     if !line.ends_with('\n') {
         return Err(match (sent, read) {
-            (Err(e), _) => format!("sending to the agent at {shown}: {e}"),
-            (_, Err(e)) => format!("reading the agent at {shown}: {e}"),
-            _ => format!("no complete reply from the agent at {shown}"),
+            (Err(e), _) => Unreachable(format!("sending to the agent at {shown}: {e}")),
+            (_, Err(e)) => Unreachable(format!("reading the agent at {shown}: {e}")),
+            _ => Protocol(format!("no complete reply from the agent at {shown}")),
         });
     }
-    serde_json::from_str(&line).map_err(|e| format!("unreadable reply from {shown}: {e}"))
+    let v: Value = serde_json::from_str(&line)
+        .map_err(|e| Protocol(format!("unreadable reply from {shown}: {e}")))?;
+    if !v.get("ok").is_some_and(Value::is_boolean) {
+        return Err(Protocol(format!("reply from {shown} has no \"ok\": {v}")));
+    }
+    Ok(v)
 }

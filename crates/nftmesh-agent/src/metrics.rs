@@ -38,7 +38,10 @@ impl Histogram {
             out.push_str(&format!("{name}_bucket{{le=\"{b}\"}} {}\n", self.counts[i]));
         }
         out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {}\n", self.count));
-        out.push_str(&format!("{name}_sum {}\n{name}_count {}\n", self.sum, self.count));
+        out.push_str(&format!(
+            "{name}_sum {}\n{name}_count {}\n",
+            self.sum, self.count
+        ));
     }
 }
 
@@ -68,23 +71,61 @@ impl Metrics {
     pub fn text(&self) -> String {
         let mut out = String::new();
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
         };
-        gauge(&mut out, "nftmesh_agent_pods", "Pods whose capture the agent keeps.", "gauge", self.pods);
-        gauge(&mut out, "nftmesh_agent_applies_total", "Captures installed on request.", "counter", self.applies);
-        gauge(&mut out, "nftmesh_agent_forgotten_total", "Pods forgotten because their namespace disappeared.", "counter", self.forgotten);
-        gauge(&mut out, "nftmesh_agent_refused_peers_total", "Connections refused for their peer's credentials.", "counter", self.refused_peers);
+        gauge(
+            &mut out,
+            "nftmesh_agent_pods",
+            "Pods whose capture the agent keeps.",
+            "gauge",
+            self.pods,
+        );
+        gauge(
+            &mut out,
+            "nftmesh_agent_applies_total",
+            "Captures installed on request.",
+            "counter",
+            self.applies,
+        );
+        gauge(
+            &mut out,
+            "nftmesh_agent_forgotten_total",
+            "Pods forgotten because their namespace disappeared.",
+            "counter",
+            self.forgotten,
+        );
+        gauge(
+            &mut out,
+            "nftmesh_agent_refused_peers_total",
+            "Connections refused for their peer's credentials.",
+            "counter",
+            self.refused_peers,
+        );
         out.push_str("# HELP nftmesh_agent_repairs_total Captures repaired, by cause.\n# TYPE nftmesh_agent_repairs_total counter\n");
         for cause in ["notification", "resync", "adopt"] {
             let v = self.repairs.get(cause).copied().unwrap_or(0);
-            out.push_str(&format!("nftmesh_agent_repairs_total{{cause=\"{cause}\"}} {v}\n"));
+            out.push_str(&format!(
+                "nftmesh_agent_repairs_total{{cause=\"{cause}\"}} {v}\n"
+            ));
         }
         out.push_str("# HELP nftmesh_agent_errors_total Failed operations, by operation.\n# TYPE nftmesh_agent_errors_total counter\n");
         for (op, v) in &self.errors {
-            out.push_str(&format!("nftmesh_agent_errors_total{{operation=\"{op}\"}} {v}\n"));
+            out.push_str(&format!(
+                "nftmesh_agent_errors_total{{operation=\"{op}\"}} {v}\n"
+            ));
         }
-        self.apply_seconds.write(&mut out, "nftmesh_agent_apply_seconds", "Time to install a capture on request.");
-        self.repair_seconds.write(&mut out, "nftmesh_agent_repair_seconds", "Time from a detected change to the committed repair.");
+        self.apply_seconds.write(
+            &mut out,
+            "nftmesh_agent_apply_seconds",
+            "Time to install a capture on request.",
+        );
+        self.repair_seconds.write(
+            &mut out,
+            "nftmesh_agent_repair_seconds",
+            "Time from a detected change to the committed repair.",
+        );
         out
     }
 }

@@ -117,7 +117,10 @@ pub enum Command {
 /// Parse one request line.
 pub fn parse(line: &[u8]) -> Result<Command, String> {
     if line.len() > MAX_REQUEST {
-        return Err(format!("request of {} bytes, more than {MAX_REQUEST}", line.len()));
+        return Err(format!(
+            "request of {} bytes, more than {MAX_REQUEST}",
+            line.len()
+        ));
     }
     let req: Request = serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
     if req.version != PROTOCOL_VERSION {
@@ -130,7 +133,12 @@ pub fn parse(line: &[u8]) -> Result<Command, String> {
         req.network_namespace
             .clone()
             .filter(|p| p.is_absolute())
-            .ok_or_else(|| format!("{}: network_namespace (an absolute path) is required", req.command))
+            .ok_or_else(|| {
+                format!(
+                    "{}: network_namespace (an absolute path) is required",
+                    req.command
+                )
+            })
     };
     match req.command.as_str() {
         "add" => Ok(Command::Add {
@@ -159,12 +167,19 @@ mod tests {
 
     #[test]
     fn requests_are_read_or_refused_naming_what_is_wrong() {
-        let add = br#"{"version":1,"command":"add","network_namespace":"/run/netns/p","capture":{}}"#;
+        let add =
+            br#"{"version":1,"command":"add","network_namespace":"/run/netns/p","capture":{}}"#;
         assert!(matches!(parse(add), Ok(Command::Add { .. })));
-        let amb = br#"{"version":1,"command":"add","network_namespace":"/run/netns/p","ambient":{}}"#;
-        let Ok(Command::Add { desired, .. }) = parse(amb) else { panic!() };
+        let amb =
+            br#"{"version":1,"command":"add","network_namespace":"/run/netns/p","ambient":{}}"#;
+        let Ok(Command::Add { desired, .. }) = parse(amb) else {
+            panic!()
+        };
         assert_eq!(desired.kind(), "ambient");
-        assert_eq!(parse(br#"{"version":1,"command":"list"}"#), Ok(Command::List));
+        assert_eq!(
+            parse(br#"{"version":1,"command":"list"}"#),
+            Ok(Command::List)
+        );
         for (bad, word) in [
             (&b"{"[..], "bad request"),
             (br#"{"version":2,"command":"list"}"#, "version"),
@@ -177,6 +192,8 @@ mod tests {
             let e = parse(bad).unwrap_err();
             assert!(e.contains(word), "{e}");
         }
-        assert!(parse(&vec![b' '; MAX_REQUEST + 1]).unwrap_err().contains("more than"));
+        assert!(parse(&vec![b' '; MAX_REQUEST + 1])
+            .unwrap_err()
+            .contains("more than"));
     }
 }

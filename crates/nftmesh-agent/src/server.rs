@@ -118,7 +118,8 @@ impl Agent {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGINT);
         mask.add(Signal::SIGTERM);
-        mask.thread_block().map_err(|e| setup("blocking SIGINT/SIGTERM", e))?;
+        mask.thread_block()
+            .map_err(|e| setup("blocking SIGINT/SIGTERM", e))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| setup("signalfd", e))?;
         // Three descriptors per pod: as many as the system lets us.
@@ -231,7 +232,10 @@ impl Agent {
 
     /// Poll everything; what is ready.
     #[allow(clippy::type_complexity)]
-    fn wait(&mut self, wait: Duration) -> Result<(bool, bool, Vec<usize>, Vec<PathBuf>), AgentError> {
+    fn wait(
+        &mut self,
+        wait: Duration,
+    ) -> Result<(bool, bool, Vec<usize>, Vec<PathBuf>), AgentError> {
         let paths: Vec<PathBuf> = self.pods.keys().cloned().collect();
         let timeout = PollTimeout::try_from(wait.as_millis().min(60_000) as i32 + 1)
             .unwrap_or(PollTimeout::MAX);
@@ -270,8 +274,9 @@ impl Agent {
             let Ok((stream, _)) = self.listener.accept() else {
                 return;
             };
-            let allowed = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
-                .map(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw());
+            let allowed =
+                nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                    .map(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw());
             let refuse = match allowed {
                 Ok(true) if self.clients.len() < MAX_CLIENTS => None,
                 Ok(true) => Some(format!("busy: {MAX_CLIENTS} clients already")),
@@ -455,7 +460,7 @@ impl Agent {
         let pods: Vec<Value> = self
             .pods
             .iter()
-            .filter(|(p, _)| netns.map_or(true, |n| n == p.as_path()))
+            .filter(|(p, _)| netns.is_none_or(|n| n == p.as_path()))
             .map(|(p, pod)| {
                 json!({
                     "network_namespace": p,
@@ -479,21 +484,29 @@ impl Agent {
     /// Read a pod's notifications; mark it when another process changed one of its tables.
     fn drain(&mut self, path: &Path) {
         let tid = self.tid;
-        let Some(pod) = self.pods.get_mut(path) else { return };
+        let Some(pod) = self.pods.get_mut(path) else {
+            return;
+        };
         let ours: Vec<String> = pod.capture.tables().into_iter().map(|(_, n)| n).collect();
         match pod.monitor.drain(tid) {
             Ok(changes) => {
                 let touched: Vec<&String> = changes
                     .foreign_tables
                     .iter()
-                    .filter(|t| ours.contains(t) || nftmesh::owned_tables().iter().any(|(_, o)| o == *t))
+                    .filter(|t| {
+                        ours.contains(t) || nftmesh::owned_tables().iter().any(|(_, o)| o == *t)
+                    })
                     .collect();
                 let why = if changes.overrun {
                     Some("notifications lost: full check".to_string())
                 } else if !touched.is_empty() {
                     Some(format!(
                         "changed by another process: table {}",
-                        touched.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                        touched
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 } else {
                     None
@@ -508,8 +521,14 @@ impl Agent {
 
     /// Check one pod; reinstall when it differs. `kind` counts the repair, `why` says it.
     fn repair(&mut self, path: &Path, kind: &'static str, why: String) {
-        let Some(pod) = self.pods.get_mut(path) else { return };
-        let since = pod.dirty.take().map(|(t, _)| t).unwrap_or_else(Instant::now);
+        let Some(pod) = self.pods.get_mut(path) else {
+            return;
+        };
+        let since = pod
+            .dirty
+            .take()
+            .map(|(t, _)| t)
+            .unwrap_or_else(Instant::now);
         let drift = match pod.ns.check(&pod.capture) {
             Ok(d) => d,
             Err(e) => {
@@ -522,7 +541,11 @@ impl Agent {
         if drift.is_empty() {
             return;
         }
-        let what = drift.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ");
+        let what = drift
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
         match pod.ns.install(&pod.capture) {
             Ok(_) => {
                 let cause = format!("{kind}: {why}: {what}");
@@ -569,7 +592,8 @@ impl Agent {
 /// Open a pod's handle and monitor (the monitor first: nothing committed after it is missed).
 fn open_pod(record: Record, capture: Capture) -> Result<Pod, String> {
     let path = record.network_namespace.clone();
-    let identity = identity(&path).ok_or_else(|| format!("{}: no such namespace", path.display()))?;
+    let identity =
+        identity(&path).ok_or_else(|| format!("{}: no such namespace", path.display()))?;
     let monitor = nftmesh_netlink::netns::run_in(&path, Monitor::open)
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

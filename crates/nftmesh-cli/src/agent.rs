@@ -160,11 +160,14 @@ fn add(a: AddArgs) -> Result<(), String> {
 
 /// One request; an `"ok": false` reply is an error with its text (and differences).
 fn call(socket: &std::path::Path, req: Value) -> Result<Value, String> {
-    let v = nftmesh_agent::client::call(socket, req, TIMEOUT)?;
+    let v = nftmesh_agent::client::call(socket, req, TIMEOUT).map_err(|e| e.to_string())?;
     if v["ok"] == json!(true) {
         return Ok(v);
     }
-    let mut e = v["error"].as_str().unwrap_or("the agent refused").to_string();
+    let mut e = v["error"]
+        .as_str()
+        .unwrap_or("the agent refused")
+        .to_string();
     for d in v["differences"].as_array().into_iter().flatten() {
         e.push_str(&format!("\n  {}", d.as_str().unwrap_or_default()));
     }

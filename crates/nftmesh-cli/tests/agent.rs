@@ -48,8 +48,14 @@ struct Agent(Child);
 
 impl Agent {
     fn start(d: &Dirs, resync: &str) -> Agent {
+        Self::start_with(d, resync, &[])
+    }
+
+    fn start_with(d: &Dirs, resync: &str, extra: &[&str]) -> Agent {
         let child = Command::new(BIN)
-            .args(["agent", "run", "--resync", resync, "--socket"])
+            .args(["agent", "run", "--resync", resync])
+            .args(extra)
+            .arg("--socket")
             .arg(d.socket())
             .arg("--state-dir")
             .arg(d.state())
@@ -86,7 +92,10 @@ impl Drop for Agent {
 }
 
 fn pod(name: &str) -> String {
-    let o = Command::new("ip").args(["netns", "add", name]).output().unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "add", name])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = Command::new("ip")
         .args(["-n", name, "link", "set", "lo", "up"])
@@ -112,7 +121,10 @@ fn cli(d: &Dirs, args: &[&str]) -> (bool, String, String) {
 }
 
 fn add(d: &Dirs, netns: &str, flags: &[&str]) {
-    let (ok, _, err) = cli(d, &[&["add", "--network-namespace", netns][..], flags].concat());
+    let (ok, _, err) = cli(
+        d,
+        &[&["add", "--network-namespace", netns][..], flags].concat(),
+    );
     assert!(ok, "agent add {netns}: {err}");
 }
 
@@ -130,7 +142,11 @@ fn in_pod(netns: &str, cmd: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -147,6 +163,9 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A tampering command's `nft` arguments, given a way to look up a rule handle by chain.
+type Tamper = fn(&dyn Fn(&str) -> String) -> Vec<String>;
 
 fn words(s: &str) -> Vec<String> {
     s.split(' ').map(str::to_string).collect()
@@ -166,17 +185,33 @@ fn tampering_of_each_kind_is_repaired() {
     let want = ruleset(&p);
     assert!(want.contains("istio-proxy-nat") && want.contains("istio-proxy-mangle"));
     let handle = |chain: &str| -> String {
-        let listing = in_pod(&p, "nft", &["-a", "list", "chain", "inet", "istio-proxy-nat", chain]);
-        let line = listing.lines().find(|l| l.contains("# handle") && l.contains("redirect to")).unwrap();
+        let listing = in_pod(
+            &p,
+            "nft",
+            &["-a", "list", "chain", "inet", "istio-proxy-nat", chain],
+        );
+        let line = listing
+            .lines()
+            .find(|l| l.contains("# handle") && l.contains("redirect to"))
+            .unwrap();
         line.rsplit(' ').next().unwrap().to_string()
     };
-    let tampers: [(&str, fn(&dyn Fn(&str) -> String) -> Vec<String>); 4] = [
-        ("flush the table", |_| words("flush table inet istio-proxy-nat")),
-        ("delete the table", |_| words("delete table inet istio-proxy-mangle")),
-        ("delete one rule", |h| {
-            words(&format!("delete rule inet istio-proxy-nat istio-redirect handle {}", h("istio-redirect")))
+    let tampers: [(&str, Tamper); 4] = [
+        ("flush the table", |_| {
+            words("flush table inet istio-proxy-nat")
         }),
-        ("add a foreign rule", |_| words("add rule inet istio-proxy-nat istio-output counter accept")),
+        ("delete the table", |_| {
+            words("delete table inet istio-proxy-mangle")
+        }),
+        ("delete one rule", |h| {
+            words(&format!(
+                "delete rule inet istio-proxy-nat istio-redirect handle {}",
+                h("istio-redirect")
+            ))
+        }),
+        ("add a foreign rule", |_| {
+            words("add rule inet istio-proxy-nat istio-output counter accept")
+        }),
     ];
     let mut repairs = 0;
     for (what, args) in tampers {
@@ -187,17 +222,35 @@ fn tampering_of_each_kind_is_repaired() {
         repairs += 1;
         let s = status(&d, &p);
         assert_eq!(s["repairs"], repairs, "{what}: {s}");
-        let cause = s["recent_repairs"][repairs - 1]["cause"].as_str().unwrap().to_string();
-        assert!(cause.starts_with("notification: changed by another process"), "{what}: {cause}");
+        let cause = s["recent_repairs"][repairs - 1]["cause"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            cause.starts_with("notification: changed by another process"),
+            "{what}: {cause}"
+        );
     }
     // The TPROXY route: no notification tells; the resync repairs it.
-    in_pod(&p, "ip", &["route", "del", "local", "default", "dev", "lo", "table", "133"]);
+    in_pod(
+        &p,
+        "ip",
+        &[
+            "route", "del", "local", "default", "dev", "lo", "table", "133",
+        ],
+    );
     eventually("the TPROXY route restored", || {
         in_pod(&p, "ip", &["route", "show", "table", "133"]).contains("local default")
     });
     let s = status(&d, &p);
     assert_eq!(s["repairs"], repairs + 1);
-    assert!(s["recent_repairs"][repairs]["cause"].as_str().unwrap().starts_with("resync"), "{s}");
+    assert!(
+        s["recent_repairs"][repairs]["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("resync"),
+        "{s}"
+    );
     assert_eq!(s["last_error"], Value::Null);
 }
 
@@ -217,17 +270,37 @@ fn sigkill_and_restart_readopt_and_deleted_namespaces_are_forgotten() {
     assert_eq!(ruleset(&p1), want, "killing the agent leaves the capture");
     // While it is down: p1 tampered with, p2's namespace deleted.
     in_pod(&p1, "nft", &["flush", "table", "inet", "istio-proxy-nat"]);
-    let o = Command::new("ip").args(["netns", "del", "p2"]).output().unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "del", "p2"])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let _agent = Agent::start(&d, "0.3");
-    assert_eq!(ruleset(&p1), want, "re-adopted and repaired before it listens");
+    assert_eq!(
+        ruleset(&p1),
+        want,
+        "re-adopted and repaired before it listens"
+    );
     let s = status(&d, &p1);
-    assert!(s["recent_repairs"][0]["cause"].as_str().unwrap().starts_with("adopt"), "{s}");
-    assert_eq!(status(&d, &p3)["repairs"], 0, "an intact pod is adopted without a repair");
+    assert!(
+        s["recent_repairs"][0]["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("adopt"),
+        "{s}"
+    );
+    assert_eq!(
+        status(&d, &p3)["repairs"],
+        0,
+        "an intact pod is adopted without a repair"
+    );
     let (_, list, _) = cli(&d, &["list"]);
     assert_eq!(list, format!("{p1}\n{p3}\n"));
     // A namespace deleted under the running agent: forgotten at the next resync.
-    let o = Command::new("ip").args(["netns", "del", "p3"]).output().unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "del", "p3"])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     eventually("p3 forgotten", || cli(&d, &["list"]).1 == format!("{p1}\n"));
     // And SIGTERM stops it, captures in place.
@@ -289,8 +362,14 @@ fn concurrent_adds_bad_requests_and_a_refused_peer() {
         ("{not json", "bad request"),
         (r#"{"version":7,"command":"list"}"#, "version"),
         (r#"{"version":1,"command":"explode"}"#, "unknown command"),
-        (r#"{"version":1,"command":"add","network_namespace":"/run/netns/none","capture":{}}"#, "none"),
-        (r#"{"version":1,"command":"check","network_namespace":"/run/netns/none"}"#, "not registered"),
+        (
+            r#"{"version":1,"command":"add","network_namespace":"/run/netns/none","capture":{}}"#,
+            "none",
+        ),
+        (
+            r#"{"version":1,"command":"check","network_namespace":"/run/netns/none"}"#,
+            "not registered",
+        ),
     ] {
         writeln!(s, "{line}").unwrap();
         let mut reply = String::new();
@@ -299,7 +378,12 @@ fn concurrent_adds_bad_requests_and_a_refused_peer() {
         assert_eq!(v["ok"], false, "{line}");
         assert!(v["error"].as_str().unwrap().contains(word), "{line}: {v}");
     }
-    writeln!(s, r#"{{"version":1,"command":"check","network_namespace":"{}"}}"#, pods[0]).unwrap();
+    writeln!(
+        s,
+        r#"{{"version":1,"command":"check","network_namespace":"{}"}}"#,
+        pods[0]
+    )
+    .unwrap();
     let mut reply = String::new();
     r.read_line(&mut reply).unwrap();
     assert_eq!(serde_json::from_str::<Value>(&reply).unwrap()["ok"], true);
@@ -333,7 +417,65 @@ fn concurrent_adds_bad_requests_and_a_refused_peer() {
     .unwrap()
     .unwrap();
     assert_eq!(reply["ok"], false);
-    assert!(reply["error"].as_str().unwrap().contains("refused"), "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("refused"),
+        "{reply}"
+    );
     // Still serving root.
     assert_eq!(cli(&d, &["list"]).1.lines().count(), 20);
+}
+
+#[test]
+fn one_transaction_of_changes_is_one_repair_and_metrics_count_it() {
+    if !in_node("one_transaction_of_changes_is_one_repair_and_metrics_count_it") {
+        return;
+    }
+    let o = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let d = Dirs::new();
+    let _agent = Agent::start_with(&d, "30", &["--metrics-addr", "127.0.0.1:15114"]);
+    let p = pod("p1");
+    add(&d, &p, &["-i", "*"]);
+    let want = ruleset(&p);
+    // Three changes in one `nft -f` transaction: one notification burst, one repair.
+    let script = d.root.join("tamper.nft");
+    std::fs::write(
+        &script,
+        "flush chain inet istio-proxy-nat istio-redirect\n\
+         add rule inet istio-proxy-nat istio-output counter accept\n\
+         flush chain inet istio-proxy-nat istio-inbound\n",
+    )
+    .unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", "p1", "nft", "-f"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eventually("repaired", || ruleset(&p) == want);
+    // Its own repair commit is not taken for tampering: no second repair follows.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        status(&d, &p)["repairs"],
+        1,
+        "one repair for one transaction"
+    );
+    let mut s = std::net::TcpStream::connect("127.0.0.1:15114").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    for line in [
+        "nftmesh_agent_pods 1\n",
+        "nftmesh_agent_applies_total 1\n",
+        "nftmesh_agent_repairs_total{cause=\"notification\"} 1\n",
+        "nftmesh_agent_apply_seconds_count 1\n",
+        "nftmesh_agent_repair_seconds_count 1\n",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
 }

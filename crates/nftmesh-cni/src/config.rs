@@ -5,8 +5,6 @@
 //! ignored, as the spec asks of plugins.
 
 use crate::CniError;
-use nftmesh_model::ambient::AmbientConfig;
-use nftmesh_model::config::{CaptureConfig, GroupNames};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -75,24 +73,8 @@ pub struct NetConf {
     pub log_level: LogLevel,
 }
 
-/// The capture a configuration asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Desired {
-    /// Istio's sidecar capture.
-    Sidecar(Box<CaptureConfig>),
-    /// Istio ambient's in-pod capture.
-    Ambient(Box<AmbientConfig>),
-}
-
-impl Desired {
-    /// The capture to install.
-    pub fn capture(&self) -> Result<nftmesh::Capture, CniError> {
-        Ok(match self {
-            Desired::Sidecar(c) => nftmesh::Capture::new(c)?,
-            Desired::Ambient(a) => nftmesh::Capture::ambient(a)?,
-        })
-    }
-}
+/// The capture a configuration asks for (the node agent's type, so the two agree).
+pub use nftmesh_agent::protocol::Desired;
 
 /// The `cniVersion` of raw stdin, if it has one (for the error object of a configuration
 /// that is otherwise unreadable).
@@ -145,32 +127,8 @@ impl NetConf {
 
     /// The capture asked for: exactly one of `capture` and `ambient`, each validated.
     pub fn desired(&self) -> Result<Desired, CniError> {
-        match (&self.capture, &self.ambient) {
-            (Some(c), None) => {
-                let mut cfg: CaptureConfig = serde_json::from_value(c.clone())
-                    .map_err(|e| CniError::InvalidConfig(format!("capture: {e}")))?;
-                cfg.validate()
-                    .map_err(|e| CniError::InvalidConfig(format!("capture: {e}")))?;
-                // The plugin runs on the node: a group name means nothing there, so only
-                // numeric gids are taken.
-                cfg.resolve_groups(&|_: &str| None, GroupNames::Strict)
-                    .map_err(|e| CniError::InvalidConfig(format!("capture: {e}")))?;
-                Ok(Desired::Sidecar(Box::new(cfg)))
-            }
-            (None, Some(a)) => {
-                let cfg: AmbientConfig = serde_json::from_value(a.clone())
-                    .map_err(|e| CniError::InvalidConfig(format!("ambient: {e}")))?;
-                cfg.validate()
-                    .map_err(|e| CniError::InvalidConfig(format!("ambient: {e}")))?;
-                Ok(Desired::Ambient(Box::new(cfg)))
-            }
-            (Some(_), Some(_)) => Err(CniError::InvalidConfig(
-                "capture and ambient are exclusive: a pod is captured one way".into(),
-            )),
-            (None, None) => Err(CniError::InvalidConfig(
-                "one of capture (sidecar) or ambient is required".into(),
-            )),
-        }
+        Desired::from_parts(self.capture.as_ref(), self.ambient.as_ref())
+            .map_err(CniError::InvalidConfig)
     }
 
     /// Whether the spec version is at least `major.minor.patch`.
@@ -195,7 +153,7 @@ mod tests {
     #[test]
     fn a_sidecar_or_ambient_capture_is_read_and_validated() {
         let c = NetConf::parse(conf(r#","capture":{"proxy_port":15001}"#).as_bytes()).unwrap();
-        assert!(matches!(c.desired().unwrap(), Desired::Sidecar(_)));
+        assert!(matches!(c.desired().unwrap(), Desired::Capture(_)));
         let a = NetConf::parse(conf(r#","ambient":{}"#).as_bytes()).unwrap();
         assert!(matches!(a.desired().unwrap(), Desired::Ambient(_)));
         assert!(c.at_least((0, 4, 0)) && !c.at_least((1, 1, 0)));
@@ -236,7 +194,7 @@ mod tests {
         let mut entry = list["plugins"][1].clone();
         entry["cniVersion"] = list["cniVersion"].clone();
         let conf = NetConf::parse(entry.to_string().as_bytes()).unwrap();
-        assert!(conf.validate && matches!(conf.desired().unwrap(), Desired::Sidecar(_)));
+        assert!(conf.validate && matches!(conf.desired().unwrap(), Desired::Capture(_)));
         assert_eq!(conf.exclude_namespaces, ["kube-system"]);
     }
 

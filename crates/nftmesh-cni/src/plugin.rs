@@ -107,7 +107,7 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
         ));
         return Ok(Some(result));
     }
-    let capture = desired.capture()?;
+    let capture = desired.capture().map_err(CniError::from)?;
     let ns = open(&netns)?;
     let installed = ns
         .install(&capture)
@@ -139,7 +139,7 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
 /// Istio's validation in the pod's namespace, as the proxy's uid: a connection from
 /// `127.0.0.1` to `127.0.0.6:15002` must be redirected to a capture port.
 fn validate(netns: &Path, desired: &Desired, conf: &NetConf) -> Result<(), CniError> {
-    let Desired::Sidecar(cfg) = desired else {
+    let Desired::Capture(cfg) = desired else {
         return Err(CniError::InvalidConfig(
             "validate applies to sidecar captures".into(),
         ));
@@ -181,7 +181,7 @@ fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
         agent::call(socket, agent_request("check", &netns, env, conf))?;
         return Ok(());
     }
-    let capture = desired.capture()?;
+    let capture = desired.capture().map_err(CniError::from)?;
     let drift = open(&netns)?.check(&capture)?;
     if drift.is_empty() {
         log.info(&format!("{}: capture as configured", netns.display()));
@@ -214,7 +214,7 @@ fn del(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
         log.info(&format!("{} is gone: nothing to remove", netns.display()));
         return Ok(());
     }
-    let capture = desired.capture()?;
+    let capture = desired.capture().map_err(CniError::from)?;
     let ns = match Namespace::open(&netns) {
         Ok(ns) => ns,
         // Gone between the check and the open (or no longer a namespace): nothing of ours.

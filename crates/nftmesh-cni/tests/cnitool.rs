@@ -558,3 +558,56 @@ fn an_ambient_capture_is_installed_and_removed_and_each_command_logged() {
         );
     }
 }
+
+#[test]
+fn with_agent_socket_the_node_agent_installs_checks_and_removes() {
+    if !in_node("with_agent_socket_the_node_agent_installs_checks_and_removes") {
+        return;
+    }
+    let net = Net::new(json!({}));
+    let socket = net.dir.join("agent.sock");
+    let opts = nftmesh_agent::server::Options {
+        socket: socket.clone(),
+        state_dir: net.dir.join("agent-state"),
+        metrics_addr: None,
+        resync: Duration::from_secs(30),
+    };
+    // The agent's loop on a thread of this test process (it ends with the process).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let agent = nftmesh_agent::server::Agent::start(opts).expect("agent");
+        tx.send(()).unwrap();
+        let _ = agent.run();
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the agent starts");
+    let stdin = with_prev(socket.to_str().unwrap());
+    let (code, out) = plugin("ADD", &net.pod, &stdin, "");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        ours(&net.tables()),
+        vec!["istio-proxy-nat"],
+        "the agent installed it"
+    );
+    let status = nftmesh_agent::client::call(
+        &socket,
+        json!({"command": "status", "network_namespace": net.pod}),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(status["pods"][0]["container_id"], "c1", "{status}");
+    assert_eq!(plugin("CHECK", &net.pod, &stdin, ""), (0, Value::Null));
+    net.nft(&["flush", "chain", "inet", "istio-proxy-nat", "istio-output"]);
+    // The agent repairs what it keeps, so CHECK holds again shortly after.
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while plugin("CHECK", &net.pod, &stdin, "").0 != 0 {
+        assert!(std::time::Instant::now() < end, "repaired within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(plugin("DEL", &net.pod, &stdin, ""), (0, Value::Null));
+    assert!(ours(&net.tables()).is_empty());
+    let list =
+        nftmesh_agent::client::call(&socket, json!({"command": "list"}), Duration::from_secs(5))
+            .unwrap();
+    assert_eq!(list["pods"], json!([]));
+}
