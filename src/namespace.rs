@@ -137,6 +137,23 @@ impl Namespace {
         })
     }
 
+    /// [`Namespace::open`], also running `f` inside the namespace, on the same helper thread
+    /// (for a caller that opens sockets of its own there: one namespace switch for both).
+    pub fn open_with<T: Send + 'static>(
+        path: impl Into<PathBuf>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<(Self, T), CaptureError> {
+        let path = path.into();
+        let (sockets, extra) = netns::run_in(&path, move || open_sockets().map(|s| (s, f())))??;
+        Ok((
+            Namespace {
+                path: Some(path),
+                sockets: Mutex::new(sockets),
+            },
+            extra,
+        ))
+    }
+
     /// A handle on the calling thread's own network namespace.
     pub fn current() -> Result<Self, CaptureError> {
         Ok(Namespace {

@@ -1,10 +1,12 @@
-//! The agent's persisted registry: which namespaces it keeps and with which capture, in
-//! `STATE_DIR/pods.json`, written whole to a temporary file, synced and renamed over the old
-//! one, so a crash at any moment leaves the old registry or the new one, never a torn file.
+//! The agent's persisted registry: one file per registered pod under `STATE_DIR/pods/`,
+//! written to a temporary file and renamed over the old one, so an agent killed at any
+//! moment leaves each record whole (old or new), and an add or remove costs one small file
+//! whatever the number of pods. The files are not fsynced: what they must survive is the
+//! agent's own death (the page cache outlives the process); a node reboot takes every pod
+//! namespace with it, and the records of vanished namespaces are forgotten on start anyway.
 
 use crate::protocol::Desired;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// One registered pod.
@@ -24,46 +26,75 @@ pub struct Record {
 #[derive(Serialize, Deserialize)]
 struct File {
     version: u32,
-    pods: Vec<Record>,
+    pod: Record,
 }
 
-/// The registry file of `state_dir`.
-pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("pods.json")
+/// The directory of the records in `state_dir`.
+pub fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("pods")
 }
 
-/// Read the registry (empty when there is none yet).
+/// The record file of the pod at `netns`: its path's bytes in hex, so any path maps to one
+/// plain file name.
+pub fn file(state_dir: &Path, netns: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let hex: String = netns
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    dir(state_dir).join(format!("{hex}.json"))
+}
+
+/// Every record, in path order; a file that cannot be read is an error naming it.
 pub fn load(state_dir: &Path) -> Result<Vec<Record>, String> {
-    let p = path(state_dir);
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
+    let d = dir(state_dir);
+    let entries = match std::fs::read_dir(&d) {
+        Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", p.display())),
+        Err(e) => return Err(format!("{}: {e}", d.display())),
     };
-    let f: File = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
-    if f.version != 1 {
-        return Err(format!("{}: version {} is not 1", p.display(), f.version));
+    let mut out = Vec::new();
+    for entry in entries {
+        let p = entry.map_err(|e| format!("{}: {e}", d.display()))?.path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let f: File = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        if f.version != 1 {
+            return Err(format!("{}: version {} is not 1", p.display(), f.version));
+        }
+        out.push(f.pod);
     }
-    Ok(f.pods)
+    out.sort_by(|a, b| a.network_namespace.cmp(&b.network_namespace));
+    Ok(out)
 }
 
-/// Write the registry atomically (temporary file, fsync, rename, fsync of the directory).
-pub fn save(state_dir: &Path, pods: &[Record]) -> Result<(), String> {
-    let p = path(state_dir);
-    let tmp = state_dir.join(".pods.json.tmp");
-    let text = serde_json::to_string_pretty(&File {
+/// Write one pod's record (temporary file, then rename).
+pub fn save(state_dir: &Path, record: &Record) -> Result<(), String> {
+    let d = dir(state_dir);
+    std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    let p = file(state_dir, &record.network_namespace);
+    let tmp = p.with_extension("tmp");
+    let text = serde_json::to_string(&File {
         version: 1,
-        pods: pods.to_vec(),
+        pod: record.clone(),
     })
     .map_err(|e| e.to_string())?;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &p)?;
-        std::fs::File::open(state_dir)?.sync_all()
-    };
-    write().map_err(|e| format!("{}: {e}", p.display()))
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &p))
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Delete one pod's record (none is fine).
+pub fn forget(state_dir: &Path, netns: &Path) -> Result<(), String> {
+    let p = file(state_dir, netns);
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("{}: {e}", p.display())),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -72,20 +103,27 @@ mod tests {
     use nftmesh_model::CaptureConfig;
 
     #[test]
-    fn the_registry_round_trips_and_a_torn_file_is_an_error() {
-        let dir = std::env::temp_dir().join(format!("nftmesh-agent-reg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(load(&dir).unwrap(), Vec::new());
-        let pods = vec![Record {
-            network_namespace: "/run/netns/p".into(),
+    fn records_round_trip_and_a_torn_file_is_an_error() {
+        let state = std::env::temp_dir().join(format!("nftmesh-agent-reg-{}", std::process::id()));
+        assert_eq!(load(&state).unwrap(), Vec::new());
+        let rec = |p: &str| Record {
+            network_namespace: p.into(),
             desired: Desired::Capture(Box::new(CaptureConfig::sidecar())),
             container_id: Some("c".into()),
             installed_at: 1.5,
-        }];
-        save(&dir, &pods).unwrap();
-        assert_eq!(load(&dir).unwrap(), pods);
-        std::fs::write(path(&dir), "{\"version\":1,\"pods\":[").unwrap();
-        assert!(load(&dir).unwrap_err().contains("pods.json"));
-        std::fs::remove_dir_all(&dir).unwrap();
+        };
+        save(&state, &rec("/run/netns/b")).unwrap();
+        save(&state, &rec("/run/netns/a")).unwrap();
+        save(&state, &rec("/run/netns/a")).unwrap();
+        assert_eq!(
+            load(&state).unwrap(),
+            vec![rec("/run/netns/a"), rec("/run/netns/b")]
+        );
+        forget(&state, Path::new("/run/netns/b")).unwrap();
+        forget(&state, Path::new("/run/netns/never")).unwrap();
+        assert_eq!(load(&state).unwrap(), vec![rec("/run/netns/a")]);
+        std::fs::write(file(&state, Path::new("/x")), "{\"version\":1,\"pod\":").unwrap();
+        assert!(load(&state).unwrap_err().contains(".json"));
+        std::fs::remove_dir_all(&state).unwrap();
     }
 }

@@ -175,10 +175,10 @@ impl Agent {
                 Err(e) => {
                     log(&format!("forgetting {}: {e}", path.display()));
                     self.metrics().forgotten += 1;
+                    self.persist(&path);
                 }
             }
         }
-        self.save();
         self.metrics().pods = self.pods.len() as u64;
         log(&format!(
             "listening on {} with {} pod(s)",
@@ -188,9 +188,13 @@ impl Agent {
         Ok(())
     }
 
-    fn save(&mut self) {
-        let records: Vec<Record> = self.pods.values().map(|p| p.record.clone()).collect();
-        if let Err(e) = registry::save(&self.opts.state_dir, &records) {
+    /// Persist the pod at `path` (its record, or its absence).
+    fn persist(&mut self, path: &Path) {
+        let r = match self.pods.get(path) {
+            Some(pod) => registry::save(&self.opts.state_dir, &pod.record),
+            None => registry::forget(&self.opts.state_dir, path),
+        };
+        if let Err(e) = r {
             log(&format!("saving the registry: {e}"));
             *self.metrics().errors.entry("save").or_insert(0) += 1;
         }
@@ -397,7 +401,7 @@ impl Agent {
         };
         match result {
             Ok(report) => {
-                self.save();
+                self.persist(&netns);
                 let mut m = self.metrics();
                 m.applies += 1;
                 m.apply_seconds.observe(started.elapsed());
@@ -424,7 +428,7 @@ impl Agent {
             }),
             None => Ok(0),
         };
-        self.save();
+        self.persist(netns);
         self.metrics().pods = self.pods.len() as u64;
         match removed {
             Ok(tables) => {
@@ -571,33 +575,29 @@ impl Agent {
     /// Check every pod; forget those whose namespace is gone.
     fn resync(&mut self) {
         let paths: Vec<PathBuf> = self.pods.keys().cloned().collect();
-        let mut forgot = false;
         for p in paths {
             if identity(&p) != self.pods.get(&p).map(|pod| pod.identity) {
                 self.pods.remove(&p);
                 log(&format!("forgot {}: the namespace is gone", p.display()));
-                self.metrics().forgotten += 1;
-                forgot = true;
+                self.persist(&p);
+                let mut m = self.metrics();
+                m.forgotten += 1;
+                m.pods = self.pods.len() as u64;
                 continue;
             }
             self.repair(&p, "resync", "periodic check".into());
         }
-        if forgot {
-            self.save();
-            self.metrics().pods = self.pods.len() as u64;
-        }
     }
 }
 
-/// Open a pod's handle and monitor (the monitor first: nothing committed after it is missed).
+/// Open a pod's handle and monitor in one namespace switch (before anything is installed, so
+/// no commit after it is missed).
 fn open_pod(record: Record, capture: Capture) -> Result<Pod, String> {
     let path = record.network_namespace.clone();
     let identity =
         identity(&path).ok_or_else(|| format!("{}: no such namespace", path.display()))?;
-    let monitor = nftmesh_netlink::netns::run_in(&path, Monitor::open)
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let ns = Namespace::open(&path).map_err(|e| e.to_string())?;
+    let (ns, monitor) = Namespace::open_with(&path, Monitor::open).map_err(|e| e.to_string())?;
+    let monitor = monitor.map_err(|e| e.to_string())?;
     Ok(Pod {
         record,
         ns,
