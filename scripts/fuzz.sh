@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-300}"
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-for t in iptables config istio_lists netlink_reply encode cni_stdin; do
+for t in iptables config istio_lists netlink_reply encode cni_stdin agent_request; do
     mkdir -p "fuzz/corpus/$t"
     echo "fuzz: $t for ${seconds}s"
     cargo +nightly fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \

@@ -324,6 +324,24 @@ fn remove_takes_the_capture_away_for_good() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(ruleset(&p), "", "no resync brings it back");
     assert_eq!(cli(&d, &["list"]).1, "");
+    // An ambient pod, from a config file; kept, and removed the same way.
+    let file = d.root.join("ambient.json");
+    std::fs::write(&file, "{}").unwrap();
+    let q = pod("q1");
+    add(&d, &q, &["--ambient-config", file.to_str().unwrap()]);
+    assert!(ruleset(&q).contains("table inet istio-ambient-nat"));
+    assert_eq!(status(&d, &q)["kind"], "ambient");
+    in_pod(
+        &q,
+        "nft",
+        &["delete", "table", "inet", "istio-ambient-mangle"],
+    );
+    eventually("the ambient capture repaired", || {
+        ruleset(&q).contains("istio-ambient-mangle")
+    });
+    let (ok, _, err) = cli(&d, &["remove", "--network-namespace", &q]);
+    assert!(ok, "{err}");
+    assert_eq!(ruleset(&q), "");
 }
 
 #[test]
