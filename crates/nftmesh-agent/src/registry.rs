@@ -47,29 +47,35 @@ pub fn file(state_dir: &Path, netns: &Path) -> PathBuf {
     dir(state_dir).join(format!("{hex}.json"))
 }
 
-/// Every record, in path order; a file that cannot be read is an error naming it.
-pub fn load(state_dir: &Path) -> Result<Vec<Record>, String> {
+/// Every record, in path order, and an error naming each file that could not be read (left
+/// in place for an operator to look at; one bad record must not stop the others' keeping).
+pub fn load(state_dir: &Path) -> Result<(Vec<Record>, Vec<String>), String> {
     let d = dir(state_dir);
     let entries = match std::fs::read_dir(&d) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(format!("{}: {e}", d.display())),
     };
-    let mut out = Vec::new();
+    let (mut out, mut bad) = (Vec::new(), Vec::new());
     for entry in entries {
         let p = entry.map_err(|e| format!("{}: {e}", d.display()))?.path();
         if p.extension().is_none_or(|x| x != "json") {
             continue;
         }
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let f: File = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
-        if f.version != 1 {
-            return Err(format!("{}: version {} is not 1", p.display(), f.version));
+        let read = std::fs::read_to_string(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<File>(&t).map_err(|e| e.to_string()))
+            .and_then(|f| match f.version {
+                1 => Ok(f.pod),
+                v => Err(format!("version {v} is not 1")),
+            });
+        match read {
+            Ok(r) => out.push(r),
+            Err(e) => bad.push(format!("{}: {e}", p.display())),
         }
-        out.push(f.pod);
     }
     out.sort_by(|a, b| a.network_namespace.cmp(&b.network_namespace));
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// Write one pod's record (temporary file, then rename).
@@ -103,9 +109,9 @@ mod tests {
     use nftmesh_model::CaptureConfig;
 
     #[test]
-    fn records_round_trip_and_a_torn_file_is_an_error() {
+    fn records_round_trip_and_a_torn_file_is_named_and_skipped() {
         let state = std::env::temp_dir().join(format!("nftmesh-agent-reg-{}", std::process::id()));
-        assert_eq!(load(&state).unwrap(), Vec::new());
+        assert_eq!(load(&state).unwrap(), (Vec::new(), Vec::new()));
         let rec = |p: &str| Record {
             network_namespace: p.into(),
             desired: Desired::Capture(Box::new(CaptureConfig::sidecar())),
@@ -116,14 +122,20 @@ mod tests {
         save(&state, &rec("/run/netns/a")).unwrap();
         save(&state, &rec("/run/netns/a")).unwrap();
         assert_eq!(
-            load(&state).unwrap(),
+            load(&state).unwrap().0,
             vec![rec("/run/netns/a"), rec("/run/netns/b")]
         );
         forget(&state, Path::new("/run/netns/b")).unwrap();
         forget(&state, Path::new("/run/netns/never")).unwrap();
-        assert_eq!(load(&state).unwrap(), vec![rec("/run/netns/a")]);
+        assert_eq!(load(&state).unwrap().0, vec![rec("/run/netns/a")]);
         std::fs::write(file(&state, Path::new("/x")), "{\"version\":1,\"pod\":").unwrap();
-        assert!(load(&state).unwrap_err().contains(".json"));
+        let (good, bad) = load(&state).unwrap();
+        assert_eq!(
+            good,
+            vec![rec("/run/netns/a")],
+            "a torn record does not hide the others"
+        );
+        assert!(bad.len() == 1 && bad[0].contains(".json"), "{bad:?}");
         std::fs::remove_dir_all(&state).unwrap();
     }
 }

@@ -159,7 +159,12 @@ impl Agent {
     /// Re-adopt every recorded pod whose namespace still exists (checked, repaired only if it
     /// differs); forget the others.
     fn adopt(&mut self) -> Result<(), AgentError> {
-        let records = registry::load(&self.opts.state_dir).map_err(|e| setup("registry", e))?;
+        let (records, bad) =
+            registry::load(&self.opts.state_dir).map_err(|e| setup("registry", e))?;
+        for b in bad {
+            log(&format!("skipping an unreadable record: {b}"));
+            *self.metrics().errors.entry("load").or_insert(0) += 1;
+        }
         for r in records {
             let path = r.network_namespace.clone();
             let opened = r
