@@ -181,9 +181,39 @@ fn tampering_of_each_kind_is_repaired() {
     let d = Dirs::new();
     let _agent = Agent::start(&d, "0.5");
     let p = pod("p1");
-    add(&d, &p, &TPROXY);
+    add(
+        &d,
+        &p,
+        &[&TPROXY[..], &["-x", "10.1.0.0/16,10.3.0.0/16"]].concat(),
+    );
     let want = ruleset(&p);
     assert!(want.contains("istio-proxy-nat") && want.contains("istio-proxy-mangle"));
+    // Set elements: the capture's sets are anonymous (bound to their rule), and the kernel
+    // refuses to change them, so this kind of tampering cannot happen to a pod's capture.
+    let name = Path::new(&p)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &name,
+            "nft",
+            "delete",
+            "element",
+            "inet",
+            "istio-proxy-nat",
+            "__set0",
+            "{ 10.1.0.0/16 }",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not supported"));
+    assert_eq!(ruleset(&p), want);
     let handle = |chain: &str| -> String {
         let listing = in_pod(
             &p,
