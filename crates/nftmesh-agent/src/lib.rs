@@ -5,8 +5,8 @@
 //! ([`nftmesh_netlink::monitor`]); when another process changes the pod's nftmesh tables the
 //! capture is checked and reinstalled within the same wake-up, a periodic resync catches what
 //! notifications cannot (routes, lost events), the registry survives restarts
-//! ([`registry`]), and [`metrics`] are served in Prometheus' format. One thread, one
-//! `poll(2)` loop for all pods ([`server::Agent::run`]).
+//! ([`registry`]), and [`metrics`] are served in Prometheus' format. One `poll(2)` loop for
+//! all pods ([`server::Agent::run`]), and a few workers that install new pods in parallel.
 //!
 //! ```no_run
 //! use nftmesh_agent::server::{Agent, Options};

@@ -1,5 +1,6 @@
-//! The agent itself: one thread, one `poll(2)` loop over the API socket, its clients, a
-//! signalfd and every pod's nf_tables change monitor. A change another process commits to a
+//! The agent itself: one `poll(2)` loop over the API socket, its clients, a signalfd and
+//! every pod's nf_tables change monitor, on one thread; new pods are opened and installed by a
+//! few worker threads side by side (their commits, like the loop's, are the agent's own). A change another process commits to a
 //! pod's nftmesh tables marks the pod; after the events of one wake-up are read (a burst is
 //! one repair) each marked pod is checked against its desired capture and, if it differs,
 //! reinstalled. A periodic resync checks every pod (tables and routes) and forgets those whose
@@ -68,6 +69,60 @@ struct Client {
     buf: Vec<u8>,
 }
 
+/// A new pod opened and installed (on a worker), or why not.
+type Opened = Result<(Pod, String), String>;
+type Job = Box<dyn FnOnce() -> (usize, Opened) + Send>;
+
+/// A few long-lived worker threads that open and install new pods in parallel (the kernel
+/// commits each pod's transaction in the committing thread, and pods do not share a commit
+/// lock). Their thread ids are the agent's own for the change monitors.
+struct Pool {
+    jobs: std::sync::mpsc::Sender<Job>,
+    done: std::sync::mpsc::Receiver<(usize, Opened)>,
+    tids: Vec<u32>,
+}
+
+impl Pool {
+    fn new(workers: usize) -> Result<Self, AgentError> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        for i in 0..workers {
+            let (rx, done_tx, tid_tx) = (rx.clone(), done_tx.clone(), tid_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("nftmesh-agent-{i}"))
+                .spawn(move || {
+                    let _ = tid_tx.send(nix::unistd::gettid().as_raw() as u32);
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        if done_tx.send(job()).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| setup("worker thread", e))?;
+        }
+        let tids = (0..workers)
+            .map(|_| tid_rx.recv_timeout(Duration::from_secs(10)))
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(|e| setup("worker thread", e))?;
+        Ok(Pool { jobs, done, tids })
+    }
+}
+
+/// A new pod's add, waiting for its turn on a worker.
+struct NewAdd {
+    at: usize,
+    record: Record,
+    capture: Capture,
+    started: Instant,
+}
+
 struct Pod {
     record: Record,
     ns: Namespace,
@@ -107,7 +162,9 @@ pub struct Agent {
     clients: Vec<Client>,
     pods: BTreeMap<PathBuf, Pod>,
     metrics: Arc<Mutex<Metrics>>,
-    tid: u32,
+    /// The thread ids whose commits are the agent's own (its loop and its workers).
+    own: Vec<u32>,
+    pool: Pool,
     next_resync: Instant,
 }
 
@@ -144,8 +201,15 @@ impl Agent {
             clients: Vec::new(),
             pods: BTreeMap::new(),
             metrics,
-            tid: nix::unistd::gettid().as_raw() as u32,
+            own: vec![nix::unistd::gettid().as_raw() as u32],
+            pool: Pool::new(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+                    .clamp(2, 4),
+            )?,
         };
+        agent.own.extend(agent.pool.tids.iter().copied());
         agent.adopt()?;
         Ok(agent)
     }
@@ -218,9 +282,7 @@ impl Agent {
             if accept {
                 self.accept();
             }
-            for i in ready_clients.into_iter().rev() {
-                self.serve_client(i);
-            }
+            self.serve_clients(ready_clients);
             for path in ready_pods {
                 self.drain(&path);
             }
@@ -308,18 +370,19 @@ impl Agent {
         }
     }
 
-    /// Read what client `i` sent; answer each complete line; drop it at end of file, on an
-    /// error or an oversized request.
-    fn serve_client(&mut self, i: usize) {
+    /// Read what client `i` sent: its complete lines, and whether to close it (end of file,
+    /// an error, or an oversized request, which gets its error reply here).
+    fn read_client(&mut self, i: usize) -> (Vec<Vec<u8>>, bool) {
         let mut chunk = [0u8; 16 * 1024];
         let mut close = false;
+        let c = &mut self.clients[i];
         loop {
-            match self.clients[i].stream.read(&mut chunk) {
+            match c.stream.read(&mut chunk) {
                 Ok(0) => {
                     close = true;
                     break;
                 }
-                Ok(n) => self.clients[i].buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -327,27 +390,161 @@ impl Agent {
                     break;
                 }
             }
-            if self.clients[i].buf.len() > protocol::MAX_REQUEST {
+            if c.buf.len() > protocol::MAX_REQUEST {
                 break;
             }
         }
-        while let Some(nl) = self.clients[i].buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.clients[i].buf.drain(..=nl).collect();
-            let answer = self.handle(&line[..line.len() - 1]);
-            reply(&self.clients[i].stream, &answer);
+        let mut lines = Vec::new();
+        while let Some(nl) = c.buf.iter().position(|b| *b == b'\n') {
+            let mut line: Vec<u8> = c.buf.drain(..=nl).collect();
+            line.pop();
+            lines.push(line);
         }
-        if self.clients[i].buf.len() > protocol::MAX_REQUEST {
-            let e = format!("request line over {} bytes", protocol::MAX_REQUEST);
-            reply(&self.clients[i].stream, &protocol::error(&e));
+        if c.buf.len() > protocol::MAX_REQUEST {
             close = true;
         }
-        if close {
+        (lines, close)
+    }
+
+    /// Serve the ready clients: every complete request in order (consecutive adds of new
+    /// pods run on the workers side by side), then the replies, then the closes.
+    fn serve_clients(&mut self, ready: Vec<usize>) {
+        let mut batch: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut closing = Vec::new();
+        for i in ready {
+            let (lines, close) = self.read_client(i);
+            batch.extend(lines.into_iter().map(|l| (i, l)));
+            if close {
+                closing.push(i);
+            }
+        }
+        let mut replies: Vec<Option<Value>> = vec![None; batch.len()];
+        let mut run: Vec<NewAdd> = Vec::new();
+        for (at, (_, line)) in batch.iter().enumerate() {
+            let command = protocol::parse(line);
+            if let Ok(Command::Add {
+                netns,
+                desired,
+                container_id,
+            }) = &command
+            {
+                let new = self
+                    .pods
+                    .get(netns)
+                    .is_none_or(|p| identity(netns) != Some(p.identity));
+                let queued = run.iter().any(|a| &a.record.network_namespace == netns);
+                if new && !queued {
+                    let capture = match desired.capture() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            replies[at] = Some(protocol::error(&e.to_string()));
+                            continue;
+                        }
+                    };
+                    run.push(NewAdd {
+                        at,
+                        record: Record {
+                            network_namespace: netns.clone(),
+                            desired: desired.clone(),
+                            container_id: container_id.clone(),
+                            installed_at: now(),
+                        },
+                        capture,
+                        started: Instant::now(),
+                    });
+                    continue;
+                }
+            }
+            self.add_new(std::mem::take(&mut run), &mut replies);
+            replies[at] = Some(self.handle(command));
+        }
+        self.add_new(run, &mut replies);
+        for ((i, _), r) in batch.iter().zip(replies) {
+            if let Some(r) = r {
+                reply(&self.clients[*i].stream, &r);
+            }
+        }
+        closing.sort_unstable();
+        for i in closing.into_iter().rev() {
+            if self.clients[i].buf.len() > protocol::MAX_REQUEST {
+                let e = format!("request line over {} bytes", protocol::MAX_REQUEST);
+                reply(&self.clients[i].stream, &protocol::error(&e));
+            }
             self.clients.swap_remove(i);
         }
     }
 
-    fn handle(&mut self, line: &[u8]) -> Value {
-        match protocol::parse(line) {
+    /// Open and install the new pods of `run` on the workers (one inline), then register
+    /// each in order; their replies go to `replies`.
+    fn add_new(&mut self, run: Vec<NewAdd>, replies: &mut [Option<Value>]) {
+        if run.is_empty() {
+            return;
+        }
+        let open = |a: NewAdd| -> (usize, Opened) {
+            let r =
+                open_pod(a.record, a.capture).and_then(|pod| match pod.ns.install(&pod.capture) {
+                    Ok(rep) => Ok((pod, rep.to_string())),
+                    Err(e) => {
+                        let _ = pod.ns.remove(&pod.capture);
+                        Err(e.to_string())
+                    }
+                });
+            (a.at, r)
+        };
+        let mut started = BTreeMap::new();
+        let mut results = Vec::new();
+        let n = run.len();
+        for (k, a) in run.into_iter().enumerate() {
+            started.insert(a.at, (a.started, a.record.network_namespace.clone()));
+            if k + 1 == n {
+                results.push(open(a));
+            } else if self.pool.jobs.send(Box::new(move || open(a))).is_err() {
+                log("the worker pool is gone");
+            }
+        }
+        while results.len() < n {
+            match self.pool.done.recv_timeout(Duration::from_secs(120)) {
+                Ok(r) => results.push(r),
+                Err(_) => break,
+            }
+        }
+        results.sort_by_key(|(at, _)| *at);
+        for (at, opened) in results {
+            let Some((started, netns)) = started.remove(&at) else {
+                continue;
+            };
+            replies[at] = Some(match opened {
+                Ok((pod, report)) => {
+                    self.pods.insert(netns.clone(), pod);
+                    self.added(&netns, started, report)
+                }
+                Err(e) => self.add_failed(&netns, &e),
+            });
+        }
+        for (at, (_, netns)) in started {
+            replies[at] = Some(self.add_failed(&netns, "no worker answered"));
+        }
+    }
+
+    fn added(&mut self, netns: &Path, started: Instant, report: String) -> Value {
+        self.persist(netns);
+        let mut m = self.metrics();
+        m.applies += 1;
+        m.apply_seconds.observe(started.elapsed());
+        m.pods = self.pods.len() as u64;
+        drop(m);
+        log(&format!("added {}: {report}", netns.display()));
+        json!({"ok": true, "report": report})
+    }
+
+    fn add_failed(&mut self, netns: &Path, e: &str) -> Value {
+        *self.metrics().errors.entry("add").or_insert(0) += 1;
+        log(&format!("add {}: {e}", netns.display()));
+        protocol::error(e)
+    }
+
+    fn handle(&mut self, command: Result<Command, String>) -> Value {
+        match command {
             Err(e) => protocol::error(&e),
             Ok(Command::Add {
                 netns,
@@ -405,21 +602,8 @@ impl Agent {
             }
         };
         match result {
-            Ok(report) => {
-                self.persist(&netns);
-                let mut m = self.metrics();
-                m.applies += 1;
-                m.apply_seconds.observe(started.elapsed());
-                m.pods = self.pods.len() as u64;
-                drop(m);
-                log(&format!("added {}: {report}", netns.display()));
-                json!({"ok": true, "report": report})
-            }
-            Err(e) => {
-                *self.metrics().errors.entry("add").or_insert(0) += 1;
-                log(&format!("add {}: {e}", netns.display()));
-                protocol::error(&e)
-            }
+            Ok(report) => self.added(&netns, started, report),
+            Err(e) => self.add_failed(&netns, &e),
         }
     }
 
@@ -492,12 +676,12 @@ impl Agent {
 
     /// Read a pod's notifications; mark it when another process changed one of its tables.
     fn drain(&mut self, path: &Path) {
-        let tid = self.tid;
+        let own = self.own.clone();
         let Some(pod) = self.pods.get_mut(path) else {
             return;
         };
         let ours: Vec<String> = pod.capture.tables().into_iter().map(|(_, n)| n).collect();
-        match pod.monitor.drain(tid) {
+        match pod.monitor.drain(&own) {
             Ok(changes) => {
                 let touched: Vec<&String> = changes
                     .foreign_tables

@@ -74,14 +74,14 @@ impl Monitor {
         })
     }
 
-    /// Read every pending notification without blocking; commits by the thread `own_tid`
-    /// are the keeper's own.
-    pub fn drain(&mut self, own_tid: u32) -> Result<Changes, NetlinkError> {
+    /// Read every pending notification without blocking; commits by the threads `own` (the
+    /// keeper's thread ids) are the keeper's own.
+    pub fn drain(&mut self, own: &[u32]) -> Result<Changes, NetlinkError> {
         let mut out = Changes::default();
         for _ in 0..MAX_READS {
             match self.sock.recv(&mut self.buf) {
                 Ok(0) => return Ok(out),
-                Ok(n) => parse(&self.buf[..n], own_tid, &mut self.pending, &mut out),
+                Ok(n) => parse(&self.buf[..n], own, &mut self.pending, &mut out),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => return Ok(out),
                     Some(libc::EINTR) => continue,
@@ -107,7 +107,7 @@ impl AsFd for Monitor {
 /// Fold the notifications in `buf` into `out`: each object message's table is remembered
 /// until the `NEWGEN` that ends its commit says who committed. Malformed messages are
 /// skipped (and make the result an overrun: something changed that could not be read).
-pub fn parse(buf: &[u8], own_tid: u32, pending: &mut BTreeSet<String>, out: &mut Changes) {
+pub fn parse(buf: &[u8], own: &[u32], pending: &mut BTreeSet<String>, out: &mut Changes) {
     let Ok(msgs) = wire::messages(buf) else {
         out.overrun = true;
         pending.clear();
@@ -123,7 +123,7 @@ pub fn parse(buf: &[u8], own_tid: u32, pending: &mut BTreeSet<String>, out: &mut
         };
         if m.ty == msg_type(NFT_MSG_NEWGEN) {
             let pid = wire::find(&at, NFTA_GEN_PROC_PID).and_then(wire::be32);
-            if pid == Some(own_tid) {
+            if pid.is_some_and(|p| own.contains(&p)) {
                 out.own_commits += 1;
             } else {
                 out.foreign_commits += 1;
@@ -178,7 +178,7 @@ mod tests {
         buf.extend(msg(NFT_MSG_NEWRULE, &attr(1, b"istio-proxy-nat\0")));
         buf.extend(gen(100));
         let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
-        parse(&buf, 100, &mut pending, &mut out);
+        parse(&buf, &[100], &mut pending, &mut out);
         assert_eq!(out.foreign_commits, 1);
         assert_eq!(out.own_commits, 1);
         assert_eq!(
@@ -193,12 +193,12 @@ mod tests {
         let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
         parse(
             &msg(NFT_MSG_NEWRULE, &attr(1, b"t\0")),
-            1,
+            &[1],
             &mut pending,
             &mut out,
         );
         assert!(!out.any());
-        parse(&gen(2), 1, &mut pending, &mut out);
+        parse(&gen(2), &[1], &mut pending, &mut out);
         assert!(out.any() && out.foreign_tables.contains("t"));
     }
 
@@ -213,10 +213,10 @@ mod tests {
                 })
                 .collect();
             let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
-            parse(&bytes, 1, &mut pending, &mut out);
+            parse(&bytes, &[1], &mut pending, &mut out);
         }
         let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
-        parse(&[0xff; 20], 1, &mut pending, &mut out);
+        parse(&[0xff; 20], &[1], &mut pending, &mut out);
         assert!(out.overrun);
     }
 }
