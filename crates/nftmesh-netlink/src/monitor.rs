@@ -142,15 +142,7 @@ pub fn parse(buf: &[u8], own: &[u32], pending: &mut BTreeSet<String>, out: &mut 
 mod tests {
     use super::*;
 
-    fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
-        let mut out = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
-        out.extend_from_slice(&ty.to_ne_bytes());
-        out.extend_from_slice(v);
-        while !out.len().is_multiple_of(4) {
-            out.push(0);
-        }
-        out
-    }
+    use crate::codec::wire::testing::attr;
 
     fn msg(ty: u16, attrs: &[u8]) -> Vec<u8> {
         let mut m = ((20 + attrs.len()) as u32).to_ne_bytes().to_vec();
@@ -204,14 +196,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_overrun_never_a_panic() {
-        let mut seed = 0x2545_f491u32;
-        for len in 0..400usize {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                    (seed >> 16) as u8
-                })
-                .collect();
+        for bytes in crate::codec::wire::testing::garbage(0x2545_f491, 400) {
             let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
             parse(&bytes, &[1], &mut pending, &mut out);
         }

@@ -100,14 +100,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_or_unknown_never_a_panic() {
-        let mut seed = 0x1234_5678u32;
-        for len in 0..400usize {
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                    (seed >> 16) as u8
-                })
-                .collect();
+        for bytes in crate::codec::wire::testing::garbage(0x1234_5678, 400) {
             let _ = decode_exprs(&bytes);
         }
     }
@@ -115,15 +108,7 @@ mod tests {
     /// A `counter` expression element as the kernel dumps it: name, then data holding
     /// `NFTA_COUNTER_BYTES` and `NFTA_COUNTER_PACKETS` (big-endian u64s).
     fn counter_elem(packets: u64, bytes: u64) -> Vec<u8> {
-        fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
-            let mut out = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
-            out.extend_from_slice(&ty.to_ne_bytes());
-            out.extend_from_slice(v);
-            while !out.len().is_multiple_of(4) {
-                out.push(0);
-            }
-            out
-        }
+        use crate::codec::wire::testing::attr;
         let mut data = attr(NFTA_COUNTER_BYTES, &bytes.to_be_bytes());
         data.extend(attr(NFTA_COUNTER_PACKETS, &packets.to_be_bytes()));
         let mut elem = attr(NFTA_EXPR_NAME, b"counter\0");

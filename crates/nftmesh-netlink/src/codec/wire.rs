@@ -147,3 +147,31 @@ mod tests {
         assert!(error_payload(&p[..10]).is_err());
     }
 }
+
+/// Test helpers shared by the modules that parse netlink bytes.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// One attribute as the kernel writes it: length, type, value, padding to 4 bytes.
+    pub fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
+        let mut out = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
+        out.extend_from_slice(&ty.to_ne_bytes());
+        out.extend_from_slice(v);
+        while !out.len().is_multiple_of(4) {
+            out.push(0);
+        }
+        out
+    }
+
+    /// Pseudo-random byte strings of every length below `max` (a fixed sequence per `seed`).
+    pub fn garbage(seed: u32, max: usize) -> impl Iterator<Item = Vec<u8>> {
+        let mut s = seed;
+        (0..max).map(move |len| {
+            (0..len)
+                .map(|_| {
+                    s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (s >> 16) as u8
+                })
+                .collect()
+        })
+    }
+}

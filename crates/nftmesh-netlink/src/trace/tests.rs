@@ -4,15 +4,7 @@
 
 use super::*;
 
-fn attr(ty: u16, v: &[u8]) -> Vec<u8> {
-    let mut out = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(v);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out
-}
+use crate::codec::wire::testing::attr;
 
 fn cstr(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
@@ -112,14 +104,7 @@ fn malformed_events_are_errors_never_panics() {
     let mut p = vec![NFPROTO_INET, 0, 0, 0];
     p.extend(attr(NFTA_TRACE_TYPE, &3u32.to_be_bytes()));
     assert!(TraceEvent::parse(&p).unwrap_err().contains("id"));
-    let mut seed = 0x9e37_79b9u32;
-    for len in 0..300usize {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                (seed >> 16) as u8
-            })
-            .collect();
+    for bytes in crate::codec::wire::testing::garbage(0x9e37_79b9, 300) {
         let _ = TraceEvent::parse(&bytes);
         let _ = TraceEvent::parse_all(&bytes);
     }
