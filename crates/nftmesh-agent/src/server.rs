@@ -307,18 +307,17 @@ impl Agent {
         &mut self,
         wait: Duration,
     ) -> Result<(bool, bool, Vec<usize>, Vec<PathBuf>), AgentError> {
-        let paths: Vec<PathBuf> = self.pods.keys().cloned().collect();
         let timeout = PollTimeout::try_from(wait.as_millis().min(60_000) as i32 + 1)
             .unwrap_or(PollTimeout::MAX);
         let revents: Vec<bool> = {
-            let mut fds: Vec<PollFd> = Vec::with_capacity(2 + self.clients.len() + paths.len());
+            let mut fds: Vec<PollFd> = Vec::with_capacity(2 + self.clients.len() + self.pods.len());
             fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
             fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
             for c in &self.clients {
                 fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
             }
-            for p in &paths {
-                fds.push(PollFd::new(self.pods[p].monitor.as_fd(), PollFlags::POLLIN));
+            for pod in self.pods.values() {
+                fds.push(PollFd::new(pod.monitor.as_fd(), PollFlags::POLLIN));
             }
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -330,11 +329,13 @@ impl Agent {
         };
         let n = self.clients.len();
         let clients = (0..n).filter(|i| revents[2 + i]).collect();
-        let pods = paths
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| revents[2 + n + i])
-            .map(|(_, p)| p)
+        // The map is unchanged since the descriptors were listed: same order.
+        let pods = self
+            .pods
+            .keys()
+            .zip(&revents[2 + n..])
+            .filter(|(_, ready)| **ready)
+            .map(|(p, _)| p.clone())
             .collect();
         let signal = revents[0] && self.signals.read_signal().ok().flatten().is_some();
         Ok((signal, revents[1], clients, pods))
@@ -676,19 +677,17 @@ impl Agent {
 
     /// Read a pod's notifications; mark it when another process changed one of its tables.
     fn drain(&mut self, path: &Path) {
-        let own = self.own.clone();
         let Some(pod) = self.pods.get_mut(path) else {
             return;
         };
-        let ours: Vec<String> = pod.capture.tables().into_iter().map(|(_, n)| n).collect();
-        match pod.monitor.drain(&own) {
+        match pod.monitor.drain(&self.own) {
             Ok(changes) => {
+                // Any of nftmesh's tables (the capture's, or one it must not have).
+                let owned = nftmesh::owned_tables();
                 let touched: Vec<&String> = changes
                     .foreign_tables
                     .iter()
-                    .filter(|t| {
-                        ours.contains(t) || nftmesh::owned_tables().iter().any(|(_, o)| o == *t)
-                    })
+                    .filter(|t| owned.iter().any(|(_, o)| o == *t))
                     .collect();
                 let why = if changes.overrun {
                     Some("notifications lost: full check".to_string())

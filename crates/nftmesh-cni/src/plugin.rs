@@ -16,14 +16,18 @@ pub type Reply = Option<Value>;
 /// Run the command `env` names with `stdin` as the network configuration. `Err` carries the
 /// error and the `cniVersion` to print it in.
 pub fn run(env: &Env, stdin: &[u8]) -> Result<Reply, (CniError, String)> {
-    let fallback = crate::config::version_of(stdin)
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string());
-    let command = env.command().map_err(|e| (e, fallback.clone()))?;
+    // The version of an error object when the configuration cannot give one: the
+    // configuration's own if it names one this plugin speaks, else the newest.
+    let fallback = || {
+        crate::config::version_of(stdin)
+            .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+            .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string())
+    };
+    let command = env.command().map_err(|e| (e, fallback()))?;
     if command == Command::Version {
-        return Ok(Some(version(&fallback)));
+        return Ok(Some(version(&fallback())));
     }
-    let conf = NetConf::parse(stdin).map_err(|e| (e, fallback.clone()))?;
+    let conf = NetConf::parse(stdin).map_err(|e| (e, fallback()))?;
     let version = conf.cni_version.clone();
     let context = format!("{command:?} {}", env.container_id.as_deref().unwrap_or("-"));
     let log = Log::new(conf.log_file.clone(), conf.log_level, context);
