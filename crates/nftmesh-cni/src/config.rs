@@ -71,6 +71,9 @@ pub struct NetConf {
     /// How much to log.
     #[serde(default)]
     pub log_level: LogLevel,
+    /// `capture` or `ambient`, parsed and validated once by [`NetConf::parse`].
+    #[serde(skip)]
+    parsed: Option<Desired>,
 }
 
 /// The capture a configuration asks for (the node agent's type, so the two agree).
@@ -106,7 +109,7 @@ impl NetConf {
                 why: format!("this plugin speaks {}", SUPPORTED_VERSIONS.join(", ")),
             });
         }
-        let conf: NetConf =
+        let mut conf: NetConf =
             serde_json::from_value(value).map_err(|e| CniError::InvalidConfig(e.to_string()))?;
         if conf
             .validation_timeout
@@ -121,7 +124,10 @@ impl NetConf {
                 "prevResult is not an object".into(),
             ));
         }
-        conf.desired()?;
+        conf.parsed = Some(
+            Desired::from_parts(conf.capture.as_ref(), conf.ambient.as_ref())
+                .map_err(CniError::InvalidConfig)?,
+        );
         Ok(conf)
     }
 
