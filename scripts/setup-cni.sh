@@ -21,18 +21,20 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 if ! apt-get source -qq --download-only golang-github-appc-cni >/dev/null 2>&1; then
-    # Source lists: the machine's own package sources, as deb-src.
+    # Source lists: the machine's own Debian package sources (those signed with Debian's
+    # archive key), as deb-src.
     src=/etc/apt/sources.list.d/nftmesh-deb-src.sources
     : > "$src.tmp"
     for f in /etc/apt/sources.list.d/*.sources; do
         [ -e "$f" ] && [ "$f" != "$src" ] || continue
+        grep -q debian-archive-keyring "$f" || continue
         sed -n '/^Types:/!{p;d};/deb/s/^Types:.*/Types: deb-src/p' "$f" >> "$src.tmp"
         echo >> "$src.tmp"
     done
     mv "$src.tmp" "$src"
     list=/etc/apt/sources.list.d/nftmesh-deb-src.list
     if [ -f /etc/apt/sources.list ]; then
-        sed -n 's/^deb \(.*\)/deb-src \1/p' /etc/apt/sources.list > "$list"
+        sed -n '/debian/s/^deb \(.*\)/deb-src \1/p' /etc/apt/sources.list > "$list"
     fi
     apt-get update -qq
     apt-get source -qq --download-only golang-github-appc-cni >/dev/null
