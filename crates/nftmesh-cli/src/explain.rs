@@ -97,7 +97,8 @@ enum CtStateArg {
     Untracked,
 }
 
-fn parse_mark(s: &str) -> Result<u32, String> {
+/// A packet mark on the command line: decimal or `0x` hex (also `nftmesh trace --mark`).
+pub fn parse_mark(s: &str) -> Result<u32, String> {
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(h) => u32::from_str_radix(h, 16),
         None => s.parse(),

@@ -50,7 +50,7 @@ pub struct TraceArgs {
     #[arg(long)]
     oif: Option<String>,
     /// Only packets with this mark (decimal or 0x hex).
-    #[arg(long, value_parser = parse_mark)]
+    #[arg(long, value_parser = crate::explain::parse_mark)]
     mark: Option<u32>,
     /// Start tracing at these hooks (repeatable); default: output for --uid/--gid/--oif,
     /// prerouting for --iif, else both.
@@ -80,14 +80,6 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{s:?} is not an address or address/prefix"))
-}
-
-fn parse_mark(s: &str) -> Result<u32, String> {
-    match s.strip_prefix("0x") {
-        Some(h) => u32::from_str_radix(h, 16),
-        None => s.parse(),
-    }
-    .map_err(|_| format!("{s:?} is not a 32-bit mark"))
 }
 
 impl TraceArgs {
