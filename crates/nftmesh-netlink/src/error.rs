@@ -197,7 +197,7 @@ pub enum NetlinkError {
         meaning: &'static str,
     },
     /// Entering a network namespace failed.
-    #[error("cannot enter network namespace {path}: {source}")]
+    #[error("cannot enter network namespace {path}: {source}{}", netns_hint(.source))]
     Netns {
         /// The namespace path.
         path: String,
@@ -205,6 +205,29 @@ pub enum NetlinkError {
         #[source]
         source: std::io::Error,
     },
+    /// A path given as a network namespace is something else (a regular file, a directory, a
+    /// FIFO, another kind of namespace); nothing was entered.
+    #[error(
+        "{path} is not a network namespace but {what}: give /proc/PID/ns/net or \
+         /var/run/netns/NAME"
+    )]
+    NotNetns {
+        /// The path given.
+        path: String,
+        /// What it is instead, in words ("a regular file", "a mnt namespace", ...).
+        what: String,
+    },
+}
+
+/// What to do about an OS error entering a namespace: root (CAP_SYS_ADMIN) for EPERM.
+fn netns_hint(source: &std::io::Error) -> &'static str {
+    match source.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            " (entering another network namespace needs root: CAP_SYS_ADMIN, and \
+             CAP_NET_ADMIN there to change its rules)"
+        }
+        _ => "",
+    }
 }
 
 impl NetlinkError {
