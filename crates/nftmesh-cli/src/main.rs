@@ -18,20 +18,26 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Istio sidecar traffic capture through nf_tables, with no iptables or nft binary.
+///
+/// Nothing changes without a subcommand that says so: `nftmesh` alone prints this help.
 #[derive(Parser)]
 #[command(
     name = "nftmesh",
     version,
     about,
-    args_conflicts_with_subcommands = true
+    subcommand_required = true,
+    arg_required_else_help = true,
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-    /// Without a subcommand, `nftmesh [FLAGS]` applies, as `istio-iptables [FLAGS]` does.
-    #[command(flatten)]
-    apply: ApplyArgs,
+    command: Command,
 }
+
+/// The help's last words: how to apply, since a bare `nftmesh` never does.
+const AFTER_HELP: &str = "Capture flags follow a subcommand: `nftmesh plan FLAGS` prints the \
+rules, `nftmesh apply FLAGS --network-namespace PATH` installs them. Istio's bare \
+`istio-iptables FLAGS` is `nftmesh istio-iptables FLAGS` (or the binary named istio-iptables).";
 
 #[derive(Subcommand)]
 enum Command {
@@ -146,22 +152,33 @@ fn main() -> ExitCode {
     if invoked_as.as_deref() == Some("istio-iptables") {
         return istio::run(istio::IstioIptablesCli::parse().into_args());
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Flags without a subcommand (the old istio-iptables-style invocation): say how.
+            if e.kind() == clap::error::ErrorKind::UnknownArgument
+                && std::env::args().nth(1).is_some_and(|a| a.starts_with('-'))
+            {
+                eprintln!("\nnftmesh: nothing was changed. {AFTER_HELP}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     let result = match cli.command {
-        None => apply(cli.apply),
-        Some(Command::Plan(args)) => plan(&args),
-        Some(Command::Apply(args)) => apply(args),
-        Some(Command::Dump(args)) => dump(args),
-        Some(Command::Diff(args)) => return diff(args),
-        Some(Command::Verify(args)) => verify(args),
-        Some(Command::Explain(args)) => explain::run(&args),
-        Some(Command::Stats(args)) => stats::run(&args),
-        Some(Command::Trace(args)) => return trace::run(&args),
-        Some(Command::Translate(args)) => restore::translate(&args),
-        Some(Command::Restore(args)) => restore::restore(args),
-        Some(Command::IstioIptables(args)) => return istio::run(*args),
-        Some(Command::Ambient(cmd)) => return ambient::run(cmd),
-        Some(Command::Agent(cmd)) => return agent::run(cmd),
+        Command::Plan(args) => plan(&args),
+        Command::Apply(args) => apply(args),
+        Command::Dump(args) => dump(args),
+        Command::Diff(args) => return diff(args),
+        Command::Verify(args) => verify(args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Stats(args) => stats::run(&args),
+        Command::Trace(args) => return trace::run(&args),
+        Command::Translate(args) => restore::translate(&args),
+        Command::Restore(args) => restore::restore(args),
+        Command::IstioIptables(args) => return istio::run(*args),
+        Command::Ambient(cmd) => return ambient::run(cmd),
+        Command::Agent(cmd) => return agent::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

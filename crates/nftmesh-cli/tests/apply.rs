@@ -159,9 +159,36 @@ fn tproxy_apply_installs_policy_routing_and_cleanup_removes_it() {
 }
 
 #[test]
-fn the_bare_istio_iptables_style_invocation_applies() {
+fn a_bare_nftmesh_changes_nothing_in_its_own_namespace() {
     let Some(ns) = netns_or_skip() else { return };
-    let o = nftmesh(&[&["--network-namespace", &ns.path()][..], &SIDECAR[..]].concat());
+    ns.exec("ip", &["link", "set", "lo", "up"], None);
+    let lo_before = ns.exec("ip", &["-6", "addr", "show", "dev", "lo"], None);
+    let bin = env!("CARGO_BIN_EXE_nftmesh");
+    // Run inside the namespace, as a person on a node would: no subcommand, with and without
+    // istio-iptables' capture flags (the old default applied both).
+    for args in [&[][..], &["-i", "*", "-b", "*"][..], &SIDECAR[..]] {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns.0, bin])
+            .args(args)
+            .env_clear()
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "nftmesh {args:?}: {err}");
+        assert!(err.contains("Usage: nftmesh <COMMAND>"), "{err}");
+        assert!(err.contains("nftmesh apply FLAGS"), "{err}");
+        assert_eq!(ns.list(), "", "nftmesh {args:?} left rules behind");
+        let lo = ns.exec("ip", &["-6", "addr", "show", "dev", "lo"], None);
+        assert_eq!(lo, lo_before, "nftmesh {args:?} changed lo");
+    }
+    // The flags still work with the subcommand and a namespace, as documented.
+    let o = nftmesh(
+        &[
+            &["apply", "--network-namespace", &ns.path()][..],
+            &SIDECAR[..],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(ns.list().contains("redirect to :15006"), "{}", ns.list());
 }
