@@ -206,12 +206,34 @@ impl CaptureArgs {
             GroupNames::Strict
         };
         // Group names resolve as the pod would resolve them: in its own /etc/group when the
-        // namespace is a process's; through the system's database otherwise.
+        // namespace is a process's; through the system's database otherwise. The file is read
+        // only when a name must be resolved: a pause container's root has no /etc/group.
         match host::group_file_for(netns) {
             Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                cfg.resolve_groups(&|n: &str| host::gid_in(&text, n), names)
+                let text = std::cell::OnceCell::new();
+                let unresolved = std::cell::RefCell::new(None);
+                let lookup = |name: &str| match text.get_or_init(|| std::fs::read_to_string(&path))
+                {
+                    Ok(t) => host::gid_in(t, name),
+                    Err(_) => {
+                        unresolved
+                            .borrow_mut()
+                            .get_or_insert_with(|| name.to_string());
+                        None
+                    }
+                };
+                let resolved = cfg.resolve_groups(&lookup, names);
+                if let (Some(name), Some(Err(e)), GroupNames::Strict) =
+                    (unresolved.into_inner(), text.get(), names)
+                {
+                    return Err(format!(
+                        "owner group {name:?} cannot be resolved: the namespace's process has \
+                         no readable group database ({}: {e}); give the gid instead, or \
+                         --pass-through-group-names",
+                        path.display()
+                    ));
+                }
+                resolved
             }
             None => cfg.resolve_groups(&host::gid_of, names),
         }

@@ -338,3 +338,92 @@ fn owner_group_names_resolve_in_the_pods_own_group_file() {
         String::from_utf8_lossy(&o.stdout)
     );
 }
+
+/// A process in a network and mount namespace of its own whose root has no `/etc/group` (an
+/// empty tmpfs over `/etc`, as in a pause container's image); killed (by PID) on drop.
+struct Pause(std::process::Child);
+
+impl Pause {
+    fn start() -> Option<Pause> {
+        use std::io::BufRead;
+        let spawned = Command::new("unshare")
+            .args(["--net", "--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs nftmesh-no-etc /etc && echo ready && exec sleep 60")
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                common::skip(&format!("cannot run unshare: {e}"));
+                return None;
+            }
+        };
+        let mut line = String::new();
+        let out = child.stdout.take().expect("piped stdout");
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let pause = Pause(child);
+        if line.trim() != "ready" {
+            common::skip("cannot make a process with an empty /etc (unshare + tmpfs)");
+            return None;
+        }
+        Some(pause)
+    }
+
+    fn netns(&self) -> String {
+        format!("/proc/{}/ns/net", self.0.id())
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_process_without_etc_group_is_captured_unless_a_group_name_needs_it() {
+    let Some(pause) = Pause::start() else { return };
+    let path = pause.netns();
+    let group = format!("/proc/{}/root/etc/group", pause.0.id());
+    assert!(!std::path::Path::new(&group).exists(), "{group} exists");
+    let flags = ["-i", "*", "-b", "*"];
+    for cmd in ["apply", "diff"] {
+        let o = nftmesh(&[&[cmd, "--network-namespace", &path][..], &flags[..]].concat());
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{cmd}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = nftmesh(&["dump", "--network-namespace", &path]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("redirect to :15001"));
+    // A group name does need the database: the error names the name and the way out.
+    let o = nftmesh(
+        &[
+            &["diff", "--network-namespace", &path][..],
+            &flags[..],
+            &["--outbound-owner-groups", "wheel"][..],
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("owner group \"wheel\" cannot be resolved"),
+        "{err}"
+    );
+    assert!(err.contains("--pass-through-group-names"), "{err}");
+    // Numeric gids need no database.
+    let o = nftmesh(
+        &[
+            &["plan"][..],
+            &flags[..],
+            &["--outbound-owner-groups", "1000"][..],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
