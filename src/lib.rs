@@ -33,6 +33,7 @@
 mod ambient_host;
 mod capture;
 mod error;
+pub mod log;
 mod namespace;
 pub mod trace;
 pub mod verify;
