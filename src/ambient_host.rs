@@ -2,14 +2,18 @@
 //! ([`HostCapture`]), installed into the node's namespace with [`Namespace::install_host`]; the
 //! probe address sets are maintained element by element ([`Namespace::add_probes`],
 //! [`Namespace::remove_probes`]) and survive re-installs and [`Namespace::remove_host`], as
-//! Istio's do (it flushes the table's rules, not its sets).
+//! Istio's do: its node cleanup (`DeleteHostRules`, `cni/pkg/nftables/nftables.go`, istio/istio
+//! 6e79bf77c49bcf97f2dc10eb162b49ae3102eccc) is `flush table inet istio-ambient-nat`, which
+//! takes the rules and leaves the chains and both families' sets with their elements.
 
 use crate::namespace::{Namespace, Report};
 use crate::CaptureError;
 use nftmesh_model::ambient::{
-    compile_host, AmbientHostConfig, HOST_TABLE, PROBE_SET_V4, PROBE_SET_V6,
+    compile_host, host_flushed, AmbientHostConfig, HostCleanup, ProbeRemoval, HOST_TABLE,
+    PROBE_SET_V4, PROBE_SET_V6,
 };
 use nftmesh_model::ruleset::{Family, Ruleset, Set, SetElement, SetKeyType, Table};
+use nftmesh_netlink::Connection;
 use std::net::IpAddr;
 
 /// The node's probe SNAT, compiled from an [`AmbientHostConfig`].
@@ -41,15 +45,6 @@ impl HostCapture {
     /// The table as an `nft -f` script.
     pub fn render(&self) -> String {
         nftmesh_model::render(&self.ruleset)
-    }
-
-    /// The table with its sets and no chain: what is left after [`Namespace::remove_host`].
-    fn sets_only(&self) -> Ruleset {
-        let mut rs = self.ruleset.clone();
-        for t in &mut rs.tables {
-            t.chains.clear();
-        }
-        rs
     }
 }
 
@@ -86,51 +81,44 @@ impl Namespace {
         })
     }
 
-    /// Remove the node's probe SNAT rule and chain (one transaction); the table and the probe
-    /// sets stay with their elements, as Istio's cleanup flushes only the rules.
-    pub fn remove_host(&self, host: &HostCapture) -> Result<Report, CaptureError> {
-        let sets = host.sets_only();
-        let r = self.lock().conn.apply_keeping_sets(&sets)?;
-        Ok(Report {
-            tables: sets.tables.len(),
-            messages: r.messages,
-            bytes: r.bytes,
-            attempts: r.attempts,
-            deleted_chains: r.deleted_chains,
-            ..Report::default()
-        })
+    /// Remove the node's probe SNAT as Istio's node cleanup does (`flush table inet
+    /// istio-ambient-nat`), in one transaction: every rule of the host table goes; its chains
+    /// and its sets stay, the probe sets of both families with their elements, whatever the
+    /// node's settings (none is needed). A namespace without the host table is left as it is
+    /// ([`HostCleanup::table_found`] is false).
+    pub fn remove_host(&self) -> Result<HostCleanup, CaptureError> {
+        let mut s = self.lock();
+        let Some(live) = host_table(&mut s.conn)? else {
+            return Ok(HostCleanup::of(None));
+        };
+        let flushed = Ruleset {
+            tables: vec![host_flushed(&live)],
+        };
+        s.conn.apply_keeping_sets(&flushed)?;
+        Ok(HostCleanup::of(Some(&live)))
     }
 
     /// Add pod addresses to the probe sets (IPv4 and IPv6 to theirs), in one small
     /// transaction per family that touches no rule.
     pub fn add_probes(&self, addrs: &[IpAddr]) -> Result<(), CaptureError> {
-        self.update_probes(addrs, true)
+        update_probes(&mut self.lock().conn, addrs, true)
     }
 
-    /// Remove pod addresses from the probe sets, as [`Namespace::add_probes`].
-    pub fn remove_probes(&self, addrs: &[IpAddr]) -> Result<(), CaptureError> {
-        self.update_probes(addrs, false)
-    }
-
-    fn update_probes(&self, addrs: &[IpAddr], add: bool) -> Result<(), CaptureError> {
+    /// Remove pod addresses from the probe sets, in one small transaction per family that
+    /// touches no rule. Only addresses their set holds are deleted; an address not in its set,
+    /// or whose set does not exist, is left (no error) and listed as such in the answer.
+    pub fn remove_probes(&self, addrs: &[IpAddr]) -> Result<ProbeRemoval, CaptureError> {
         let mut s = self.lock();
-        for v6 in [false, true] {
-            let set = probe_set(v6, addrs);
-            if !set.elements.is_empty() {
-                s.conn.update_set(Family::Inet, HOST_TABLE, &set, add)?;
-            }
-        }
-        Ok(())
+        let live = host_table(&mut s.conn)?;
+        let plan = ProbeRemoval::plan(live.as_ref(), addrs);
+        update_probes(&mut s.conn, &plan.removed, false)?;
+        Ok(plan)
     }
 
     /// The addresses in the probe sets now.
     pub fn probes(&self) -> Result<Vec<IpAddr>, CaptureError> {
-        let live = self
-            .lock()
-            .conn
-            .dump_ruleset(&[(Family::Inet, HOST_TABLE.to_string())])?;
+        let live = host_table(&mut self.lock().conn)?;
         Ok(live
-            .tables
             .iter()
             .flat_map(|t: &Table| &t.sets)
             .flat_map(|s| &s.elements)
@@ -140,4 +128,21 @@ impl Namespace {
             })
             .collect())
     }
+}
+
+/// The host table as it is live (`None`: the namespace has none).
+fn host_table(conn: &mut Connection) -> Result<Option<Table>, CaptureError> {
+    let live = conn.dump_ruleset(&[(Family::Inet, HOST_TABLE.to_string())])?;
+    Ok(live.tables.into_iter().next())
+}
+
+/// Add (`add`) or delete `addrs` in their probe sets: one transaction per family with any.
+fn update_probes(conn: &mut Connection, addrs: &[IpAddr], add: bool) -> Result<(), CaptureError> {
+    for v6 in [false, true] {
+        let set = probe_set(v6, addrs);
+        if !set.elements.is_empty() {
+            conn.update_set(Family::Inet, HOST_TABLE, &set, add)?;
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! `nftmesh ambient`: Istio ambient's in-pod capture for ztunnel (`plan`, `apply`, `diff`,
 //! `cleanup`) and the node's kubelet probe SNAT (`host plan|apply|cleanup`, `host probe
-//! add|remove ADDR...`), through the capture API.
+//! add|remove ADDR...`), through the capture API. `host cleanup` and `host probe remove` need
+//! no node setting: they act on the live table.
 
 use crate::capture_args::Ipv6Mode;
 use crate::host;
@@ -97,8 +98,9 @@ pub enum HostCommand {
     Plan(HostArgs),
     /// Install the probe SNAT (one transaction; the probe sets keep their elements).
     Apply(HostArgs),
-    /// Remove the probe SNAT rule; the probe sets stay with their elements.
-    Cleanup(HostArgs),
+    /// Flush the probe SNAT rules, as Istio's node cleanup does; the chains and both
+    /// families' probe sets stay, with their addresses. Needs no node setting.
+    Cleanup(HostCleanupArgs),
     /// Add or remove pod addresses in the probe sets (no rule is touched).
     #[command(subcommand)]
     Probe(ProbeCommand),
@@ -120,12 +122,20 @@ pub struct HostArgs {
     network_namespace: Option<PathBuf>,
 }
 
+/// `host cleanup`: only where; what to flush is read from the live table.
+#[derive(Args)]
+pub struct HostCleanupArgs {
+    /// The node's network namespace; default: ours
+    #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
+    network_namespace: Option<PathBuf>,
+}
+
 /// `host probe add|remove`.
 #[derive(Subcommand)]
 pub enum ProbeCommand {
     /// Add pod addresses to the probe sets.
     Add(ProbeArgs),
-    /// Remove pod addresses from the probe sets.
+    /// Remove pod addresses from the probe sets; an address not in its set is left and named.
     Remove(ProbeArgs),
 }
 
@@ -268,30 +278,26 @@ fn host_run(cmd: HostCommand) -> Result<(), String> {
             Ok(())
         }
         HostCommand::Cleanup(h) => {
-            h.namespace()?
-                .remove_host(&h.capture()?)
+            let done = Namespace::open_or_current(h.network_namespace.as_deref())
+                .and_then(|ns| ns.remove_host())
                 .map_err(|e| e.to_string())?;
-            eprintln!("nftmesh: removed the probe SNAT; the probe sets keep their addresses");
+            eprintln!("nftmesh: {done}");
             Ok(())
         }
-        HostCommand::Probe(p) => {
-            let (add, args) = match p {
-                ProbeCommand::Add(a) => (true, a),
-                ProbeCommand::Remove(a) => (false, a),
-            };
-            let ns = Namespace::open_or_current(args.network_namespace.as_deref())
+        HostCommand::Probe(ProbeCommand::Add(args)) => {
+            Namespace::open_or_current(args.network_namespace.as_deref())
+                .and_then(|ns| ns.add_probes(&args.addrs))
                 .map_err(|e| e.to_string())?;
-            if add {
-                ns.add_probes(&args.addrs)
-            } else {
-                ns.remove_probes(&args.addrs)
+            eprintln!("nftmesh: added {} probe address(es)", args.addrs.len());
+            Ok(())
+        }
+        HostCommand::Probe(ProbeCommand::Remove(args)) => {
+            let done = Namespace::open_or_current(args.network_namespace.as_deref())
+                .and_then(|ns| ns.remove_probes(&args.addrs))
+                .map_err(|e| e.to_string())?;
+            for line in done.to_string().lines() {
+                eprintln!("nftmesh: {line}");
             }
-            .map_err(|e| e.to_string())?;
-            eprintln!(
-                "nftmesh: {} {} probe address(es)",
-                if add { "added" } else { "removed" },
-                args.addrs.len()
-            );
             Ok(())
         }
     }

@@ -146,11 +146,23 @@ fn ambient_host_apply_probe_add_remove_and_cleanup_on_a_node() {
     let o = host(&["probe", "remove", "10.1.2.3"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(!node.list().contains("10.1.2.3"), "{}", node.list());
-    let o = host(&["cleanup", "--kubelet-uid", "1000", "--ipv6", "on"]);
+    // Cleanup as the README writes it, with no setting: the node has no global IPv6 address,
+    // and still both families' sets keep their addresses (Istio's `flush table`).
+    let o = host(&["cleanup"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let live = node.list();
     assert!(!live.contains("snat"), "{live}");
     assert!(live.contains("elements = { fd00::3 }"), "{live}");
+    assert!(live.contains("istio-inpod-probes-v4"), "{live}");
+    assert!(
+        text(&o.stderr).contains(
+            "flushed 2 rule(s) of table inet istio-ambient-nat (the probe SNAT); its chains stay \
+             and so do its sets, with their addresses: istio-inpod-probes-v4 (0 addresses), \
+             istio-inpod-probes-v6 (1 address)"
+        ),
+        "{}",
+        text(&o.stderr)
+    );
     let o = host(&["probe", "add", "not-an-address"]);
     assert_eq!(
         o.status.code(),
@@ -158,4 +170,63 @@ fn ambient_host_apply_probe_add_remove_and_cleanup_on_a_node() {
         "clap refuses it: {}",
         text(&o.stderr)
     );
+}
+
+#[test]
+fn ambient_host_probe_remove_of_an_absent_address_is_a_no_op_that_says_so() {
+    if common::node::in_private_node(
+        "ambient_host_probe_remove_of_an_absent_address_is_a_no_op_that_says_so",
+    ) != Some(true)
+    {
+        return;
+    }
+    let node = common::node::Node;
+    let path = node.path();
+    let host = |args: &[&str]| {
+        nftmesh(
+            &[
+                &["ambient", "host"][..],
+                args,
+                &["--network-namespace", path.as_str()],
+            ]
+            .concat(),
+        )
+    };
+    // Before any host rules: the sets do not exist, which the message says; nothing created.
+    let o = host(&["probe", "remove", "10.1.2.3"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(
+            "10.1.2.3 was not removed: table inet istio-ambient-nat has no set \
+             istio-inpod-probes-v4 here (the host rules are not installed in this namespace)"
+        ),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(node.list(), "");
+    let o = host(&["cleanup"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("no table inet istio-ambient-nat in this namespace"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(node.list(), "");
+    let o = host(&["apply", "--kubelet-uid", "1000", "--ipv6", "on"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = host(&["probe", "add", "10.1.2.3"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // One address present, one absent: exit 0, each named with what happened to it.
+    let o = host(&["probe", "remove", "10.9.9.9", "10.1.2.3"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let said = text(&o.stderr);
+    assert!(
+        said.contains("10.9.9.9 was not in set istio-inpod-probes-v4: nothing to remove"),
+        "{said}"
+    );
+    assert!(
+        said.contains("removed 10.1.2.3 from set istio-inpod-probes-v4"),
+        "{said}"
+    );
+    assert!(!node.list().contains("10.1.2.3"), "{}", node.list());
 }

@@ -1,10 +1,10 @@
 //! Istio ambient mode: ztunnel's in-pod capture ([`AmbientConfig`], compiled by
 //! [`compile_inpod`]) and the node's SNAT of kubelet health probes ([`AmbientHostConfig`],
-//! [`compile_host`]), in the layout of Istio's native nftables generator
-//! (`cni/pkg/nftables/nftables.go`): tables `inet istio-ambient-nat`, `-mangle`, `-raw`, each with
-//! base chains `prerouting` and `output` and regular chains `istio-prerouting` and
-//! `istio-output`. The constants are Istio's (`cni/pkg/config/config.go`); the cases and their
-//! goldens are in `tests/data/istio/ambient/`.
+//! [`compile_host`]; cleaned up by [`host_flushed`], which keeps the probe sets), in the layout
+//! of Istio's native nftables generator (`cni/pkg/nftables/nftables.go`): tables
+//! `inet istio-ambient-nat`, `-mangle`, `-raw`, each with base chains `prerouting` and `output`
+//! and regular chains `istio-prerouting` and `istio-output`. The constants are Istio's
+//! (`cni/pkg/config/config.go`); the cases and their goldens are in `tests/data/istio/ambient/`.
 //!
 //! Unlike sidecar mode there is no uid/gid bypass: ztunnel marks its own sockets with
 //! [`AmbientConfig::inpod_mark`], and packets of connections it originated carry the conn mark
@@ -21,8 +21,10 @@
 //! ```
 
 mod compile;
+mod host;
 
 pub use compile::{compile_host, compile_inpod, HOST_TABLE, MANGLE_TABLE, NAT_TABLE, RAW_TABLE};
+pub use host::{host_flushed, probe_set_for, HostCleanup, ProbeRemoval};
 
 use crate::config::ConfigError;
 use serde::{Deserialize, Serialize};

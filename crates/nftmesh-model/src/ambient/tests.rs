@@ -144,3 +144,114 @@ fn the_host_snats_kubelets_probes_to_set_addresses_only() {
     });
     assert_eq!(dual.tables[0].sets.len(), 2);
 }
+
+/// The host table as it is live after `host apply --ipv6 on` and `host probe add` of
+/// 10.1.2.3 and fd00::3.
+fn live_host_table() -> crate::ruleset::Table {
+    let mut rs = compile_host(&AmbientHostConfig {
+        ipv6: true,
+        ..AmbientHostConfig::new(0)
+    });
+    let mut t = rs.tables.remove(0);
+    t.sets[0]
+        .elements
+        .push(crate::ruleset::SetElement::Prefix(ip("10.1.2.3").into()));
+    t.sets[1]
+        .elements
+        .push(crate::ruleset::SetElement::Prefix(ip("fd00::3").into()));
+    t
+}
+
+#[test]
+fn the_host_cleanup_flushes_the_rules_and_keeps_every_chain_and_both_probe_sets() {
+    // Istio's DeleteHostRules: `flush table inet istio-ambient-nat`, whatever the node's settings.
+    let live = live_host_table();
+    let flushed = host_flushed(&live);
+    assert_eq!(flushed.name, HOST_TABLE);
+    assert!(flushed.chains.iter().all(|c| c.rules.is_empty()));
+    let chains = |t: &crate::ruleset::Table| {
+        t.chains
+            .iter()
+            .map(|c| (c.name.clone(), c.base.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(chains(&flushed), chains(&live), "chains and hooks kept");
+    let sets: Vec<_> = flushed.sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        sets,
+        [PROBE_SET_V4, PROBE_SET_V6],
+        "both families' sets kept"
+    );
+    // Declared with no element: the transaction that keeps set elements adds none and
+    // deletes none.
+    assert!(flushed.sets.iter().all(|s| s.elements.is_empty()));
+    assert_eq!(
+        flushed.sets[1].key_type,
+        crate::ruleset::SetKeyType::Ipv6Addr
+    );
+}
+
+#[test]
+fn the_host_cleanup_report_says_what_was_flushed_and_what_was_kept() {
+    let live = live_host_table();
+    let r = HostCleanup::of(Some(&live));
+    assert_eq!(
+        r,
+        HostCleanup {
+            table_found: true,
+            rules_flushed: 2,
+            sets_kept: vec![(PROBE_SET_V4.into(), 1), (PROBE_SET_V6.into(), 1)],
+        }
+    );
+    assert_eq!(
+        r.to_string(),
+        "flushed 2 rule(s) of table inet istio-ambient-nat (the probe SNAT); its chains stay \
+         and so do its sets, with their addresses: istio-inpod-probes-v4 (1 address), \
+         istio-inpod-probes-v6 (1 address)"
+    );
+    let none = HostCleanup::of(None);
+    assert!(!none.table_found);
+    assert!(none
+        .to_string()
+        .contains("not installed here; nothing changed"));
+}
+
+#[test]
+fn a_probe_removal_deletes_only_addresses_its_set_holds_and_says_why_for_the_others() {
+    let live = live_host_table();
+    let asked = [
+        ip("10.1.2.3"),
+        ip("10.9.9.9"),
+        ip("fd00::3"),
+        ip("fd00::9"),
+        ip("10.1.2.3"),
+    ];
+    let r = ProbeRemoval::plan(Some(&live), &asked);
+    assert_eq!(r.removed, [ip("10.1.2.3"), ip("fd00::3")], "once each");
+    assert_eq!(r.not_in_set, [ip("10.9.9.9"), ip("fd00::9")]);
+    assert!(r.no_set.is_empty());
+    let text = r.to_string();
+    assert!(
+        text.contains("10.9.9.9 was not in set istio-inpod-probes-v4: nothing to remove"),
+        "{text}"
+    );
+    assert!(
+        text.contains("removed fd00::3 from set istio-inpod-probes-v6"),
+        "{text}"
+    );
+    // Installed without IPv6: the v6 set is missing, the v4 one is there.
+    let mut v4_only = live.clone();
+    v4_only.sets.retain(|s| s.name == PROBE_SET_V4);
+    let r = ProbeRemoval::plan(Some(&v4_only), &[ip("fd00::3"), ip("10.1.2.3")]);
+    assert_eq!(r.removed, [ip("10.1.2.3")]);
+    assert_eq!(r.no_set, [ip("fd00::3")]);
+    assert!(
+        r.to_string()
+            .contains("has no set istio-inpod-probes-v6 here (the host rules are not installed in this namespace, or were installed without IPv6)"),
+        "{r}"
+    );
+    // No host table at all.
+    let r = ProbeRemoval::plan(None, &[ip("10.1.2.3")]);
+    assert_eq!(r.no_set, [ip("10.1.2.3")]);
+    assert!(r.removed.is_empty() && r.not_in_set.is_empty());
+}
