@@ -5,8 +5,36 @@
 
 use crate::{Capture, CaptureError};
 use nftmesh_netlink::probe::{accept_within, connect_as, original_dst};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
+
+/// Why uid `app`'s connection to `to` did not reach `:port`, from what its `connect` returned.
+/// Routing is decided before the output hook, so a destination the namespace has no route to
+/// fails whether or not capture is in place: that is said as such, not as "not captured".
+fn not_captured(
+    app: u32,
+    to: SocketAddr,
+    port: u16,
+    connected: std::io::Result<TcpStream>,
+) -> String {
+    use nix::errno::Errno;
+    let errno = connected
+        .err()
+        .and_then(|e| e.raw_os_error())
+        .map(Errno::from_raw);
+    match errno {
+        Some(Errno::ENETUNREACH | Errno::EHOSTUNREACH) => format!(
+            "the probe destination {to} is unreachable from the namespace (no route), so \
+             capture could not be checked: add a route (e.g. a default route) or give --probe \
+             an address the namespace routes out"
+        ),
+        Some(Errno::EPERM | Errno::EACCES) => format!(
+            "uid {app}'s connection to {to} was refused locally (a filter drops it), so it \
+             never reached :{port}"
+        ),
+        _ => format!("uid {app}'s connection to {to} was not captured to :{port}"),
+    }
+}
 
 /// What [`crate::Namespace::verify`] connects to and as whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +98,9 @@ pub(crate) fn run(probe: &Probe) -> Result<Verified, CaptureError> {
     let wait = probe.wait;
     let client = std::thread::spawn(move || connect_as(app, app, to, wait));
     let got = accept_within(&l, wait).map(|s| original_dst(&s));
-    let _ = client.join();
+    let connected = client
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("client thread panicked")));
     match got {
         Some(Some(orig)) if orig == to => {}
         Some(orig) => {
@@ -78,11 +108,7 @@ pub(crate) fn run(probe: &Probe) -> Result<Verified, CaptureError> {
                 "uid {app}'s connection to {to} landed on :{port} with original destination {orig:?}, not {to}"
             )))
         }
-        None => {
-            return Err(CaptureError::Verify(format!(
-                "uid {app}'s connection to {to} was not captured to :{port}"
-            )))
-        }
+        None => return Err(CaptureError::Verify(not_captured(app, to, port, connected))),
     }
     let short = Duration::from_millis(500);
     let client = std::thread::spawn(move || connect_as(proxy, proxy, to, short));

@@ -11,6 +11,10 @@ use std::path::PathBuf;
 
 /// `nftmesh explain`: the packet, and what to explain it against.
 #[derive(clap::Args)]
+#[command(
+    override_usage = "nftmesh explain [CAPTURE FLAGS | --live] --dst ADDR:PORT \
+    [--direction inbound|outbound | --hook HOOK] [PACKET OPTIONS] [--json]"
+)]
 pub struct ExplainArgs {
     #[command(flatten)]
     capture: CaptureArgs,
@@ -35,7 +39,7 @@ pub struct PacketArgs {
     #[arg(long, value_enum, conflicts_with = "direction")]
     hook: Option<HookArg>,
     /// outbound: sent by a local socket (the output hook); inbound: arriving from the network
-    /// (the prerouting hook). Default: outbound with --uid, else inbound.
+    /// (the prerouting hook). Default: outbound with --uid, else inbound (said on stderr).
     #[arg(long, value_enum)]
     direction: Option<DirectionArg>,
     /// The transport protocol.
@@ -107,6 +111,16 @@ pub fn parse_mark(s: &str) -> Result<u32, String> {
 }
 
 impl PacketArgs {
+    /// The direction assumed when neither `--direction` nor `--hook` is given, in words for
+    /// stderr; `None` when one was given.
+    fn assumed(&self) -> Option<&'static str> {
+        match (self.hook, self.direction, self.uid) {
+            (None, None, Some(_)) => Some("outbound (the output hook), since --uid is given"),
+            (None, None, None) => Some("inbound (the prerouting hook), since no --uid is given"),
+            _ => None,
+        }
+    }
+
     fn build(&self) -> Result<(Hook, Packet), String> {
         let hook = match (self.hook, self.direction) {
             (Some(h), _) => match h {
@@ -313,6 +327,12 @@ pub fn run(args: &ExplainArgs) -> Result<(), String> {
 /// one JSON object with `json`.
 pub fn show(ruleset: &Ruleset, args: &PacketArgs, json: bool) -> Result<(), String> {
     let (hook, packet) = args.build()?;
+    if let Some(way) = args.assumed() {
+        eprintln!(
+            "nftmesh: no --direction or --hook: explaining the packet as {way}; pass \
+             --direction inbound|outbound to say which"
+        );
+    }
     let traced = eval_traced(ruleset, &packet, hook).map_err(|e| e.to_string())?;
     let summary = summary(&traced, hook, &packet);
     if json {

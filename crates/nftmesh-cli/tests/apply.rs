@@ -246,6 +246,34 @@ fn verify_passes_with_the_capture_and_fails_without_it() {
 }
 
 #[test]
+fn verify_without_a_route_to_the_probe_says_unreachable_not_uncaptured() {
+    let Some(ns) = netns_or_skip() else { return };
+    let path = ns.path();
+    ns.exec("ip", &["link", "set", "lo", "up"], None);
+    let flags = ["-i", "*", "-b", "*", "--ipv6", "off"];
+    let o = nftmesh(&[&["apply", "--network-namespace", &path][..], &flags[..]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = nftmesh(
+        &[
+            &[
+                "verify",
+                "--network-namespace",
+                &path,
+                "--probe",
+                "10.98.0.9:15002",
+            ][..],
+            &flags[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("10.98.0.9:15002 is unreachable"), "{err}");
+    assert!(err.contains("add a route"), "{err}");
+    assert!(!err.contains("not captured"), "{err}");
+}
+
+#[test]
 fn ipv6_auto_detection_looks_at_the_target_namespace() {
     // One namespace with a global IPv6 address and one without: `--ipv6 auto` (the default)
     // must see each one's own addresses, not the caller's. IPv6 on puts ::6 on lo.
@@ -426,4 +454,41 @@ fn a_process_without_etc_group_is_captured_unless_a_group_name_needs_it() {
         .concat(),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn entering_a_namespace_without_privilege_or_a_non_namespace_says_what_to_do() {
+    let Some(ns) = netns_or_skip() else { return };
+    // As an unprivileged user (setpriv from util-linux drops every capability).
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_nftmesh"))
+        .args(["dump", "--network-namespace", &ns.path()])
+        .env_clear()
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot enter network namespace") && err.contains("needs root: CAP_SYS_ADMIN"),
+        "{err}"
+    );
+    // A regular file given as the namespace.
+    let file = std::env::temp_dir().join(format!("nftmesh-not-a-netns-{}", std::process::id()));
+    std::fs::write(&file, "").unwrap();
+    let o = nftmesh(&["dump", "--network-namespace", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not a network namespace but a regular file"),
+        "{err}"
+    );
 }

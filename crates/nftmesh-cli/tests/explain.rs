@@ -174,3 +174,50 @@ fn live_tables_explain_like_the_flags_that_installed_them() {
     assert_eq!(v["captured"], false);
     assert_eq!(v["summary"], "not captured: no rule matched");
 }
+
+#[test]
+fn explain_says_which_direction_it_assumed_and_its_usage_names_no_capture_flag() {
+    let dst = ["--dst", "10.1.2.3:8080"];
+    let o = nftmesh(&[&["explain"][..], &CAPTURE[..], &dst[..]].concat());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("no --direction or --hook: explaining the packet as inbound"),
+        "{err}"
+    );
+    let o = nftmesh(&[&["explain"][..], &CAPTURE[..], &dst[..], &["--uid", "7"]].concat());
+    assert!(
+        text(&o.stderr).contains("as outbound"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Said, nothing is assumed.
+    for way in [&["--direction", "inbound"][..], &["--hook", "output"][..]] {
+        let o = nftmesh(&[&["explain"][..], &CAPTURE[..], &dst[..], way].concat());
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(!text(&o.stderr).contains("assum"), "{}", text(&o.stderr));
+        assert!(
+            !text(&o.stderr).contains("no --direction"),
+            "{}",
+            text(&o.stderr)
+        );
+    }
+    // A usage error shows the command's shape, not the capture flags that were given as if
+    // they were required.
+    let o = nftmesh(
+        &[
+            &["explain"][..],
+            &CAPTURE[..],
+            &dst[..],
+            &["--hook", "output", "--direction", "inbound"],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("Usage: nftmesh explain [CAPTURE FLAGS | --live]"),
+        "{err}"
+    );
+    assert!(!err.contains("--istio-service-cidr"), "{err}");
+}
