@@ -244,9 +244,16 @@ fn dump(args: NetnsArg) -> Result<(), String> {
     let ns = nftmesh::Namespace::open_or_current(args.network_namespace.as_deref())
         .map_err(|e| e.to_string())?;
     let live = ns.live().map_err(|e| e.to_string())?;
+    if live.tables.is_empty() {
+        // stdout stays an (empty) nft script; the person reading learns why it is empty.
+        eprintln!("nftmesh: no nftmesh table in this namespace");
+    }
     print!("{}", nftmesh_model::render(&live));
     Ok(())
 }
+
+/// The line before `diff`'s differences: what its `-` and `+` lines are.
+const DIFF_LEGEND: &str = "drift (- wanted by the capture settings, + live in the namespace):";
 
 fn diff(args: DiffArgs) -> ExitCode {
     let run = || -> Result<Vec<nftmesh::Drift>, String> {
@@ -259,6 +266,7 @@ fn diff(args: DiffArgs) -> ExitCode {
     match run() {
         Ok(d) if d.is_empty() => ExitCode::SUCCESS,
         Ok(d) => {
+            println!("{DIFF_LEGEND}");
             for x in &d {
                 println!("{x}");
             }

@@ -53,13 +53,18 @@ pub fn json(stats: &Stats) -> serde_json::Value {
     serde_json::json!({ "totals": totals, "rules": stats.rules })
 }
 
-/// The text report: the totals with something counted (captures always), then every rule.
+/// The text report: the totals with something counted (captures always), then every rule;
+/// each part under a line of column headers.
 pub fn text(stats: &Stats) -> String {
     let mut out = String::new();
     if stats.rules.is_empty() {
         out.push_str("no nftmesh table in this namespace\n");
         return out;
     }
+    out.push_str(&format!(
+        "{:<34} {:>12} {:>14}\n",
+        "TOTAL BY REASON", "PACKETS", "BYTES"
+    ));
     for (reason, c) in stats.totals() {
         let capture = matches!(
             reason,
@@ -69,13 +74,16 @@ pub fn text(stats: &Stats) -> String {
             continue;
         }
         out.push_str(&format!(
-            "{:<34} {:>12} packets {:>14} bytes\n",
+            "{:<34} {:>12} {:>14}\n",
             reason.describe(),
             c.packets,
             c.bytes
         ));
     }
-    out.push_str("\nper rule:\n");
+    out.push_str(&format!(
+        "\n{:>10} {:>12}  FAMILY TABLE CHAIN #INDEX  [REASON]  RULE\n",
+        "PACKETS", "BYTES"
+    ));
     for r in &stats.rules {
         out.push_str(&format!(
             "{:>10} {:>12}  {} {} {} #{}  [{}]  {}\n",

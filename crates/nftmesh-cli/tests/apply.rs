@@ -66,6 +66,14 @@ fn dump_prints_what_apply_installed_and_diff_detects_drift() {
     let Some(ns) = netns_or_skip() else { return };
     let path = ns.path();
     let flags = SIDECAR;
+    // Nothing there yet: dump says so on stderr, its stdout stays an (empty) nft script.
+    let o = nftmesh(&["dump", "--network-namespace", &path]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "nftmesh: no nftmesh table in this namespace\n"
+    );
     let o = nftmesh(&[&["diff", "--network-namespace", &path][..], &flags[..]].concat());
     assert_eq!(o.status.code(), Some(1), "nothing applied yet is drift");
     assert!(String::from_utf8_lossy(&o.stdout).contains("missing table"));
@@ -108,6 +116,29 @@ fn dump_prints_what_apply_installed_and_diff_detects_drift() {
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("15007") && out.contains("15006"), "{out}");
+    // One legend line first says what `-` and `+` are; then `-` is the wanted rule, `+` the
+    // live one.
+    assert_eq!(
+        out.lines().next(),
+        Some("drift (- wanted by the capture settings, + live in the namespace):"),
+        "{out}"
+    );
+    let wanted = out
+        .lines()
+        .find(|l| l.starts_with("- "))
+        .unwrap_or_default();
+    let live = out
+        .lines()
+        .find(|l| l.starts_with("+ "))
+        .unwrap_or_default();
+    assert!(wanted.contains("15007") && live.contains("15006"), "{out}");
+    // Once applied, dump prints the tables and no note.
+    let o = nftmesh(&["dump", "--network-namespace", &path]);
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]

@@ -33,8 +33,20 @@ fn stats_prints_totals_and_rules_as_text_json_and_prometheus() {
     ]);
 
     let text = out(&["stats", "--network-namespace", &path]);
-    assert!(text.starts_with("captured outbound "), "{text}");
-    assert!(text.contains("\nper rule:\n"), "{text}");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["TOTAL", "BY", "REASON", "PACKETS", "BYTES"],
+        "{text}"
+    );
+    let captured: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(captured[..2], ["captured", "outbound"], "{text}");
+    assert_eq!(captured[captured.len() - 2..], ["0", "0"], "{text}");
+    assert!(
+        text.contains("\n   PACKETS        BYTES  FAMILY TABLE CHAIN #INDEX  [REASON]  RULE\n"),
+        "{text}"
+    );
     assert!(text.contains("inet istio-proxy-nat istio-redirect #0  [captured_outbound]  meta l4proto tcp counter redirect to :15001"), "{text}");
 
     let v: Value =
