@@ -172,7 +172,7 @@ fn the_host_cleanup_flushes_the_rules_and_keeps_every_chain_and_both_probe_sets(
     let chains = |t: &crate::ruleset::Table| {
         t.chains
             .iter()
-            .map(|c| (c.name.clone(), c.base.clone()))
+            .map(|c| (c.name.clone(), c.base))
             .collect::<Vec<_>>()
     };
     assert_eq!(chains(&flushed), chains(&live), "chains and hooks kept");
