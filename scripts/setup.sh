@@ -2,7 +2,7 @@
 # Install what building and testing nftmesh needs and the machine lacks (Debian, as root).
 set -eu
 need=""
-for pkg in libnftnl-dev libmnl-dev pkg-config nftables iptables iproute2 util-linux; do
+for pkg in libnftnl-dev libmnl-dev pkg-config nftables iptables iproute2 util-linux groff-base; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then

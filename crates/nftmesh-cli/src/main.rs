@@ -5,6 +5,7 @@
 mod agent;
 mod ambient;
 mod capture_args;
+mod docs;
 mod explain;
 mod host;
 mod istio;
@@ -83,6 +84,10 @@ enum Command {
     /// named `istio-iptables` (e.g. a symlink to nftmesh) does the same.
     #[command(name = "istio-iptables", args_override_self = true)]
     IstioIptables(Box<istio::IstioIptablesArgs>),
+    /// Print the shell completion script for SHELL (generated from this command's flags).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page nftmesh.1, or write it and one page per subcommand with --out-dir.
+    Man(docs::ManArgs),
 }
 
 /// Where to work.
@@ -179,6 +184,8 @@ fn main() -> ExitCode {
         Command::IstioIptables(args) => return istio::run(*args),
         Command::Ambient(cmd) => return ambient::run(cmd),
         Command::Agent(cmd) => return agent::run(cmd),
+        Command::Completions(args) => docs::completions::<Cli>(&args),
+        Command::Man(args) => docs::man::<Cli>(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
