@@ -466,9 +466,14 @@ mod tests {
         let nasty = "a\"b\\c\nd\te\u{1}f\u{7f}é";
         // JSON escapes quotes, backslashes and U+0000-U+001F; DEL and non-ASCII stay as they are.
         assert_eq!(json_string(nasty), "\"a\\\"b\\\\c\\nd\\te\\u0001f\u{7f}é\"");
-        let e = Event::new(Level::Warn, nasty).field("path", nasty).field("n", 7u64);
+        let e = Event::new(Level::Warn, nasty)
+            .field("path", nasty)
+            .field("n", 7u64);
         let line = e.render(Format::Json, Precision::Millis, UNIX_EPOCH);
-        assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "{line}");
+        assert!(
+            line.ends_with('\n') && line.matches('\n').count() == 1,
+            "{line}"
+        );
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["msg"], nasty);
         assert_eq!(v["path"], nasty);
@@ -479,7 +484,9 @@ mod tests {
 
     #[test]
     fn json_lines_keep_one_level_time_and_msg() {
-        let e = Event::new(Level::Info, "m").field("time", "x").field("msg", "y");
+        let e = Event::new(Level::Info, "m")
+            .field("time", "x")
+            .field("msg", "y");
         let line = e.render(Format::Json, Precision::Millis, UNIX_EPOCH);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(

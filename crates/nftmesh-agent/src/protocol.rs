@@ -6,6 +6,14 @@
 //! (or `"ambient": CONFIG`; `"container_id"` optional), `"remove"`, `"check"` and `"status"`
 //! with `network_namespace` (optional for `status`), `"list"`. Replies: `{"ok": true, ...}` or
 //! `{"ok": false, "error": TEXT}` (`"differences": [TEXT, ...]` for a failed `check`).
+//!
+//! `status` replies `{"ok": true, "pods": [POD, ...]}`, each `POD` with `network_namespace`,
+//! `kind`, `desired`, `container_id`, `installed_at`, `last_check`, `repairs` (a count),
+//! `recent_repairs` (`[{"at", "cause", "summary"}, ...]`, the last 16) and `last_error`. The
+//! times are seconds since the epoch (JSON numbers, as in version 1 from the start; a client
+//! shows them as it likes: `nftmesh agent status` prints RFC 3339 with [`nftmesh::log`]).
+//! `summary` (the repair's differences counted) was added within version 1: clients ignore
+//! keys they do not know.
 
 use nftmesh_model::ambient::AmbientConfig;
 use nftmesh_model::config::{CaptureConfig, GroupNames};

@@ -10,6 +10,8 @@
 use crate::metrics::{self, Metrics};
 use crate::protocol::{self, Command, Desired};
 use crate::registry::{self, Record};
+use crate::summary::Summary;
+use nftmesh::log::{Event, Format, Level, Logger};
 use nftmesh::{Capture, Namespace};
 use nftmesh_netlink::monitor::Monitor;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -132,11 +134,21 @@ struct Pod {
     /// path means the namespace is gone.
     identity: (u64, u64),
     last_check: Option<f64>,
-    repairs: Vec<(f64, String)>,
+    repairs: Vec<Repair>,
     repair_count: u64,
     last_error: Option<String>,
     /// Marked by a notification: when, and why.
     dirty: Option<(Instant, String)>,
+}
+
+/// One repair, as `status` shows it.
+struct Repair {
+    /// When (seconds since the epoch).
+    at: f64,
+    /// `KIND: WHY: DIFFERENCES` (every difference).
+    cause: String,
+    /// The differences counted ([`Summary`]).
+    summary: String,
 }
 
 fn now() -> f64 {
@@ -150,8 +162,9 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
-fn log(line: &str) {
-    let _ = writeln!(std::io::stderr(), "nftmesh-agent: {line}");
+/// An event about the pod at `pod`.
+fn pod_event(level: Level, msg: &str, pod: &Path) -> Event {
+    Event::new(level, msg).field("pod", pod)
 }
 
 /// The running agent.
@@ -166,12 +179,20 @@ pub struct Agent {
     own: Vec<u32>,
     pool: Pool,
     next_resync: Instant,
+    /// One line per event (a repair is one line; its differences at debug).
+    log: Logger,
 }
 
 impl Agent {
     /// Set up (signals, descriptor limit, state dir, API socket, metrics) and adopt the pods
-    /// of the registry. Call from the thread that will run [`Agent::run`].
+    /// of the registry, logging text lines at info and above on stderr. Call from the thread
+    /// that will run [`Agent::run`].
     pub fn start(opts: Options) -> Result<Self, AgentError> {
+        Self::start_with_log(opts, Logger::stderr(Format::Text, Level::Info))
+    }
+
+    /// [`Agent::start`], logging to `log` (`nftmesh agent run --log-format --log-level`).
+    pub fn start_with_log(opts: Options, log: Logger) -> Result<Self, AgentError> {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGINT);
         mask.add(Signal::SIGTERM);
@@ -194,6 +215,7 @@ impl Agent {
             metrics::serve(l, metrics.clone());
         }
         let mut agent = Agent {
+            log,
             next_resync: Instant::now() + opts.resync,
             opts,
             listener,
@@ -226,7 +248,8 @@ impl Agent {
         let (records, bad) =
             registry::load(&self.opts.state_dir).map_err(|e| setup("registry", e))?;
         for b in bad {
-            log(&format!("skipping an unreadable record: {b}"));
+            self.log
+                .log(&Event::new(Level::Warn, "skipping an unreadable record").field("error", b));
             *self.metrics().errors.entry("load").or_insert(0) += 1;
         }
         for r in records {
@@ -242,18 +265,20 @@ impl Agent {
                     self.repair(&path, "adopt", "adopted after a restart".into());
                 }
                 Err(e) => {
-                    log(&format!("forgetting {}: {e}", path.display()));
+                    self.log.log(
+                        &pod_event(Level::Warn, "forgot a recorded pod", &path).field("error", e),
+                    );
                     self.metrics().forgotten += 1;
                     self.persist(&path);
                 }
             }
         }
         self.metrics().pods = self.pods.len() as u64;
-        log(&format!(
-            "listening on {} with {} pod(s)",
-            self.opts.socket.display(),
-            self.pods.len()
-        ));
+        self.log.log(
+            &Event::new(Level::Info, "listening")
+                .field("socket", self.opts.socket.as_path())
+                .field("pods", self.pods.len()),
+        );
         Ok(())
     }
 
@@ -264,7 +289,9 @@ impl Agent {
             None => registry::forget(&self.opts.state_dir, path),
         };
         if let Err(e) = r {
-            log(&format!("saving the registry: {e}"));
+            self.log.log(
+                &pod_event(Level::Error, "saving the registry failed", path).field("error", e),
+            );
             *self.metrics().errors.entry("save").or_insert(0) += 1;
         }
     }
@@ -275,7 +302,8 @@ impl Agent {
             let wait = self.next_resync.saturating_duration_since(Instant::now());
             let (signal, accept, ready_clients, ready_pods) = self.wait(wait)?;
             if signal {
-                log("stopping; every capture stays in place");
+                self.log
+                    .info("stopping on a signal; every capture stays in place");
                 let _ = std::fs::remove_file(&self.opts.socket);
                 return Ok(());
             }
@@ -500,7 +528,7 @@ impl Agent {
             if k + 1 == n {
                 results.push(open(a));
             } else if self.pool.jobs.send(Box::new(move || open(a))).is_err() {
-                log("the worker pool is gone");
+                self.log.error("the worker pool is gone");
             }
         }
         while results.len() < n {
@@ -534,13 +562,15 @@ impl Agent {
         m.apply_seconds.observe(started.elapsed());
         m.pods = self.pods.len() as u64;
         drop(m);
-        log(&format!("added {}: {report}", netns.display()));
+        self.log
+            .log(&pod_event(Level::Info, "added", netns).field("report", report.as_str()));
         json!({"ok": true, "report": report})
     }
 
     fn add_failed(&mut self, netns: &Path, e: &str) -> Value {
         *self.metrics().errors.entry("add").or_insert(0) += 1;
-        log(&format!("add {}: {e}", netns.display()));
+        self.log
+            .log(&pod_event(Level::Error, "add failed", netns).field("error", e));
         protocol::error(e)
     }
 
@@ -622,10 +652,14 @@ impl Agent {
         self.metrics().pods = self.pods.len() as u64;
         match removed {
             Ok(tables) => {
-                log(&format!("removed {} ({tables} table(s))", netns.display()));
+                self.log
+                    .log(&pod_event(Level::Info, "removed", netns).field("tables", tables));
                 json!({"ok": true, "tables": tables})
             }
             Err(e) => {
+                self.log.log(
+                    &pod_event(Level::Error, "remove failed", netns).field("error", e.to_string()),
+                );
                 *self.metrics().errors.entry("remove").or_insert(0) += 1;
                 protocol::error(&e.to_string())
             }
@@ -664,7 +698,7 @@ impl Agent {
                     "installed_at": pod.record.installed_at,
                     "last_check": pod.last_check,
                     "repairs": pod.repair_count,
-                    "recent_repairs": pod.repairs.iter().map(|(at, cause)| json!({"at": at, "cause": cause})).collect::<Vec<_>>(),
+                    "recent_repairs": pod.repairs.iter().map(|r| json!({"at": r.at, "cause": r.cause, "summary": r.summary})).collect::<Vec<_>>(),
                     "last_error": pod.last_error,
                 })
             })
@@ -725,6 +759,11 @@ impl Agent {
             Ok(d) => d,
             Err(e) => {
                 pod.last_error = Some(format!("check: {e}"));
+                self.log.log(
+                    &pod_event(Level::Error, "check failed", path)
+                        .field("cause", kind)
+                        .field("error", e.to_string()),
+                );
                 *self.metrics().errors.entry("check").or_insert(0) += 1;
                 return;
             }
@@ -738,11 +777,30 @@ impl Agent {
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
             .join("; ");
+        let summary = Summary::of(&drift).to_string();
         match pod.ns.install(&pod.capture) {
             Ok(_) => {
+                // One line per repair; each difference on a line of its own at debug.
+                self.log.log(
+                    &pod_event(Level::Info, "repaired", path)
+                        .field("cause", kind)
+                        .field("why", why.as_str())
+                        .field("differences", summary.as_str()),
+                );
+                if self.log.enabled(Level::Debug) {
+                    for d in &drift {
+                        self.log.log(
+                            &pod_event(Level::Debug, "repaired a difference", path)
+                                .field("difference", d.to_string()),
+                        );
+                    }
+                }
                 let cause = format!("{kind}: {why}: {what}");
-                log(&format!("repaired {} ({cause})", path.display()));
-                pod.repairs.push((now(), cause));
+                pod.repairs.push(Repair {
+                    at: now(),
+                    cause,
+                    summary,
+                });
                 if pod.repairs.len() > REPAIR_LOG {
                     pod.repairs.remove(0);
                 }
@@ -754,7 +812,13 @@ impl Agent {
             }
             Err(e) => {
                 pod.last_error = Some(format!("repair: {e}"));
-                log(&format!("repairing {}: {e}", path.display()));
+                self.log.log(
+                    &pod_event(Level::Error, "repair failed", path)
+                        .field("cause", kind)
+                        .field("why", why.as_str())
+                        .field("differences", summary.as_str())
+                        .field("error", e.to_string()),
+                );
                 *self.metrics().errors.entry("repair").or_insert(0) += 1;
             }
         }
@@ -766,7 +830,9 @@ impl Agent {
         for p in paths {
             if identity(&p) != self.pods.get(&p).map(|pod| pod.identity) {
                 self.pods.remove(&p);
-                log(&format!("forgot {}: the namespace is gone", p.display()));
+                self.log.log(
+                    &pod_event(Level::Info, "forgot", &p).field("why", "the namespace is gone"),
+                );
                 self.persist(&p);
                 let mut m = self.metrics();
                 m.forgotten += 1;

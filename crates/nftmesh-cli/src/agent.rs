@@ -3,10 +3,11 @@
 
 use crate::capture_args::CaptureArgs;
 use clap::Subcommand;
+use nftmesh::log::{Format, Level, Logger};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 /// `nftmesh agent ...`.
 #[derive(Subcommand)]
@@ -48,6 +49,14 @@ pub struct RunArgs {
     /// Check every pod in full this often, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     resync: f64,
+    /// Log lines on stderr as `text` (`TIME\tLEVEL\tMESSAGE\tkey=value ...`) or `json` (one
+    /// object per line); times in RFC 3339 UTC with milliseconds.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: Format,
+    /// The lowest level logged: `debug` (each difference a repair fixed), `info` (one line
+    /// per add, remove, repair), `warn` or `error`.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: Level,
 }
 
 /// `nftmesh agent add`.
@@ -102,8 +111,12 @@ pub fn run(cmd: AgentCommand) -> ExitCode {
             if let Some(n) = a.network_namespace {
                 req["network_namespace"] = json!(n);
             }
-            call(&a.socket.socket, req).map(|v| {
-                let pretty = serde_json::to_string_pretty(&v["pods"]).unwrap_or_default();
+            call(&a.socket.socket, req).map(|mut v| {
+                let mut pods = v["pods"].take();
+                for pod in pods.as_array_mut().into_iter().flatten() {
+                    rfc3339_times(pod);
+                }
+                let pretty = serde_json::to_string_pretty(&pods).unwrap_or_default();
                 println!("{pretty}");
             })
         }
@@ -126,13 +139,15 @@ fn serve(a: RunArgs) -> Result<(), String> {
     if !(a.resync > 0.0 && a.resync.is_finite()) {
         return Err("--resync must be a positive number of seconds".into());
     }
-    let agent = nftmesh_agent::server::Agent::start(nftmesh_agent::server::Options {
+    let opts = nftmesh_agent::server::Options {
         socket: a.socket,
         state_dir: a.state_dir,
         metrics_addr: a.metrics_addr,
         resync: Duration::from_secs_f64(a.resync),
-    })
-    .map_err(|e| e.to_string())?;
+    };
+    let log = Logger::stderr(a.log_format, a.log_level);
+    let agent =
+        nftmesh_agent::server::Agent::start_with_log(opts, log).map_err(|e| e.to_string())?;
     agent.run().map_err(|e| e.to_string())
 }
 
@@ -172,4 +187,57 @@ fn call(socket: &std::path::Path, req: Value) -> Result<Value, String> {
         e.push_str(&format!("\n  {}", d.as_str().unwrap_or_default()));
     }
     Err(e)
+}
+
+/// A pod of a `status` reply with its times (seconds since the epoch on the wire) in RFC 3339
+/// UTC with milliseconds: `installed_at`, `last_check` and each of `recent_repairs`' `at`.
+fn rfc3339_times(pod: &mut Value) {
+    fn convert(v: &mut Value) {
+        let Some(secs) = v.as_f64() else { return };
+        let at = if secs >= 0.0 {
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .map(|d| UNIX_EPOCH + d)
+        } else {
+            Duration::try_from_secs_f64(-secs)
+                .ok()
+                .and_then(|d| UNIX_EPOCH.checked_sub(d))
+        };
+        if let Some(at) = at {
+            *v = json!(nftmesh::log::timestamp(at));
+        }
+    }
+    convert(&mut pod["installed_at"]);
+    convert(&mut pod["last_check"]);
+    for r in pod["recent_repairs"].as_array_mut().into_iter().flatten() {
+        convert(&mut r["at"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_times_are_shown_in_rfc3339() {
+        let mut pod = json!({
+            "installed_at": 1_796_209_137.123_4,
+            "last_check": null,
+            "recent_repairs": [{"at": 0.0, "cause": "resync"}, {"at": 951_782_400.5}],
+            "repairs": 2,
+        });
+        rfc3339_times(&mut pod);
+        assert_eq!(
+            pod,
+            json!({
+                "installed_at": "2026-12-02T10:58:57.123Z",
+                "last_check": null,
+                "recent_repairs": [
+                    {"at": "1970-01-01T00:00:00.000Z", "cause": "resync"},
+                    {"at": "2000-02-29T00:00:00.500Z"},
+                ],
+                "repairs": 2,
+            })
+        );
+    }
 }

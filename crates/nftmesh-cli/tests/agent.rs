@@ -52,6 +52,11 @@ impl Agent {
     }
 
     fn start_with(d: &Dirs, resync: &str, extra: &[&str]) -> Agent {
+        Self::start_logging(d, resync, extra, Stdio::null())
+    }
+
+    /// The agent with its stderr (its log) to `log`.
+    fn start_logging(d: &Dirs, resync: &str, extra: &[&str], log: Stdio) -> Agent {
         let child = Command::new(BIN)
             .args(["agent", "run", "--resync", resync])
             .args(extra)
@@ -61,7 +66,7 @@ impl Agent {
             .arg(d.state())
             .env_clear()
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start the agent");
         let end = Instant::now() + Duration::from_secs(10);
@@ -526,4 +531,145 @@ fn one_transaction_of_changes_is_one_repair_and_metrics_count_it() {
     ] {
         assert!(text.contains(line), "{line} in {text}");
     }
+}
+
+/// Whether `t` is RFC 3339 UTC with milliseconds: `2026-12-02T10:58:57.123Z`.
+fn rfc3339_ms(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// The agent's log so far, once `done` holds for it (at most 5 s).
+fn log_when(path: &Path, done: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    eventually("the log line", || {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        done(&text)
+    });
+    text
+}
+
+#[test]
+fn a_repair_is_one_log_line_with_its_cause_and_a_summary_in_json_or_text() {
+    if !in_node("a_repair_is_one_log_line_with_its_cause_and_a_summary_in_json_or_text") {
+        return;
+    }
+    let d = Dirs::new();
+    let bad = Command::new(BIN)
+        .args([
+            "agent",
+            "run",
+            "--socket",
+            "/nonexistent/s",
+            "--state-dir",
+            "/nonexistent",
+        ])
+        .args(["--log-format", "xml"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("text or json"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let json_log = d.root.join("agent.json.log");
+    let file = std::fs::File::create(&json_log).unwrap();
+    let agent = Agent::start_logging(&d, "30", &["--log-format", "json"], file.into());
+    let p = pod("p1");
+    add(&d, &p, &["-i", "*"]);
+    let want = ruleset(&p);
+    // Three changes in one transaction: one repair, one line.
+    let script = d.root.join("tamper.nft");
+    std::fs::write(
+        &script,
+        "flush chain inet istio-proxy-nat istio-redirect\n\
+         add rule inet istio-proxy-nat istio-output counter accept\n\
+         flush chain inet istio-proxy-nat istio-inbound\n",
+    )
+    .unwrap();
+    in_pod(&p, "nft", &["-f", script.to_str().unwrap()]);
+    eventually("repaired", || ruleset(&p) == want);
+    let text = log_when(&json_log, |t| t.contains("\"repaired\""));
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for v in &lines {
+        assert!(rfc3339_ms(v["time"].as_str().unwrap()), "{v}");
+        assert!(v["level"].is_string() && v["msg"].is_string(), "{v}");
+    }
+    let msgs: Vec<&str> = lines.iter().map(|v| v["msg"].as_str().unwrap()).collect();
+    assert_eq!(msgs, ["listening", "added", "repaired"], "{text}");
+    let r = &lines[2];
+    assert_eq!(
+        (&r["level"], &r["pod"], &r["cause"]),
+        (&json!("info"), &json!(p), &json!("notification")),
+        "{r}"
+    );
+    assert!(
+        r["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("changed by another process: table"),
+        "{r}"
+    );
+    let summary = r["differences"].as_str().unwrap();
+    assert!(
+        summary.ends_with("rules missing, 1 rule extra"),
+        "{summary}"
+    );
+    // `status` shows RFC 3339 times and the same summary.
+    let s = status(&d, &p);
+    assert!(rfc3339_ms(s["installed_at"].as_str().unwrap()), "{s}");
+    assert!(rfc3339_ms(s["last_check"].as_str().unwrap()), "{s}");
+    assert!(
+        rfc3339_ms(s["recent_repairs"][0]["at"].as_str().unwrap()),
+        "{s}"
+    );
+    assert_eq!(s["recent_repairs"][0]["summary"], summary, "{s}");
+
+    // Text, with each difference at debug: tampered while the agent is down, repaired on
+    // adoption.
+    assert_eq!(agent.kill("TERM"), Some(0));
+    in_pod(&p, "nft", &["flush", "table", "inet", "istio-proxy-nat"]);
+    let text_log = d.root.join("agent.text.log");
+    let file = std::fs::File::create(&text_log).unwrap();
+    let _agent = Agent::start_logging(&d, "30", &["--log-level", "debug"], file.into());
+    let text = log_when(&text_log, |t| t.contains("\tlistening\t"));
+    assert_eq!(ruleset(&p), want);
+    let mut repaired = 0;
+    let mut details = 0;
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert!(cols.len() == 3 || cols.len() == 4, "{line}");
+        assert!(rfc3339_ms(cols[0]), "{line}");
+        match (cols[1], cols[2]) {
+            ("info", "repaired") => {
+                repaired += 1;
+                assert!(
+                    cols[3].starts_with(&format!(
+                        "pod={p} cause=adopt why=\"adopted after a restart\" differences=\""
+                    )),
+                    "{line}"
+                );
+                assert!(cols[3].ends_with(" rules missing\""), "{line}");
+            }
+            ("debug", "repaired a difference") => {
+                details += 1;
+                assert!(cols[3].contains("rule #"), "{line}");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(repaired, 1, "{text}");
+    assert!(details >= 2, "{text}");
 }
