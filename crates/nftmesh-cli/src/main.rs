@@ -69,8 +69,9 @@ enum Command {
     Trace(Box<trace::TraceArgs>),
     /// Translate iptables-save text to nf_tables and print it as nft text; changes nothing.
     Translate(restore::InputArgs),
-    /// Apply iptables-save text natively (a native iptables-restore for nat, mangle, raw and
-    /// filter): every table it writes is replaced in ONE nf_tables transaction.
+    /// Apply iptables-save text natively (nat, mangle, raw and filter): every table it writes
+    /// is replaced in ONE nf_tables transaction. The rules are nftables-native, so
+    /// iptables-nft(-save) then calls those tables incompatible; read them with nft.
     Restore(restore::RestoreArgs),
     /// The node agent: keeps every registered pod's capture intact (run), and its clients
     /// (add, remove, status, list).

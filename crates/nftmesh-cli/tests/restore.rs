@@ -133,3 +133,22 @@ fn restore_of_an_istio_trace_installs_both_families() {
     assert!(live.contains("table ip6 nat"), "{live}");
     assert!(live.contains("redirect to :15006"), "{live}");
 }
+
+#[test]
+fn restore_writes_nftables_native_tables_that_iptables_nft_calls_incompatible() {
+    // What the README says of `restore`: the table carries iptables-nft's name, but its rules
+    // are native expressions, which iptables-nft-save does not read back.
+    let Some(ns) = netns_or_skip() else { return };
+    let o = with_stdin(
+        &["restore", "--network-namespace", &ns.path()],
+        "*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p tcp --dport 80 -j REDIRECT --to-ports 15001\nCOMMIT\n",
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(ns.list().contains("tcp dport 80 redirect to :15001"));
+    let save = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "iptables-nft-save", "-t", "nat"])
+        .output()
+        .expect("iptables-nft-save");
+    let said = format!("{}{}", text(&save.stdout), text(&save.stderr));
+    assert!(said.contains("incompatible"), "{said}");
+}
