@@ -214,24 +214,11 @@ pub fn run(cmd: AmbientCommand) -> ExitCode {
             Ok(())
         })(),
         AmbientCommand::Diff(a) => {
-            let run = || -> Result<Vec<nftmesh::Drift>, String> {
+            return crate::report_drift((|| {
                 a.namespace()?
                     .check(&a.capture()?)
                     .map_err(|e| e.to_string())
-            };
-            return match run() {
-                Ok(d) if d.is_empty() => ExitCode::SUCCESS,
-                Ok(d) => {
-                    for x in &d {
-                        println!("{x}");
-                    }
-                    ExitCode::from(1)
-                }
-                Err(e) => {
-                    eprintln!("nftmesh: {e}");
-                    ExitCode::from(2)
-                }
-            };
+            })());
         }
         AmbientCommand::Cleanup(a) => (|| {
             let removed = a

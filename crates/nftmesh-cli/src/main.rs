@@ -260,21 +260,24 @@ fn dump(args: NetnsArg) -> Result<(), String> {
     Ok(())
 }
 
-/// The line before `diff`'s differences: what its `-` and `+` lines are.
-const DIFF_LEGEND: &str = "drift (- wanted by the capture settings, + live in the namespace):";
-
 fn diff(args: DiffArgs) -> ExitCode {
-    let run = || -> Result<Vec<nftmesh::Drift>, String> {
+    report_drift((|| {
         let ns_path = args.netns.network_namespace.as_deref();
         let cfg = args.capture.to_config_in(ns_path)?;
         let capture = nftmesh::Capture::new(&cfg).map_err(|e| e.to_string())?;
         let ns = nftmesh::Namespace::open_or_current(ns_path).map_err(|e| e.to_string())?;
         ns.check(&capture).map_err(|e| e.to_string())
-    };
-    match run() {
+    })())
+}
+
+/// Print a drift check's outcome as `diff` commands do: nothing and exit 0 when equal; a
+/// legend line (what `-` and `+` are) and every difference, exit 1, on drift; the error, exit
+/// 2, when the check could not run.
+pub(crate) fn report_drift(checked: Result<Vec<nftmesh::Drift>, String>) -> ExitCode {
+    match checked {
         Ok(d) if d.is_empty() => ExitCode::SUCCESS,
         Ok(d) => {
-            println!("{DIFF_LEGEND}");
+            println!("drift (- wanted by the capture settings, + live in the namespace):");
             for x in &d {
                 println!("{x}");
             }

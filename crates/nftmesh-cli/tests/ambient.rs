@@ -81,6 +81,13 @@ fn ambient_apply_diff_and_cleanup_in_a_pod() {
     let run = |cmd: &str| nftmesh(&[&["ambient", cmd][..], &flags[..]].concat());
     let o = run("diff");
     assert_eq!(o.status.code(), Some(1), "drift before the install");
+    let out = text(&o.stdout);
+    assert_eq!(
+        out.lines().next(),
+        Some("drift (- wanted by the capture settings, + live in the namespace):"),
+        "{out}"
+    );
+    assert!(out.contains("missing table"), "{out}");
     let o = run("apply");
     assert!(o.status.success(), "{}", text(&o.stderr));
     let live = ns.list();
