@@ -1,32 +1,58 @@
 //! The plugin's entry of the network configuration list, as the runtime passes it on stdin:
 //! the spec's fields (`cniVersion`, `name`, `type`, `prevResult`) and nftmesh's own keys
 //! (`capture`, `ambient`, `exclude_namespaces`, `validate`, `validation_timeout`,
-//! `agent_socket`, `log_file`, `log_level`). Other keys (runtime config, capabilities) are
-//! ignored, as the spec asks of plugins.
+//! `agent_socket`, `log_file`, `log_level`, `log_format`). Other keys (runtime config,
+//! capabilities) are ignored, as the spec asks of plugins.
 
 use crate::CniError;
-use serde::Deserialize;
+use nftmesh::log::{Format, Level};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 /// Every version this plugin speaks, oldest first (the `supportedVersions` of VERSION).
 pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 /// The most stdin this plugin reads (a network configuration with its `prevResult`).
 pub const MAX_STDIN: usize = 1 << 20;
 
-/// How much the plugin logs to its `log_file`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Failures only.
-    Error,
-    /// Failures and passthroughs.
-    Warn,
-    /// Every command and what it did (the default).
-    #[default]
-    Info,
-    /// Everything, with the configuration read.
-    Debug,
+/// A string key read with `T`'s [`FromStr`] (`log_level`, `log_format`).
+fn parsed<'de, D: Deserializer<'de>, T: FromStr<Err = String>>(d: D) -> Result<T, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+/// Where and how the plugin logs, as far as a configuration says: read from any JSON object,
+/// even one that is otherwise invalid, so that its error can be logged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogSettings {
+    /// `log_file`.
+    pub file: Option<PathBuf>,
+    /// `log_level` (`info` when absent or invalid).
+    pub level: Level,
+    /// `log_format` (`text` when absent or invalid).
+    pub format: Format,
+}
+
+/// The log settings of raw stdin, if it is a JSON object with a string `log_file`: the file
+/// an invalid configuration's error is logged to. `None` when the configuration cannot name
+/// one (not JSON, not an object, no `log_file` or not a string).
+pub fn log_settings(raw: &[u8]) -> Option<LogSettings> {
+    if raw.len() > MAX_STDIN {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(raw).ok()?;
+    let file = PathBuf::from(v.get("log_file")?.as_str()?);
+    let key = |k: &str| v.get(k).and_then(Value::as_str);
+    Some(LogSettings {
+        file: Some(file),
+        level: key("log_level")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_default(),
+        format: key("log_format")
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_default(),
+    })
 }
 
 /// The plugin's configuration.
@@ -65,12 +91,18 @@ pub struct NetConf {
     /// (code 11) when it cannot be reached.
     #[serde(default)]
     pub agent_socket: Option<PathBuf>,
-    /// Append a line per command to this file.
+    /// Append a line per event to this file (each command's outcome, and its errors,
+    /// configuration errors included).
     #[serde(default)]
     pub log_file: Option<PathBuf>,
-    /// How much to log.
-    #[serde(default)]
-    pub log_level: LogLevel,
+    /// The lowest level logged: `error`, `warn`, `info` (the default) or `debug` (also the
+    /// configuration read).
+    #[serde(default, deserialize_with = "parsed")]
+    pub log_level: Level,
+    /// `text` (the default: `TIME\tLEVEL\tMESSAGE\tkey=value ...`) or `json` (one object per
+    /// line), as every nftmesh binary logs ([`nftmesh::log`]).
+    #[serde(default, deserialize_with = "parsed")]
+    pub log_format: Format,
     /// `capture` or `ambient`, parsed and validated once by [`NetConf::parse`].
     #[serde(skip)]
     parsed: Option<Desired>,
@@ -181,6 +213,8 @@ mod tests {
         assert_eq!(code(&conf(r#","capture":{},"validation_timeout":0}"#)), 4);
         assert_eq!(code(&conf(r#","capture":{},"prevResult":[]"#)), 4);
         assert_eq!(code(&conf(r#","capture":{},"log_level":"loud"}"#)), 4);
+        assert_eq!(code(&conf(r#","capture":{},"log_format":"xml"}"#)), 4);
+        assert_eq!(code(&conf(r#","capture":{},"log_format":1}"#)), 4);
         let big = conf(&format!(
             r#","capture":{{}},"x":"{}""#,
             "a".repeat(MAX_STDIN)
@@ -202,6 +236,32 @@ mod tests {
         let conf = NetConf::parse(entry.to_string().as_bytes()).unwrap();
         assert!(conf.validate && matches!(conf.desired().unwrap(), Desired::Capture(_)));
         assert_eq!(conf.exclude_namespaces, ["kube-system"]);
+    }
+
+    #[test]
+    fn log_settings_are_read_and_found_even_in_an_invalid_configuration() {
+        let c = NetConf::parse(
+            conf(r#","capture":{},"log_file":"/l","log_level":"debug","log_format":"json""#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!((c.log_level, c.log_format), (Level::Debug, Format::Json));
+        let c = NetConf::parse(conf(r#","capture":{}"#).as_bytes()).unwrap();
+        assert_eq!((c.log_level, c.log_format), (Level::Info, Format::Text));
+        // Invalid: the settings are still found, bad values replaced by the defaults.
+        let bad = br#"{"capture":7,"log_file":"/l","log_level":"loud","log_format":"json"}"#;
+        assert!(NetConf::parse(bad).is_err());
+        assert_eq!(
+            log_settings(bad),
+            Some(LogSettings {
+                file: Some("/l".into()),
+                level: Level::Info,
+                format: Format::Json
+            })
+        );
+        for none in [&b"{"[..], b"[]", br#"{"log_file":7}"#, br#"{"capture":{}}"#] {
+            assert_eq!(log_settings(none), None);
+        }
     }
 
     #[test]

@@ -20,6 +20,20 @@ pub enum Command {
     Gc,
 }
 
+impl Command {
+    /// The command as `CNI_COMMAND` spells it (`ADD`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Check => "CHECK",
+            Command::Del => "DEL",
+            Command::Version => "VERSION",
+            Command::Status => "STATUS",
+            Command::Gc => "GC",
+        }
+    }
+}
+
 /// The runtime's variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Env {
@@ -128,6 +142,10 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("CNI_COMMAND"));
+        for name in ["ADD", "CHECK", "DEL", "VERSION", "STATUS", "GC"] {
+            env.command = Some(name.into());
+            assert_eq!(env.command().unwrap().name(), name);
+        }
         env.command = Some("ADD".into());
         assert_eq!(env.command().unwrap(), Command::Add);
         env.command = Some("add".into());

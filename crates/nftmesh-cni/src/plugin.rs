@@ -1,10 +1,11 @@
 //! The commands: ADD, CHECK, DEL, VERSION, STATUS and GC of a chained plugin whose one job is
 //! the pod's traffic capture (nftmesh's tables and TPROXY routing in `CNI_NETNS`).
 
-use crate::config::{Desired, LogLevel, NetConf, SUPPORTED_VERSIONS};
+use crate::config::{log_settings, Desired, LogSettings, NetConf, SUPPORTED_VERSIONS};
 use crate::env::{Command, Env};
 use crate::log::Log;
 use crate::{agent, CniError};
+use nftmesh::log::Level;
 use nftmesh::Namespace;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -14,7 +15,9 @@ use std::time::Duration;
 pub type Reply = Option<Value>;
 
 /// Run the command `env` names with `stdin` as the network configuration. `Err` carries the
-/// error and the `cniVersion` to print it in.
+/// error and the `cniVersion` to print it in. Every error is logged to the configuration's
+/// `log_file`, an invalid configuration's too when it names one ([`log_settings`]); one that
+/// cannot (not a JSON object, no string `log_file`) is reported by the error object alone.
 pub fn run(env: &Env, stdin: &[u8]) -> Result<Reply, (CniError, String)> {
     // The version of an error object when the configuration cannot give one: the
     // configuration's own if it names one this plugin speaks, else the newest.
@@ -23,14 +26,35 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Reply, (CniError, String)> {
             .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
             .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string())
     };
-    let command = env.command().map_err(|e| (e, fallback()))?;
+    // An error before the configuration is read, logged where the configuration says.
+    let early = |e: CniError, command: &str| {
+        if let Some(settings) = log_settings(stdin) {
+            Log::new(&settings, command, env.container_id.as_deref())
+                .at(Level::Error, &e.to_string());
+        }
+        (e, fallback())
+    };
+    let command = env
+        .command()
+        .map_err(|e| early(e, env.command.as_deref().unwrap_or("-")))?;
     if command == Command::Version {
         return Ok(Some(version(&fallback())));
     }
-    let conf = NetConf::parse(stdin).map_err(|e| (e, fallback()))?;
+    let conf = NetConf::parse(stdin).map_err(|e| early(e, command.name()))?;
     let version = conf.cni_version.clone();
-    let context = format!("{command:?} {}", env.container_id.as_deref().unwrap_or("-"));
-    let log = Log::new(conf.log_file.clone(), conf.log_level, context);
+    let settings = LogSettings {
+        file: conf.log_file.clone(),
+        level: conf.log_level,
+        format: conf.log_format,
+    };
+    let log = Log::new(&settings, command.name(), env.container_id.as_deref());
+    if log.enabled(Level::Debug) {
+        log.event(
+            Level::Debug,
+            "configuration read",
+            &[("config", &String::from_utf8_lossy(stdin))],
+        );
+    }
     let result = match command {
         Command::Add => add(env, &conf, &log),
         Command::Check => check(env, &conf, &log).map(|()| None),
@@ -40,7 +64,7 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Reply, (CniError, String)> {
         Command::Version => Ok(Some(self::version(&version))),
     };
     if let Err(e) = &result {
-        log.at(LogLevel::Error, &e.to_string());
+        log.at(Level::Error, &e.to_string());
     }
     result.map_err(|e| (e, version))
 }
@@ -97,7 +121,7 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
     result["cniVersion"] = json!(conf.cni_version);
     if let Some(ns) = excluded(env, conf)? {
         log.at(
-            LogLevel::Warn,
+            Level::Warn,
             &format!("namespace {ns} is excluded: no capture"),
         );
         return Ok(Some(result));
@@ -133,7 +157,7 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
         Err(e) => {
             // A failed ADD leaves nothing of ours: the routing went in before the transaction.
             if let Err(r) = ns.remove(&capture) {
-                log.at(LogLevel::Error, &format!("removing after the failure: {r}"));
+                log.at(Level::Error, &format!("removing after the failure: {r}"));
             }
             Err(e)
         }
@@ -270,5 +294,133 @@ fn needs_1_1(conf: &NetConf, what: &str) -> Result<(), CniError> {
             version: conf.cni_version.clone(),
             why: format!("{what} needs cniVersion 1.1.0"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log file of this test process; its lines as JSON, and removed.
+    struct LogFile(std::path::PathBuf);
+
+    impl LogFile {
+        fn new(name: &str) -> Self {
+            let p =
+                std::env::temp_dir().join(format!("nftmesh-cni-{name}-{}.log", std::process::id()));
+            let _ = std::fs::remove_file(&p);
+            LogFile(p)
+        }
+
+        fn text(&self) -> String {
+            std::fs::read_to_string(&self.0).unwrap_or_default()
+        }
+
+        fn lines(&self) -> Vec<Value> {
+            self.text()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect()
+        }
+    }
+
+    impl Drop for LogFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn env(command: &str) -> Env {
+        Env {
+            command: Some(command.into()),
+            container_id: Some("c1".into()),
+            ifname: Some("eth0".into()),
+            ..Env::default()
+        }
+    }
+
+    #[test]
+    fn configuration_errors_reach_the_log_file_it_names() {
+        let log = LogFile::new("config-errors");
+        let with = |extra: Value| {
+            let mut c = json!({"cniVersion": "1.0.0", "log_file": log.0, "log_format": "json"});
+            for (k, v) in extra.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+            c.to_string()
+        };
+        let cases = [
+            (
+                "ADD",
+                with(json!({"capture": {"proxy_port": 0}})),
+                4,
+                "proxy_port",
+            ),
+            (
+                "CHECK",
+                with(json!({"cniVersion": "0.2.0", "capture": {}})),
+                1,
+                "0.2.0",
+            ),
+            // An invalid log_level is an error of its own, logged at the default level.
+            (
+                "DEL",
+                with(json!({"capture": {}, "log_level": "loud"})),
+                4,
+                "loud",
+            ),
+            ("LIST", with(json!({"capture": {}})), 7, "CNI_COMMAND"),
+        ];
+        for (i, (command, stdin, code, word)) in cases.iter().enumerate() {
+            let (e, _) = run(&env(command), stdin.as_bytes()).unwrap_err();
+            assert_eq!(e.code(), *code, "{command}: {e}");
+            let lines = log.lines();
+            assert_eq!(lines.len(), i + 1, "{}", log.text());
+            let l = &lines[i];
+            assert_eq!(
+                (&l["level"], &l["command"], &l["container_id"]),
+                (&json!("error"), &json!(command), &json!("c1")),
+                "{l}"
+            );
+            assert!(l["msg"].as_str().unwrap().contains(word), "{l}");
+            let t = l["time"].as_str().unwrap();
+            assert!(
+                t.len() == 24 && t.ends_with('Z') && &t[19..20] == ".",
+                "{t}"
+            );
+        }
+        // A configuration that names no file (or is not JSON) logs nothing; VERSION neither.
+        for stdin in [
+            &b"{"[..],
+            br#"{"cniVersion":"1.0.0","log_file":7,"capture":7}"#,
+        ] {
+            assert!(run(&env("ADD"), stdin).is_err());
+        }
+        let v = with(json!({"capture": {}}));
+        assert!(run(&env("VERSION"), v.as_bytes()).is_ok());
+        assert_eq!(log.lines().len(), cases.len(), "{}", log.text());
+    }
+
+    #[test]
+    fn text_lines_and_the_configuration_at_debug() {
+        let log = LogFile::new("debug");
+        let conf = json!({
+            "cniVersion": "1.0.0", "capture": {}, "prevResult": {},
+            "log_file": log.0, "log_level": "debug",
+        });
+        // No CNI_NETNS: ADD fails after the configuration was read.
+        let (e, _) = run(&env("ADD"), conf.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.code(), 7);
+        let text = log.text();
+        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0][1..3], ["debug", "configuration read"], "{text}");
+        assert!(
+            lines[0][3].starts_with("command=ADD container_id=c1 config=\"{"),
+            "{text}"
+        );
+        assert_eq!(lines[1][1], "error", "{text}");
+        assert!(lines[1][2].contains("CNI_NETNS"), "{text}");
+        assert_eq!(lines[1][3], "command=ADD container_id=c1", "{text}");
     }
 }

@@ -550,13 +550,44 @@ fn an_ambient_capture_is_installed_and_removed_and_each_command_logged() {
     assert!(!String::from_utf8_lossy(&rules.stdout).contains("fwmark"));
     let text = std::fs::read_to_string(&log).expect("the log file");
     let _ = std::fs::remove_file(&log);
-    for command in ["Add", "Check", "Del"] {
+    // One line per command: `TIME\tinfo\tMESSAGE\tcommand=C container_id=ID`, the time in
+    // RFC 3339 UTC with milliseconds.
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    for l in &lines {
+        assert_eq!(l.len(), 4, "{text}");
+        let t = l[0].as_bytes();
         assert!(
-            text.lines()
-                .any(|l| l.contains(&format!(" Info {command} "))),
+            t.len() == 24 && t[10] == b'T' && t[19] == b'.' && t[23] == b'Z',
+            "{text}"
+        );
+    }
+    for command in ["ADD", "CHECK", "DEL"] {
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l[1] == "info" && l[3].starts_with(&format!("command={command} ")))
+                .count(),
+            1,
             "{command} in {text}"
         );
     }
+
+    // A configuration error reaches the same file, here as JSON.
+    let bad = json!({
+        "cniVersion": "1.0.0", "name": "meshnet", "type": "nftmesh-cni", "ambient": {},
+        "capture": {}, "prevResult": prev(), "log_file": log, "log_format": "json",
+    });
+    let (code, out) = plugin("ADD", &net.pod, &bad, "");
+    assert_eq!((code, out["code"].as_u64()), (1, Some(4)), "{out}");
+    let text = std::fs::read_to_string(&log).expect("the log file");
+    let _ = std::fs::remove_file(&log);
+    let v: Value = serde_json::from_str(text.trim_end()).expect("one JSON line");
+    assert_eq!(
+        (&v["level"], &v["command"]),
+        (&json!("error"), &json!("ADD")),
+        "{v}"
+    );
+    assert!(v["msg"].as_str().unwrap().contains("exclusive"), "{v}");
 }
 
 #[test]
