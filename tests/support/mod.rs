@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod ambient_cases;
+pub mod annotations;
 pub mod cases;
 pub mod corpus;
 pub mod named_netns;
