@@ -519,7 +519,8 @@ fn entering_a_namespace_without_privilege_or_a_non_namespace_says_what_to_do() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("is not a network namespace but a regular file"),
+        err.contains("cannot enter network namespace")
+            && err.contains("it is not a network namespace but a regular file"),
         "{err}"
     );
 }

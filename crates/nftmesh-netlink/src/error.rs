@@ -208,8 +208,8 @@ pub enum NetlinkError {
     /// A path given as a network namespace is something else (a regular file, a directory, a
     /// FIFO, another kind of namespace); nothing was entered.
     #[error(
-        "{path} is not a network namespace but {what}: give /proc/PID/ns/net or \
-         /var/run/netns/NAME"
+        "cannot enter network namespace {path}: it is not a network namespace but {what}: \
+         give /proc/PID/ns/net or /var/run/netns/NAME"
     )]
     NotNetns {
         /// The path given.
