@@ -128,7 +128,7 @@ impl NetConf {
             )));
         }
         let value: Value = serde_json::from_slice(raw).map_err(|e| {
-            CniError::InvalidConfig(format!("line {}, column {}: {e}", e.line(), e.column()))
+            CniError::Decode(format!("line {}, column {}: {e}", e.line(), e.column()))
         })?;
         let version = match value.get("cniVersion") {
             Some(Value::String(v)) => v.clone(),
@@ -200,26 +200,26 @@ mod tests {
     #[test]
     fn bad_configurations_have_the_specs_codes() {
         let code = |s: &str| NetConf::parse(s.as_bytes()).unwrap_err().code();
-        assert_eq!(code("{"), 4);
-        assert_eq!(code("[]"), 4);
-        assert_eq!(code(r#"{"name":"n"}"#), 4);
-        assert_eq!(code(r#"{"cniVersion":1}"#), 4);
+        assert_eq!(code("{"), 6);
+        assert_eq!(code("[]"), 7);
+        assert_eq!(code(r#"{"name":"n"}"#), 7);
+        assert_eq!(code(r#"{"cniVersion":1}"#), 7);
         assert_eq!(code(r#"{"cniVersion":"0.2.0","capture":{}}"#), 1);
         assert_eq!(code(r#"{"cniVersion":"9.9.9","capture":{}}"#), 1);
-        assert_eq!(code(&conf("")), 4);
-        assert_eq!(code(&conf(r#","capture":{},"ambient":{}"#)), 4);
-        assert_eq!(code(&conf(r#","capture":{"no_such_key":1}"#)), 4);
-        assert_eq!(code(&conf(r#","capture":{"proxy_port":0}"#)), 4);
-        assert_eq!(code(&conf(r#","capture":{},"validation_timeout":0}"#)), 4);
-        assert_eq!(code(&conf(r#","capture":{},"prevResult":[]"#)), 4);
-        assert_eq!(code(&conf(r#","capture":{},"log_level":"loud"}"#)), 4);
-        assert_eq!(code(&conf(r#","capture":{},"log_format":"xml"}"#)), 4);
-        assert_eq!(code(&conf(r#","capture":{},"log_format":1}"#)), 4);
+        assert_eq!(code(&conf("")), 7);
+        assert_eq!(code(&conf(r#","capture":{},"ambient":{}"#)), 7);
+        assert_eq!(code(&conf(r#","capture":{"no_such_key":1}"#)), 7);
+        assert_eq!(code(&conf(r#","capture":{"proxy_port":0}"#)), 7);
+        assert_eq!(code(&conf(r#","capture":{},"validation_timeout":0"#)), 7);
+        assert_eq!(code(&conf(r#","capture":{},"prevResult":[]"#)), 7);
+        assert_eq!(code(&conf(r#","capture":{},"log_level":"loud""#)), 7);
+        assert_eq!(code(&conf(r#","capture":{},"log_format":"xml""#)), 7);
+        assert_eq!(code(&conf(r#","capture":{},"log_format":1"#)), 7);
         let big = conf(&format!(
             r#","capture":{{}},"x":"{}""#,
             "a".repeat(MAX_STDIN)
         ));
-        assert_eq!(code(&big), 4);
+        assert_eq!(code(&big), 7);
         let e = NetConf::parse(conf(r#","capture":{"proxy_port":0}"#).as_bytes()).unwrap_err();
         assert!(e.to_string().contains("proxy_port"), "{e}");
     }

@@ -149,10 +149,10 @@ mod tests {
         env.command = Some("ADD".into());
         assert_eq!(env.command().unwrap(), Command::Add);
         env.command = Some("add".into());
-        assert_eq!(env.command().unwrap_err().code(), 7);
+        assert_eq!(env.command().unwrap_err().code(), 4);
         assert!(env.netns().unwrap_err().to_string().contains("CNI_NETNS"));
         env.netns = Some(String::new());
-        assert_eq!(env.netns().unwrap_err().code(), 7);
+        assert_eq!(env.netns().unwrap_err().code(), 4);
         env.args = Some("IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=p".into());
         assert_eq!(
             env.arg("K8S_POD_NAMESPACE").unwrap().as_deref(),
@@ -160,6 +160,6 @@ mod tests {
         );
         assert_eq!(env.arg("K8S_POD_UID").unwrap(), None);
         env.args = Some("K8S_POD_NAMESPACE".into());
-        assert_eq!(env.arg("K8S_POD_NAMESPACE").unwrap_err().code(), 7);
+        assert_eq!(env.arg("K8S_POD_NAMESPACE").unwrap_err().code(), 4);
     }
 }

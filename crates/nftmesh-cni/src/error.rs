@@ -1,7 +1,8 @@
 //! [`CniError`]: every way the plugin fails, each with the CNI spec's error code (1
-//! incompatible version, 4 invalid network config, 7 invalid environment variables, 11 try
-//! again later, 50 plugin not available) or one of ours (100 and up), printed as the spec's
-//! error object.
+//! incompatible version, 4 invalid environment variables, 6 content that does not decode, 7
+//! invalid network config, 11 try again later, 50 plugin not available; libcni's
+//! `pkg/types` names them `ErrIncompatibleCNIVersion` ... `ErrInvalidNetworkConfig`) or one of
+//! ours (100 and up), printed as the spec's error object.
 
 use serde_json::{json, Value};
 
@@ -18,10 +19,13 @@ pub enum CniError {
         /// What is wrong with it.
         why: String,
     },
-    /// The network configuration on stdin is invalid. Code 4.
+    /// Stdin is not JSON (the spec's "failed to decode content"). Code 6.
+    #[error("cannot decode the network configuration: {0}")]
+    Decode(String),
+    /// The network configuration on stdin is invalid. Code 7.
     #[error("invalid network configuration: {0}")]
     InvalidConfig(String),
-    /// A `CNI_*` environment variable is missing or invalid. Code 7.
+    /// A `CNI_*` environment variable is missing or invalid. Code 4.
     #[error("invalid environment variable {name}: {why}")]
     InvalidEnv {
         /// The variable.
@@ -54,8 +58,9 @@ impl CniError {
     pub fn code(&self) -> u32 {
         match self {
             CniError::IncompatibleVersion { .. } => 1,
-            CniError::InvalidConfig(_) => 4,
-            CniError::InvalidEnv { .. } => 7,
+            CniError::InvalidEnv { .. } => 4,
+            CniError::Decode(_) => 6,
+            CniError::InvalidConfig(_) => 7,
             CniError::TryAgain(_) => 11,
             CniError::NotAvailable(_) => 50,
             CniError::Capture(_) => 100,
@@ -69,6 +74,7 @@ impl CniError {
     pub fn msg(&self) -> &'static str {
         match self {
             CniError::IncompatibleVersion { .. } => "incompatible CNI version",
+            CniError::Decode(_) => "failed to decode content",
             CniError::InvalidConfig(_) => "invalid network configuration",
             CniError::InvalidEnv { .. } => "invalid environment variables",
             CniError::TryAgain(_) => "try again later",

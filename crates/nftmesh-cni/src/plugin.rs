@@ -353,7 +353,7 @@ mod tests {
             (
                 "ADD",
                 with(json!({"capture": {"proxy_port": 0}})),
-                4,
+                7,
                 "proxy_port",
             ),
             (
@@ -366,10 +366,10 @@ mod tests {
             (
                 "DEL",
                 with(json!({"capture": {}, "log_level": "loud"})),
-                4,
+                7,
                 "loud",
             ),
-            ("LIST", with(json!({"capture": {}})), 7, "CNI_COMMAND"),
+            ("LIST", with(json!({"capture": {}})), 4, "CNI_COMMAND"),
         ];
         for (i, (command, stdin, code, word)) in cases.iter().enumerate() {
             let (e, _) = run(&env(command), stdin.as_bytes()).unwrap_err();
@@ -410,7 +410,7 @@ mod tests {
         });
         // No CNI_NETNS: ADD fails after the configuration was read.
         let (e, _) = run(&env("ADD"), conf.to_string().as_bytes()).unwrap_err();
-        assert_eq!(e.code(), 7);
+        assert_eq!(e.code(), 4);
         let text = log.text();
         let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
         assert_eq!(lines.len(), 2, "{text}");

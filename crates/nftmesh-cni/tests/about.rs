@@ -109,7 +109,7 @@ fn with_cni_command_arguments_change_nothing() {
     assert_eq!(v["supportedVersions"][4], "1.1.0", "{v}");
     let bad = json!({"cniVersion": "1.0.0", "capture": {"proxy_port": 0}});
     let (code, v) = run("ADD", &["--version"], &bad);
-    assert_eq!((code, &v["code"]), (Some(1), &json!(4)), "{v}");
-    let (code, v) = run("LIST", &[], &bad);
     assert_eq!((code, &v["code"]), (Some(1), &json!(7)), "{v}");
+    let (code, v) = run("LIST", &[], &bad);
+    assert_eq!((code, &v["code"]), (Some(1), &json!(4)), "{v}");
 }

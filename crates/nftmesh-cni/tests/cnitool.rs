@@ -466,15 +466,15 @@ fn errors_are_spec_error_objects_with_their_codes() {
         (
             "ADD",
             with("capture", json!({"proxy_port": 0})),
-            4,
+            7,
             "proxy_port",
         ),
-        ("ADD", with("prevResult", Value::Null), 4, "prevResult"),
+        ("ADD", with("prevResult", Value::Null), 7, "prevResult"),
         ("ADD", with("cniVersion", json!("0.2.0")), 1, "0.2.0"),
         ("CHECK", with("cniVersion", json!("0.3.1")), 1, "CHECK"),
         ("STATUS", base.clone(), 1, "STATUS"),
         ("GC", base.clone(), 1, "GC"),
-        ("LIST", base.clone(), 7, "CNI_COMMAND"),
+        ("LIST", base.clone(), 4, "CNI_COMMAND"),
     ];
     for (command, stdin, code, word) in cases {
         let (exit, out) = plugin(command, &net.pod, &stdin, "");
@@ -493,9 +493,9 @@ fn errors_are_spec_error_objects_with_their_codes() {
         );
     }
     let (exit, out) = plugin("ADD", "", &base, "");
-    assert_eq!((exit, out["code"].as_u64()), (1, Some(7)), "{out}");
+    assert_eq!((exit, out["code"].as_u64()), (1, Some(4)), "{out}");
     let (exit, out) = plugin("ADD", &net.pod, &base, "K8S_POD_NAMESPACE");
-    assert_eq!((exit, out["code"].as_u64()), (1, Some(7)), "{out}");
+    assert_eq!((exit, out["code"].as_u64()), (1, Some(4)), "{out}");
     // Prevresult kept, not a capture of an unreadable config.
     assert!(ours(&net.tables()).is_empty());
 
@@ -578,7 +578,7 @@ fn an_ambient_capture_is_installed_and_removed_and_each_command_logged() {
         "capture": {}, "prevResult": prev(), "log_file": log, "log_format": "json",
     });
     let (code, out) = plugin("ADD", &net.pod, &bad, "");
-    assert_eq!((code, out["code"].as_u64()), (1, Some(4)), "{out}");
+    assert_eq!((code, out["code"].as_u64()), (1, Some(7)), "{out}");
     let text = std::fs::read_to_string(&log).expect("the log file");
     let _ = std::fs::remove_file(&log);
     let v: Value = serde_json::from_str(text.trim_end()).expect("one JSON line");
