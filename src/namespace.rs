@@ -6,7 +6,7 @@ use crate::CaptureError;
 use nftmesh_model::diff::Difference;
 use nftmesh_model::ruleset::{Family, Ruleset};
 use nftmesh_netlink::migrate::Removal;
-use nftmesh_netlink::routes::{Routing, RoutingState};
+use nftmesh_netlink::routes::{Routing, RoutingState, TproxyRouting};
 use nftmesh_netlink::{netns, Connection, NetlinkError};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -345,6 +345,34 @@ impl Namespace {
         s.routing.remove(&r)?;
         s.no_tproxy_routing.retain(|k| *k != (r.mark, r.table));
         s.no_tproxy_routing.push((r.mark, r.table));
+        Ok(Removed { tables })
+    }
+
+    /// Remove whatever nftmesh owns here, whatever configuration installed it: every nftmesh
+    /// table (one transaction), the policy routing of `capture` when the caller still knows
+    /// it, the default sidecar (mark 1337, table 133) and ambient (0x111/0xfff, table 100)
+    /// routings, and `::6` on `lo`. For a teardown that must not depend on a configuration
+    /// that may since have changed or broken (a CNI DEL). Absent pieces are fine.
+    pub fn remove_owned(&self, capture: Option<&Capture>) -> Result<Removed, CaptureError> {
+        let mut s = self.lock();
+        let tables = s.conn.delete_tables(&owned_tables())?;
+        let mut routings = vec![
+            TproxyRouting::sidecar(1337, 133, true),
+            TproxyRouting::ambient(0x111, 0xfff, 100, true),
+        ];
+        if let Some(c) = capture {
+            routings.insert(0, c.routing_settings());
+        }
+        let mut done: Vec<(u32, u32)> = Vec::new();
+        for r in routings {
+            if !done.contains(&(r.mark, r.table)) {
+                s.routing.remove_tproxy(&r)?;
+                done.push((r.mark, r.table));
+            }
+        }
+        s.routing.remove_loopback_v6()?;
+        s.no_tproxy_routing.clear();
+        s.no_tproxy_routing.extend(done);
         Ok(Removed { tables })
     }
 

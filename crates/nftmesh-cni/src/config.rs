@@ -1,13 +1,15 @@
 //! The plugin's entry of the network configuration list, as the runtime passes it on stdin:
 //! the spec's fields (`cniVersion`, `name`, `type`, `prevResult`) and nftmesh's own keys
-//! (`capture`, `ambient`, `exclude_namespaces`, `validate`, `validation_timeout`,
-//! `agent_socket`, `log_file`, `log_level`, `log_format`). Other keys (runtime config,
-//! capabilities) are ignored, as the spec asks of plugins.
+//! (`capture`, `ambient`, `mesh`, `without_annotations`, `exclude_namespaces`, `validate`,
+//! `validation_timeout`, `agent_socket`, `log_file`, `log_level`, `log_format`) and the
+//! pod's annotations in `runtimeConfig`. Other keys (capabilities, other runtime config) are
+//! ignored, as the spec asks of plugins.
 
 use crate::CniError;
 use nftmesh::log::{Format, Level};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -103,9 +105,47 @@ pub struct NetConf {
     /// line), as every nftmesh binary logs ([`nftmesh::log`]).
     #[serde(default, deserialize_with = "parsed")]
     pub log_format: Format,
+    /// Decide per pod from the pod's annotations, as this mesh does (`"istio"`): only meshed
+    /// pods are captured, each with its own settings, `capture` holding what annotations do
+    /// not say. Without it every pod outside `exclude_namespaces` gets `capture`.
+    #[serde(default)]
+    pub mesh: Option<Mesh>,
+    /// With `mesh`: what a pod gets when the runtime passed no annotations (the entry lacks
+    /// the capability, or the runtime has none to pass).
+    #[serde(default)]
+    pub without_annotations: WithoutAnnotations,
+    /// The runtime's values for the capabilities the entry declares; the pod's annotations
+    /// are its `io.kubernetes.cri.pod-annotations` ([`ANNOTATIONS_CAPABILITY`]).
+    #[serde(default, rename = "runtimeConfig")]
+    pub runtime_config: Option<Value>,
     /// `capture` or `ambient`, parsed and validated once by [`NetConf::parse`].
     #[serde(skip)]
     parsed: Option<Desired>,
+}
+
+/// The capability through which containerd (1.5 and later) and CRI-O pass a pod's
+/// annotations in `runtimeConfig`, when the plugin's entry declares it in `capabilities`.
+pub const ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
+
+/// The mesh whose per-pod decision the plugin makes (`mesh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mesh {
+    /// Istio's sidecar injection ([`nftmesh::model::pod::istio_sidecar`]).
+    Istio,
+}
+
+/// What a pod gets under `mesh` when no annotations were passed (`without_annotations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WithoutAnnotations {
+    /// Fail the ADD: the pod cannot be known to be unmeshed (fail closed). The default.
+    #[default]
+    Fail,
+    /// No capture.
+    Skip,
+    /// `capture` as it is, as without `mesh`.
+    Capture,
 }
 
 /// The capture a configuration asks for (the node agent's type, so the two agree).
@@ -143,6 +183,24 @@ impl NetConf {
         }
         let mut conf: NetConf =
             serde_json::from_value(value).map_err(|e| CniError::InvalidConfig(e.to_string()))?;
+        if conf.mesh.is_some() {
+            if conf.ambient.is_some() {
+                return Err(CniError::InvalidConfig(
+                    "mesh decides sidecar capture per pod from annotations; ambient pods are \
+                     enrolled by labels, which runtimes do not pass: use one of mesh and ambient"
+                        .into(),
+                ));
+            }
+            // The settings annotations do not carry: Istio's defaults unless given.
+            conf.capture
+                .get_or_insert_with(|| Value::Object(Default::default()));
+        }
+        if conf.runtime_config.as_ref().is_some_and(|r| !r.is_object()) {
+            return Err(CniError::InvalidConfig(
+                "runtimeConfig is not an object".into(),
+            ));
+        }
+        conf.annotations()?;
         if conf
             .validation_timeout
             .is_some_and(|t| !(t > 0.0 && t <= 60.0))
@@ -165,8 +223,28 @@ impl NetConf {
 
     /// The capture asked for: exactly one of `capture` and `ambient`, each validated.
     pub fn desired(&self) -> Result<Desired, CniError> {
-        Desired::from_parts(self.capture.as_ref(), self.ambient.as_ref())
-            .map_err(CniError::InvalidConfig)
+        match &self.parsed {
+            Some(d) => Ok(d.clone()),
+            None => Desired::from_parts(self.capture.as_ref(), self.ambient.as_ref())
+                .map_err(CniError::InvalidConfig),
+        }
+    }
+
+    /// The pod's annotations the runtime passed (`runtimeConfig`'s [`ANNOTATIONS_CAPABILITY`]);
+    /// `None` when it passed none (`null` counts as none).
+    pub fn annotations(&self) -> Result<Option<BTreeMap<String, String>>, CniError> {
+        match self
+            .runtime_config
+            .as_ref()
+            .and_then(|r| r.get(ANNOTATIONS_CAPABILITY))
+        {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+                CniError::InvalidConfig(format!(
+                    "runtimeConfig.{ANNOTATIONS_CAPABILITY}: expected an object of strings: {e}"
+                ))
+            }),
+        }
     }
 
     /// Whether the spec version is at least `major.minor.patch`.

@@ -25,6 +25,10 @@ pub enum CniError {
     /// The network configuration on stdin is invalid. Code 7.
     #[error("invalid network configuration: {0}")]
     InvalidConfig(String),
+    /// A pod annotation the mesh's decision reads has a value it cannot use; nothing was
+    /// installed. Code 7 (the pod's part of the network configuration).
+    #[error("invalid pod annotation: {0}")]
+    Annotation(String),
     /// A `CNI_*` environment variable is missing or invalid. Code 4.
     #[error("invalid environment variable {name}: {why}")]
     InvalidEnv {
@@ -60,7 +64,7 @@ impl CniError {
             CniError::IncompatibleVersion { .. } => 1,
             CniError::InvalidEnv { .. } => 4,
             CniError::Decode(_) => 6,
-            CniError::InvalidConfig(_) => 7,
+            CniError::InvalidConfig(_) | CniError::Annotation(_) => 7,
             CniError::TryAgain(_) => 11,
             CniError::NotAvailable(_) => 50,
             CniError::Capture(_) => 100,
@@ -76,6 +80,7 @@ impl CniError {
             CniError::IncompatibleVersion { .. } => "incompatible CNI version",
             CniError::Decode(_) => "failed to decode content",
             CniError::InvalidConfig(_) => "invalid network configuration",
+            CniError::Annotation(_) => "invalid pod annotation",
             CniError::InvalidEnv { .. } => "invalid environment variables",
             CniError::TryAgain(_) => "try again later",
             CniError::NotAvailable(_) => "plugin not available",

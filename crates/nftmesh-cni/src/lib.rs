@@ -23,6 +23,7 @@ pub mod env;
 mod error;
 pub mod log;
 pub mod plugin;
+pub mod pod;
 
 pub use error::CniError;
 

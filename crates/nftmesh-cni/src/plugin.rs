@@ -4,6 +4,7 @@
 use crate::config::{log_settings, Desired, LogSettings, NetConf, SUPPORTED_VERSIONS};
 use crate::env::{Command, Env};
 use crate::log::Log;
+use crate::pod::{self, Plan};
 use crate::{agent, CniError};
 use nftmesh::log::Level;
 use nftmesh::Namespace;
@@ -40,7 +41,20 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Reply, (CniError, String)> {
     if command == Command::Version {
         return Ok(Some(version(&fallback())));
     }
-    let conf = NetConf::parse(stdin).map_err(|e| early(e, command.name()))?;
+    let conf = match NetConf::parse(stdin) {
+        Ok(conf) => conf,
+        // DEL never strands a pod on a configuration that no longer parses.
+        Err(e) if command == Command::Del => {
+            let settings = log_settings(stdin).unwrap_or_default();
+            let log = Log::new(&settings, command.name(), env.container_id.as_deref());
+            let result = del_unreadable(env, stdin, &e, &log);
+            if let Err(e) = &result {
+                log.at(Level::Error, &e.to_string());
+            }
+            return result.map(|()| None).map_err(|e| (e, fallback()));
+        }
+        Err(e) => return Err(early(e, command.name())),
+    };
     let version = conf.cni_version.clone();
     let settings = LogSettings {
         file: conf.log_file.clone(),
@@ -74,12 +88,6 @@ pub fn version(cni_version: &str) -> Value {
     json!({ "cniVersion": cni_version, "supportedVersions": SUPPORTED_VERSIONS })
 }
 
-/// Whether the pod's Kubernetes namespace is excluded from capture.
-fn excluded(env: &Env, conf: &NetConf) -> Result<Option<String>, CniError> {
-    let ns = env.arg("K8S_POD_NAMESPACE")?;
-    Ok(ns.filter(|n| conf.exclude_namespaces.iter().any(|e| e == n)))
-}
-
 fn prev_result(conf: &NetConf) -> Result<Value, CniError> {
     conf.prev_result.clone().ok_or_else(|| {
         CniError::InvalidConfig(
@@ -90,18 +98,19 @@ fn prev_result(conf: &NetConf) -> Result<Value, CniError> {
     })
 }
 
-/// The agent request for `command` of this pod.
-fn agent_request(command: &str, netns: &Path, env: &Env, conf: &NetConf) -> Value {
+/// The agent request for `command` of this pod, with the capture decided for it (none for
+/// `remove`): the agent keeps what the plugin decided.
+fn agent_request(command: &str, netns: &Path, env: &Env, desired: Option<&Desired>) -> Value {
     let mut req = json!({
         "command": command,
         "network_namespace": netns,
         "container_id": env.container_id,
     });
-    if let Some(c) = &conf.capture {
-        req["capture"] = c.clone();
-    }
-    if let Some(a) = &conf.ambient {
-        req["ambient"] = a.clone();
+    // `{"capture": {...}}` or `{"ambient": {...}}`, the request's own keys.
+    if let Some(Value::Object(m)) = desired.and_then(|d| serde_json::to_value(d).ok()) {
+        for (k, v) in m {
+            req[k] = v;
+        }
     }
     req
 }
@@ -110,25 +119,26 @@ fn open(netns: &Path) -> Result<Namespace, CniError> {
     Namespace::open(netns).map_err(|e| CniError::Capture(format!("CNI_NETNS: {e}")))
 }
 
-/// ADD: the capture installed (routing first, then one transaction), optionally validated;
-/// `prevResult` printed unchanged in the configuration's version. On any failure nothing of
-/// ours is left.
+/// ADD: the pod's capture, as decided for it ([`pod::decide`]), installed (routing first,
+/// then one transaction), optionally validated; `prevResult` printed unchanged in the
+/// configuration's version. A pod whose live capture already equals the decided one (a
+/// runtime's retry, a network reload) is left as it is, unvalidated. On a failure, nothing of
+/// ours is left, unless a capture was in place before this ADD: that one is never removed.
 fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
     env.container_id()?;
     env.ifname()?;
     let netns = env.netns()?;
     let mut result = prev_result(conf)?;
     result["cniVersion"] = json!(conf.cni_version);
-    if let Some(ns) = excluded(env, conf)? {
-        log.at(
-            Level::Warn,
-            &format!("namespace {ns} is excluded: no capture"),
-        );
-        return Ok(Some(result));
-    }
-    let desired = conf.desired()?;
+    let desired = match pod::decide(env, conf)? {
+        Plan::Skip(why) => {
+            log.info(&format!("not captured: {why}"));
+            return Ok(Some(result));
+        }
+        Plan::Capture(d) => d,
+    };
     if let Some(socket) = &conf.agent_socket {
-        agent::call(socket, agent_request("add", &netns, env, conf))?;
+        agent::call(socket, agent_request("add", &netns, env, Some(&desired)))?;
         log.info(&format!(
             "node agent at {} installed the capture",
             socket.display()
@@ -137,6 +147,20 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
     }
     let capture = desired.capture().map_err(CniError::from)?;
     let ns = open(&netns)?;
+    // With validation, what is there decides: the same capture is not validated again (its
+    // proxy may hold the probe ports), and one in place before this ADD is never removed.
+    let mut had_ours = false;
+    if conf.validate {
+        if ns.check(&capture)?.is_empty() {
+            log.info(&format!(
+                "{}: the capture is already in place: unchanged, not validated again",
+                netns.display()
+            ));
+            ns.close_after_exit();
+            return Ok(Some(result));
+        }
+        had_ours = !ns.live()?.tables.is_empty();
+    }
     let installed = ns
         .install(&capture)
         .map_err(CniError::from)
@@ -153,6 +177,13 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
             // committed is left to a short-lived child instead of delaying the runtime.
             ns.close_after_exit();
             Ok(Some(result))
+        }
+        Err(e) if had_ours => {
+            log.at(
+                Level::Warn,
+                "a capture was in place before this ADD: left in place",
+            );
+            Err(e)
         }
         Err(e) => {
             // A failed ADD leaves nothing of ours: the routing went in before the transaction.
@@ -201,12 +232,12 @@ fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
     env.ifname()?;
     let netns = env.netns()?;
     prev_result(conf)?;
-    if excluded(env, conf)?.is_some() {
-        return Ok(());
-    }
-    let desired = conf.desired()?;
+    let desired = match pod::decide(env, conf)? {
+        Plan::Skip(_) => return Ok(()),
+        Plan::Capture(d) => d,
+    };
     if let Some(socket) = &conf.agent_socket {
-        agent::call(socket, agent_request("check", &netns, env, conf))?;
+        agent::call(socket, agent_request("check", &netns, env, Some(&desired)))?;
         return Ok(());
     }
     let capture = desired.capture().map_err(CniError::from)?;
@@ -221,9 +252,56 @@ fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
     }
 }
 
-/// DEL: nftmesh's tables and the capture's routing removed; nothing else touched. Succeeds
-/// when the namespace is gone or holds nothing of ours.
+/// DEL: whatever nftmesh owns in the pod removed (its tables, the entry's routing and the
+/// default ones, `::6`), whatever the pod's annotations or the entry now say; nothing else
+/// touched. Succeeds when the namespace is gone or holds nothing of ours.
 fn del(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
+    let entry = conf.desired().ok();
+    remove(env, conf.agent_socket.as_deref(), entry.as_ref(), log)
+}
+
+/// DEL of a configuration that does not parse (a typo, a key of a newer or older version):
+/// what removal needs is read leniently (`agent_socket`; the sidecar capture's TPROXY mark
+/// and table, else the defaults), the rest ignored and logged, so that the runtime's DEL
+/// chain goes on (the address plugin frees the pod's lease).
+fn del_unreadable(env: &Env, stdin: &[u8], error: &CniError, log: &Log) -> Result<(), CniError> {
+    let raw: Value = serde_json::from_slice(stdin).unwrap_or(Value::Null);
+    log.at(
+        Level::Warn,
+        &format!("{error}: ignored by DEL, which removes what nftmesh owns in the pod"),
+    );
+    let socket = raw
+        .get("agent_socket")
+        .and_then(Value::as_str)
+        .map(std::path::PathBuf::from);
+    let number = |k: &str| {
+        raw.get("capture")
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let entry = match (number("tproxy_mark"), number("tproxy_route_table")) {
+        (None, None) => None,
+        (mark, table) => {
+            let cfg = nftmesh::CaptureConfig {
+                tproxy_mark: mark.unwrap_or(1337),
+                tproxy_route_table: table.unwrap_or(133),
+                ..Default::default()
+            };
+            Some(Desired::Capture(Box::new(cfg)))
+        }
+    };
+    remove(env, socket.as_deref(), entry.as_ref(), log)
+}
+
+/// Remove what nftmesh owns in `CNI_NETNS` (through the agent when there is one), with
+/// `entry`'s routing besides the defaults.
+fn remove(
+    env: &Env,
+    socket: Option<&Path>,
+    entry: Option<&Desired>,
+    log: &Log,
+) -> Result<(), CniError> {
     env.container_id()?;
     env.ifname()?;
     let netns = match env.netns.as_deref() {
@@ -233,16 +311,15 @@ fn del(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
             return Ok(());
         }
     };
-    let desired = conf.desired()?;
-    if let Some(socket) = &conf.agent_socket {
-        agent::call(socket, agent_request("remove", &netns, env, conf))?;
+    if let Some(socket) = socket {
+        agent::call(socket, agent_request("remove", &netns, env, None))?;
         return Ok(());
     }
     if !netns.exists() {
         log.info(&format!("{} is gone: nothing to remove", netns.display()));
         return Ok(());
     }
-    let capture = desired.capture().map_err(CniError::from)?;
+    let capture = entry.and_then(|d| d.capture().ok());
     let ns = match Namespace::open(&netns) {
         Ok(ns) => ns,
         // Gone between the check and the open (or no longer a namespace): nothing of ours.
@@ -252,7 +329,7 @@ fn del(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
         }
         Err(e) => return Err(CniError::Capture(format!("CNI_NETNS: {e}"))),
     };
-    let removed = ns.remove(&capture)?;
+    let removed = ns.remove_owned(capture.as_ref())?;
     log.info(&format!(
         "{}: removed {} table(s)",
         netns.display(),
@@ -364,7 +441,7 @@ mod tests {
             ),
             // An invalid log_level is an error of its own, logged at the default level.
             (
-                "DEL",
+                "ADD",
                 with(json!({"capture": {}, "log_level": "loud"})),
                 7,
                 "loud",
@@ -389,6 +466,16 @@ mod tests {
                 "{t}"
             );
         }
+        // DEL goes on with a configuration that does not parse (no CNI_NETNS here: nothing
+        // to remove), saying what it ignored.
+        let bad = with(json!({"capture": {"proxy_port": 0, "no_such_key": 1}}));
+        assert_eq!(run(&env("DEL"), bad.as_bytes()).unwrap(), None);
+        let lines = log.lines();
+        let warn = &lines[cases.len()];
+        assert_eq!((&warn["level"], &warn["command"]), (&json!("warn"), &json!("DEL")));
+        let msg = warn["msg"].as_str().unwrap();
+        assert!(msg.contains("no_such_key") && msg.contains("ignored by DEL"), "{msg}");
+        let n = log.lines().len();
         // A configuration that names no file (or is not JSON) logs nothing; VERSION neither.
         for stdin in [
             &b"{"[..],
@@ -398,7 +485,7 @@ mod tests {
         }
         let v = with(json!({"capture": {}}));
         assert!(run(&env("VERSION"), v.as_bytes()).is_ok());
-        assert_eq!(log.lines().len(), cases.len(), "{}", log.text());
+        assert_eq!(log.lines().len(), n, "{}", log.text());
     }
 
     #[test]

@@ -434,7 +434,11 @@ fn add_check_del_are_delegated_to_the_agent_socket() {
     assert_eq!(seen[0]["version"], 1);
     assert_eq!(seen[0]["network_namespace"], net.pod);
     assert_eq!(seen[0]["container_id"], "c1");
-    assert_eq!(seen[0]["capture"], json!({"outbound_cidrs_include": "all"}));
+    // The capture the plugin decided for the pod, every setting spelled out; none to remove.
+    assert_eq!(seen[0]["capture"]["outbound_cidrs_include"], "all");
+    assert_eq!(seen[0]["capture"]["proxy_port"], 15001);
+    assert_eq!(seen[1]["capture"], seen[0]["capture"]);
+    assert!(seen[2].get("capture").is_none(), "{}", seen[2]);
     assert!(
         ours(&net.tables()).is_empty(),
         "the plugin itself installed nothing"
