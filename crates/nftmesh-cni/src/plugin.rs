@@ -472,9 +472,15 @@ mod tests {
         assert_eq!(run(&env("DEL"), bad.as_bytes()).unwrap(), None);
         let lines = log.lines();
         let warn = &lines[cases.len()];
-        assert_eq!((&warn["level"], &warn["command"]), (&json!("warn"), &json!("DEL")));
+        assert_eq!(
+            (&warn["level"], &warn["command"]),
+            (&json!("warn"), &json!("DEL"))
+        );
         let msg = warn["msg"].as_str().unwrap();
-        assert!(msg.contains("no_such_key") && msg.contains("ignored by DEL"), "{msg}");
+        assert!(
+            msg.contains("no_such_key") && msg.contains("ignored by DEL"),
+            "{msg}"
+        );
         let n = log.lines().len();
         // A configuration that names no file (or is not JSON) logs nothing; VERSION neither.
         for stdin in [
