@@ -4,7 +4,7 @@
 
 use nftmesh_cni::config::NetConf;
 use nftmesh_cni::env::Env;
-use nftmesh_cni::plugin;
+use nftmesh_cni::{plugin, pod};
 
 pub fn cni_stdin(data: &[u8]) {
     match NetConf::parse(data) {
@@ -12,6 +12,15 @@ pub fn cni_stdin(data: &[u8]) {
             // A configuration that parsed has a capture that compiles.
             let desired = conf.desired().expect("parse checked the capture");
             let _ = desired.capture();
+            // The per-pod decision (annotations in runtimeConfig) decides or refuses with a
+            // spec code; a capture it decides compiles.
+            match pod::decide(&Env::default(), &conf) {
+                Ok(pod::Plan::Capture(d)) => {
+                    let _ = d.capture();
+                }
+                Ok(pod::Plan::Skip(why)) => assert!(!why.is_empty()),
+                Err(e) => assert!(e.code() >= 1),
+            }
         }
         Err(e) => {
             let v = e.to_json("1.0.0");
