@@ -317,6 +317,23 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_per_pod_entry_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("### Per-pod capture").unwrap()..];
+        let start = section.find("```json\n").unwrap() + 8;
+        let end = start + section[start..].find("```").unwrap();
+        let mut entry: Value = serde_json::from_str(&section[start..end]).unwrap();
+        entry["cniVersion"] = "1.0.0".into();
+        let conf = NetConf::parse(entry.to_string().as_bytes()).unwrap();
+        assert_eq!(conf.mesh, Some(Mesh::Istio));
+        assert_eq!(conf.without_annotations, WithoutAnnotations::Fail);
+        let Desired::Capture(c) = conf.desired().unwrap() else {
+            panic!("a sidecar capture")
+        };
+        assert!(c.dns.enabled && c.dns.capture_all);
+    }
+
+    #[test]
     fn log_settings_are_read_and_found_even_in_an_invalid_configuration() {
         let c = NetConf::parse(
             conf(r#","capture":{},"log_file":"/l","log_level":"debug","log_format":"json""#)
