@@ -4,15 +4,23 @@
 //! - **pass-through**: nftmesh-cni with the pod's namespace excluded (it prints prevResult and
 //!   installs nothing: the cost of a chained plugin process),
 //! - **nftmesh-cni**: Istio's sidecar capture installed over netlink,
+//! - **nftmesh-cni, decided capture**: the capture the per-pod decision below arrives at, given
+//!   in the entry (the same rules, no decision),
+//! - **nftmesh-cni, per pod**: `"mesh": "istio"`: that capture decided from the pod's
+//!   annotations (Istio's injector output for `hello.yaml.cni.injected`), passed by libcni as
+//!   runtime config (`CAP_ARGS`, the `io.kubernetes.cri.pod-annotations` capability); its
+//!   difference to the chain above is the decision's cost,
 //! - **iptables-restore plugin**: what iptables-based plugins do: `iptables-restore` of
 //!   Istio's rules for the same capture (its golden `inbound-ports-wildcard` with outbound
 //!   capture of everything) in the pod's namespace, then the pass-through for the result.
 //!
-//! The three chains run round-robin, each ADD into a fresh pod namespace (deleted with DEL
+//! The chains run round-robin, each ADD into a fresh pod namespace (deleted with DEL
 //! after), in a private node (`unshare -n -m`, tmpfs over `/run/netns` and libcni's cache).
 //! `cargo bench -p nftmesh-cni` prints medians, p90 and the capture's cost over the
 //! pass-through; under `cargo test` it runs each chain once, as a smoke test.
 
+#[path = "../../../tests/support/annotations.rs"]
+mod annotations;
 #[path = "../../../tests/support/skip.rs"]
 mod skip;
 
@@ -23,7 +31,8 @@ use std::time::{Duration, Instant};
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_nftmesh-cni");
 const CHILD: &str = "NFTMESH_CNI_BENCH_IN_NODE";
-const CHAINS: [&str; 3] = ["passthrough", "nftmesh", "iptables"];
+const CHAINS: [&str; 5] = ["passthrough", "nftmesh", "decided", "mesh", "iptables"];
+const CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -81,10 +90,12 @@ fn main() {
         );
     }
     let ours = ms(med[1]) - ms(med[0]);
-    let theirs = ms(med[2]) - ms(med[0]);
+    let per_pod = ms(med[3]) - ms(med[2]);
+    let theirs = ms(med[4]) - ms(med[0]);
     println!(
         "\ncapture's cost over the pass-through (medians): nftmesh-cni {ours:.2} ms, \
-         iptables-restore plugin {theirs:.2} ms ({:.1}x); {iters} ADDs per chain, round-robin",
+         iptables-restore plugin {theirs:.2} ms ({:.1}x); the per-pod decision from annotations \
+         {per_pod:+.2} ms; {iters} ADDs per chain, round-robin",
         theirs / ours.max(0.001)
     );
 }
@@ -93,6 +104,8 @@ fn label(chain: &str) -> &'static str {
     match chain {
         "passthrough" => "pass-through (nftmesh-cni, namespace excluded)",
         "nftmesh" => "nftmesh-cni (sidecar capture over netlink)",
+        "decided" => "nftmesh-cni (the per-pod decision's capture, given in the entry)",
+        "mesh" => "nftmesh-cni, per pod (mesh: istio, annotations from CAP_ARGS)",
         _ => "iptables-restore plugin (Istio's rules)",
     }
 }
@@ -121,6 +134,13 @@ fn setup() -> PathBuf {
         ..Default::default()
     };
     let capture = serde_json::to_value(settings.to_config().expect("config")).unwrap();
+    let decided = match nftmesh::model::pod::istio_sidecar(
+        &annotations::load("hello.yaml.cni.injected"),
+        &Default::default(),
+    ) {
+        Ok(nftmesh::model::pod::PodDecision::Capture(c)) => serde_json::to_value(c).unwrap(),
+        other => panic!("Istio's injected pod is captured: {other:?}"),
+    };
     // Istio's rules for the same capture: the golden, and the outbound capture of everything.
     let golden = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -161,6 +181,11 @@ fn setup() -> PathBuf {
                 json!({"type": "nftmesh-cni", "capture": capture, "exclude_namespaces": ["bench"]})
             }
             "nftmesh" => json!({"type": "nftmesh-cni", "capture": capture}),
+            "decided" => json!({"type": "nftmesh-cni", "capture": decided}),
+            "mesh" => json!({
+                "type": "nftmesh-cni", "mesh": "istio",
+                "capabilities": {CAPABILITY: true},
+            }),
             _ => {
                 json!({"type": "iptables-cni", "capture": capture, "exclude_namespaces": ["bench"]})
             }
@@ -211,6 +236,10 @@ fn add_del(work: &Path, chain: &str, i: usize) -> Duration {
             )
             .env("CNI_IFNAME", "eth0")
             .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=bench");
+        if chain == "mesh" {
+            let pod = annotations::load("hello.yaml.cni.injected");
+            c.env("CAP_ARGS", json!({ CAPABILITY: pod }).to_string());
+        }
         c
     };
     let start = Instant::now();
