@@ -22,7 +22,7 @@ pub enum Plan {
 /// podman, cnitool) matches no excluded namespace, and the pod is decided as any other.
 pub fn decide(env: &Env, conf: &NetConf) -> Result<Plan, CniError> {
     if let Some(ns) = env.arg("K8S_POD_NAMESPACE")? {
-        if conf.exclude_namespaces.iter().any(|e| *e == ns) {
+        if conf.exclude_namespaces.contains(&ns) {
             return Ok(Plan::Skip(format!("namespace {ns} is excluded")));
         }
     }
