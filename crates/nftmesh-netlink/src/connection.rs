@@ -10,7 +10,7 @@ use crate::codec::sys::*;
 use crate::error::NetlinkError;
 use crate::retry::until_not_refused;
 use crate::socket::Socket;
-use crate::transaction::{LiveState, Removal, Transaction};
+use crate::transaction::{LiveState, Removal, TableOwner, Transaction};
 use nftmesh_model::ruleset::{Family, Policy, Ruleset};
 use std::os::fd::AsRawFd;
 
@@ -63,14 +63,33 @@ struct Committed {
 }
 
 impl Committed {
-    /// The state `ruleset` leaves once committed at generation `genid - 1`.
-    fn after(ruleset: &Ruleset, genid: u32) -> Self {
+    /// The state `ruleset` leaves once committed at generation `genid - 1` over `before`,
+    /// its tables declared with `owner` by the socket with port id `port` (with
+    /// [`TableOwner::None`] a table keeps the flags and owner it had).
+    fn after(
+        ruleset: &Ruleset,
+        genid: u32,
+        before: &LiveState,
+        owner: TableOwner,
+        port: u32,
+    ) -> Self {
         let mut live = LiveState::default();
         for t in &ruleset.tables {
+            let was = before
+                .tables
+                .iter()
+                .find(|l| l.family == t.family && l.name == t.name);
+            let (flags, owned_by) = match (owner, was) {
+                (TableOwner::None, Some(l)) => (l.flags, l.owner),
+                (TableOwner::None, None) => (0, None),
+                (o, _) => (o.flags(), Some(port)),
+            };
             live.tables.push(LiveTable {
                 family: t.family,
                 name: t.name.clone(),
                 handle: 0,
+                flags,
+                owner: owned_by,
             });
             for c in &t.chains {
                 live.chains.push((
@@ -137,6 +156,27 @@ impl Connection {
         if let Ok(fd) = fd {
             crate::os::release_after_exit(fd);
         }
+    }
+
+    /// The netlink port id of this connection's socket: the kernel reports it as the owner of
+    /// the tables this connection declared owned ([`crate::LiveTable::owner`]) and as the
+    /// sender of the notifications of its commits.
+    pub fn port_id(&self) -> u32 {
+        self.socket.sock.port_id()
+    }
+
+    /// The strongest [`TableOwner`] the running kernel accepts: [`TableOwner::OwnerPersist`]
+    /// from 6.9, [`TableOwner::Owner`] from 5.12, else [`TableOwner::None`]. Found once per
+    /// process by declaring a table with those flags in a throwaway network namespace (needs
+    /// CAP_SYS_ADMIN), where `EOPNOTSUPP` can only mean that the kernel lacks the flag: in a
+    /// namespace holding the table it would also be the answer to a flag change it refuses.
+    pub fn table_owner_support() -> Result<TableOwner, NetlinkError> {
+        static SUPPORT: std::sync::OnceLock<TableOwner> = std::sync::OnceLock::new();
+        if let Some(s) = SUPPORT.get() {
+            return Ok(*s);
+        }
+        let found = crate::netns::run_in_new(probe_table_owner)??;
+        Ok(*SUPPORT.get_or_init(|| found))
     }
 
     /// Open a socket in the calling thread's network namespace.
@@ -236,6 +276,22 @@ impl Connection {
     pub fn apply_removing(
         &mut self,
         ruleset: &Ruleset,
+        removals: impl FnMut(&mut Self, &LiveState) -> Result<Vec<Removal>, NetlinkError>,
+    ) -> Result<ApplyReport, NetlinkError> {
+        self.apply_owned(ruleset, TableOwner::None, removals)
+    }
+
+    /// [`Connection::apply_removing`], declaring the ruleset's tables with `owner`'s flags
+    /// (see [`Transaction::plan_owned`]): with [`TableOwner::Owner`] or
+    /// [`TableOwner::OwnerPersist`] this connection's socket becomes their owner, and only it
+    /// can change or delete them until it closes. Another socket's owned table is refused
+    /// ([`NetlinkError::is_owned_elsewhere`]); an orphaned persistent one is claimed. The
+    /// caller picks a flag the kernel has ([`Connection::table_owner_support`]); one it lacks
+    /// is refused (`EOPNOTSUPP`) and nothing is applied.
+    pub fn apply_owned(
+        &mut self,
+        ruleset: &Ruleset,
+        owner: TableOwner,
         mut removals: impl FnMut(&mut Self, &LiveState) -> Result<Vec<Removal>, NetlinkError>,
     ) -> Result<ApplyReport, NetlinkError> {
         if ruleset.tables.is_empty() {
@@ -250,9 +306,16 @@ impl Connection {
             };
             let extra = removals(self, &live)?;
             let first = self.socket.next_seq(0);
-            let tx = Transaction::plan_removing(ruleset, &live, &extra, Some(gen), first)?;
+            let tx = Transaction::plan_owned(ruleset, &live, &extra, owner, Some(gen), first)?;
             self.send(&tx)?;
-            self.committed = Some(Committed::after(ruleset, gen.wrapping_add(1)));
+            let port = self.port_id();
+            self.committed = Some(Committed::after(
+                ruleset,
+                gen.wrapping_add(1),
+                &live,
+                owner,
+                port,
+            ));
             Ok(ApplyReport {
                 messages: tx.messages,
                 bytes: tx.bytes.len(),
@@ -297,4 +360,27 @@ impl Connection {
         self.socket.seq = next;
         self.socket.send_batch(tx)
     }
+}
+
+/// The name of the table [`Connection::table_owner_support`] declares in its throwaway
+/// namespace.
+const OWNER_PROBE_TABLE: &str = "nftmesh-owner-probe";
+
+/// In a fresh network namespace: the strongest [`TableOwner`] a table can be created with.
+fn probe_table_owner() -> Result<TableOwner, NetlinkError> {
+    let mut conn = Connection::open()?;
+    let probe = Ruleset {
+        tables: vec![nftmesh_model::ruleset::Table::new(
+            Family::Inet,
+            OWNER_PROBE_TABLE,
+        )],
+    };
+    for owner in [TableOwner::OwnerPersist, TableOwner::Owner] {
+        match conn.apply_owned(&probe, owner, |_, _| Ok(Vec::new())) {
+            Ok(_) => return Ok(owner),
+            Err(NetlinkError::Rejected { errno, .. }) if errno == libc::EOPNOTSUPP => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(TableOwner::None)
 }

@@ -85,6 +85,10 @@ pub fn errno_meaning(errno: i32) -> &'static str {
     }
 }
 
+/// What `EPERM` on one object of a batch means: its table is owned by another socket.
+pub(crate) const OWNED_ELSEWHERE: &str = "its table is owned by another netlink socket \
+     (nf_tables table flag `owner`): only that socket may change or delete it";
+
 /// An error of the netlink backend. Each names what it is about: a kernel refusal the object
 /// of the failing message, a limit the object and the limit.
 ///
@@ -266,6 +270,17 @@ impl NetlinkError {
     /// Whether this is the typed permission error.
     pub fn is_permission(&self) -> bool {
         matches!(self, NetlinkError::Permission { .. })
+    }
+
+    /// Whether the kernel refused an object because its table is owned by another netlink
+    /// socket (`EPERM` on a table, chain, set or rule of a batch; see
+    /// [`crate::TableOwner`]).
+    pub fn is_owned_elsewhere(&self) -> bool {
+        matches!(
+            self,
+            NetlinkError::Rejected { object, errno, .. }
+                if *errno == libc::EPERM && *object != Object::Batch
+        )
     }
 }
 

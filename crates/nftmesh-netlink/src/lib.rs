@@ -34,4 +34,4 @@ pub use codec::readback;
 pub use connection::{ApplyReport, Connection};
 pub use dump::LiveRule;
 pub use error::{NetlinkError, Object};
-pub use transaction::{LiveState, Removal, Transaction};
+pub use transaction::{LiveState, Removal, TableOwner, Transaction};

@@ -11,7 +11,7 @@ use crate::socket::str_attr;
 use nftmesh_model::ruleset::Family;
 
 impl Connection {
-    /// Every table, of every owner.
+    /// Every table, of every owner, with its flags and owning socket ([`LiveTable::owner`]).
     pub fn tables(&mut self) -> Result<Vec<LiveTable>, NetlinkError> {
         let during = "listing tables";
         let mut out = Vec::new();
@@ -29,6 +29,10 @@ impl Connection {
                 handle: wire::find(&at, NFTA_TABLE_HANDLE)
                     .and_then(wire::be64)
                     .unwrap_or(0),
+                flags: wire::find(&at, NFTA_TABLE_FLAGS)
+                    .and_then(wire::be32)
+                    .unwrap_or(0),
+                owner: wire::find(&at, NFTA_TABLE_OWNER).and_then(wire::be32),
             });
         }
         Ok(out)

@@ -202,6 +202,11 @@ impl NfSocket {
     pub fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.0.recv(buf)
     }
+
+    /// The socket's netlink port id (the address the kernel bound it to).
+    pub fn port_id(&self) -> u32 {
+        self.0.portid()
+    }
 }
 
 impl std::os::fd::AsFd for NfSocket {

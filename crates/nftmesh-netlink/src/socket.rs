@@ -6,7 +6,7 @@ use crate::codec::bounds;
 use crate::codec::nftnl::msg_type;
 use crate::codec::sys::*;
 use crate::codec::wire;
-use crate::error::{errno_meaning, NetlinkError, Object};
+use crate::error::{errno_meaning, NetlinkError, Object, OWNED_ELSEWHERE};
 use crate::retry::MAX_ATTEMPTS;
 use crate::transaction::Transaction;
 use std::os::fd::AsRawFd;
@@ -197,21 +197,27 @@ impl Socket {
         match first_err {
             None => Ok(()),
             Some((errno, seq)) => {
-                if errno == libc::EPERM || errno == libc::EACCES {
-                    return Err(NetlinkError::Permission {
-                        during: "applying the batch".into(),
-                    });
-                }
                 let object = batch
                     .objects
                     .iter()
                     .find(|(s, _)| *s == seq)
                     .map(|(_, o)| o.clone())
                     .unwrap_or(Object::Batch);
+                // Without CAP_NET_ADMIN the kernel refuses the batch framing itself; `EPERM`
+                // on one object is a table another socket owns (`nft_table_lookup`).
+                if object == Object::Batch && (errno == libc::EPERM || errno == libc::EACCES) {
+                    return Err(NetlinkError::Permission {
+                        during: "applying the batch".into(),
+                    });
+                }
+                let meaning = match errno {
+                    libc::EPERM => OWNED_ELSEWHERE,
+                    _ => errno_meaning(errno),
+                };
                 Err(NetlinkError::Rejected {
                     object,
                     errno,
-                    meaning: errno_meaning(errno),
+                    meaning,
                 })
             }
         }

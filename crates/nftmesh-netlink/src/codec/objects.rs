@@ -20,6 +20,30 @@ pub struct LiveTable {
     pub name: String,
     /// Kernel handle.
     pub handle: u64,
+    /// `NFT_TABLE_F_*` flags (`dormant` 0x1, `owner` 0x2, `persist` 0x4).
+    pub flags: u32,
+    /// The netlink port id of the socket that owns the table (`NFTA_TABLE_OWNER`), while it
+    /// has the `owner` flag; `None` for a table anyone may change.
+    pub owner: Option<u32>,
+}
+
+impl LiveTable {
+    /// Whether the table is owned: only the socket with port id [`LiveTable::owner`] may
+    /// change or delete it.
+    pub fn is_owned(&self) -> bool {
+        self.flags & NFT_TABLE_F_OWNER != 0
+    }
+
+    /// Whether the table has the `persist` flag: it stays when its owner's socket closes.
+    pub fn is_persistent(&self) -> bool {
+        self.flags & NFT_TABLE_F_PERSIST != 0
+    }
+
+    /// Whether the table is an orphan: persistent, its owner gone, so any socket may change
+    /// it and a socket that declares it with `owner` + `persist` becomes its owner.
+    pub fn is_orphan(&self) -> bool {
+        self.is_persistent() && !self.is_owned()
+    }
 }
 
 /// A chain as listed by the kernel.

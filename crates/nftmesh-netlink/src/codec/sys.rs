@@ -51,7 +51,14 @@ pub const NFPROTO_IPV6: u8 = 10;
 
 // Attributes.
 pub const NFTA_TABLE_NAME: u16 = 1;
+pub const NFTA_TABLE_FLAGS: u16 = 2;
 pub const NFTA_TABLE_HANDLE: u16 = 4;
+/// The owning socket's netlink port id, present while the table has `NFT_TABLE_F_OWNER`.
+pub const NFTA_TABLE_OWNER: u16 = 7;
+/// Table flags (`enum nft_table_flags`): only the owner's socket may change the table (5.12)...
+pub const NFT_TABLE_F_OWNER: u32 = 0x2;
+/// ... and the table outlives its owner's socket, ownerless until claimed again (6.9).
+pub const NFT_TABLE_F_PERSIST: u32 = 0x4;
 pub const NFTA_CHAIN_TABLE: u16 = 1;
 pub const NFTA_CHAIN_HANDLE: u16 = 2;
 pub const NFTA_CHAIN_NAME: u16 = 3;

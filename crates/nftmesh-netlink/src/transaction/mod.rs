@@ -46,6 +46,49 @@ pub struct Transaction {
     pub deleted_tables: Vec<String>,
 }
 
+/// Who may change the tables an apply declares: nf_tables' table flags `owner`
+/// (`NFT_TABLE_F_OWNER`, kernel 5.12) and `persist` (`NFT_TABLE_F_PERSIST`, kernel 6.9).
+/// Also what the running kernel supports ([`crate::Connection::table_owner_support`]), ordered
+/// from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum TableOwner {
+    /// No flags: any process with CAP_NET_ADMIN in the namespace may change the tables.
+    #[default]
+    None,
+    /// `owner`: only the applying socket may change or delete the tables (others get
+    /// `EPERM`), and the kernel deletes them when that socket closes.
+    Owner,
+    /// `owner` + `persist`: only the applying socket may change or delete the tables; when it
+    /// closes they stay, ownerless ([`crate::LiveTable::is_orphan`]), until a socket declares
+    /// them owned again and so becomes their owner.
+    OwnerPersist,
+}
+
+impl TableOwner {
+    /// The `NFT_TABLE_F_*` flags a table is declared with.
+    pub fn flags(self) -> u32 {
+        match self {
+            TableOwner::None => 0,
+            TableOwner::Owner => NFT_TABLE_F_OWNER,
+            TableOwner::OwnerPersist => NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST,
+        }
+    }
+
+    /// Whether the kernel accepts declaring `live` with these flags in place (in
+    /// `nf_tables_updtable`, it never adds or drops `owner` or `persist` on a table, except
+    /// that an orphan may be claimed with `owner` + `persist`). A table it does not accept
+    /// that for is deleted and re-created in the same transaction. Another socket's table is
+    /// refused (`EPERM`) whatever is sent.
+    fn declares_in_place(self, live: &LiveTable) -> bool {
+        let kept = live.flags & (NFT_TABLE_F_OWNER | NFT_TABLE_F_PERSIST);
+        match self {
+            TableOwner::None => true,
+            _ if live.is_orphan() => self == TableOwner::OwnerPersist,
+            _ => kept == self.flags(),
+        }
+    }
+}
+
 impl Transaction {
     /// The transaction that makes `ruleset`'s tables exactly as given, in place, over `live`
     /// (what the kernel holds of them; [`LiveState::default`] for a namespace without them):
@@ -61,7 +104,15 @@ impl Transaction {
         genid: Option<u32>,
         first_seq: u32,
     ) -> Result<Self, NetlinkError> {
-        plan(ruleset, live, &[], false, genid, first_seq)
+        plan(
+            ruleset,
+            live,
+            &[],
+            false,
+            TableOwner::None,
+            genid,
+            first_seq,
+        )
     }
 
     /// [`Transaction::plan`], deleting `removals` too (objects outside the ruleset's tables:
@@ -74,7 +125,32 @@ impl Transaction {
         genid: Option<u32>,
         first_seq: u32,
     ) -> Result<Self, NetlinkError> {
-        plan(ruleset, live, removals, false, genid, first_seq)
+        plan(
+            ruleset,
+            live,
+            removals,
+            false,
+            TableOwner::None,
+            genid,
+            first_seq,
+        )
+    }
+
+    /// [`Transaction::plan_removing`], declaring the ruleset's tables with `owner`'s flags: a
+    /// table that is new, already so owned or an orphan (claimed) is declared in place; a live
+    /// table the kernel cannot give those flags in place (one anyone may change, or one with
+    /// the other `persist` flag) is deleted and re-created in the same transaction, so nothing
+    /// in between is ever observable. [`TableOwner::None`] is [`Transaction::plan_removing`]:
+    /// tables keep whatever flags they have.
+    pub fn plan_owned(
+        ruleset: &Ruleset,
+        live: &LiveState,
+        removals: &[Removal],
+        owner: TableOwner,
+        genid: Option<u32>,
+        first_seq: u32,
+    ) -> Result<Self, NetlinkError> {
+        plan(ruleset, live, removals, false, owner, genid, first_seq)
     }
 
     /// [`Transaction::plan`], except that a named set the ruleset declares and the live table
@@ -86,7 +162,7 @@ impl Transaction {
         genid: Option<u32>,
         first_seq: u32,
     ) -> Result<Self, NetlinkError> {
-        plan(ruleset, live, &[], true, genid, first_seq)
+        plan(ruleset, live, &[], true, TableOwner::None, genid, first_seq)
     }
 
     /// The transaction that adds (`add`) or deletes `elements` of the named set `set` of
@@ -340,6 +416,7 @@ fn plan(
     live: &LiveState,
     removals: &[crate::migrate::Removal],
     keep_set_elements: bool,
+    owner: TableOwner,
     genid: Option<u32>,
     first_seq: u32,
 ) -> Result<Transaction, NetlinkError> {
@@ -364,23 +441,33 @@ fn plan(
             table: label.clone(),
             chain: chain.to_string(),
         };
-        let exists = live
+        let live_table = live
             .tables
             .iter()
-            .any(|l| l.family == t.family && l.name == t.name);
-        b.emit(table_obj(), |w, seq| {
-            w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, &t.name, seq)
+            .find(|l| l.family == t.family && l.name == t.name);
+        // A table the kernel cannot give `owner`'s flags in place is deleted first and
+        // re-created below as a new one, in this same transaction.
+        let recreate = live_table.is_some_and(|l| !owner.declares_in_place(l));
+        if recreate {
+            b.emit(table_obj(), |w, seq| {
+                w.table(NFT_MSG_DELTABLE, 0, fam, &t.name, seq)
+            })?;
+        }
+        let exists = live_table.is_some() && !recreate;
+        b.emit(table_obj(), |w, seq| match owner {
+            TableOwner::None => w.table(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam, &t.name, seq),
+            _ => w.table_flagged(NLM_F_CREATE, fam, &t.name, owner.flags(), seq),
         })?;
         let live_chains: Vec<&LiveChain> = live
             .chains
             .iter()
-            .filter(|(f, c)| *f == t.family && c.table == t.name)
+            .filter(|(f, c)| exists && *f == t.family && c.table == t.name)
             .map(|(_, c)| c)
             .collect();
         let live_sets: Vec<&LiveSet> = live
             .sets
             .iter()
-            .filter(|(f, s)| *f == t.family && s.table == t.name)
+            .filter(|(f, s)| exists && *f == t.family && s.table == t.name)
             .map(|(_, s)| s)
             .collect();
         if exists {
@@ -508,6 +595,7 @@ fn plan(
     }
     // The last message asks for an acknowledgement: a no-op re-declaration of the first table
     // (or of the batch when there are no tables), so success is confirmed after everything.
+    // It carries no flags attribute, so the kernel leaves an owned table's flags as they are.
     let last_seq = b.seq;
     // An empty ruleset has nothing to acknowledge; `Connection::apply` sends no batch then.
     if let Some(t) = ruleset.tables.first() {

@@ -3,7 +3,7 @@
 //! the process), with one filter chain per traced hook at a priority before every other
 //! chain, whose one rule sets `meta nftrace set 1` on the packets the filter matches.
 
-use super::{Transaction, Writer};
+use super::{TableOwner, Transaction, Writer};
 use crate::codec::ir::Expr;
 use crate::codec::lower::lower_rule;
 use crate::codec::numbers::{family_number, hook_number};
@@ -13,8 +13,6 @@ use nftmesh_model::expr::Match;
 use nftmesh_model::render::render_rule;
 use nftmesh_model::ruleset::{Family, Hook, Rule};
 
-/// `NFT_TABLE_F_OWNER`.
-const NFT_TABLE_F_OWNER: u32 = 0x2;
 /// Before raw (-300) and conntrack (-200): the trace starts ahead of every table's chains.
 pub const TRACE_PRIORITY: i32 = -350;
 
@@ -36,7 +34,13 @@ impl Transaction {
             table: label.clone(),
         };
         b.emit(table_obj(), |w, seq| {
-            w.table_flagged(NLM_F_CREATE | NLM_F_EXCL, fam, name, NFT_TABLE_F_OWNER, seq)
+            w.table_flagged(
+                NLM_F_CREATE | NLM_F_EXCL,
+                fam,
+                name,
+                TableOwner::Owner.flags(),
+                seq,
+            )
         })?;
         let filter = Rule::new(matches.to_vec(), Vec::new());
         let mut set_id = 1;

@@ -145,8 +145,9 @@ impl MsgWriter {
         self.table_with(msg, flags, family, name, None, seq)
     }
 
-    /// A `NEWTABLE` carrying table flags (`NFT_TABLE_F_OWNER`: the kernel deletes the table
-    /// when the socket that created it closes).
+    /// A `NEWTABLE` carrying table flags (`NFT_TABLE_F_OWNER`: only the declaring socket may
+    /// change the table, and the kernel deletes it when that socket closes, unless it also has
+    /// `NFT_TABLE_F_PERSIST`).
     pub fn table_flagged(
         &mut self,
         flags: u16,
