@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod identity;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;

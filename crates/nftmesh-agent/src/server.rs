@@ -1,12 +1,20 @@
-//! The agent itself: one `poll(2)` loop over the API socket, its clients, a signalfd and
-//! every pod's nf_tables change monitor, on one thread; new pods are opened and installed by a
-//! few worker threads side by side (their commits, like the loop's, are the agent's own). A change another process commits to a
-//! pod's nftmesh tables marks the pod; after the events of one wake-up are read (a burst is
-//! one repair) each marked pod is checked against its desired capture and, if it differs,
-//! reinstalled. A periodic resync checks every pod (tables and routes) and forgets those whose
-//! namespace is gone. The registry is persisted on every change, so a restarted agent adopts
-//! its pods again; stopping or killing the agent never removes a capture.
+//! The agent itself: one `poll(2)` loop over the API socket, its clients, a signalfd, a wake-up
+//! socket of the workers and every pod's nf_tables change monitor, on one thread; new pods are
+//! opened and installed by a few worker threads side by side (their commits, like the loop's,
+//! are the agent's own) while the loop goes on, and their results come back tagged with the
+//! request they answer. Replies are written without blocking: each client has an output
+//! buffer (capped; a client that does not read is dropped, never waited for), and idle
+//! clients are closed. A pod is its namespace's identity ([`crate::identity`]), never a path
+//! string; the agent's own and the node's namespaces are refused. A change another process
+//! commits to a pod's nftmesh tables marks the pod; after the events of one wake-up are read
+//! (a burst is one repair) each marked pod is checked against its desired capture and, if it
+//! differs, reinstalled. A periodic resync checks every pod (tables and routes), forgets those
+//! whose namespace is gone and retries records that could not be adopted. The registry is
+//! written durably before an `add` is acknowledged, and locked (one agent per state dir), so a
+//! restarted agent adopts its pods again; stopping or killing the agent never removes a
+//! capture. SIGHUP is ignored (logged): there is nothing to reload.
 
+use crate::identity::{self, IdentityError, NetnsId};
 use crate::metrics::{self, Metrics};
 use crate::protocol::{self, Command, Desired};
 use crate::registry::{self, Record};
@@ -21,7 +29,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -61,26 +69,53 @@ fn setup(what: impl Into<String>, why: impl std::fmt::Display) -> AgentError {
     }
 }
 
-/// Clients served at once at most; more are refused with an error reply.
-const MAX_CLIENTS: usize = 256;
+/// Clients served at once at most; more are refused with a `busy` reply.
+const MAX_CLIENTS: usize = 1024;
 /// Repair records kept per pod (the count goes on).
 const REPAIR_LOG: usize = 16;
+/// The most reply bytes kept for a client that does not read: past it, the client is dropped.
+const MAX_OUTPUT: usize = 4 << 20;
+/// A client with nothing pending that sends nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(30);
+/// How long `accept` rests after the process ran out of descriptors.
+const EMFILE_PAUSE: Duration = Duration::from_millis(500);
 
-struct Client {
-    stream: UnixStream,
-    buf: Vec<u8>,
+/// Where a reply goes: a client, and its request's place among that client's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Target {
+    client: u64,
+    seq: u64,
 }
 
-/// A new pod opened and installed (on a worker), or why not.
+struct Client {
+    id: u64,
+    stream: UnixStream,
+    buf: Vec<u8>,
+    /// Reply bytes not yet written.
+    out: Vec<u8>,
+    /// The sequence number the next request gets.
+    next_seq: u64,
+    /// The sequence number of the next reply to write: replies go out in request order.
+    next_out: u64,
+    /// Replies ready out of order, by sequence number.
+    ready: BTreeMap<u64, Value>,
+    last_active: Instant,
+    /// End of file read: close once every reply is written.
+    eof: bool,
+}
+
+/// A new pod opened and installed (on a worker), or why not, for the add `job`.
 type Opened = Result<(Pod, String), String>;
-type Job = Box<dyn FnOnce() -> (usize, Opened) + Send>;
+type Job = Box<dyn FnOnce() -> (u64, Opened) + Send>;
 
 /// A few long-lived worker threads that open and install new pods in parallel (the kernel
 /// commits each pod's transaction in the committing thread, and pods do not share a commit
 /// lock). Their thread ids are the agent's own for the change monitors.
 struct Pool {
     jobs: std::sync::mpsc::Sender<Job>,
-    done: std::sync::mpsc::Receiver<(usize, Opened)>,
+    done: std::sync::mpsc::Receiver<(u64, Opened)>,
+    /// Readable when a result is waiting in `done` (the workers write a byte).
+    wake: UnixStream,
     tids: Vec<u32>,
 }
 
@@ -90,8 +125,14 @@ impl Pool {
         let rx = Arc::new(Mutex::new(rx));
         let (done_tx, done) = std::sync::mpsc::channel();
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (wake, waker) = UnixStream::pair().map_err(|e| setup("worker wake-up", e))?;
+        for s in [&wake, &waker] {
+            s.set_nonblocking(true)
+                .map_err(|e| setup("worker wake-up", e))?;
+        }
         for i in 0..workers {
             let (rx, done_tx, tid_tx) = (rx.clone(), done_tx.clone(), tid_tx.clone());
+            let waker = waker.try_clone().map_err(|e| setup("worker wake-up", e))?;
             std::thread::Builder::new()
                 .name(format!("nftmesh-agent-{i}"))
                 .spawn(move || {
@@ -105,6 +146,8 @@ impl Pool {
                         if done_tx.send(job()).is_err() {
                             return;
                         }
+                        // A full socket already wakes the loop: a failed write is fine.
+                        let _ = (&waker).write(&[1]);
                     }
                 })
                 .map_err(|e| setup("worker thread", e))?;
@@ -113,26 +156,32 @@ impl Pool {
             .map(|_| tid_rx.recv_timeout(Duration::from_secs(10)))
             .collect::<Result<Vec<u32>, _>>()
             .map_err(|e| setup("worker thread", e))?;
-        Ok(Pool { jobs, done, tids })
+        Ok(Pool {
+            jobs,
+            done,
+            wake,
+            tids,
+        })
     }
 }
 
-/// A new pod's add, waiting for its turn on a worker.
-struct NewAdd {
-    at: usize,
-    record: Record,
-    capture: Capture,
+/// A new pod's add on a worker, waiting for its result: who asked, and what.
+struct PendingAdd {
+    target: Target,
+    id: NetnsId,
+    path: PathBuf,
     started: Instant,
+    /// Requests about the same namespace that came while it was being added, replayed after.
+    queued: Vec<(Target, Result<Command, String>)>,
 }
 
 struct Pod {
     record: Record,
+    /// The record's file.
+    file: PathBuf,
     ns: Namespace,
     capture: Capture,
     monitor: Monitor,
-    /// The namespace file's (device, inode) when registered: another value, or none, at the
-    /// path means the namespace is gone.
-    identity: (u64, u64),
     last_check: Option<f64>,
     repairs: Vec<Repair>,
     repair_count: u64,
@@ -158,10 +207,6 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
 /// An event about the pod at `pod`.
 fn pod_event(level: Level, msg: &str, pod: &Path) -> Event {
     Event::new(level, msg).field("pod", pod)
@@ -173,7 +218,20 @@ pub struct Agent {
     listener: UnixListener,
     signals: SignalFd,
     clients: Vec<Client>,
-    pods: BTreeMap<PathBuf, Pod>,
+    next_client: u64,
+    pods: BTreeMap<NetnsId, Pod>,
+    /// Adds of new pods running on the workers, by job.
+    adding: BTreeMap<u64, PendingAdd>,
+    next_job: u64,
+    /// Records kept but not adopted (their namespace could not be examined or opened: out of
+    /// descriptors, ...): retried at every resync, never deleted for it.
+    unadopted: Vec<(PathBuf, Record, String)>,
+    /// Record files this agent cannot read (torn, or of a newer version): kept and reported.
+    unreadable: Vec<registry::BadRecord>,
+    /// The namespaces that are never pods (the agent's own, the node's).
+    forbidden: Vec<(NetnsId, &'static str)>,
+    /// `accept` rests until then after running out of descriptors.
+    accept_paused_until: Option<Instant>,
     metrics: Arc<Mutex<Metrics>>,
     /// The thread ids whose commits are the agent's own (its loop and its workers).
     own: Vec<u32>,
@@ -181,6 +239,8 @@ pub struct Agent {
     next_resync: Instant,
     /// One line per event (a repair is one line; its differences at debug).
     log: Logger,
+    /// The state dir's lock, held for the agent's life.
+    _lock: registry::Lock,
 }
 
 impl Agent {
@@ -196,8 +256,9 @@ impl Agent {
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGINT);
         mask.add(Signal::SIGTERM);
+        mask.add(Signal::SIGHUP);
         mask.thread_block()
-            .map_err(|e| setup("blocking SIGINT/SIGTERM", e))?;
+            .map_err(|e| setup("blocking SIGINT/SIGTERM/SIGHUP", e))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| setup("signalfd", e))?;
         // Three descriptors per pod: as many as the system lets us.
@@ -207,6 +268,7 @@ impl Agent {
         }
         std::fs::create_dir_all(&opts.state_dir)
             .map_err(|e| setup(format!("state dir {}", opts.state_dir.display()), e))?;
+        let lock = registry::lock(&opts.state_dir).map_err(|e| setup("state dir", e))?;
         let listener = bind(&opts.socket)?;
         let metrics = Arc::new(Mutex::new(Metrics::default()));
         if let Some(addr) = opts.metrics_addr {
@@ -221,7 +283,15 @@ impl Agent {
             listener,
             signals,
             clients: Vec::new(),
+            next_client: 0,
             pods: BTreeMap::new(),
+            adding: BTreeMap::new(),
+            next_job: 0,
+            unadopted: Vec::new(),
+            unreadable: Vec::new(),
+            forbidden: identity::forbidden(),
+            accept_paused_until: None,
+            _lock: lock,
             metrics,
             own: vec![nix::unistd::gettid().as_raw() as u32],
             pool: Pool::new(
@@ -242,36 +312,22 @@ impl Agent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Re-adopt every recorded pod whose namespace still exists (checked, repaired only if it
-    /// differs); forget the others.
+    /// Adopt every record whose namespace still exists (checked, repaired only if it
+    /// differs); forget those whose namespace is gone; keep the others (not examinable now)
+    /// for the next resync, and keep unreadable files untouched.
     fn adopt(&mut self) -> Result<(), AgentError> {
-        let (records, bad) =
-            registry::load(&self.opts.state_dir).map_err(|e| setup("registry", e))?;
-        for b in bad {
-            self.log
-                .log(&Event::new(Level::Warn, "skipping an unreadable record").field("error", b));
+        let loaded = registry::load(&self.opts.state_dir).map_err(|e| setup("registry", e))?;
+        for b in &loaded.bad {
+            self.log.log(
+                &Event::new(Level::Warn, "keeping a record this agent cannot read")
+                    .field("file", b.file.as_path())
+                    .field("error", b.error.as_str()),
+            );
             *self.metrics().errors.entry("load").or_insert(0) += 1;
         }
-        for r in records {
-            let path = r.network_namespace.clone();
-            let opened = r
-                .desired
-                .capture()
-                .map_err(|e| e.to_string())
-                .and_then(|c| open_pod(r.clone(), c));
-            match opened {
-                Ok(pod) => {
-                    self.pods.insert(path.clone(), pod);
-                    self.repair(&path, "adopt", "adopted after a restart".into());
-                }
-                Err(e) => {
-                    self.log.log(
-                        &pod_event(Level::Warn, "forgot a recorded pod", &path).field("error", e),
-                    );
-                    self.metrics().forgotten += 1;
-                    self.persist(&path);
-                }
-            }
+        self.unreadable = loaded.bad;
+        for (file, r) in loaded.records {
+            self.adopt_one(file, r);
         }
         self.metrics().pods = self.pods.len() as u64;
         self.log.log(
@@ -282,46 +338,111 @@ impl Agent {
         Ok(())
     }
 
-    /// Persist the pod at `path` (its record, or its absence).
-    fn persist(&mut self, path: &Path) {
-        let r = match self.pods.get(path) {
-            Some(pod) => registry::save(&self.opts.state_dir, &pod.record),
-            None => registry::forget(&self.opts.state_dir, path),
+    /// Adopt one record: a pod again, forgotten (its namespace is gone: nothing at its path,
+    /// or another namespace there), or kept unadopted (not examinable now).
+    fn adopt_one(&mut self, file: PathBuf, mut r: Record) {
+        let path = r.network_namespace.clone();
+        let id = match identity::of_pod(&path, &self.forbidden) {
+            Ok(id) if r.identity.is_none_or(|want| want == id) => id,
+            Ok(other) => {
+                let why = format!("another namespace ({other}) is at its path now");
+                self.forget_record(&file, &path, &why);
+                return;
+            }
+            Err(e) if e.is_gone() || matches!(e, IdentityError::Node { .. }) => {
+                self.forget_record(&file, &path, &e.to_string());
+                return;
+            }
+            Err(e) => {
+                self.keep_unadopted(file, r, e.to_string());
+                return;
+            }
         };
-        if let Err(e) = r {
-            self.log.log(
-                &pod_event(Level::Error, "saving the registry failed", path).field("error", e),
-            );
-            *self.metrics().errors.entry("save").or_insert(0) += 1;
+        if self.pods.contains_key(&id) {
+            // Two records of one namespace (another spelling, or an old record): one pod.
+            let _ = registry::forget(&file);
+            return;
         }
+        let old_file = r.identity.is_none().then(|| file.clone());
+        r.identity = Some(id);
+        let opened = r
+            .desired
+            .capture()
+            .map_err(|e| e.to_string())
+            .and_then(|c| open_pod(r.clone(), id, c));
+        match opened {
+            Ok(mut pod) => {
+                pod.file = file;
+                if let Some(old) = old_file {
+                    // A version-1 record: rewritten under its identity's name.
+                    if let Ok(f) = registry::save(&self.opts.state_dir, &pod.record) {
+                        pod.file = f;
+                        let _ = registry::forget(&old);
+                    }
+                }
+                self.pods.insert(id, pod);
+                self.repair(id, "adopt", "adopted after a restart".into());
+            }
+            Err(e) => self.keep_unadopted(file, r, e),
+        }
+    }
+
+    fn forget_record(&mut self, file: &Path, path: &Path, why: &str) {
+        self.log
+            .log(&pod_event(Level::Info, "forgot a recorded pod", path).field("why", why));
+        self.metrics().forgotten += 1;
+        if let Err(e) = registry::forget(file) {
+            self.log
+                .log(&pod_event(Level::Error, "deleting a record failed", path).field("error", e));
+        }
+    }
+
+    fn keep_unadopted(&mut self, file: PathBuf, r: Record, why: String) {
+        self.log.log(
+            &pod_event(
+                Level::Warn,
+                "could not adopt a recorded pod: kept, retried at resync",
+                &r.network_namespace,
+            )
+            .field("error", why.as_str()),
+        );
+        *self.metrics().errors.entry("adopt").or_insert(0) += 1;
+        self.unadopted.push((file, r, why));
     }
 
     /// Serve until SIGINT or SIGTERM. Captures stay as they are.
     pub fn run(mut self) -> Result<(), AgentError> {
         loop {
-            let wait = self.next_resync.saturating_duration_since(Instant::now());
-            let (signal, accept, ready_clients, ready_pods) = self.wait(wait)?;
-            if signal {
+            let wait = self
+                .next_resync
+                .saturating_duration_since(Instant::now())
+                .min(IDLE);
+            let ready = self.wait(wait)?;
+            if ready.stop {
                 self.log
                     .info("stopping on a signal; every capture stays in place");
                 let _ = std::fs::remove_file(&self.opts.socket);
                 return Ok(());
             }
-            if accept {
+            if ready.accept {
                 self.accept();
             }
-            self.serve_clients(ready_clients);
-            for path in ready_pods {
-                self.drain(&path);
+            if ready.workers {
+                self.collect_adds();
             }
-            let dirty: Vec<(PathBuf, String)> = self
+            self.serve_clients(ready.clients);
+            for id in ready.pods {
+                self.drain(id);
+            }
+            let dirty: Vec<(NetnsId, String)> = self
                 .pods
                 .iter()
-                .filter_map(|(p, pod)| pod.dirty.as_ref().map(|(_, why)| (p.clone(), why.clone())))
+                .filter_map(|(id, pod)| pod.dirty.as_ref().map(|(_, why)| (*id, why.clone())))
                 .collect();
-            for (path, why) in dirty {
-                self.repair(&path, "notification", why);
+            for (id, why) in dirty {
+                self.repair(id, "notification", why);
             }
+            self.flush_clients();
             if Instant::now() >= self.next_resync {
                 self.resync();
                 self.next_resync = Instant::now() + self.opts.resync;
@@ -330,19 +451,29 @@ impl Agent {
     }
 
     /// Poll everything; what is ready.
-    #[allow(clippy::type_complexity)]
-    fn wait(
-        &mut self,
-        wait: Duration,
-    ) -> Result<(bool, bool, Vec<usize>, Vec<PathBuf>), AgentError> {
+    fn wait(&mut self, wait: Duration) -> Result<Ready, AgentError> {
         let timeout = PollTimeout::try_from(wait.as_millis().min(60_000) as i32 + 1)
             .unwrap_or(PollTimeout::MAX);
+        let listening = self.accept_paused_until.is_none_or(|t| Instant::now() >= t);
         let revents: Vec<bool> = {
-            let mut fds: Vec<PollFd> = Vec::with_capacity(2 + self.clients.len() + self.pods.len());
+            let mut fds: Vec<PollFd> = Vec::with_capacity(3 + self.clients.len() + self.pods.len());
             fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
-            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+            let accept = if listening {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::empty()
+            };
+            fds.push(PollFd::new(self.listener.as_fd(), accept));
+            fds.push(PollFd::new(self.pool.wake.as_fd(), PollFlags::POLLIN));
             for c in &self.clients {
-                fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+                let mut ev = PollFlags::empty();
+                if !c.eof {
+                    ev |= PollFlags::POLLIN;
+                }
+                if !c.out.is_empty() {
+                    ev |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(c.stream.as_fd(), ev));
             }
             for pod in self.pods.values() {
                 fds.push(PollFd::new(pod.monitor.as_fd(), PollFlags::POLLIN));
@@ -356,24 +487,63 @@ impl Agent {
                 .collect()
         };
         let n = self.clients.len();
-        let clients = (0..n).filter(|i| revents[2 + i]).collect();
+        let clients = (0..n)
+            .filter(|i| revents[3 + i])
+            .map(|i| self.clients[i].id)
+            .collect();
         // The map is unchanged since the descriptors were listed: same order.
         let pods = self
             .pods
             .keys()
-            .zip(&revents[2 + n..])
+            .zip(&revents[3 + n..])
             .filter(|(_, ready)| **ready)
-            .map(|(p, _)| p.clone())
+            .map(|(id, _)| *id)
             .collect();
-        let signal = revents[0] && self.signals.read_signal().ok().flatten().is_some();
-        Ok((signal, revents[1], clients, pods))
+        let mut stop = false;
+        if revents[0] {
+            while let Ok(Some(sig)) = self.signals.read_signal() {
+                if sig.ssi_signo == Signal::SIGHUP as u32 {
+                    self.log
+                        .info("SIGHUP ignored: the agent has no configuration to reload");
+                } else {
+                    stop = true;
+                }
+            }
+        }
+        if revents[2] {
+            let mut sink = [0u8; 256];
+            while matches!((&self.pool.wake).read(&mut sink), Ok(n) if n > 0) {}
+        }
+        Ok(Ready {
+            stop,
+            accept: listening && revents[1],
+            workers: revents[2],
+            clients,
+            pods,
+        })
     }
 
     fn accept(&mut self) {
         for _ in 0..64 {
-            let Ok((stream, _)) = self.listener.accept() else {
-                return;
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of descriptors: rest instead of spinning on a listener that stays
+                    // readable; the pending connections wait in the backlog.
+                    use nix::errno::Errno;
+                    let errno = e.raw_os_error().map(Errno::from_raw);
+                    if matches!(errno, Some(Errno::EMFILE | Errno::ENFILE)) {
+                        self.accept_paused_until = Some(Instant::now() + EMFILE_PAUSE);
+                        self.log.log(
+                            &Event::new(Level::Warn, "out of descriptors: accept paused")
+                                .field("error", e.to_string()),
+                        );
+                        *self.metrics().errors.entry("accept").or_insert(0) += 1;
+                    }
+                    return;
+                }
             };
+            self.accept_paused_until = None;
             let allowed =
                 nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
                     .map(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw());
@@ -387,35 +557,57 @@ impl Agent {
                 Err(e) => Some(format!("refused: peer credentials: {e}")),
             };
             if let Some(why) = refuse {
-                reply(&stream, &protocol::error(&why));
+                // One best-effort write of a short line: never waits.
+                let _ = stream.set_nonblocking(true);
+                let _ = (&stream).write(format!("{}\n", protocol::error(&why)).as_bytes());
                 continue;
             }
             if stream.set_nonblocking(true).is_ok() {
+                let id = self.next_client;
+                self.next_client += 1;
                 self.clients.push(Client {
+                    id,
                     stream,
                     buf: Vec::new(),
+                    out: Vec::new(),
+                    next_seq: 0,
+                    next_out: 0,
+                    ready: BTreeMap::new(),
+                    last_active: Instant::now(),
+                    eof: false,
                 });
             }
         }
     }
 
-    /// Read what client `i` sent: its complete lines, and whether to close it (end of file,
-    /// an error, or an oversized request, which gets its error reply here).
-    fn read_client(&mut self, i: usize) -> (Vec<Vec<u8>>, bool) {
+    fn client_mut(&mut self, id: u64) -> Option<&mut Client> {
+        self.clients.iter_mut().find(|c| c.id == id)
+    }
+
+    /// Read what client `id` sent: its complete lines (an oversized one is answered with an
+    /// error and ends the client).
+    fn read_client(&mut self, id: u64) -> Vec<Vec<u8>> {
         let mut chunk = [0u8; 16 * 1024];
-        let mut close = false;
-        let c = &mut self.clients[i];
+        let Some(c) = self.client_mut(id) else {
+            return Vec::new();
+        };
+        if c.eof {
+            return Vec::new();
+        }
         loop {
             match c.stream.read(&mut chunk) {
                 Ok(0) => {
-                    close = true;
+                    c.eof = true;
                     break;
                 }
-                Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    c.buf.extend_from_slice(&chunk[..n]);
+                    c.last_active = Instant::now();
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    close = true;
+                    c.eof = true;
                     break;
                 }
             }
@@ -430,133 +622,234 @@ impl Agent {
             lines.push(line);
         }
         if c.buf.len() > protocol::MAX_REQUEST {
-            close = true;
+            c.buf.clear();
+            c.eof = true;
+            let seq = c.next_seq;
+            c.next_seq += 1;
+            let e = format!("request line over {} bytes", protocol::MAX_REQUEST);
+            self.answer(Target { client: id, seq }, protocol::error(&e));
         }
-        (lines, close)
+        lines
     }
 
-    /// Serve the ready clients: every complete request in order (consecutive adds of new
-    /// pods run on the workers side by side), then the replies, then the closes.
-    fn serve_clients(&mut self, ready: Vec<usize>) {
-        let mut batch: Vec<(usize, Vec<u8>)> = Vec::new();
-        let mut closing = Vec::new();
-        for i in ready {
-            let (lines, close) = self.read_client(i);
-            batch.extend(lines.into_iter().map(|l| (i, l)));
-            if close {
-                closing.push(i);
+    /// Serve the ready clients: every complete request in order; adds of new pods go to the
+    /// workers and are answered when they finish, everything else at once.
+    fn serve_clients(&mut self, ready: Vec<u64>) {
+        for id in ready {
+            let lines = self.read_client(id);
+            for line in lines {
+                let Some(c) = self.client_mut(id) else { break };
+                let target = Target {
+                    client: id,
+                    seq: c.next_seq,
+                };
+                c.next_seq += 1;
+                let command = protocol::parse(&line);
+                self.dispatch(target, command);
             }
         }
-        let mut replies: Vec<Option<Value>> = vec![None; batch.len()];
-        let mut run: Vec<NewAdd> = Vec::new();
-        for (at, (_, line)) in batch.iter().enumerate() {
-            let command = protocol::parse(line);
-            if let Ok(Command::Add {
-                netns,
-                desired,
-                container_id,
-            }) = &command
-            {
-                let new = self
-                    .pods
-                    .get(netns)
-                    .is_none_or(|p| identity(netns) != Some(p.identity));
-                let queued = run.iter().any(|a| &a.record.network_namespace == netns);
-                if new && !queued {
-                    let capture = match desired.capture() {
-                        Ok(c) => c,
-                        Err(e) => {
-                            replies[at] = Some(protocol::error(&e.to_string()));
-                            continue;
-                        }
-                    };
-                    run.push(NewAdd {
-                        at,
-                        record: Record {
-                            network_namespace: netns.clone(),
-                            desired: desired.clone(),
-                            container_id: container_id.clone(),
-                            installed_at: now(),
-                        },
-                        capture,
-                        started: Instant::now(),
-                    });
-                    continue;
+    }
+
+    /// Answer `command` for `target`, now or when its namespace's pending add is done.
+    fn dispatch(&mut self, target: Target, command: Result<Command, String>) {
+        let path = match &command {
+            Ok(Command::Add { netns, .. })
+            | Ok(Command::Remove(netns))
+            | Ok(Command::Check(netns)) => Some(netns.clone()),
+            _ => None,
+        };
+        let id = path
+            .as_deref()
+            .map(|p| identity::of_pod(p, &self.forbidden));
+        // A request about a namespace whose add is still running waits for it.
+        if let Some(Ok(id)) = &id {
+            if let Some(p) = self.adding.values_mut().find(|p| p.id == *id) {
+                p.queued.push((target, command));
+                return;
+            }
+        }
+        let reply = match (command, id) {
+            (
+                Ok(Command::Add {
+                    netns,
+                    desired,
+                    container_id,
+                }),
+                Some(found),
+            ) => {
+                let id = match found {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let e = e.to_string();
+                        self.answer(target, self.add_failed(&netns, &e));
+                        return;
+                    }
+                };
+                if self.pods.contains_key(&id) {
+                    self.readd(id, netns, desired, container_id)
+                } else {
+                    self.start_add(target, id, netns, desired, container_id);
+                    return;
                 }
             }
-            self.add_new(std::mem::take(&mut run), &mut replies);
-            replies[at] = Some(self.handle(command));
-        }
-        self.add_new(run, &mut replies);
-        for ((i, _), r) in batch.iter().zip(replies) {
-            if let Some(r) = r {
-                reply(&self.clients[*i].stream, &r);
-            }
-        }
-        closing.sort_unstable();
-        for i in closing.into_iter().rev() {
-            if self.clients[i].buf.len() > protocol::MAX_REQUEST {
-                let e = format!("request line over {} bytes", protocol::MAX_REQUEST);
-                reply(&self.clients[i].stream, &protocol::error(&e));
-            }
-            self.clients.swap_remove(i);
+            (Ok(Command::Remove(netns)), Some(found)) => self.remove(&netns, found),
+            (Ok(Command::Check(netns)), Some(found)) => self.check(&netns, found),
+            (command, _) => self.handle(command),
+        };
+        self.answer(target, reply);
+    }
+
+    /// Queue `reply` for `target`; replies go out in each client's request order.
+    fn answer(&mut self, target: Target, reply: Value) {
+        let Some(c) = self.client_mut(target.client) else {
+            return;
+        };
+        c.ready.insert(target.seq, reply);
+        while let Some(v) = c.ready.remove(&c.next_out) {
+            c.out.extend_from_slice(format!("{v}\n").as_bytes());
+            c.next_out += 1;
         }
     }
 
-    /// Open and install the new pods of `run` on the workers (one inline), then register
-    /// each in order; their replies go to `replies`.
-    fn add_new(&mut self, run: Vec<NewAdd>, replies: &mut [Option<Value>]) {
-        if run.is_empty() {
-            return;
+    /// Write what each client's buffer holds, without blocking; drop the clients that went
+    /// away, that let more than [`MAX_OUTPUT`] pile up, that are done, or that sat idle.
+    fn flush_clients(&mut self) {
+        let now = Instant::now();
+        let waiting: Vec<u64> = self
+            .adding
+            .values()
+            .flat_map(|p| {
+                std::iter::once(p.target.client).chain(p.queued.iter().map(|q| q.0.client))
+            })
+            .collect();
+        let mut dropped = 0u64;
+        self.clients.retain_mut(|c| {
+            while !c.out.is_empty() {
+                match (&c.stream).write(&c.out) {
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        c.out.drain(..n);
+                        c.last_active = now;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => return false,
+                }
+            }
+            let owed = c.next_out < c.next_seq || waiting.contains(&c.id);
+            if c.out.len() > MAX_OUTPUT {
+                dropped += 1;
+                return false;
+            }
+            if c.out.is_empty() && !owed && (c.eof || now.duration_since(c.last_active) > IDLE) {
+                return false;
+            }
+            true
+        });
+        if dropped > 0 {
+            self.log.log(
+                &Event::new(
+                    Level::Warn,
+                    "dropped clients that do not read their replies",
+                )
+                .field("clients", dropped),
+            );
+            *self.metrics().errors.entry("slow_client").or_insert(0) += dropped;
         }
-        let open = |a: NewAdd| -> (usize, Opened) {
-            let r =
-                open_pod(a.record, a.capture).and_then(|pod| match pod.ns.install(&pod.capture) {
-                    Ok(rep) => Ok((pod, rep.to_string())),
+    }
+
+    /// Open and install a new pod on a worker; its reply comes with the result.
+    fn start_add(
+        &mut self,
+        target: Target,
+        id: NetnsId,
+        netns: PathBuf,
+        desired: Desired,
+        container_id: Option<String>,
+    ) {
+        let capture = match desired.capture() {
+            Ok(c) => c,
+            Err(e) => {
+                let e = e.to_string();
+                self.answer(target, self.add_failed(&netns, &e));
+                return;
+            }
+        };
+        let record = Record {
+            network_namespace: netns.clone(),
+            identity: Some(id),
+            desired,
+            container_id,
+            installed_at: now(),
+        };
+        let job = self.next_job;
+        self.next_job += 1;
+        let state_dir = self.opts.state_dir.clone();
+        let work: Job = Box::new(move || {
+            let r = open_pod(record, id, capture).and_then(|mut pod| {
+                // The namespace must still be the one asked for once entered.
+                match pod.ns.install(&pod.capture) {
+                    Ok(rep) => match registry::save(&state_dir, &pod.record) {
+                        // Acknowledged only once the record is on disk.
+                        Ok(file) => {
+                            pod.file = file;
+                            Ok((pod, rep.to_string()))
+                        }
+                        Err(e) => {
+                            let _ = pod.ns.remove(&pod.capture);
+                            Err(format!("saving the record: {e}; the capture was removed"))
+                        }
+                    },
                     Err(e) => {
                         let _ = pod.ns.remove(&pod.capture);
                         Err(e.to_string())
                     }
-                });
-            (a.at, r)
-        };
-        let mut started = BTreeMap::new();
-        let mut results = Vec::new();
-        let n = run.len();
-        for (k, a) in run.into_iter().enumerate() {
-            started.insert(a.at, (a.started, a.record.network_namespace.clone()));
-            if k + 1 == n {
-                results.push(open(a));
-            } else if self.pool.jobs.send(Box::new(move || open(a))).is_err() {
-                self.log.error("the worker pool is gone");
-            }
+                }
+            });
+            (job, r)
+        });
+        if self.pool.jobs.send(work).is_err() {
+            self.log.error("the worker pool is gone");
+            self.answer(
+                target,
+                protocol::error("busy: the agent's workers are gone"),
+            );
+            return;
         }
-        while results.len() < n {
-            match self.pool.done.recv_timeout(Duration::from_secs(120)) {
-                Ok(r) => results.push(r),
-                Err(_) => break,
-            }
-        }
-        results.sort_by_key(|(at, _)| *at);
-        for (at, opened) in results {
-            let Some((started, netns)) = started.remove(&at) else {
+        self.adding.insert(
+            job,
+            PendingAdd {
+                target,
+                id,
+                path: netns,
+                started: Instant::now(),
+                queued: Vec::new(),
+            },
+        );
+    }
+
+    /// Register the adds the workers finished, answer them, and replay what waited for them.
+    fn collect_adds(&mut self) {
+        while let Ok((job, opened)) = self.pool.done.try_recv() {
+            let Some(p) = self.adding.remove(&job) else {
+                // Not ours to answer (cannot happen: every job is in `adding`).
                 continue;
             };
-            replies[at] = Some(match opened {
+            let reply = match opened {
                 Ok((pod, report)) => {
-                    self.pods.insert(netns.clone(), pod);
-                    self.added(&netns, started, report)
+                    self.pods.insert(p.id, pod);
+                    self.added(&p.path, p.started, report)
                 }
-                Err(e) => self.add_failed(&netns, &e),
-            });
-        }
-        for (at, (_, netns)) in started {
-            replies[at] = Some(self.add_failed(&netns, "no worker answered"));
+                Err(e) => self.add_failed(&p.path, &e),
+            };
+            self.answer(p.target, reply);
+            for (target, command) in p.queued {
+                self.dispatch(target, command);
+            }
         }
     }
 
     fn added(&mut self, netns: &Path, started: Instant, report: String) -> Value {
-        self.persist(netns);
         let mut m = self.metrics();
         m.applies += 1;
         m.apply_seconds.observe(started.elapsed());
@@ -567,7 +860,7 @@ impl Agent {
         json!({"ok": true, "report": report})
     }
 
-    fn add_failed(&mut self, netns: &Path, e: &str) -> Value {
+    fn add_failed(&self, netns: &Path, e: &str) -> Value {
         *self.metrics().errors.entry("add").or_insert(0) += 1;
         self.log
             .log(&pod_event(Level::Error, "add failed", netns).field("error", e));
@@ -577,78 +870,86 @@ impl Agent {
     fn handle(&mut self, command: Result<Command, String>) -> Value {
         match command {
             Err(e) => protocol::error(&e),
-            Ok(Command::Add {
-                netns,
-                desired,
-                container_id,
-            }) => self.add(netns, desired, container_id),
-            Ok(Command::Remove(netns)) => self.remove(&netns),
-            Ok(Command::Check(netns)) => self.check(&netns),
             Ok(Command::Status(netns)) => self.status(netns.as_deref()),
-            Ok(Command::List) => {
-                json!({"ok": true, "pods": self.pods.keys().collect::<Vec<_>>()})
-            }
+            Ok(Command::List) => json!({
+                "ok": true,
+                "pods": self.pods.values().map(|p| &p.record.network_namespace).collect::<Vec<_>>(),
+            }),
+            // Add, remove and check are dispatched with their namespace's identity.
+            Ok(other) => protocol::error(&format!("not dispatched: {other:?}")),
         }
     }
 
-    fn add(&mut self, netns: PathBuf, desired: Desired, container_id: Option<String>) -> Value {
+    /// An add of a registered pod: reinstall with the (maybe new) capture, record first.
+    fn readd(
+        &mut self,
+        id: NetnsId,
+        netns: PathBuf,
+        desired: Desired,
+        container_id: Option<String>,
+    ) -> Value {
         let started = Instant::now();
         let capture = match desired.capture() {
             Ok(c) => c,
             Err(e) => return protocol::error(&e.to_string()),
         };
-        let result = match self.pods.get_mut(&netns) {
-            Some(pod) if identity(&netns) == Some(pod.identity) => {
-                let r = pod.ns.install(&capture);
-                if r.is_ok() {
-                    pod.capture = capture;
-                    pod.record.desired = desired;
-                    pod.record.container_id = container_id;
-                    pod.dirty = None;
-                }
-                r.map(|rep| rep.to_string()).map_err(|e| e.to_string())
-            }
-            _ => {
-                // New, or a namespace that replaced a forgotten one at the same path.
-                self.pods.remove(&netns);
-                let record = Record {
-                    network_namespace: netns.clone(),
-                    desired,
-                    container_id,
-                    installed_at: now(),
-                };
-                match open_pod(record, capture) {
-                    Ok(pod) => match pod.ns.install(&pod.capture) {
-                        Ok(rep) => {
-                            self.pods.insert(netns.clone(), pod);
-                            Ok(rep.to_string())
-                        }
-                        Err(e) => {
-                            let _ = pod.ns.remove(&pod.capture);
-                            Err(e.to_string())
-                        }
-                    },
-                    Err(e) => Err(e),
-                }
-            }
+        let state_dir = self.opts.state_dir.clone();
+        let Some(pod) = self.pods.get_mut(&id) else {
+            return protocol::error("not registered");
         };
+        let mut record = pod.record.clone();
+        record.desired = desired;
+        record.container_id = container_id;
+        if let Err(e) = registry::save(&state_dir, &record) {
+            return self.add_failed(&netns, &format!("saving the record: {e}"));
+        }
+        let result = pod.ns.install(&capture);
         match result {
-            Ok(report) => self.added(&netns, started, report),
-            Err(e) => self.add_failed(&netns, &e),
+            Ok(rep) => {
+                pod.capture = capture;
+                pod.record = record;
+                pod.dirty = None;
+                self.added(&netns, started, rep.to_string())
+            }
+            Err(e) => {
+                // The old record stays the truth for the old capture, still installed.
+                let old = pod.record.clone();
+                let _ = registry::save(&state_dir, &old);
+                self.add_failed(&netns, &e.to_string())
+            }
         }
     }
 
-    fn remove(&mut self, netns: &Path) -> Value {
-        let removed = match self.pods.remove(netns) {
-            Some(pod) => pod.ns.remove(&pod.capture).map(|r| r.tables),
-            // Not ours (or forgotten): remove nftmesh's tables if the namespace is there.
-            None if netns.exists() => Namespace::open(netns).and_then(|ns| {
-                let any = Capture::new(&nftmesh::CaptureConfig::sidecar())?;
-                ns.remove(&any).map(|r| r.tables)
-            }),
-            None => Ok(0),
+    fn remove(&mut self, netns: &Path, found: Result<NetnsId, IdentityError>) -> Value {
+        // The pod is its namespace; a namespace already gone is found by its registered path.
+        let id = match &found {
+            Ok(id) => Some(*id),
+            Err(_) => self
+                .pods
+                .iter()
+                .find(|(_, p)| p.record.network_namespace == netns)
+                .map(|(id, _)| *id),
         };
-        self.persist(netns);
+        let removed = match id.and_then(|id| self.pods.remove(&id)) {
+            Some(pod) => {
+                let r = pod.ns.remove(&pod.capture).map(|r| r.tables);
+                if let Err(e) = registry::forget(&pod.file) {
+                    self.log.log(
+                        &pod_event(Level::Error, "deleting a record failed", netns)
+                            .field("error", e),
+                    );
+                }
+                r.map_err(|e| e.to_string())
+            }
+            // Not ours (or forgotten): remove nftmesh's tables if the namespace is there.
+            None => match found {
+                Ok(_) => Namespace::open(netns)
+                    .and_then(|ns| ns.remove_owned(None).map(|r| r.tables))
+                    .map_err(|e| e.to_string()),
+                Err(e) if e.is_gone() => Ok(0),
+                Err(e) => Err(e.to_string()),
+            },
+        };
         self.metrics().pods = self.pods.len() as u64;
         match removed {
             Ok(tables) => {
@@ -658,16 +959,16 @@ impl Agent {
             }
             Err(e) => {
                 self.log.log(
-                    &pod_event(Level::Error, "remove failed", netns).field("error", e.to_string()),
+                    &pod_event(Level::Error, "remove failed", netns).field("error", e.as_str()),
                 );
                 *self.metrics().errors.entry("remove").or_insert(0) += 1;
-                protocol::error(&e.to_string())
+                protocol::error(&e)
             }
         }
     }
 
-    fn check(&mut self, netns: &Path) -> Value {
-        let Some(pod) = self.pods.get_mut(netns) else {
+    fn check(&mut self, netns: &Path, found: Result<NetnsId, IdentityError>) -> Value {
+        let Some(pod) = found.ok().and_then(|id| self.pods.get_mut(&id)) else {
             return protocol::error(&format!("{} is not registered", netns.display()));
         };
         match pod.ns.check(&pod.capture) {
@@ -685,13 +986,20 @@ impl Agent {
     }
 
     fn status(&self, netns: Option<&Path>) -> Value {
+        let wanted = netns.map(|p| identity::of(p).ok());
         let pods: Vec<Value> = self
             .pods
             .iter()
-            .filter(|(p, _)| netns.is_none_or(|n| n == p.as_path()))
-            .map(|(p, pod)| {
+            .filter(|(id, pod)| match (&wanted, netns) {
+                (None, _) => true,
+                (Some(Some(w)), _) => w == *id,
+                (Some(None), Some(p)) => pod.record.network_namespace == p,
+                (Some(None), None) => false,
+            })
+            .map(|(id, pod)| {
                 json!({
-                    "network_namespace": p,
+                    "network_namespace": pod.record.network_namespace,
+                    "identity": id,
                     "kind": pod.record.desired.kind(),
                     "desired": pod.record.desired,
                     "container_id": pod.record.container_id,
@@ -706,12 +1014,25 @@ impl Agent {
         if let (Some(n), true) = (netns, pods.is_empty()) {
             return protocol::error(&format!("{} is not registered", n.display()));
         }
-        json!({"ok": true, "pods": pods})
+        let mut v = json!({"ok": true, "pods": pods});
+        if netns.is_none() {
+            v["unadopted"] = self
+                .unadopted
+                .iter()
+                .map(|(f, r, why)| json!({"file": f, "network_namespace": r.network_namespace, "error": why}))
+                .collect();
+            v["unreadable"] = self
+                .unreadable
+                .iter()
+                .map(|b| json!({"file": b.file, "error": b.error}))
+                .collect();
+        }
+        v
     }
 
     /// Read a pod's notifications; mark it when another process changed one of its tables.
-    fn drain(&mut self, path: &Path) {
-        let Some(pod) = self.pods.get_mut(path) else {
+    fn drain(&mut self, id: NetnsId) {
+        let Some(pod) = self.pods.get_mut(&id) else {
             return;
         };
         match pod.monitor.drain(&self.own) {
@@ -746,10 +1067,12 @@ impl Agent {
     }
 
     /// Check one pod; reinstall when it differs. `kind` counts the repair, `why` says it.
-    fn repair(&mut self, path: &Path, kind: &'static str, why: String) {
-        let Some(pod) = self.pods.get_mut(path) else {
+    fn repair(&mut self, id: NetnsId, kind: &'static str, why: String) {
+        let Some(pod) = self.pods.get_mut(&id) else {
             return;
         };
+        let path = pod.record.network_namespace.clone();
+        let path = path.as_path();
         let since = pod
             .dirty
             .take()
@@ -824,40 +1147,83 @@ impl Agent {
         }
     }
 
-    /// Check every pod; forget those whose namespace is gone.
+    /// Check every pod; forget those whose namespace is gone; retry the unadopted records.
     fn resync(&mut self) {
-        let paths: Vec<PathBuf> = self.pods.keys().cloned().collect();
-        for p in paths {
-            if identity(&p) != self.pods.get(&p).map(|pod| pod.identity) {
-                self.pods.remove(&p);
-                self.log.log(
-                    &pod_event(Level::Info, "forgot", &p).field("why", "the namespace is gone"),
-                );
-                self.persist(&p);
-                let mut m = self.metrics();
-                m.forgotten += 1;
-                m.pods = self.pods.len() as u64;
+        let ids: Vec<NetnsId> = self.pods.keys().copied().collect();
+        for id in ids {
+            let Some(path) = self
+                .pods
+                .get(&id)
+                .map(|p| p.record.network_namespace.clone())
+            else {
                 continue;
+            };
+            match identity::of(&path) {
+                Ok(now) if now == id => self.repair(id, "resync", "periodic check".into()),
+                // Gone, or another namespace at its path: this pod's namespace is gone.
+                Ok(_)
+                | Err(IdentityError::Gone { .. })
+                | Err(IdentityError::NotNamespace { .. }) => {
+                    if let Some(pod) = self.pods.remove(&id) {
+                        self.forget_record(&pod.file, &path, "the namespace is gone");
+                    }
+                    self.metrics().pods = self.pods.len() as u64;
+                }
+                // Not examinable now (descriptors, ...): kept, checked next time.
+                Err(e) => {
+                    if let Some(pod) = self.pods.get_mut(&id) {
+                        pod.last_error = Some(format!("resync: {e}"));
+                    }
+                }
             }
-            self.repair(&p, "resync", "periodic check".into());
         }
+        for (file, r, _) in std::mem::take(&mut self.unadopted) {
+            self.adopt_one(file, r);
+        }
+        self.metrics().pods = self.pods.len() as u64;
     }
 }
 
+/// What one `poll` found ready.
+struct Ready {
+    /// SIGINT or SIGTERM.
+    stop: bool,
+    accept: bool,
+    /// A worker finished an add.
+    workers: bool,
+    clients: Vec<u64>,
+    pods: Vec<NetnsId>,
+}
+
 /// Open a pod's handle and monitor in one namespace switch (before anything is installed, so
-/// no commit after it is missed).
-fn open_pod(record: Record, capture: Capture) -> Result<Pod, String> {
+/// no commit after it is missed), checking there that the namespace entered is `id` (the path
+/// may have been replaced since it was examined).
+fn open_pod(record: Record, id: NetnsId, capture: Capture) -> Result<Pod, String> {
     let path = record.network_namespace.clone();
-    let identity =
-        identity(&path).ok_or_else(|| format!("{}: no such namespace", path.display()))?;
-    let (ns, monitor) = Namespace::open_with(&path, Monitor::open).map_err(|e| e.to_string())?;
+    let (ns, (entered, monitor)) = Namespace::open_with(&path, || {
+        (
+            identity::of(Path::new("/proc/thread-self/ns/net")),
+            Monitor::open(),
+        )
+    })
+    .map_err(|e| e.to_string())?;
+    match entered {
+        Ok(e) if e == id => {}
+        Ok(e) => {
+            return Err(format!(
+                "{}: the namespace there changed ({e}, not {id})",
+                path.display()
+            ))
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     let monitor = monitor.map_err(|e| e.to_string())?;
     Ok(Pod {
         record,
+        file: PathBuf::new(),
         ns,
         capture,
         monitor,
-        identity,
         last_check: None,
         repairs: Vec::new(),
         repair_count: 0,
@@ -876,10 +1242,12 @@ fn bind(path: &Path) -> Result<UnixListener, AgentError> {
                 "exists and is not a socket",
             ));
         }
+        // The state dir's lock is held: a socket left here is a dead agent's (or one of
+        // another state dir's agent, which must not share the socket path).
         if UnixStream::connect(path).is_ok() {
             return Err(setup(
                 format!("socket {}", path.display()),
-                "another agent is listening there",
+                "another agent (of another state dir) is listening there",
             ));
         }
         let _ = std::fs::remove_file(path);
@@ -893,13 +1261,4 @@ fn bind(path: &Path) -> Result<UnixListener, AgentError> {
     l.set_nonblocking(true)
         .map_err(|e| setup(format!("socket {}", path.display()), e))?;
     Ok(l)
-}
-
-/// Write one reply line (blocking, bounded in time); a client that went away is dropped.
-fn reply(stream: &UnixStream, v: &Value) {
-    let mut s = stream;
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(format!("{v}\n").as_bytes());
-    let _ = stream.set_nonblocking(true);
 }

@@ -18,6 +18,8 @@ pub use named_netns::{with_input, Netns};
 #[path = "../../../../tests/support/node.rs"]
 pub mod node;
 
+pub mod agent;
+
 pub fn nftmesh(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nftmesh"))
         .args(args)
