@@ -1,32 +1,42 @@
-//! The agent's protocol: one JSON request per line on its unix socket, one JSON reply line
-//! back, versioned ([`PROTOCOL_VERSION`]). Shared by `nftmesh agent` and the CNI plugin's
-//! `agent_socket` mode.
+//! The agent's side of its protocol ([`nftmesh_protocol`], re-exported here): requests read
+//! with [`parse`], replies written as JSON (see the protocol crate's docs for the wire format).
 //!
-//! Requests: `{"version": 1, "command": "add", "network_namespace": PATH, "capture": CONFIG}`
-//! (or `"ambient": CONFIG`; `"container_id"` optional), `"remove"`, `"check"` and `"status"`
-//! with `network_namespace` (optional for `status`), `"list"`. Replies: `{"ok": true, ...}` or
-//! `{"ok": false, "error": TEXT}` (`"differences": [TEXT, ...]` for a failed `check`).
-//!
-//! `status` replies `{"ok": true, "pods": [POD, ...]}`, each `POD` with `network_namespace`,
-//! `kind`, `desired`, `container_id`, `installed_at`, `last_check`, `repairs` (a count),
-//! `recent_repairs` (`[{"at", "cause", "summary"}, ...]`, the last 16) and `last_error`. The
-//! times are seconds since the epoch (JSON numbers, as in version 1 from the start; a client
-//! shows them as it likes: `nftmesh agent status` prints RFC 3339 with [`nftmesh::log`]).
-//! `summary` (the repair's differences counted) was added within version 1: clients ignore
-//! keys they do not know.
+//! Compiling a [`nftmesh_protocol::Desired`] needs the `nftmesh` crate, which the protocol
+//! crate does not depend on: [`DesiredExt::capture`] adds it here. Until the server calls it
+//! through that trait, this module keeps the agent's own [`Desired`] and [`Command`] (the
+//! same data and serde shape, converted from the protocol's by [`parse`]) whose inherent
+//! `capture()` the server calls; they go once the server imports the protocol's types and
+//! `DesiredExt`.
 
 use nftmesh_model::ambient::AmbientConfig;
-use nftmesh_model::config::{CaptureConfig, GroupNames};
+use nftmesh_model::config::CaptureConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// The protocol version this agent speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// The longest request line accepted.
-pub const MAX_REQUEST: usize = 1 << 20;
+pub use nftmesh_protocol::{
+    parse_with_id, ErrorKind, Failure, Pod, PodStatus, RecentRepair, Reply, ReplyError, Request,
+    RequestId, Verb, MAX_REQUEST, PROTOCOL_VERSION,
+};
 
-/// The capture a pod should have, as it travels in requests and in the state file.
+/// The capture compiled from a desired one, for the protocol's [`nftmesh_protocol::Desired`].
+pub trait DesiredExt {
+    /// The capture to install.
+    fn capture(&self) -> Result<nftmesh::Capture, nftmesh::CaptureError>;
+}
+
+impl DesiredExt for nftmesh_protocol::Desired {
+    fn capture(&self) -> Result<nftmesh::Capture, nftmesh::CaptureError> {
+        match self {
+            nftmesh_protocol::Desired::Capture(c) => nftmesh::Capture::new(c),
+            nftmesh_protocol::Desired::Ambient(a) => nftmesh::Capture::ambient(a),
+        }
+    }
+}
+
+/// The capture a pod should have, as it travels in requests and in the state file: the
+/// protocol's [`nftmesh_protocol::Desired`] (same variants, same serde shape), kept as the
+/// agent's own type so that it has an inherent `capture()`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Desired {
@@ -36,30 +46,29 @@ pub enum Desired {
     Ambient(Box<AmbientConfig>),
 }
 
+impl From<nftmesh_protocol::Desired> for Desired {
+    fn from(d: nftmesh_protocol::Desired) -> Self {
+        match d {
+            nftmesh_protocol::Desired::Capture(c) => Desired::Capture(c),
+            nftmesh_protocol::Desired::Ambient(a) => Desired::Ambient(a),
+        }
+    }
+}
+
+impl From<Desired> for nftmesh_protocol::Desired {
+    fn from(d: Desired) -> Self {
+        match d {
+            Desired::Capture(c) => nftmesh_protocol::Desired::Capture(c),
+            Desired::Ambient(a) => nftmesh_protocol::Desired::Ambient(a),
+        }
+    }
+}
+
 impl Desired {
     /// From the `capture` or `ambient` value of a request or configuration: exactly one,
-    /// validated (owner groups as numeric gids only).
+    /// validated ([`nftmesh_protocol::Desired::from_parts`]).
     pub fn from_parts(capture: Option<&Value>, ambient: Option<&Value>) -> Result<Self, String> {
-        match (capture, ambient) {
-            (Some(c), None) => {
-                let mut cfg: CaptureConfig =
-                    serde_json::from_value(c.clone()).map_err(|e| format!("capture: {e}"))?;
-                cfg.validate().map_err(|e| format!("capture: {e}"))?;
-                cfg.resolve_groups(&|_: &str| None, GroupNames::Strict)
-                    .map_err(|e| format!("capture: {e}"))?;
-                Ok(Desired::Capture(Box::new(cfg)))
-            }
-            (None, Some(a)) => {
-                let cfg: AmbientConfig =
-                    serde_json::from_value(a.clone()).map_err(|e| format!("ambient: {e}"))?;
-                cfg.validate().map_err(|e| format!("ambient: {e}"))?;
-                Ok(Desired::Ambient(Box::new(cfg)))
-            }
-            (Some(_), Some(_)) => {
-                Err("capture and ambient are exclusive: a pod is captured one way".into())
-            }
-            (None, None) => Err("one of capture (sidecar) or ambient is required".into()),
-        }
+        nftmesh_protocol::Desired::from_parts(capture, ambient).map(Desired::from)
     }
 
     /// The capture to install.
@@ -79,28 +88,8 @@ impl Desired {
     }
 }
 
-/// A request, as read from one line.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Request {
-    /// The protocol version the client speaks.
-    pub version: u32,
-    /// `add`, `remove`, `check`, `status` or `list`.
-    pub command: String,
-    /// The pod's network namespace.
-    #[serde(default)]
-    pub network_namespace: Option<PathBuf>,
-    /// The sidecar capture (`add`).
-    #[serde(default)]
-    pub capture: Option<Value>,
-    /// The ambient capture (`add`).
-    #[serde(default)]
-    pub ambient: Option<Value>,
-    /// The runtime's container id (the CNI plugin sends it; kept in status).
-    #[serde(default)]
-    pub container_id: Option<String>,
-}
-
-/// What a request asks, checked.
+/// What a request asks, checked: the protocol's [`nftmesh_protocol::Command`] with the
+/// agent's [`Desired`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Register the pod and install its capture; returns once committed.
@@ -122,86 +111,82 @@ pub enum Command {
     List,
 }
 
-/// Parse one request line.
-pub fn parse(line: &[u8]) -> Result<Command, String> {
-    if line.len() > MAX_REQUEST {
-        return Err(format!(
-            "request of {} bytes, more than {MAX_REQUEST}",
-            line.len()
-        ));
-    }
-    let req: Request = serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
-    if req.version != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} is not {PROTOCOL_VERSION}",
-            req.version
-        ));
-    }
-    let netns = || {
-        req.network_namespace
-            .clone()
-            .filter(|p| p.is_absolute())
-            .ok_or_else(|| {
-                format!(
-                    "{}: network_namespace (an absolute path) is required",
-                    req.command
-                )
-            })
-    };
-    match req.command.as_str() {
-        "add" => Ok(Command::Add {
-            netns: netns()?,
-            desired: Desired::from_parts(req.capture.as_ref(), req.ambient.as_ref())?,
-            container_id: req.container_id.clone(),
-        }),
-        "remove" => Ok(Command::Remove(netns()?)),
-        "check" => Ok(Command::Check(netns()?)),
-        "status" => Ok(Command::Status(req.network_namespace.clone())),
-        "list" => Ok(Command::List),
-        other => Err(format!(
-            "unknown command {other:?}: add, remove, check, status or list"
-        )),
+impl From<nftmesh_protocol::Command> for Command {
+    fn from(c: nftmesh_protocol::Command) -> Self {
+        use nftmesh_protocol::Command as P;
+        match c {
+            P::Add {
+                netns,
+                desired,
+                container_id,
+            } => Command::Add {
+                netns,
+                desired: desired.into(),
+                container_id,
+            },
+            P::Remove(n) => Command::Remove(n),
+            P::Check(n) => Command::Check(n),
+            P::Status(n) => Command::Status(n),
+            P::List => Command::List,
+        }
     }
 }
 
-/// An error reply.
+/// Parse one request line ([`nftmesh_protocol::parse`]).
+pub fn parse(line: &[u8]) -> Result<Command, String> {
+    nftmesh_protocol::parse(line).map(Command::from)
+}
+
+/// An error reply, as agents before error kinds wrote it: `{"ok": false, "error": TEXT}`
+/// (clients read a text starting with "busy" as [`ErrorKind::Busy`]).
 pub fn error(text: &str) -> Value {
-    serde_json::json!({ "ok": false, "error": text })
+    Reply::error(ErrorKind::Unknown(None), text).to_value()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn requests_are_read_or_refused_naming_what_is_wrong() {
+    fn requests_are_read_into_the_agents_command() {
         let add =
-            br#"{"version":1,"command":"add","network_namespace":"/run/netns/p","capture":{}}"#;
-        assert!(matches!(parse(add), Ok(Command::Add { .. })));
-        let amb =
             br#"{"version":1,"command":"add","network_namespace":"/run/netns/p","ambient":{}}"#;
-        let Ok(Command::Add { desired, .. }) = parse(amb) else {
+        let Ok(Command::Add { desired, netns, .. }) = parse(add) else {
             panic!()
         };
-        assert_eq!(desired.kind(), "ambient");
+        assert_eq!((desired.kind(), netns), ("ambient", "/run/netns/p".into()));
+        assert!(desired.capture().is_ok());
         assert_eq!(
-            parse(br#"{"version":1,"command":"list"}"#),
-            Ok(Command::List)
+            parse(br#"{"version":1,"command":"check","network_namespace":"/p"}"#),
+            Ok(Command::Check("/p".into()))
         );
-        for (bad, word) in [
-            (&b"{"[..], "bad request"),
-            (br#"{"version":2,"command":"list"}"#, "version"),
-            (br#"{"version":1,"command":"nuke"}"#, "unknown command"),
-            (br#"{"version":1,"command":"remove"}"#, "network_namespace"),
-            (br#"{"version":1,"command":"remove","network_namespace":"rel"}"#, "absolute"),
-            (br#"{"version":1,"command":"add","network_namespace":"/p"}"#, "required"),
-            (br#"{"version":1,"command":"add","network_namespace":"/p","capture":{"proxy_port":0}}"#, "proxy_port"),
+        let e = parse(br#"{"version":1,"command":"nuke"}"#).unwrap_err();
+        assert!(e.contains("unknown command"), "{e}");
+    }
+
+    #[test]
+    fn the_agents_desired_is_the_protocols_on_the_wire_and_compiles_alike() {
+        for v in [
+            json!({"capture": {"proxy_port": 15001}}),
+            json!({"ambient": {}}),
         ] {
-            let e = parse(bad).unwrap_err();
-            assert!(e.contains(word), "{e}");
+            let ours: Desired = serde_json::from_value(v.clone()).unwrap();
+            let theirs: nftmesh_protocol::Desired = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(
+                serde_json::to_value(&ours).unwrap(),
+                serde_json::to_value(&theirs).unwrap()
+            );
+            assert_eq!(nftmesh_protocol::Desired::from(ours.clone()), theirs);
+            assert_eq!(Desired::from(theirs.clone()), ours);
+            assert_eq!(ours.kind(), theirs.kind());
+            let (a, b) = (ours.capture().unwrap(), theirs.capture().unwrap());
+            assert_eq!(a.render(), b.render());
         }
-        assert!(parse(&vec![b' '; MAX_REQUEST + 1])
-            .unwrap_err()
-            .contains("more than"));
+    }
+
+    #[test]
+    fn error_replies_are_written_as_before_kinds() {
+        assert_eq!(error("no"), json!({"ok": false, "error": "no"}));
     }
 }
