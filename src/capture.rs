@@ -5,6 +5,7 @@ use crate::CaptureError;
 use nftmesh_model::config::{CaptureConfig, InterceptionMode};
 use nftmesh_model::ruleset::{Family, Ruleset};
 use nftmesh_netlink::routes::TproxyRouting;
+use nftmesh_netlink::TableOwner;
 
 /// Every table nftmesh's in-pod capture may own: the sidecar's and ambient's, in any mode and
 /// with any option. Installing a capture deletes those of them it does not have (in the same
@@ -58,6 +59,7 @@ pub struct Capture {
     needs_routing: bool,
     routing: TproxyRouting,
     migration: Migration,
+    owner: TableOwner,
     proxy_uids: Vec<u32>,
     proxy_port: u16,
 }
@@ -72,6 +74,7 @@ impl Capture {
             needs_routing: cfg.mode == InterceptionMode::Tproxy,
             routing: TproxyRouting::sidecar(cfg.tproxy_mark, cfg.tproxy_route_table, cfg.ipv6),
             migration: Migration::None,
+            owner: TableOwner::None,
             proxy_uids: cfg.proxy_uids.clone(),
             proxy_port: cfg.proxy_port,
         })
@@ -95,6 +98,7 @@ impl Capture {
                 cfg.ipv6,
             ),
             migration: Migration::None,
+            owner: TableOwner::None,
             proxy_uids: Vec::new(),
             proxy_port: cfg.ztunnel_outbound_port,
         })
@@ -105,6 +109,36 @@ impl Capture {
     pub fn migrating(mut self, migration: Migration) -> Self {
         self.migration = migration;
         self
+    }
+
+    /// This capture, its tables owned by the installing handle's netfilter socket when
+    /// installed (nf_tables' table flags, see [`TableOwner`]): then only that
+    /// [`crate::Namespace`] handle can change or delete them (`nft flush table`, `nft delete
+    /// table` or another process's install fail with `EPERM`), and with
+    /// [`TableOwner::OwnerPersist`] they stay when the handle closes (or its process dies),
+    /// ownerless, until the next owned install claims them. Installed with the flags asked
+    /// for where the kernel has them ([`crate::Report::table_owner`] says what was used), and
+    /// without any where it lacks them: [`TableOwner::OwnerPersist`] never falls back to
+    /// [`TableOwner::Owner`], whose tables would vanish with the process and leave the
+    /// namespace uncaptured.
+    ///
+    /// ```
+    /// use nftmesh::{Capture, CaptureConfig, TableOwner};
+    ///
+    /// let capture = Capture::new(&CaptureConfig::sidecar())
+    ///     .unwrap()
+    ///     .with_owner(TableOwner::OwnerPersist);
+    /// assert_eq!(capture.owner(), TableOwner::OwnerPersist);
+    /// ```
+    pub fn with_owner(mut self, owner: TableOwner) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// The table ownership it asks for ([`Capture::with_owner`]; [`TableOwner::None`] by
+    /// default).
+    pub fn owner(&self) -> TableOwner {
+        self.owner
     }
 
     /// The nf_tables tables it installs.

@@ -52,3 +52,4 @@ pub use nftmesh_iptables as iptables;
 pub use nftmesh_model as model;
 pub use nftmesh_model::config::{CaptureConfig, InterceptionMode};
 pub use nftmesh_netlink as netlink;
+pub use nftmesh_netlink::{LiveTable, TableOwner};

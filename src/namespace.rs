@@ -7,7 +7,7 @@ use nftmesh_model::diff::Difference;
 use nftmesh_model::ruleset::{Family, Ruleset};
 use nftmesh_netlink::migrate::Removal;
 use nftmesh_netlink::routes::{Routing, RoutingState, TproxyRouting};
-use nftmesh_netlink::{netns, Connection, NetlinkError};
+use nftmesh_netlink::{netns, Connection, LiveTable, NetlinkError, TableOwner};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -36,6 +36,11 @@ pub struct Report {
     pub migrated_jumps: usize,
     /// With migration: other rules left in the iptables-nft nat/mangle/raw tables.
     pub iptables_rules_left: usize,
+    /// The ownership the tables were declared with: the capture's
+    /// ([`Capture::with_owner`]) where the kernel has those flags, [`TableOwner::None`]
+    /// where it does not. Owned tables belong to the handle's socket
+    /// ([`Namespace::netlink_port_id`]).
+    pub table_owner: TableOwner,
 }
 
 impl std::fmt::Display for Report {
@@ -53,6 +58,14 @@ impl std::fmt::Display for Report {
         }
         if self.routing_removed {
             write!(f, "\nremoved the TPROXY routing")?;
+        }
+        match self.table_owner {
+            TableOwner::None => {}
+            TableOwner::Owner => write!(f, "\ntables owned by this handle's socket")?,
+            TableOwner::OwnerPersist => write!(
+                f,
+                "\ntables owned by this handle's socket, kept when it closes"
+            )?,
         }
         Ok(())
     }
@@ -200,7 +213,16 @@ impl Namespace {
     /// unless this handle already saw it absent and no [`Namespace::check`] has found it
     /// since). Tables nftmesh does not own are never touched. If the transaction fails nothing
     /// of it applies.
+    ///
+    /// With [`Capture::with_owner`], the tables are declared owned by this handle's socket
+    /// where the kernel has the flags (see [`Report::table_owner`]; the kernel's support is
+    /// found once per process, [`Connection::table_owner_support`]): a re-install through
+    /// this handle replaces them in place, an orphan left by a closed handle or a killed
+    /// process is claimed in place, and tables anyone may change are deleted and re-created
+    /// owned in the same transaction. Tables another live socket owns are refused
+    /// ([`NetlinkError::is_owned_elsewhere`]) and nothing is applied.
     pub fn install(&self, capture: &Capture) -> Result<Report, CaptureError> {
+        let owner = supported_owner(capture.owner())?;
         let migrate = capture.migration();
         if migrate == Migration::FromIptables {
             let legacy = self.inside(nftmesh_netlink::migrate::legacy_tables)?;
@@ -223,7 +245,7 @@ impl Namespace {
             .filter(|t| !keep.contains(t))
             .collect();
         let mut found = None;
-        let applied = s.conn.apply_removing(capture.ruleset(), |conn, live| {
+        let applied = s.conn.apply_owned(capture.ruleset(), owner, |conn, live| {
             let mut removals: Vec<Removal> = stale
                 .iter()
                 .filter(|(f, n)| live.tables.iter().any(|l| l.family == *f && &l.name == n))
@@ -246,6 +268,7 @@ impl Namespace {
         report.attempts = applied.attempts;
         report.deleted_tables = applied.deleted_tables;
         report.deleted_chains = applied.deleted_chains;
+        report.table_owner = owner;
         if let Some(istio) = found {
             report.migrated_jumps = istio
                 .removals
@@ -326,6 +349,25 @@ impl Namespace {
         Ok(out)
     }
 
+    /// nftmesh's tables as the kernel lists them, with their flags and owning socket
+    /// ([`LiveTable::owner`]: compare with [`Namespace::netlink_port_id`] to tell this
+    /// handle's tables from another process's, and [`LiveTable::is_orphan`] for tables whose
+    /// owner is gone).
+    pub fn live_tables(&self) -> Result<Vec<LiveTable>, CaptureError> {
+        let owned = owned_tables();
+        let mut tables = self.lock().conn.tables()?;
+        tables.retain(|t| owned.iter().any(|(f, n)| t.family == *f && t.name == *n));
+        Ok(tables)
+    }
+
+    /// The netlink port id of this handle's netfilter socket: the owner the kernel reports
+    /// for the tables it installed owned ([`LiveTable::owner`]), and the port id in the
+    /// notifications of its commits (how a monitor tells this handle's commits from others').
+    /// Fixed for the handle's life.
+    pub fn netlink_port_id(&self) -> u32 {
+        self.lock().conn.port_id()
+    }
+
     /// Check capture with real connections, as Istio's validation container does (run it
     /// before the proxy listens): see [`crate::verify`].
     pub fn verify(
@@ -337,7 +379,9 @@ impl Namespace {
     }
 
     /// Delete every nftmesh table (one transaction) and the TPROXY routing and `::6` that
-    /// `capture`'s settings name. Every other table, rule and route stays.
+    /// `capture`'s settings name. Every other table, rule and route stays. Owned tables are
+    /// deleted through the handle that owns them, and orphans through any; tables another
+    /// live socket owns are refused ([`NetlinkError::is_owned_elsewhere`]), none is deleted.
     pub fn remove(&self, capture: &Capture) -> Result<Removed, CaptureError> {
         let mut s = self.lock();
         let tables = s.conn.delete_tables(&owned_tables())?;
@@ -352,7 +396,8 @@ impl Namespace {
     /// table (one transaction), the policy routing of `capture` when the caller still knows
     /// it, the default sidecar (mark 1337, table 133) and ambient (0x111/0xfff, table 100)
     /// routings, and `::6` on `lo`. For a teardown that must not depend on a configuration
-    /// that may since have changed or broken (a CNI DEL). Absent pieces are fine.
+    /// that may since have changed or broken (a CNI DEL). Absent pieces are fine. Tables
+    /// another live socket owns are refused as in [`Namespace::remove`].
     pub fn remove_owned(&self, capture: Option<&Capture>) -> Result<Removed, CaptureError> {
         let mut s = self.lock();
         let tables = s.conn.delete_tables(&owned_tables())?;
@@ -396,6 +441,20 @@ impl Namespace {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.conn.close_after_exit();
     }
+}
+
+/// The ownership `wanted` is installed with here: itself where the kernel has its flags,
+/// none where it lacks them (never owner without persist in place of owner + persist).
+fn supported_owner(wanted: TableOwner) -> Result<TableOwner, CaptureError> {
+    if wanted == TableOwner::None {
+        return Ok(TableOwner::None);
+    }
+    let supported = Connection::table_owner_support()?;
+    Ok(if wanted <= supported {
+        wanted
+    } else {
+        TableOwner::None
+    })
 }
 
 #[cfg(test)]
