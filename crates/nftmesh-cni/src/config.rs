@@ -148,8 +148,23 @@ pub enum WithoutAnnotations {
     Capture,
 }
 
-/// The capture a configuration asks for (the node agent's type, so the two agree).
-pub use nftmesh_agent::protocol::Desired;
+/// The capture a configuration asks for (the agent protocol's type, so the two agree).
+pub use nftmesh_protocol::Desired;
+
+/// The capture compiled from a [`Desired`] (the protocol crate holds data only).
+pub trait DesiredExt {
+    /// The capture to install.
+    fn capture(&self) -> Result<nftmesh::Capture, nftmesh::CaptureError>;
+}
+
+impl DesiredExt for Desired {
+    fn capture(&self) -> Result<nftmesh::Capture, nftmesh::CaptureError> {
+        match self {
+            Desired::Capture(c) => nftmesh::Capture::new(c),
+            Desired::Ambient(a) => nftmesh::Capture::ambient(a),
+        }
+    }
+}
 
 /// The `cniVersion` of raw stdin, if it has one (for the error object of a configuration
 /// that is otherwise unreadable).

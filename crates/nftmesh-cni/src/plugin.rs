@@ -1,13 +1,14 @@
 //! The commands: ADD, CHECK, DEL, VERSION, STATUS and GC of a chained plugin whose one job is
 //! the pod's traffic capture (nftmesh's tables and TPROXY routing in `CNI_NETNS`).
 
-use crate::config::{log_settings, Desired, LogSettings, NetConf, SUPPORTED_VERSIONS};
+use crate::config::{log_settings, Desired, DesiredExt, LogSettings, NetConf, SUPPORTED_VERSIONS};
 use crate::env::{Command, Env};
 use crate::log::Log;
 use crate::pod::{self, Plan};
 use crate::{agent, CniError};
 use nftmesh::log::Level;
 use nftmesh::Namespace;
+use nftmesh_protocol::Request;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -98,21 +99,10 @@ fn prev_result(conf: &NetConf) -> Result<Value, CniError> {
     })
 }
 
-/// The agent request for `command` of this pod, with the capture decided for it (none for
-/// `remove`): the agent keeps what the plugin decided.
-fn agent_request(command: &str, netns: &Path, env: &Env, desired: Option<&Desired>) -> Value {
-    let mut req = json!({
-        "command": command,
-        "network_namespace": netns,
-        "container_id": env.container_id,
-    });
-    // `{"capture": {...}}` or `{"ambient": {...}}`, the request's own keys.
-    if let Some(Value::Object(m)) = desired.and_then(|d| serde_json::to_value(d).ok()) {
-        for (k, v) in m {
-            req[k] = v;
-        }
-    }
-    req
+/// `req` as this pod's request: with the runtime's container id (the agent keeps it, and the
+/// capture the plugin decided, in its status).
+fn agent_request(req: Request, env: &Env) -> Request {
+    req.with_container_id(env.container_id.clone())
 }
 
 fn open(netns: &Path) -> Result<Namespace, CniError> {
@@ -138,7 +128,8 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
         Plan::Capture(d) => d,
     };
     if let Some(socket) = &conf.agent_socket {
-        agent::call(socket, agent_request("add", &netns, env, Some(&desired)))?;
+        let req = Request::add(&netns, desired.clone());
+        agent::call(socket, &agent_request(req, env))?;
         log.info(&format!(
             "node agent at {} installed the capture",
             socket.display()
@@ -237,7 +228,8 @@ fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
         Plan::Capture(d) => d,
     };
     if let Some(socket) = &conf.agent_socket {
-        agent::call(socket, agent_request("check", &netns, env, Some(&desired)))?;
+        let req = Request::check(&netns).with_desired(desired.clone());
+        agent::call(socket, &agent_request(req, env))?;
         return Ok(());
     }
     let capture = desired.capture().map_err(CniError::from)?;
@@ -312,7 +304,7 @@ fn remove(
         }
     };
     if let Some(socket) = socket {
-        agent::call(socket, agent_request("remove", &netns, env, None))?;
+        agent::call(socket, &agent_request(Request::remove(&netns), env))?;
         return Ok(());
     }
     if !netns.exists() {
