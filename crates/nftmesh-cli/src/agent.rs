@@ -1,9 +1,10 @@
-//! `nftmesh agent`: the node agent (`run`) and its clients (`add`, `remove`, `status`,
-//! `list`), thin over `nftmesh_agent`.
+//! `nftmesh agent`: the node agent (`run`, thin over `nftmesh_agent`) and its clients (`add`,
+//! `remove`, `status`, `list`, typed requests and replies of `nftmesh_protocol`).
 
 use crate::capture_args::CaptureArgs;
 use clap::Subcommand;
 use nftmesh::log::{Format, Level, Logger};
+use nftmesh_protocol::{Desired, Reply, Request};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,28 +102,25 @@ pub fn run(cmd: AgentCommand) -> ExitCode {
     let result = match cmd {
         AgentCommand::Run(a) => serve(a),
         AgentCommand::Add(a) => add(*a),
-        AgentCommand::Remove(a) => call(
-            &a.socket.socket,
-            json!({"command": "remove", "network_namespace": a.network_namespace}),
-        )
-        .map(|_| ()),
+        AgentCommand::Remove(a) => {
+            call(&a.socket.socket, &Request::remove(&a.network_namespace)).map(drop)
+        }
         AgentCommand::Status(a) => {
-            let mut req = json!({"command": "status"});
-            if let Some(n) = a.network_namespace {
-                req["network_namespace"] = json!(n);
-            }
-            call(&a.socket.socket, req).map(|mut v| {
-                let mut pods = v["pods"].take();
+            let req = Request::status(a.network_namespace.as_deref());
+            call(&a.socket.socket, &req).and_then(|reply| {
+                let mut pods = serde_json::to_value(reply.pods.unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
                 for pod in pods.as_array_mut().into_iter().flatten() {
                     rfc3339_times(pod);
                 }
                 let pretty = serde_json::to_string_pretty(&pods).unwrap_or_default();
                 println!("{pretty}");
+                Ok(())
             })
         }
-        AgentCommand::List(a) => call(&a.socket, json!({"command": "list"})).map(|v| {
-            for p in v["pods"].as_array().into_iter().flatten() {
-                println!("{}", p.as_str().unwrap_or_default());
+        AgentCommand::List(a) => call(&a.socket, &Request::list()).map(|reply| {
+            for p in reply.pods.iter().flatten() {
+                println!("{}", p.network_namespace().display());
             }
         }),
     };
@@ -152,39 +150,42 @@ fn serve(a: RunArgs) -> Result<(), String> {
 }
 
 fn add(a: AddArgs) -> Result<(), String> {
-    let mut req = json!({"command": "add", "network_namespace": a.network_namespace});
-    match &a.ambient_config {
+    let desired = match &a.ambient_config {
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let v: Value =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            req["ambient"] = v;
+            Desired::from_parts(None, Some(&v)).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => {
             let cfg = a.capture.to_config_in(Some(&a.network_namespace))?;
-            req["capture"] = serde_json::to_value(cfg).map_err(|e| e.to_string())?;
+            Desired::Capture(Box::new(cfg))
         }
-    }
-    let v = call(&a.socket.socket, req)?;
-    if let Some(r) = v["report"].as_str() {
+    };
+    let reply = call(
+        &a.socket.socket,
+        &Request::add(&a.network_namespace, desired),
+    )?;
+    if let Some(r) = reply.report {
         eprintln!("nftmesh: {r}");
     }
     Ok(())
 }
 
-/// One request; an `"ok": false` reply is an error with its text (and differences).
-fn call(socket: &std::path::Path, req: Value) -> Result<Value, String> {
-    let v = nftmesh_agent::client::call(socket, req, TIMEOUT).map_err(|e| e.to_string())?;
-    if v["ok"] == json!(true) {
-        return Ok(v);
-    }
-    let mut e = v["error"]
-        .as_str()
-        .unwrap_or("the agent refused")
-        .to_string();
-    for d in v["differences"].as_array().into_iter().flatten() {
-        e.push_str(&format!("\n  {}", d.as_str().unwrap_or_default()));
+/// One request; an error reply is an error with its text (and differences).
+fn call(socket: &std::path::Path, req: &Request) -> Result<Reply, String> {
+    let reply = nftmesh_protocol::call(socket, req, TIMEOUT).map_err(|e| e.to_string())?;
+    let Some(f) = &reply.failure else {
+        return Ok(reply);
+    };
+    let mut e = if f.error.is_empty() {
+        "the agent refused".to_string()
+    } else {
+        f.error.clone()
+    };
+    for d in &f.differences {
+        e.push_str(&format!("\n  {d}"));
     }
     Err(e)
 }
