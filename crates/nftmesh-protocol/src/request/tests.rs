@@ -157,6 +157,8 @@ fn the_id_comes_back_also_from_a_refused_request() {
 
 #[test]
 fn verbs_are_named_as_on_the_wire() {
+    let names: Vec<_> = Verb::ALL.iter().map(|v| v.as_str()).collect();
+    assert_eq!(names, ["add", "remove", "check", "status", "list"]);
     for v in Verb::ALL {
         assert_eq!(Verb::from_name(v.as_str()), Some(v));
     }
