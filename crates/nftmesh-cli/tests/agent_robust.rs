@@ -1,0 +1,275 @@
+//! The node agent under abuse, as processes in a private node (`unshare -n -m`): clients that
+//! never read or never speak, a FIFO or the node's own namespace given as a pod, several
+//! spellings of one namespace, a full state dir, two agents on one state dir, kill -9 and an
+//! immediate restart, SIGHUP, records it cannot read and paths of any length. Every wait is
+//! bounded; only processes the test started are killed.
+
+mod common;
+
+use common::agent::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SIDECAR: [&str; 4] = ["-i", "*", "-b", "*"];
+
+/// One raw request on a fresh connection; its reply.
+fn request(d: &Dirs, line: &str) -> Value {
+    let mut s = UnixStream::connect(d.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    writeln!(s, "{line}").unwrap();
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).unwrap();
+    serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{e}: {reply}"))
+}
+
+fn listed(d: &Dirs) -> Vec<String> {
+    let v = request(d, r#"{"version":1,"command":"list"}"#);
+    v["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn flush_redirect(netns: &str) {
+    let name = Path::new(netns).file_name().unwrap().to_str().unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", name, "nft", "flush", "chain", "inet"])
+        .args(["istio-proxy-nat", "istio-redirect"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn clients_that_never_read_or_never_speak_do_not_delay_repairs_or_adds() {
+    if !in_node("clients_that_never_read_or_never_speak_do_not_delay_repairs_or_adds") {
+        return;
+    }
+    let d = Dirs::new();
+    let _agent = Agent::start(&d, "60");
+    let p1 = pod("p1");
+    add(&d, &p1, &SIDECAR);
+    let want = ruleset(&p1);
+    // A client that sends 3 000 status requests and never reads a reply (megabytes of
+    // replies), and 300 clients that connect and say nothing.
+    let mut stalled = UnixStream::connect(d.socket()).unwrap();
+    stalled.set_nonblocking(true).unwrap();
+    let req = "{\"version\":1,\"command\":\"status\"}\n".repeat(3000);
+    let mut sent = 0;
+    let end = Instant::now() + Duration::from_secs(5);
+    while sent < req.len() && Instant::now() < end {
+        match stalled.write(&req.as_bytes()[sent..]) {
+            Ok(n) => sent += n,
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    let idle: Vec<UnixStream> = (0..300)
+        .map(|_| UnixStream::connect(d.socket()).unwrap())
+        .collect();
+    // Tampering is repaired, and a new pod is added, while they hang on.
+    flush_redirect(&p1);
+    eventually("the flushed chain repaired", || ruleset(&p1) == want);
+    let p2 = pod("p2");
+    add(&d, &p2, &SIDECAR);
+    assert_eq!(listed(&d).len(), 2);
+    drop(idle);
+    drop(stalled);
+}
+
+#[test]
+fn a_fifo_the_node_and_other_spellings_are_not_new_pods() {
+    if !in_node("a_fifo_the_node_and_other_spellings_are_not_new_pods") {
+        return;
+    }
+    let d = Dirs::new();
+    let agent = Agent::start(&d, "60");
+    // A FIFO: refused at once, naming what it is; the agent goes on.
+    let fifo = d.root.join("fifo");
+    let o = Command::new("mkfifo").arg(&fifo).output().unwrap();
+    assert!(o.status.success());
+    let started = Instant::now();
+    let (ok, _, err) = cli(&d, &["add", "--network-namespace", fifo.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("not a network namespace but a FIFO"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The node's own namespace (the agent's), by any path: refused, nothing installed there.
+    let node_before = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    for path in [
+        format!("/proc/{}/ns/net", agent.0.id()),
+        "/proc/self/ns/net".to_string(),
+    ] {
+        let (ok, _, err) = cli(
+            &d,
+            &[&["add", "--network-namespace", &path][..], &SIDECAR].concat(),
+        );
+        assert!(!ok, "{path}");
+        assert!(
+            err.contains("capture there would change the node's own traffic"),
+            "{err}"
+        );
+    }
+    let node_after = Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+        .unwrap();
+    assert_eq!(node_before.stdout, node_after.stdout);
+    // Three spellings of one namespace are one pod; removed by any of them.
+    let p = pod("p1");
+    add(&d, &p, &SIDECAR);
+    add(&d, "//run/netns/p1", &SIDECAR);
+    add(&d, "/run/netns/../netns/p1", &SIDECAR);
+    assert_eq!(listed(&d), vec![p.clone()]);
+    let records = || std::fs::read_dir(d.state().join("pods")).unwrap().count();
+    assert_eq!(records(), 1);
+    let (ok, _, err) = cli(&d, &["remove", "--network-namespace", "//run/netns/p1"]);
+    assert!(ok, "{err}");
+    assert!(listed(&d).is_empty());
+    assert_eq!(records(), 0);
+    assert!(!ruleset(&p).contains("istio-proxy-nat"));
+}
+
+#[test]
+fn a_full_state_dir_refuses_the_add_and_leaves_nothing() {
+    if !in_node("a_full_state_dir_refuses_the_add_and_leaves_nothing") {
+        return;
+    }
+    let d = Dirs::new();
+    std::fs::create_dir_all(d.state()).unwrap();
+    // A small tmpfs as the state dir (this test's own mount namespace).
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "nftmesh-state"])
+        .arg(d.state())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _agent = Agent::start(&d, "60");
+    std::fs::create_dir_all(d.state().join("pods")).unwrap();
+    // Fill it.
+    let filler = d.state().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+    let _ = f.sync_all();
+    drop(f);
+    let p = pod("p1");
+    let (ok, _, err) = cli(
+        &d,
+        &[&["add", "--network-namespace", &p][..], &SIDECAR].concat(),
+    );
+    assert!(
+        !ok,
+        "an add whose record cannot be written is not acknowledged"
+    );
+    assert!(err.contains("saving the record"), "{err}");
+    assert!(
+        !ruleset(&p).contains("istio-proxy-nat"),
+        "and leaves nothing"
+    );
+    assert!(listed(&d).is_empty());
+    std::fs::remove_file(&filler).unwrap();
+    add(&d, &p, &SIDECAR);
+    assert_eq!(listed(&d), vec![p]);
+    let o = Command::new("umount").arg(d.state()).output();
+    drop(o);
+}
+
+#[test]
+fn one_agent_per_state_dir_and_kill_9_then_an_immediate_restart() {
+    if !in_node("one_agent_per_state_dir_and_kill_9_then_an_immediate_restart") {
+        return;
+    }
+    let d = Dirs::new();
+    let agent = Agent::start(&d, "60");
+    let p = pod("p1");
+    add(&d, &p, &SIDECAR);
+    // A second agent on the same state dir (another socket) refuses to start (bounded: one
+    // that did start is stopped after 10 s, and fails the test).
+    let o = Command::new("timeout")
+        .args([
+            "10",
+            env!("CARGO_BIN_EXE_nftmesh"),
+            "agent",
+            "run",
+            "--socket",
+        ])
+        .arg(d.root.join("second.sock"))
+        .arg("--state-dir")
+        .arg(d.state())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("another agent uses this state dir"), "{err}");
+    // SIGHUP is not a stop.
+    let pid = agent.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(listed(&d), vec![p.clone()], "alive after SIGHUP");
+    // kill -9, and at once a new agent: it starts and adopts the pod.
+    assert_eq!(agent.kill("KILL"), None);
+    let _again = Agent::start(&d, "60");
+    assert_eq!(listed(&d), vec![p.clone()]);
+    flush_redirect(&p);
+    eventually("repaired by the restarted agent", || {
+        ruleset(&p).contains("redirect to :15001")
+    });
+}
+
+#[test]
+fn records_it_cannot_read_are_kept_and_long_paths_survive_a_restart() {
+    if !in_node("records_it_cannot_read_are_kept_and_long_paths_survive_a_restart") {
+        return;
+    }
+    let d = Dirs::new();
+    let pods = d.state().join("pods");
+    std::fs::create_dir_all(&pods).unwrap();
+    let newer = pods.join("future.json");
+    std::fs::write(&newer, r#"{"version":9,"pod":{"something":"new"}}"#).unwrap();
+    let torn = pods.join("torn.json");
+    std::fs::write(&torn, r#"{"version":2,"pod":"#).unwrap();
+    // A namespace reached by a path of 250 bytes (a bind mount of this node's own).
+    let p = pod("p1");
+    let long_dir = d.root.join("d".repeat(200));
+    std::fs::create_dir_all(&long_dir).unwrap();
+    let long = long_dir.join("ns");
+    std::fs::write(&long, "").unwrap();
+    let o = Command::new("mount")
+        .args(["--bind", &p])
+        .arg(&long)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let long = long.to_str().unwrap().to_string();
+    assert!(long.len() > 200);
+    let agent = Agent::start(&d, "60");
+    let all = request(&d, r#"{"version":1,"command":"status"}"#);
+    let unreadable: Vec<&str> = all["unreadable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(unreadable.len(), 2, "{all}");
+    add(&d, &long, &SIDECAR);
+    assert_eq!(agent.kill("KILL"), None);
+    let _again = Agent::start(&d, "60");
+    assert_eq!(listed(&d), vec![long.clone()]);
+    assert!(newer.exists() && torn.exists(), "never deleted");
+    let o = Command::new("umount").arg(&long).output();
+    drop(o);
+}
