@@ -6,7 +6,7 @@
 //! newer agent) is kept and reported, never deleted. One agent per state dir ([`lock`]).
 
 use crate::identity::NetnsId;
-use crate::protocol::Desired;
+use nftmesh_protocol::Desired;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};

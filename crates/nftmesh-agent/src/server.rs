@@ -16,7 +16,7 @@
 
 use crate::identity::{self, IdentityError, NetnsId};
 use crate::metrics::{self, Metrics};
-use crate::protocol::{self, Command, Desired};
+use crate::protocol::{self, Command, Desired, DesiredExt, ErrorKind, RequestId};
 use crate::registry::{self, Record};
 use crate::summary::Summary;
 use nftmesh::log::{Event, Format, Level, Logger};
@@ -85,6 +85,8 @@ const EMFILE_PAUSE: Duration = Duration::from_millis(500);
 struct Target {
     client: u64,
     seq: u64,
+    /// The request's own id, echoed in its reply.
+    id: Option<RequestId>,
 }
 
 struct Client {
@@ -559,7 +561,12 @@ impl Agent {
             if let Some(why) = refuse {
                 // One best-effort write of a short line: never waits.
                 let _ = stream.set_nonblocking(true);
-                let _ = (&stream).write(format!("{}\n", protocol::error(&why)).as_bytes());
+                let kind = if why.starts_with("busy") {
+                    ErrorKind::Busy
+                } else {
+                    ErrorKind::Refused
+                };
+                let _ = (&stream).write(format!("{}\n", protocol::error(kind, &why)).as_bytes());
                 continue;
             }
             if stream.set_nonblocking(true).is_ok() {
@@ -627,7 +634,12 @@ impl Agent {
             let seq = c.next_seq;
             c.next_seq += 1;
             let e = format!("request line over {} bytes", protocol::MAX_REQUEST);
-            self.answer(Target { client: id, seq }, protocol::error(&e));
+            let target = Target {
+                client: id,
+                seq,
+                id: None,
+            };
+            self.answer(target, protocol::error(ErrorKind::Invalid, &e));
         }
         lines
     }
@@ -639,12 +651,13 @@ impl Agent {
             let lines = self.read_client(id);
             for line in lines {
                 let Some(c) = self.client_mut(id) else { break };
+                let (request_id, command) = protocol::parse_with_id(&line);
                 let target = Target {
                     client: id,
                     seq: c.next_seq,
+                    id: request_id,
                 };
                 c.next_seq += 1;
-                let command = protocol::parse(&line);
                 self.dispatch(target, command);
             }
         }
@@ -661,12 +674,17 @@ impl Agent {
         let id = path
             .as_deref()
             .map(|p| identity::of_pod(p, &self.forbidden));
-        // A request about a namespace whose add is still running waits for it.
-        if let Some(Ok(id)) = &id {
-            if let Some(p) = self.adding.values_mut().find(|p| p.id == *id) {
-                p.queued.push((target, command));
-                return;
-            }
+        // A request about a namespace whose add is still running waits for it, and so does
+        // every later request of a client whose add is running: each client is served in
+        // its requests' order, as if one at a time.
+        let waits_for = |p: &PendingAdd| {
+            p.target.client == target.client
+                || matches!(&id, Some(Ok(id)) if p.id == *id)
+                || p.queued.iter().any(|(t, _)| t.client == target.client)
+        };
+        if let Some(p) = self.adding.values_mut().find(|p| waits_for(p)) {
+            p.queued.push((target, command));
+            return;
         }
         let reply = match (command, id) {
             (
@@ -680,8 +698,13 @@ impl Agent {
                 let id = match found {
                     Ok(id) => id,
                     Err(e) => {
+                        let kind = match e {
+                            IdentityError::Node { .. } => ErrorKind::Refused,
+                            IdentityError::Io { .. } => ErrorKind::Failed,
+                            _ => ErrorKind::Invalid,
+                        };
                         let e = e.to_string();
-                        self.answer(target, self.add_failed(&netns, &e));
+                        self.answer(target, self.add_failed(&netns, kind, &e));
                         return;
                     }
                 };
@@ -700,10 +723,13 @@ impl Agent {
     }
 
     /// Queue `reply` for `target`; replies go out in each client's request order.
-    fn answer(&mut self, target: Target, reply: Value) {
+    fn answer(&mut self, target: Target, mut reply: Value) {
         let Some(c) = self.client_mut(target.client) else {
             return;
         };
+        if let Some(id) = target.id {
+            reply["id"] = json!(id);
+        }
         c.ready.insert(target.seq, reply);
         while let Some(v) = c.ready.remove(&c.next_out) {
             c.out.extend_from_slice(format!("{v}\n").as_bytes());
@@ -771,7 +797,7 @@ impl Agent {
             Ok(c) => c,
             Err(e) => {
                 let e = e.to_string();
-                self.answer(target, self.add_failed(&netns, &e));
+                self.answer(target, self.add_failed(&netns, ErrorKind::Invalid, &e));
                 return;
             }
         };
@@ -812,7 +838,7 @@ impl Agent {
             self.log.error("the worker pool is gone");
             self.answer(
                 target,
-                protocol::error("busy: the agent's workers are gone"),
+                protocol::error(ErrorKind::Busy, "busy: the agent's workers are gone"),
             );
             return;
         }
@@ -840,7 +866,7 @@ impl Agent {
                     self.pods.insert(p.id, pod);
                     self.added(&p.path, p.started, report)
                 }
-                Err(e) => self.add_failed(&p.path, &e),
+                Err(e) => self.add_failed(&p.path, ErrorKind::Failed, &e),
             };
             self.answer(p.target, reply);
             for (target, command) in p.queued {
@@ -860,23 +886,23 @@ impl Agent {
         json!({"ok": true, "report": report})
     }
 
-    fn add_failed(&self, netns: &Path, e: &str) -> Value {
+    fn add_failed(&self, netns: &Path, kind: ErrorKind, e: &str) -> Value {
         *self.metrics().errors.entry("add").or_insert(0) += 1;
         self.log
             .log(&pod_event(Level::Error, "add failed", netns).field("error", e));
-        protocol::error(e)
+        protocol::error(kind, e)
     }
 
     fn handle(&mut self, command: Result<Command, String>) -> Value {
         match command {
-            Err(e) => protocol::error(&e),
+            Err(e) => protocol::error(ErrorKind::Invalid, &e),
             Ok(Command::Status(netns)) => self.status(netns.as_deref()),
             Ok(Command::List) => json!({
                 "ok": true,
                 "pods": self.pods.values().map(|p| &p.record.network_namespace).collect::<Vec<_>>(),
             }),
             // Add, remove and check are dispatched with their namespace's identity.
-            Ok(other) => protocol::error(&format!("not dispatched: {other:?}")),
+            Ok(other) => protocol::error(ErrorKind::Failed, &format!("not dispatched: {other:?}")),
         }
     }
 
@@ -891,17 +917,21 @@ impl Agent {
         let started = Instant::now();
         let capture = match desired.capture() {
             Ok(c) => c,
-            Err(e) => return protocol::error(&e.to_string()),
+            Err(e) => return protocol::error(ErrorKind::Invalid, &e.to_string()),
         };
         let state_dir = self.opts.state_dir.clone();
         let Some(pod) = self.pods.get_mut(&id) else {
-            return protocol::error("not registered");
+            return protocol::error(ErrorKind::Invalid, "not registered");
         };
         let mut record = pod.record.clone();
         record.desired = desired;
         record.container_id = container_id;
         if let Err(e) = registry::save(&state_dir, &record) {
-            return self.add_failed(&netns, &format!("saving the record: {e}"));
+            return self.add_failed(
+                &netns,
+                ErrorKind::Failed,
+                &format!("saving the record: {e}"),
+            );
         }
         let result = pod.ns.install(&capture);
         match result {
@@ -915,7 +945,7 @@ impl Agent {
                 // The old record stays the truth for the old capture, still installed.
                 let old = pod.record.clone();
                 let _ = registry::save(&state_dir, &old);
-                self.add_failed(&netns, &e.to_string())
+                self.add_failed(&netns, ErrorKind::Failed, &e.to_string())
             }
         }
     }
@@ -962,14 +992,17 @@ impl Agent {
                     &pod_event(Level::Error, "remove failed", netns).field("error", e.as_str()),
                 );
                 *self.metrics().errors.entry("remove").or_insert(0) += 1;
-                protocol::error(&e)
+                protocol::error(ErrorKind::Failed, &e)
             }
         }
     }
 
     fn check(&mut self, netns: &Path, found: Result<NetnsId, IdentityError>) -> Value {
         let Some(pod) = found.ok().and_then(|id| self.pods.get_mut(&id)) else {
-            return protocol::error(&format!("{} is not registered", netns.display()));
+            return protocol::error(
+                ErrorKind::Invalid,
+                &format!("{} is not registered", netns.display()),
+            );
         };
         match pod.ns.check(&pod.capture) {
             Ok(d) if d.is_empty() => {
@@ -978,10 +1011,11 @@ impl Agent {
             }
             Ok(d) => json!({
                 "ok": false,
+                "kind": "failed",
                 "error": "the capture differs from the desired one",
                 "differences": d.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
             }),
-            Err(e) => protocol::error(&e.to_string()),
+            Err(e) => protocol::error(ErrorKind::Failed, &e.to_string()),
         }
     }
 
@@ -1012,7 +1046,10 @@ impl Agent {
             })
             .collect();
         if let (Some(n), true) = (netns, pods.is_empty()) {
-            return protocol::error(&format!("{} is not registered", n.display()));
+            return protocol::error(
+                ErrorKind::Invalid,
+                &format!("{} is not registered", n.display()),
+            );
         }
         let mut v = json!({"ok": true, "pods": pods});
         if netns.is_none() {

@@ -273,3 +273,61 @@ fn records_it_cannot_read_are_kept_and_long_paths_survive_a_restart() {
     let o = Command::new("umount").arg(&long).output();
     drop(o);
 }
+
+#[test]
+fn replies_echo_the_request_id_and_name_their_kind() {
+    if !in_node("replies_echo_the_request_id_and_name_their_kind") {
+        return;
+    }
+    let d = Dirs::new();
+    let agent = Agent::start(&d, "60");
+    let v = request(&d, r#"{"version":1,"command":"list","id":42}"#);
+    assert_eq!(
+        (&v["ok"], &v["id"]),
+        (&Value::Bool(true), &Value::from(42)),
+        "{v}"
+    );
+    let v = request(&d, r#"{"version":1,"command":"nuke","id":7}"#);
+    assert_eq!(
+        (&v["kind"], &v["id"]),
+        (&Value::from("invalid"), &Value::from(7)),
+        "{v}"
+    );
+    let node = format!("/proc/{}/ns/net", agent.0.id());
+    let line = format!(
+        r#"{{"version":1,"command":"add","network_namespace":"{node}","capture":{{}},"id":8}}"#
+    );
+    let v = request(&d, &line);
+    assert_eq!(
+        (&v["kind"], &v["id"]),
+        (&Value::from("refused"), &Value::from(8)),
+        "{v}"
+    );
+    // Pipelined requests on one connection are answered in order, each with its id, the add
+    // of a new pod (on a worker) included.
+    let p = pod("p1");
+    let mut s = UnixStream::connect(d.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let add = format!(
+        r#"{{"version":1,"command":"add","network_namespace":"{p}","capture":{{}},"id":1}}"#
+    );
+    write!(s, "{add}\n{}\n", r#"{"version":1,"command":"list","id":2}"#).unwrap();
+    let mut r = BufReader::new(&s);
+    let ids: Vec<Value> = (0..2)
+        .map(|_| {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["ok"], Value::Bool(true), "{v}");
+            if v["id"] == 2 {
+                assert_eq!(
+                    v["pods"],
+                    serde_json::json!([p]),
+                    "the list follows the add"
+                );
+            }
+            v["id"].clone()
+        })
+        .collect();
+    assert_eq!(ids, vec![Value::from(1), Value::from(2)]);
+}
