@@ -133,9 +133,28 @@ fn nat(handle: &Namespace) -> LiveTable {
         .expect("the nat table is there")
 }
 
+/// The owner process, killed (SIGKILL) and reaped when dropped: also when an assertion fails
+/// while it runs, so that a failing test never leaves it behind.
+struct Owner(Child);
+
+impl Owner {
+    /// SIGKILL it and wait until it is gone (its sockets closed).
+    fn kill_9(&mut self) {
+        self.0.kill().expect("SIGKILL the owner");
+        self.0.wait().expect("reap the owner");
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The owner process: this binary re-run for `owner_child` with [`CHILD`] set. Returns once it
 /// reported its committed install, with its port id.
-fn spawn_owner(ns: &Netns) -> (Child, u32) {
+fn spawn_owner(ns: &Netns) -> (Owner, u32) {
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new(exe)
         .args(["--exact", "owner_child", "--nocapture", "--test-threads=1"])
@@ -145,6 +164,7 @@ fn spawn_owner(ns: &Netns) -> (Child, u32) {
         .spawn()
         .expect("spawn the owner");
     let stdout = child.stdout.take().expect("child stdout");
+    let child = Owner(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
@@ -157,11 +177,7 @@ fn spawn_owner(ns: &Netns) -> (Child, u32) {
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(Ok(port)) => (child, port),
-        other => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the owner did not report its install: {other:?}");
-        }
+        other => panic!("the owner did not report its install: {other:?}"),
     }
 }
 
@@ -248,8 +264,7 @@ fn an_owned_capture_refuses_foreign_changes_outlives_a_killed_owner_and_is_recla
     assert_captured(&ns, "owned, after the refused tampering");
 
     // kill -9 the owner: its socket closes, the persistent tables stay, ownerless.
-    owner.kill().expect("SIGKILL the owner");
-    owner.wait().expect("reap the owner");
+    owner.kill_9();
     let orphan = nat(&foreign);
     println!("after kill -9 of the owner: {orphan:?}");
     assert!(orphan.is_orphan() && orphan.owner.is_none(), "{orphan:?}");
