@@ -21,7 +21,7 @@ use crate::registry::{self, Record};
 use crate::summary::Summary;
 use nftmesh::log::{Event, Format, Level, Logger};
 use nftmesh::{Capture, Namespace};
-use nftmesh_netlink::monitor::Monitor;
+use nftmesh_netlink::monitor::{Monitor, Own};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -112,13 +112,13 @@ type Job = Box<dyn FnOnce() -> (u64, Opened) + Send>;
 
 /// A few long-lived worker threads that open and install new pods in parallel (the kernel
 /// commits each pod's transaction in the committing thread, and pods do not share a commit
-/// lock). Their thread ids are the agent's own for the change monitors.
+/// lock). Each pod's commits go through its own handle, whose netlink port id tells the
+/// change monitor they are the agent's.
 struct Pool {
     jobs: std::sync::mpsc::Sender<Job>,
     done: std::sync::mpsc::Receiver<(u64, Opened)>,
     /// Readable when a result is waiting in `done` (the workers write a byte).
     wake: UnixStream,
-    tids: Vec<u32>,
 }
 
 impl Pool {
@@ -126,19 +126,17 @@ impl Pool {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let (done_tx, done) = std::sync::mpsc::channel();
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let (wake, waker) = UnixStream::pair().map_err(|e| setup("worker wake-up", e))?;
         for s in [&wake, &waker] {
             s.set_nonblocking(true)
                 .map_err(|e| setup("worker wake-up", e))?;
         }
         for i in 0..workers {
-            let (rx, done_tx, tid_tx) = (rx.clone(), done_tx.clone(), tid_tx.clone());
+            let (rx, done_tx) = (rx.clone(), done_tx.clone());
             let waker = waker.try_clone().map_err(|e| setup("worker wake-up", e))?;
             std::thread::Builder::new()
                 .name(format!("nftmesh-agent-{i}"))
                 .spawn(move || {
-                    let _ = tid_tx.send(nix::unistd::gettid().as_raw() as u32);
                     loop {
                         let job = match rx.lock() {
                             Ok(r) => r.recv(),
@@ -154,16 +152,7 @@ impl Pool {
                 })
                 .map_err(|e| setup("worker thread", e))?;
         }
-        let tids = (0..workers)
-            .map(|_| tid_rx.recv_timeout(Duration::from_secs(10)))
-            .collect::<Result<Vec<u32>, _>>()
-            .map_err(|e| setup("worker thread", e))?;
-        Ok(Pool {
-            jobs,
-            done,
-            wake,
-            tids,
-        })
+        Ok(Pool { jobs, done, wake })
     }
 }
 
@@ -182,6 +171,9 @@ struct Pod {
     /// The record's file.
     file: PathBuf,
     ns: Namespace,
+    /// The netlink port id of `ns`'s netfilter socket: the commits the monitor sees with it
+    /// are the agent's own.
+    port: u32,
     capture: Capture,
     monitor: Monitor,
     last_check: Option<f64>,
@@ -235,8 +227,6 @@ pub struct Agent {
     /// `accept` rests until then after running out of descriptors.
     accept_paused_until: Option<Instant>,
     metrics: Arc<Mutex<Metrics>>,
-    /// The thread ids whose commits are the agent's own (its loop and its workers).
-    own: Vec<u32>,
     pool: Pool,
     next_resync: Instant,
     /// One line per event (a repair is one line; its differences at debug).
@@ -295,7 +285,6 @@ impl Agent {
             accept_paused_until: None,
             _lock: lock,
             metrics,
-            own: vec![nix::unistd::gettid().as_raw() as u32],
             pool: Pool::new(
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -303,7 +292,6 @@ impl Agent {
                     .clamp(2, 4),
             )?,
         };
-        agent.own.extend(agent.pool.tids.iter().copied());
         agent.adopt()?;
         Ok(agent)
     }
@@ -1072,7 +1060,7 @@ impl Agent {
         let Some(pod) = self.pods.get_mut(&id) else {
             return;
         };
-        match pod.monitor.drain(&self.own) {
+        match pod.monitor.drain(Own::Ports(&[pod.port])) {
             Ok(changes) => {
                 // Any of nftmesh's tables (the capture's, or one it must not have).
                 let owned = nftmesh::owned_tables();
@@ -1258,6 +1246,7 @@ fn open_pod(record: Record, id: NetnsId, capture: Capture) -> Result<Pod, String
     Ok(Pod {
         record,
         file: PathBuf::new(),
+        port: ns.netlink_port_id(),
         ns,
         capture,
         monitor,

@@ -331,3 +331,44 @@ fn replies_echo_the_request_id_and_name_their_kind() {
         .collect();
     assert_eq!(ids, vec![Value::from(1), Value::from(2)]);
 }
+
+#[test]
+fn in_a_pid_namespace_the_agent_knows_its_own_commits_and_still_sees_tampering() {
+    if !in_node("in_a_pid_namespace_the_agent_knows_its_own_commits_and_still_sees_tampering") {
+        return;
+    }
+    let d = Dirs::new();
+    // Made before the agent's mount namespace is (a copy of this one) so that it sees it.
+    let p = pod("p1");
+    // As a DaemonSet pod without hostPID: the kernel names committers by their global thread
+    // ids, which the agent cannot see from its own PID namespace.
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_nftmesh"))
+        .args(["agent", "run", "--resync", "600", "--socket"])
+        .arg(d.socket())
+        .arg("--state-dir")
+        .arg(d.state())
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Agent(child);
+    let end = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(d.socket()).is_err() {
+        assert!(Instant::now() < end, "the agent listens within 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    add(&d, &p, &SIDECAR);
+    // Its own install is not taken for tampering: no check follows it.
+    std::thread::sleep(Duration::from_millis(300));
+    let s = status(&d, &p);
+    assert_eq!(s["last_check"], Value::Null, "{s}");
+    assert_eq!(s["repairs"], 0, "{s}");
+    // Another process's flush is.
+    let want = ruleset(&p);
+    flush_redirect(&p);
+    eventually("the flush repaired", || ruleset(&p) == want);
+    assert_eq!(status(&d, &p)["repairs"], 1);
+}

@@ -1,9 +1,12 @@
 //! Watching a namespace's nf_tables changes: a [`Monitor`] is a netfilter socket joined to
 //! the `NFNLGRP_NFTABLES` group, on which the kernel announces every committed object change
 //! (tables, chains, rules, sets, elements) followed by a `NEWGEN` message naming the
-//! generation and the thread that committed it. [`Monitor::drain`] reads what is pending
-//! without blocking and reports which tables commits of *other* threads touched, so a
-//! keeper of tables can tell tampering from its own writes.
+//! generation and the thread that committed it, sent with the committing socket's netlink
+//! port id. [`Monitor::drain`] reads what is pending without blocking and reports which
+//! tables commits of *other* committers touched, so a keeper of tables can tell tampering
+//! from its own writes: by its sockets' port ids ([`Own::Ports`], right in a PID namespace
+//! too) or by its thread ids ([`Own::Threads`], which the kernel reports from the initial PID
+//! namespace: wrong inside another).
 
 use crate::codec::nftnl::msg_type;
 use crate::codec::sys::*;
@@ -20,6 +23,24 @@ const NFTA_GEN_PROC_PID: u16 = 2;
 /// Reads per drain at most (each up to the buffer's size): a burst larger than this is
 /// reported as an overrun, which asks for a full check.
 const MAX_READS: usize = 256;
+
+/// Whose commits are the keeper's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Own<'a> {
+    /// Commits sent through the netfilter sockets with these netlink port ids.
+    Ports(&'a [u32]),
+    /// Commits by these thread ids (`NFTA_GEN_PROC_PID`).
+    Threads(&'a [u32]),
+}
+
+impl Own<'_> {
+    fn is_own(&self, port: u32, tid: Option<u32>) -> bool {
+        match self {
+            Own::Ports(p) => p.contains(&port),
+            Own::Threads(t) => tid.is_some_and(|tid| t.contains(&tid)),
+        }
+    }
+}
 
 /// What the pending notifications say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,9 +95,9 @@ impl Monitor {
         })
     }
 
-    /// Read every pending notification without blocking; commits by the threads `own` (the
-    /// keeper's thread ids) are the keeper's own.
-    pub fn drain(&mut self, own: &[u32]) -> Result<Changes, NetlinkError> {
+    /// Read every pending notification without blocking; the commits `own` names are the
+    /// keeper's own.
+    pub fn drain(&mut self, own: Own<'_>) -> Result<Changes, NetlinkError> {
         let mut out = Changes::default();
         for _ in 0..MAX_READS {
             match self.sock.recv(&mut self.buf) {
@@ -107,7 +128,7 @@ impl AsFd for Monitor {
 /// Fold the notifications in `buf` into `out`: each object message's table is remembered
 /// until the `NEWGEN` that ends its commit says who committed. Malformed messages are
 /// skipped (and make the result an overrun: something changed that could not be read).
-pub fn parse(buf: &[u8], own: &[u32], pending: &mut BTreeSet<String>, out: &mut Changes) {
+pub fn parse(buf: &[u8], own: Own<'_>, pending: &mut BTreeSet<String>, out: &mut Changes) {
     let Ok(msgs) = wire::messages(buf) else {
         out.overrun = true;
         pending.clear();
@@ -123,7 +144,7 @@ pub fn parse(buf: &[u8], own: &[u32], pending: &mut BTreeSet<String>, out: &mut 
         };
         if m.ty == msg_type(NFT_MSG_NEWGEN) {
             let pid = wire::find(&at, NFTA_GEN_PROC_PID).and_then(wire::be32);
-            if pid.is_some_and(|p| own.contains(&p)) {
+            if own.is_own(m.pid, pid) {
                 out.own_commits += 1;
             } else {
                 out.foreign_commits += 1;
@@ -154,10 +175,38 @@ mod tests {
     }
 
     fn gen(pid: u32) -> Vec<u8> {
+        gen_from(0, pid)
+    }
+
+    /// A `NEWGEN` sent for the socket with port id `port` by thread `tid`.
+    fn gen_from(port: u32, tid: u32) -> Vec<u8> {
         let mut a = attr(1, &7u32.to_be_bytes());
-        a.extend(attr(NFTA_GEN_PROC_PID, &pid.to_be_bytes()));
+        a.extend(attr(NFTA_GEN_PROC_PID, &tid.to_be_bytes()));
         a.extend(attr(3, b"nft\0"));
-        msg(NFT_MSG_NEWGEN, &a)
+        let mut m = msg(NFT_MSG_NEWGEN, &a);
+        m[12..16].copy_from_slice(&port.to_ne_bytes());
+        m
+    }
+
+    #[test]
+    fn own_commits_are_told_by_port_id_whatever_thread_id_the_kernel_reports() {
+        // In a PID namespace the kernel reports the global thread id (here 90210), which the
+        // keeper cannot know; the port id of its socket (77) is what its commits carry.
+        let mut buf = msg(NFT_MSG_NEWRULE, &attr(1, b"istio-proxy-nat\0"));
+        buf.extend(gen_from(77, 90210));
+        // Another process whose thread id happens to equal one of the keeper's.
+        buf.extend(msg(NFT_MSG_DELRULE, &attr(1, b"istio-proxy-nat\0")));
+        buf.extend(gen_from(5000, 100));
+        let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
+        parse(&buf, Own::Ports(&[77]), &mut pending, &mut out);
+        assert_eq!((out.own_commits, out.foreign_commits), (1, 1));
+        let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
+        parse(&buf, Own::Threads(&[100]), &mut pending, &mut out);
+        assert_eq!(
+            (out.own_commits, out.foreign_commits),
+            (1, 1),
+            "by thread: the keeper's own commit looks foreign and the other one its own"
+        );
     }
 
     #[test]
@@ -170,7 +219,7 @@ mod tests {
         buf.extend(msg(NFT_MSG_NEWRULE, &attr(1, b"istio-proxy-nat\0")));
         buf.extend(gen(100));
         let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
-        parse(&buf, &[100], &mut pending, &mut out);
+        parse(&buf, Own::Threads(&[100]), &mut pending, &mut out);
         assert_eq!(out.foreign_commits, 1);
         assert_eq!(out.own_commits, 1);
         assert_eq!(
@@ -185,12 +234,12 @@ mod tests {
         let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
         parse(
             &msg(NFT_MSG_NEWRULE, &attr(1, b"t\0")),
-            &[1],
+            Own::Threads(&[1]),
             &mut pending,
             &mut out,
         );
         assert!(!out.any());
-        parse(&gen(2), &[1], &mut pending, &mut out);
+        parse(&gen(2), Own::Threads(&[1]), &mut pending, &mut out);
         assert!(out.any() && out.foreign_tables.contains("t"));
     }
 
@@ -198,10 +247,10 @@ mod tests {
     fn garbage_is_an_overrun_never_a_panic() {
         for bytes in crate::codec::wire::testing::garbage(0x2545_f491, 400) {
             let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
-            parse(&bytes, &[1], &mut pending, &mut out);
+            parse(&bytes, Own::Ports(&[1]), &mut pending, &mut out);
         }
         let (mut pending, mut out) = (BTreeSet::new(), Changes::default());
-        parse(&[0xff; 20], &[1], &mut pending, &mut out);
+        parse(&[0xff; 20], Own::Ports(&[1]), &mut pending, &mut out);
         assert!(out.overrun);
     }
 }

@@ -9,6 +9,9 @@ pub struct Msg<'a> {
     pub flags: u16,
     /// `nlmsg_seq`.
     pub seq: u32,
+    /// `nlmsg_pid`: in a notification, the netlink port id of the socket whose request
+    /// caused it.
+    pub pid: u32,
     /// Everything after the 16-byte header.
     pub payload: &'a [u8],
 }
@@ -29,6 +32,7 @@ pub fn messages(buf: &[u8]) -> Result<Vec<Msg<'_>>, String> {
             ty: u16::from_ne_bytes([buf[off + 4], buf[off + 5]]),
             flags: u16::from_ne_bytes([buf[off + 6], buf[off + 7]]),
             seq: u32::from_ne_bytes(buf[off + 8..off + 12].try_into().expect("4 bytes")),
+            pid: u32::from_ne_bytes(buf[off + 12..off + 16].try_into().expect("4 bytes")),
             payload: &buf[off + 16..off + len],
         });
         off += (len + 3) & !3;
