@@ -311,7 +311,8 @@ fn replies_echo_the_request_id_and_name_their_kind() {
     let add = format!(
         r#"{{"version":1,"command":"add","network_namespace":"{p}","capture":{{}},"id":1}}"#
     );
-    write!(s, "{add}\n{}\n", r#"{"version":1,"command":"list","id":2}"#).unwrap();
+    let list = r#"{"version":1,"command":"list","id":2}"#;
+    write!(s, "{add}\n{list}\n").unwrap();
     let mut r = BufReader::new(&s);
     let ids: Vec<Value> = (0..2)
         .map(|_| {
