@@ -22,6 +22,7 @@ use crate::summary::Summary;
 use nftmesh::log::{Event, Format, Level, Logger};
 use nftmesh::{Capture, Namespace};
 use nftmesh_netlink::monitor::{Monitor, Own};
+use nftmesh_netlink::route_monitor::RouteMonitor;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -176,6 +177,9 @@ struct Pod {
     port: u32,
     capture: Capture,
     monitor: Monitor,
+    /// Routing notifications, for a capture with policy routing or `::6` on `lo`: a change
+    /// there is checked at once, not at the next resync.
+    routes: Option<RouteMonitor>,
     last_check: Option<f64>,
     repairs: Vec<Repair>,
     repair_count: u64,
@@ -467,6 +471,9 @@ impl Agent {
             }
             for pod in self.pods.values() {
                 fds.push(PollFd::new(pod.monitor.as_fd(), PollFlags::POLLIN));
+                if let Some(r) = &pod.routes {
+                    fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
+                }
             }
             match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -481,14 +488,17 @@ impl Agent {
             .filter(|i| revents[3 + i])
             .map(|i| self.clients[i].id)
             .collect();
-        // The map is unchanged since the descriptors were listed: same order.
-        let pods = self
-            .pods
-            .keys()
-            .zip(&revents[3 + n..])
-            .filter(|(_, ready)| **ready)
-            .map(|(id, _)| *id)
-            .collect();
+        // The map is unchanged since the descriptors were listed: same order, one or two
+        // descriptors per pod (its nf_tables monitor, its routing monitor if it has one).
+        let mut pods = Vec::new();
+        let mut at = 3 + n;
+        for (id, pod) in &self.pods {
+            let k = 1 + usize::from(pod.routes.is_some());
+            if revents[at..at + k].iter().any(|r| *r) {
+                pods.push(*id);
+            }
+            at += k;
+        }
         let mut stop = false;
         if revents[0] {
             while let Ok(Some(sig)) = self.signals.read_signal() {
@@ -921,6 +931,12 @@ impl Agent {
                 &format!("saving the record: {e}"),
             );
         }
+        if pod.routes.is_none() && (capture.tproxy_routing().is_some() || capture.loopback_v6()) {
+            // Now with routing to keep: watched from now on.
+            pod.routes = nftmesh_netlink::netns::run_in(&netns, RouteMonitor::open)
+                .ok()
+                .and_then(Result::ok);
+        }
         let result = pod.ns.install(&capture);
         match result {
             Ok(rep) => {
@@ -1089,6 +1105,15 @@ impl Agent {
             }
             Err(e) => pod.last_error = Some(format!("notifications: {e}")),
         }
+        if let Some(r) = &mut pod.routes {
+            match r.drain() {
+                Ok(c) if c.any() && pod.dirty.is_none() => {
+                    pod.dirty = Some((Instant::now(), "routing changed".to_string()));
+                }
+                Ok(_) => {}
+                Err(e) => pod.last_error = Some(format!("routing notifications: {e}")),
+            }
+        }
     }
 
     /// Check one pod; reinstall when it differs. `kind` counts the repair, `why` says it.
@@ -1225,10 +1250,12 @@ struct Ready {
 /// may have been replaced since it was examined).
 fn open_pod(record: Record, id: NetnsId, capture: Capture) -> Result<Pod, String> {
     let path = record.network_namespace.clone();
-    let (ns, (entered, monitor)) = Namespace::open_with(&path, || {
+    let watch_routes = capture.tproxy_routing().is_some() || capture.loopback_v6();
+    let (ns, (entered, monitor, routes)) = Namespace::open_with(&path, move || {
         (
             identity::of(Path::new("/proc/thread-self/ns/net")),
             Monitor::open(),
+            watch_routes.then(RouteMonitor::open),
         )
     })
     .map_err(|e| e.to_string())?;
@@ -1243,7 +1270,9 @@ fn open_pod(record: Record, id: NetnsId, capture: Capture) -> Result<Pod, String
         Err(e) => return Err(e.to_string()),
     }
     let monitor = monitor.map_err(|e| e.to_string())?;
+    let routes = routes.transpose().map_err(|e| e.to_string())?;
     Ok(Pod {
+        routes,
         record,
         file: PathBuf::new(),
         port: ns.netlink_port_id(),

@@ -373,3 +373,31 @@ fn in_a_pid_namespace_the_agent_knows_its_own_commits_and_still_sees_tampering()
     eventually("the flush repaired", || ruleset(&p) == want);
     assert_eq!(status(&d, &p)["repairs"], 1);
 }
+
+#[test]
+fn tproxy_routing_removed_by_another_process_is_repaired_at_once() {
+    if !in_node("tproxy_routing_removed_by_another_process_is_repaired_at_once") {
+        return;
+    }
+    let d = Dirs::new();
+    // No resync for a minute: only the routing notifications can bring the repair.
+    let _agent = Agent::start(&d, "60");
+    let p = pod("p1");
+    add(&d, &p, &["-i", "*", "-b", "*", "-m", "TPROXY"]);
+    let rules = || in_pod(&p, "ip", &["rule"]);
+    assert!(rules().contains("fwmark 0x539 lookup 133"), "{}", rules());
+    in_pod(
+        &p,
+        "ip",
+        &["rule", "del", "fwmark", "1337", "lookup", "133"],
+    );
+    eventually("the fwmark rule back", || {
+        rules().contains("fwmark 0x539 lookup 133")
+    });
+    in_pod(&p, "ip", &["route", "flush", "table", "133"]);
+    eventually("the local route back", || {
+        in_pod(&p, "ip", &["route", "show", "table", "133"]).contains("local default dev lo")
+    });
+    let s = status(&d, &p);
+    assert_eq!(s["repairs"], 2, "{s}");
+}

@@ -23,6 +23,7 @@ pub mod netns;
 mod os;
 pub mod probe;
 mod retry;
+pub mod route_monitor;
 pub mod routes;
 mod socket;
 pub mod trace;
