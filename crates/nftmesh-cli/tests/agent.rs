@@ -111,7 +111,7 @@ fn tampering_of_each_kind_is_repaired() {
             "{what}: {cause}"
         );
     }
-    // The TPROXY route: no notification tells; the resync repairs it.
+    // The TPROXY route: the routing notifications tell, and it is repaired at once.
     in_pod(
         &p,
         "ip",
@@ -128,7 +128,7 @@ fn tampering_of_each_kind_is_repaired() {
         s["recent_repairs"][repairs]["cause"]
             .as_str()
             .unwrap()
-            .starts_with("resync"),
+            .starts_with("notification: routing changed"),
         "{s}"
     );
     assert_eq!(s["last_error"], Value::Null);
