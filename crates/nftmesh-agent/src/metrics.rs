@@ -130,31 +130,55 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` (any path) on `listener` from a thread of its own, one connection at a
-/// time, each bounded in time.
+/// Scrapes served at once at most; more are closed at once (a scraper retries).
+const MAX_SCRAPES: usize = 16;
+
+/// Serve `GET /metrics` (any path) on `listener`: each connection on a short-lived thread of
+/// its own, bounded in time (2 s to read the request, 2 s to write the reply), so a client
+/// that stalls delays no other scrape.
 pub fn serve(listener: TcpListener, metrics: Arc<Mutex<Metrics>>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let busy = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-            // The request line and headers, up to the blank line (at most 8 KiB).
-            let mut reader = BufReader::new((&conn).take_limited());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
+            let Ok(conn) = conn else { continue };
+            if busy.fetch_add(1, Ordering::SeqCst) >= MAX_SCRAPES {
+                busy.fetch_sub(1, Ordering::SeqCst);
+                continue;
             }
-            let body = metrics
-                .lock()
-                .map(|m| m.text())
-                .unwrap_or_else(|p| p.into_inner().text());
-            let _ = write!(
-                conn,
-                "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
+            let (metrics, done) = (metrics.clone(), busy.clone());
+            let spawned = std::thread::Builder::new()
+                .name("nftmesh-metrics".into())
+                .spawn(move || {
+                    scrape(conn, &metrics);
+                    done.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                busy.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     });
+}
+
+/// Answer one scrape.
+fn scrape(mut conn: std::net::TcpStream, metrics: &Mutex<Metrics>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+    // The request line and headers, up to the blank line (at most 8 KiB).
+    let mut reader = BufReader::new((&conn).take_limited());
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    let body = metrics
+        .lock()
+        .map(|m| m.text())
+        .unwrap_or_else(|p| p.into_inner().text());
+    let _ = write!(
+        conn,
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
 }
 
 /// A reader of at most 8 KiB.
@@ -169,6 +193,25 @@ impl<R: std::io::Read> TakeLimited for R {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_that_stalls_delays_no_other_scrape() {
+        use std::io::Read;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        serve(l, Arc::new(Mutex::new(Metrics::default())));
+        // Connected, and silent: its request never ends.
+        let _stalled = std::net::TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        // Well under the stalled client's 2 s read timeout.
+        c.set_read_timeout(Some(Duration::from_millis(1000)))
+            .unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        assert!(body.contains("nftmesh_agent_pods 0"), "{body}");
+    }
 
     #[test]
     fn the_text_has_every_family_and_the_histograms_add_up() {
