@@ -72,6 +72,7 @@ fn main() {
         state_dir: work.join("state"),
         metrics_addr: None,
         resync: Duration::from_secs(3600),
+        own_tables: false,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

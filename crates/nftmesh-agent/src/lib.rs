@@ -17,6 +17,7 @@
 //!     state_dir: "/var/lib/nftmesh-agent".into(),
 //!     metrics_addr: Some("127.0.0.1:15114".parse().unwrap()),
 //!     resync: Duration::from_secs(30),
+//!     own_tables: true,
 //! })?;
 //! agent.run()?;
 //! # Ok::<(), nftmesh_agent::server::AgentError>(())

@@ -47,6 +47,10 @@ pub struct Options {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// How often every pod is checked in full.
     pub resync: Duration,
+    /// Whether the agent owns its pods' tables (nf_tables' `owner` + `persist` flags, where
+    /// the kernel has both: another process's change is then refused by the kernel, and the
+    /// tables outlive the agent until it claims them again), or only repairs them.
+    pub own_tables: bool,
 }
 
 /// Why the agent could not start or stopped with an error.
@@ -180,6 +184,8 @@ struct Pod {
     /// Routing notifications, for a capture with policy routing or `::6` on `lo`: a change
     /// there is checked at once, not at the next resync.
     routes: Option<RouteMonitor>,
+    /// The table flags of the last install: owned tables refuse other processes' changes.
+    owner: nftmesh::TableOwner,
     last_check: Option<f64>,
     repairs: Vec<Repair>,
     repair_count: u64,
@@ -203,6 +209,17 @@ fn now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// The capture of `desired`, owned by the installing handle when `own` (and the kernel has
+/// `owner` + `persist`).
+fn capture_of(desired: &Desired, own: bool) -> Result<Capture, nftmesh::CaptureError> {
+    let c = desired.capture()?;
+    Ok(if own {
+        c.with_owner(nftmesh::TableOwner::OwnerPersist)
+    } else {
+        c
+    })
 }
 
 /// An event about the pod at `pod`.
@@ -359,9 +376,7 @@ impl Agent {
         }
         let old_file = r.identity.is_none().then(|| file.clone());
         r.identity = Some(id);
-        let opened = r
-            .desired
-            .capture()
+        let opened = capture_of(&r.desired, self.opts.own_tables)
             .map_err(|e| e.to_string())
             .and_then(|c| open_pod(r.clone(), id, c));
         match opened {
@@ -372,6 +387,20 @@ impl Agent {
                     if let Ok(f) = registry::save(&self.opts.state_dir, &pod.record) {
                         pod.file = f;
                         let _ = registry::forget(&old);
+                    }
+                }
+                if self.opts.own_tables {
+                    // Claim the tables the previous agent left ownerless (persist), in place,
+                    // or take over unowned ones, in one transaction.
+                    match pod.ns.install(&pod.capture) {
+                        Ok(rep) => pod.owner = rep.table_owner,
+                        Err(e) => {
+                            pod.last_error = Some(format!("claiming the tables: {e}"));
+                            self.log.log(
+                                &pod_event(Level::Error, "claiming the tables failed", &path)
+                                    .field("error", e.to_string()),
+                            );
+                        }
                     }
                 }
                 self.pods.insert(id, pod);
@@ -791,7 +820,7 @@ impl Agent {
         desired: Desired,
         container_id: Option<String>,
     ) {
-        let capture = match desired.capture() {
+        let capture = match capture_of(&desired, self.opts.own_tables) {
             Ok(c) => c,
             Err(e) => {
                 let e = e.to_string();
@@ -817,6 +846,7 @@ impl Agent {
                         // Acknowledged only once the record is on disk.
                         Ok(file) => {
                             pod.file = file;
+                            pod.owner = rep.table_owner;
                             Ok((pod, rep.to_string()))
                         }
                         Err(e) => {
@@ -913,7 +943,7 @@ impl Agent {
         container_id: Option<String>,
     ) -> Value {
         let started = Instant::now();
-        let capture = match desired.capture() {
+        let capture = match capture_of(&desired, self.opts.own_tables) {
             Ok(c) => c,
             Err(e) => return protocol::error(ErrorKind::Invalid, &e.to_string()),
         };
@@ -940,6 +970,7 @@ impl Agent {
         let result = pod.ns.install(&capture);
         match result {
             Ok(rep) => {
+                pod.owner = rep.table_owner;
                 pod.capture = capture;
                 pod.record = record;
                 pod.dirty = None;
@@ -1038,6 +1069,7 @@ impl Agent {
                 json!({
                     "network_namespace": pod.record.network_namespace,
                     "identity": id,
+                    "tables_owned": pod.owner != nftmesh::TableOwner::None,
                     "kind": pod.record.desired.kind(),
                     "desired": pod.record.desired,
                     "container_id": pod.record.container_id,
@@ -1152,7 +1184,8 @@ impl Agent {
             .join("; ");
         let summary = Summary::of(&drift).to_string();
         match pod.ns.install(&pod.capture) {
-            Ok(_) => {
+            Ok(rep) => {
+                pod.owner = rep.table_owner;
                 // One line per repair; each difference on a line of its own at debug.
                 self.log.log(
                     &pod_event(Level::Info, "repaired", path)
@@ -1273,6 +1306,7 @@ fn open_pod(record: Record, id: NetnsId, capture: Capture) -> Result<Pod, String
     let routes = routes.transpose().map_err(|e| e.to_string())?;
     Ok(Pod {
         routes,
+        owner: nftmesh::TableOwner::None,
         record,
         file: PathBuf::new(),
         port: ns.netlink_port_id(),

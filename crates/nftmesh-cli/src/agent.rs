@@ -50,6 +50,11 @@ pub struct RunArgs {
     /// Check every pod in full this often, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     resync: f64,
+    /// Own the pods' tables where the kernel allows (nf_tables `owner` + `persist`, Linux 6.9):
+    /// another process's change is refused by the kernel instead of repaired. `false`: repair
+    /// only, as on older kernels.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    own_tables: bool,
     /// Log lines on stderr as `text` (`TIME\tLEVEL\tMESSAGE\tkey=value ...`) or `json` (one
     /// object per line); times in RFC 3339 UTC with milliseconds.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
@@ -142,6 +147,7 @@ fn serve(a: RunArgs) -> Result<(), String> {
         state_dir: a.state_dir,
         metrics_addr: a.metrics_addr,
         resync: Duration::from_secs_f64(a.resync),
+        own_tables: a.own_tables,
     };
     let log = Logger::stderr(a.log_format, a.log_level);
     let agent =

@@ -346,7 +346,15 @@ fn in_a_pid_namespace_the_agent_knows_its_own_commits_and_still_sees_tampering()
     let child = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
         .arg(env!("CARGO_BIN_EXE_nftmesh"))
-        .args(["agent", "run", "--resync", "600", "--socket"])
+        .args([
+            "agent",
+            "run",
+            "--resync",
+            "600",
+            "--own-tables",
+            "false",
+            "--socket",
+        ])
         .arg(d.socket())
         .arg("--state-dir")
         .arg(d.state())
@@ -400,4 +408,65 @@ fn tproxy_routing_removed_by_another_process_is_repaired_at_once() {
     });
     let s = status(&d, &p);
     assert_eq!(s["repairs"], 2, "{s}");
+}
+
+/// `nft ARGS` in the pod, as another process would run it; its output.
+fn nft_in(netns: &str, args: &[&str]) -> std::process::Output {
+    let name = Path::new(netns).file_name().unwrap().to_str().unwrap();
+    Command::new("ip")
+        .args(["netns", "exec", name, "nft"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn owned_tables_refuse_tampering_outlive_a_killed_agent_and_are_claimed_again() {
+    if !in_node("owned_tables_refuse_tampering_outlive_a_killed_agent_and_are_claimed_again") {
+        return;
+    }
+    let d = Dirs::new();
+    let owned = ["--own-tables", "true"];
+    let agent = Agent::start_with(&d, "60", &owned);
+    let p = pod("p1");
+    add(&d, &p, &SIDECAR);
+    assert_eq!(status(&d, &p)["tables_owned"], true);
+    let want = ruleset(&p);
+    assert!(want.contains("flags owner"), "{want}");
+    // Another process's flush, delete and added rule: refused by the kernel, nothing changes,
+    // nothing to repair.
+    for args in [
+        &["flush", "table", "inet", "istio-proxy-nat"][..],
+        &["delete", "table", "inet", "istio-proxy-nat"],
+        &[
+            "add",
+            "rule",
+            "inet",
+            "istio-proxy-nat",
+            "istio-output",
+            "accept",
+        ],
+    ] {
+        let o = nft_in(&p, args);
+        assert!(!o.status.success(), "nft {args:?} went through");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("Operation not permitted"), "{err}");
+    }
+    assert_eq!(ruleset(&p), want);
+    assert_eq!(status(&d, &p)["repairs"], 0);
+    // kill -9: the tables stay (ownerless, persist) and keep capturing.
+    assert_eq!(agent.kill("KILL"), None);
+    let orphan = ruleset(&p);
+    assert!(orphan.contains("redirect to :15001"), "{orphan}");
+    assert!(!orphan.contains("flags owner"), "{orphan}");
+    // The restarted agent claims them: a foreign flush is refused again.
+    let _again = Agent::start_with(&d, "60", &owned);
+    assert_eq!(status(&d, &p)["tables_owned"], true);
+    assert!(ruleset(&p).contains("flags owner"), "{}", ruleset(&p));
+    let o = nft_in(&p, &["flush", "table", "inet", "istio-proxy-nat"]);
+    assert!(!o.status.success());
+    // And the agent itself still removes them.
+    let (ok, _, err) = cli(&d, &["remove", "--network-namespace", &p]);
+    assert!(ok, "{err}");
+    assert_eq!(ruleset(&p), "");
 }

@@ -390,6 +390,8 @@ fn with_agent_socket_the_node_agent_installs_checks_and_removes() {
         state_dir: net.dir.join("agent-state"),
         metrics_addr: None,
         resync: Duration::from_secs(30),
+        // Unowned tables: the test tampers with them to see the agent repair.
+        own_tables: false,
     };
     // The agent's loop on a thread of this test process (it ends with the process).
     let (tx, rx) = std::sync::mpsc::channel();

@@ -51,10 +51,18 @@ impl Agent {
         Self::start_logging(d, resync, extra, Stdio::null())
     }
 
-    /// The agent with its stderr (its log) to `log`.
+    /// The agent with its stderr (its log) to `log`. Its tables are not owned (the repair
+    /// path, as on kernels without `persist`: the tests tamper with them) unless `extra` says
+    /// `--own-tables true`.
     pub fn start_logging(d: &Dirs, resync: &str, extra: &[&str], log: Stdio) -> Agent {
+        let owned: &[&str] = if extra.contains(&"--own-tables") {
+            &[]
+        } else {
+            &["--own-tables", "false"]
+        };
         let child = Command::new(BIN)
             .args(["agent", "run", "--resync", resync])
+            .args(owned)
             .args(extra)
             .arg("--socket")
             .arg(d.socket())
