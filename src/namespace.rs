@@ -222,6 +222,27 @@ impl Namespace {
     /// owned in the same transaction. Tables another live socket owns are refused
     /// ([`NetlinkError::is_owned_elsewhere`]) and nothing is applied.
     pub fn install(&self, capture: &Capture) -> Result<Report, CaptureError> {
+        self.install_locked(&mut self.lock(), capture)
+    }
+
+    /// Check `capture` ([`Namespace::check`]) and, where it differs, install it again in one
+    /// transaction planned against the state just read (a keeper's repair after another
+    /// process's change: the commit cache of this handle is stale then, and would cost a
+    /// refused batch and a second send). `None` when nothing differed; else the differences
+    /// repaired and the install's report. One operation on the handle: nothing of this
+    /// handle's runs between the check and the install.
+    pub fn repair(&self, capture: &Capture) -> Result<Option<(Vec<Drift>, Report)>, CaptureError> {
+        let mut s = self.lock();
+        let drift = check_locked(&mut s, capture)?;
+        if drift.is_empty() {
+            return Ok(None);
+        }
+        s.conn.forget_commit();
+        let report = self.install_locked(&mut s, capture)?;
+        Ok(Some((drift, report)))
+    }
+
+    fn install_locked(&self, s: &mut Sockets, capture: &Capture) -> Result<Report, CaptureError> {
         let owner = supported_owner(capture.owner())?;
         let migrate = capture.migration();
         if migrate == Migration::FromIptables {
@@ -230,7 +251,6 @@ impl Namespace {
                 return Err(CaptureError::LegacyTables(legacy));
             }
         }
-        let mut s = self.lock();
         let mut report = Report::default();
         if let Some(r) = capture.tproxy_routing() {
             s.routing.ensure(&r)?;
@@ -323,30 +343,7 @@ impl Namespace {
     /// [`nftmesh_model::diff`]), the TPROXY routing and `::6` on `lo`. Empty when it holds
     /// exactly `capture`.
     pub fn check(&self, capture: &Capture) -> Result<Vec<Drift>, CaptureError> {
-        let mut s = self.lock();
-        let live = s.conn.dump_ruleset(&owned_tables())?;
-        let mut out: Vec<Drift> = nftmesh_model::diff::diff(capture.ruleset(), &live)
-            .into_iter()
-            .map(Drift::Rules)
-            .collect();
-        let r = capture.routing_settings();
-        let state = s.routing.state(&r)?;
-        let want: &[u8] = if r.ipv6 { &[4, 6] } else { &[4] };
-        match capture.tproxy_routing() {
-            Some(_) if state.rules != want || state.local_routes != want => {
-                out.push(Drift::MissingRouting(state.clone()))
-            }
-            None if !state.rules.is_empty() || !state.local_routes.is_empty() => {
-                // The next install removes it again (it no longer assumes it absent).
-                s.no_tproxy_routing.clear();
-                out.push(Drift::ExtraRouting(state.clone()))
-            }
-            _ => {}
-        }
-        if capture.loopback_v6() && !state.loopback_v6 {
-            out.push(Drift::MissingLoopbackV6);
-        }
-        Ok(out)
+        check_locked(&mut self.lock(), capture)
     }
 
     /// nftmesh's tables as the kernel lists them, with their flags and owning socket
@@ -464,4 +461,31 @@ mod tests {
         fn shared<T: Send + Sync>() {}
         shared::<super::Namespace>();
     }
+}
+
+/// [`Namespace::check`] on sockets already locked.
+fn check_locked(s: &mut Sockets, capture: &Capture) -> Result<Vec<Drift>, CaptureError> {
+    let live = s.conn.dump_ruleset(&owned_tables())?;
+    let mut out: Vec<Drift> = nftmesh_model::diff::diff(capture.ruleset(), &live)
+        .into_iter()
+        .map(Drift::Rules)
+        .collect();
+    let r = capture.routing_settings();
+    let state = s.routing.state(&r)?;
+    let want: &[u8] = if r.ipv6 { &[4, 6] } else { &[4] };
+    match capture.tproxy_routing() {
+        Some(_) if state.rules != want || state.local_routes != want => {
+            out.push(Drift::MissingRouting(state.clone()))
+        }
+        None if !state.rules.is_empty() || !state.local_routes.is_empty() => {
+            // The next install removes it again (it no longer assumes it absent).
+            s.no_tproxy_routing.clear();
+            out.push(Drift::ExtraRouting(state.clone()))
+        }
+        _ => {}
+    }
+    if capture.loopback_v6() && !state.loopback_v6 {
+        out.push(Drift::MissingLoopbackV6);
+    }
+    Ok(out)
 }

@@ -307,3 +307,40 @@ fn ambient_installs_its_tables_and_routing_and_a_switch_to_sidecar_is_one_transa
     assert!(tables(&pod).is_empty());
     assert!(ambient_rules(&pod).is_empty());
 }
+
+#[test]
+fn a_repair_after_another_process_changed_the_tables_is_one_check_and_one_transaction() {
+    let Some(ns) = pod() else { return };
+    let handle = Namespace::open(ns.path()).unwrap();
+    let capture = Capture::new(&CaptureConfig::sidecar()).unwrap();
+    handle.install(&capture).unwrap();
+    assert!(
+        handle.repair(&capture).unwrap().is_none(),
+        "nothing to repair"
+    );
+    // Another process commits: this handle's idea of the last commit is stale now.
+    ns.exec(
+        "nft",
+        &[
+            "flush",
+            "chain",
+            "inet",
+            "istio-proxy-nat",
+            "istio-redirect",
+        ],
+        None,
+    );
+    let gen_before = handle.generation().unwrap();
+    let (drift, report) = handle.repair(&capture).unwrap().expect("a difference");
+    assert!(!drift.is_empty());
+    assert_eq!(
+        report.attempts, 1,
+        "the batch was not refused and sent again"
+    );
+    assert_eq!(
+        handle.generation().unwrap(),
+        gen_before.wrapping_add(1),
+        "one commit"
+    );
+    assert!(handle.check(&capture).unwrap().is_empty());
+}

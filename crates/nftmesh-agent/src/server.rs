@@ -1160,74 +1160,62 @@ impl Agent {
             .take()
             .map(|(t, _)| t)
             .unwrap_or_else(Instant::now);
-        let drift = match pod.ns.check(&pod.capture) {
-            Ok(d) => d,
-            Err(e) => {
-                pod.last_error = Some(format!("check: {e}"));
-                self.log.log(
-                    &pod_event(Level::Error, "check failed", path)
-                        .field("cause", kind)
-                        .field("error", e.to_string()),
-                );
-                *self.metrics().errors.entry("check").or_insert(0) += 1;
+        // One check and, where it differs, one transaction planned against what it read.
+        let (drift, rep) = match pod.ns.repair(&pod.capture) {
+            Ok(None) => {
+                pod.last_check = Some(now());
                 return;
             }
-        };
-        pod.last_check = Some(now());
-        if drift.is_empty() {
-            return;
-        }
-        let what = drift
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let summary = Summary::of(&drift).to_string();
-        match pod.ns.install(&pod.capture) {
-            Ok(rep) => {
-                pod.owner = rep.table_owner;
-                // One line per repair; each difference on a line of its own at debug.
-                self.log.log(
-                    &pod_event(Level::Info, "repaired", path)
-                        .field("cause", kind)
-                        .field("why", why.as_str())
-                        .field("differences", summary.as_str()),
-                );
-                if self.log.enabled(Level::Debug) {
-                    for d in &drift {
-                        self.log.log(
-                            &pod_event(Level::Debug, "repaired a difference", path)
-                                .field("difference", d.to_string()),
-                        );
-                    }
-                }
-                let cause = format!("{kind}: {why}: {what}");
-                pod.repairs.push(Repair {
-                    at: now(),
-                    cause,
-                    summary,
-                });
-                if pod.repairs.len() > REPAIR_LOG {
-                    pod.repairs.remove(0);
-                }
-                pod.repair_count += 1;
-                pod.last_error = None;
-                let mut m = self.metrics();
-                *m.repairs.entry(kind).or_insert(0) += 1;
-                m.repair_seconds.observe(since.elapsed());
-            }
+            Ok(Some(done)) => done,
             Err(e) => {
                 pod.last_error = Some(format!("repair: {e}"));
                 self.log.log(
                     &pod_event(Level::Error, "repair failed", path)
                         .field("cause", kind)
                         .field("why", why.as_str())
-                        .field("differences", summary.as_str())
                         .field("error", e.to_string()),
                 );
                 *self.metrics().errors.entry("repair").or_insert(0) += 1;
+                return;
+            }
+        };
+        pod.last_check = Some(now());
+        let what = drift
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let summary = Summary::of(&drift).to_string();
+        pod.owner = rep.table_owner;
+        // One line per repair; each difference on a line of its own at debug.
+        self.log.log(
+            &pod_event(Level::Info, "repaired", path)
+                .field("cause", kind)
+                .field("why", why.as_str())
+                .field("differences", summary.as_str()),
+        );
+        if self.log.enabled(Level::Debug) {
+            for d in &drift {
+                self.log.log(
+                    &pod_event(Level::Debug, "repaired a difference", path)
+                        .field("difference", d.to_string()),
+                );
             }
         }
+        let cause = format!("{kind}: {why}: {what}");
+        pod.repairs.push(Repair {
+            at: now(),
+            cause,
+            summary,
+        });
+        if pod.repairs.len() > REPAIR_LOG {
+            pod.repairs.remove(0);
+        }
+        pod.repair_count += 1;
+        pod.last_error = None;
+        let mut m = self.metrics();
+        *m.repairs.entry(kind).or_insert(0) += 1;
+        m.repair_seconds.observe(since.elapsed());
     }
 
     /// Check every pod; forget those whose namespace is gone; retry the unadopted records.

@@ -326,6 +326,13 @@ impl Connection {
         })
     }
 
+    /// Forget what this connection's last apply committed, so that the next apply reads the
+    /// generation and the live state instead of assuming them (for a caller that knows
+    /// another process committed since: its batch would be refused once and sent again).
+    pub fn forget_commit(&mut self) {
+        self.committed = None;
+    }
+
     /// Delete the given tables (those that exist) in one transaction; returns how many.
     /// Every other table is left alone.
     pub fn delete_tables(&mut self, tables: &[(Family, String)]) -> Result<usize, NetlinkError> {
