@@ -454,15 +454,6 @@ fn supported_owner(wanted: TableOwner) -> Result<TableOwner, CaptureError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_handle_can_be_shared_between_threads() {
-        fn shared<T: Send + Sync>() {}
-        shared::<super::Namespace>();
-    }
-}
-
 /// [`Namespace::check`] on sockets already locked.
 fn check_locked(s: &mut Sockets, capture: &Capture) -> Result<Vec<Drift>, CaptureError> {
     let live = s.conn.dump_ruleset(&owned_tables())?;
@@ -488,4 +479,13 @@ fn check_locked(s: &mut Sockets, capture: &Capture) -> Result<Vec<Drift>, Captur
         out.push(Drift::MissingLoopbackV6);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_handle_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<super::Namespace>();
+    }
 }
