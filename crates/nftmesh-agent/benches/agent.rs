@@ -2,9 +2,11 @@
 //!
 //! 1. N = 1 000 pod namespaces registered through the agent's socket (four client threads,
 //!    one request each per pod, the sidecar capture of every outbound range): wall time.
-//! 2. Repair latency: every rule of one pod's `inet istio-proxy-nat` deleted in one
-//!    transaction (what `nft flush table` does), timed from the kernel's acknowledgement until
-//!    a dump shows the table whole again: median and p99 over 50 flushes.
+//! 2. Tamper-to-repair latency of one pod as an outside observer sees it (a change monitor of
+//!    the bench's own in the pod): from the tampering commit's notification to the repair
+//!    commit's, for four kinds of tampering by `nft` (a chain flushed, a table deleted, a rule
+//!    added, a table flushed), 50 times each: median and p99; then the same with a client
+//!    that never reads its replies and 256 that never speak.
 //! 3. The agent idle with the N pods for 5 s: CPU time it used (from `/proc/self/task`).
 //! 4. Memory (RSS) and open descriptors per pod: the process's growth over the N pods.
 //!
@@ -15,7 +17,9 @@
 mod skip;
 
 use nftmesh_agent::server::{Agent, Options};
+use nftmesh_netlink::monitor::{Monitor, Own};
 use serde_json::json;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -110,36 +114,64 @@ fn main() {
     }
     let registered = start.elapsed();
 
-    // 2. Repair latency.
+    // 2. Tamper-to-repair latency, as an outside observer sees it: a change monitor of the
+    //    bench's own in the pod; from the arrival of the tampering commit's notification to
+    //    the arrival of the next commit's (the agent's repair). Each kind `flushes` times;
+    //    then again with a client that sends requests and never reads the replies, and 256
+    //    clients that connect and say nothing.
     let pod = Path::new("/run/netns/a0");
-    let mut conn = nftmesh_netlink::netns::run_in(pod, nftmesh_netlink::Connection::open)
-        .unwrap()
-        .unwrap();
-    let table = [(nftmesh::model::Family::Inet, "istio-proxy-nat".to_string())];
-    let whole = conn.dump_ruleset(&table).unwrap();
-    let mut lat = Vec::new();
-    // The flush: every rule of the table deleted in one transaction, sent from this thread
-    // (not the agent's), timed from the kernel's acknowledgement.
-    let mut flushed = whole.clone();
-    for c in &mut flushed.tables[0].chains {
-        c.rules.clear();
-    }
-    for _ in 0..flushes {
-        conn.apply(&flushed).unwrap();
-        let t0 = Instant::now();
-        let end = t0 + Duration::from_secs(5);
-        loop {
-            if conn.dump_ruleset(&table).unwrap() == whole {
-                break;
+    let mut monitor = Some(
+        nftmesh_netlink::netns::run_in(pod, Monitor::open)
+            .unwrap()
+            .unwrap(),
+    );
+    let kinds: [(&str, &[&str]); 4] = [
+        (
+            "flush chain",
+            &[
+                "flush",
+                "chain",
+                "inet",
+                "istio-proxy-nat",
+                "istio-redirect",
+            ],
+        ),
+        (
+            "delete table",
+            &["delete", "table", "inet", "istio-proxy-nat"],
+        ),
+        (
+            "add rule",
+            &[
+                "add",
+                "rule",
+                "inet",
+                "istio-proxy-nat",
+                "istio-output",
+                "accept",
+            ],
+        ),
+        (
+            "flush table",
+            &["flush", "table", "inet", "istio-proxy-nat"],
+        ),
+    ];
+    let mut rows = Vec::new();
+    for stalled in [false, true] {
+        let _abuse = stalled.then(|| abuse(&socket));
+        for (kind, args) in &kinds {
+            let mut lat = Vec::new();
+            for _ in 0..flushes {
+                let (m, t) = tamper_to_repair(monitor.take().expect("the monitor"), args);
+                monitor = Some(m);
+                lat.push(t);
+                std::thread::sleep(Duration::from_millis(10));
             }
-            assert!(Instant::now() < end, "repaired within 5 s");
-            // Not a busy loop: the agent needs the CPU (resolution 0.1 ms).
-            std::thread::sleep(Duration::from_micros(100));
+            lat.sort();
+            let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
+            rows.push((*kind, stalled, q(0.5), q(0.99)));
         }
-        lat.push(t0.elapsed());
-        std::thread::sleep(Duration::from_millis(20));
     }
-    lat.sort();
 
     // 3. Idle CPU, 4. per-pod memory and descriptors.
     let cpu0 = thread_cpu(agent_tid);
@@ -147,7 +179,6 @@ fn main() {
     let idle = thread_cpu(agent_tid) - cpu0;
     let (rss1, fds1) = (rss_kib(), fds());
 
-    let q = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
     println!("| node agent, {n} pods | result |");
     println!("|---|---|");
     println!(
@@ -155,11 +186,18 @@ fn main() {
         ms(registered),
         ms(registered) / n as f64
     );
-    println!(
-        "| repair after `nft flush table` ({flushes} times) | median {:.2} ms, p99 {:.2} ms |",
-        ms(q(0.5)),
-        ms(q(0.99))
-    );
+    for (kind, stalled, med, p99) in rows {
+        let with = if stalled {
+            ", with a stalled and 256 silent clients"
+        } else {
+            ""
+        };
+        println!(
+            "| tamper-to-repair, `nft {kind}`{with} ({flushes} times) | median {:.2} ms, p99 {:.2} ms |",
+            ms(med),
+            ms(p99)
+        );
+    }
     println!(
         "| idle CPU of the agent's thread with {n} pods | {:.2} ms over {} s |",
         idle * 1e3,
@@ -171,6 +209,73 @@ fn main() {
         (fds1 as f64 - fds0 as f64) / n as f64
     );
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Tamper with pod `a0` by `nft ARGS` (another process) and time, on `monitor`, from the
+/// arrival of that commit's notification to the arrival of the next commit's (the repair).
+/// The monitor is read on a thread of its own, blocked in `poll` from before the tampering,
+/// so each arrival is seen when it happens.
+fn tamper_to_repair(mut monitor: Monitor, args: &[&str]) -> (Monitor, Duration) {
+    let _ = monitor.drain(Own::Ports(&[]));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        let end = Instant::now() + Duration::from_secs(5);
+        let (mut seen, mut tampered) = (0, None);
+        let _ = ready_tx.send(());
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "repaired within 5 s");
+            let mut fds = [nix::poll::PollFd::new(
+                monitor.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let timeout = nix::poll::PollTimeout::try_from(left.as_millis().min(5000) as i32)
+                .unwrap_or(nix::poll::PollTimeout::MAX);
+            let _ = nix::poll::poll(&mut fds, timeout);
+            let now = Instant::now();
+            seen += monitor.drain(Own::Ports(&[])).unwrap().foreign_commits;
+            if seen >= 1 && tampered.is_none() {
+                tampered = Some(now);
+            }
+            if seen >= 2 {
+                return (monitor, now - tampered.unwrap_or(now));
+            }
+        }
+    });
+    let _ = ready_rx.recv();
+    let o = Command::new("ip")
+        .args(["netns", "exec", "a0", "nft"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    watcher.join().unwrap()
+}
+
+/// A client that sends 3 000 status requests and never reads, and 256 that connect and say
+/// nothing; they hang on while the value lives.
+fn abuse(socket: &Path) -> Vec<std::os::unix::net::UnixStream> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    let mut stalled = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stalled.set_nonblocking(true).unwrap();
+    let req = "{\"version\":1,\"command\":\"status\"}\n".repeat(3000);
+    let (mut sent, end) = (0, Instant::now() + Duration::from_secs(5));
+    while sent < req.len() && Instant::now() < end {
+        match stalled.write(&req.as_bytes()[sent..]) {
+            Ok(n) => sent += n,
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    out.push(stalled);
+    for _ in 0..256 {
+        out.push(std::os::unix::net::UnixStream::connect(socket).unwrap());
+    }
+    out
 }
 
 fn ms(d: Duration) -> f64 {

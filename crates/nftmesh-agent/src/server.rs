@@ -80,6 +80,11 @@ const MAX_CLIENTS: usize = 1024;
 const REPAIR_LOG: usize = 16;
 /// The most reply bytes kept for a client that does not read: past it, the client is dropped.
 const MAX_OUTPUT: usize = 4 << 20;
+/// A client's requests are read and served only while its unwritten replies are below this:
+/// a client that does not read its replies gets no more work done for it (backpressure).
+const OUTPUT_HIGH: usize = 256 << 10;
+/// Requests served per client per turn of the loop: one client cannot hold the loop.
+const REQUESTS_PER_TURN: usize = 32;
 /// A client with nothing pending that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
 /// How long `accept` rests after the process ran out of descriptors.
@@ -490,7 +495,7 @@ impl Agent {
             fds.push(PollFd::new(self.pool.wake.as_fd(), PollFlags::POLLIN));
             for c in &self.clients {
                 let mut ev = PollFlags::empty();
-                if !c.eof {
+                if !c.eof && c.out.len() < OUTPUT_HIGH {
                     ev |= PollFlags::POLLIN;
                 }
                 if !c.out.is_empty() {
@@ -513,8 +518,12 @@ impl Agent {
                 .collect()
         };
         let n = self.clients.len();
+        // Ready to read, or with whole requests left over from an earlier turn.
         let clients = (0..n)
-            .filter(|i| revents[3 + i])
+            .filter(|i| {
+                let c = &self.clients[*i];
+                revents[3 + i] || (c.out.len() < OUTPUT_HIGH && c.buf.contains(&b'\n'))
+            })
             .map(|i| self.clients[i].id)
             .collect();
         // The map is unchanged since the descriptors were listed: same order, one or two
@@ -618,17 +627,17 @@ impl Agent {
         self.clients.iter_mut().find(|c| c.id == id)
     }
 
-    /// Read what client `id` sent: its complete lines (an oversized one is answered with an
-    /// error and ends the client).
-    fn read_client(&mut self, id: u64) -> Vec<Vec<u8>> {
+    /// Read what client `id` sent into its buffer, unless its replies pile up (an oversized
+    /// line is answered with an error and ends the client).
+    fn read_client(&mut self, id: u64) {
         let mut chunk = [0u8; 16 * 1024];
         let Some(c) = self.client_mut(id) else {
-            return Vec::new();
+            return;
         };
-        if c.eof {
-            return Vec::new();
+        if c.out.len() >= OUTPUT_HIGH {
+            return;
         }
-        loop {
+        while !c.eof && c.buf.len() <= protocol::MAX_REQUEST {
             match c.stream.read(&mut chunk) {
                 Ok(0) => {
                     c.eof = true;
@@ -645,17 +654,8 @@ impl Agent {
                     break;
                 }
             }
-            if c.buf.len() > protocol::MAX_REQUEST {
-                break;
-            }
         }
-        let mut lines = Vec::new();
-        while let Some(nl) = c.buf.iter().position(|b| *b == b'\n') {
-            let mut line: Vec<u8> = c.buf.drain(..=nl).collect();
-            line.pop();
-            lines.push(line);
-        }
-        if c.buf.len() > protocol::MAX_REQUEST {
+        if c.buf.len() > protocol::MAX_REQUEST && !c.buf.contains(&b'\n') {
             c.buf.clear();
             c.eof = true;
             let seq = c.next_seq;
@@ -668,15 +668,31 @@ impl Agent {
             };
             self.answer(target, protocol::error(ErrorKind::Invalid, &e));
         }
-        lines
     }
 
-    /// Serve the ready clients: every complete request in order; adds of new pods go to the
-    /// workers and are answered when they finish, everything else at once.
+    /// The next whole request line of client `id`, if it has one and may be served now (its
+    /// unwritten replies are below [`OUTPUT_HIGH`]).
+    fn next_line(&mut self, id: u64) -> Option<Vec<u8>> {
+        let c = self.client_mut(id)?;
+        if c.out.len() >= OUTPUT_HIGH {
+            return None;
+        }
+        let nl = c.buf.iter().position(|b| *b == b'\n')?;
+        let mut line: Vec<u8> = c.buf.drain(..=nl).collect();
+        line.pop();
+        Some(line)
+    }
+
+    /// Serve the ready clients: their whole requests in order, at most
+    /// [`REQUESTS_PER_TURN`] each and none once its replies pile up; adds of new pods go to
+    /// the workers and are answered when they finish, everything else at once.
     fn serve_clients(&mut self, ready: Vec<u64>) {
         for id in ready {
-            let lines = self.read_client(id);
-            for line in lines {
+            self.read_client(id);
+            for _ in 0..REQUESTS_PER_TURN {
+                let Some(line) = self.next_line(id) else {
+                    break;
+                };
                 let Some(c) = self.client_mut(id) else { break };
                 let (request_id, command) = protocol::parse_with_id(&line);
                 let target = Target {
@@ -795,6 +811,11 @@ impl Agent {
                 return false;
             }
             if c.out.is_empty() && !owed && (c.eof || now.duration_since(c.last_active) > IDLE) {
+                return false;
+            }
+            // Replies not read for that long: the client is gone in all but name.
+            if !c.out.is_empty() && now.duration_since(c.last_active) > IDLE {
+                dropped += 1;
                 return false;
             }
             true
