@@ -27,7 +27,9 @@
 
 pub mod client;
 pub mod identity;
+pub mod kernel;
 pub mod metrics;
+pub mod pods;
 pub mod protocol;
 pub mod registry;
 pub mod server;

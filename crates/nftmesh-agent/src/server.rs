@@ -15,14 +15,14 @@
 //! capture. SIGHUP is ignored (logged): there is nothing to reload.
 
 use crate::identity::{self, IdentityError, NetnsId};
+use crate::kernel::{capture_of, RealPod};
 use crate::metrics::{self, Metrics};
-use crate::protocol::{self, Command, Desired, DesiredExt, ErrorKind, RequestId};
+use crate::pods::{self, Adoption, PodKernel, Pods, RepairOutcome};
+use crate::protocol::{self, Command, Desired, ErrorKind, RequestId};
 use crate::registry::{self, Record};
-use crate::summary::Summary;
 use nftmesh::log::{Event, Format, Level, Logger};
-use nftmesh::{Capture, Namespace};
-use nftmesh_netlink::monitor::{Monitor, Own};
-use nftmesh_netlink::route_monitor::RouteMonitor;
+use nftmesh::Namespace;
+use nftmesh_netlink::monitor::Own;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -76,8 +76,6 @@ fn setup(what: impl Into<String>, why: impl std::fmt::Display) -> AgentError {
 
 /// Clients served at once at most; more are refused with a `busy` reply.
 const MAX_CLIENTS: usize = 1024;
-/// Repair records kept per pod (the count goes on).
-const REPAIR_LOG: usize = 16;
 /// The most reply bytes kept for a client that does not read: past it, the client is dropped.
 const MAX_OUTPUT: usize = 4 << 20;
 /// A client's requests are read and served only while its unwritten replies are below this:
@@ -116,8 +114,9 @@ struct Client {
     eof: bool,
 }
 
-/// A new pod opened and installed (on a worker), or why not, for the add `job`.
-type Opened = Result<(Pod, String), String>;
+/// A new pod opened, installed and recorded (on a worker): its namespace, the record and its
+/// file, whether the tables are owned, and the install's report; or why not. For the add `job`.
+type Opened = Result<(RealPod, Record, PathBuf, bool, String), String>;
 type Job = Box<dyn FnOnce() -> (u64, Opened) + Send>;
 
 /// A few long-lived worker threads that open and install new pods in parallel (the kernel
@@ -176,55 +175,11 @@ struct PendingAdd {
     queued: Vec<(Target, Result<Command, String>)>,
 }
 
-struct Pod {
-    record: Record,
-    /// The record's file.
-    file: PathBuf,
-    ns: Namespace,
-    /// The netlink port id of `ns`'s netfilter socket: the commits the monitor sees with it
-    /// are the agent's own.
-    port: u32,
-    capture: Capture,
-    monitor: Monitor,
-    /// Routing notifications, for a capture with policy routing or `::6` on `lo`: a change
-    /// there is checked at once, not at the next resync.
-    routes: Option<RouteMonitor>,
-    /// The table flags of the last install: owned tables refuse other processes' changes.
-    owner: nftmesh::TableOwner,
-    last_check: Option<f64>,
-    repairs: Vec<Repair>,
-    repair_count: u64,
-    last_error: Option<String>,
-    /// Marked by a notification: when, and why.
-    dirty: Option<(Instant, String)>,
-}
-
-/// One repair, as `status` shows it.
-struct Repair {
-    /// When (seconds since the epoch).
-    at: f64,
-    /// `KIND: WHY: DIFFERENCES` (every difference).
-    cause: String,
-    /// The differences counted ([`Summary`]).
-    summary: String,
-}
-
 fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-/// The capture of `desired`, owned by the installing handle when `own` (and the kernel has
-/// `owner` + `persist`).
-fn capture_of(desired: &Desired, own: bool) -> Result<Capture, nftmesh::CaptureError> {
-    let c = desired.capture()?;
-    Ok(if own {
-        c.with_owner(nftmesh::TableOwner::OwnerPersist)
-    } else {
-        c
-    })
 }
 
 /// An event about the pod at `pod`.
@@ -239,7 +194,7 @@ pub struct Agent {
     signals: SignalFd,
     clients: Vec<Client>,
     next_client: u64,
-    pods: BTreeMap<NetnsId, Pod>,
+    pods: Pods<RealPod>,
     /// Adds of new pods running on the workers, by job.
     adding: BTreeMap<u64, PendingAdd>,
     next_job: u64,
@@ -302,7 +257,7 @@ impl Agent {
             signals,
             clients: Vec::new(),
             next_client: 0,
-            pods: BTreeMap::new(),
+            pods: Pods::default(),
             adding: BTreeMap::new(),
             next_job: 0,
             unadopted: Vec::new(),
@@ -358,61 +313,62 @@ impl Agent {
     /// or another namespace there), or kept unadopted (not examinable now).
     fn adopt_one(&mut self, file: PathBuf, mut r: Record) {
         let path = r.network_namespace.clone();
-        let id = match identity::of_pod(&path, &self.forbidden) {
-            Ok(id) if r.identity.is_none_or(|want| want == id) => id,
-            Ok(other) => {
-                let why = format!("another namespace ({other}) is at its path now");
+        let found = identity::of_pod(&path, &self.forbidden);
+        let id = match pods::adoption(r.identity, found) {
+            Adoption::Adopt(id) => id,
+            Adoption::Forget(why) => {
                 self.forget_record(&file, &path, &why);
                 return;
             }
-            Err(e) if e.is_gone() || matches!(e, IdentityError::Node { .. }) => {
-                self.forget_record(&file, &path, &e.to_string());
-                return;
-            }
-            Err(e) => {
-                self.keep_unadopted(file, r, e.to_string());
+            Adoption::Keep(why) => {
+                self.keep_unadopted(file, r, why);
                 return;
             }
         };
-        if self.pods.contains_key(&id) {
+        if self.pods.contains(id) {
             // Two records of one namespace (another spelling, or an old record): one pod.
             let _ = registry::forget(&file);
             return;
         }
         let old_file = r.identity.is_none().then(|| file.clone());
         r.identity = Some(id);
-        let opened = capture_of(&r.desired, self.opts.own_tables)
+        let own = self.opts.own_tables;
+        let opened = capture_of(&r.desired, own)
             .map_err(|e| e.to_string())
-            .and_then(|c| open_pod(r.clone(), id, c));
-        match opened {
-            Ok(mut pod) => {
-                pod.file = file;
-                if let Some(old) = old_file {
-                    // A version-1 record: rewritten under its identity's name.
-                    if let Ok(f) = registry::save(&self.opts.state_dir, &pod.record) {
-                        pod.file = f;
-                        let _ = registry::forget(&old);
-                    }
-                }
-                if self.opts.own_tables {
-                    // Claim the tables the previous agent left ownerless (persist), in place,
-                    // or take over unowned ones, in one transaction.
-                    match pod.ns.install(&pod.capture) {
-                        Ok(rep) => pod.owner = rep.table_owner,
-                        Err(e) => {
-                            pod.last_error = Some(format!("claiming the tables: {e}"));
-                            self.log.log(
-                                &pod_event(Level::Error, "claiming the tables failed", &path)
-                                    .field("error", e.to_string()),
-                            );
-                        }
-                    }
-                }
-                self.pods.insert(id, pod);
-                self.repair(id, "adopt", "adopted after a restart".into());
+            .and_then(|c| RealPod::open(&path, id, c, own));
+        let mut pod = match opened {
+            Ok(pod) => pod,
+            Err(e) => return self.keep_unadopted(file, r, e),
+        };
+        let mut file = file;
+        if let Some(old) = old_file {
+            // A version-1 record: rewritten under its identity's name.
+            if let Ok(f) = registry::save(&self.opts.state_dir, &r) {
+                file = f;
+                let _ = registry::forget(&old);
             }
-            Err(e) => self.keep_unadopted(file, r, e),
         }
+        let mut owned = false;
+        let mut claim_error = None;
+        if own {
+            // Claim the tables the previous agent left ownerless (persist), in place, or take
+            // over unowned ones, in one transaction.
+            match pod.install() {
+                Ok((_, o)) => owned = o,
+                Err(e) => {
+                    self.log.log(
+                        &pod_event(Level::Error, "claiming the tables failed", &path)
+                            .field("error", e.as_str()),
+                    );
+                    claim_error = Some(format!("claiming the tables: {e}"));
+                }
+            }
+        }
+        self.pods.insert(id, r, file, pod, owned);
+        if let Some(p) = self.pods.get_mut(id) {
+            p.last_error = claim_error;
+        }
+        self.repair(id, "adopt", "adopted after a restart".into());
     }
 
     fn forget_record(&mut self, file: &Path, path: &Path, why: &str) {
@@ -462,11 +418,7 @@ impl Agent {
             for id in ready.pods {
                 self.drain(id);
             }
-            let dirty: Vec<(NetnsId, String)> = self
-                .pods
-                .iter()
-                .filter_map(|(id, pod)| pod.dirty.as_ref().map(|(_, why)| (*id, why.clone())))
-                .collect();
+            let dirty = self.pods.marked();
             for (id, why) in dirty {
                 self.repair(id, "notification", why);
             }
@@ -503,9 +455,9 @@ impl Agent {
                 }
                 fds.push(PollFd::new(c.stream.as_fd(), ev));
             }
-            for pod in self.pods.values() {
-                fds.push(PollFd::new(pod.monitor.as_fd(), PollFlags::POLLIN));
-                if let Some(r) = &pod.routes {
+            for (_, pod) in self.pods.iter() {
+                fds.push(PollFd::new(pod.kernel.monitor.as_fd(), PollFlags::POLLIN));
+                if let Some(r) = &pod.kernel.routes {
                     fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
                 }
             }
@@ -530,10 +482,10 @@ impl Agent {
         // descriptors per pod (its nf_tables monitor, its routing monitor if it has one).
         let mut pods = Vec::new();
         let mut at = 3 + n;
-        for (id, pod) in &self.pods {
-            let k = 1 + usize::from(pod.routes.is_some());
+        for (id, pod) in self.pods.iter() {
+            let k = 1 + usize::from(pod.kernel.routes.is_some());
             if revents[at..at + k].iter().any(|r| *r) {
-                pods.push(*id);
+                pods.push(id);
             }
             at += k;
         }
@@ -751,7 +703,7 @@ impl Agent {
                         return;
                     }
                 };
-                if self.pods.contains_key(&id) {
+                if self.pods.contains(id) {
                     self.readd(id, netns, desired, container_id)
                 } else {
                     self.start_add(target, id, netns, desired, container_id);
@@ -859,25 +811,22 @@ impl Agent {
         let job = self.next_job;
         self.next_job += 1;
         let state_dir = self.opts.state_dir.clone();
+        let own = self.opts.own_tables;
         let work: Job = Box::new(move || {
-            let r = open_pod(record, id, capture).and_then(|mut pod| {
-                // The namespace must still be the one asked for once entered.
-                match pod.ns.install(&pod.capture) {
-                    Ok(rep) => match registry::save(&state_dir, &pod.record) {
-                        // Acknowledged only once the record is on disk.
-                        Ok(file) => {
-                            pod.file = file;
-                            pod.owner = rep.table_owner;
-                            Ok((pod, rep.to_string()))
-                        }
+            let path = record.network_namespace.clone();
+            let r = RealPod::open(&path, id, capture, own).and_then(|mut pod| {
+                match pod.install() {
+                    // Acknowledged only once the record is on disk.
+                    Ok((report, owned)) => match registry::save(&state_dir, &record) {
+                        Ok(file) => Ok((pod, record, file, owned, report)),
                         Err(e) => {
-                            let _ = pod.ns.remove(&pod.capture);
+                            let _ = pod.remove();
                             Err(format!("saving the record: {e}; the capture was removed"))
                         }
                     },
                     Err(e) => {
-                        let _ = pod.ns.remove(&pod.capture);
-                        Err(e.to_string())
+                        let _ = pod.remove();
+                        Err(e)
                     }
                 }
             });
@@ -911,8 +860,8 @@ impl Agent {
                 continue;
             };
             let reply = match opened {
-                Ok((pod, report)) => {
-                    self.pods.insert(p.id, pod);
+                Ok((pod, record, file, owned, report)) => {
+                    self.pods.insert(p.id, record, file, pod, owned);
                     self.added(&p.path, p.started, report)
                 }
                 Err(e) => self.add_failed(&p.path, ErrorKind::Failed, &e),
@@ -948,7 +897,7 @@ impl Agent {
             Ok(Command::Status(netns)) => self.status(netns.as_deref()),
             Ok(Command::List) => json!({
                 "ok": true,
-                "pods": self.pods.values().map(|p| &p.record.network_namespace).collect::<Vec<_>>(),
+                "pods": self.pods.iter().map(|(_, p)| &p.record.network_namespace).collect::<Vec<_>>(),
             }),
             // Add, remove and check are dispatched with their namespace's identity.
             Ok(other) => protocol::error(ErrorKind::Failed, &format!("not dispatched: {other:?}")),
@@ -964,45 +913,27 @@ impl Agent {
         container_id: Option<String>,
     ) -> Value {
         let started = Instant::now();
-        let capture = match capture_of(&desired, self.opts.own_tables) {
-            Ok(c) => c,
-            Err(e) => return protocol::error(ErrorKind::Invalid, &e.to_string()),
-        };
-        let state_dir = self.opts.state_dir.clone();
-        let Some(pod) = self.pods.get_mut(&id) else {
+        if let Err(e) = capture_of(&desired, self.opts.own_tables) {
+            return protocol::error(ErrorKind::Invalid, &e.to_string());
+        }
+        let Some(old) = self.pods.get(id).map(|p| p.record.clone()) else {
             return protocol::error(ErrorKind::Invalid, "not registered");
         };
-        let mut record = pod.record.clone();
+        let mut record = old.clone();
         record.desired = desired;
         record.container_id = container_id;
-        if let Err(e) = registry::save(&state_dir, &record) {
-            return self.add_failed(
-                &netns,
-                ErrorKind::Failed,
-                &format!("saving the record: {e}"),
-            );
+        if let Err(e) = registry::save(&self.opts.state_dir, &record) {
+            let e = format!("saving the record: {e}");
+            return self.add_failed(&netns, ErrorKind::Failed, &e);
         }
-        if pod.routes.is_none() && (capture.tproxy_routing().is_some() || capture.loopback_v6()) {
-            // Now with routing to keep: watched from now on.
-            pod.routes = nftmesh_netlink::netns::run_in(&netns, RouteMonitor::open)
-                .ok()
-                .and_then(Result::ok);
-        }
-        let result = pod.ns.install(&capture);
-        match result {
-            Ok(rep) => {
-                pod.owner = rep.table_owner;
-                pod.capture = capture;
-                pod.record = record;
-                pod.dirty = None;
-                self.added(&netns, started, rep.to_string())
-            }
-            Err(e) => {
+        match self.pods.replace(id, record) {
+            Some(Ok(())) => self.added(&netns, started, "reinstalled".into()),
+            Some(Err(e)) => {
                 // The old record stays the truth for the old capture, still installed.
-                let old = pod.record.clone();
-                let _ = registry::save(&state_dir, &old);
-                self.add_failed(&netns, ErrorKind::Failed, &e.to_string())
+                let _ = registry::save(&self.opts.state_dir, &old);
+                self.add_failed(&netns, ErrorKind::Failed, &e)
             }
+            None => protocol::error(ErrorKind::Invalid, "not registered"),
         }
     }
 
@@ -1010,22 +941,17 @@ impl Agent {
         // The pod is its namespace; a namespace already gone is found by its registered path.
         let id = match &found {
             Ok(id) => Some(*id),
-            Err(_) => self
-                .pods
-                .iter()
-                .find(|(_, p)| p.record.network_namespace == netns)
-                .map(|(id, _)| *id),
+            Err(_) => self.pods.find_by_path(netns),
         };
-        let removed = match id.and_then(|id| self.pods.remove(&id)) {
-            Some(pod) => {
-                let r = pod.ns.remove(&pod.capture).map(|r| r.tables);
+        let removed = match id.and_then(|id| self.pods.remove(id)) {
+            Some((pod, r)) => {
                 if let Err(e) = registry::forget(&pod.file) {
                     self.log.log(
                         &pod_event(Level::Error, "deleting a record failed", netns)
                             .field("error", e),
                     );
                 }
-                r.map_err(|e| e.to_string())
+                r
             }
             // Not ours (or forgotten): remove nftmesh's tables if the namespace is there.
             None => match found {
@@ -1054,54 +980,31 @@ impl Agent {
     }
 
     fn check(&mut self, netns: &Path, found: Result<NetnsId, IdentityError>) -> Value {
-        let Some(pod) = found.ok().and_then(|id| self.pods.get_mut(&id)) else {
-            return protocol::error(
+        let checked = found.ok().and_then(|id| self.pods.check(id, now()));
+        match checked {
+            None => protocol::error(
                 ErrorKind::Invalid,
                 &format!("{} is not registered", netns.display()),
-            );
-        };
-        match pod.ns.check(&pod.capture) {
-            Ok(d) if d.is_empty() => {
-                pod.last_check = Some(now());
-                json!({"ok": true})
-            }
-            Ok(d) => json!({
+            ),
+            Some(Ok(d)) if d.is_empty() => json!({"ok": true}),
+            Some(Ok(d)) => json!({
                 "ok": false,
                 "kind": "failed",
                 "error": "the capture differs from the desired one",
-                "differences": d.iter().map(|x| x.to_string()).collect::<Vec<_>>(),
+                "differences": d,
             }),
-            Err(e) => protocol::error(ErrorKind::Failed, &e.to_string()),
+            Some(Err(e)) => protocol::error(ErrorKind::Failed, &e),
         }
     }
 
     fn status(&self, netns: Option<&Path>) -> Value {
         let wanted = netns.map(|p| identity::of(p).ok());
-        let pods: Vec<Value> = self
-            .pods
-            .iter()
-            .filter(|(id, pod)| match (&wanted, netns) {
-                (None, _) => true,
-                (Some(Some(w)), _) => w == *id,
-                (Some(None), Some(p)) => pod.record.network_namespace == p,
-                (Some(None), None) => false,
-            })
-            .map(|(id, pod)| {
-                json!({
-                    "network_namespace": pod.record.network_namespace,
-                    "identity": id,
-                    "tables_owned": pod.owner != nftmesh::TableOwner::None,
-                    "kind": pod.record.desired.kind(),
-                    "desired": pod.record.desired,
-                    "container_id": pod.record.container_id,
-                    "installed_at": pod.record.installed_at,
-                    "last_check": pod.last_check,
-                    "repairs": pod.repair_count,
-                    "recent_repairs": pod.repairs.iter().map(|r| json!({"at": r.at, "cause": r.cause, "summary": r.summary})).collect::<Vec<_>>(),
-                    "last_error": pod.last_error,
-                })
-            })
-            .collect();
+        let pods = self.pods.status(|id, pod| match (&wanted, netns) {
+            (None, _) => true,
+            (Some(Some(w)), _) => *w == id,
+            (Some(None), Some(p)) => pod.record.network_namespace == p,
+            (Some(None), None) => false,
+        });
         if let (Some(n), true) = (netns, pods.is_empty()) {
             return protocol::error(
                 ErrorKind::Invalid,
@@ -1124,128 +1027,97 @@ impl Agent {
         v
     }
 
-    /// Read a pod's notifications; mark it when another process changed one of its tables.
+    /// Read a pod's notifications; mark it when another process changed one of its tables
+    /// or its routing changed.
     fn drain(&mut self, id: NetnsId) {
-        let Some(pod) = self.pods.get_mut(&id) else {
+        let Some(pod) = self.pods.get_mut(id) else {
             return;
         };
-        match pod.monitor.drain(Own::Ports(&[pod.port])) {
+        let k = &mut pod.kernel;
+        let mut why = None;
+        match k.monitor.drain(Own::Ports(&[k.port])) {
             Ok(changes) => {
                 // Any of nftmesh's tables (the capture's, or one it must not have).
                 let owned = nftmesh::owned_tables();
-                let touched: Vec<&String> = changes
+                let touched: Vec<&str> = changes
                     .foreign_tables
                     .iter()
                     .filter(|t| owned.iter().any(|(_, o)| o == *t))
+                    .map(String::as_str)
                     .collect();
-                let why = if changes.overrun {
-                    Some("notifications lost: full check".to_string())
+                if changes.overrun {
+                    why = Some("notifications lost: full check".to_string());
                 } else if !touched.is_empty() {
-                    Some(format!(
+                    why = Some(format!(
                         "changed by another process: table {}",
-                        touched
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                } else {
-                    None
-                };
-                if let (Some(why), None) = (why, &pod.dirty) {
-                    pod.dirty = Some((Instant::now(), why));
+                        touched.join(", ")
+                    ));
                 }
             }
             Err(e) => pod.last_error = Some(format!("notifications: {e}")),
         }
-        if let Some(r) = &mut pod.routes {
+        if let Some(r) = &mut pod.kernel.routes {
             match r.drain() {
-                Ok(c) if c.any() && pod.dirty.is_none() => {
-                    pod.dirty = Some((Instant::now(), "routing changed".to_string()));
-                }
+                Ok(c) if c.any() && why.is_none() => why = Some("routing changed".to_string()),
                 Ok(_) => {}
                 Err(e) => pod.last_error = Some(format!("routing notifications: {e}")),
             }
+        }
+        if let Some(why) = why {
+            self.pods.mark(id, why);
         }
     }
 
     /// Check one pod; reinstall when it differs. `kind` counts the repair, `why` says it.
     fn repair(&mut self, id: NetnsId, kind: &'static str, why: String) {
-        let Some(pod) = self.pods.get_mut(&id) else {
+        let Some(path) = self
+            .pods
+            .get(id)
+            .map(|p| p.record.network_namespace.clone())
+        else {
             return;
         };
-        let path = pod.record.network_namespace.clone();
         let path = path.as_path();
-        let since = pod
-            .dirty
-            .take()
-            .map(|(t, _)| t)
-            .unwrap_or_else(Instant::now);
-        // One check and, where it differs, one transaction planned against what it read.
-        let (drift, rep) = match pod.ns.repair(&pod.capture) {
-            Ok(None) => {
-                pod.last_check = Some(now());
-                return;
+        match self.pods.repair(id, kind, &why, now()) {
+            RepairOutcome::Unknown | RepairOutcome::Clean => {}
+            RepairOutcome::Repaired { repaired, since } => {
+                // One line per repair; each difference on a line of its own at debug.
+                self.log.log(
+                    &pod_event(Level::Info, "repaired", path)
+                        .field("cause", kind)
+                        .field("why", why.as_str())
+                        .field("differences", repaired.summary.as_str()),
+                );
+                if self.log.enabled(Level::Debug) {
+                    for d in &repaired.differences {
+                        self.log.log(
+                            &pod_event(Level::Debug, "repaired a difference", path)
+                                .field("difference", d.as_str()),
+                        );
+                    }
+                }
+                let mut m = self.metrics();
+                *m.repairs.entry(kind).or_insert(0) += 1;
+                m.repair_seconds.observe(since);
             }
-            Ok(Some(done)) => done,
-            Err(e) => {
-                pod.last_error = Some(format!("repair: {e}"));
+            RepairOutcome::Failed(e) => {
                 self.log.log(
                     &pod_event(Level::Error, "repair failed", path)
                         .field("cause", kind)
                         .field("why", why.as_str())
-                        .field("error", e.to_string()),
+                        .field("error", e.as_str()),
                 );
                 *self.metrics().errors.entry("repair").or_insert(0) += 1;
-                return;
-            }
-        };
-        pod.last_check = Some(now());
-        let what = drift
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let summary = Summary::of(&drift).to_string();
-        pod.owner = rep.table_owner;
-        // One line per repair; each difference on a line of its own at debug.
-        self.log.log(
-            &pod_event(Level::Info, "repaired", path)
-                .field("cause", kind)
-                .field("why", why.as_str())
-                .field("differences", summary.as_str()),
-        );
-        if self.log.enabled(Level::Debug) {
-            for d in &drift {
-                self.log.log(
-                    &pod_event(Level::Debug, "repaired a difference", path)
-                        .field("difference", d.to_string()),
-                );
             }
         }
-        let cause = format!("{kind}: {why}: {what}");
-        pod.repairs.push(Repair {
-            at: now(),
-            cause,
-            summary,
-        });
-        if pod.repairs.len() > REPAIR_LOG {
-            pod.repairs.remove(0);
-        }
-        pod.repair_count += 1;
-        pod.last_error = None;
-        let mut m = self.metrics();
-        *m.repairs.entry(kind).or_insert(0) += 1;
-        m.repair_seconds.observe(since.elapsed());
     }
 
     /// Check every pod; forget those whose namespace is gone; retry the unadopted records.
     fn resync(&mut self) {
-        let ids: Vec<NetnsId> = self.pods.keys().copied().collect();
-        for id in ids {
+        for id in self.pods.ids() {
             let Some(path) = self
                 .pods
-                .get(&id)
+                .get(id)
                 .map(|p| p.record.network_namespace.clone())
             else {
                 continue;
@@ -1256,14 +1128,14 @@ impl Agent {
                 Ok(_)
                 | Err(IdentityError::Gone { .. })
                 | Err(IdentityError::NotNamespace { .. }) => {
-                    if let Some(pod) = self.pods.remove(&id) {
+                    if let Some(pod) = self.pods.forget(id) {
                         self.forget_record(&pod.file, &path, "the namespace is gone");
                     }
                     self.metrics().pods = self.pods.len() as u64;
                 }
                 // Not examinable now (descriptors, ...): kept, checked next time.
                 Err(e) => {
-                    if let Some(pod) = self.pods.get_mut(&id) {
+                    if let Some(pod) = self.pods.get_mut(id) {
                         pod.last_error = Some(format!("resync: {e}"));
                     }
                 }
@@ -1285,49 +1157,6 @@ struct Ready {
     workers: bool,
     clients: Vec<u64>,
     pods: Vec<NetnsId>,
-}
-
-/// Open a pod's handle and monitor in one namespace switch (before anything is installed, so
-/// no commit after it is missed), checking there that the namespace entered is `id` (the path
-/// may have been replaced since it was examined).
-fn open_pod(record: Record, id: NetnsId, capture: Capture) -> Result<Pod, String> {
-    let path = record.network_namespace.clone();
-    let watch_routes = capture.tproxy_routing().is_some() || capture.loopback_v6();
-    let (ns, (entered, monitor, routes)) = Namespace::open_with(&path, move || {
-        (
-            identity::of(Path::new("/proc/thread-self/ns/net")),
-            Monitor::open(),
-            watch_routes.then(RouteMonitor::open),
-        )
-    })
-    .map_err(|e| e.to_string())?;
-    match entered {
-        Ok(e) if e == id => {}
-        Ok(e) => {
-            return Err(format!(
-                "{}: the namespace there changed ({e}, not {id})",
-                path.display()
-            ))
-        }
-        Err(e) => return Err(e.to_string()),
-    }
-    let monitor = monitor.map_err(|e| e.to_string())?;
-    let routes = routes.transpose().map_err(|e| e.to_string())?;
-    Ok(Pod {
-        routes,
-        owner: nftmesh::TableOwner::None,
-        record,
-        file: PathBuf::new(),
-        port: ns.netlink_port_id(),
-        ns,
-        capture,
-        monitor,
-        last_check: None,
-        repairs: Vec::new(),
-        repair_count: 0,
-        last_error: None,
-        dirty: None,
-    })
 }
 
 /// The API socket: a stale socket file replaced, created with mode 0600.
