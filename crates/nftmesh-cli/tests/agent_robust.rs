@@ -1,8 +1,8 @@
 //! The node agent under abuse, as processes in a private node (`unshare -n -m`): clients that
 //! never read or never speak, a FIFO or the node's own namespace given as a pod, several
 //! spellings of one namespace, a full state dir, two agents on one state dir, kill -9 and an
-//! immediate restart, SIGHUP, records it cannot read and paths of any length. Every wait is
-//! bounded; only processes the test started are killed.
+//! immediate restart, SIGHUP, records it cannot read, paths of any length and too few
+//! descriptors for its pods. Every wait is bounded; only processes the test started are killed.
 
 mod common;
 
@@ -402,7 +402,13 @@ fn tproxy_routing_removed_by_another_process_is_repaired_at_once() {
     eventually("the fwmark rule back", || {
         rules().contains("fwmark 0x539 lookup 133")
     });
-    in_pod(&p, "ip", &["route", "flush", "table", "133"]);
+    // One deletion (`ip route flush` deletes in rounds until a round finds nothing, and so
+    // would delete the repaired route again).
+    in_pod(
+        &p,
+        "ip",
+        &["route", "del", "local", "default", "dev", "lo", "table", "133"],
+    );
     eventually("the local route back", || {
         in_pod(&p, "ip", &["route", "show", "table", "133"]).contains("local default dev lo")
     });
@@ -469,4 +475,105 @@ fn owned_tables_refuse_tampering_outlive_a_killed_agent_and_are_claimed_again() 
     let (ok, _, err) = cli(&d, &["remove", "--network-namespace", &p]);
     assert!(ok, "{err}");
     assert_eq!(ruleset(&p), "");
+}
+
+/// `lines` as requests on one connection; their replies, each waited for at most 10 s.
+fn requests(d: &Dirs, lines: &[&str]) -> Vec<Value> {
+    let mut s = UnixStream::connect(d.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for line in lines {
+        writeln!(s, "{line}").unwrap();
+    }
+    let mut r = BufReader::new(&s);
+    lines
+        .iter()
+        .map(|line| {
+            let mut reply = String::new();
+            r.read_line(&mut reply)
+                .unwrap_or_else(|e| panic!("no reply to {line} within 10 s: {e}"));
+            serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{e}: {reply}"))
+        })
+        .collect()
+}
+
+#[test]
+fn out_of_descriptors_records_are_kept_not_forgotten() {
+    if !in_node("out_of_descriptors_records_are_kept_not_forgotten") {
+        return;
+    }
+    let d = Dirs::new();
+    let agent = Agent::start(&d, "60");
+    let pods: Vec<String> = (0..40).map(|i| pod(&format!("p{i}"))).collect();
+    for p in &pods {
+        add(&d, p, &SIDECAR);
+    }
+    assert_eq!(agent.kill("KILL"), None);
+    // Restarted with 48 descriptors, soft and hard (the agent raises its soft limit to the
+    // hard one): about three a pod, so it cannot open all 40. Its log says when it adopted
+    // what it could (the socket is bound before that).
+    let log = d.root.join("starved.log");
+    let child = Command::new("prlimit")
+        .arg("--nofile=48:48")
+        .arg(env!("CARGO_BIN_EXE_nftmesh"))
+        .args([
+            "agent",
+            "run",
+            "--resync",
+            "600",
+            "--own-tables",
+            "false",
+            "--socket",
+        ])
+        .arg(d.socket())
+        .arg("--state-dir")
+        .arg(d.state())
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let starved = Agent(child);
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !logged().contains("\tlistening\t") {
+        assert!(
+            Instant::now() < end,
+            "the agent listens within 10 s: {}",
+            logged()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every record is still there: none deleted because its pod could not be opened.
+    let records = || std::fs::read_dir(d.state().join("pods")).unwrap().count();
+    assert_eq!(records(), 40, "no record deleted");
+    // It still answers, with the pods it could open; the others are kept, unadopted, and
+    // say why. (One connection for both: a descriptor is about all it has left for clients.)
+    let replies = requests(
+        &d,
+        &[
+            r#"{"version":1,"command":"list"}"#,
+            r#"{"version":1,"command":"status"}"#,
+        ],
+    );
+    let (list, all) = (&replies[0], &replies[1]);
+    let adopted = list["pods"].as_array().unwrap();
+    assert!(adopted.len() < 40, "{list}");
+    let unadopted = all["unadopted"].as_array().unwrap();
+    assert_eq!(adopted.len() + unadopted.len(), 40, "{all}");
+    for u in unadopted {
+        let e = u["error"].as_str().unwrap();
+        assert!(
+            e.contains("Too many open files") || e.contains("EMFILE"),
+            "{u}"
+        );
+    }
+    assert_eq!(records(), 40, "no record deleted");
+    // With its descriptors back, a restarted agent adopts all 40.
+    assert_eq!(starved.kill("KILL"), None);
+    let _again = Agent::start(&d, "600");
+    let mut again = listed(&d);
+    again.sort();
+    let mut want = pods.clone();
+    want.sort();
+    assert_eq!(again, want);
 }
