@@ -3,13 +3,14 @@
 //! (nf_tables always; rtnetlink when the capture has policy routing or `::6` on `lo`).
 
 use crate::identity::{self, NetnsId};
-use crate::pods::{PodKernel, Repaired};
+use crate::pods::{PodKernel, RepairJob, Repaired};
 use crate::protocol::{Desired, DesiredExt};
 use crate::summary::Summary;
 use nftmesh::{Capture, Namespace, TableOwner};
 use nftmesh_netlink::monitor::Monitor;
 use nftmesh_netlink::route_monitor::RouteMonitor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The capture of `desired`, owned by the installing handle when `own` (and the kernel has
 /// `owner` + `persist`).
@@ -26,8 +27,9 @@ pub fn capture_of(desired: &Desired, own: bool) -> Result<Capture, nftmesh::Capt
 pub struct RealPod {
     /// The path it was opened by.
     pub path: PathBuf,
-    /// The handle every commit of the agent's to it goes through.
-    pub ns: Namespace,
+    /// The handle every commit of the agent's to it goes through (shared with the worker
+    /// running its repair; its operations run one at a time).
+    pub ns: Arc<Namespace>,
     /// The netlink port id of `ns`'s netfilter socket.
     pub port: u32,
     /// The capture kept.
@@ -80,7 +82,7 @@ impl RealPod {
         Ok(RealPod {
             path: path.to_path_buf(),
             port: ns.netlink_port_id(),
-            ns,
+            ns: Arc::new(ns),
             capture,
             monitor: monitor.map_err(|e| e.to_string())?,
             routes: routes.transpose().map_err(|e| e.to_string())?,
@@ -97,17 +99,27 @@ impl RealPod {
     }
 }
 
+/// One check and, where it differs, one transaction ([`Namespace::repair`]).
+fn repair(ns: &Namespace, capture: &Capture) -> Result<Option<Repaired>, String> {
+    match ns.repair(capture) {
+        Ok(None) => Ok(None),
+        Ok(Some((drift, report))) => Ok(Some(Repaired {
+            differences: drift.iter().map(|d| d.to_string()).collect(),
+            summary: Summary::of(&drift).to_string(),
+            owned: report.table_owner != TableOwner::None,
+        })),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl PodKernel for RealPod {
     fn repair(&mut self) -> Result<Option<Repaired>, String> {
-        match self.ns.repair(&self.capture) {
-            Ok(None) => Ok(None),
-            Ok(Some((drift, report))) => Ok(Some(Repaired {
-                differences: drift.iter().map(|d| d.to_string()).collect(),
-                summary: Summary::of(&drift).to_string(),
-                owned: report.table_owner != TableOwner::None,
-            })),
-            Err(e) => Err(e.to_string()),
-        }
+        repair(&self.ns, &self.capture)
+    }
+
+    fn repair_job(&self) -> RepairJob {
+        let (ns, capture) = (self.ns.clone(), self.capture.clone());
+        Box::new(move || repair(&ns, &capture))
     }
 
     fn check(&mut self) -> Result<Vec<String>, String> {

@@ -15,11 +15,16 @@ use std::time::Instant;
 /// Repair records kept per pod (the count goes on).
 pub const REPAIR_LOG: usize = 16;
 
+/// A repair to run off the I/O loop (on a worker): it touches only the pod's namespace.
+pub type RepairJob = Box<dyn FnOnce() -> Result<Option<Repaired>, String> + Send>;
+
 /// What the state needs of one pod's namespace.
 pub trait PodKernel {
     /// Check the pod's capture and, where it differs, install it again in one transaction:
     /// `None` when nothing differed.
     fn repair(&mut self) -> Result<Option<Repaired>, String>;
+    /// [`PodKernel::repair`] as a job for another thread.
+    fn repair_job(&self) -> RepairJob;
     /// How the pod differs from its capture (empty: not at all).
     fn check(&mut self) -> Result<Vec<String>, String>;
     /// Install `desired` in place of the pod's capture; whether its tables are owned. On an
@@ -70,8 +75,27 @@ pub struct Pod<K> {
     pub repair_count: u64,
     /// The last operation's error, cleared by a repair.
     pub last_error: Option<String>,
-    /// Marked for a check: since when, and why (the first mark of a burst).
-    pub dirty: Option<(Instant, String)>,
+    /// Marked for a check: since when, as what kind of repair, and why (the first mark of a
+    /// burst).
+    pub dirty: Option<Mark>,
+    /// A repair of it is running on a worker: no other starts, and requests about it wait.
+    pub in_flight: bool,
+    /// Which keeping of the namespace this is: a repair begun for an earlier one (the pod
+    /// forgotten and the namespace registered again meanwhile) is not recorded on it.
+    epoch: u64,
+}
+
+/// Why and since when a pod is to be checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// When it was marked.
+    pub since: Instant,
+    /// The repair's kind (`notification`, `resync`, `adopt`), counted in the metrics.
+    pub kind: &'static str,
+    /// Why, in words.
+    pub why: String,
+    /// The keeping of the pod it was begun for (set by [`Pods::begin_repair`]).
+    epoch: u64,
 }
 
 /// What [`Pods::repair`] did.
@@ -96,12 +120,14 @@ pub enum RepairOutcome {
 #[derive(Debug)]
 pub struct Pods<K> {
     pods: BTreeMap<NetnsId, Pod<K>>,
+    next_epoch: u64,
 }
 
 impl<K> Default for Pods<K> {
     fn default() -> Self {
         Pods {
             pods: BTreeMap::new(),
+            next_epoch: 0,
         }
     }
 }
@@ -110,6 +136,7 @@ impl<K: PodKernel> Pods<K> {
     /// Keep a pod whose capture is installed. A pod already kept under `id` is replaced (the
     /// caller registers one namespace once).
     pub fn insert(&mut self, id: NetnsId, record: Record, file: PathBuf, kernel: K, owned: bool) {
+        self.next_epoch += 1;
         self.pods.insert(
             id,
             Pod {
@@ -122,6 +149,8 @@ impl<K: PodKernel> Pods<K> {
                 repair_count: 0,
                 last_error: None,
                 dirty: None,
+                in_flight: false,
+                epoch: self.next_epoch,
             },
         );
     }
@@ -170,31 +199,86 @@ impl<K: PodKernel> Pods<K> {
             .map(|(id, _)| *id)
     }
 
-    /// Mark `id` for a check, `why`; a burst of marks before the check is one check, for the
-    /// first one's reason and time.
-    pub fn mark(&mut self, id: NetnsId, why: String) {
+    /// Mark `id` for a check (a repair of `kind`, `why`); a burst of marks before the check
+    /// is one check, for the first one's reason and time (also while a repair runs: one more
+    /// follows it).
+    pub fn mark(&mut self, id: NetnsId, kind: &'static str, why: String) {
         if let Some(p) = self.pods.get_mut(&id) {
             if p.dirty.is_none() {
-                p.dirty = Some((Instant::now(), why));
+                p.dirty = Some(Mark {
+                    since: Instant::now(),
+                    kind,
+                    why,
+                    epoch: p.epoch,
+                });
             }
         }
     }
 
-    /// The marked pods and why.
-    pub fn marked(&self) -> Vec<(NetnsId, String)> {
+    /// The marked pods whose repair can start now (none running for them).
+    pub fn marked(&self) -> Vec<NetnsId> {
         self.pods
             .iter()
-            .filter_map(|(id, p)| p.dirty.as_ref().map(|(_, why)| (*id, why.clone())))
+            .filter(|(_, p)| p.dirty.is_some() && !p.in_flight)
+            .map(|(id, _)| *id)
             .collect()
     }
 
-    /// Check `id` and repair it where it differs, recording the repair as `KIND: WHY`.
+    /// Start the repair of marked `id` on another thread: its mark (consumed) and the job;
+    /// `None` when it is not kept, not marked, or a repair of it is running.
+    pub fn begin_repair(&mut self, id: NetnsId) -> Option<(Mark, RepairJob)> {
+        let p = self.pods.get_mut(&id)?;
+        if p.in_flight || p.dirty.is_none() {
+            return None;
+        }
+        let mut mark = p.dirty.take()?;
+        mark.epoch = p.epoch;
+        p.in_flight = true;
+        Some((mark, p.kernel.repair_job()))
+    }
+
+    /// Whether a repair of `id` is running.
+    pub fn in_flight(&self, id: NetnsId) -> bool {
+        self.pods.get(&id).is_some_and(|p| p.in_flight)
+    }
+
+    /// Record the end of the repair begun with `mark`: what it did ([`RepairOutcome`]).
+    /// `Unknown` when the pod was forgotten meanwhile (even if its namespace was registered
+    /// again since: a late result is never recorded on another keeping).
+    pub fn end_repair(
+        &mut self,
+        id: NetnsId,
+        mark: &Mark,
+        result: Result<Option<Repaired>, String>,
+        now: f64,
+    ) -> RepairOutcome {
+        let Some(p) = self.pods.get_mut(&id).filter(|p| p.epoch == mark.epoch) else {
+            return RepairOutcome::Unknown;
+        };
+        p.in_flight = false;
+        Self::record(p, mark.since, mark.kind, &mark.why, result, now)
+    }
+
+    /// Check `id` and repair it where it differs, here and now, recording the repair as
+    /// `KIND: WHY`.
     pub fn repair(&mut self, id: NetnsId, kind: &str, why: &str, now: f64) -> RepairOutcome {
         let Some(p) = self.pods.get_mut(&id) else {
             return RepairOutcome::Unknown;
         };
-        let since = p.dirty.take().map(|(t, _)| t).unwrap_or_else(Instant::now);
-        match p.kernel.repair() {
+        let since = p.dirty.take().map(|m| m.since).unwrap_or_else(Instant::now);
+        let result = p.kernel.repair();
+        Self::record(p, since, kind, why, result, now)
+    }
+
+    fn record(
+        p: &mut Pod<K>,
+        since: Instant,
+        kind: &str,
+        why: &str,
+        result: Result<Option<Repaired>, String>,
+        now: f64,
+    ) -> RepairOutcome {
+        match result {
             Ok(None) => {
                 p.last_check = Some(now);
                 RepairOutcome::Clean
@@ -258,11 +342,17 @@ impl<K: PodKernel> Pods<K> {
         self.pods.remove(&id)
     }
 
-    /// The `status` of every pod (or of `only`), times as seconds since the epoch.
+    /// The `status` of every pod (or of `only`), in path order, times as seconds since the
+    /// epoch.
     pub fn status(&self, only: impl Fn(NetnsId, &Pod<K>) -> bool) -> Vec<Value> {
-        self.pods
-            .iter()
-            .filter(|(id, p)| only(**id, p))
+        let mut pods: Vec<(&NetnsId, &Pod<K>)> =
+            self.pods.iter().filter(|(id, p)| only(**id, p)).collect();
+        pods.sort_by(|a, b| {
+            a.1.record
+                .network_namespace
+                .cmp(&b.1.record.network_namespace)
+        });
+        pods.into_iter()
             .map(|(id, p)| {
                 json!({
                     "network_namespace": p.record.network_namespace,

@@ -17,7 +17,7 @@
 use crate::identity::{self, IdentityError, NetnsId};
 use crate::kernel::{capture_of, RealPod};
 use crate::metrics::{self, Metrics};
-use crate::pods::{self, Adoption, PodKernel, Pods, RepairOutcome};
+use crate::pods::{self, Adoption, Mark, PodKernel, Pods, RepairOutcome};
 use crate::protocol::{self, Command, Desired, ErrorKind, RequestId};
 use crate::registry::{self, Record};
 use nftmesh::log::{Event, Format, Level, Logger};
@@ -85,6 +85,8 @@ const OUTPUT_HIGH: usize = 256 << 10;
 const REQUESTS_PER_TURN: usize = 32;
 /// A client with nothing pending that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
+/// Descriptors kept free of adoption for the clients and the work after it.
+const DESCRIPTOR_RESERVE: usize = 32;
 /// How long `accept` rests after the process ran out of descriptors.
 const EMFILE_PAUSE: Duration = Duration::from_millis(500);
 
@@ -117,7 +119,18 @@ struct Client {
 /// A new pod opened, installed and recorded (on a worker): its namespace, the record and its
 /// file, whether the tables are owned, and the install's report; or why not. For the add `job`.
 type Opened = Result<(RealPod, Record, PathBuf, bool, String), String>;
-type Job = Box<dyn FnOnce() -> (u64, Opened) + Send>;
+type Job = Box<dyn FnOnce() -> Done + Send>;
+
+/// A request waiting for something to finish first.
+type Queued = (Target, Result<Command, String>);
+
+/// What a worker finished.
+enum Done {
+    /// The add `job`.
+    Added(u64, Box<Opened>),
+    /// The repair of a pod begun with the mark.
+    Repaired(NetnsId, Mark, Result<Option<pods::Repaired>, String>),
+}
 
 /// A few long-lived worker threads that open and install new pods in parallel (the kernel
 /// commits each pod's transaction in the committing thread, and pods do not share a commit
@@ -125,7 +138,7 @@ type Job = Box<dyn FnOnce() -> (u64, Opened) + Send>;
 /// change monitor they are the agent's.
 struct Pool {
     jobs: std::sync::mpsc::Sender<Job>,
-    done: std::sync::mpsc::Receiver<(u64, Opened)>,
+    done: std::sync::mpsc::Receiver<Done>,
     /// Readable when a result is waiting in `done` (the workers write a byte).
     wake: UnixStream,
 }
@@ -172,7 +185,7 @@ struct PendingAdd {
     path: PathBuf,
     started: Instant,
     /// Requests about the same namespace that came while it was being added, replayed after.
-    queued: Vec<(Target, Result<Command, String>)>,
+    queued: Vec<Queued>,
 }
 
 fn now() -> f64 {
@@ -197,6 +210,8 @@ pub struct Agent {
     pods: Pods<RealPod>,
     /// Adds of new pods running on the workers, by job.
     adding: BTreeMap<u64, PendingAdd>,
+    /// Requests about pods whose repair runs on a worker, replayed when it ends.
+    waiting: BTreeMap<NetnsId, Vec<Queued>>,
     next_job: u64,
     /// Records kept but not adopted (their namespace could not be examined or opened: out of
     /// descriptors, ...): retried at every resync, never deleted for it.
@@ -259,6 +274,7 @@ impl Agent {
             next_client: 0,
             pods: Pods::default(),
             adding: BTreeMap::new(),
+            waiting: BTreeMap::new(),
             next_job: 0,
             unadopted: Vec::new(),
             unreadable: Vec::new(),
@@ -273,7 +289,15 @@ impl Agent {
                     .clamp(2, 4),
             )?,
         };
+        // Descriptors held back while the registry is adopted: a registry larger than the
+        // descriptor limit leaves the rest unadopted (kept, retried), never an agent without
+        // a descriptor to accept its clients with.
+        let reserve: Vec<std::fs::File> = (0..DESCRIPTOR_RESERVE)
+            .filter_map(|_| std::fs::File::open("/dev/null").ok())
+            .collect();
         agent.adopt()?;
+        drop(reserve);
+        listen(&agent.listener, &agent.opts.socket)?;
         Ok(agent)
     }
 
@@ -412,15 +436,14 @@ impl Agent {
                 self.accept();
             }
             if ready.workers {
-                self.collect_adds();
+                self.collect_done();
             }
             self.serve_clients(ready.clients);
             for id in ready.pods {
                 self.drain(id);
             }
-            let dirty = self.pods.marked();
-            for (id, why) in dirty {
-                self.repair(id, "notification", why);
+            for id in self.pods.marked() {
+                self.start_repair(id);
             }
             self.flush_clients();
             if Instant::now() >= self.next_resync {
@@ -681,6 +704,20 @@ impl Agent {
             p.queued.push((target, command));
             return;
         }
+        // So does a request about a pod whose repair runs on a worker (its result must not
+        // land after a change asked for later), and every later one of its client.
+        let waiting_pod = match &id {
+            Some(Ok(i)) if self.pods.in_flight(*i) => Some(*i),
+            _ => self
+                .waiting
+                .iter()
+                .find(|(_, q)| q.iter().any(|(t, _)| t.client == target.client))
+                .map(|(i, _)| *i),
+        };
+        if let Some(i) = waiting_pod {
+            self.waiting.entry(i).or_default().push((target, command));
+            return;
+        }
         let reply = match (command, id) {
             (
                 Ok(Command::Add {
@@ -830,7 +867,7 @@ impl Agent {
                     }
                 }
             });
-            (job, r)
+            Done::Added(job, Box::new(r))
         });
         if self.pool.jobs.send(work).is_err() {
             self.log.error("the worker pool is gone");
@@ -852,24 +889,56 @@ impl Agent {
         );
     }
 
-    /// Register the adds the workers finished, answer them, and replay what waited for them.
-    fn collect_adds(&mut self) {
-        while let Ok((job, opened)) = self.pool.done.try_recv() {
-            let Some(p) = self.adding.remove(&job) else {
-                // Not ours to answer (cannot happen: every job is in `adding`).
-                continue;
-            };
-            let reply = match opened {
-                Ok((pod, record, file, owned, report)) => {
-                    self.pods.insert(p.id, record, file, pod, owned);
-                    self.added(&p.path, p.started, report)
+    /// What the workers finished: adds registered and answered, repairs recorded and logged;
+    /// then what waited for them replayed.
+    fn collect_done(&mut self) {
+        while let Ok(done) = self.pool.done.try_recv() {
+            match done {
+                Done::Added(job, opened) => {
+                    let Some(p) = self.adding.remove(&job) else {
+                        // Every add job is in `adding`: nothing else to answer.
+                        continue;
+                    };
+                    let reply = match *opened {
+                        Ok((pod, record, file, owned, report)) => {
+                            self.pods.insert(p.id, record, file, pod, owned);
+                            self.added(&p.path, p.started, report)
+                        }
+                        Err(e) => self.add_failed(&p.path, ErrorKind::Failed, &e),
+                    };
+                    self.answer(p.target, reply);
+                    for (target, command) in p.queued {
+                        self.dispatch(target, command);
+                    }
                 }
-                Err(e) => self.add_failed(&p.path, ErrorKind::Failed, &e),
-            };
-            self.answer(p.target, reply);
-            for (target, command) in p.queued {
-                self.dispatch(target, command);
+                Done::Repaired(id, mark, result) => {
+                    let path = self
+                        .pods
+                        .get(id)
+                        .map(|p| p.record.network_namespace.clone());
+                    let outcome = self.pods.end_repair(id, &mark, result, now());
+                    if let Some(path) = path {
+                        self.log_repair(&path, mark.kind, &mark.why, outcome);
+                    }
+                    for (target, command) in self.waiting.remove(&id).unwrap_or_default() {
+                        self.dispatch(target, command);
+                    }
+                }
             }
+        }
+    }
+
+    /// Start the repair of marked pod `id` on a worker.
+    fn start_repair(&mut self, id: NetnsId) {
+        let Some((mark, job)) = self.pods.begin_repair(id) else {
+            return;
+        };
+        let work: Job = Box::new(move || {
+            let result = job();
+            Done::Repaired(id, mark, result)
+        });
+        if self.pool.jobs.send(work).is_err() {
+            self.log.error("the worker pool is gone");
         }
     }
 
@@ -895,10 +964,15 @@ impl Agent {
         match command {
             Err(e) => protocol::error(ErrorKind::Invalid, &e),
             Ok(Command::Status(netns)) => self.status(netns.as_deref()),
-            Ok(Command::List) => json!({
-                "ok": true,
-                "pods": self.pods.iter().map(|(_, p)| &p.record.network_namespace).collect::<Vec<_>>(),
-            }),
+            Ok(Command::List) => {
+                let mut paths: Vec<&Path> = self
+                    .pods
+                    .iter()
+                    .map(|(_, p)| p.record.network_namespace.as_path())
+                    .collect();
+                paths.sort();
+                json!({"ok": true, "pods": paths})
+            }
             // Add, remove and check are dispatched with their namespace's identity.
             Ok(other) => protocol::error(ErrorKind::Failed, &format!("not dispatched: {other:?}")),
         }
@@ -1064,11 +1138,12 @@ impl Agent {
             }
         }
         if let Some(why) = why {
-            self.pods.mark(id, why);
+            self.pods.mark(id, "notification", why);
         }
     }
 
-    /// Check one pod; reinstall when it differs. `kind` counts the repair, `why` says it.
+    /// Check one pod here and now (at adoption); reinstall when it differs. `kind` counts the
+    /// repair, `why` says it.
     fn repair(&mut self, id: NetnsId, kind: &'static str, why: String) {
         let Some(path) = self
             .pods
@@ -1077,15 +1152,19 @@ impl Agent {
         else {
             return;
         };
-        let path = path.as_path();
-        match self.pods.repair(id, kind, &why, now()) {
+        let outcome = self.pods.repair(id, kind, &why, now());
+        self.log_repair(&path, kind, &why, outcome);
+    }
+
+    /// Log a repair's outcome (one line; each difference at debug) and count it.
+    fn log_repair(&mut self, path: &Path, kind: &'static str, why: &str, outcome: RepairOutcome) {
+        match outcome {
             RepairOutcome::Unknown | RepairOutcome::Clean => {}
             RepairOutcome::Repaired { repaired, since } => {
-                // One line per repair; each difference on a line of its own at debug.
                 self.log.log(
                     &pod_event(Level::Info, "repaired", path)
                         .field("cause", kind)
-                        .field("why", why.as_str())
+                        .field("why", why)
                         .field("differences", repaired.summary.as_str()),
                 );
                 if self.log.enabled(Level::Debug) {
@@ -1104,7 +1183,7 @@ impl Agent {
                 self.log.log(
                     &pod_event(Level::Error, "repair failed", path)
                         .field("cause", kind)
-                        .field("why", why.as_str())
+                        .field("why", why)
                         .field("error", e.as_str()),
                 );
                 *self.metrics().errors.entry("repair").or_insert(0) += 1;
@@ -1123,7 +1202,8 @@ impl Agent {
                 continue;
             };
             match identity::of(&path) {
-                Ok(now) if now == id => self.repair(id, "resync", "periodic check".into()),
+                // Checked on a worker like any marked pod.
+                Ok(now) if now == id => self.pods.mark(id, "resync", "periodic check".into()),
                 // Gone, or another namespace at its path: this pod's namespace is gone.
                 Ok(_)
                 | Err(IdentityError::Gone { .. })
@@ -1179,13 +1259,30 @@ fn bind(path: &Path) -> Result<UnixListener, AgentError> {
         }
         let _ = std::fs::remove_file(path);
     }
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let err = |e: nix::errno::Errno| setup(format!("socket {}", path.display()), e);
+    // Bound now, listening only once the registry's pods are adopted ([`listen`]): until
+    // then a client's connect is refused, so a socket that answers has its pods back.
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(err)?;
+    let addr = UnixAddr::new(path).map_err(err)?;
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
+    let bound = nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
     nix::sys::stat::umask(old);
-    let l = bound.map_err(|e| setup(format!("socket {}", path.display()), e))?;
+    bound.map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| setup(format!("socket {}", path.display()), e))?;
-    l.set_nonblocking(true)
-        .map_err(|e| setup(format!("socket {}", path.display()), e))?;
-    Ok(l)
+    Ok(UnixListener::from(fd))
+}
+
+/// Start accepting on the socket [`bind`] made.
+fn listen(l: &UnixListener, path: &Path) -> Result<(), AgentError> {
+    let backlog =
+        nix::sys::socket::Backlog::new(1024).unwrap_or(nix::sys::socket::Backlog::MAXCONN);
+    nix::sys::socket::listen(l, backlog).map_err(|e| setup(format!("socket {}", path.display()), e))
 }

@@ -33,6 +33,20 @@ impl PodKernel for Fake {
         }))
     }
 
+    fn repair_job(&self) -> RepairJob {
+        // What the namespace holds now, repaired later on another thread.
+        let (drift, fail, owned) = (self.drift.clone(), self.fail.clone(), self.owned);
+        Box::new(move || match fail {
+            Some(e) => Err(e),
+            None if drift.is_empty() => Ok(None),
+            None => Ok(Some(Repaired {
+                summary: format!("{} differences", drift.len()),
+                differences: drift,
+                owned,
+            })),
+        })
+    }
+
     fn check(&mut self) -> Result<Vec<String>, String> {
         self.calls.push("check");
         match self.fail.take() {
@@ -110,10 +124,14 @@ fn a_storm_of_marks_is_one_repair_for_the_first_reason() {
     let mut pods = one(Fake::default());
     pods.get_mut(id(1)).unwrap().kernel.drift = vec!["rule gone".into(), "table gone".into()];
     for why in ["first", "second", "third"] {
-        pods.mark(id(1), why.into());
+        pods.mark(id(1), "notification", why.into());
     }
-    pods.mark(id(7), "unknown pods are not marked".into());
-    assert_eq!(pods.marked(), vec![(id(1), "first".to_string())]);
+    pods.mark(id(7), "notification", "unknown pods are not marked".into());
+    assert_eq!(pods.marked(), vec![id(1)]);
+    assert_eq!(
+        pods.get(id(1)).unwrap().dirty.as_ref().unwrap().why,
+        "first"
+    );
     let RepairOutcome::Repaired { repaired, .. } = pods.repair(id(1), "notification", "first", 6.0)
     else {
         panic!("repaired")
@@ -174,7 +192,7 @@ fn replace_keeps_the_old_record_when_the_install_fails() {
         owned: true,
         ..Fake::default()
     });
-    pods.mark(id(1), "tampered".into());
+    pods.mark(id(1), "notification", "tampered".into());
     pods.get_mut(id(1)).unwrap().kernel.fail = Some("kernel said no".into());
     let r = pods.replace(id(1), record("/run/netns/p", 15011)).unwrap();
     assert_eq!(r, Err("kernel said no".to_string()));
@@ -289,5 +307,68 @@ fn adoption_keeps_what_it_cannot_examine_and_forgets_only_what_is_gone() {
     assert_eq!(
         adoption(Some(id(1)), Err(emfile)),
         Adoption::Keep("/p: Too many open files".into())
+    );
+}
+
+#[test]
+fn a_repair_on_a_worker_runs_once_at_a_time_and_a_mark_meanwhile_brings_one_more() {
+    let mut pods = one(Fake {
+        drift: vec!["rule gone".into()],
+        ..Fake::default()
+    });
+    assert!(pods.begin_repair(id(1)).is_none(), "nothing marked");
+    pods.mark(id(1), "notification", "flushed".into());
+    let (mark, job) = pods.begin_repair(id(1)).expect("begun");
+    assert_eq!((mark.kind, mark.why.as_str()), ("notification", "flushed"));
+    assert!(pods.in_flight(id(1)) && pods.marked().is_empty());
+    // Tampered again while the repair runs: marked, but no second repair starts now.
+    pods.mark(id(1), "notification", "again".into());
+    assert!(pods.marked().is_empty() && pods.begin_repair(id(1)).is_none());
+    let result = std::thread::spawn(job).join().unwrap();
+    let RepairOutcome::Repaired { repaired, .. } = pods.end_repair(id(1), &mark, result, 9.0)
+    else {
+        panic!("repaired")
+    };
+    assert_eq!(repaired.differences, ["rule gone"]);
+    assert!(!pods.in_flight(id(1)));
+    assert_eq!(
+        pods.marked(),
+        vec![id(1)],
+        "the mark made meanwhile brings one more check"
+    );
+    let p = pods.get(id(1)).unwrap();
+    assert_eq!((p.repair_count, p.last_check), (1, Some(9.0)));
+    assert_eq!(p.repairs[0].cause, "notification: flushed: rule gone");
+}
+
+#[test]
+fn a_late_repair_result_of_a_forgotten_pod_changes_nothing() {
+    let mut pods = one(Fake::default());
+    pods.mark(id(1), "resync", "periodic check".into());
+    let (mark, job) = pods.begin_repair(id(1)).unwrap();
+    // The namespace went away (forgotten) before the worker answered.
+    assert!(pods.forget(id(1)).is_some());
+    let late = job();
+    // The namespace registered again before the old result arrived: not touched by it.
+    pods.insert(
+        id(1),
+        record("/run/netns/p", 15001),
+        "f".into(),
+        Fake::default(),
+        false,
+    );
+    pods.mark(id(1), "notification", "new".into());
+    let (new_mark, _) = pods.begin_repair(id(1)).unwrap();
+    assert_eq!(
+        pods.end_repair(id(1), &mark, late, 3.0),
+        RepairOutcome::Unknown
+    );
+    assert!(
+        pods.in_flight(id(1)),
+        "the new keeping's own repair still runs"
+    );
+    assert_eq!(
+        pods.end_repair(id(1), &new_mark, Ok(None), 4.0),
+        RepairOutcome::Clean
     );
 }
