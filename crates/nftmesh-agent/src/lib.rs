@@ -1,12 +1,15 @@
 //! `nftmesh agent`: one process per node that keeps every registered pod's capture intact.
-//! Pods are registered over a unix socket ([`protocol`]: JSON lines, versioned; used by
-//! `nftmesh agent add|remove|status|list` and the CNI plugin's `agent_socket` mode). Per pod
-//! the agent keeps a [`nftmesh::Namespace`] handle and an nf_tables change monitor
-//! ([`nftmesh_netlink::monitor`]); when another process changes the pod's nftmesh tables the
-//! capture is checked and reinstalled within the same wake-up, a periodic resync catches what
-//! notifications cannot (routes, lost events), the registry survives restarts
-//! ([`registry`]), and [`metrics`] are served in Prometheus' format. One `poll(2)` loop for
-//! all pods ([`server::Agent::run`]), and a few workers that install new pods in parallel.
+//! Pods are registered over a unix socket ([`protocol`], the typed JSON lines of
+//! [`nftmesh_protocol`]; used by `nftmesh agent add|remove|status|list` and the CNI plugin's
+//! `agent_socket` mode). A pod is its namespace's identity ([`identity`]); its state lives in
+//! [`pods`] over a small kernel interface (the real one in [`kernel`]: a
+//! [`nftmesh::Namespace`] handle and the nf_tables and routing change monitors). Where the
+//! kernel allows, the agent owns its pods' tables and another process's change is refused;
+//! elsewhere a change another process commits is checked and repaired on a worker within
+//! milliseconds. A periodic resync catches what notifications cannot, the registry
+//! ([`registry`]) is durable and locked, and [`metrics`] are served in Prometheus' format.
+//! One `poll(2)` loop that never blocks ([`server::Agent::run`]) and a few workers that do
+//! the installs and repairs.
 //!
 //! ```no_run
 //! use nftmesh_agent::server::{Agent, Options};
