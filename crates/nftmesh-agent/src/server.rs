@@ -421,10 +421,12 @@ impl Agent {
     /// Serve until SIGINT or SIGTERM. Captures stay as they are.
     pub fn run(mut self) -> Result<(), AgentError> {
         loop {
-            let wait = self
-                .next_resync
-                .saturating_duration_since(Instant::now())
-                .min(IDLE);
+            let now = Instant::now();
+            let mut wait = self.next_resync.saturating_duration_since(now).min(IDLE);
+            if let Some(t) = self.accept_paused_until {
+                // Watch the listener again as soon as its rest is over.
+                wait = wait.min(t.saturating_duration_since(now));
+            }
             let ready = self.wait(wait)?;
             if ready.stop {
                 self.log

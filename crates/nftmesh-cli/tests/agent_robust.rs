@@ -407,7 +407,9 @@ fn tproxy_routing_removed_by_another_process_is_repaired_at_once() {
     in_pod(
         &p,
         "ip",
-        &["route", "del", "local", "default", "dev", "lo", "table", "133"],
+        &[
+            "route", "del", "local", "default", "dev", "lo", "table", "133",
+        ],
     );
     eventually("the local route back", || {
         in_pod(&p, "ip", &["route", "show", "table", "133"]).contains("local default dev lo")
