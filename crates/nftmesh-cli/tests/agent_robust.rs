@@ -579,3 +579,37 @@ fn out_of_descriptors_records_are_kept_not_forgotten() {
     want.sort();
     assert_eq!(again, want);
 }
+
+#[test]
+fn a_path_reused_by_another_namespace_while_the_agent_is_down_is_not_that_pod() {
+    if !in_node("a_path_reused_by_another_namespace_while_the_agent_is_down_is_not_that_pod") {
+        return;
+    }
+    let d = Dirs::new();
+    let agent = Agent::start(&d, "60");
+    let p = pod("p1");
+    add(&d, &p, &SIDECAR);
+    assert_eq!(agent.kill("KILL"), None);
+    // While it is down: the pod goes, and an unrelated namespace takes its path.
+    let o = Command::new("ip")
+        .args(["netns", "del", "p1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let again = pod("p1");
+    assert_eq!(again, p);
+    let _agent = Agent::start(&d, "60");
+    assert!(
+        listed(&d).is_empty(),
+        "the record of the gone pod is forgotten"
+    );
+    assert_eq!(
+        ruleset(&again),
+        "",
+        "the new namespace gets no capture of the old pod's"
+    );
+    assert_eq!(
+        std::fs::read_dir(d.state().join("pods")).unwrap().count(),
+        0
+    );
+}
