@@ -4,7 +4,6 @@
 /// panic. Shared by the fuzz target `agent_request` and
 /// `crates/nftmesh-agent/tests/fuzz_regressions.rs`.
 pub fn agent_request(data: &[u8]) {
-    use nftmesh_agent::protocol::DesiredExt;
     match nftmesh_agent::protocol::parse(data) {
         Ok(nftmesh_agent::protocol::Command::Add { desired, netns, .. }) => {
             assert!(netns.is_absolute());

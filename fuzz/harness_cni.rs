@@ -2,7 +2,7 @@
 //! error object of a spec code; never a panic. Shared by the fuzz target `cni_stdin` and
 //! `crates/nftmesh-cni/tests/fuzz_regressions.rs`.
 
-use nftmesh_cni::config::{DesiredExt, NetConf};
+use nftmesh_cni::config::NetConf;
 use nftmesh_cni::env::Env;
 use nftmesh_cni::{plugin, pod};
 

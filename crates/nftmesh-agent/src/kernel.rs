@@ -4,7 +4,7 @@
 
 use crate::identity::{self, NetnsId};
 use crate::pods::{PodKernel, RepairJob, Repaired};
-use crate::protocol::{Desired, DesiredExt};
+use crate::protocol::Desired;
 use crate::summary::Summary;
 use nftmesh::{Capture, Namespace, TableOwner};
 use nftmesh_netlink::monitor::Monitor;

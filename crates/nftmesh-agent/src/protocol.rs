@@ -1,27 +1,12 @@
 //! The agent's side of its protocol: the types of [`nftmesh_protocol`] (re-exported here),
 //! requests read with [`parse_with_id`], replies written as [`Reply`]s with an error
-//! [`ErrorKind`] and the request's `id` echoed. Compiling a [`Desired`] needs the `nftmesh`
-//! crate, which the protocol crate does not depend on: [`DesiredExt::capture`] adds it here.
+//! [`ErrorKind`] and the request's `id` echoed; [`Desired::capture`] compiles a capture (the
+//! protocol crate's `capture` feature).
 
 pub use nftmesh_protocol::{
     parse, parse_with_id, Command, Desired, ErrorKind, Failure, Pod, PodStatus, RecentRepair,
     Reply, ReplyError, Request, RequestId, Verb, MAX_REQUEST, PROTOCOL_VERSION,
 };
-
-/// The capture compiled from a desired one.
-pub trait DesiredExt {
-    /// The capture to install.
-    fn capture(&self) -> Result<nftmesh::Capture, nftmesh::CaptureError>;
-}
-
-impl DesiredExt for Desired {
-    fn capture(&self) -> Result<nftmesh::Capture, nftmesh::CaptureError> {
-        match self {
-            Desired::Capture(c) => nftmesh::Capture::new(c),
-            Desired::Ambient(a) => nftmesh::Capture::ambient(a),
-        }
-    }
-}
 
 /// An error reply of `kind` saying `text`, as JSON.
 pub fn error(kind: ErrorKind, text: &str) -> serde_json::Value {

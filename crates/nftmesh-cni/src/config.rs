@@ -151,21 +151,6 @@ pub enum WithoutAnnotations {
 /// The capture a configuration asks for (the agent protocol's type, so the two agree).
 pub use nftmesh_protocol::Desired;
 
-/// The capture compiled from a [`Desired`] (the protocol crate holds data only).
-pub trait DesiredExt {
-    /// The capture to install.
-    fn capture(&self) -> Result<nftmesh::Capture, nftmesh::CaptureError>;
-}
-
-impl DesiredExt for Desired {
-    fn capture(&self) -> Result<nftmesh::Capture, nftmesh::CaptureError> {
-        match self {
-            Desired::Capture(c) => nftmesh::Capture::new(c),
-            Desired::Ambient(a) => nftmesh::Capture::ambient(a),
-        }
-    }
-}
-
 /// The `cniVersion` of raw stdin, if it has one (for the error object of a configuration
 /// that is otherwise unreadable).
 pub fn version_of(raw: &[u8]) -> Option<String> {

@@ -1,7 +1,7 @@
 //! The commands: ADD, CHECK, DEL, VERSION, STATUS and GC of a chained plugin whose one job is
 //! the pod's traffic capture (nftmesh's tables and TPROXY routing in `CNI_NETNS`).
 
-use crate::config::{log_settings, Desired, DesiredExt, LogSettings, NetConf, SUPPORTED_VERSIONS};
+use crate::config::{log_settings, Desired, LogSettings, NetConf, SUPPORTED_VERSIONS};
 use crate::env::{Command, Env};
 use crate::log::Log;
 use crate::pod::{self, Plan};

@@ -51,6 +51,15 @@ impl Desired {
             Desired::Ambient(_) => "ambient",
         }
     }
+
+    /// The capture to install (the `capture` feature: compiled with the capture API).
+    #[cfg(feature = "capture")]
+    pub fn capture(&self) -> Result<nftmesh::Capture, nftmesh::CaptureError> {
+        match self {
+            Desired::Capture(c) => nftmesh::Capture::new(c),
+            Desired::Ambient(a) => nftmesh::Capture::ambient(a),
+        }
+    }
 }
 
 #[cfg(test)]
