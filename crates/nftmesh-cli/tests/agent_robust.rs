@@ -343,32 +343,13 @@ fn in_a_pid_namespace_the_agent_knows_its_own_commits_and_still_sees_tampering()
     let p = pod("p1");
     // As a DaemonSet pod without hostPID: the kernel names committers by their global thread
     // ids, which the agent cannot see from its own PID namespace.
-    let child = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(env!("CARGO_BIN_EXE_nftmesh"))
-        .args([
-            "agent",
-            "run",
-            "--resync",
-            "600",
-            "--own-tables",
-            "false",
-            "--socket",
-        ])
-        .arg(d.socket())
-        .arg("--state-dir")
-        .arg(d.state())
-        .env_clear()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _agent = Agent(child);
-    let end = Instant::now() + Duration::from_secs(10);
-    while UnixStream::connect(d.socket()).is_err() {
-        assert!(Instant::now() < end, "the agent listens within 10 s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let _agent = Agent::start_under(
+        &d,
+        &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
+        "600",
+        &[],
+        std::process::Stdio::null(),
+    );
     add(&d, &p, &SIDECAR);
     // Its own install is not taken for tampering: no check follows it.
     std::thread::sleep(Duration::from_millis(300));
@@ -511,40 +492,19 @@ fn out_of_descriptors_records_are_kept_not_forgotten() {
     }
     assert_eq!(agent.kill("KILL"), None);
     // Restarted with 48 descriptors, soft and hard (the agent raises its soft limit to the
-    // hard one): about three a pod, so it cannot open all 40. Its log says when it adopted
-    // what it could (the socket is bound before that).
+    // hard one): about three a pod, so it cannot open all 40. It listens once it adopted what
+    // it could.
     let log = d.root.join("starved.log");
-    let child = Command::new("prlimit")
-        .arg("--nofile=48:48")
-        .arg(env!("CARGO_BIN_EXE_nftmesh"))
-        .args([
-            "agent",
-            "run",
-            "--resync",
-            "600",
-            "--own-tables",
-            "false",
-            "--socket",
-        ])
-        .arg(d.socket())
-        .arg("--state-dir")
-        .arg(d.state())
-        .env_clear()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let starved = Agent(child);
-    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
-    let end = Instant::now() + Duration::from_secs(10);
-    while !logged().contains("\tlistening\t") {
-        assert!(
-            Instant::now() < end,
-            "the agent listens within 10 s: {}",
-            logged()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let starved = Agent::start_under(
+        &d,
+        &["prlimit", "--nofile=48:48"],
+        "600",
+        &[],
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    assert!(std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("\tlistening\t"));
     // Every record is still there: none deleted because its pod could not be opened.
     let records = || std::fs::read_dir(d.state().join("pods")).unwrap().count();
     assert_eq!(records(), 40, "no record deleted");

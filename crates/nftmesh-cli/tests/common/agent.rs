@@ -55,12 +55,33 @@ impl Agent {
     /// path, as on kernels without `persist`: the tests tamper with them) unless `extra` says
     /// `--own-tables true`.
     pub fn start_logging(d: &Dirs, resync: &str, extra: &[&str], log: Stdio) -> Agent {
+        Self::start_under(d, &[], resync, extra, log)
+    }
+
+    /// [`Agent::start_logging`] run by `wrapper` (e.g. `unshare --pid --fork`, `prlimit
+    /// --nofile=N:N`): `WRAPPER... nftmesh agent run ...`. Returns once the socket accepts
+    /// connections (the agent listens only after adopting its registry).
+    pub fn start_under(
+        d: &Dirs,
+        wrapper: &[&str],
+        resync: &str,
+        extra: &[&str],
+        log: Stdio,
+    ) -> Agent {
         let owned: &[&str] = if extra.contains(&"--own-tables") {
             &[]
         } else {
             &["--own-tables", "false"]
         };
-        let child = Command::new(BIN)
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(["agent", "run", "--resync", resync])
             .args(owned)
             .args(extra)
