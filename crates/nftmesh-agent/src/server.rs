@@ -989,9 +989,6 @@ impl Agent {
         container_id: Option<String>,
     ) -> Value {
         let started = Instant::now();
-        if let Err(e) = capture_of(&desired, self.opts.own_tables) {
-            return protocol::error(ErrorKind::Invalid, &e.to_string());
-        }
         let Some(old) = self.pods.get(id).map(|p| p.record.clone()) else {
             return protocol::error(ErrorKind::Invalid, "not registered");
         };

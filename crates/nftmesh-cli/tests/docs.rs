@@ -4,22 +4,12 @@
 
 mod common;
 
-use common::nftmesh;
+use common::{nftmesh, nftmesh_ok};
 use std::process::Command;
-
-fn stdout_of(args: &[&str]) -> String {
-    let o = nftmesh(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Every subcommand, as `nftmesh --help` lists them.
 fn subcommands() -> Vec<String> {
-    let help = stdout_of(&["--help"]);
+    let help = nftmesh_ok(&["--help"]);
     let list = help
         .split("Commands:\n")
         .nth(1)
@@ -39,7 +29,7 @@ fn completions_name_every_subcommand_and_parse_in_their_shell() {
         subs.iter().any(|s| s == "apply") && subs.iter().any(|s| s == "man"),
         "{subs:?}"
     );
-    let bash = stdout_of(&["completions", "bash"]);
+    let bash = nftmesh_ok(&["completions", "bash"]);
     for sub in &subs {
         assert!(bash.contains(sub.as_str()), "bash completion lacks {sub}");
     }
@@ -53,8 +43,8 @@ fn completions_name_every_subcommand_and_parse_in_their_shell() {
         "bash -n: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(stdout_of(&["completions", "zsh"]).starts_with("#compdef nftmesh"));
-    assert!(stdout_of(&["completions", "fish"]).contains("complete -c nftmesh"));
+    assert!(nftmesh_ok(&["completions", "zsh"]).starts_with("#compdef nftmesh"));
+    assert!(nftmesh_ok(&["completions", "fish"]).contains("complete -c nftmesh"));
     let o = nftmesh(&["completions", "tcsh"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid value 'tcsh'"));
@@ -62,7 +52,7 @@ fn completions_name_every_subcommand_and_parse_in_their_shell() {
 
 #[test]
 fn man_prints_nftmesh_1_and_writes_a_page_per_subcommand_that_groff_accepts() {
-    let page = stdout_of(&["man"]);
+    let page = nftmesh_ok(&["man"]);
     assert!(page.contains(".TH nftmesh 1"), "{page}");
     let dir = std::env::temp_dir().join(format!("nftmesh-man-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -3,26 +3,16 @@
 
 mod common;
 
-use common::{netns_or_skip, nftmesh};
+use common::{netns_or_skip, nftmesh, nftmesh_ok};
 use serde_json::Value;
-
-fn out(args: &[&str]) -> String {
-    let o = nftmesh(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[test]
 fn stats_prints_totals_and_rules_as_text_json_and_prometheus() {
     let Some(ns) = netns_or_skip() else { return };
     let path = ns.path();
-    let empty = out(&["stats", "--network-namespace", &path]);
+    let empty = nftmesh_ok(&["stats", "--network-namespace", &path]);
     assert_eq!(empty, "no nftmesh table in this namespace\n");
-    out(&[
+    nftmesh_ok(&[
         "apply",
         "--network-namespace",
         &path,
@@ -32,7 +22,7 @@ fn stats_prints_totals_and_rules_as_text_json_and_prometheus() {
         "off",
     ]);
 
-    let text = out(&["stats", "--network-namespace", &path]);
+    let text = nftmesh_ok(&["stats", "--network-namespace", &path]);
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
@@ -49,8 +39,13 @@ fn stats_prints_totals_and_rules_as_text_json_and_prometheus() {
     );
     assert!(text.contains("inet istio-proxy-nat istio-redirect #0  [captured_outbound]  meta l4proto tcp counter redirect to :15001"), "{text}");
 
-    let v: Value =
-        serde_json::from_str(&out(&["stats", "--network-namespace", &path, "--json"])).unwrap();
+    let v: Value = serde_json::from_str(&nftmesh_ok(&[
+        "stats",
+        "--network-namespace",
+        &path,
+        "--json",
+    ]))
+    .unwrap();
     for reason in [
         "captured_outbound",
         "captured_inbound",
@@ -62,7 +57,7 @@ fn stats_prints_totals_and_rules_as_text_json_and_prometheus() {
         assert_eq!(v["totals"][reason]["packets"], 0, "{reason}: {v}");
     }
     let rules = v["rules"].as_array().unwrap();
-    let live = out(&["dump", "--network-namespace", &path]);
+    let live = nftmesh_ok(&["dump", "--network-namespace", &path]);
     assert_eq!(
         rules.len(),
         live.lines().filter(|l| l.starts_with("add rule ")).count()
@@ -78,7 +73,7 @@ fn stats_prints_totals_and_rules_as_text_json_and_prometheus() {
     );
     assert!(uid["index"].is_u64() && uid["bytes"] == 0);
 
-    let prom = out(&["stats", "--network-namespace", &path, "--prometheus"]);
+    let prom = nftmesh_ok(&["stats", "--network-namespace", &path, "--prometheus"]);
     assert!(
         prom.contains("# TYPE nftmesh_capture_packets_total counter\n"),
         "{prom}"

@@ -150,7 +150,7 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
             ns.close_after_exit();
             return Ok(Some(result));
         }
-        had_ours = !ns.live()?.tables.is_empty();
+        had_ours = !ns.live_tables()?.is_empty();
     }
     let installed = ns
         .install(&capture)

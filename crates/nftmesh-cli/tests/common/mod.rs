@@ -28,6 +28,17 @@ pub fn nftmesh(args: &[&str]) -> Output {
         .expect("run nftmesh")
 }
 
+/// The stdout of the built `nftmesh` run with `args`, which must succeed.
+pub fn nftmesh_ok(args: &[&str]) -> String {
+    let o = nftmesh(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Run the built `nftmesh` with `args` and `input` on its standard input.
 pub fn nftmesh_with_stdin(args: &[&str], input: &str) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nftmesh"));
