@@ -38,8 +38,6 @@ pub struct RealPod {
     pub monitor: Monitor,
     /// Routing notifications, when the capture has routing to keep.
     pub routes: Option<RouteMonitor>,
-    /// Whether captures are installed owned.
-    own: bool,
 }
 
 impl std::fmt::Debug for RealPod {
@@ -51,7 +49,8 @@ impl std::fmt::Debug for RealPod {
     }
 }
 
-fn watches_routes(c: &Capture) -> bool {
+/// Whether a capture has routing to keep (TPROXY or ambient routing, or `::6` on `lo`).
+pub fn watches_routes(c: &Capture) -> bool {
     c.tproxy_routing().is_some() || c.loopback_v6()
 }
 
@@ -59,7 +58,7 @@ impl RealPod {
     /// Open the pod's handle and monitors in one namespace switch (before anything is
     /// installed, so no commit after it is missed), checking there that the namespace
     /// entered is `id` (the path may have been replaced since it was examined).
-    pub fn open(path: &Path, id: NetnsId, capture: Capture, own: bool) -> Result<Self, String> {
+    pub fn open(path: &Path, id: NetnsId, capture: Capture) -> Result<Self, String> {
         let watch = watches_routes(&capture);
         let (ns, (entered, monitor, routes)) = Namespace::open_with(path, move || {
             (
@@ -86,7 +85,6 @@ impl RealPod {
             capture,
             monitor: monitor.map_err(|e| e.to_string())?,
             routes: routes.transpose().map_err(|e| e.to_string())?,
-            own,
         })
     }
 
@@ -120,26 +118,6 @@ impl PodKernel for RealPod {
     fn repair_job(&self) -> RepairJob {
         let (ns, capture) = (self.ns.clone(), self.capture.clone());
         Box::new(move || repair(&ns, &capture))
-    }
-
-    fn check(&mut self) -> Result<Vec<String>, String> {
-        self.ns
-            .check(&self.capture)
-            .map(|d| d.iter().map(|x| x.to_string()).collect())
-            .map_err(|e| e.to_string())
-    }
-
-    fn replace(&mut self, desired: &Desired) -> Result<bool, String> {
-        let capture = capture_of(desired, self.own).map_err(|e| e.to_string())?;
-        if self.routes.is_none() && watches_routes(&capture) {
-            // Now with routing to keep: watched from now on.
-            self.routes = nftmesh_netlink::netns::run_in(&self.path, RouteMonitor::open)
-                .ok()
-                .and_then(Result::ok);
-        }
-        let report = self.ns.install(&capture).map_err(|e| e.to_string())?;
-        self.capture = capture;
-        Ok(report.table_owner != TableOwner::None)
     }
 
     fn remove(&mut self) -> Result<usize, String> {

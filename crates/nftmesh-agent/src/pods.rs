@@ -5,7 +5,6 @@
 //! the I/O loop (`server`) decides when, and logs what these functions return.
 
 use crate::identity::NetnsId;
-use crate::protocol::Desired;
 use crate::registry::Record;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
@@ -25,11 +24,6 @@ pub trait PodKernel {
     fn repair(&mut self) -> Result<Option<Repaired>, String>;
     /// [`PodKernel::repair`] as a job for another thread.
     fn repair_job(&self) -> RepairJob;
-    /// How the pod differs from its capture (empty: not at all).
-    fn check(&mut self) -> Result<Vec<String>, String>;
-    /// Install `desired` in place of the pod's capture; whether its tables are owned. On an
-    /// error the capture in place stays the pod's.
-    fn replace(&mut self, desired: &Desired) -> Result<bool, String>;
     /// Remove the pod's capture; the tables removed.
     fn remove(&mut self) -> Result<usize, String>;
 }
@@ -237,9 +231,44 @@ impl<K: PodKernel> Pods<K> {
         Some((mark, p.kernel.repair_job()))
     }
 
-    /// Whether a repair of `id` is running.
+    /// Whether a repair or another operation of `id` is running.
     pub fn in_flight(&self, id: NetnsId) -> bool {
         self.pods.get(&id).is_some_and(|p| p.in_flight)
+    }
+
+    /// Hold `id` for an operation running elsewhere (a check or a re-add on a worker): no
+    /// repair starts until [`Pods::release`]. False when it is not kept or already held.
+    pub fn hold(&mut self, id: NetnsId) -> bool {
+        match self.pods.get_mut(&id) {
+            Some(p) if !p.in_flight => {
+                p.in_flight = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// End the hold of [`Pods::hold`].
+    pub fn release(&mut self, id: NetnsId) {
+        if let Some(p) = self.pods.get_mut(&id) {
+            p.in_flight = false;
+        }
+    }
+
+    /// A check that found nothing different, at `now`.
+    pub fn checked(&mut self, id: NetnsId, now: f64) {
+        if let Some(p) = self.pods.get_mut(&id) {
+            p.last_check = Some(now);
+        }
+    }
+
+    /// A re-add installed `record`'s capture (its tables owned or not): the pod keeps it.
+    pub fn replaced(&mut self, id: NetnsId, record: Record, owned: bool) {
+        if let Some(p) = self.pods.get_mut(&id) {
+            p.record = record;
+            p.owned = owned;
+            p.dirty = None;
+        }
     }
 
     /// Record the end of the repair begun with `mark`: what it did ([`RepairOutcome`]).
@@ -306,28 +335,6 @@ impl<K: PodKernel> Pods<K> {
                 RepairOutcome::Failed(e)
             }
         }
-    }
-
-    /// How `id` differs from its capture; `None` when it is not kept.
-    pub fn check(&mut self, id: NetnsId, now: f64) -> Option<Result<Vec<String>, String>> {
-        let p = self.pods.get_mut(&id)?;
-        let r = p.kernel.check();
-        if matches!(&r, Ok(d) if d.is_empty()) {
-            p.last_check = Some(now);
-        }
-        Some(r)
-    }
-
-    /// Install `record`'s capture in place of `id`'s and keep `record` (an `add` of a kept
-    /// pod: maybe other settings); on an error the pod keeps its capture and record. `None`
-    /// when it is not kept.
-    pub fn replace(&mut self, id: NetnsId, record: Record) -> Option<Result<(), String>> {
-        let p = self.pods.get_mut(&id)?;
-        Some(p.kernel.replace(&record.desired).map(|owned| {
-            p.owned = owned;
-            p.record = record;
-            p.dirty = None;
-        }))
     }
 
     /// Forget `id` and remove its capture: the pod, and what the removal did.

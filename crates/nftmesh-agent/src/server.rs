@@ -21,8 +21,9 @@ use crate::pods::{self, Adoption, Mark, PodKernel, Pods, RepairOutcome};
 use crate::protocol::{self, Command, Desired, ErrorKind, RequestId};
 use crate::registry::{self, Record};
 use nftmesh::log::{Event, Format, Level, Logger};
-use nftmesh::Namespace;
+use nftmesh::{Capture, Namespace};
 use nftmesh_netlink::monitor::Own;
+use nftmesh_netlink::route_monitor::RouteMonitor;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -130,6 +131,33 @@ enum Done {
     Added(u64, Box<Opened>),
     /// The repair of a pod begun with the mark.
     Repaired(NetnsId, Mark, Result<Option<pods::Repaired>, String>),
+    /// A client's check, re-add or remove of a pod, `job`.
+    Op(u64, Box<OpDone>),
+}
+
+/// What a client's operation on a pod did (on a worker).
+enum OpDone {
+    /// The differences from the capture.
+    Checked(Result<Vec<String>, String>),
+    /// A re-add: the new capture installed (its tables owned or not, and a routing monitor
+    /// if it now has routing to keep), or why not; the record it goes with.
+    Replaced(
+        Result<(Capture, bool, Option<RouteMonitor>), String>,
+        Record,
+    ),
+    /// The tables removed.
+    Removed(Result<usize, String>),
+}
+
+/// A client's operation on a pod, running on a worker.
+struct PendingOp {
+    target: Target,
+    /// The pod (none for a namespace the agent does not keep).
+    id: Option<NetnsId>,
+    path: PathBuf,
+    started: Instant,
+    /// Requests that came meanwhile about the same pod or from the same client.
+    queued: Vec<Queued>,
 }
 
 /// A few long-lived worker threads that open and install new pods in parallel (the kernel
@@ -212,6 +240,8 @@ pub struct Agent {
     adding: BTreeMap<u64, PendingAdd>,
     /// Requests about pods whose repair runs on a worker, replayed when it ends.
     waiting: BTreeMap<NetnsId, Vec<Queued>>,
+    /// Clients' checks, re-adds and removes running on the workers, by job.
+    ops: BTreeMap<u64, PendingOp>,
     next_job: u64,
     /// Records kept but not adopted (their namespace could not be examined or opened: out of
     /// descriptors, ...): retried at every resync, never deleted for it.
@@ -275,6 +305,7 @@ impl Agent {
             pods: Pods::default(),
             adding: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            ops: BTreeMap::new(),
             next_job: 0,
             unadopted: Vec::new(),
             unreadable: Vec::new(),
@@ -356,10 +387,9 @@ impl Agent {
         }
         let old_file = r.identity.is_none().then(|| file.clone());
         r.identity = Some(id);
-        let own = self.opts.own_tables;
-        let opened = capture_of(&r.desired, own)
+        let opened = capture_of(&r.desired, self.opts.own_tables)
             .map_err(|e| e.to_string())
-            .and_then(|c| RealPod::open(&path, id, c, own));
+            .and_then(|c| RealPod::open(&path, id, c));
         let mut pod = match opened {
             Ok(pod) => pod,
             Err(e) => return self.keep_unadopted(file, r, e),
@@ -374,7 +404,7 @@ impl Agent {
         }
         let mut owned = false;
         let mut claim_error = None;
-        if own {
+        if self.opts.own_tables {
             // Claim the tables the previous agent left ownerless (persist), in place, or take
             // over unowned ones, in one transaction.
             match pod.install() {
@@ -706,6 +736,15 @@ impl Agent {
             p.queued.push((target, command));
             return;
         }
+        let op_waits_for = |o: &PendingOp| {
+            o.target.client == target.client
+                || matches!((&id, o.id), (Some(Ok(i)), Some(oi)) if *i == oi)
+                || o.queued.iter().any(|(t, _)| t.client == target.client)
+        };
+        if let Some(o) = self.ops.values_mut().find(|o| op_waits_for(o)) {
+            o.queued.push((target, command));
+            return;
+        }
         // So does a request about a pod whose repair runs on a worker (its result must not
         // land after a change asked for later), and every later one of its client.
         let waiting_pod = match &id {
@@ -743,14 +782,18 @@ impl Agent {
                     }
                 };
                 if self.pods.contains(id) {
-                    self.readd(id, netns, desired, container_id)
+                    self.start_readd(target, id, netns, desired, container_id);
                 } else {
                     self.start_add(target, id, netns, desired, container_id);
-                    return;
                 }
+                return;
             }
-            (Ok(Command::Remove(netns)), Some(found)) => self.remove(&netns, found),
-            (Ok(Command::Check(netns)), Some(found)) => self.check(&netns, found),
+            (Ok(Command::Remove(netns)), Some(found)) => {
+                return self.start_remove(target, netns, found)
+            }
+            (Ok(Command::Check(netns)), Some(found)) => {
+                return self.start_check(target, netns, found)
+            }
             (command, _) => self.handle(command),
         };
         self.answer(target, reply);
@@ -850,10 +893,9 @@ impl Agent {
         let job = self.next_job;
         self.next_job += 1;
         let state_dir = self.opts.state_dir.clone();
-        let own = self.opts.own_tables;
         let work: Job = Box::new(move || {
             let path = record.network_namespace.clone();
-            let r = RealPod::open(&path, id, capture, own).and_then(|mut pod| {
+            let r = RealPod::open(&path, id, capture).and_then(|mut pod| {
                 match pod.install() {
                     // Acknowledged only once the record is on disk.
                     Ok((report, owned)) => match registry::save(&state_dir, &record) {
@@ -913,6 +955,7 @@ impl Agent {
                         self.dispatch(target, command);
                     }
                 }
+                Done::Op(job, done) => self.op_done(job, *done),
                 Done::Repaired(id, mark, result) => {
                     let path = self
                         .pods
@@ -980,93 +1023,220 @@ impl Agent {
         }
     }
 
-    /// An add of a registered pod: reinstall with the (maybe new) capture, record first.
-    fn readd(
+    /// Run `work` for `target` on a worker as operation `job` about `id` at `path`.
+    fn start_op(
         &mut self,
+        target: Target,
+        id: Option<NetnsId>,
+        path: PathBuf,
+        work: impl FnOnce() -> OpDone + Send + 'static,
+    ) {
+        let job = self.next_job;
+        self.next_job += 1;
+        if self
+            .pool
+            .jobs
+            .send(Box::new(move || Done::Op(job, Box::new(work()))))
+            .is_err()
+        {
+            self.log.error("the worker pool is gone");
+            if let Some(id) = id {
+                self.pods.release(id);
+            }
+            let e = "busy: the agent's workers are gone";
+            self.answer(target, protocol::error(ErrorKind::Busy, e));
+            return;
+        }
+        self.ops.insert(
+            job,
+            PendingOp {
+                target,
+                id,
+                path,
+                started: Instant::now(),
+                queued: Vec::new(),
+            },
+        );
+    }
+
+    /// An add of a registered pod, on a worker: the record saved first, then the (maybe new)
+    /// capture installed; on a failure the old record is saved back (the old capture stays).
+    fn start_readd(
+        &mut self,
+        target: Target,
         id: NetnsId,
         netns: PathBuf,
         desired: Desired,
         container_id: Option<String>,
-    ) -> Value {
-        let started = Instant::now();
-        let Some(old) = self.pods.get(id).map(|p| p.record.clone()) else {
-            return protocol::error(ErrorKind::Invalid, "not registered");
+    ) {
+        let Some(pod) = self.pods.get(id) else {
+            return self.answer(
+                target,
+                protocol::error(ErrorKind::Invalid, "not registered"),
+            );
         };
+        let old = pod.record.clone();
         let mut record = old.clone();
         record.desired = desired;
         record.container_id = container_id;
-        if let Err(e) = registry::save(&self.opts.state_dir, &record) {
-            let e = format!("saving the record: {e}");
-            return self.add_failed(&netns, ErrorKind::Failed, &e);
-        }
-        match self.pods.replace(id, record) {
-            Some(Ok(())) => self.added(&netns, started, "reinstalled".into()),
-            Some(Err(e)) => {
-                // The old record stays the truth for the old capture, still installed.
-                let _ = registry::save(&self.opts.state_dir, &old);
-                self.add_failed(&netns, ErrorKind::Failed, &e)
-            }
-            None => protocol::error(ErrorKind::Invalid, "not registered"),
-        }
+        let (ns, has_routes) = (pod.kernel.ns.clone(), pod.kernel.routes.is_some());
+        let (own, state_dir, path) = (
+            self.opts.own_tables,
+            self.opts.state_dir.clone(),
+            netns.clone(),
+        );
+        self.pods.hold(id);
+        self.start_op(target, Some(id), netns, move || {
+            let replaced = (|| {
+                registry::save(&state_dir, &record)
+                    .map_err(|e| format!("saving the record: {e}"))?;
+                let capture = capture_of(&record.desired, own).map_err(|e| e.to_string())?;
+                let installed = ns.install(&capture).map_err(|e| e.to_string());
+                let report = match installed {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // The old record stays the truth for the old capture, still installed.
+                        let _ = registry::save(&state_dir, &old);
+                        return Err(e);
+                    }
+                };
+                // Now with routing to keep: watched from now on.
+                let routes = (!has_routes && crate::kernel::watches_routes(&capture))
+                    .then(|| nftmesh_netlink::netns::run_in(&path, RouteMonitor::open).ok())
+                    .flatten()
+                    .and_then(Result::ok);
+                let owned = report.table_owner != nftmesh::TableOwner::None;
+                Ok((capture, owned, routes))
+            })();
+            OpDone::Replaced(replaced, record)
+        });
     }
 
-    fn remove(&mut self, netns: &Path, found: Result<NetnsId, IdentityError>) -> Value {
+    /// A remove, on a worker: the pod forgotten now, its capture removed and its record
+    /// deleted there; a namespace the agent does not keep gets nftmesh's tables removed.
+    fn start_remove(
+        &mut self,
+        target: Target,
+        netns: PathBuf,
+        found: Result<NetnsId, IdentityError>,
+    ) {
         // The pod is its namespace; a namespace already gone is found by its registered path.
         let id = match &found {
             Ok(id) => Some(*id),
-            Err(_) => self.pods.find_by_path(netns),
+            Err(_) => self.pods.find_by_path(&netns),
         };
-        let removed = match id.and_then(|id| self.pods.remove(id)) {
-            Some((pod, r)) => {
-                if let Err(e) = registry::forget(&pod.file) {
-                    self.log.log(
-                        &pod_event(Level::Error, "deleting a record failed", netns)
-                            .field("error", e),
-                    );
-                }
-                r
-            }
-            // Not ours (or forgotten): remove nftmesh's tables if the namespace is there.
-            None => match found {
-                Ok(_) => Namespace::open(netns)
-                    .and_then(|ns| ns.remove_owned(None).map(|r| r.tables))
-                    .map_err(|e| e.to_string()),
-                Err(e) if e.is_gone() => Ok(0),
-                Err(e) => Err(e.to_string()),
-            },
-        };
+        let kept = id.and_then(|id| self.pods.forget(id));
         self.metrics().pods = self.pods.len() as u64;
-        match removed {
-            Ok(tables) => {
+        let path = netns.clone();
+        match kept {
+            Some(mut pod) => self.start_op(target, id, netns, move || {
+                let r = pod.kernel.remove();
+                let forgot = registry::forget(&pod.file);
+                OpDone::Removed(r.and_then(|t| {
+                    forgot
+                        .map(|()| t)
+                        .map_err(|e| format!("deleting the record: {e}"))
+                }))
+            }),
+            // Not ours (or forgotten): nftmesh's tables removed if the namespace is there.
+            None => self.start_op(target, None, netns, move || {
+                OpDone::Removed(match found {
+                    Ok(_) => Namespace::open(&path)
+                        .and_then(|ns| ns.remove_owned(None).map(|r| r.tables))
+                        .map_err(|e| e.to_string()),
+                    Err(e) if e.is_gone() => Ok(0),
+                    Err(e) => Err(e.to_string()),
+                })
+            }),
+        }
+    }
+
+    /// A check, on a worker.
+    fn start_check(
+        &mut self,
+        target: Target,
+        netns: PathBuf,
+        found: Result<NetnsId, IdentityError>,
+    ) {
+        let held = found.ok().filter(|id| self.pods.hold(*id));
+        let Some((id, pod)) = held.and_then(|id| self.pods.get(id).map(|p| (id, p))) else {
+            let e = format!("{} is not registered", netns.display());
+            return self.answer(target, protocol::error(ErrorKind::Invalid, &e));
+        };
+        let (ns, capture) = (pod.kernel.ns.clone(), pod.kernel.capture.clone());
+        self.start_op(target, Some(id), netns, move || {
+            OpDone::Checked(
+                ns.check(&capture)
+                    .map(|d| d.iter().map(|x| x.to_string()).collect())
+                    .map_err(|e| e.to_string()),
+            )
+        });
+    }
+
+    /// Answer a client's operation that finished, and replay what waited for it.
+    fn op_done(&mut self, job: u64, done: OpDone) {
+        let Some(op) = self.ops.remove(&job) else {
+            return;
+        };
+        let reply = match done {
+            OpDone::Checked(r) => {
+                if let Some(id) = op.id {
+                    self.pods.release(id);
+                    if matches!(&r, Ok(d) if d.is_empty()) {
+                        self.pods.checked(id, now());
+                    }
+                }
+                match r {
+                    Ok(d) if d.is_empty() => json!({"ok": true}),
+                    Ok(d) => json!({
+                        "ok": false,
+                        "kind": "failed",
+                        "error": "the capture differs from the desired one",
+                        "differences": d,
+                    }),
+                    Err(e) => protocol::error(ErrorKind::Failed, &e),
+                }
+            }
+            OpDone::Replaced(r, record) => {
+                let id = op.id;
+                if let Some(id) = id {
+                    self.pods.release(id);
+                }
+                match (r, id.and_then(|id| self.pods.get_mut(id).map(|p| (id, p)))) {
+                    (Ok((capture, owned, routes)), Some((id, pod))) => {
+                        pod.kernel.capture = capture;
+                        if routes.is_some() {
+                            pod.kernel.routes = routes;
+                        }
+                        self.pods.replaced(id, record, owned);
+                        self.added(&op.path, op.started, "reinstalled".into())
+                    }
+                    (Ok(_), None) => protocol::error(ErrorKind::Failed, "forgotten meanwhile"),
+                    (Err(e), _) => self.add_failed(&op.path, ErrorKind::Failed, &e),
+                }
+            }
+            OpDone::Removed(Ok(tables)) => {
                 self.log
-                    .log(&pod_event(Level::Info, "removed", netns).field("tables", tables));
+                    .log(&pod_event(Level::Info, "removed", &op.path).field("tables", tables));
                 json!({"ok": true, "tables": tables})
             }
-            Err(e) => {
+            OpDone::Removed(Err(e)) => {
                 self.log.log(
-                    &pod_event(Level::Error, "remove failed", netns).field("error", e.as_str()),
+                    &pod_event(Level::Error, "remove failed", &op.path).field("error", e.as_str()),
                 );
                 *self.metrics().errors.entry("remove").or_insert(0) += 1;
                 protocol::error(ErrorKind::Failed, &e)
             }
+        };
+        self.answer(op.target, reply);
+        if let Some(id) = op.id {
+            // Repairs marked meanwhile start next turn; requests that waited go now.
+            for q in self.waiting.remove(&id).unwrap_or_default() {
+                self.dispatch(q.0, q.1);
+            }
         }
-    }
-
-    fn check(&mut self, netns: &Path, found: Result<NetnsId, IdentityError>) -> Value {
-        let checked = found.ok().and_then(|id| self.pods.check(id, now()));
-        match checked {
-            None => protocol::error(
-                ErrorKind::Invalid,
-                &format!("{} is not registered", netns.display()),
-            ),
-            Some(Ok(d)) if d.is_empty() => json!({"ok": true}),
-            Some(Ok(d)) => json!({
-                "ok": false,
-                "kind": "failed",
-                "error": "the capture differs from the desired one",
-                "differences": d,
-            }),
-            Some(Err(e)) => protocol::error(ErrorKind::Failed, &e),
+        for (target, command) in op.queued {
+            self.dispatch(target, command);
         }
     }
 

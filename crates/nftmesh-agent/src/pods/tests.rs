@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::identity::IdentityError;
+use crate::protocol::Desired;
 use nftmesh_model::CaptureConfig;
 
 /// A namespace that does what the test says: its differences from the capture, whether its
@@ -12,7 +13,6 @@ struct Fake {
     fail: Option<String>,
     calls: Vec<&'static str>,
     owned: bool,
-    desired: Option<Desired>,
     tables: usize,
 }
 
@@ -45,24 +45,6 @@ impl PodKernel for Fake {
                 owned,
             })),
         })
-    }
-
-    fn check(&mut self) -> Result<Vec<String>, String> {
-        self.calls.push("check");
-        match self.fail.take() {
-            Some(e) => Err(e),
-            None => Ok(self.drift.clone()),
-        }
-    }
-
-    fn replace(&mut self, desired: &Desired) -> Result<bool, String> {
-        self.calls.push("replace");
-        if let Some(e) = self.fail.take() {
-            return Err(e);
-        }
-        self.desired = Some(desired.clone());
-        self.drift.clear();
-        Ok(self.owned)
     }
 
     fn remove(&mut self) -> Result<usize, String> {
@@ -187,29 +169,6 @@ fn the_repair_log_keeps_the_latest_and_the_count_goes_on() {
 }
 
 #[test]
-fn replace_keeps_the_old_record_when_the_install_fails() {
-    let mut pods = one(Fake {
-        owned: true,
-        ..Fake::default()
-    });
-    pods.mark(id(1), "notification", "tampered".into());
-    pods.get_mut(id(1)).unwrap().kernel.fail = Some("kernel said no".into());
-    let r = pods.replace(id(1), record("/run/netns/p", 15011)).unwrap();
-    assert_eq!(r, Err("kernel said no".to_string()));
-    let p = pods.get(id(1)).unwrap();
-    assert_eq!(p.record, record("/run/netns/p", 15001));
-    assert!(p.dirty.is_some(), "still to be checked");
-    assert_eq!(
-        pods.replace(id(1), record("/run/netns/p", 15011)),
-        Some(Ok(()))
-    );
-    let p = pods.get(id(1)).unwrap();
-    assert_eq!(p.record, record("/run/netns/p", 15011));
-    assert!(p.owned && p.dirty.is_none());
-    assert_eq!(pods.replace(id(2), record("/x", 1)), None);
-}
-
-#[test]
 fn one_namespace_is_one_pod_and_a_gone_one_is_found_by_its_path() {
     let mut pods = one(Fake::default());
     // The same namespace registered again (another spelling): still one pod.
@@ -237,23 +196,6 @@ fn remove_takes_the_capture_away_and_forget_does_not_touch_the_namespace() {
     let mut pods = one(Fake::default());
     let pod = pods.forget(id(1)).unwrap();
     assert!(pod.kernel.calls.is_empty());
-}
-
-#[test]
-fn check_reports_differences_and_only_a_clean_check_counts_as_checked() {
-    let mut pods = one(Fake {
-        drift: vec!["rule gone".into()],
-        ..Fake::default()
-    });
-    assert_eq!(
-        pods.check(id(1), 3.0),
-        Some(Ok(vec!["rule gone".to_string()]))
-    );
-    assert_eq!(pods.get(id(1)).unwrap().last_check, None);
-    pods.get_mut(id(1)).unwrap().kernel.drift.clear();
-    assert_eq!(pods.check(id(1), 4.0), Some(Ok(vec![])));
-    assert_eq!(pods.get(id(1)).unwrap().last_check, Some(4.0));
-    assert_eq!(pods.check(id(5), 4.0), None);
 }
 
 #[test]
@@ -370,5 +312,30 @@ fn a_late_repair_result_of_a_forgotten_pod_changes_nothing() {
     assert_eq!(
         pods.end_repair(id(1), &new_mark, Ok(None), 4.0),
         RepairOutcome::Clean
+    );
+}
+
+#[test]
+fn a_held_pod_starts_no_repair_until_released() {
+    let mut pods = one(Fake {
+        drift: vec!["rule gone".into()],
+        ..Fake::default()
+    });
+    assert!(pods.hold(id(1)) && !pods.hold(id(1)), "one holder");
+    assert!(!pods.hold(id(9)));
+    pods.mark(id(1), "notification", "flushed".into());
+    assert!(pods.marked().is_empty() && pods.begin_repair(id(1)).is_none());
+    pods.replaced(id(1), record("/run/netns/p", 15011), true);
+    pods.release(id(1));
+    let p = pods.get(id(1)).unwrap();
+    assert_eq!(
+        (p.record.desired.kind(), p.owned, p.dirty.is_none()),
+        ("sidecar", true, true)
+    );
+    pods.checked(id(1), 7.0);
+    assert_eq!(pods.get(id(1)).unwrap().last_check, Some(7.0));
+    assert!(
+        pods.begin_repair(id(1)).is_none(),
+        "the re-add cleared the mark"
     );
 }
