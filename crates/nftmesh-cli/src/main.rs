@@ -5,6 +5,7 @@
 mod agent;
 mod ambient;
 mod capture_args;
+mod cni_install;
 mod docs;
 mod explain;
 mod host;
@@ -80,6 +81,9 @@ enum Command {
     /// Istio ambient: ztunnel's in-pod capture and the node's kubelet probe SNAT.
     #[command(subcommand)]
     Ambient(ambient::AmbientCommand),
+    /// Install or uninstall nftmesh-cni in a node's CNI configuration (as istio-cni's installer does).
+    #[command(subcommand)]
+    Cni(cni_install::CniCommand),
     /// Behave as Istio's `istio-iptables` (the istio-init and istio-validation containers):
     /// the injector's argv, Istio's flags, env vars, validation and exit codes. A binary
     /// named `istio-iptables` (e.g. a symlink to nftmesh) does the same.
@@ -185,6 +189,7 @@ fn main() -> ExitCode {
         Command::IstioIptables(args) => return istio::run(*args),
         Command::Ambient(cmd) => return ambient::run(cmd),
         Command::Agent(cmd) => return agent::run(cmd),
+        Command::Cni(cmd) => return cni_install::run(cmd),
         Command::Completions(args) => docs::completions::<Cli>(&args),
         Command::Man(args) => docs::man::<Cli>(&args),
     };
