@@ -196,9 +196,12 @@ fn the_lexically_first_config_is_the_primary() {
     );
 }
 
+/// How a refusal case breaks the node.
+type Setup = dyn Fn(&Node);
+
 #[test]
 fn bad_inputs_are_refused_with_nothing_changed() {
-    let cases: &[(&str, &dyn Fn(&Node), &str)] = &[
+    let cases: &[(&str, &Setup, &str)] = &[
         (
             "noprimary",
             &|n: &Node| n.put("README", "x", 0o644),
