@@ -289,17 +289,32 @@ fn own_file_leaves_the_primary_untouched() {
     );
 }
 
+/// The `--watch` child, killed (SIGKILL) and reaped if the test fails before it exits.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// istio#55968: the primary plugin rewrites its file without our entry; `--watch` puts it back
 /// within a second, and on SIGTERM uninstalls and exits 0.
 #[test]
 fn watch_reinserts_after_a_rewrite_and_uninstalls_on_sigterm() {
     let n = Node::new("watch");
     n.put("10-podnet.conflist", PTP, 0o644);
-    let mut child = Command::new(BIN)
-        .args(n.install_args(&["--watch"]))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reap(
+        Command::new(BIN)
+            .args(n.install_args(&["--watch"]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let path = n.conf().join("10-podnet.conflist");
     let has_ours = |p: &Path| {
         fs::read(p)
@@ -332,13 +347,13 @@ fn watch_reinserts_after_a_rewrite_and_uninstalls_on_sigterm() {
     );
     eprintln!("re-inserted after {:?}", rewritten.elapsed());
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap()),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     let start = Instant::now();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -348,7 +363,7 @@ fn watch_reinserts_after_a_rewrite_and_uninstalls_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
     assert_eq!(fs::read_to_string(&path).unwrap(), PTP, "{err}");
     assert!(!n.root.join("bin/nftmesh-cni").exists());
