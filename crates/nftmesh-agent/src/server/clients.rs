@@ -169,13 +169,6 @@ impl Agent {
     /// away, that let more than [`MAX_OUTPUT`] pile up, that are done, or that sat idle.
     pub(super) fn flush_clients(&mut self) {
         let now = Instant::now();
-        let waiting: Vec<u64> = self
-            .adding
-            .values()
-            .flat_map(|p| {
-                std::iter::once(p.target.client).chain(p.queued.iter().map(|q| q.0.client))
-            })
-            .collect();
         let mut dropped = 0u64;
         self.clients.retain_mut(|c| {
             while !c.out.is_empty() {
@@ -190,7 +183,9 @@ impl Agent {
                     Err(_) => return false,
                 }
             }
-            let owed = c.next_out < c.next_seq || waiting.contains(&c.id);
+            // Every request gets its sequence number when read and is answered in order, so a
+            // request still running (on a worker, or queued behind one) is one owed.
+            let owed = c.next_out < c.next_seq;
             if c.out.len() > MAX_OUTPUT {
                 dropped += 1;
                 return false;
