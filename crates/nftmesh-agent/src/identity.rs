@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// A network namespace's identity: (device, inode) of its nsfs file.
@@ -39,8 +39,8 @@ pub enum IdentityError {
     NotNamespace {
         /// The path.
         path: String,
-        /// What it is.
-        what: &'static str,
+        /// What it is ("a regular file", "a FIFO", ...).
+        what: String,
     },
     /// The path names the agent's own network namespace or the node's.
     #[error("{path} is {whose} network namespace ({id}): capture there would change the node's own traffic")]
@@ -73,54 +73,33 @@ impl IdentityError {
 /// The identity of the network namespace at `path`, opened without blocking (a FIFO given by
 /// mistake does not hang the agent) and checked to be a namespace file.
 pub fn of(path: &Path) -> Result<NetnsId, IdentityError> {
+    use nftmesh_netlink::NetlinkError;
     let shown = || path.display().to_string();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_flags())
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => IdentityError::Gone { path: shown() },
-            _ => IdentityError::Io {
-                path: shown(),
-                error: e.to_string(),
-            },
-        })?;
-    let fs = nix::sys::statfs::fstatfs(&file).map_err(|e| IdentityError::Io {
-        path: shown(),
-        error: e.to_string(),
+    let file = nftmesh_netlink::netns::open(path).map_err(|e| match e {
+        NetlinkError::Netns { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            IdentityError::Gone { path: shown() }
+        }
+        NetlinkError::NotNetns { what, .. } => IdentityError::NotNamespace {
+            path: shown(),
+            what,
+        },
+        NetlinkError::Netns { source, .. } => IdentityError::Io {
+            path: shown(),
+            error: source.to_string(),
+        },
+        e => IdentityError::Io {
+            path: shown(),
+            error: e.to_string(),
+        },
     })?;
     let meta = file.metadata().map_err(|e| IdentityError::Io {
         path: shown(),
         error: e.to_string(),
     })?;
-    if fs.filesystem_type() != nix::sys::statfs::NSFS_MAGIC {
-        let t = meta.file_type();
-        let what = if t.is_dir() {
-            "a directory"
-        } else if t.is_fifo() {
-            "a FIFO"
-        } else if t.is_socket() {
-            "a socket"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else {
-            "a regular file"
-        };
-        return Err(IdentityError::NotNamespace {
-            path: shown(),
-            what,
-        });
-    }
     Ok(NetnsId {
         dev: meta.dev(),
         ino: meta.ino(),
     })
-}
-
-/// `O_NONBLOCK | O_CLOEXEC | O_NOCTTY`, as `OpenOptionsExt::custom_flags` takes them.
-fn libc_flags() -> i32 {
-    use nix::fcntl::OFlag;
-    (OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY).bits()
 }
 
 /// The namespaces that are never pods: the agent's own (its process's and the calling
@@ -185,7 +164,7 @@ mod tests {
             e,
             IdentityError::NotNamespace {
                 path: fifo.display().to_string(),
-                what: "a FIFO"
+                what: "a FIFO".into()
             }
         );
         let file = dir.join("file");

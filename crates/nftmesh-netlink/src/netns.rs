@@ -13,7 +13,7 @@ where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
-    let file = open_netns(path)?;
+    let file = open(path)?;
     let shown = path.display().to_string();
     on_new_thread(
         move || {
@@ -34,8 +34,10 @@ where
 }
 
 /// Open `path` as a namespace file: without blocking (a FIFO given by mistake must not hang the
-/// caller), and refused unless it is a file of the kernel's namespace filesystem (nsfs).
-fn open_netns(path: &Path) -> Result<File, NetlinkError> {
+/// caller), and refused ([`NetlinkError::NotNetns`], naming what it is) unless it is a file of
+/// the kernel's namespace filesystem (nsfs). Its metadata's device and inode are the
+/// namespace's identity.
+pub fn open(path: &Path) -> Result<File, NetlinkError> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let shown = || path.display().to_string();
     let file = std::fs::OpenOptions::new()
