@@ -5,12 +5,12 @@
 //! stdout. With `CNI_COMMAND` set, arguments change nothing. No kernel is involved: every
 //! case stops before the plugin opens a namespace.
 
+mod common;
+
+use common::{plugin_with_args, PLUGIN};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const PLUGIN: &str = env!("CARGO_BIN_EXE_nftmesh-cni");
 
 const ABOUT: &str = concat!(
     "CNI nftmesh-cni plugin v",
@@ -82,27 +82,8 @@ fn without_cni_command_it_says_what_it_is_and_exits_0() {
 #[test]
 fn with_cni_command_arguments_change_nothing() {
     let run = |command: &str, args: &[&str], stdin: &Value| {
-        let mut child = Command::new(PLUGIN)
-            .env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", "c1")
-            .env("CNI_IFNAME", "eth0")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nftmesh-cni");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.to_string().as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
-        let v: Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
-        (o.status.code(), v)
+        let (code, v) = plugin_with_args(command, "", stdin, "", args);
+        (Some(code), v)
     };
     let (code, v) = run("VERSION", &["--help"], &json!({"cniVersion": "1.0.0"}));
     assert_eq!(code, Some(0));

@@ -297,7 +297,19 @@ pub fn ours(tables: &[String]) -> Vec<&String> {
 
 /// The plugin run directly: `CNI_COMMAND` and friends, `stdin`; (exit code, stdout JSON).
 pub fn plugin(command: &str, netns: &str, stdin: &Value, cni_args: &str) -> (i32, Value) {
+    plugin_with_args(command, netns, stdin, cni_args, &[])
+}
+
+/// [`plugin`] with command-line arguments (which a runtime never passes).
+pub fn plugin_with_args(
+    command: &str,
+    netns: &str,
+    stdin: &Value,
+    cni_args: &str,
+    args: &[&str],
+) -> (i32, Value) {
     let mut child = Command::new(PLUGIN)
+        .args(args)
         .env_clear()
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", "c1")
