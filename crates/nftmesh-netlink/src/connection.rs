@@ -11,8 +11,8 @@ use crate::error::NetlinkError;
 use crate::retry::until_not_refused;
 use crate::socket::Socket;
 use crate::transaction::{LiveState, Removal, TableOwner, Transaction};
+use crate::transport::Transport;
 use nftmesh_model::ruleset::{Family, Policy, Ruleset};
-use std::os::fd::AsRawFd;
 
 /// What an apply did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -151,7 +151,10 @@ impl Connection {
     /// kernel's deferred cleanup of a committed transaction is not waited for. The transaction
     /// itself is complete (acknowledged) before this is called.
     pub fn close_after_exit(self) {
-        let fd = crate::os::dup_owned(self.socket.sock.as_raw_fd());
+        let Some(fd) = self.socket.transport.raw_fd() else {
+            return;
+        };
+        let fd = crate::os::dup_owned(fd);
         drop(self);
         if let Ok(fd) = fd {
             crate::os::release_after_exit(fd);
@@ -162,7 +165,7 @@ impl Connection {
     /// the tables this connection declared owned ([`crate::LiveTable::owner`]) and as the
     /// sender of the notifications of its commits.
     pub fn port_id(&self) -> u32 {
-        self.socket.sock.port_id()
+        self.socket.transport.port_id()
     }
 
     /// The strongest [`TableOwner`] the running kernel accepts: [`TableOwner::OwnerPersist`]
@@ -185,6 +188,18 @@ impl Connection {
             socket: Socket::open()?,
             committed: None,
         })
+    }
+
+    /// A connection over another [`Transport`]: a [`Recording`](crate::transport::Recording)
+    /// of a real socket, a [`Replay`](crate::transport::Replay) of one, or a
+    /// [`FakeKernel`](crate::transport::FakeKernel). Its first sequence number is `first_seq`
+    /// (a socket opened by [`Connection::open`] starts from the clock), so that a replay sends
+    /// the bytes recorded.
+    pub fn over(transport: Box<dyn Transport>, first_seq: u32) -> Self {
+        Connection {
+            socket: Socket::over(transport, first_seq),
+            committed: None,
+        }
     }
 
     /// The ruleset generation id (changes with every committed transaction).
@@ -365,7 +380,7 @@ impl Connection {
             .map(|(s, _)| s + 1)
             .unwrap_or(self.socket.seq);
         self.socket.seq = next;
-        self.socket.send_batch(tx)
+        self.socket.send_batch(&tx.bytes, &tx.objects, tx.last_seq)
     }
 }
 

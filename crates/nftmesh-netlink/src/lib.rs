@@ -28,6 +28,7 @@ pub mod routes;
 mod socket;
 pub mod trace;
 pub mod transaction;
+pub mod transport;
 
 pub use codec::bounds;
 pub use codec::objects::{LiveChain, LiveSet, LiveTable};

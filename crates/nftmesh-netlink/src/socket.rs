@@ -1,6 +1,7 @@
-//! The netfilter netlink socket: opened with its options, buffers sized for the batch at
-//! hand, sequence numbers, requests, the reply to a batch correlated with the object of each
-//! message, and dumps (retried when the kernel interrupts them).
+//! The netfilter netlink conversation over a [`Transport`]: sequence numbers, requests, buffers
+//! sized for the batch at hand, the reply to a batch correlated with the object of each
+//! message, and dumps (retried when the kernel interrupts them). It knows bytes and objects,
+//! not how a transaction is planned.
 
 use crate::codec::bounds;
 use crate::codec::nftnl::msg_type;
@@ -8,8 +9,7 @@ use crate::codec::sys::*;
 use crate::codec::wire;
 use crate::error::{errno_meaning, NetlinkError, Object, OWNED_ELSEWHERE};
 use crate::retry::MAX_ATTEMPTS;
-use crate::transaction::Transaction;
-use std::os::fd::AsRawFd;
+use crate::transport::Transport;
 use std::time::{Duration, Instant};
 
 const NFT_MSG_NEWGEN: u16 = 15;
@@ -53,9 +53,9 @@ pub(crate) fn str_attr(
     Ok(())
 }
 
-/// One netfilter netlink socket and the state of its conversation with the kernel.
+/// One netfilter netlink conversation with the kernel (or a stand-in for it).
 pub(crate) struct Socket {
-    pub(crate) sock: crate::os::NfSocket,
+    pub(crate) transport: Box<dyn Transport>,
     pub(crate) seq: u32,
     buf: Vec<u8>,
     sndbuf: usize,
@@ -64,39 +64,22 @@ pub(crate) struct Socket {
 impl Socket {
     /// Open a socket in the calling thread's network namespace.
     pub(crate) fn open() -> Result<Self, NetlinkError> {
-        let sock = crate::os::NfSocket::open().map_err(|e| NetlinkError::io("socket open", e))?;
-        let fd = sock.as_raw_fd();
-        crate::os::set_recv_timeout(fd, REPLY_TIMEOUT)
-            .map_err(|e| NetlinkError::io("setsockopt SO_RCVTIMEO", e))?;
-        // NETLINK_CAP_ACK keeps error replies short (no echoed request).
-        crate::os::set_int_option(fd, libc::SOL_NETLINK, libc::NETLINK_CAP_ACK, 1)
-            .map_err(|e| NetlinkError::io("setsockopt NETLINK_CAP_ACK", e))?;
+        let sock = crate::transport::kernel_socket()?;
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
-        Ok(Socket {
-            sock,
+        Ok(Socket::over(Box::new(sock), seq))
+    }
+
+    /// A conversation over `transport` whose first sequence number is `seq`.
+    pub(crate) fn over(transport: Box<dyn Transport>, seq: u32) -> Self {
+        Socket {
+            transport,
             seq,
             buf: vec![0u8; 1 << 20],
             sndbuf: 0,
-        })
-    }
-
-    /// Size a socket buffer: the forced option (needs CAP_NET_ADMIN, passes the system's cap),
-    /// else the capped one.
-    fn set_buffer(
-        &mut self,
-        opt: libc::c_int,
-        force: libc::c_int,
-        size: usize,
-        during: &'static str,
-    ) -> Result<(), NetlinkError> {
-        let v = size.min(i32::MAX as usize) as libc::c_int;
-        let fd = self.sock.as_raw_fd();
-        crate::os::set_int_option(fd, libc::SOL_SOCKET, force, v)
-            .or_else(|_| crate::os::set_int_option(fd, libc::SOL_SOCKET, opt, v))
-            .map_err(|e| NetlinkError::io(during, e))
+        }
     }
 
     /// The first of `n + 1` sequence numbers. Numbers restart at 1 well before `u32::MAX`, so
@@ -114,21 +97,12 @@ impl Socket {
         if bytes.len() + 4096 > self.sndbuf {
             self.sndbuf = (bytes.len() + 4096).next_power_of_two();
             let (snd, rcv) = (self.sndbuf, self.sndbuf.max(1 << 20));
-            self.set_buffer(
-                libc::SO_SNDBUF,
-                libc::SO_SNDBUFFORCE,
-                snd,
-                "setsockopt SO_SNDBUF",
-            )?;
-            self.set_buffer(
-                libc::SO_RCVBUF,
-                libc::SO_RCVBUFFORCE,
-                rcv,
-                "setsockopt SO_RCVBUF",
-            )?;
+            self.transport
+                .size_buffers(snd, rcv)
+                .map_err(|e| NetlinkError::io("setsockopt SO_SNDBUF/SO_RCVBUF", e))?;
         }
         let n = self
-            .sock
+            .transport
             .send(bytes)
             .map_err(|e| NetlinkError::io(during, e))?;
         if n != bytes.len() {
@@ -141,7 +115,7 @@ impl Socket {
     }
 
     fn recv(&mut self, during: &'static str) -> Result<usize, NetlinkError> {
-        match self.sock.recv(&mut self.buf) {
+        match self.transport.recv(&mut self.buf) {
             Ok(n) => Ok(n),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN)) => {
                 Err(NetlinkError::Timeout(REPLY_TIMEOUT))
@@ -150,10 +124,16 @@ impl Socket {
         }
     }
 
-    /// Send a batch and wait for its end: `Ok` when the kernel committed it, else the first
-    /// error, mapped to the object of the failing message.
-    pub(crate) fn send_batch(&mut self, batch: &Transaction) -> Result<(), NetlinkError> {
-        self.send(&batch.bytes, "sending the batch")?;
+    /// Send a batch (`bytes`; `objects` names what each sequence number is about, `last_seq`
+    /// is the one acknowledged last) and wait for its end: `Ok` when the kernel committed it,
+    /// else the first error, mapped to the object of the failing message.
+    pub(crate) fn send_batch(
+        &mut self,
+        bytes: &[u8],
+        objects: &[(u32, Object)],
+        last_seq: u32,
+    ) -> Result<(), NetlinkError> {
+        self.send(bytes, "sending the batch")?;
         let deadline = Instant::now() + REPLY_TIMEOUT;
         let mut first_err: Option<(i32, u32)> = None;
         loop {
@@ -180,12 +160,11 @@ impl Socket {
                 }
                 // The acknowledged last message ends the reply; an error on the batch framing
                 // (a stale generation id) means nothing after it was processed.
-                let framing = batch
-                    .objects
+                let framing = objects
                     .iter()
                     .any(|(s, o)| *s == seq && *o == Object::Batch);
-                if seq == batch.last_seq
-                    || (errno != 0 && (framing || batch.objects.iter().all(|(s, _)| *s != seq)))
+                if seq == last_seq
+                    || (errno != 0 && (framing || objects.iter().all(|(s, _)| *s != seq)))
                 {
                     done = true;
                 }
@@ -197,8 +176,7 @@ impl Socket {
         match first_err {
             None => Ok(()),
             Some((errno, seq)) => {
-                let object = batch
-                    .objects
+                let object = objects
                     .iter()
                     .find(|(s, _)| *s == seq)
                     .map(|(_, o)| o.clone())
