@@ -5,8 +5,8 @@
 //! silently wrap, and expression data and set keys are copied into fixed 64-byte fields
 //! without a length check. So `codec::nftnl` checks every object here first, against the
 //! kernel's own limits (names, values, expressions per rule, user data) and against the size of
-//! the message it is about to write, which `rule_message_len` computes from exactly the
-//! attributes `nftnl` sets. Anything over a limit is a [`BuildError::TooLarge`] naming the limit;
+//! the message it is about to write, which `rule_message_len` computes from the size of each
+//! expression, counted by `nftnl`'s expression builder from exactly the attributes it sets. Anything over a limit is a [`BuildError::TooLarge`] naming the limit;
 //! nothing has been written then.
 //!
 //! Every message fits the writer's scratch buffer ([`SCRATCH_LEN`]) once these checks pass:
@@ -262,20 +262,13 @@ pub(crate) fn check_expr(e: &Expr) -> Result<(), BuildError> {
     }
 }
 
-/// The bytes `nftnl` writes for one expression of a rule: its list element, name and data
-/// attributes (the data attributes' size is each kind's, in `codec::expr`). Assumes
-/// [`check_expr`] passed.
-pub(crate) fn expr_len(e: &Expr) -> usize {
-    // List element header, name, data nest header, body.
-    4 + strz(e.name().len()) + 4 + crate::codec::expr::body_len(e)
-}
-
 /// Check a rule before it is written and return the length of its message: table and chain
-/// names, the comment, every expression, their count and the bytes of the expression list.
+/// names, the comment, the number of expressions and the bytes of the expression list, from
+/// the size of each expression (`exprs`: as its builder counted it).
 pub(crate) fn rule_message_len(
     table: &str,
     chain: &str,
-    exprs: &[Expr],
+    exprs: &[usize],
     comment: Option<&str>,
 ) -> Result<usize, BuildError> {
     name("table", table)?;
@@ -284,11 +277,7 @@ pub(crate) fn rule_message_len(
         string("comment", c, Limit::Comment)?;
     }
     within(Limit::Expressions, exprs.len())?;
-    let mut list = 0usize;
-    for e in exprs {
-        check_expr(e)?;
-        list += expr_len(e);
-    }
+    let list = exprs.iter().fold(0usize, |a, n| a.saturating_add(*n));
     within(Limit::ExpressionBytes, list)?;
     let udata = comment.map_or(0, |c| attr(c.len() + 3));
     let list_attr = if exprs.is_empty() { 0 } else { 4 + list };
@@ -298,6 +287,10 @@ pub(crate) fn rule_message_len(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of a `counter` expression in a rule message (any size serves where only the
+    /// number of expressions is checked).
+    const COUNTER: usize = 36;
 
     #[test]
     fn names_are_taken_up_to_255_bytes_and_refused_beyond() {
@@ -315,7 +308,7 @@ mod tests {
 
     #[test]
     fn an_error_says_what_exceeds_which_limit() {
-        let e = rule_message_len("t", "c", &vec![Expr::Counter; 129], None).unwrap_err();
+        let e = rule_message_len("t", "c", &[COUNTER; 129], None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "129 expressions in one rule, the limit is 128"
@@ -324,9 +317,9 @@ mod tests {
 
     #[test]
     fn the_expression_count_is_taken_at_the_limit_and_refused_one_over() {
-        assert!(rule_message_len("t", "c", &vec![Expr::Counter; 128], None).is_ok());
+        assert!(rule_message_len("t", "c", &[COUNTER; 128], None).is_ok());
         assert!(matches!(
-            rule_message_len("t", "c", &vec![Expr::Counter; 129], None),
+            rule_message_len("t", "c", &[COUNTER; 129], None),
             Err(BuildError::TooLarge {
                 limit: Limit::Expressions,
                 size: 129,
@@ -445,10 +438,11 @@ mod tests {
             code: -3,
             chain: Some("c".repeat(NAME_MAX)),
         };
-        let exprs = vec![jump; RULE_EXPRS_MAX];
-        let len = rule_message_len("t", "c", &exprs, None).unwrap();
+        let built = crate::codec::expr::encode(&jump).unwrap();
+        let sizes = vec![built.encoded_len(); RULE_EXPRS_MAX];
+        let len = rule_message_len("t", "c", &sizes, None).unwrap();
         assert!(len <= RULE_MESSAGE_MAX, "{len}");
-        let list: usize = exprs.iter().map(expr_len).sum();
+        let list: usize = sizes.iter().sum();
         assert!(list <= ATTR_PAYLOAD_MAX, "{list}");
     }
 }

@@ -4,6 +4,7 @@
 //! ([`crate::Connection`]).
 
 use crate::codec::bounds;
+use crate::codec::expr::encode_all;
 use crate::codec::ir::WireSet;
 use crate::codec::lower::{lower_rule, lower_set};
 use crate::codec::nftnl::{BuildError, MsgWriter};
@@ -414,7 +415,7 @@ impl Writer {
 fn plan(
     ruleset: &Ruleset,
     live: &LiveState,
-    removals: &[crate::migrate::Removal],
+    removals: &[Removal],
     keep_set_elements: bool,
     owner: TableOwner,
     genid: Option<u32>,
@@ -550,7 +551,7 @@ fn plan(
                         fam,
                         &t.name,
                         &c.name,
-                        &lowered.exprs,
+                        encode_all(&lowered.exprs)?,
                         rule.comment.as_deref(),
                         seq,
                     )
@@ -568,7 +569,6 @@ fn plan(
     }
     let mut deleted_tables = Vec::new();
     for r in removals {
-        use crate::migrate::Removal;
         let (family, table, chain) = r.place();
         let fam = family_number(family);
         let label = format!("{} {table}", family.keyword());

@@ -4,6 +4,7 @@
 //! chain, whose one rule sets `meta nftrace set 1` on the packets the filter matches.
 
 use super::{TableOwner, Transaction, Writer};
+use crate::codec::expr::encode_all;
 use crate::codec::ir::Expr;
 use crate::codec::lower::lower_rule;
 use crate::codec::numbers::{family_number, hook_number};
@@ -84,7 +85,7 @@ impl Transaction {
                     fam,
                     name,
                     chain,
-                    &lowered.exprs,
+                    encode_all(&lowered.exprs)?,
                     None,
                     seq,
                 )

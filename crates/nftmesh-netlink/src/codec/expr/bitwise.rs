@@ -1,6 +1,6 @@
 //! `bitwise`: mask and flip a register (`bitwise reg = (reg & MASK) ^ XOR`).
 
-use super::{data_value, u32_of, value, Attrs, U32};
+use super::{data_value, u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{
@@ -8,11 +8,6 @@ use crate::codec::nftnl::attr::{
 };
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// Two registers, a length and two values.
-pub(super) fn len(mask: usize, xor: usize) -> usize {
-    3 * U32 + value(mask) + value(xor)
-}
 
 pub(super) fn encode(
     sreg: u32,

@@ -1,7 +1,7 @@
 //! `byteorder`: convert a register between host and network order (`byteorder reg = hton(reg,
 //! SIZE, LEN)`).
 
-use super::{u32_of, Attrs, U32};
+use super::{u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{
@@ -9,9 +9,6 @@ use crate::codec::nftnl::attr::{
 };
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// Two registers, operator, length, word size.
-pub(super) const LEN: usize = 5 * U32;
 
 pub(super) fn encode(
     sreg: u32,

@@ -1,16 +1,11 @@
 //! `cmp`: compare a register with a value (`cmp OP reg DATA`).
 
-use super::{data_value, u32_of, value, Attrs, U32};
+use super::{data_value, u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, CMP_DATA, CMP_OP, CMP_SREG};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// Register, operator and a value of `data` bytes.
-pub(super) fn len(data: usize) -> usize {
-    2 * U32 + value(data)
-}
 
 pub(super) fn encode(sreg: u32, op: u32, data: &[u8]) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Cmp>::new()?;

@@ -1,12 +1,8 @@
 //! `counter`: count packets and bytes (written with both counts zero).
 
-use super::U64;
 use crate::codec::bounds::BuildError;
 use crate::codec::nftnl::attr::{self, CTR_BYTES, CTR_PACKETS};
 use crate::codec::nftnl::{Built, ExprBuilder};
-
-/// Packets and bytes.
-pub(super) const LEN: usize = 2 * U64;
 
 pub(super) fn encode() -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Counter>::new()?;

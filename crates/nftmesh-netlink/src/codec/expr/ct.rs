@@ -1,14 +1,11 @@
 //! `ct`: load a conntrack field (`ct load KEY => reg`) or set it (`ct set KEY with reg`).
 
-use super::{opt_u32, u32_of, Attrs, U32};
+use super::{opt_u32, u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, CT_DREG, CT_KEY, CT_SREG};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// Key and register.
-pub(super) const LEN: usize = 2 * U32;
 
 pub(super) fn encode_load(key: u32, dreg: u32) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Ct>::new()?;

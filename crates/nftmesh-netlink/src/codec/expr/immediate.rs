@@ -1,23 +1,13 @@
 //! `immediate`: load a value into a register (`immediate reg DATA`), or set the verdict
 //! (`immediate reg 0 VERDICT [chain]`: accept, drop, return, jump, goto).
 
-use super::{opt_strz, u32_of, value, Attrs, U32};
+use super::{u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, IMM_CHAIN, IMM_DATA, IMM_DREG, IMM_VERDICT};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
 use crate::codec::wire::{attrs, find, string};
-
-/// Register and a value of `data` bytes.
-pub(super) fn data_len(data: usize) -> usize {
-    U32 + value(data)
-}
-
-/// Register, then data { verdict { code [chain] } }.
-pub(super) fn verdict_len(chain: Option<usize>) -> usize {
-    U32 + 4 + 4 + U32 + opt_strz(chain)
-}
 
 pub(super) fn encode_data(dreg: u32, data: &[u8]) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Immediate>::new()?;
@@ -29,9 +19,9 @@ pub(super) fn encode_data(dreg: u32, data: &[u8]) -> Result<Built, BuildError> {
 pub(super) fn encode_verdict(code: i32, chain: Option<&str>) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Immediate>::new()?;
     b.u32(IMM_DREG, NFT_REG_VERDICT);
-    b.u32(IMM_VERDICT, code as u32);
+    b.verdict(IMM_VERDICT, code as u32);
     if let Some(c) = chain {
-        b.name(IMM_CHAIN, "jump target chain", c)?;
+        b.verdict_chain(IMM_CHAIN, "jump target chain", c)?;
     }
     Ok(b.finish())
 }

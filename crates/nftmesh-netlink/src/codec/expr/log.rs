@@ -1,17 +1,12 @@
 //! `log`: log the packet, with an optional prefix.
 
-use super::{opt_strz, Attrs};
+use super::Attrs;
 use crate::codec::bounds::{BuildError, Limit};
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, LOG_PREFIX};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
 use crate::codec::wire::{find, string};
-
-/// The prefix, when present.
-pub(super) fn len(prefix: Option<usize>) -> usize {
-    opt_strz(prefix)
-}
 
 pub(super) fn encode(prefix: Option<&str>) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Log>::new()?;

@@ -1,17 +1,12 @@
 //! `lookup`: whether a register's value is in a set (`lookup reg set NAME`), or not.
 
-use super::{opt, opt_u32, u32_of, Attrs, U32};
-use crate::codec::bounds::{strz, BuildError};
+use super::{opt_u32, u32_of, Attrs};
+use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, LOOKUP_FLAGS, LOOKUP_SET, LOOKUP_SET_ID, LOOKUP_SREG};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
 use crate::codec::wire::{find, string};
-
-/// Register, the set's name, its batch id and the inversion flag when present.
-pub(super) fn len(set: usize, set_id: bool, invert: bool) -> usize {
-    U32 + strz(set) + opt(set_id) + opt(invert)
-}
 
 pub(super) fn encode(
     sreg: u32,

@@ -1,8 +1,9 @@
 //! The expression codec, one file per kernel expression kind (as google/nftables keeps
-//! them): each file writes its kind through libnftnl ([`ExprBuilder`], typed attributes),
-//! reads it back from dumped attributes, and says how many bytes it takes in a rule message
-//! (which [`crate::codec::bounds`] checks before anything is written). This module dispatches
-//! on [`Expr`].
+//! them): each file writes its kind through libnftnl's typed builder
+//! (`codec::nftnl::ExprBuilder`, which counts the bytes the expression will take in a rule
+//! message for [`crate::codec::bounds`] to check before the rule is written) and reads it back
+//! from dumped attributes. This module dispatches on [`Expr`]. It uses the writer's builder;
+//! the writer only takes built expressions.
 
 mod bitwise;
 mod byteorder;
@@ -20,7 +21,7 @@ mod redir;
 mod socket;
 mod tproxy;
 
-use crate::codec::bounds::{self, attr, strz, BuildError};
+use crate::codec::bounds::{self, BuildError};
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::Built;
 use crate::codec::sys::NFTA_DATA_VALUE;
@@ -28,25 +29,6 @@ use crate::codec::wire::{attrs, be32, find};
 
 /// An expression's decoded data attributes.
 pub(crate) type Attrs<'a> = Vec<(u16, &'a [u8])>;
-
-/// The size of a 32-bit attribute.
-pub(crate) const U32: usize = attr(4);
-/// The size of a 64-bit attribute.
-pub(crate) const U64: usize = attr(8);
-
-/// The size of an optional 32-bit attribute.
-pub(crate) fn opt(set: bool) -> usize {
-    if set {
-        U32
-    } else {
-        0
-    }
-}
-
-/// A value nested in a data attribute (`NFTA_*_DATA { NFTA_DATA_VALUE }`).
-pub(crate) const fn value(len: usize) -> usize {
-    4 + attr(len)
-}
 
 /// A required 32-bit attribute.
 pub(crate) fn u32_of(at: &Attrs<'_>, ty: u16, expr: &str, what: &str) -> Result<u32, String> {
@@ -72,6 +54,11 @@ pub(crate) fn data_value(
     find(&inner, NFTA_DATA_VALUE)
         .map(<[u8]>::to_vec)
         .ok_or_else(|| format!("expression {expr}: {what} holds no value"))
+}
+
+/// Build the libnftnl expressions of a rule, in order (a failure frees what was built).
+pub(crate) fn encode_all(exprs: &[Expr]) -> Result<Vec<Built>, BuildError> {
+    exprs.iter().map(encode).collect()
 }
 
 /// Build the libnftnl expression for `e`, checked against the kernel's limits first.
@@ -159,40 +146,5 @@ pub(crate) fn decode(name: &str, raw: &[u8], d: &Attrs<'_>) -> Result<Expr, Stri
     }
 }
 
-/// The bytes of `e`'s data attributes as the encoder writes them.
-pub(crate) fn body_len(e: &Expr) -> usize {
-    match e {
-        Expr::Meta { .. } | Expr::MetaSet { .. } => meta::LEN,
-        Expr::Ct { .. } | Expr::CtSet { .. } => ct::LEN,
-        Expr::Payload { .. } => payload::LEN,
-        Expr::Cmp { data, .. } => cmp::len(data.len()),
-        Expr::Range { from, to, .. } => range::len(from.len(), to.len()),
-        Expr::Bitwise { mask, xor, .. } => bitwise::len(mask.len(), xor.len()),
-        Expr::Byteorder { .. } => byteorder::LEN,
-        Expr::Lookup {
-            set,
-            set_id,
-            invert,
-            ..
-        } => lookup::len(set.len(), set_id.is_some(), *invert),
-        Expr::Immediate { data, .. } => immediate::data_len(data.len()),
-        Expr::Verdict { chain, .. } => immediate::verdict_len(chain.as_ref().map(String::len)),
-        Expr::Counter => counter::LEN,
-        Expr::Log { prefix } => log::len(prefix.as_ref().map(String::len)),
-        Expr::Redir {
-            reg_proto_min,
-            flags,
-        } => redir::len(reg_proto_min.is_some(), *flags != 0),
-        Expr::Tproxy {
-            reg_addr, reg_port, ..
-        } => tproxy::len(reg_addr.is_some(), reg_port.is_some()),
-        Expr::Socket { .. } => socket::LEN,
-        Expr::Nat { reg_addr_min, .. } => nat::len(reg_addr_min.is_some()),
-        Expr::Unknown { raw, .. } => raw.len(),
-    }
-}
-
-/// The bytes of a string attribute of `len` bytes, when present.
-pub(crate) fn opt_strz(len: Option<usize>) -> usize {
-    len.map_or(0, strz)
-}
+#[cfg(test)]
+mod tests;

@@ -1,17 +1,12 @@
 //! `nat`: source or destination NAT to an address held in a register (`nat snat ip addr_min
 //! reg 1`, as `nft` writes `snat ip to ADDR`).
 
-use super::{opt, opt_u32, u32_of, Attrs, U32};
+use super::{opt_u32, u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, NAT_FAMILY, NAT_REG_ADDR_MIN, NAT_TYPE};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// Type, family and the address register when present.
-pub(super) fn len(reg: bool) -> usize {
-    2 * U32 + opt(reg)
-}
 
 pub(super) fn encode(
     kind: u32,

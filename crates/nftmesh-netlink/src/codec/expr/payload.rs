@@ -1,14 +1,11 @@
 //! `payload`: load bytes of a header (`payload load LEN @ BASE + OFFSET => reg`).
 
-use super::{u32_of, Attrs, U32};
+use super::{u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, PAYLOAD_BASE, PAYLOAD_DREG, PAYLOAD_LEN, PAYLOAD_OFFSET};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// Base, offset, length, register.
-pub(super) const LEN: usize = 4 * U32;
 
 pub(super) fn encode(base: u32, offset: u32, len: u32, dreg: u32) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Payload>::new()?;

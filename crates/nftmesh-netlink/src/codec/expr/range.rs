@@ -1,16 +1,11 @@
 //! `range`: compare a register with an inclusive range (`range OP reg FROM TO`).
 
-use super::{data_value, u32_of, value, Attrs, U32};
+use super::{data_value, u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, RANGE_FROM, RANGE_OP, RANGE_SREG, RANGE_TO};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// Register, operator and two values.
-pub(super) fn len(from: usize, to: usize) -> usize {
-    2 * U32 + value(from) + value(to)
-}
 
 pub(super) fn encode(sreg: u32, op: u32, from: &[u8], to: &[u8]) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Range>::new()?;

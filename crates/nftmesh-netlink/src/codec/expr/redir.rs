@@ -1,16 +1,11 @@
 //! `redir`: NAT to a local port (`redir [proto_min reg] flags`).
 
-use super::{opt, opt_u32, Attrs};
+use super::{opt_u32, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, REDIR_FLAGS, REDIR_REG_PROTO_MIN};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// The port register and the flags, each when present.
-pub(super) fn len(reg: bool, flags: bool) -> usize {
-    opt(reg) + opt(flags)
-}
 
 pub(super) fn encode(reg_proto_min: Option<u32>, flags: u32) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Redir>::new()?;

@@ -1,14 +1,11 @@
 //! `socket`: load a property of the packet's local socket (`socket load KEY => reg`).
 
-use super::{u32_of, Attrs, U32};
+use super::{u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, SOCKET_DREG, SOCKET_KEY};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// Key and register.
-pub(super) const LEN: usize = 2 * U32;
 
 pub(super) fn encode(key: u32, dreg: u32) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Socket>::new()?;

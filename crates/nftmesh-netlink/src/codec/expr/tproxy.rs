@@ -1,17 +1,12 @@
 //! `tproxy`: hand the packet to a local transparent socket (`tproxy FAMILY [addr reg]
 //! [port reg]`).
 
-use super::{opt, opt_u32, u32_of, Attrs, U32};
+use super::{opt_u32, u32_of, Attrs};
 use crate::codec::bounds::BuildError;
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, TPROXY_FAMILY, TPROXY_REG_ADDR, TPROXY_REG_PORT};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-
-/// The family, and the address and port registers when present.
-pub(super) fn len(addr: bool, port: bool) -> usize {
-    U32 + opt(addr) + opt(port)
-}
 
 pub(super) fn encode(
     family: u32,

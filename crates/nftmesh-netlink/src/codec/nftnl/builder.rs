@@ -12,7 +12,11 @@ use std::ffi::CString;
 /// attribute of the expression being built and of the type libnftnl copies for it: a `u32`
 /// (or `u64`) attribute gets 4 (8) bytes, a data attribute at most [`bounds::VALUE_MAX`]
 /// bytes (libnftnl copies it into a 64-byte field), a string attribute a checked C string
-/// (libnftnl `strdup`s it). This table is what the soundness of [`ExprBuilder`] rests on.
+/// (libnftnl `strdup`s it). This table is what the soundness of [`ExprBuilder`] rests on, and
+/// what a built expression's size in a rule message ([`Built::encoded_len`]) is counted from: each
+/// type says how libnftnl writes it (a `u32` as one attribute, data nested in
+/// `NFTA_DATA_VALUE`, the immediate verdict nested twice, `data { verdict { code } }`, with
+/// its chain name beside the code).
 pub(crate) mod attr {
     use nftnl_sys as nft;
     use std::marker::PhantomData;
@@ -33,6 +37,10 @@ pub(crate) mod attr {
     pub(crate) struct Data<K>(pub(super) u16, PhantomData<K>);
     /// A string attribute of kind `K`.
     pub(crate) struct Str<K>(pub(super) u16, PhantomData<K>);
+    /// The verdict code of kind `K` (a 32-bit value libnftnl writes in two nests).
+    pub(crate) struct Verdict<K>(pub(super) u16, PhantomData<K>);
+    /// The jump target of kind `K` (a string libnftnl writes beside the verdict code).
+    pub(crate) struct VerdictChain<K>(pub(super) u16, PhantomData<K>);
 
     macro_rules! kind {
         ($k:ident, $cname:literal, $name:literal { $($kind:ident $attr:ident = $n:ident),* $(,)? }) => {
@@ -57,7 +65,7 @@ pub(crate) mod attr {
     kind!(Bitwise, c"bitwise", "bitwise" { U32 BITWISE_SREG = NFTNL_EXPR_BITWISE_SREG, U32 BITWISE_DREG = NFTNL_EXPR_BITWISE_DREG, U32 BITWISE_LEN = NFTNL_EXPR_BITWISE_LEN, Data BITWISE_MASK = NFTNL_EXPR_BITWISE_MASK, Data BITWISE_XOR = NFTNL_EXPR_BITWISE_XOR });
     kind!(Byteorder, c"byteorder", "byteorder" { U32 BYTEORDER_SREG = NFTNL_EXPR_BYTEORDER_SREG, U32 BYTEORDER_DREG = NFTNL_EXPR_BYTEORDER_DREG, U32 BYTEORDER_OP = NFTNL_EXPR_BYTEORDER_OP, U32 BYTEORDER_LEN = NFTNL_EXPR_BYTEORDER_LEN, U32 BYTEORDER_SIZE = NFTNL_EXPR_BYTEORDER_SIZE });
     kind!(Lookup, c"lookup", "lookup" { U32 LOOKUP_SREG = NFTNL_EXPR_LOOKUP_SREG, Str LOOKUP_SET = NFTNL_EXPR_LOOKUP_SET, U32 LOOKUP_SET_ID = NFTNL_EXPR_LOOKUP_SET_ID, U32 LOOKUP_FLAGS = NFTNL_EXPR_LOOKUP_FLAGS });
-    kind!(Immediate, c"immediate", "immediate" { U32 IMM_DREG = NFTNL_EXPR_IMM_DREG, Data IMM_DATA = NFTNL_EXPR_IMM_DATA, U32 IMM_VERDICT = NFTNL_EXPR_IMM_VERDICT, Str IMM_CHAIN = NFTNL_EXPR_IMM_CHAIN });
+    kind!(Immediate, c"immediate", "immediate" { U32 IMM_DREG = NFTNL_EXPR_IMM_DREG, Data IMM_DATA = NFTNL_EXPR_IMM_DATA, Verdict IMM_VERDICT = NFTNL_EXPR_IMM_VERDICT, VerdictChain IMM_CHAIN = NFTNL_EXPR_IMM_CHAIN });
     kind!(Counter, c"counter", "counter" { U64 CTR_PACKETS = NFTNL_EXPR_CTR_PACKETS, U64 CTR_BYTES = NFTNL_EXPR_CTR_BYTES });
     kind!(Log, c"log", "log" { Str LOG_PREFIX = NFTNL_EXPR_LOG_PREFIX });
     kind!(Redir, c"redir", "redir" { U32 REDIR_REG_PROTO_MIN = NFTNL_EXPR_REDIR_REG_PROTO_MIN, U32 REDIR_FLAGS = NFTNL_EXPR_REDIR_FLAGS });
@@ -67,8 +75,12 @@ pub(crate) mod attr {
 }
 
 /// A libnftnl expression of kind `K` being filled; freed on drop unless added to a rule.
+/// It counts the bytes each attribute set will take in the rule message; an attribute set
+/// twice is counted twice (libnftnl keeps the last value), so the count never falls short.
 pub(crate) struct ExprBuilder<K: attr::Kind> {
     x: *mut nft::nftnl_expr,
+    /// The bytes of the data attributes set so far, as libnftnl writes them.
+    body: usize,
     _kind: std::marker::PhantomData<K>,
 }
 
@@ -82,6 +94,7 @@ impl<K: attr::Kind> ExprBuilder<K> {
         }
         Ok(ExprBuilder {
             x,
+            body: 0,
             _kind: std::marker::PhantomData,
         })
     }
@@ -91,12 +104,39 @@ impl<K: attr::Kind> ExprBuilder<K> {
         // SAFETY: `x` is a live expression of kind K and `a` one of K's 32-bit attributes
         // (the `attr` table): libnftnl copies 4 bytes from the value passed.
         unsafe { nft::nftnl_expr_set_u32(self.x, a.0, v) }
+        self.body += bounds::attr(4);
     }
 
     /// Set a 64-bit attribute.
     pub(crate) fn u64(&mut self, a: attr::U64<K>, v: u64) {
         // SAFETY: as in `u32`, with one of K's 64-bit attributes: 8 bytes are copied.
         unsafe { nft::nftnl_expr_set_u64(self.x, a.0, v) }
+        self.body += bounds::attr(8);
+    }
+
+    /// Set the verdict code: written as `data { verdict { code } }`.
+    pub(crate) fn verdict(&mut self, a: attr::Verdict<K>, code: u32) {
+        // SAFETY: as in `u32`: `a` is K's verdict code, a 32-bit attribute (4 bytes copied).
+        unsafe { nft::nftnl_expr_set_u32(self.x, a.0, code) }
+        self.body += 4 + 4 + bounds::attr(4);
+    }
+
+    /// Set the jump target chain `s` (checked as [`bounds::name`]), written beside the code.
+    pub(crate) fn verdict_chain(
+        &mut self,
+        a: attr::VerdictChain<K>,
+        what: &'static str,
+        s: &str,
+    ) -> Result<(), BuildError> {
+        let c = cname(what, s)?;
+        // SAFETY: `a` is K's jump target, a string attribute libnftnl `strdup`s: `c` is a
+        // NUL-terminated string alive for the call.
+        let rc = unsafe { nft::nftnl_expr_set_str(self.x, a.0, c.as_ptr()) };
+        if rc != 0 {
+            return Err(BuildError::Alloc("an expression string"));
+        }
+        self.body += bounds::strz(s.len());
+        Ok(())
     }
 
     /// Set a data attribute; refused over [`bounds::VALUE_MAX`] bytes.
@@ -108,6 +148,8 @@ impl<K: attr::Kind> ExprBuilder<K> {
         if rc != 0 {
             return Err(BuildError::Alloc("an expression value"));
         }
+        // The value nested in `NFTA_DATA_VALUE`.
+        self.body += 4 + bounds::attr(d.len());
         Ok(())
     }
 
@@ -141,14 +183,17 @@ impl<K: attr::Kind> ExprBuilder<K> {
         if rc != 0 {
             return Err(BuildError::Alloc("an expression string"));
         }
+        self.body += bounds::attr(c.as_bytes_with_nul().len());
         Ok(())
     }
 
-    /// The expression, kind erased, for [`MsgWriter::rule`].
+    /// The expression, kind erased, for [`MsgWriter::rule`](super::MsgWriter::rule).
     pub(crate) fn finish(self) -> Built {
         let x = self.x;
+        // The list element, the name and the data nest around the attributes.
+        let len = 4 + bounds::strz(K::NAME.to_bytes().len()) + 4 + self.body;
         std::mem::forget(self);
-        Built(x)
+        Built { x, len }
     }
 }
 
@@ -160,11 +205,21 @@ impl<K: attr::Kind> Drop for ExprBuilder<K> {
 }
 
 /// A finished libnftnl expression, owned until a rule takes it; freed on drop otherwise.
-pub(crate) struct Built(*mut nft::nftnl_expr);
+pub(crate) struct Built {
+    x: *mut nft::nftnl_expr,
+    /// The bytes it takes in a rule message, counted by its builder.
+    len: usize,
+}
 
 impl Built {
+    /// The bytes this expression takes in a rule's expression list (list element, name,
+    /// data), as counted while it was built: never less than libnftnl writes.
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.len
+    }
+
     pub(super) fn into_raw(self) -> *mut nft::nftnl_expr {
-        let x = self.0;
+        let x = self.x;
         std::mem::forget(self);
         x
     }
@@ -173,6 +228,6 @@ impl Built {
 impl Drop for Built {
     fn drop(&mut self) {
         // SAFETY: a live expression owned by this value alone.
-        unsafe { nft::nftnl_expr_free(self.0) }
+        unsafe { nft::nftnl_expr_free(self.x) }
     }
 }

@@ -11,7 +11,7 @@
 #![allow(unsafe_code)]
 
 use crate::codec::bounds::{self, Limit};
-use crate::codec::ir::{Expr, WireSet};
+use crate::codec::ir::WireSet;
 use crate::codec::sys::*;
 use nftnl_sys as nft;
 use std::ffi::CString;
@@ -309,9 +309,10 @@ impl MsgWriter {
         Ok(())
     }
 
-    /// A `NEWRULE` appending `exprs` (and a comment) to a chain. Checked whole first
-    /// ([`bounds::rule_message_len`]): too many expressions, a value over one register or a
-    /// message over one attribute's payload is an error and nothing is written.
+    /// A `NEWRULE` appending the built expressions `exprs` (and a comment) to a chain.
+    /// Checked whole first ([`bounds::rule_message_len`]): too many expressions or a message
+    /// over one attribute's payload is an error and nothing is written (each expression's own
+    /// limits were checked as it was built).
     #[allow(clippy::too_many_arguments)]
     pub fn rule(
         &mut self,
@@ -319,23 +320,22 @@ impl MsgWriter {
         family: u8,
         table: &str,
         chain: &str,
-        exprs: &[Expr],
+        exprs: Vec<Built>,
         comment: Option<&str>,
         seq: u32,
     ) -> Result<(), BuildError> {
-        let expected = bounds::rule_message_len(table, chain, exprs, comment)?;
+        let sizes: Vec<usize> = exprs.iter().map(Built::encoded_len).collect();
+        let expected = bounds::rule_message_len(table, chain, &sizes, comment)?;
         let (table, chain) = (cname("table", table)?, cname("chain", chain)?);
         let udata = comment.map(comment_udata).transpose()?;
-        // Every expression built before the rule: a failure frees what was built.
-        let built = exprs
-            .iter()
-            .map(crate::codec::expr::encode)
-            .collect::<Result<Vec<Built>, BuildError>>()?;
+        let built = exprs;
         let nlh = self.hdr(msg_type(NFT_MSG_NEWRULE), family, flags, seq);
-        // SAFETY: `rule_message_len` checked every expression (values at most VALUE_MAX bytes,
-        // the size of the fields libnftnl copies them into being 64; names at most NAME_MAX),
-        // their number and the whole message: at most RULE_MESSAGE_MAX <= SCRATCH_LEN bytes
-        // are written behind `nlh`. The rule takes ownership of each expression added to it and
+        // SAFETY: every expression was built through `ExprBuilder`, whose typed setters take
+        // values of at most VALUE_MAX bytes (libnftnl copies them into 64-byte fields) and
+        // names of at most NAME_MAX, and which counted the bytes of each attribute it set
+        // (never fewer than libnftnl writes); `rule_message_len` checked those sizes, their
+        // number and the whole message: at most RULE_MESSAGE_MAX <= SCRATCH_LEN bytes are
+        // written behind `nlh`. The rule takes ownership of each expression added to it and
         // frees them with itself; strings and data are copied by libnftnl during the calls.
         unsafe {
             let mut rc = 0;
@@ -368,7 +368,7 @@ impl MsgWriter {
         let written = self.commit();
         debug_assert_eq!(
             written, expected,
-            "rule message size model is off: {exprs:?}"
+            "rule message size model is off: expressions of {sizes:?} bytes"
         );
         Ok(())
     }
