@@ -8,7 +8,7 @@
 //! As in xtables, each extension has its own module: `base` for the options every rule has
 //! (`-p -s -d -i -o`), one module per match (`-m tcp`/`udp`, `multiport`, `owner`, `mark`/
 //! `connmark`, `conntrack`/`state`, `socket`, `set`, `comment`) with `modules` handing each
-//! `--option` to the loaded match that owns it, and `target` with one module per target.
+//! `--option` to the loaded match that owns it, and `targets` with one module per target.
 
 mod base;
 mod comment;
@@ -20,7 +20,7 @@ mod multiport;
 mod owner;
 mod set;
 mod socket;
-mod target;
+mod targets;
 mod tcp_udp;
 
 pub use helpers::parse_u32;
@@ -143,8 +143,10 @@ impl<'a> RuleParser<'a> {
             }
             "-i" | "--in-interface" | "-o" | "--out-interface" => base::interface(self, t, negate),
             "-m" | "--match" => modules::load(self, t, negate),
-            "-j" | "--jump" | "-g" | "--goto" => target::select(self, t, negate),
-            opt if opt.starts_with("--") && self.target_has(opt) => target::option(self, t, negate),
+            "-j" | "--jump" | "-g" | "--goto" => targets::select(self, t, negate),
+            opt if opt.starts_with("--") && self.target_has(opt) => {
+                targets::option(self, t, negate)
+            }
             opt if opt.starts_with("--") => modules::option(self, t, negate),
             _ => Err(err(t, K::UnsupportedOption)),
         }
@@ -154,7 +156,7 @@ impl<'a> RuleParser<'a> {
     fn target_has(&self, opt: &str) -> bool {
         self.target
             .as_ref()
-            .is_some_and(|(_, name)| target::has_option(name, opt))
+            .is_some_and(|(_, name)| targets::has_option(name, opt))
     }
 
     /// The checks that need the whole rule, then the rules it makes.
@@ -163,7 +165,7 @@ impl<'a> RuleParser<'a> {
         let rule_proto = self.rule_proto();
         modules::check_protocol(&self.modules, rule_proto)?;
         tcp_udp::settle_protocol(&mut self.matches, rule_proto)?;
-        let target = target::finish(self.target, &self.target_opts, rule_proto, self.family)?;
+        let target = targets::finish(self.target, &self.target_opts, rule_proto, self.family)?;
         Ok(base::expand(
             span,
             &self.srcs,
