@@ -34,6 +34,7 @@ mod ambient_host;
 mod capture;
 mod error;
 pub mod log;
+pub mod migrate;
 mod namespace;
 pub mod trace;
 pub mod verify;

@@ -5,8 +5,8 @@ use crate::capture::{owned_tables, Capture, Migration};
 use crate::CaptureError;
 use nftmesh_model::diff::Difference;
 use nftmesh_model::ruleset::{Family, Ruleset};
-use nftmesh_netlink::migrate::Removal;
 use nftmesh_netlink::routes::{Routing, RoutingState, TproxyRouting};
+use nftmesh_netlink::Removal;
 use nftmesh_netlink::{netns, Connection, LiveTable, NetlinkError, TableOwner};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -246,7 +246,7 @@ impl Namespace {
         let owner = supported_owner(capture.owner())?;
         let migrate = capture.migration();
         if migrate == Migration::FromIptables {
-            let legacy = self.inside(nftmesh_netlink::migrate::legacy_tables)?;
+            let legacy = self.inside(crate::migrate::legacy_tables)?;
             if !legacy.is_empty() {
                 return Err(CaptureError::LegacyTables(legacy));
             }
@@ -275,7 +275,7 @@ impl Namespace {
                 })
                 .collect();
             if migrate != Migration::None {
-                let istio = conn.find_istio_iptables()?;
+                let istio = crate::migrate::find_istio_iptables(conn)?;
                 removals.extend(istio.removals.iter().cloned());
                 found = Some(istio);
             }

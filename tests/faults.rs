@@ -90,8 +90,8 @@ fn a_refused_migration_leaves_istios_iptables_rules_and_installs_nothing() {
         run_here("iptables-restore", &[], &rules);
         let before = run_here("iptables-save", &[], "");
         let mut conn = Connection::open().unwrap();
-        let found = conn.find_istio_iptables().unwrap();
-        let err = conn.apply_migrating(&bad).expect_err("refused");
+        let found = nftmesh::migrate::find_istio_iptables(&mut conn).unwrap();
+        let err = nftmesh::migrate::apply_migrating(&mut conn, &bad).expect_err("refused");
         let after = run_here("iptables-save", &[], "");
         let nft_after = run_here("nft", &["list", "tables"], "");
         (before, err, after, nft_after, found)

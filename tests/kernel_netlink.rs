@@ -672,3 +672,44 @@ fn large_anonymous_port_and_host_sets_apply_and_dump_back() {
     .unwrap();
     assert_eq!(dumped, want);
 }
+
+#[test]
+fn a_conversation_recorded_from_the_kernel_replays_without_it() {
+    require_kernel!();
+    use nftmesh::netlink::transport::{kernel_socket, Recording, Replay};
+    // Recorded: an apply of the sidecar capture, a dump of its table and a failing apply (a
+    // chain that jumps to a chain that is not there), against the kernel of a fresh namespace.
+    let tables = [(Family::Inet, "istio-proxy-nat".to_string())];
+    let mut broken = sidecar();
+    broken.tables[0].chains[0].rules.push(Rule::new(
+        vec![],
+        vec![Statement::Verdict(Verdict::Jump("nowhere".into()))],
+    ));
+    let (script, port, report, live, refused) = {
+        let (tables, broken) = (tables.clone(), broken.clone());
+        run_in_new(move || {
+            let socket = kernel_socket().expect("socket");
+            let rec = Recording::new(socket);
+            let log = rec.exchanges();
+            let mut conn = Connection::over(Box::new(rec), 1000);
+            let report = conn.apply(&sidecar()).expect("apply");
+            let live = conn.dump_ruleset(&tables).expect("dump");
+            let refused = conn
+                .apply(&broken)
+                .expect_err("a jump to no chain")
+                .to_string();
+            let port = conn.port_id();
+            let script = log.lock().unwrap().clone();
+            (script, port, report, live, refused)
+        })
+        .expect("netns")
+    };
+    assert_eq!(canonical_ruleset(&live), canonical_ruleset(&sidecar()));
+    assert!(refused.contains("nowhere"), "{refused}");
+    // Played back on this thread, in the machine's namespace but without touching it: the
+    // same bytes are sent, the same answers read.
+    let mut conn = Connection::over(Box::new(Replay::new(script, port)), 1000);
+    assert_eq!(conn.apply(&sidecar()).unwrap(), report);
+    assert_eq!(conn.dump_ruleset(&tables).unwrap(), live);
+    assert_eq!(conn.apply(&broken).unwrap_err().to_string(), refused);
+}

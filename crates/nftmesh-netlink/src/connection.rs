@@ -3,6 +3,11 @@
 //!
 //! Closing a netfilter netlink socket costs milliseconds (the kernel waits out an RCU grace
 //! period), so callers keep a `Connection` for as long as they manage the namespace.
+//!
+//! `impl Connection` is split by concern, one file each: writing (this file: applies, table
+//! deletion, the commit cache), listing objects (`listing.rs`: tables, chains, sets, set
+//! elements) and reading rules back into the model (`dump.rs`). All three talk through the
+//! one `socket::Socket` a connection holds.
 
 use crate::codec::numbers::hook_number;
 use crate::codec::objects::{LiveChain, LiveSet, LiveTable};

@@ -2,10 +2,24 @@
 //! each rule's handle and counter when asked ([`Connection::dump_counted`]).
 
 use crate::codec::objects;
+use crate::codec::sys::*;
+use crate::codec::wire;
 use crate::connection::Connection;
 use crate::error::NetlinkError;
 use nftmesh_model::ruleset::{Family, Ruleset};
 use nftmesh_model::stats::{Counter, Place};
+
+/// One rule of a table and the chains its verdicts jump or go to
+/// ([`Connection::rule_jumps`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleJumps {
+    /// The chain holding the rule.
+    pub chain: String,
+    /// The rule's handle (`None` in a malformed reply).
+    pub handle: Option<u64>,
+    /// The chains it jumps or goes to.
+    pub targets: Vec<String>,
+}
 
 /// One rule as the kernel holds it: where it is in the dumped ruleset, its handle, its
 /// counter and the names of its expressions (for rules the model cannot express).
@@ -69,6 +83,30 @@ impl Connection {
     ) -> Result<Vec<LiveRule>, NetlinkError> {
         let raw = self.raw_rules(family, table, "listing rules")?;
         Ok(live_rules(family, table, &raw))
+    }
+
+    /// The rules of one table with the chains each jumps or goes to (from its verdicts),
+    /// whatever their other expressions, in the kernel's order.
+    pub fn rule_jumps(
+        &mut self,
+        family: Family,
+        table: &str,
+    ) -> Result<Vec<RuleJumps>, NetlinkError> {
+        let during = "listing rules";
+        let mut out = Vec::new();
+        for area in self.rule_areas(family, table, during)? {
+            let at = wire::attrs(&area).map_err(|what| NetlinkError::Malformed { during, what })?;
+            out.push(RuleJumps {
+                chain: wire::find(&at, NFTA_RULE_CHAIN)
+                    .map(wire::string)
+                    .unwrap_or_default(),
+                handle: wire::find(&at, NFTA_RULE_HANDLE).and_then(wire::be64),
+                targets: crate::codec::decode::verdict_chains(
+                    wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]),
+                ),
+            });
+        }
+        Ok(out)
     }
 
     fn raw_rules(

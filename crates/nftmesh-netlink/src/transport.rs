@@ -12,9 +12,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 /// A netfilter netlink socket in the calling thread's network namespace, set up as a
-/// [`Connection`](crate::Connection) uses it: replies waited for at most
-/// [`REPLY_TIMEOUT`](crate::socket::REPLY_TIMEOUT) (10 s), error replies without the echoed
-/// request (`NETLINK_CAP_ACK`). What it failed to set up is named in the error.
+/// [`Connection`](crate::Connection) uses it: replies waited for at most 10 s, error replies
+/// without the echoed request (`NETLINK_CAP_ACK`). What it failed to set up is named in the
+/// error.
 pub fn kernel_socket() -> Result<NfSocket, crate::NetlinkError> {
     use crate::NetlinkError;
     let sock = NfSocket::open().map_err(|e| NetlinkError::io("socket open", e))?;

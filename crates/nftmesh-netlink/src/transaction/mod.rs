@@ -410,7 +410,7 @@ impl Writer {
 }
 
 /// [`Transaction::plan`], plus deleting `removals` (objects outside the ruleset's tables, e.g. Istio's
-/// iptables-nft rules, see [`crate::migrate`]) in the same transaction, after the ruleset's
+/// iptables-nft rules, which the `nftmesh` crate finds) in the same transaction, after the ruleset's
 /// messages.
 fn plan(
     ruleset: &Ruleset,
