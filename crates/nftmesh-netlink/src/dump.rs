@@ -97,12 +97,10 @@ impl Connection {
         for area in self.rule_areas(family, table, during)? {
             let at = wire::attrs(&area).map_err(|what| NetlinkError::Malformed { during, what })?;
             out.push(RuleJumps {
-                chain: wire::find(&at, NFTA_RULE_CHAIN)
-                    .map(wire::string)
-                    .unwrap_or_default(),
-                handle: wire::find(&at, NFTA_RULE_HANDLE).and_then(wire::be64),
+                chain: at.string(NFTA_RULE_CHAIN).unwrap_or_default(),
+                handle: at.be64(NFTA_RULE_HANDLE),
                 targets: crate::codec::decode::verdict_chains(
-                    wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]),
+                    at.get(NFTA_RULE_EXPRESSIONS).unwrap_or(&[]),
                 ),
             });
         }

@@ -23,16 +23,10 @@ impl Connection {
             };
             out.push(LiveTable {
                 family,
-                name: wire::find(&at, NFTA_TABLE_NAME)
-                    .map(wire::string)
-                    .unwrap_or_default(),
-                handle: wire::find(&at, NFTA_TABLE_HANDLE)
-                    .and_then(wire::be64)
-                    .unwrap_or(0),
-                flags: wire::find(&at, NFTA_TABLE_FLAGS)
-                    .and_then(wire::be32)
-                    .unwrap_or(0),
-                owner: wire::find(&at, NFTA_TABLE_OWNER).and_then(wire::be32),
+                name: at.string(NFTA_TABLE_NAME).unwrap_or_default(),
+                handle: at.be64(NFTA_TABLE_HANDLE).unwrap_or(0),
+                flags: at.be32(NFTA_TABLE_FLAGS).unwrap_or(0),
+                owner: at.be32(NFTA_TABLE_OWNER),
             });
         }
         Ok(out)
@@ -63,7 +57,7 @@ impl Connection {
         {
             let at =
                 wire::attrs(&m[1..]).map_err(|what| NetlinkError::Malformed { during, what })?;
-            if wire::find(&at, table_attr).map(wire::string).as_deref() == Some(table) {
+            if at.string(table_attr).as_deref() == Some(table) {
                 out.push(m[1..].to_vec());
             }
         }

@@ -135,7 +135,7 @@ pub fn parse(buf: &[u8], own: Own<'_>, pending: &mut BTreeSet<String>, out: &mut
         return;
     };
     for m in msgs {
-        if m.ty >> 8 != NFNL_SUBSYS_NFTABLES || m.payload.len() < 4 {
+        if nfnl_subsys_id(m.ty) != NFNL_SUBSYS_NFTABLES || m.payload.len() < 4 {
             continue;
         }
         let Ok(at) = wire::attrs(&m.payload[4..]) else {
@@ -143,7 +143,7 @@ pub fn parse(buf: &[u8], own: Own<'_>, pending: &mut BTreeSet<String>, out: &mut
             continue;
         };
         if m.ty == msg_type(NFT_MSG_NEWGEN) {
-            let pid = wire::find(&at, NFTA_GEN_PROC_PID).and_then(wire::be32);
+            let pid = at.be32(NFTA_GEN_PROC_PID);
             if own.is_own(m.pid, pid) {
                 out.own_commits += 1;
             } else {
@@ -151,10 +151,10 @@ pub fn parse(buf: &[u8], own: Own<'_>, pending: &mut BTreeSet<String>, out: &mut
                 out.foreign_tables.append(pending);
             }
             pending.clear();
-        } else if let Some(table) = wire::find(&at, 1) {
+        } else if let Some(table) = at.string(NFTA_TABLE_NAME) {
             // Attribute 1 is the table's name in every object message (NFTA_TABLE_NAME,
             // NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE).
-            pending.insert(wire::string(table));
+            pending.insert(table);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! IPv4 and IPv6; and `::6/128` on `lo` (the IPv6 twin of 127.0.0.6) when IPv6 is on. This is
 //! what Istio sets up for TPROXY, also over netlink. Every call is idempotent.
 
+use crate::codec::wire::{self, field};
 use crate::error::NetlinkError;
 use neli::consts::nl::{NlmF, NlmFFlags};
 use neli::consts::rtnl::{
@@ -458,13 +459,8 @@ impl Routing {
         let mut all = dump_request(false);
         all.rtm_family = RtAddrFamily::Unspecified;
         for p in self.dump(Rtm::Getrule, all)? {
-            let at = crate::codec::wire::attrs(p.get(12..).unwrap_or(&[])).map_err(bad)?;
-            let ne = |ty| {
-                crate::codec::wire::find(&at, ty)
-                    .and_then(|v| v.get(..4))
-                    .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
-            };
-            if ne(FRA_FWMARK) == Some(r.mark) && ne(FRA_TABLE) == Some(r.table) {
+            let at = wire::attrs(p.get(field::RTMSG_LEN..).unwrap_or(&[])).map_err(bad)?;
+            if at.ne32(FRA_FWMARK) == Some(r.mark) && at.ne32(FRA_TABLE) == Some(r.table) {
                 return Ok(true);
             }
         }
@@ -483,14 +479,9 @@ impl Routing {
             let family_num = if v6 { 6 } else { 4 };
             let empty = dump_request(v6);
             for p in self.dump(Rtm::Getrule, empty)? {
-                let at = crate::codec::wire::attrs(p.get(12..).unwrap_or(&[])).map_err(bad)?;
-                let ne = |ty| {
-                    crate::codec::wire::find(&at, ty)
-                        .and_then(|v| v.get(..4))
-                        .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
-                };
-                if ne(FRA_FWMARK) == Some(r.mark)
-                    && ne(FRA_TABLE) == Some(r.table)
+                let at = wire::attrs(p.get(field::RTMSG_LEN..).unwrap_or(&[])).map_err(bad)?;
+                if at.ne32(FRA_FWMARK) == Some(r.mark)
+                    && at.ne32(FRA_TABLE) == Some(r.table)
                     && !st.rules.contains(&family_num)
                 {
                     st.rules.push(family_num);
@@ -498,21 +489,18 @@ impl Routing {
             }
             let empty = dump_request(v6);
             for p in self.dump(Rtm::Getroute, empty)? {
-                if p.len() < 12 {
+                if p.len() < field::RTMSG_LEN {
                     return Err(bad(format!("route message of {} bytes", p.len())));
                 }
-                let (dst_len, rtype) = (p[1], p[7]);
-                let at = crate::codec::wire::attrs(&p[12..]).map_err(bad)?;
-                let ne = |ty| {
-                    crate::codec::wire::find(&at, ty)
-                        .and_then(|v| v.get(..4))
-                        .map(|v| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
-                };
-                let table = ne(libc::RTA_TABLE).unwrap_or(u32::from(p[4]));
+                let (dst_len, rtype) = (p[field::RTM_DST_LEN], p[field::RTM_TYPE]);
+                let at = wire::attrs(&p[field::RTMSG_LEN..]).map_err(bad)?;
+                let table = at
+                    .ne32(libc::RTA_TABLE)
+                    .unwrap_or(u32::from(p[field::RTM_TABLE]));
                 if table == r.table
                     && dst_len == 0
                     && rtype == libc::RTN_LOCAL
-                    && ne(libc::RTA_OIF) == Some(lo as u32)
+                    && at.ne32(libc::RTA_OIF) == Some(lo as u32)
                     && !st.local_routes.contains(&family_num)
                 {
                     st.local_routes.push(family_num);
@@ -528,15 +516,16 @@ impl Routing {
             rtattrs: RtBuffer::new(),
         };
         for p in self.dump(Rtm::Getaddr, empty)? {
-            if p.len() < 8 {
+            if p.len() < field::IFADDRMSG_LEN {
                 return Err(bad(format!("address message of {} bytes", p.len())));
             }
-            let index = i32::from_ne_bytes([p[4], p[5], p[6], p[7]]);
-            let at = crate::codec::wire::attrs(&p[8..]).map_err(bad)?;
-            let addr = crate::codec::wire::find(&at, libc::IFA_ADDRESS)
-                .or_else(|| crate::codec::wire::find(&at, libc::IFA_LOCAL));
+            let index = wire::u32_at(&p, field::IFA_INDEX) as i32;
+            let at = wire::attrs(&p[field::IFADDRMSG_LEN..]).map_err(bad)?;
+            let addr = at
+                .get(libc::IFA_ADDRESS)
+                .or_else(|| at.get(libc::IFA_LOCAL));
             if index == lo
-                && p[0] == libc::AF_INET6 as u8
+                && p[field::IFA_FAMILY] == libc::AF_INET6 as u8
                 && addr == Some(&LOOPBACK_V6.octets()[..])
             {
                 st.loopback_v6 = true;

@@ -233,8 +233,8 @@ impl Socket {
                     if m.seq != seq {
                         continue;
                     }
-                    if m.flags & 0x10 != 0 {
-                        interrupted = true; // NLM_F_DUMP_INTR
+                    if m.flags & NLM_F_DUMP_INTR != 0 {
+                        interrupted = true;
                     }
                     match m.ty {
                         NLMSG_DONE => break 'recv,
@@ -292,7 +292,7 @@ impl Socket {
                 if m.ty == msg_type(NFT_MSG_NEWGEN) && m.payload.len() >= 4 {
                     let at = wire::attrs(&m.payload[4..])
                         .map_err(|what| NetlinkError::Malformed { during, what })?;
-                    gen = wire::find(&at, NFTA_GEN_ID).and_then(wire::be32);
+                    gen = at.be32(NFTA_GEN_ID);
                 } else if m.ty == NLMSG_ERROR {
                     let (errno, _) = wire::error_payload(m.payload)
                         .map_err(|what| NetlinkError::Malformed { during, what })?;

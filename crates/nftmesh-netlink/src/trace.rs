@@ -228,8 +228,8 @@ impl TraceEvent {
             return Err(format!("trace event of {} bytes", payload.len()));
         }
         let at = wire::attrs(&payload[4..])?;
-        let str_of = |ty| wire::find(&at, ty).map(wire::string).unwrap_or_default();
-        let u32_of = |ty| wire::find(&at, ty).and_then(wire::be32);
+        let str_of = |ty| at.string(ty).unwrap_or_default();
+        let u32_of = |ty| at.be32(ty);
         let id = u32_of(NFTA_TRACE_ID).ok_or("trace event without an id")?;
         let kind = match u32_of(NFTA_TRACE_TYPE) {
             Some(1) => TraceKind::Policy,
@@ -238,26 +238,25 @@ impl TraceEvent {
             Some(t) => TraceKind::Other(t),
             None => return Err("trace event without a type".into()),
         };
-        let verdict = match wire::find(&at, NFTA_TRACE_VERDICT) {
+        let verdict = match at.get(NFTA_TRACE_VERDICT) {
             Some(v) => {
                 let v = wire::attrs(v).map_err(|e| format!("verdict: {e}"))?;
-                let code = wire::find(&v, NFTA_VERDICT_CODE)
-                    .and_then(wire::be32)
-                    .ok_or("verdict without a code")? as i32;
-                let chain = wire::find(&v, NFTA_VERDICT_CHAIN).map(wire::string);
+                let code = v.be32(NFTA_VERDICT_CODE).ok_or("verdict without a code")? as i32;
+                let chain = v.string(NFTA_VERDICT_CHAIN);
                 Some(TraceVerdict::of(code, chain))
             }
             None => None,
         };
-        let packet = wire::find(&at, NFTA_TRACE_NETWORK_HEADER)
-            .and_then(|n| TracedPacket::parse(n, wire::find(&at, NFTA_TRACE_TRANSPORT_HEADER)));
+        let packet = at
+            .get(NFTA_TRACE_NETWORK_HEADER)
+            .and_then(|n| TracedPacket::parse(n, at.get(NFTA_TRACE_TRANSPORT_HEADER)));
         Ok(TraceEvent {
             id,
             family: family_of(payload[0]),
             kind,
             table: str_of(NFTA_TRACE_TABLE),
             chain: str_of(NFTA_TRACE_CHAIN),
-            handle: wire::find(&at, NFTA_TRACE_RULE_HANDLE).and_then(wire::be64),
+            handle: at.be64(NFTA_TRACE_RULE_HANDLE),
             verdict,
             policy: u32_of(NFTA_TRACE_POLICY),
             packet,

@@ -4,9 +4,9 @@
 
 use crate::codec::ir::Expr;
 use crate::codec::sys::*;
-use crate::codec::wire::{attrs, be64, find, string};
+use crate::codec::wire::{attrs, string};
 
-type Attrs<'a> = Vec<(u16, &'a [u8])>;
+use crate::codec::wire::Attrs;
 
 /// Decode the `NFTA_RULE_EXPRESSIONS` list of a dumped rule.
 pub fn decode_exprs(list: &[u8]) -> Result<Vec<Expr>, String> {
@@ -16,10 +16,10 @@ pub fn decode_exprs(list: &[u8]) -> Result<Vec<Expr>, String> {
             continue;
         }
         let at = attrs(elem).map_err(|e| format!("expression #{i}: {e}"))?;
-        let name = find(&at, NFTA_EXPR_NAME)
-            .map(string)
+        let name = at
+            .string(NFTA_EXPR_NAME)
             .ok_or_else(|| format!("expression #{i} has no name"))?;
-        let data = find(&at, NFTA_EXPR_DATA).unwrap_or(&[]);
+        let data = at.get(NFTA_EXPR_DATA).unwrap_or(&[]);
         let d = attrs(data).map_err(|e| format!("expression #{i} ({name}): {e}"))?;
         out.push(decode_one(&name, data, &d).map_err(|e| format!("#{i}: {e}"))?);
     }
@@ -36,10 +36,10 @@ pub fn verdict_chains(list: &[u8]) -> Vec<String> {
             continue;
         }
         let Ok(at) = attrs(elem) else { continue };
-        if find(&at, NFTA_EXPR_NAME).map(string).as_deref() != Some("immediate") {
+        if at.string(NFTA_EXPR_NAME).as_deref() != Some("immediate") {
             continue;
         }
-        let data = find(&at, NFTA_EXPR_DATA).unwrap_or(&[]);
+        let data = at.get(NFTA_EXPR_DATA).unwrap_or(&[]);
         let Ok(d) = attrs(data) else { continue };
         if let Ok(Expr::Verdict {
             code: NFT_JUMP | NFT_GOTO,
@@ -61,12 +61,12 @@ pub fn counter_of(list: &[u8]) -> Option<nftmesh_model::stats::Counter> {
             continue;
         }
         let Ok(at) = attrs(elem) else { continue };
-        if find(&at, NFTA_EXPR_NAME).map(string).as_deref() != Some("counter") {
+        if at.string(NFTA_EXPR_NAME).as_deref() != Some("counter") {
             continue;
         }
-        let data = find(&at, NFTA_EXPR_DATA).unwrap_or(&[]);
+        let data = at.get(NFTA_EXPR_DATA).unwrap_or(&[]);
         let Ok(d) = attrs(data) else { continue };
-        let n = |ty| find(&d, ty).and_then(be64).unwrap_or(0);
+        let n = |ty| d.be64(ty).unwrap_or(0);
         let c = nftmesh_model::stats::Counter {
             packets: n(NFTA_COUNTER_PACKETS),
             bytes: n(NFTA_COUNTER_BYTES),

@@ -81,42 +81,32 @@ pub struct LiveSet {
 /// A chain from the attributes of a chain message (`NEWCHAIN` or a chain dump).
 pub(crate) fn chain_of(area: &[u8], table: &str) -> Result<LiveChain, String> {
     let at = wire::attrs(area)?;
-    let hook = match wire::find(&at, NFTA_CHAIN_HOOK) {
+    let hook = match at.get(NFTA_CHAIN_HOOK) {
         Some(h) => {
             let h = wire::attrs(h)?;
-            let num = wire::find(&h, NFTA_HOOK_HOOKNUM).and_then(wire::be32);
-            let prio = wire::find(&h, NFTA_HOOK_PRIORITY).and_then(wire::be32);
+            let num = h.be32(NFTA_HOOK_HOOKNUM);
+            let prio = h.be32(NFTA_HOOK_PRIORITY);
             num.zip(prio).map(|(n, p)| (n, p as i32))
         }
         None => None,
     };
     Ok(LiveChain {
         table: table.to_string(),
-        name: wire::find(&at, NFTA_CHAIN_NAME)
-            .map(wire::string)
-            .unwrap_or_default(),
-        handle: wire::find(&at, NFTA_CHAIN_HANDLE)
-            .and_then(wire::be64)
-            .unwrap_or(0),
+        name: at.string(NFTA_CHAIN_NAME).unwrap_or_default(),
+        handle: at.be64(NFTA_CHAIN_HANDLE).unwrap_or(0),
         hook,
-        kind: wire::find(&at, NFTA_CHAIN_TYPE)
-            .map(wire::string)
-            .unwrap_or_default(),
-        policy: wire::find(&at, NFTA_CHAIN_POLICY)
-            .and_then(wire::be32)
-            .unwrap_or(NF_ACCEPT as u32),
+        kind: at.string(NFTA_CHAIN_TYPE).unwrap_or_default(),
+        policy: at.be32(NFTA_CHAIN_POLICY).unwrap_or(NF_ACCEPT as u32),
     })
 }
 
 /// A set from the attributes of a set message (`NEWSET` or a set dump).
 pub(crate) fn set_of(area: &[u8], table: &str) -> Result<LiveSet, String> {
     let at = wire::attrs(area)?;
-    let u32_at = |ty| wire::find(&at, ty).and_then(wire::be32).unwrap_or(0);
+    let u32_at = |ty| at.be32(ty).unwrap_or(0);
     Ok(LiveSet {
         table: table.to_string(),
-        name: wire::find(&at, NFTA_SET_NAME)
-            .map(wire::string)
-            .unwrap_or_default(),
+        name: at.string(NFTA_SET_NAME).unwrap_or_default(),
         flags: u32_at(NFTA_SET_FLAGS),
         key_type: u32_at(NFTA_SET_KEY_TYPE),
         key_len: u32_at(NFTA_SET_KEY_LEN),
@@ -130,25 +120,21 @@ pub(crate) type Elements = Vec<(Vec<u8>, bool)>;
 pub(crate) fn elements_of(area: &[u8]) -> Result<Elements, String> {
     let at = wire::attrs(area)?;
     let mut out = Vec::new();
-    let Some(list) = wire::find(&at, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+    let Some(list) = at.get(NFTA_SET_ELEM_LIST_ELEMENTS) else {
         return Ok(out);
     };
     for (_, elem) in wire::attrs(list)? {
         let e = wire::attrs(elem)?;
-        let key = match wire::find(&e, NFTA_SET_ELEM_KEY) {
+        let key = match e.get(NFTA_SET_ELEM_KEY) {
             Some(k) => {
                 let k = wire::attrs(k)?;
-                wire::find(&k, NFTA_DATA_VALUE)
+                k.get(NFTA_DATA_VALUE)
                     .map(<[u8]>::to_vec)
                     .unwrap_or_default()
             }
             None => Vec::new(),
         };
-        let end = wire::find(&e, NFTA_SET_ELEM_FLAGS)
-            .and_then(wire::be32)
-            .unwrap_or(0)
-            & NFT_SET_ELEM_INTERVAL_END
-            != 0;
+        let end = e.be32(NFTA_SET_ELEM_FLAGS).unwrap_or(0) & NFT_SET_ELEM_INTERVAL_END != 0;
         out.push((key, end));
     }
     Ok(out)
@@ -171,16 +157,14 @@ pub(crate) struct RawRule {
 /// A rule from the attributes of a rule message (`NEWRULE` or a rule dump).
 pub(crate) fn rule_of(area: &[u8]) -> Result<RawRule, String> {
     let at = wire::attrs(area)?;
-    let chain = wire::find(&at, NFTA_RULE_CHAIN)
-        .map(wire::string)
-        .unwrap_or_default();
-    let list = wire::find(&at, NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
+    let chain = at.string(NFTA_RULE_CHAIN).unwrap_or_default();
+    let list = at.get(NFTA_RULE_EXPRESSIONS).unwrap_or(&[]);
     let exprs = crate::codec::decode::decode_exprs(list)
         .map_err(|e| format!("rule in chain {chain}: {e}"))?;
-    let handle = wire::find(&at, NFTA_RULE_HANDLE)
-        .and_then(wire::be64)
-        .unwrap_or(0);
-    let comment = wire::find(&at, NFTA_RULE_USERDATA).and_then(crate::codec::decode::comment_of);
+    let handle = at.be64(NFTA_RULE_HANDLE).unwrap_or(0);
+    let comment = at
+        .get(NFTA_RULE_USERDATA)
+        .and_then(crate::codec::decode::comment_of);
     Ok(RawRule {
         counter: crate::codec::decode::counter_of(list),
         chain,

@@ -25,7 +25,7 @@ pub fn decode_transaction(bytes: &[u8]) -> Result<Ruleset, NetlinkError> {
     let mut tables: Vec<(Family, String, TableParts)> = Vec::new();
     let messages = wire::messages(bytes).map_err(bad)?;
     for m in messages {
-        if m.ty >> 8 != NFNL_SUBSYS_NFTABLES {
+        if nfnl_subsys_id(m.ty) != NFNL_SUBSYS_NFTABLES {
             continue; // batch begin and end
         }
         let family = m
@@ -39,8 +39,8 @@ pub fn decode_transaction(bytes: &[u8]) -> Result<Ruleset, NetlinkError> {
             .get(4..)
             .ok_or_else(|| bad(format!("message {}: no nfgenmsg", m.seq)))?;
         let at = wire::attrs(area).map_err(bad)?;
-        let str_at = |ty| wire::find(&at, ty).map(wire::string).unwrap_or_default();
-        let msg = m.ty & 0xff;
+        let str_at = |ty| at.string(ty).unwrap_or_default();
+        let msg = nfnl_msg_type(m.ty);
         let table_attr = match msg {
             NFT_MSG_NEWTABLE => NFTA_TABLE_NAME,
             NFT_MSG_NEWCHAIN => NFTA_CHAIN_TABLE,
@@ -69,16 +69,14 @@ pub fn decode_transaction(bytes: &[u8]) -> Result<Ruleset, NetlinkError> {
             NFT_MSG_NEWSET => {
                 let mut set = objects::set_of(area, &table).map_err(bad)?;
                 if set.flags & NFT_SET_ANONYMOUS != 0 {
-                    let id = wire::find(&at, NFTA_SET_ID)
-                        .and_then(wire::be32)
-                        .unwrap_or(0);
+                    let id = at.be32(NFTA_SET_ID).unwrap_or(0);
                     set.name = anonymous_name(id);
                 }
                 parts.sets.push((set, Vec::new()));
             }
             NFT_MSG_NEWSETELEM => {
                 let name = str_at(NFTA_SET_ELEM_LIST_SET);
-                let id = wire::find(&at, NFTA_SET_ELEM_LIST_SET_ID).and_then(wire::be32);
+                let id = at.be32(NFTA_SET_ELEM_LIST_SET_ID);
                 let els = objects::elements_of(area).map_err(bad)?;
                 let set = parts.sets.iter_mut().find(|(s, _)| {
                     s.name == name || id.is_some_and(|id| s.name == anonymous_name(id))

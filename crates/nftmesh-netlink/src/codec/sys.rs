@@ -4,6 +4,16 @@
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 
+/// The nfnetlink subsystem of a message type (`NFNL_SUBSYS_ID`).
+pub const fn nfnl_subsys_id(ty: u16) -> u16 {
+    ty >> 8
+}
+
+/// The subsystem's own message number of a message type (`NFNL_MSG_TYPE`).
+pub const fn nfnl_msg_type(ty: u16) -> u16 {
+    ty & 0x00ff
+}
+
 pub const NFT_MSG_NEWTABLE: u16 = 0;
 pub const NFT_MSG_GETTABLE: u16 = 1;
 pub const NFT_MSG_DELTABLE: u16 = 2;
@@ -40,6 +50,8 @@ pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_EXCL: u16 = 0x200;
 pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLM_F_APPEND: u16 = 0x800;
+/// In a dump's reply: the ruleset changed while it was dumped; the dump is incomplete.
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
 
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;

@@ -42,7 +42,7 @@ fn a_new_table_is_created_without_flush_and_only_the_last_message_asks_for_an_ac
     // The generation id rides on the batch begin.
     let begin = msgs[0].payload;
     let at = wire::attrs(&begin[4..]).unwrap();
-    assert_eq!(wire::find(&at, 1).and_then(wire::be32), Some(7));
+    assert_eq!(at.be32(1), Some(7));
 }
 
 #[test]
@@ -143,10 +143,7 @@ fn table_messages(b: &Transaction) -> Vec<(u16, Option<u32>)> {
         .filter(|m| m.ty == msg_type(NFT_MSG_NEWTABLE) || m.ty == msg_type(NFT_MSG_DELTABLE))
         .map(|m| {
             let at = wire::attrs(&m.payload[4..]).unwrap();
-            (
-                m.ty & 0xff,
-                wire::find(&at, NFTA_TABLE_FLAGS).and_then(wire::be32),
-            )
+            (nfnl_msg_type(m.ty), at.be32(NFTA_TABLE_FLAGS))
         })
         .collect()
 }

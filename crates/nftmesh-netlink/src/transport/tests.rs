@@ -61,7 +61,7 @@ fn sent_messages(buf: &[u8]) -> Vec<(u16, u16, u32)> {
     wire::messages(buf)
         .expect("the connection sends well-formed messages")
         .iter()
-        .map(|m| (m.ty & 0xff, m.flags, m.seq))
+        .map(|m| (nfnl_msg_type(m.ty), m.flags, m.seq))
         .collect()
 }
 
@@ -146,7 +146,7 @@ fn a_committed_batch_is_acknowledged_by_its_last_message_and_stale_replies_are_i
     );
     let begin = &wire::messages(&sent[2]).unwrap()[0];
     let at = wire::attrs(&begin.payload[4..]).unwrap();
-    assert_eq!(wire::find(&at, 1).and_then(wire::be32), Some(41));
+    assert_eq!(at.be32(1), Some(41));
 }
 
 #[test]
@@ -256,7 +256,7 @@ fn a_batch_refused_for_a_stale_generation_is_planned_again_on_fresh_state() {
         .map(|b| {
             let begin = &wire::messages(b).unwrap()[0];
             let at = wire::attrs(&begin.payload[4..]).unwrap();
-            wire::find(&at, 1).and_then(wire::be32).unwrap()
+            at.be32(1).unwrap()
         })
         .collect();
     assert_eq!(

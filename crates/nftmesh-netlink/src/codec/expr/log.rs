@@ -6,7 +6,6 @@ use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, LOG_PREFIX};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-use crate::codec::wire::{find, string};
 
 pub(super) fn encode(prefix: Option<&str>) -> Result<Built, BuildError> {
     let mut b = ExprBuilder::<attr::Log>::new()?;
@@ -18,6 +17,6 @@ pub(super) fn encode(prefix: Option<&str>) -> Result<Built, BuildError> {
 
 pub(super) fn decode(d: &Attrs<'_>) -> Result<Expr, String> {
     Ok(Expr::Log {
-        prefix: find(d, NFTA_LOG_PREFIX).map(string),
+        prefix: d.string(NFTA_LOG_PREFIX),
     })
 }

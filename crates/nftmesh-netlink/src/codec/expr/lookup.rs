@@ -6,7 +6,6 @@ use crate::codec::ir::Expr;
 use crate::codec::nftnl::attr::{self, LOOKUP_FLAGS, LOOKUP_SET, LOOKUP_SET_ID, LOOKUP_SREG};
 use crate::codec::nftnl::{Built, ExprBuilder};
 use crate::codec::sys::*;
-use crate::codec::wire::{find, string};
 
 pub(super) fn encode(
     sreg: u32,
@@ -29,8 +28,8 @@ pub(super) fn encode(
 pub(super) fn decode(d: &Attrs<'_>) -> Result<Expr, String> {
     Ok(Expr::Lookup {
         sreg: u32_of(d, NFTA_LOOKUP_SREG, "lookup", "sreg")?,
-        set: find(d, NFTA_LOOKUP_SET)
-            .map(string)
+        set: d
+            .string(NFTA_LOOKUP_SET)
             .ok_or_else(|| "expression lookup: missing set".to_string())?,
         set_id: opt_u32(d, NFTA_LOOKUP_SET_ID),
         invert: opt_u32(d, NFTA_LOOKUP_FLAGS).unwrap_or(0) & NFT_LOOKUP_F_INV != 0,

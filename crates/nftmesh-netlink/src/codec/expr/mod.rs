@@ -25,21 +25,20 @@ use crate::codec::bounds::{self, BuildError};
 use crate::codec::ir::Expr;
 use crate::codec::nftnl::Built;
 use crate::codec::sys::NFTA_DATA_VALUE;
-use crate::codec::wire::{attrs, be32, find};
+use crate::codec::wire::attrs;
 
 /// An expression's decoded data attributes.
-pub(crate) type Attrs<'a> = Vec<(u16, &'a [u8])>;
+pub(crate) use crate::codec::wire::Attrs;
 
 /// A required 32-bit attribute.
 pub(crate) fn u32_of(at: &Attrs<'_>, ty: u16, expr: &str, what: &str) -> Result<u32, String> {
-    find(at, ty)
-        .and_then(be32)
+    at.be32(ty)
         .ok_or_else(|| format!("expression {expr}: missing or short {what}"))
 }
 
 /// An optional 32-bit attribute.
 pub(crate) fn opt_u32(at: &Attrs<'_>, ty: u16) -> Option<u32> {
-    find(at, ty).and_then(be32)
+    at.be32(ty)
 }
 
 /// The value bytes of a nested `NFTA_DATA_VALUE`.
@@ -49,9 +48,12 @@ pub(crate) fn data_value(
     expr: &str,
     what: &str,
 ) -> Result<Vec<u8>, String> {
-    let nested = find(at, ty).ok_or_else(|| format!("expression {expr}: missing {what}"))?;
+    let nested = at
+        .get(ty)
+        .ok_or_else(|| format!("expression {expr}: missing {what}"))?;
     let inner = attrs(nested).map_err(|e| format!("expression {expr} {what}: {e}"))?;
-    find(&inner, NFTA_DATA_VALUE)
+    inner
+        .get(NFTA_DATA_VALUE)
         .map(<[u8]>::to_vec)
         .ok_or_else(|| format!("expression {expr}: {what} holds no value"))
 }
