@@ -4,8 +4,7 @@
 //!
 //! `cargo bench --bench apply`; compare medians within one run.
 
-#[path = "../tests/support/skip.rs"]
-mod skip;
+use nftmesh_test_support::skip;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use nftmesh::model::config::CaptureConfig;

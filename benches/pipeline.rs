@@ -5,8 +5,7 @@
 //!
 //! `cargo bench --bench pipeline`; compare medians within one run.
 
-#[path = "../tests/support/skip.rs"]
-mod skip;
+use nftmesh_test_support::skip;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use nftmesh::iptables::{parse_trace, translate_all};

@@ -59,7 +59,7 @@ pub fn run(pods: &[PathBuf]) -> Result<Vec<String>, CaptureError> {
     Ok(log)
 }
 
-#[allow(dead_code)] // `tests/capture_api.rs` includes this file and calls `run` directly.
+#[allow(dead_code)] // `tests/kernel_capture_api.rs` includes this file and calls `run` directly.
 fn main() {
     let pods: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
     if pods.is_empty() {

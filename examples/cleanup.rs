@@ -14,7 +14,7 @@ pub fn run(ns: &Namespace) -> Result<usize, CaptureError> {
     Ok(removed.tables)
 }
 
-#[allow(dead_code)] // `tests/examples.rs` includes this file and calls `run` directly.
+#[allow(dead_code)] // `tests/kernel_examples.rs` includes this file and calls `run` directly.
 fn main() {
     let netns = std::env::args().nth(1).map(std::path::PathBuf::from);
     match Namespace::open_or_current(netns.as_deref()).and_then(|ns| run(&ns)) {

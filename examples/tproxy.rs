@@ -22,7 +22,7 @@ pub fn run(ns: &Namespace) -> Result<String, CaptureError> {
     ))
 }
 
-#[allow(dead_code)] // `tests/examples.rs` includes this file and calls `run` directly.
+#[allow(dead_code)] // `tests/kernel_examples.rs` includes this file and calls `run` directly.
 fn main() {
     let netns = std::env::args().nth(1).map(std::path::PathBuf::from);
     match Namespace::open_or_current(netns.as_deref()).and_then(|ns| run(&ns)) {

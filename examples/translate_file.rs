@@ -20,7 +20,7 @@ pub fn run(text: &str, ipv6: bool, trace: bool) -> Result<String, String> {
     Ok(render(&translate_all(&parts).map_err(|e| e.to_string())?))
 }
 
-#[allow(dead_code)] // `tests/examples.rs` includes this file and calls `run` directly.
+#[allow(dead_code)] // `tests/kernel_examples.rs` includes this file and calls `run` directly.
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(file) = args.iter().find(|a| !a.starts_with('-')) else {

@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by `fuzz/fuzz_targets/*` (libFuzzer) and by
-//! `tests/fuzz_regressions.rs`, which replays every committed reproducer and seed in CI.
+//! `tests/pure_fuzz_regressions.rs`, which replays every committed reproducer and seed in CI.
 //! A panic anywhere here is a bug: bad input must give a typed error.
 
 use nftmesh::iptables::{parse, parse_trace, translate};

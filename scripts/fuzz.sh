@@ -3,7 +3,7 @@
 # libFuzzer's final stats. Needs a nightly toolchain; installs cargo-fuzz when missing.
 # The growing corpus goes to fuzz/corpus/ (not committed); seeds are in fuzz/seeds/. A crash
 # leaves its input in fuzz/artifacts/TARGET/: copy it to fuzz/regressions/TARGET/ with the fix,
-# and `cargo test --test fuzz_regressions` replays it in CI (cni_stdin: crates/nftmesh-cni/tests/).
+# and `cargo test --test pure_fuzz_regressions` replays it in CI (cni_stdin: crates/nftmesh-cni/tests/).
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

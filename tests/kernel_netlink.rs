@@ -1,7 +1,7 @@
 //! The netlink backend against the kernel. Every test works inside fresh network namespaces it
 //! creates (a thread that unshares its network namespace); `nft` is the oracle.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::model::canonical::canonical_ruleset;
 use nftmesh::model::config::CaptureConfig;

@@ -2,7 +2,7 @@
 //! `apply` sends, `dump_ruleset` reads back equal (in canonical form). Runs in one fresh
 //! network namespace with one kept-open connection.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::model::canonical::canonical_ruleset;
 use nftmesh::model::expr::{

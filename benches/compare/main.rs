@@ -13,8 +13,7 @@
 //! `docs/bench/results.csv` for `scripts/plot_bench.py`. Under `cargo test` it runs each
 //! section once at its smallest size, as a smoke test.
 
-#[path = "../../tests/support/skip.rs"]
-mod skip;
+use nftmesh_test_support::skip;
 
 mod capture;
 mod conns;

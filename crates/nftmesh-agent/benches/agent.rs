@@ -18,8 +18,7 @@
 //! `cargo bench -p nftmesh-agent` prints the numbers (`NFTMESH_BENCH_PODS` sets N); under
 //! `cargo test` it runs with N = 20 and 3 flushes as a smoke test.
 
-#[path = "../../../tests/support/skip.rs"]
-mod skip;
+use nftmesh_test_support::skip;
 
 use nftmesh_agent::server::{Agent, Options};
 use nftmesh_netlink::monitor::{Monitor, Own};

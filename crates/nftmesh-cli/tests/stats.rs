@@ -1,5 +1,5 @@
 //! `nftmesh stats`: the live counters as text, JSON and Prometheus text, in a namespace the
-//! test creates (the counts growing with real connections is `tests/stats.rs` of the library).
+//! test creates (the counts growing with real connections is `tests/traffic_stats.rs` of the library).
 
 mod common;
 

@@ -19,10 +19,7 @@
 //! `cargo bench -p nftmesh-cni` prints medians, p90 and the capture's cost over the
 //! pass-through; under `cargo test` it runs each chain once, as a smoke test.
 
-#[path = "../../../tests/support/annotations.rs"]
-mod annotations;
-#[path = "../../../tests/support/skip.rs"]
-mod skip;
+use nftmesh_test_support::{annotations, skip};
 
 use serde_json::json;
 use std::path::{Path, PathBuf};

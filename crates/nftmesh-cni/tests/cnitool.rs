@@ -1,6 +1,6 @@
 //! nftmesh-cni with the real CNI runtime: Debian's `ptp` + `host-local` plugins and the
 //! reference runtime `cnitool` (libcni), nftmesh-cni chained last. Each test runs in a private
-//! node (`unshare -n -m`, see `tests/support/node.rs`) that holds the pod namespaces, with
+//! node (`unshare -n -m`, see `nftmesh_test_support::node`) that holds the pod namespaces, with
 //! tmpfs over libcni's cache dir, so the machine's own namespace and state are untouched.
 //! The error rows that no runtime produces on purpose (no prevResult, an unknown version)
 //! call the plugin directly, as a runtime would.

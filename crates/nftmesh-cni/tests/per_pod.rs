@@ -6,8 +6,7 @@
 
 mod common;
 
-#[path = "../../../tests/support/annotations.rs"]
-mod annotations;
+use nftmesh_test_support::annotations;
 
 use common::*;
 use serde_json::{json, Value};

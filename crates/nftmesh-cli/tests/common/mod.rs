@@ -4,19 +4,12 @@
 
 use std::process::{Command, Output};
 
-#[path = "../../../../tests/support/skip.rs"]
-mod skip;
-
 #[allow(unused_imports)]
-pub use skip::skip;
+pub use nftmesh_test_support::skip;
 
-#[path = "../../../../tests/support/named_netns.rs"]
-mod named_netns;
+pub use nftmesh_test_support::named_netns::{with_input, Netns};
 
-pub use named_netns::{with_input, Netns};
-
-#[path = "../../../../tests/support/node.rs"]
-pub mod node;
+pub use nftmesh_test_support::node;
 
 pub mod agent;
 

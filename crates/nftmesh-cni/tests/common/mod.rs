@@ -1,14 +1,11 @@
 //! What the plugin's runtime tests share: a private node (`unshare -n -m`, see
-//! `tests/support/node.rs`) with tmpfs over libcni's cache, a conflist of Debian's `ptp` +
+//! `nftmesh_test_support::node`) with tmpfs over libcni's cache, a conflist of Debian's `ptp` +
 //! `host-local` with nftmesh-cni chained last, run by the reference runtime `cnitool`, a pod
 //! namespace, and the plugin run directly as a runtime would.
 #![allow(dead_code)]
 
-#[path = "../../../../tests/support/node.rs"]
-mod node;
-#[path = "../../../../tests/support/skip.rs"]
-mod skip;
-pub use skip::skip;
+use nftmesh_test_support::node;
+pub use nftmesh_test_support::skip;
 
 use nftmesh_netlink::netns::run_in;
 use nftmesh_netlink::probe::{accept_within, connect_as, original_dst};

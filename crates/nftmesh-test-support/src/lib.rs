@@ -1,5 +1,8 @@
-//! Shared test support: Istio's cases, the conformance data, and the `nft` oracle in netns.
-#![allow(dead_code)]
+//! What the workspace's tests, benches' test modes and the binaries' tests share (a
+//! `publish = false` crate, a dev-dependency only): Istio's cases and conformance data, the
+//! `nft` oracle in a network namespace, pods and peers with real listeners, private nodes
+//! (`unshare -n -m`), named namespaces, proptest strategies, and the skip policy (a kernel
+//! test that cannot run fails under CI).
 
 pub mod ambient_cases;
 pub mod annotations;
@@ -9,10 +12,9 @@ pub mod named_netns;
 pub mod netns;
 pub mod node;
 pub mod pods;
-mod skip;
+pub mod skip;
 pub mod strategies;
 
-#[allow(unused_imports)]
 pub use skip::{skip, skips_fail};
 
 use std::io::Write;
@@ -67,9 +69,14 @@ pub fn run_here(cmd: &str, args: &[&str], stdin: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The workspace's root directory (this crate is `crates/nftmesh-test-support` in it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// Istio's sidecar goldens, the in-repository copy `tests/data/istio/sidecar` (see its README).
 pub fn conformance_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/istio/sidecar")
+    workspace_root().join("tests/data/istio/sidecar")
 }
 
 /// A golden file's text.
@@ -121,7 +128,7 @@ pub fn diff_lines(a: &[String], b: &[String]) -> Vec<String> {
 pub fn documented_differences(
     select: impl Fn(&str) -> Option<String>,
 ) -> std::collections::BTreeMap<String, Vec<String>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/istio-differences.md");
+    let path = workspace_root().join("docs/istio-differences.md");
     let text = std::fs::read_to_string(path).expect("docs/istio-differences.md");
     let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let (mut case, mut in_diff) = (None::<String>, false);

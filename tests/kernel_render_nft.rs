@@ -2,7 +2,7 @@
 //! holding every sample of `nftmesh_model::samples`, loaded with `nft -f` in a fresh network
 //! namespace.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh_model::expr::{IpVersion, L4Proto, Match, Statement};
 use nftmesh_model::ruleset::{priority, Chain, ChainType, Family, Hook, Rule, Ruleset, Table};

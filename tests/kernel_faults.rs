@@ -3,7 +3,7 @@
 //! changes nothing, also when it was to remove Istio's iptables-nft rules (`--migrate`): at no
 //! instant are both captures, or neither, active.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::model::compile;
 use nftmesh::model::config::CaptureConfig;

@@ -3,7 +3,7 @@
 //! sample match and statement in every table family and for random rulesets (the strategy the
 //! kernel round trip uses).
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::model::canonical::canonical_ruleset;
 use nftmesh::model::ruleset::{Chain, Family, Rule, Ruleset, Table};

@@ -3,7 +3,7 @@
 //! exactly the new mode's tables and routes after each step, its nf_tables part in one
 //! transaction; handles opened by path work from any thread; foreign tables stay.
 
-mod support;
+use nftmesh_test_support as support;
 
 #[path = "../examples/agent_loop.rs"]
 mod agent_loop;

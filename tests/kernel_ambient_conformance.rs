@@ -4,7 +4,7 @@
 //! `nft list ruleset`, except for the differences `docs/istio-differences.md` lists under
 //! `ambient/CASE`, and exactly those.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::model::ambient::{
     compile_host, compile_inpod, AmbientConfig, AmbientHostConfig, PROBE_SET_V4, PROBE_SET_V6,

@@ -7,7 +7,7 @@
 //! handle's owned install claims them in place and foreign changes fail again; the owner's own
 //! re-install and removal work. What `nft list ruleset` shows is printed (`--nocapture`).
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::model::compile::NAT_TABLE;
 use nftmesh::netlink::netns::Netns as Enter;

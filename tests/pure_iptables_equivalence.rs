@@ -7,7 +7,7 @@
 //! `docs/iptables-vs-nftables.md`): every such packet must fall in one of the documented
 //! classes below, and every class must be seen, so the list cannot go stale.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh_iptables::{interpret, parse_trace, translate_all};
 use nftmesh_model::eval::{FinalVerdict, Outcome};

@@ -1,7 +1,7 @@
 //! The example binaries in `examples/`, run in fresh network namespaces: each one's `run` is
 //! called as its `main` would call it, and what it leaves is checked with `nft`.
 
-mod support;
+use nftmesh_test_support as support;
 
 #[path = "../examples/cleanup.rs"]
 mod cleanup;

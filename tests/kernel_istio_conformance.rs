@@ -3,7 +3,7 @@
 //! same `nft list ruleset`, except for the differences `docs/istio-differences.md` lists, and
 //! exactly those.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh_model::{compile, render};
 use support::{cases::cases, cases::TEST_GROUPS, diff_lines, golden, listing_lines, netns};

@@ -2,7 +2,7 @@
 //! kind, the counters of the rules that saw them, and their sums by reason, grew by exactly
 //! that number (nat chains see a connection's first packet only).
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::model::config::CaptureConfig;
 use nftmesh::model::stats::{Reason, Stats};

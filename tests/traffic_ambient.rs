@@ -9,7 +9,7 @@
 //! client row reads the peer's answer. Each row's packet, explained against the same capture
 //! (the evaluator's trail, as `nftmesh ambient explain` runs it), lands where the traffic did.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::iptables::trace::split_trace_text;
 use nftmesh::model::ambient::AmbientConfig;

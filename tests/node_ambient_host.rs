@@ -7,7 +7,7 @@
 //! from Istio's IPv6 probe address. Removing the host rules leaves what Istio's own cleanup
 //! (`flush table`) leaves, and removing an address a probe set does not hold changes nothing.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::ambient::{AmbientHostConfig, HostCapture, HostCleanup, PROBE_SET_V4, PROBE_SET_V6};
 use nftmesh::netlink::netns::run_in;

@@ -2,7 +2,7 @@
 //! on the annotations Istio's own injector tests expect (`tests/data/istio/annotations/`), and
 //! what the decided capture does to packets (the reference evaluator).
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh_model::config::{CidrSelection, PortSelection};
 use nftmesh_model::pod::{istio_sidecar, keys, PodDecision, SkipReason};

@@ -3,7 +3,7 @@
 //! the test; clients run on threads with their own uid (raw `setresuid`, which changes only
 //! the calling thread). Every wait is bounded.
 
-mod support;
+use nftmesh_test_support as support;
 
 use support::pods::*;
 

@@ -8,11 +8,7 @@ use std::path::PathBuf;
 
 /// The folder of the annotation files.
 pub fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .find(|p| p.join("tests/data/istio/annotations").is_dir())
-        .expect("tests/data/istio/annotations above the crate")
-        .join("tests/data/istio/annotations")
+    crate::workspace_root().join("tests/data/istio/annotations")
 }
 
 /// The annotations of Istio's injector test case `case` (e.g. `hello.yaml.cni.injected`).

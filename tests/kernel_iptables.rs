@@ -7,7 +7,7 @@
 //!   own namespace and read back with `dump`, give the same outcome on the packet corpus, except
 //!   where that tool comments out a rule it cannot translate (CT --zone, TPROXY).
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::iptables::trace::split_trace_text;
 use nftmesh::iptables::translate::{base_of, hook_of};

@@ -199,9 +199,9 @@ pub fn in_pod_with<T: Send + 'static>(
                     .expect("install");
             }
             Setup::IptablesRestore(v4, v6) => {
-                super::run_here("iptables-restore", &[], &v4);
+                crate::run_here("iptables-restore", &[], &v4);
                 if let Some(v6) = v6 {
-                    super::run_here("ip6tables-restore", &[], &v6);
+                    crate::run_here("ip6tables-restore", &[], &v6);
                 }
             }
         }

@@ -1,9 +1,9 @@
 //! A kernel test that cannot run prints why and, under CI (`CI=true`) or with
-//! `NFTMESH_REQUIRE_KERNEL=1`, fails instead of passing (`tests/support/skip.rs`).
+//! `NFTMESH_REQUIRE_KERNEL=1`, fails instead of passing (`nftmesh_test_support::skip`).
 //!
 //! Each case runs this test binary again with one test selected and a chosen environment.
 
-mod support;
+use nftmesh_test_support as support;
 
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! naming the object and the limit, returned before anything is sent, and the ruleset
 //! applied before it stays as it was.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::model::compile;
 use nftmesh::model::config::CaptureConfig;

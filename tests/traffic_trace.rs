@@ -3,7 +3,7 @@
 //! table is gone afterwards, whether the trace was stopped or only dropped (the kernel's
 //! owner flag).
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::model::config::CaptureConfig;
 use nftmesh::model::expr::L4Proto;

@@ -6,7 +6,7 @@
 //! where Istio's iptables and nftables generators differ: iptables SNATs a probe-set
 //! connection from any local socket, nftables (and nftmesh) only the kubelet's.
 
-mod support;
+use nftmesh_test_support as support;
 
 use nftmesh::iptables::{interpret, interpret_with_sets, parse_trace, translate_all, IpSets};
 use nftmesh::model::ambient::{
