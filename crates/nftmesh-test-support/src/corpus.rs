@@ -134,14 +134,14 @@ const PROTOS: [L4Proto; 3] = [L4Proto::Tcp, L4Proto::Udp, L4Proto::Icmp];
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[(self.next() % xs.len() as u64) as usize]
+        &xs[(self.next_u64() % xs.len() as u64) as usize]
     }
 }
 
@@ -326,7 +326,7 @@ pub fn random(d: &Dims, version: IpVersion, hook: Hook, n: usize, seed: u64) -> 
             p.mark = *rng.pick(&d.marks);
             p.ct_mark = *rng.pick(&d.marks);
             p.ct_state = *rng.pick(&STATES);
-            p.socket_transparent = rng.next() & 1 == 0;
+            p.socket_transparent = rng.next_u64() & 1 == 0;
             p
         })
         .collect()

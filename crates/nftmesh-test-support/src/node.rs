@@ -11,7 +11,7 @@ const CHILD: &str = "NFTMESH_TEST_IN_NODE";
 /// In the child: `true` (run the test's body here, in the node). In the parent: run the test
 /// `test` (its full name, e.g. `my_test`) in a fresh private node, assert that it passed, and
 /// return `false`. `None` from the parent when it cannot make a node (the reason was reported
-/// with [`crate::skip`]).
+/// with [`crate::skip()`]).
 pub fn in_private_node(test: &str) -> Option<bool> {
     if std::env::var_os(CHILD).is_some() {
         // The child: make /run/netns our own before any `ip netns add`.

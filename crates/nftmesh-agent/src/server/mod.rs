@@ -14,10 +14,17 @@
 //! restarted agent adopts its pods again; stopping or killing the agent never removes a
 //! capture. SIGHUP is ignored (logged): there is nothing to reload.
 
+mod adds;
 mod adopt;
 mod clients;
+mod listener;
 mod ops;
+mod poll;
+mod pool;
 mod repairs;
+
+use listener::{bind, listen};
+use pool::Pool;
 
 use crate::identity::{self, IdentityError, NetnsId};
 use crate::kernel::{capture_of, RealPod};
@@ -168,54 +175,6 @@ struct PendingOp {
     started: Instant,
     /// Requests that came meanwhile about the same pod or from the same client.
     queued: Vec<Queued>,
-}
-
-/// A few long-lived worker threads that open and install new pods in parallel (the kernel
-/// commits each pod's transaction in the committing thread, and pods do not share a commit
-/// lock); [`WORKERS_PER_CPU`] per CPU, as a worker spends most of an add blocked in `fsync`
-/// and netlink replies. Each pod's commits go through its own handle, whose netlink port id tells the
-/// change monitor they are the agent's.
-struct Pool {
-    jobs: std::sync::mpsc::Sender<Job>,
-    done: std::sync::mpsc::Receiver<Done>,
-    /// Readable when a result is waiting in `done` (the workers write a byte).
-    wake: UnixStream,
-}
-
-impl Pool {
-    fn new(workers: usize) -> Result<Self, AgentError> {
-        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let (done_tx, done) = std::sync::mpsc::channel();
-        let (wake, waker) = UnixStream::pair().map_err(|e| setup("worker wake-up", e))?;
-        for s in [&wake, &waker] {
-            s.set_nonblocking(true)
-                .map_err(|e| setup("worker wake-up", e))?;
-        }
-        // One descriptor shared by every worker: the pool costs no descriptor per worker.
-        let waker = Arc::new(waker);
-        for i in 0..workers {
-            let (rx, done_tx, waker) = (rx.clone(), done_tx.clone(), waker.clone());
-            std::thread::Builder::new()
-                .name(format!("nftmesh-agent-{i}"))
-                .spawn(move || {
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(r) => r.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        if done_tx.send(job()).is_err() {
-                            return;
-                        }
-                        // A full socket already wakes the loop: a failed write is fine.
-                        let _ = (&*waker).write(&[1]);
-                    }
-                })
-                .map_err(|e| setup("worker thread", e))?;
-        }
-        Ok(Pool { jobs, done, wake })
-    }
 }
 
 /// A new pod's add on a worker, waiting for its result: who asked, and what.
@@ -383,89 +342,6 @@ impl Agent {
         }
     }
 
-    /// Poll everything; what is ready.
-    fn wait(&mut self, wait: Duration) -> Result<Ready, AgentError> {
-        let timeout = PollTimeout::try_from(wait.as_millis().min(60_000) as i32 + 1)
-            .unwrap_or(PollTimeout::MAX);
-        let listening = self.accept_paused_until.is_none_or(|t| Instant::now() >= t);
-        let revents: Vec<bool> = {
-            let mut fds: Vec<PollFd> = Vec::with_capacity(3 + self.clients.len() + self.pods.len());
-            fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
-            let accept = if listening {
-                PollFlags::POLLIN
-            } else {
-                PollFlags::empty()
-            };
-            fds.push(PollFd::new(self.listener.as_fd(), accept));
-            fds.push(PollFd::new(self.pool.wake.as_fd(), PollFlags::POLLIN));
-            for c in &self.clients {
-                let mut ev = PollFlags::empty();
-                if !c.eof && c.out.len() < OUTPUT_HIGH {
-                    ev |= PollFlags::POLLIN;
-                }
-                if !c.out.is_empty() {
-                    ev |= PollFlags::POLLOUT;
-                }
-                fds.push(PollFd::new(c.stream.as_fd(), ev));
-            }
-            for (_, pod) in self.pods.iter() {
-                fds.push(PollFd::new(pod.kernel.monitor.as_fd(), PollFlags::POLLIN));
-                if let Some(r) = &pod.kernel.routes {
-                    fds.push(PollFd::new(r.as_fd(), PollFlags::POLLIN));
-                }
-            }
-            match nix::poll::poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(setup("poll", e)),
-            }
-            fds.iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect()
-        };
-        let n = self.clients.len();
-        // Ready to read, or with whole requests left over from an earlier turn.
-        let clients = (0..n)
-            .filter(|i| {
-                let c = &self.clients[*i];
-                revents[3 + i] || (c.out.len() < OUTPUT_HIGH && c.buf.contains(&b'\n'))
-            })
-            .map(|i| self.clients[i].id)
-            .collect();
-        // The map is unchanged since the descriptors were listed: same order, one or two
-        // descriptors per pod (its nf_tables monitor, its routing monitor if it has one).
-        let mut pods = Vec::new();
-        let mut at = 3 + n;
-        for (id, pod) in self.pods.iter() {
-            let k = 1 + usize::from(pod.kernel.routes.is_some());
-            if revents[at..at + k].iter().any(|r| *r) {
-                pods.push(id);
-            }
-            at += k;
-        }
-        let mut stop = false;
-        if revents[0] {
-            while let Ok(Some(sig)) = self.signals.read_signal() {
-                if sig.ssi_signo == Signal::SIGHUP as u32 {
-                    self.log
-                        .info("SIGHUP ignored: the agent has no configuration to reload");
-                } else {
-                    stop = true;
-                }
-            }
-        }
-        if revents[2] {
-            let mut sink = [0u8; 256];
-            while matches!((&self.pool.wake).read(&mut sink), Ok(n) if n > 0) {}
-        }
-        Ok(Ready {
-            stop,
-            accept: listening && revents[1],
-            workers: revents[2],
-            clients,
-            pods,
-        })
-    }
-
     /// Answer `command` for `target`, now or when its namespace's pending add is done.
     fn dispatch(&mut self, target: Target, command: Result<Command, String>) {
         let path = match &command {
@@ -552,131 +428,6 @@ impl Agent {
         self.answer(target, reply);
     }
 
-    /// Open and install a new pod on a worker; its reply comes with the result.
-    fn start_add(
-        &mut self,
-        target: Target,
-        id: NetnsId,
-        netns: PathBuf,
-        desired: Desired,
-        container_id: Option<String>,
-    ) {
-        let capture = match capture_of(&desired, self.opts.own_tables) {
-            Ok(c) => c,
-            Err(e) => {
-                let e = e.to_string();
-                self.answer(target, self.add_failed(&netns, ErrorKind::Invalid, &e));
-                return;
-            }
-        };
-        let record = Record {
-            network_namespace: netns.clone(),
-            identity: Some(id),
-            desired,
-            container_id,
-            installed_at: now(),
-        };
-        let job = self.next_job;
-        self.next_job += 1;
-        let state_dir = self.opts.state_dir.clone();
-        let work: Job = Box::new(move || {
-            let path = record.network_namespace.clone();
-            let r = RealPod::open(&path, id, capture).and_then(|mut pod| {
-                match pod.install() {
-                    // Acknowledged only once the record is on disk.
-                    Ok((report, owned)) => match registry::save(&state_dir, &record) {
-                        Ok(file) => Ok((pod, record, file, owned, report)),
-                        Err(e) => {
-                            let _ = pod.remove();
-                            Err(format!("saving the record: {e}; the capture was removed"))
-                        }
-                    },
-                    Err(e) => {
-                        let _ = pod.remove();
-                        Err(e)
-                    }
-                }
-            });
-            Done::Added(job, Box::new(r))
-        });
-        if self.pool.jobs.send(work).is_err() {
-            self.log.error("the worker pool is gone");
-            self.answer(
-                target,
-                protocol::error(ErrorKind::Busy, "busy: the agent's workers are gone"),
-            );
-            return;
-        }
-        self.adding.insert(
-            job,
-            PendingAdd {
-                target,
-                id,
-                path: netns,
-                started: Instant::now(),
-                queued: Vec::new(),
-            },
-        );
-    }
-
-    /// What the workers finished: adds registered and answered, repairs recorded and logged;
-    /// then what waited for them replayed.
-    fn collect_done(&mut self) {
-        while let Ok(done) = self.pool.done.try_recv() {
-            match done {
-                Done::Added(job, opened) => {
-                    let Some(p) = self.adding.remove(&job) else {
-                        // Every add job is in `adding`: nothing else to answer.
-                        continue;
-                    };
-                    let reply = match *opened {
-                        Ok((pod, record, file, owned, report)) => {
-                            self.pods.insert(p.id, record, file, pod, owned);
-                            self.added(&p.path, p.started, report)
-                        }
-                        Err(e) => self.add_failed(&p.path, ErrorKind::Failed, &e),
-                    };
-                    self.answer(p.target, reply);
-                    for (target, command) in p.queued {
-                        self.dispatch(target, command);
-                    }
-                }
-                Done::Op(job, done) => self.op_done(job, *done),
-                Done::Repaired(id, mark, result) => {
-                    let path = self
-                        .pods
-                        .get(id)
-                        .map(|p| p.record.network_namespace.clone());
-                    let outcome = self.pods.end_repair(id, &mark, result, now());
-                    if let Some(path) = path {
-                        self.log_repair(&path, mark.kind, &mark.why, outcome);
-                    }
-                    for (target, command) in self.waiting.remove(&id).unwrap_or_default() {
-                        self.dispatch(target, command);
-                    }
-                }
-            }
-        }
-    }
-
-    fn added(&mut self, netns: &Path, started: Instant, report: String) -> Value {
-        let mut m = self.metrics();
-        m.applies += 1;
-        m.apply_seconds.observe(started.elapsed());
-        m.pods = self.pods.len() as u64;
-        drop(m);
-        self.log
-            .log(&pod_event(Level::Info, "added", netns).field("report", report.as_str()));
-        json!({"ok": true, "report": report})
-    }
-
-    fn add_failed(&self, netns: &Path, kind: ErrorKind, e: &str) -> Value {
-        *self.metrics().errors.entry("add").or_insert(0) += 1;
-        self.log
-            .log(&pod_event(Level::Error, "add failed", netns).field("error", e));
-        protocol::error(kind, e)
-    }
-
     fn handle(&mut self, command: Result<Command, String>) -> Value {
         match command {
             Err(e) => protocol::error(ErrorKind::Invalid, &e),
@@ -724,63 +475,4 @@ impl Agent {
         }
         v
     }
-}
-
-/// What one `poll` found ready.
-struct Ready {
-    /// SIGINT or SIGTERM.
-    stop: bool,
-    accept: bool,
-    /// A worker finished an add.
-    workers: bool,
-    clients: Vec<u64>,
-    pods: Vec<NetnsId>,
-}
-
-/// The API socket: a stale socket file replaced, created with mode 0600.
-fn bind(path: &Path) -> Result<UnixListener, AgentError> {
-    use std::os::unix::fs::FileTypeExt;
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if !m.file_type().is_socket() {
-            return Err(setup(
-                format!("socket {}", path.display()),
-                "exists and is not a socket",
-            ));
-        }
-        // The state dir's lock is held: a socket left here is a dead agent's (or one of
-        // another state dir's agent, which must not share the socket path).
-        if UnixStream::connect(path).is_ok() {
-            return Err(setup(
-                format!("socket {}", path.display()),
-                "another agent (of another state dir) is listening there",
-            ));
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
-    let err = |e: nix::errno::Errno| setup(format!("socket {}", path.display()), e);
-    // Bound now, listening only once the registry's pods are adopted ([`listen`]): until
-    // then a client's connect is refused, so a socket that answers has its pods back.
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(err)?;
-    let addr = UnixAddr::new(path).map_err(err)?;
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
-    nix::sys::stat::umask(old);
-    bound.map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| setup(format!("socket {}", path.display()), e))?;
-    Ok(UnixListener::from(fd))
-}
-
-/// Start accepting on the socket [`bind`] made.
-fn listen(l: &UnixListener, path: &Path) -> Result<(), AgentError> {
-    let backlog =
-        nix::sys::socket::Backlog::new(1024).unwrap_or(nix::sys::socket::Backlog::MAXCONN);
-    nix::sys::socket::listen(l, backlog).map_err(|e| setup(format!("socket {}", path.display()), e))
 }
