@@ -27,6 +27,7 @@ pub mod diff;
 pub mod eval;
 pub mod expr;
 pub mod limits;
+pub mod linkerd;
 pub mod pod;
 pub mod render;
 pub mod ruleset;
