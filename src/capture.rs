@@ -7,8 +7,8 @@ use nftmesh_model::ruleset::{Family, Ruleset};
 use nftmesh_netlink::routes::TproxyRouting;
 use nftmesh_netlink::TableOwner;
 
-/// Every table nftmesh's in-pod capture may own: the sidecar's and ambient's, in any mode and
-/// with any option. Installing a capture deletes those of them it does not have (in the same
+/// Every table nftmesh's in-pod capture may own: the sidecar's, ambient's and Linkerd's, in any
+/// mode and with any option. Installing a capture deletes those of them it does not have (in the same
 /// transaction: a sidecar ↔ ambient switch is atomic too); removing the capture deletes them
 /// all. No other table is ever touched.
 pub fn owned_tables() -> Vec<(Family, String)> {
@@ -23,6 +23,7 @@ pub fn owned_tables() -> Vec<(Family, String)> {
     ]
     .into_iter()
     .map(|t| (Family::Inet, t.to_string()))
+    .chain([Family::Inet, Family::Ip].map(|f| (f, nftmesh_model::linkerd::TABLE.to_string())))
     .collect()
 }
 
@@ -101,6 +102,36 @@ impl Capture {
             owner: TableOwner::None,
             proxy_uids: Vec::new(),
             proxy_port: cfg.ztunnel_outbound_port,
+        })
+    }
+
+    /// Validate `cfg` and compile Linkerd's capture (linkerd2-proxy-init's rules, see
+    /// [`nftmesh_model::linkerd`]): table `linkerd-proxy-init`, no policy routing (TPROXY or
+    /// ambient routing an earlier capture left is removed). [`Capture::mode`] reports
+    /// `Redirect`; [`Capture::proxy_uids`] the proxy's uid when it has one.
+    ///
+    /// ```
+    /// use nftmesh::Capture;
+    /// use nftmesh::model::linkerd::LinkerdConfig;
+    ///
+    /// let cfg = LinkerdConfig { proxy_uid: Some(2102), ..LinkerdConfig::default() };
+    /// let capture = Capture::linkerd(&cfg).unwrap();
+    /// assert!(capture.render().contains("redirect to :4140"));
+    /// assert_eq!(capture.proxy_port(), 4140);
+    /// ```
+    pub fn linkerd(cfg: &nftmesh_model::linkerd::LinkerdConfig) -> Result<Self, CaptureError> {
+        cfg.validate()?;
+        let mut routing = TproxyRouting::sidecar(1337, 133, cfg.ipv6);
+        routing.loopback_v6 = false;
+        Ok(Capture {
+            ruleset: nftmesh_model::linkerd::compile_linkerd(cfg),
+            mode: InterceptionMode::Redirect,
+            needs_routing: false,
+            routing,
+            migration: Migration::None,
+            owner: TableOwner::None,
+            proxy_uids: cfg.proxy_uid.into_iter().collect(),
+            proxy_port: cfg.outgoing_proxy_port,
         })
     }
 

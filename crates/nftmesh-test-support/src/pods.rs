@@ -134,7 +134,9 @@ pub enum Setup {
     Nftmesh(Box<CaptureConfig>),
     /// nftmesh's ambient in-pod capture over netlink.
     Ambient(Box<AmbientConfig>),
-    /// Istio's own rules (test-only oracle): `iptables-restore` of a golden's IPv4 part and
+    /// nftmesh's Linkerd capture over netlink.
+    Linkerd(Box<nftmesh::model::linkerd::LinkerdConfig>),
+    /// A mesh's own rules (test-only oracle): `iptables-restore` of a golden's IPv4 part and
     /// `ip6tables-restore` of its IPv6 part, if any.
     IptablesRestore(String, Option<String>),
 }
@@ -194,6 +196,12 @@ pub fn in_pod_with<T: Send + 'static>(
             }
             Setup::Ambient(cfg) => {
                 let capture = nftmesh::Capture::ambient(&cfg).expect("valid config");
+                nftmesh::Namespace::current()
+                    .and_then(|ns| ns.install(&capture))
+                    .expect("install");
+            }
+            Setup::Linkerd(cfg) => {
+                let capture = nftmesh::Capture::linkerd(&cfg).expect("valid config");
                 nftmesh::Namespace::current()
                     .and_then(|ns| ns.install(&capture))
                     .expect("install");
