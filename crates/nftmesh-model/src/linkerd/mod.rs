@@ -28,7 +28,7 @@
 //! cfg.validate().unwrap();
 //! let text = nftmesh_model::render(&compile_linkerd(&cfg));
 //! assert!(text.contains("redirect to :4143"));
-//! assert!(text.contains("meta skuid 2102 return"));
+//! assert!(text.contains("meta skuid 2102 counter return"));
 //! ```
 
 mod compile;

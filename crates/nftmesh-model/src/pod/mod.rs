@@ -26,18 +26,20 @@
 //! ```
 
 mod istio;
+mod linkerd;
 
 pub use istio::{istio_sidecar, keys};
+pub use linkerd::{linkerd, linkerd_keys};
 
 use crate::CaptureConfig;
 use std::fmt;
 use thiserror::Error;
 
-/// What to do with one pod.
+/// What to do with one pod (`C`: the mesh's capture settings, Istio's by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PodDecision {
+pub enum PodDecision<C = CaptureConfig> {
     /// Capture its traffic with these settings.
-    Capture(Box<CaptureConfig>),
+    Capture(Box<C>),
     /// Leave it alone, for this reason.
     Skip(SkipReason),
 }
@@ -61,6 +63,8 @@ pub enum SkipReason {
         /// The annotation's value.
         value: String,
     },
+    /// It has no `linkerd.io/proxy-version` annotation: Linkerd's injector added no proxy.
+    NoLinkerdProxy,
 }
 
 impl fmt::Display for SkipReason {
@@ -82,6 +86,11 @@ impl fmt::Display for SkipReason {
             SkipReason::InjectDisabled { value } => {
                 write!(f, "{} is {value:?}", keys::INJECT)
             }
+            SkipReason::NoLinkerdProxy => write!(
+                f,
+                "no {} annotation (no Linkerd proxy injected)",
+                linkerd_keys::PROXY_VERSION
+            ),
         }
     }
 }
