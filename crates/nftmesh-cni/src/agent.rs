@@ -1,10 +1,11 @@
-//! The node agent client of `agent_socket` mode, over [`nftmesh_protocol`]: a pod must not
-//! start without capture, so an agent that cannot be reached, that drops the connection
-//! before a complete reply or that says it is busy fails the command with code 11 (the
-//! runtime tries again); a failed check's differences are code 101, its other refusals 103.
+//! The node agent client of `agent_socket` mode, over [`nftmesh_protocol::client`] (which
+//! decodes the reply): a pod must not start without capture, so an agent that cannot be
+//! reached, that drops the connection before a complete reply or that says it is busy fails
+//! the command with code 11 (the runtime tries again); a failed check's differences are code
+//! 101, its other refusals 103.
 
 use crate::CniError;
-use nftmesh_protocol::{client, ClientError, ErrorKind, Reply, Request};
+use nftmesh_protocol::{client, CallError, Reply, Request};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,35 +14,42 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Send `request` to the agent at `socket`; its reply when it says `ok`.
 pub fn call(socket: &Path, request: &Request) -> Result<Reply, CniError> {
-    outcome(client::call(socket, request, REPLY_TIMEOUT))
+    client::call_ok(socket, request, REPLY_TIMEOUT).map_err(cni_error)
 }
 
-/// A call's outcome as the plugin reports it: unreachable, dropped or busy is
-/// [`CniError::TryAgain`] (11), a refusal with differences [`CniError::Drift`] (101), any
-/// other refusal or an unreadable reply [`CniError::Agent`] (103).
-pub fn outcome(result: Result<Reply, ClientError>) -> Result<Reply, CniError> {
-    let reply = result.map_err(|e| match e {
-        ClientError::Unreachable(m) | ClientError::Dropped(m) => CniError::TryAgain(m),
+/// A failed call as the plugin reports it: unreachable, dropped or busy (the transient
+/// failures) is [`CniError::TryAgain`] (11), a refusal with differences [`CniError::Drift`]
+/// (101), any other refusal or an unreadable reply [`CniError::Agent`] (103).
+pub fn cni_error(e: CallError) -> CniError {
+    let transient = e.is_transient();
+    match e {
+        CallError::Refused(f) => {
+            let msg = if f.error.is_empty() {
+                "no reason given".to_string()
+            } else {
+                f.error
+            };
+            if transient {
+                CniError::TryAgain(format!("node agent: {msg}"))
+            } else if !f.differences.is_empty() {
+                CniError::Drift(f.differences)
+            } else {
+                CniError::Agent(msg)
+            }
+        }
+        no_reply if transient => CniError::TryAgain(no_reply.to_string()),
         other => CniError::Agent(other.to_string()),
-    })?;
-    let Some(f) = &reply.failure else {
-        return Ok(reply);
-    };
-    let msg = if f.error.is_empty() {
-        "no reason given".to_string()
-    } else {
-        f.error.clone()
-    };
-    Err(match &f.kind {
-        ErrorKind::Busy => CniError::TryAgain(format!("node agent: {msg}")),
-        _ if !f.differences.is_empty() => CniError::Drift(f.differences.clone()),
-        _ => CniError::Agent(msg),
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nftmesh_protocol::ClientError;
+
+    fn outcome(r: Result<Reply, ClientError>) -> Result<Reply, CniError> {
+        client::decode(r).map_err(cni_error)
+    }
 
     fn code(r: Result<Reply, ClientError>) -> u32 {
         outcome(r).map_or_else(|e| e.code(), |_| 0)

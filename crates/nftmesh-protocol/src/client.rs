@@ -1,6 +1,8 @@
-//! A client of the agent's socket: one request line, one reply line.
+//! A client of the agent's socket: one request line, one reply line. [`call`] returns the
+//! reply as it came; [`call_ok`] (through [`decode`]) makes an error reply an error, and
+//! [`CallError::is_transient`] says which failures are worth trying again.
 
-use crate::reply::Reply;
+use crate::reply::{ErrorKind, Failure, Reply};
 use crate::request::Request;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -32,6 +34,41 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
     let line = exchange(socket, &request.to_json(), timeout)?;
     Reply::parse(line.as_bytes())
         .map_err(|e| ClientError::Protocol(format!("from the agent at {}: {e}", socket.display())))
+}
+
+/// Why a call did not end in an `"ok": true` reply.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No reply came, or what came was not a reply.
+    #[error(transparent)]
+    NoReply(#[from] ClientError),
+    /// The agent answered `"ok": false`: its error text, then its differences, one a line.
+    #[error(transparent)]
+    Refused(#[from] Failure),
+}
+
+impl CallError {
+    /// Whether the same request may succeed later: the agent could not be reached, dropped
+    /// the connection before a complete reply, or said it is busy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CallError::NoReply(e) => {
+                matches!(e, ClientError::Unreachable(_) | ClientError::Dropped(_))
+            }
+            CallError::Refused(f) => f.kind == ErrorKind::Busy,
+        }
+    }
+}
+
+/// A call's result with an error reply made an error: the reply when it says `"ok": true`.
+pub fn decode(result: Result<Reply, ClientError>) -> Result<Reply, CallError> {
+    Ok(result?.into_result()?)
+}
+
+/// [`call`], and [`decode`] its reply: for clients that only go on when the agent did it.
+pub fn call_ok(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply, CallError> {
+    decode(call(socket, request, timeout))
 }
 
 /// Send a request given as JSON (its `version` set to [`crate::PROTOCOL_VERSION`]) and read

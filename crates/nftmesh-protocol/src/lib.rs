@@ -41,7 +41,7 @@ mod desired;
 mod reply;
 mod request;
 
-pub use client::{call, ClientError};
+pub use client::{call, call_ok, CallError, ClientError};
 pub use desired::Desired;
 pub use reply::{ErrorKind, Failure, Pod, PodStatus, RecentRepair, Reply, ReplyError};
 pub use request::{parse, parse_with_id, Command, Request, RequestId, Verb};

@@ -60,6 +60,24 @@ pub struct Failure {
     pub differences: Vec<String>,
 }
 
+/// The error text ("the agent refused" when the reply gave none), then each difference on a
+/// line of its own, indented by two spaces.
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.error.is_empty() {
+            f.write_str("the agent refused")?;
+        } else {
+            f.write_str(&self.error)?;
+        }
+        for d in &self.differences {
+            write!(f, "\n  {d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failure {}
+
 /// One pod of a `status` or `list` reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -218,6 +236,14 @@ impl Reply {
     /// Whether the agent did what was asked (`"ok": true`).
     pub fn is_ok(&self) -> bool {
         self.failure.is_none()
+    }
+
+    /// The reply when the agent did what was asked; its [`Failure`] when it says `"ok": false`.
+    pub fn into_result(mut self) -> Result<Reply, Failure> {
+        match self.failure.take() {
+            None => Ok(self),
+            Some(f) => Err(f),
+        }
     }
 
     /// Read a reply line. Keys it does not know are kept in `extra`; an error without a

@@ -93,3 +93,40 @@ fn a_json_request_gets_the_version_and_its_reply_back_as_json() {
         "{\"command\":\"list\",\"version\":1}\n"
     );
 }
+
+#[test]
+fn call_ok_makes_an_error_reply_an_error_and_keeps_an_ok_one() {
+    let (socket, served) = stand_in("ok", b"{\"ok\":true,\"report\":\"installed\"}\n");
+    let reply = call_ok(&socket, &Request::list(), T).unwrap();
+    assert_eq!(reply.report.as_deref(), Some("installed"));
+    served.join().unwrap();
+    let (socket, served) = stand_in(
+        "refused",
+        b"{\"ok\":false,\"kind\":\"failed\",\"error\":\"differs\",\"differences\":[\"a\",\"b\"]}\n",
+    );
+    let e = call_ok(&socket, &Request::list(), T).unwrap_err();
+    assert_eq!(e.to_string(), "differs\n  a\n  b");
+    assert!(!e.is_transient(), "{e:?}");
+    served.join().unwrap();
+}
+
+#[test]
+fn unreachable_dropped_and_busy_are_transient_the_rest_is_not() {
+    let reply = |line: &str| Ok(Reply::parse(line.as_bytes()).unwrap());
+    let transient = |r: Result<Reply, ClientError>| decode(r).unwrap_err().is_transient();
+    assert!(transient(Err(ClientError::Unreachable("gone".into()))));
+    assert!(transient(Err(ClientError::Dropped("closed".into()))));
+    assert!(transient(reply(
+        r#"{"ok":false,"kind":"busy","error":"x"}"#
+    )));
+    assert!(transient(reply(
+        r#"{"ok":false,"error":"busy: 256 clients"}"#
+    )));
+    assert!(!transient(Err(ClientError::Protocol("hello".into()))));
+    assert!(!transient(reply(
+        r#"{"ok":false,"kind":"invalid","error":"x"}"#
+    )));
+    assert!(decode(reply(r#"{"ok":true,"tables":2}"#)).is_ok_and(|r| r.tables == Some(2)));
+    let e = decode(reply(r#"{"ok":false}"#)).unwrap_err();
+    assert_eq!(e.to_string(), "the agent refused");
+}
