@@ -17,20 +17,29 @@ pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// The path's components, as text (one that is not UTF-8 is left out).
+fn components(path: &Path) -> Vec<&str> {
+    path.components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .collect()
+}
+
+/// The root directory of the process whose network namespace `netns` is, for a
+/// `/proc/PID/ns/net` path: `/proc/PID/root`, the files as that process (the pod) sees them.
+fn process_root(netns: &Path) -> Option<PathBuf> {
+    match components(netns).as_slice() {
+        ["/", "proc", pid, "ns", "net"] if pid.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(PathBuf::from(format!("/proc/{pid}/root")))
+        }
+        _ => None,
+    }
+}
+
 /// The group database that belongs with a network namespace given by path: for
 /// `/proc/PID/ns/net` that process's `/etc/group` (`/proc/PID/root/etc/group`, as the pod sees
 /// it); `None` (the system's, through NSS) otherwise.
 pub fn group_file_for(netns: Option<&Path>) -> Option<PathBuf> {
-    let parts: Vec<&str> = netns?
-        .components()
-        .filter_map(|c| c.as_os_str().to_str())
-        .collect();
-    match parts.as_slice() {
-        ["/", "proc", pid, "ns", "net"] if pid.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(PathBuf::from(format!("/proc/{pid}/root/etc/group")))
-        }
-        _ => None,
-    }
+    Some(process_root(netns?)?.join("etc/group"))
 }
 
 /// The gid of group `name` in an `/etc/group` text (`name:password:gid:members` lines).
@@ -49,14 +58,10 @@ pub fn gid_in(group_file: &str, name: &str) -> Option<u32> {
 pub fn resolv_conf_for(netns: Option<&Path>) -> PathBuf {
     let ours = PathBuf::from("/etc/resolv.conf");
     let Some(ns) = netns else { return ours };
-    let parts: Vec<&str> = ns
-        .components()
-        .filter_map(|c| c.as_os_str().to_str())
-        .collect();
-    match parts.as_slice() {
-        ["/", "proc", pid, "ns", "net"] if pid.bytes().all(|b| b.is_ascii_digit()) => {
-            PathBuf::from(format!("/proc/{pid}/root/etc/resolv.conf"))
-        }
+    if let Some(root) = process_root(ns) {
+        return root.join("etc/resolv.conf");
+    }
+    match components(ns).as_slice() {
         ["/", "var", "run", "netns", name] | ["/", "run", "netns", name] => {
             let own = PathBuf::from(format!("/etc/netns/{name}/resolv.conf"));
             if own.exists() {
