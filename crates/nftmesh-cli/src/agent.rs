@@ -2,12 +2,12 @@
 //! `remove`, `status`, `list`, typed requests and replies of `nftmesh_protocol`).
 
 use crate::capture_args::CaptureArgs;
+use crate::error::CliError;
 use clap::Subcommand;
 use nftmesh::log::{Format, Level, Logger};
-use nftmesh_protocol::{Desired, Reply, Request};
+use nftmesh_protocol::{client, Desired, Reply, Request};
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// `nftmesh agent ...`.
@@ -69,10 +69,7 @@ pub struct RunArgs {
 #[derive(clap::Args)]
 pub struct AddArgs {
     #[command(flatten)]
-    socket: SocketArg,
-    /// The pod's network namespace.
-    #[arg(long, value_name = "PATH")]
-    network_namespace: PathBuf,
+    pod: PodArgs,
     /// An ambient (ztunnel) in-pod capture from this JSON file, instead of the sidecar flags.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     ambient_config: Option<PathBuf>,
@@ -103,44 +100,40 @@ pub struct StatusArgs {
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Run `nftmesh agent ...`.
-pub fn run(cmd: AgentCommand) -> ExitCode {
-    let result = match cmd {
+pub fn run(cmd: AgentCommand) -> Result<(), CliError> {
+    match cmd {
         AgentCommand::Run(a) => serve(a),
-        AgentCommand::Add(a) => add(*a),
+        AgentCommand::Add(a) => add(&a),
         AgentCommand::Remove(a) => {
             call(&a.socket.socket, &Request::remove(&a.network_namespace)).map(drop)
         }
         AgentCommand::Status(a) => {
             let req = Request::status(a.network_namespace.as_deref());
-            call(&a.socket.socket, &req).and_then(|reply| {
-                let mut pods = serde_json::to_value(reply.pods.unwrap_or_default())
-                    .map_err(|e| e.to_string())?;
-                for pod in pods.as_array_mut().into_iter().flatten() {
-                    rfc3339_times(pod);
-                }
-                let pretty = serde_json::to_string_pretty(&pods).unwrap_or_default();
-                println!("{pretty}");
-                Ok(())
-            })
+            let reply = call(&a.socket.socket, &req)?;
+            let mut pods =
+                serde_json::to_value(reply.pods.unwrap_or_default()).map_err(CliError::Json)?;
+            for pod in pods.as_array_mut().into_iter().flatten() {
+                rfc3339_times(pod);
+            }
+            let pretty = serde_json::to_string_pretty(&pods).unwrap_or_default();
+            println!("{pretty}");
+            Ok(())
         }
-        AgentCommand::List(a) => call(&a.socket, &Request::list()).map(|reply| {
+        AgentCommand::List(a) => {
+            let reply = call(&a.socket, &Request::list())?;
             for p in reply.pods.iter().flatten() {
                 println!("{}", p.network_namespace().display());
             }
-        }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nftmesh: agent: {e}");
-            ExitCode::FAILURE
+            Ok(())
         }
     }
 }
 
-fn serve(a: RunArgs) -> Result<(), String> {
+fn serve(a: RunArgs) -> Result<(), CliError> {
     if !(a.resync > 0.0 && a.resync.is_finite()) {
-        return Err("--resync must be a positive number of seconds".into());
+        return Err(CliError::Config(
+            "--resync must be a positive number of seconds".into(),
+        ));
     }
     let opts = nftmesh_agent::server::Options {
         socket: a.socket,
@@ -150,29 +143,21 @@ fn serve(a: RunArgs) -> Result<(), String> {
         own_tables: a.own_tables,
     };
     let log = Logger::stderr(a.log_format, a.log_level);
-    let agent =
-        nftmesh_agent::server::Agent::start_with_log(opts, log).map_err(|e| e.to_string())?;
-    agent.run().map_err(|e| e.to_string())
+    let agent = nftmesh_agent::server::Agent::start_with_log(opts, log)?;
+    Ok(agent.run()?)
 }
 
-fn add(a: AddArgs) -> Result<(), String> {
+fn add(a: &AddArgs) -> Result<(), CliError> {
+    let netns = &a.pod.network_namespace;
     let desired = match &a.ambient_config {
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let v: Value =
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-            Desired::from_parts(None, Some(&v)).map_err(|e| format!("{}: {e}", path.display()))?
+            let text = std::fs::read_to_string(path).map_err(CliError::io(path.display()))?;
+            let v: Value = serde_json::from_str(&text).map_err(CliError::input(path.display()))?;
+            Desired::from_parts(None, Some(&v)).map_err(CliError::input(path.display()))?
         }
-        None => {
-            let cfg = a.capture.to_config_in(Some(&a.network_namespace))?;
-            Desired::Capture(Box::new(cfg))
-        }
+        None => Desired::Capture(Box::new(a.capture.to_config_in(Some(netns))?)),
     };
-    let reply = call(
-        &a.socket.socket,
-        &Request::add(&a.network_namespace, desired),
-    )?;
+    let reply = call(&a.pod.socket.socket, &Request::add(netns, desired))?;
     if let Some(r) = reply.report {
         eprintln!("nftmesh: {r}");
     }
@@ -180,20 +165,8 @@ fn add(a: AddArgs) -> Result<(), String> {
 }
 
 /// One request; an error reply is an error with its text (and differences).
-fn call(socket: &std::path::Path, req: &Request) -> Result<Reply, String> {
-    let reply = nftmesh_protocol::call(socket, req, TIMEOUT).map_err(|e| e.to_string())?;
-    let Some(f) = &reply.failure else {
-        return Ok(reply);
-    };
-    let mut e = if f.error.is_empty() {
-        "the agent refused".to_string()
-    } else {
-        f.error.clone()
-    };
-    for d in &f.differences {
-        e.push_str(&format!("\n  {d}"));
-    }
-    Err(e)
+fn call(socket: &Path, req: &Request) -> Result<Reply, CliError> {
+    Ok(client::call_ok(socket, req, TIMEOUT)?)
 }
 
 /// A pod of a `status` reply with its times (seconds since the epoch on the wire) in RFC 3339

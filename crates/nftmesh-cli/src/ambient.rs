@@ -4,13 +4,12 @@
 //! no node setting: they act on the live table.
 
 use crate::capture_args::Ipv6Mode;
-use crate::host;
+use crate::error::CliError;
 use clap::{Args, Subcommand, ValueEnum};
 use nftmesh::ambient::{AmbientConfig, AmbientHostConfig, HostCapture};
 use nftmesh::{Capture, Namespace};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// `on` or `off`.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -150,20 +149,8 @@ pub struct ProbeArgs {
     network_namespace: Option<PathBuf>,
 }
 
-fn ipv6_in(mode: Ipv6Mode, ns: Option<&std::path::Path>) -> Result<bool, String> {
-    Ok(match mode {
-        Ipv6Mode::On => true,
-        Ipv6Mode::Off => false,
-        Ipv6Mode::Auto => match ns {
-            None => host::has_global_ipv6(),
-            Some(p) => nftmesh::netlink::netns::run_in(p, host::has_global_ipv6)
-                .map_err(|e| e.to_string())?,
-        },
-    })
-}
-
 impl AmbientArgs {
-    fn capture(&self) -> Result<Capture, String> {
+    fn capture(&self) -> Result<Capture, CliError> {
         let cfg = AmbientConfig {
             dns_capture: self.dns_capture == OnOff::On,
             bypass_inbound_capture: self.bypass_inbound_capture,
@@ -173,115 +160,102 @@ impl AmbientArgs {
                 .filter(|s| !s.is_empty())
                 .cloned()
                 .collect(),
-            ipv6: ipv6_in(self.ipv6, self.network_namespace.as_deref())?,
+            ipv6: self.ipv6.resolve(self.network_namespace.as_deref())?,
             probe_snat_ipv4: self.probe_snat.probe_snat_ipv4,
             probe_snat_ipv6: self.probe_snat.probe_snat_ipv6,
             ..AmbientConfig::default()
         };
-        Capture::ambient(&cfg).map_err(|e| e.to_string())
+        Ok(Capture::ambient(&cfg)?)
     }
 
-    fn namespace(&self) -> Result<Namespace, String> {
-        Namespace::open_or_current(self.network_namespace.as_deref()).map_err(|e| e.to_string())
+    fn namespace(&self) -> Result<Namespace, CliError> {
+        Ok(Namespace::open_or_current(
+            self.network_namespace.as_deref(),
+        )?)
     }
 }
 
 impl HostArgs {
-    fn capture(&self) -> Result<HostCapture, String> {
+    fn capture(&self) -> Result<HostCapture, CliError> {
         Ok(HostCapture::new(&AmbientHostConfig {
             kubelet_uid: self.kubelet_uid,
-            ipv6: ipv6_in(self.ipv6, self.network_namespace.as_deref())?,
+            ipv6: self.ipv6.resolve(self.network_namespace.as_deref())?,
             probe_snat_ipv4: self.probe_snat.probe_snat_ipv4,
             probe_snat_ipv6: self.probe_snat.probe_snat_ipv6,
         }))
     }
 
-    fn namespace(&self) -> Result<Namespace, String> {
-        Namespace::open_or_current(self.network_namespace.as_deref()).map_err(|e| e.to_string())
+    fn namespace(&self) -> Result<Namespace, CliError> {
+        Ok(Namespace::open_or_current(
+            self.network_namespace.as_deref(),
+        )?)
     }
 }
 
 /// Run an ambient subcommand.
-pub fn run(cmd: AmbientCommand) -> ExitCode {
-    let result = match cmd {
-        AmbientCommand::Plan(a) => a.capture().map(|c| print!("{}", c.render())),
-        AmbientCommand::Apply(a) => (|| {
+pub fn run(cmd: AmbientCommand) -> Result<(), CliError> {
+    match cmd {
+        AmbientCommand::Plan(a) => {
+            print!("{}", a.capture()?.render());
+            Ok(())
+        }
+        AmbientCommand::Apply(a) => {
             let c = a.capture()?;
             let ns = a.namespace()?;
-            let r = ns.install(&c).map_err(|e| e.to_string())?;
+            let r = ns.install(&c)?;
             ns.close_after_exit();
             eprintln!("nftmesh: {r}");
             Ok(())
-        })(),
-        AmbientCommand::Diff(a) => {
-            return crate::report_drift((|| {
-                a.namespace()?
-                    .check(&a.capture()?)
-                    .map_err(|e| e.to_string())
-            })());
         }
-        AmbientCommand::Cleanup(a) => (|| {
-            let removed = a
-                .namespace()?
-                .remove(&a.capture()?)
-                .map_err(|e| e.to_string())?;
+        AmbientCommand::Diff(a) => {
+            crate::diff::outcome((|| Ok(a.namespace()?.check(&a.capture()?)?))())
+        }
+        AmbientCommand::Cleanup(a) => {
+            let removed = a.namespace()?.remove(&a.capture()?)?;
             eprintln!(
                 "nftmesh: removed {} table(s) and ztunnel's policy routing",
                 removed.tables
             );
             Ok(())
-        })(),
-        AmbientCommand::Explain(a) => (|| {
+        }
+        AmbientCommand::Explain(a) => {
             let ruleset = if a.live {
-                a.settings.namespace()?.live().map_err(|e| e.to_string())?
+                a.settings.namespace()?.live()?
             } else {
                 a.settings.capture()?.ruleset().clone()
             };
             crate::explain::show(&ruleset, &a.packet, a.json)
-        })(),
-        AmbientCommand::Host(h) => host_run(h),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nftmesh: {e}");
-            ExitCode::FAILURE
         }
+        AmbientCommand::Host(h) => host_run(h),
     }
 }
 
-fn host_run(cmd: HostCommand) -> Result<(), String> {
+fn host_run(cmd: HostCommand) -> Result<(), CliError> {
     match cmd {
         HostCommand::Plan(h) => {
             print!("{}", h.capture()?.render());
             Ok(())
         }
         HostCommand::Apply(h) => {
-            let r = h
-                .namespace()?
-                .install_host(&h.capture()?)
-                .map_err(|e| e.to_string())?;
+            let r = h.namespace()?.install_host(&h.capture()?)?;
             eprintln!("nftmesh: {r}");
             Ok(())
         }
         HostCommand::Cleanup(h) => {
             let done = Namespace::open_or_current(h.network_namespace.as_deref())
-                .and_then(|ns| ns.remove_host())
-                .map_err(|e| e.to_string())?;
+                .and_then(|ns| ns.remove_host())?;
             eprintln!("nftmesh: {done}");
             Ok(())
         }
         HostCommand::Probe(ProbeCommand::Add(args)) => {
             Namespace::open_or_current(args.network_namespace.as_deref())
-                .and_then(|ns| ns.add_probes(&args.addrs))
-                .map_err(|e| e.to_string())?;
+                .and_then(|ns| ns.add_probes(&args.addrs))?;
             eprintln!("nftmesh: added {} probe address(es)", args.addrs.len());
             Ok(())
         }
         HostCommand::Probe(ProbeCommand::Remove(args)) => {
             let done = Namespace::open_or_current(args.network_namespace.as_deref())
-                .and_then(|ns| ns.remove_probes(&args.addrs))
-                .map_err(|e| e.to_string())?;
+                .and_then(|ns| ns.remove_probes(&args.addrs))?;
             for line in done.to_string().lines() {
                 eprintln!("nftmesh: {line}");
             }

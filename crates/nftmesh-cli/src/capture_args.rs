@@ -1,9 +1,11 @@
 //! istio-iptables' flags and environment variables, mapped onto a [`CaptureConfig`].
 
+use crate::error::CliError;
 use crate::host;
+use crate::netns_arg::NetnsArg;
 use clap::{Args, ValueEnum};
-use nftmesh_model::config::{CaptureConfig, ConfigError, GroupNames, IstioSettings};
-use std::path::PathBuf;
+use nftmesh_model::config::{CaptureConfig, GroupNames, IstioSettings};
+use std::path::{Path, PathBuf};
 
 /// Whether IPv6 is captured.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -14,6 +16,21 @@ pub enum Ipv6Mode {
     On,
     /// Always off.
     Off,
+}
+
+impl Ipv6Mode {
+    /// Whether IPv6 is on in the network namespace at `netns` (ours when `None`): `auto` looks
+    /// for a global IPv6 address there.
+    pub fn resolve(self, netns: Option<&Path>) -> Result<bool, CliError> {
+        Ok(match self {
+            Ipv6Mode::On => true,
+            Ipv6Mode::Off => false,
+            Ipv6Mode::Auto => match netns {
+                None => host::has_global_ipv6(),
+                Some(path) => nftmesh_netlink::netns::run_in(path, host::has_global_ipv6)?,
+            },
+        })
+    }
 }
 
 /// Capture settings, spelled as Istio's `istio-iptables` spells them.
@@ -151,10 +168,10 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub pass_through_group_names: bool,
     /// Capture DNS to the agent on 15053 [istio-iptables --redirect-dns, env ISTIO_META_DNS_CAPTURE]
-    #[arg(long, env = "ISTIO_META_DNS_CAPTURE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "ISTIO_META_DNS_CAPTURE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::go_flags::go_bool_arg, action = clap::ArgAction::Set)]
     pub redirect_dns: bool,
     /// Capture DNS to every address, not only the servers [istio-iptables --capture-all-dns]
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::go_flags::go_bool_arg, action = clap::ArgAction::Set)]
     pub capture_all_dns: bool,
     /// DNS servers, comma separated; default: the nameservers of the namespace's resolv.conf (as
     /// Istio: the pod's; for --network-namespace /proc/PID/ns/net that process's
@@ -162,13 +179,13 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub dns_servers: Option<String>,
     /// Drop packets conntrack marks invalid [istio-iptables --drop-invalid, env INVALID_DROP]
-    #[arg(long, env = "INVALID_DROP", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "INVALID_DROP", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::go_flags::go_bool_arg, action = clap::ArgAction::Set)]
     pub drop_invalid: bool,
     /// IPv6 capture [istio-iptables: detected from the pod's addresses; --dual-stack forces it]
     #[arg(long, value_enum, default_value = "auto")]
     pub ipv6: Ipv6Mode,
     /// Capture IPv6 too, as dual stack [istio-iptables --dual-stack, env ISTIO_AGENT_DUAL_STACK]
-    #[arg(long, env = "ISTIO_AGENT_DUAL_STACK", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "ISTIO_AGENT_DUAL_STACK", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::go_flags::go_bool_arg, action = clap::ArgAction::Set)]
     pub dual_stack: bool,
     /// The host's IPv4 loopback range [env ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR]
     #[arg(
@@ -182,23 +199,19 @@ pub struct CaptureArgs {
 impl CaptureArgs {
     /// The validated configuration these flags (or `--config`) describe, with owner groups
     /// resolved through the system's group database.
-    pub fn to_config(&self) -> Result<CaptureConfig, String> {
+    pub fn to_config(&self) -> Result<CaptureConfig, CliError> {
         self.to_config_in(None)
     }
 
     /// [`CaptureArgs::to_config`] for the network namespace at `netns` (ours when `None`): as
     /// Istio looks at the pod's addresses, `--ipv6 auto` looks at that namespace's.
-    pub fn to_config_in(&self, netns: Option<&std::path::Path>) -> Result<CaptureConfig, String> {
+    pub fn to_config_in(&self, netns: Option<&Path>) -> Result<CaptureConfig, CliError> {
         let mut cfg = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                CaptureConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?
+                let text = std::fs::read_to_string(path).map_err(CliError::io(path.display()))?;
+                CaptureConfig::from_json(&text).map_err(CliError::input(path.display()))?
             }
-            None => self
-                .settings(netns)?
-                .to_config()
-                .map_err(|e| e.to_string())?,
+            None => self.settings(netns)?.to_config()?,
         };
         let names = if self.pass_through_group_names {
             GroupNames::PassThrough
@@ -226,32 +239,22 @@ impl CaptureArgs {
                 if let (Some(name), Some(Err(e)), GroupNames::Strict) =
                     (unresolved.into_inner(), text.get(), names)
                 {
-                    return Err(format!(
+                    return Err(CliError::Config(format!(
                         "owner group {name:?} cannot be resolved: the namespace's process has \
                          no readable group database ({}: {e}); give the gid instead, or \
                          --pass-through-group-names",
                         path.display()
-                    ));
+                    )));
                 }
                 resolved
             }
             None => cfg.resolve_groups(&host::gid_of, names),
-        }
-        .map_err(|e: ConfigError| e.to_string())?;
+        }?;
         Ok(cfg)
     }
 
-    fn settings(&self, netns: Option<&std::path::Path>) -> Result<IstioSettings, String> {
-        let ipv6 = self.dual_stack
-            || match self.ipv6 {
-                Ipv6Mode::On => true,
-                Ipv6Mode::Off => false,
-                Ipv6Mode::Auto => match netns {
-                    None => host::has_global_ipv6(),
-                    Some(path) => nftmesh_netlink::netns::run_in(path, host::has_global_ipv6)
-                        .map_err(|e| e.to_string())?,
-                },
-            };
+    fn settings(&self, netns: Option<&Path>) -> Result<IstioSettings, CliError> {
+        let ipv6 = self.dual_stack || self.ipv6.resolve(netns)?;
         let dns_servers = match &self.dns_servers {
             Some(s) => s.clone(),
             None if self.redirect_dns && !self.capture_all_dns => {
@@ -292,5 +295,32 @@ impl CaptureArgs {
             ipv6,
             host_ipv4_loopback_cidr: self.ipv4_loopback_cidr.clone(),
         })
+    }
+}
+
+/// Capture settings and the network namespace they are for (`apply`, `diff`, `verify`).
+#[derive(Args)]
+pub struct CaptureInArgs {
+    /// The capture settings.
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// Where.
+    #[command(flatten)]
+    pub netns: NetnsArg,
+}
+
+impl CaptureInArgs {
+    /// The capture the settings describe, IPv6 and DNS detected in the namespace.
+    pub fn capture(&self) -> Result<nftmesh::Capture, CliError> {
+        let cfg = self
+            .capture
+            .to_config_in(self.netns.network_namespace.as_deref())?;
+        Ok(nftmesh::Capture::new(&cfg)?)
+    }
+
+    /// The namespace, opened.
+    pub fn namespace(&self) -> Result<nftmesh::Namespace, CliError> {
+        let path = self.netns.network_namespace.as_deref();
+        Ok(nftmesh::Namespace::open_or_current(path)?)
     }
 }

@@ -21,13 +21,13 @@
 //! uninstall restores the original bytes from a backup written at install (Istio re-serializes,
 //! which loses the file's formatting and key order).
 
+use crate::error::CliError;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::fs;
 use std::io::{self, Write as _};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -102,28 +102,59 @@ pub struct UninstallArgs {
 #[non_exhaustive]
 pub enum CniInstallError {
     /// The conf dir holds no `*.conf` or `*.conflist` (hidden files aside).
-    NoPrimary { conf_dir: PathBuf },
+    NoPrimary {
+        /// The conf dir.
+        conf_dir: PathBuf,
+    },
     /// A file is not JSON: where it stops parsing.
     Parse {
+        /// The file.
         file: PathBuf,
+        /// The line where it stops parsing (from 1).
         line: usize,
+        /// The column there (from 1).
         column: usize,
+        /// serde_json's message.
         message: String,
     },
     /// A file is JSON but not a CNI configuration (or plugin entry) of the kind expected.
-    Invalid { file: PathBuf, reason: String },
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
     /// The plugin config names another plugin type than nftmesh-cni.
-    ForeignType { file: PathBuf, found: Value },
+    ForeignType {
+        /// The plugin config.
+        file: PathBuf,
+        /// Its `type`.
+        found: Value,
+    },
     /// The bin dir does not exist (or is not a directory).
-    BinDirMissing { bin_dir: PathBuf },
+    BinDirMissing {
+        /// The bin dir.
+        bin_dir: PathBuf,
+    },
     /// `--own-file` is not a usable name, or would not be picked before the primary.
-    OwnFile { name: String, reason: String },
+    OwnFile {
+        /// The name given.
+        name: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// Converting NAME.conf would overwrite a NAME.conflist that is not ours.
-    ConflistExists { file: PathBuf },
+    ConflistExists {
+        /// The NAME.conflist.
+        file: PathBuf,
+    },
     /// Reading or writing a file failed.
     Io {
+        /// The file.
         file: PathBuf,
+        /// What was being done (`read`, `stat`, `atomic write`, ...).
         op: &'static str,
+        /// The error.
         source: io::Error,
     },
 }
@@ -639,7 +670,7 @@ enum Event {
 
 /// `--watch`: after the install, re-check on every change in the conf dir (and once a second,
 /// the safety net) and repair; on SIGTERM/SIGINT uninstall and return.
-fn watch(i: &Install) -> std::result::Result<(), String> {
+fn watch(i: &Install) -> std::result::Result<(), CliError> {
     use nix::sys::inotify::{AddWatchFlags as F, InitFlags, Inotify};
     use nix::sys::signal::{SigSet, Signal};
     let mut signals = SigSet::empty();
@@ -649,7 +680,7 @@ fn watch(i: &Install) -> std::result::Result<(), String> {
     // below receives them.
     signals
         .thread_block()
-        .map_err(|e| format!("blocking signals: {e}"))?;
+        .map_err(CliError::system("blocking signals"))?;
     let (tx, rx) = mpsc::channel();
     let sig_tx = tx.clone();
     std::thread::spawn(move || loop {
@@ -663,7 +694,7 @@ fn watch(i: &Install) -> std::result::Result<(), String> {
             }
         }
     });
-    let inotify = Inotify::init(InitFlags::IN_CLOEXEC).map_err(|e| format!("inotify: {e}"))?;
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC).map_err(CliError::system("inotify"))?;
     let mask = F::IN_CLOSE_WRITE
         | F::IN_CREATE
         | F::IN_DELETE
@@ -673,7 +704,10 @@ fn watch(i: &Install) -> std::result::Result<(), String> {
         | F::IN_MOVE_SELF;
     inotify
         .add_watch(&i.conf_dir, mask)
-        .map_err(|e| format!("{}: inotify: {e}", i.conf_dir.display()))?;
+        .map_err(CliError::system(format!(
+            "{}: inotify",
+            i.conf_dir.display()
+        )))?;
     std::thread::spawn(move || loop {
         let event = match inotify.read_events() {
             Ok(_) => Event::Changed,
@@ -693,13 +727,12 @@ fn watch(i: &Install) -> std::result::Result<(), String> {
             match event {
                 Event::Changed => {}
                 Event::Signal(sig) => stop = Some(sig),
-                Event::WatchFailed(e) => return Err(format!("watching: {e}")),
+                Event::WatchFailed(e) => return Err(CliError::system("watching")(e)),
             }
         }
         if let Some(sig) = stop {
             eprintln!("nftmesh cni install: {sig}: uninstalling");
-            let done = uninstall(&i.conf_dir, &i.bin_dir, i.own_file.as_deref())
-                .map_err(|e| e.to_string())?;
+            let done = uninstall(&i.conf_dir, &i.bin_dir, i.own_file.as_deref())?;
             report("uninstall", &done);
             return Ok(());
         }
@@ -717,30 +750,23 @@ fn report(what: &str, done: &[String]) {
     }
 }
 
-/// Run `nftmesh cni ...`: 0 on success, 1 (with the reason on stderr) when refused or failed.
-pub fn run(cmd: CniCommand) -> ExitCode {
-    let outcome = match cmd {
+/// Run `nftmesh cni ...`: an error (exit 1) when refused or failed.
+pub fn run(cmd: CniCommand) -> std::result::Result<(), CliError> {
+    match cmd {
         CniCommand::Install(a) => run_install(a),
-        CniCommand::Uninstall(a) => uninstall(&a.conf_dir, &a.bin_dir, a.own_file.as_deref())
-            .map_err(|e| e.to_string())
-            .map(|done| {
-                if done.is_empty() {
-                    eprintln!("nftmesh cni uninstall: nothing to remove");
-                }
-                report("uninstall", &done)
-            }),
-    };
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nftmesh cni: error: {e}");
-            ExitCode::FAILURE
+        CniCommand::Uninstall(a) => {
+            let done = uninstall(&a.conf_dir, &a.bin_dir, a.own_file.as_deref())?;
+            if done.is_empty() {
+                eprintln!("nftmesh cni uninstall: nothing to remove");
+            }
+            report("uninstall", &done);
+            Ok(())
         }
     }
 }
 
-fn run_install(a: InstallArgs) -> std::result::Result<(), String> {
-    let entry = load_entry(&a.plugin_config).map_err(|e| e.to_string())?;
+fn run_install(a: InstallArgs) -> std::result::Result<(), CliError> {
+    let entry = load_entry(&a.plugin_config)?;
     let i = Install {
         conf_dir: a.conf_dir,
         bin_dir: a.bin_dir,
@@ -748,7 +774,7 @@ fn run_install(a: InstallArgs) -> std::result::Result<(), String> {
         entry,
         own_file: a.own_file,
     };
-    let done = install(&i).map_err(|e| e.to_string())?;
+    let done = install(&i)?;
     if done.is_empty() {
         eprintln!("nftmesh cni install: already installed");
     }

@@ -1,8 +1,9 @@
 //! `nftmesh completions SHELL` and `nftmesh man`: shell completions and man pages generated
 //! from the command's own clap definitions, so they never disagree with `--help`.
 
+use crate::error::CliError;
+use crate::stdout::write_stdout;
 use clap::CommandFactory;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// `nftmesh completions`: the shell to complete for.
@@ -24,7 +25,7 @@ pub struct ManArgs {
 }
 
 /// Print the completion script for `args.shell` on stdout.
-pub fn completions<C: CommandFactory>(args: &CompletionsArgs) -> Result<(), String> {
+pub fn completions<C: CommandFactory>(args: &CompletionsArgs) -> Result<(), CliError> {
     let mut cmd = C::command();
     let mut out = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "nftmesh", &mut out);
@@ -32,7 +33,7 @@ pub fn completions<C: CommandFactory>(args: &CompletionsArgs) -> Result<(), Stri
 }
 
 /// Print `nftmesh.1`, or write every page into `--out-dir`.
-pub fn man<C: CommandFactory>(args: &ManArgs) -> Result<(), String> {
+pub fn man<C: CommandFactory>(args: &ManArgs) -> Result<(), CliError> {
     let cmd = C::command();
     match &args.out_dir {
         None => write_stdout(&render(cmd)?),
@@ -48,17 +49,17 @@ pub fn man<C: CommandFactory>(args: &ManArgs) -> Result<(), String> {
 }
 
 /// The roff text of one command's page.
-fn render(cmd: clap::Command) -> Result<Vec<u8>, String> {
+fn render(cmd: clap::Command) -> Result<Vec<u8>, CliError> {
     let mut out = Vec::new();
     clap_mangen::Man::new(cmd)
         .render(&mut out)
-        .map_err(|e| format!("rendering the man page: {e}"))?;
+        .map_err(CliError::io("rendering the man page"))?;
     Ok(out)
 }
 
 /// Write `cmd`'s page and, recursively, one per subcommand (named `PARENT-SUB.1`, as git's
 /// are) into `dir`; how many pages were written.
-fn write_pages(cmd: clap::Command, dir: &Path) -> Result<usize, String> {
+fn write_pages(cmd: clap::Command, dir: &Path) -> Result<usize, CliError> {
     let name = cmd.get_name().to_string();
     let version = cmd.get_version().unwrap_or_default().to_string();
     let mut written = 0;
@@ -70,14 +71,6 @@ fn write_pages(cmd: clap::Command, dir: &Path) -> Result<usize, String> {
         written += write_pages(sub, dir)?;
     }
     let path = dir.join(format!("{name}.1"));
-    std::fs::write(&path, render(cmd)?).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(&path, render(cmd)?).map_err(CliError::io(path.display()))?;
     Ok(written + 1)
-}
-
-/// Write `bytes` to stdout; a reader that went away (`| head`) is not an error.
-fn write_stdout(bytes: &[u8]) -> Result<(), String> {
-    match std::io::stdout().lock().write_all(bytes) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
-        _ => Ok(()),
-    }
 }

@@ -3,6 +3,8 @@
 //! the outcome in the mesh's words (or one JSON object with `--json`).
 
 use crate::capture_args::CaptureArgs;
+use crate::error::CliError;
+use crate::packet_args::{MetaArgs, ProtoArg};
 use nftmesh_model::eval::{eval_traced, FinalVerdict, Outcome, Packet, Step, Traced};
 use nftmesh_model::expr::{CtStates, IpVersion, L4Proto};
 use nftmesh_model::{Hook, Ruleset};
@@ -51,21 +53,8 @@ pub struct PacketArgs {
     /// Destination address and port.
     #[arg(long, value_name = "ADDR:PORT")]
     dst: SocketAddr,
-    /// The uid of the sending socket (a local socket); none for a packet from the network.
-    #[arg(long)]
-    uid: Option<u32>,
-    /// The gid of the sending socket (default: the uid).
-    #[arg(long)]
-    gid: Option<u32>,
-    /// Input interface (default: eth0 for inbound packets).
-    #[arg(long)]
-    iif: Option<String>,
-    /// Output interface (default: eth0 for outbound packets).
-    #[arg(long)]
-    oif: Option<String>,
-    /// The packet mark (decimal or 0x hex).
-    #[arg(long, value_parser = parse_mark)]
-    mark: Option<u32>,
+    #[command(flatten)]
+    meta: MetaArgs,
     /// The conntrack state.
     #[arg(long, value_enum, default_value = "new")]
     ct_state: CtStateArg,
@@ -87,12 +76,6 @@ enum DirectionArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum ProtoArg {
-    Tcp,
-    Udp,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
 enum CtStateArg {
     New,
     Established,
@@ -101,27 +84,18 @@ enum CtStateArg {
     Untracked,
 }
 
-/// A packet mark on the command line: decimal or `0x` hex (also `nftmesh trace --mark`).
-pub fn parse_mark(s: &str) -> Result<u32, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u32::from_str_radix(h, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("not a 32-bit mark: {s}"))
-}
-
 impl PacketArgs {
     /// The direction assumed when neither `--direction` nor `--hook` is given, in words for
     /// stderr; `None` when one was given.
     fn assumed(&self) -> Option<&'static str> {
-        match (self.hook, self.direction, self.uid) {
+        match (self.hook, self.direction, self.meta.uid) {
             (None, None, Some(_)) => Some("outbound (the output hook), since --uid is given"),
             (None, None, None) => Some("inbound (the prerouting hook), since no --uid is given"),
             _ => None,
         }
     }
 
-    fn build(&self) -> Result<(Hook, Packet), String> {
+    fn build(&self) -> Result<(Hook, Packet), CliError> {
         let hook = match (self.hook, self.direction) {
             (Some(h), _) => match h {
                 HookArg::Prerouting => Hook::Prerouting,
@@ -132,12 +106,14 @@ impl PacketArgs {
             },
             (None, Some(DirectionArg::Outbound)) => Hook::Output,
             (None, Some(DirectionArg::Inbound)) => Hook::Prerouting,
-            (None, None) if self.uid.is_some() => Hook::Output,
+            (None, None) if self.meta.uid.is_some() => Hook::Output,
             (None, None) => Hook::Prerouting,
         };
         let local = matches!(hook, Hook::Output | Hook::Postrouting);
-        if local && self.uid.is_none() && self.direction.is_some() {
-            return Err("--direction outbound needs --uid (the sending socket's owner)".into());
+        if local && self.meta.uid.is_none() && self.direction.is_some() {
+            return Err(CliError::Config(
+                "--direction outbound needs --uid (the sending socket's owner)".into(),
+            ));
         }
         let v6 = self.dst.is_ipv6();
         let (saddr, sport) = match &self.src {
@@ -152,17 +128,18 @@ impl PacketArgs {
             Some(s) => match s.parse::<SocketAddr>() {
                 Ok(sa) => (sa.ip(), sa.port()),
                 Err(_) => (
-                    s.parse::<IpAddr>()
-                        .map_err(|_| format!("--src: not an address or ADDR:PORT: {s}"))?,
+                    s.parse::<IpAddr>().map_err(|_| {
+                        CliError::Config(format!("--src: not an address or ADDR:PORT: {s}"))
+                    })?,
                     40000,
                 ),
             },
         };
         if IpVersion::of(saddr) != IpVersion::of(self.dst.ip()) {
-            return Err(format!(
+            return Err(CliError::Config(format!(
                 "--src {saddr} and --dst {} are of different IP versions",
                 self.dst
-            ));
+            )));
         }
         let default_if = |given: &Option<String>, wanted: bool| {
             given
@@ -170,19 +147,16 @@ impl PacketArgs {
                 .unwrap_or_else(|| if wanted { "eth0".into() } else { String::new() })
         };
         let packet = Packet {
-            l4proto: match self.proto {
-                ProtoArg::Tcp => L4Proto::Tcp,
-                ProtoArg::Udp => L4Proto::Udp,
-            },
+            l4proto: self.proto.into(),
             saddr,
             daddr: self.dst.ip(),
             sport,
             dport: self.dst.port(),
-            iif: default_if(&self.iif, !local),
-            oif: default_if(&self.oif, local || hook == Hook::Forward),
-            skuid: self.uid,
-            skgid: self.gid.or(self.uid),
-            mark: self.mark.unwrap_or(0),
+            iif: default_if(&self.meta.iif, !local),
+            oif: default_if(&self.meta.oif, local || hook == Hook::Forward),
+            skuid: self.meta.uid,
+            skgid: self.meta.gid.or(self.meta.uid),
+            mark: self.meta.mark.unwrap_or(0),
             ct_state: match self.ct_state {
                 CtStateArg::New => CtStates::NEW,
                 CtStateArg::Established => CtStates::ESTABLISHED,
@@ -308,24 +282,20 @@ fn describe(hook: Hook, p: &Packet) -> String {
 }
 
 /// Run `nftmesh explain`.
-pub fn run(args: &ExplainArgs) -> Result<(), String> {
+pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
     let ns_path = args.network_namespace.as_deref();
     let ruleset: Ruleset = if args.live {
-        let ns = nftmesh::Namespace::open_or_current(ns_path).map_err(|e| e.to_string())?;
-        ns.live().map_err(|e| e.to_string())?
+        nftmesh::Namespace::open_or_current(ns_path)?.live()?
     } else {
         let cfg = args.capture.to_config_in(ns_path)?;
-        nftmesh::Capture::new(&cfg)
-            .map_err(|e| e.to_string())?
-            .ruleset()
-            .clone()
+        nftmesh::Capture::new(&cfg)?.ruleset().clone()
     };
     show(&ruleset, &args.packet, args.json)
 }
 
 /// Explain the packet `args` describe through `ruleset`: the trail and outcome as text, or
 /// one JSON object with `json`.
-pub fn show(ruleset: &Ruleset, args: &PacketArgs, json: bool) -> Result<(), String> {
+pub fn show(ruleset: &Ruleset, args: &PacketArgs, json: bool) -> Result<(), CliError> {
     let (hook, packet) = args.build()?;
     if let Some(way) = args.assumed() {
         eprintln!(
@@ -333,7 +303,7 @@ pub fn show(ruleset: &Ruleset, args: &PacketArgs, json: bool) -> Result<(), Stri
              --direction inbound|outbound to say which"
         );
     }
-    let traced = eval_traced(ruleset, &packet, hook).map_err(|e| e.to_string())?;
+    let traced = eval_traced(ruleset, &packet, hook)?;
     let summary = summary(&traced, hook, &packet);
     if json {
         let (word, port) = kind(&traced.outcome);

@@ -7,18 +7,19 @@
 //! fails).
 
 use crate::capture_args::{CaptureArgs, Ipv6Mode};
+use crate::error::CliError;
+use crate::go_flags::{go_bool, go_bool_arg, go_duration};
 use crate::host;
 use crate::log::{Level, Logger};
 use nftmesh::verify::IstioValidation;
 use nftmesh::{Capture, Namespace};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
-/// Istio's exit code when validation fails (`constants.ValidationErrorCode`).
-const VALIDATION_ERROR: u8 = 126;
+/// Who speaks in the error line: the tool this drop-in stands in for.
+pub const SPEAKER: &str = "istio-iptables";
 
-/// `istio-iptables` run on its own (argv[0] `istio-iptables`).
+/// `istio-iptables` run on its own (`argv[0]` is `istio-iptables`).
 #[derive(clap::Parser)]
 #[command(
     name = "istio-iptables",
@@ -44,7 +45,7 @@ pub struct IstioIptablesArgs {
     #[command(flatten)]
     capture: CaptureArgs,
     /// Print the rules and change nothing [istio-iptables -n/--dry-run]
-    #[arg(short = 'n', long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(short = 'n', long, env = "DRY_RUN", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     dry_run: bool,
     /// Port the validation probe connects to [istio-iptables --iptables-probe-port]
     #[arg(long, env = "IPTABLES_PROBE_PORT", default_value = "15002")]
@@ -53,41 +54,41 @@ pub struct IstioIptablesArgs {
     #[arg(long, env = "PROBE_TIMEOUT", default_value = "5s", value_parser = go_duration)]
     probe_timeout: Duration,
     /// Install nothing (istio-validation, when istio-cni installs the capture) [istio-iptables --skip-rule-apply]
-    #[arg(long, env = "SKIP_RULE_APPLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "SKIP_RULE_APPLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     skip_rule_apply: bool,
     /// Check with a real connection that capture is in place [istio-iptables --run-validation]
-    #[arg(long, env = "RUN_VALIDATION", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "RUN_VALIDATION", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     run_validation: bool,
     /// Network namespace to work in (`/proc/PID/ns/net`, `/var/run/netns/NAME`) [istio-iptables --network-namespace]
     #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
     network_namespace: Option<PathBuf>,
     /// Run as a CNI plugin; accepted, nothing changes (no xtables lock to scope) [istio-iptables --cni-mode]
-    #[arg(long, env = "CNI_MODE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "CNI_MODE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     cni_mode: bool,
     /// Reconcile a different capture already in place; nftmesh always replaces in place in one
     /// transaction, so this only silences the advice [istio-iptables --reconcile]
-    #[arg(long, env = "RECONCILE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "RECONCILE", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     reconcile: bool,
     /// Only remove the capture (nftmesh's tables and the TPROXY routing) [istio-iptables --cleanup-only]
-    #[arg(long, env = "CLEANUP_ONLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "CLEANUP_ONLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     cleanup_only: bool,
     /// Apply even if the same capture is already in place [istio-iptables --force-apply]
-    #[arg(long, env = "FORCE_APPLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "FORCE_APPLY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     force_apply: bool,
     /// Accepted and logged: nftmesh always programs nf_tables natively [istio-iptables --native-nftables]
-    #[arg(long, env = "NATIVE_NFTABLES", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "NATIVE_NFTABLES", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     native_nftables: bool,
     /// Accepted and logged: nftmesh runs no iptables binary [istio-iptables --force-iptables-binary]
     #[arg(long, env = "FORCE_IPTABLES_BINARY", default_value = "")]
     force_iptables_binary: String,
     /// Accepted and logged: nftmesh adds no LOG tracing rules [istio-iptables --iptables-trace-logging]
-    #[arg(long, env = "IPTABLES_TRACE_LOGGING", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long, env = "IPTABLES_TRACE_LOGGING", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     iptables_trace_logging: bool,
     /// Minimum level, `LEVEL` or `SCOPE:LEVEL,...` (debug, info, warn, error, fatal, none) [--log_output_level]
     #[arg(long = "log_output_level", default_value = "default:info")]
     log_output_level: String,
     /// One JSON object per log line [--log_as_json]
-    #[arg(long = "log_as_json", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = crate::istio::go_bool_arg, action = clap::ArgAction::Set)]
+    #[arg(long = "log_as_json", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = go_bool_arg, action = clap::ArgAction::Set)]
     log_as_json: bool,
     /// Where logs go: stdout, stderr or a file path; the last one counts [--log_target]
     #[arg(long = "log_target", default_value = "stdout")]
@@ -112,75 +113,16 @@ pub struct IstioIptablesArgs {
     log_rotate_max_size: Option<String>,
 }
 
-/// A Go duration (`time.ParseDuration`): decimal numbers with units ns, us, µs, ms, s, m, h,
-/// e.g. `5s`, `1.5s`, `1m30s`, `500ms`; `0` alone.
-pub fn go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?}");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += n * scale;
-        rest = &rest[unit_len..];
-    }
-    if !total.is_finite() || total > 1e9 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
-/// Go's `strconv.ParseBool`, as Istio reads its boolean environment variables.
-fn go_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// A boolean flag's value as Go's flag package takes it (`--flag`, `--flag=true`, `--flag=0`).
-pub fn go_bool_arg(v: &str) -> Result<bool, String> {
-    go_bool(v).ok_or_else(|| format!("invalid boolean {v:?}"))
-}
-
 /// Whether any of `vars` is set to a true value (Istio's additional environment variables).
 fn env_true(vars: &[&str]) -> bool {
     vars.iter()
         .any(|v| std::env::var(v).ok().as_deref().and_then(go_bool) == Some(true))
 }
 
-/// Run as istio-iptables.
-pub fn run(mut a: IstioIptablesArgs) -> ExitCode {
+/// Run as istio-iptables; an error is also logged.
+pub fn run(mut a: IstioIptablesArgs) -> Result<(), CliError> {
     let target = a.log_target.last().cloned().unwrap_or_default();
-    let log = match Logger::new(&a.log_output_level, a.log_as_json, &target) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("istio-iptables: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let log = Logger::new(&a.log_output_level, a.log_as_json, &target).map_err(CliError::Config)?;
     // Istio's additional environment variables for three flags.
     a.capture.redirect_dns |= env_true(&["REDIRECT_DNS"]);
     a.capture.drop_invalid |= env_true(&["DROP_INVALID"]);
@@ -198,17 +140,10 @@ pub fn run(mut a: IstioIptablesArgs) -> ExitCode {
         a.capture.ipv6 = if on { Ipv6Mode::On } else { Ipv6Mode::Off };
         a.capture.dual_stack = false;
     }
-    match run_logged(&a, &log) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((code, msg)) => {
-            log.error(&msg);
-            eprintln!("istio-iptables: {msg}");
-            ExitCode::from(code)
-        }
-    }
+    run_logged(&a, &log).inspect_err(|e| log.error(&e.to_string()))
 }
 
-fn run_logged(a: &IstioIptablesArgs, log: &Logger) -> Result<(), (u8, String)> {
+fn run_logged(a: &IstioIptablesArgs, log: &Logger) -> Result<(), CliError> {
     log.info(&format!(
         "istio-iptables, by nftmesh {}: capture through native nf_tables, no iptables binary",
         env!("CARGO_PKG_VERSION")
@@ -226,24 +161,23 @@ fn run_logged(a: &IstioIptablesArgs, log: &Logger) -> Result<(), (u8, String)> {
         }
     }
     let ns_path = a.network_namespace.as_deref();
-    let fail = |e: String| (1u8, e);
-    let cfg = a.capture.to_config_in(ns_path).map_err(fail)?;
-    let capture = Capture::new(&cfg).map_err(|e| fail(e.to_string()))?;
+    let cfg = a.capture.to_config_in(ns_path)?;
+    let capture = Capture::new(&cfg)?;
     if a.dry_run {
         log.info("running in dry-run mode, no rule changes will be made");
         print!("{}", capture.render());
     } else if a.skip_rule_apply {
         log.info("--skip-rule-apply: no rule changes");
     } else {
-        let ns = Namespace::open_or_current(ns_path).map_err(|e| fail(e.to_string()))?;
+        let ns = Namespace::open_or_current(ns_path)?;
         if a.cleanup_only {
-            let removed = ns.remove(&capture).map_err(|e| fail(e.to_string()))?;
+            let removed = ns.remove(&capture)?;
             log.info(&format!(
                 "cleanup only: removed {} table(s) and the TPROXY routing",
                 removed.tables
             ));
         } else {
-            install(&ns, &capture, a, log).map_err(fail)?;
+            install(&ns, &capture, a, log)?;
         }
         ns.close_after_exit();
     }
@@ -258,22 +192,11 @@ fn run_logged(a: &IstioIptablesArgs, log: &Logger) -> Result<(), (u8, String)> {
         log.info("Starting iptables validation. This check verifies that iptables rules are properly established for the network.");
         let run = |v: IstioValidation| nftmesh::verify::istio_validation(&v);
         let result = match ns_path {
-            Some(p) => nftmesh::netlink::netns::run_in(p, move || run(v))
-                .map_err(|e| fail(e.to_string()))?,
+            Some(p) => nftmesh::netlink::netns::run_in(p, move || run(v))?,
             None => run(v),
         };
-        match result {
-            Ok(ok) => log.info(&ok.summary),
-            Err(e) => {
-                return Err((
-                    VALIDATION_ERROR,
-                    format!(
-                    "iptables validation failed; workload is not ready for Istio: {e}. When using \
-                         Istio CNI, this can occur if a pod is scheduled before the node is ready."
-                ),
-                ))
-            }
-        }
+        let ok = result.map_err(|e| CliError::Validation(Box::new(e)))?;
+        log.info(&ok.summary);
     }
     Ok(())
 }
@@ -285,8 +208,8 @@ fn install(
     capture: &Capture,
     a: &IstioIptablesArgs,
     log: &Logger,
-) -> Result<(), String> {
-    let drift = ns.check(capture).map_err(|e| e.to_string())?;
+) -> Result<(), CliError> {
+    let drift = ns.check(capture)?;
     let nothing_live = drift.iter().all(|d| {
         matches!(
             d,
@@ -313,39 +236,10 @@ fn install(
         }
     }
     log.info("Applying the capture (nf_tables, one transaction)");
-    let report = ns.install(capture).map_err(|e| e.to_string())?;
+    let report = ns.install(capture)?;
     log.info(&report.to_string());
     if drift.is_empty() {
         log.warn("--force-apply: applied although the same capture was already in place");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_durations_parse_as_go_parses_them() {
-        for (s, ms) in [
-            ("5s", 5000),
-            ("500ms", 500),
-            ("1m30s", 90_000),
-            ("1.5s", 1500),
-            ("2h", 7_200_000),
-            ("0", 0),
-        ] {
-            assert_eq!(go_duration(s).unwrap(), Duration::from_millis(ms), "{s}");
-        }
-        for s in ["", "5", "s", "5x", "1..2s", "-1s"] {
-            assert!(go_duration(s).is_err(), "{s}");
-        }
-    }
-
-    #[test]
-    fn booleans_parse_as_go_parses_them() {
-        assert_eq!(go_bool("True"), Some(true));
-        assert_eq!(go_bool("0"), Some(false));
-        assert_eq!(go_bool("yes"), None);
-    }
 }

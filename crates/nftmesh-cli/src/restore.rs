@@ -1,6 +1,7 @@
 //! `nftmesh translate` and `nftmesh restore`: iptables-save text read by nftmesh-iptables,
 //! printed as nft text or applied natively in one nf_tables transaction.
 
+use crate::error::CliError;
 use nftmesh_iptables::{parse, parse_trace, translate_all, IptRuleset};
 use nftmesh_model::expr::IpVersion;
 use nftmesh_model::ruleset::Ruleset;
@@ -31,50 +32,51 @@ impl InputArgs {
         }
     }
 
-    fn text(&self) -> Result<String, String> {
+    fn text(&self) -> Result<String, CliError> {
         match &self.file {
             Some(p) if p.as_os_str() != "-" => {
-                std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+                std::fs::read_to_string(p).map_err(CliError::io(p.display()))
             }
             _ => {
                 let mut s = String::new();
                 std::io::stdin()
                     .read_to_string(&mut s)
-                    .map_err(|e| format!("<stdin>: {e}"))?;
+                    .map_err(CliError::io("<stdin>"))?;
                 Ok(s)
             }
         }
     }
 
     /// Parse, resolve owner names through the system databases, and translate.
-    pub fn ruleset(&self) -> Result<Ruleset, String> {
+    pub fn ruleset(&self) -> Result<Ruleset, CliError> {
         let text = self.text()?;
         let name = self.name();
         let mut parts: Vec<IptRuleset> = if self.istio_trace {
-            parse_trace(&text)
-                .map_err(|e| format!("{name}: {e}"))?
-                .parts()
+            parse_trace(&text).map_err(CliError::input(&name))?.parts()
         } else {
             let family = if self.ipv6 {
                 IpVersion::V6
             } else {
                 IpVersion::V4
             };
-            vec![parse(&text, family).map_err(|e| format!("{name}: {e}"))?]
+            vec![parse(&text, family).map_err(CliError::input(&name))?]
         };
         for p in &mut parts {
             let unknown = p.resolve_owners(&crate::host::uid_of, &crate::host::gid_of);
             if let Some(n) = unknown.first() {
-                return Err(format!("{name}: unknown user or group `{n}`"));
+                return Err(CliError::input(name)(format!(
+                    "unknown user or group `{n}`"
+                )));
             }
         }
-        translate_all(&parts).map_err(|e| format!("{name}: {e}"))
+        translate_all(&parts).map_err(CliError::input(name))
     }
 }
 
 /// `nftmesh restore`: where, and whether to only check.
 #[derive(clap::Args)]
 pub struct RestoreArgs {
+    /// What to read and how.
     #[command(flatten)]
     pub input: InputArgs,
     /// Network namespace to work in (`/proc/PID/ns/net`, `/var/run/netns/NAME`); default: ours.
@@ -86,14 +88,14 @@ pub struct RestoreArgs {
 }
 
 /// Print the translation as nft text.
-pub fn translate(args: &InputArgs) -> Result<(), String> {
+pub fn translate(args: &InputArgs) -> Result<(), CliError> {
     print!("{}", nftmesh_model::render(&args.ruleset()?));
     Ok(())
 }
 
 /// Apply the translation in one transaction; tables the input writes are replaced (as
 /// iptables-restore without `--noflush` does), every other table is left alone.
-pub fn restore(args: RestoreArgs) -> Result<(), String> {
+pub fn restore(args: &RestoreArgs) -> Result<(), CliError> {
     let ruleset = args.input.ruleset()?;
     if args.test {
         eprintln!(
@@ -104,9 +106,8 @@ pub fn restore(args: RestoreArgs) -> Result<(), String> {
         return Ok(());
     }
     let n = (ruleset.rule_count(), ruleset.tables.len());
-    let ns = nftmesh::Namespace::open_or_current(args.network_namespace.as_deref())
-        .map_err(|e| e.to_string())?;
-    let r = ns.restore(&ruleset).map_err(|e| e.to_string())?;
+    let ns = nftmesh::Namespace::open_or_current(args.network_namespace.as_deref())?;
+    let r = ns.restore(&ruleset)?;
     // Acknowledged: the socket's release need not delay this command's exit.
     ns.close_after_exit();
     eprintln!(

@@ -1,6 +1,7 @@
 //! `nftmesh stats`: the packet and byte counters of nftmesh's live tables, summed into what an
 //! operator asks (captured outbound, inbound, DNS; passthrough by reason) and listed per rule.
 
+use crate::error::CliError;
 use nftmesh_model::stats::{Reason, Stats};
 use std::path::PathBuf;
 
@@ -20,10 +21,9 @@ pub struct StatsArgs {
 }
 
 /// Run `nftmesh stats`.
-pub fn run(args: &StatsArgs) -> Result<(), String> {
-    let ns = nftmesh::Namespace::open_or_current(args.network_namespace.as_deref())
-        .map_err(|e| e.to_string())?;
-    let stats = ns.stats().map_err(|e| e.to_string())?;
+pub fn run(args: &StatsArgs) -> Result<(), CliError> {
+    let ns = nftmesh::Namespace::open_or_current(args.network_namespace.as_deref())?;
+    let stats = ns.stats()?;
     ns.close_after_exit();
     let out = if args.json {
         format!("{}\n", json(&stats))
@@ -32,12 +32,7 @@ pub fn run(args: &StatsArgs) -> Result<(), String> {
     } else {
         text(&stats)
     };
-    // A reader that went away (`| head`) is not an error.
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(out.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("stdout: {e}")),
-        _ => Ok(()),
-    }
+    crate::stdout::write_stdout(out.as_bytes())
 }
 
 /// The JSON object: totals by reason label, and the rules.

@@ -4,8 +4,9 @@
 //! is deleted when it exits: after `--count` packets, on `--timeout`, on SIGINT or SIGTERM,
 //! on error; and by the kernel (owner flag) if it is killed.
 
+use crate::error::CliError;
+use crate::packet_args::{MetaArgs, ProtoArg};
 use nftmesh::trace::{Trace, TraceFilter};
-use nftmesh_model::expr::L4Proto;
 use nftmesh_model::Hook;
 use nftmesh_netlink::trace::TraceKind;
 use nix::sys::signal::{SigSet, Signal};
@@ -13,18 +14,18 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// `nftmesh trace`: where, which packets, and for how long.
 #[derive(clap::Args)]
+#[command(mut_args(as_filter))]
 pub struct TraceArgs {
     /// Network namespace to trace in (`/proc/PID/ns/net`, `/var/run/netns/NAME`); default: ours.
     #[arg(long, value_name = "PATH", env = "NETWORK_NAMESPACE")]
     network_namespace: Option<PathBuf>,
     /// Only this transport protocol (required with --sport/--dport).
     #[arg(long, value_enum)]
-    proto: Option<Proto>,
+    proto: Option<ProtoArg>,
     /// Only packets from this address or range.
     #[arg(long, value_name = "ADDR[/LEN]", value_parser = parse_net)]
     saddr: Option<ipnet::IpNet>,
@@ -37,21 +38,8 @@ pub struct TraceArgs {
     /// Only packets to this port.
     #[arg(long)]
     dport: Option<u16>,
-    /// Only packets sent by a socket of this uid (the output hook).
-    #[arg(long)]
-    uid: Option<u32>,
-    /// Only packets sent by a socket of this gid (the output hook).
-    #[arg(long)]
-    gid: Option<u32>,
-    /// Only packets arriving on this interface (the prerouting hook).
-    #[arg(long)]
-    iif: Option<String>,
-    /// Only packets leaving on this interface (the output hook).
-    #[arg(long)]
-    oif: Option<String>,
-    /// Only packets with this mark (decimal or 0x hex).
-    #[arg(long, value_parser = crate::explain::parse_mark)]
-    mark: Option<u32>,
+    #[command(flatten)]
+    meta: MetaArgs,
     /// Start tracing at these hooks (repeatable); default: output for --uid/--gid/--oif,
     /// prerouting for --iif, else both.
     #[arg(long, value_enum)]
@@ -65,15 +53,22 @@ pub struct TraceArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Proto {
-    Tcp,
-    Udp,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
 enum HookArg {
     Prerouting,
     Output,
+}
+
+/// [`MetaArgs`]' help said of the packets to trace (the flags keep their place).
+fn as_filter(arg: clap::Arg) -> clap::Arg {
+    let help = match arg.get_id().as_str() {
+        "uid" => "Only packets sent by a socket of this uid (the output hook)",
+        "gid" => "Only packets sent by a socket of this gid (the output hook)",
+        "iif" => "Only packets arriving on this interface (the prerouting hook)",
+        "oif" => "Only packets leaving on this interface (the output hook)",
+        "mark" => "Only packets with this mark (decimal or 0x hex)",
+        _ => return arg,
+    };
+    arg.help(help)
 }
 
 fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
@@ -85,19 +80,16 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
 impl TraceArgs {
     fn filter(&self) -> TraceFilter {
         TraceFilter {
-            proto: self.proto.map(|p| match p {
-                Proto::Tcp => L4Proto::Tcp,
-                Proto::Udp => L4Proto::Udp,
-            }),
+            proto: self.proto.map(Into::into),
             saddr: self.saddr,
             daddr: self.daddr,
             sport: self.sport,
             dport: self.dport,
-            uid: self.uid,
-            gid: self.gid,
-            iif: self.iif.clone(),
-            oif: self.oif.clone(),
-            mark: self.mark,
+            uid: self.meta.uid,
+            gid: self.meta.gid,
+            iif: self.meta.iif.clone(),
+            oif: self.meta.oif.clone(),
+            mark: self.meta.mark,
             hooks: (!self.hook.is_empty()).then(|| {
                 self.hook
                     .iter()
@@ -132,7 +124,7 @@ enum End {
 }
 
 /// Run `nftmesh trace`.
-pub fn run(args: &TraceArgs) -> ExitCode {
+pub fn run(args: &TraceArgs) -> Result<(), CliError> {
     // SIGINT and SIGTERM are blocked in every thread (the namespace helper thread inherits
     // the mask) and read from a signalfd, so the loop below ends and deletes the table.
     let mut mask = SigSet::empty();
@@ -140,26 +132,15 @@ pub fn run(args: &TraceArgs) -> ExitCode {
     mask.add(Signal::SIGTERM);
     let signals = mask
         .thread_block()
-        .and_then(|()| SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC));
-    let signals = match signals {
-        Ok(s) => s,
-        Err(e) => {
-            note!("nftmesh: trace: blocking SIGINT and SIGTERM: {e}");
-            return ExitCode::from(1);
-        }
-    };
+        .and_then(|()| SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC))
+        .map_err(CliError::system("blocking SIGINT and SIGTERM"))?;
     if args.timeout.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-        note!("nftmesh: trace: --timeout must be a positive number of seconds");
-        return ExitCode::from(2);
+        return Err(CliError::Usage(
+            "--timeout must be a positive number of seconds".into(),
+        ));
     }
     let table = format!("nftmesh-trace-{}", std::process::id());
-    let mut trace = match Trace::start(args.network_namespace.as_deref(), &args.filter(), &table) {
-        Ok(t) => t,
-        Err(e) => {
-            note!("nftmesh: trace: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let mut trace = Trace::start(args.network_namespace.as_deref(), &args.filter(), &table)?;
     note!("tracing");
     let result = follow(&mut trace, args, &signals);
     let lost = trace.lost();
@@ -169,29 +150,22 @@ pub fn run(args: &TraceArgs) -> ExitCode {
             "nftmesh: trace: the kernel dropped trace events {lost} time(s): filter more narrowly"
         );
     }
-    if let Err(e) = stopped {
-        note!("nftmesh: trace: deleting table inet {table}: {e}");
-        return ExitCode::from(1);
-    }
-    match result {
-        Ok((End::Count, _)) => ExitCode::SUCCESS,
-        Ok((End::Timeout, n)) => {
+    stopped.map_err(|e| CliError::Cleanup {
+        table,
+        source: Box::new(e),
+    })?;
+    match result? {
+        (End::Count, _) => Ok(()),
+        (End::Timeout, n) => {
             note!("nftmesh: trace: timed out after {n} packet(s)");
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Ok((End::Signal(s), n)) => {
-            note!("nftmesh: trace: {s} after {n} packet(s)");
-            ExitCode::from(128 + s as u8)
-        }
-        Err(e) => {
-            note!("nftmesh: trace: {e}");
-            ExitCode::from(1)
-        }
+        (End::Signal(signal), packets) => Err(CliError::Interrupted { signal, packets }),
     }
 }
 
 /// Print every step of the first `--count` packets until the count, the timeout or a signal.
-fn follow(trace: &mut Trace, args: &TraceArgs, signals: &SignalFd) -> Result<(End, u64), String> {
+fn follow(trace: &mut Trace, args: &TraceArgs, signals: &SignalFd) -> Result<(End, u64), CliError> {
     let deadline = args
         .timeout
         .map(|t| Instant::now() + Duration::from_secs_f64(t));
@@ -211,7 +185,7 @@ fn follow(trace: &mut Trace, args: &TraceArgs, signals: &SignalFd) -> Result<(En
         if settle_until.is_some_and(|s| now >= s) {
             return Ok((End::Count, counted));
         }
-        let Some(step) = trace.next(POLL).map_err(|e| e.to_string())? else {
+        let Some(step) = trace.next(POLL)? else {
             continue;
         };
         let id = step.event.id;
@@ -259,8 +233,8 @@ fn follow(trace: &mut Trace, args: &TraceArgs, signals: &SignalFd) -> Result<(En
 }
 
 /// One line to stdout, flushed (a reader that went away ends the trace with an error).
-fn line(out: &mut impl Write, text: &str) -> Result<(), String> {
+fn line(out: &mut impl Write, text: &str) -> Result<(), CliError> {
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
-        .map_err(|e| format!("stdout: {e}"))
+        .map_err(CliError::io("stdout"))
 }
