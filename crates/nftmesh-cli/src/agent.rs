@@ -153,7 +153,7 @@ fn add(a: &AddArgs) -> Result<(), CliError> {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(CliError::io(path.display()))?;
             let v: Value = serde_json::from_str(&text).map_err(CliError::input(path.display()))?;
-            Desired::from_parts(None, Some(&v)).map_err(CliError::input(path.display()))?
+            Desired::from_parts(None, Some(&v), None).map_err(CliError::input(path.display()))?
         }
         None => Desired::Capture(Box::new(a.capture.to_config_in(Some(netns))?)),
     };

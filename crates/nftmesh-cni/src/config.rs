@@ -215,7 +215,7 @@ impl NetConf {
             ));
         }
         conf.parsed = Some(
-            Desired::from_parts(conf.capture.as_ref(), conf.ambient.as_ref())
+            Desired::from_parts(conf.capture.as_ref(), conf.ambient.as_ref(), None)
                 .map_err(CniError::InvalidConfig)?,
         );
         Ok(conf)
@@ -225,7 +225,7 @@ impl NetConf {
     pub fn desired(&self) -> Result<Desired, CniError> {
         match &self.parsed {
             Some(d) => Ok(d.clone()),
-            None => Desired::from_parts(self.capture.as_ref(), self.ambient.as_ref())
+            None => Desired::from_parts(self.capture.as_ref(), self.ambient.as_ref(), None)
                 .map_err(CniError::InvalidConfig),
         }
     }

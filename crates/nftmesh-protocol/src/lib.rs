@@ -24,7 +24,7 @@
 //! use nftmesh_protocol::{parse, Command, Desired, ErrorKind, Reply, Request};
 //! use std::path::Path;
 //!
-//! let desired = Desired::from_parts(Some(&serde_json::json!({})), None)?;
+//! let desired = Desired::from_parts(Some(&serde_json::json!({})), None, None)?;
 //! let request = Request::add(Path::new("/run/netns/p"), desired).with_id(7);
 //! let line = request.to_json();
 //! assert!(matches!(parse(line.as_bytes()), Ok(Command::Add { .. })));

@@ -137,7 +137,8 @@ impl Request {
             m.insert("container_id".into(), c.clone().into());
         }
         if let Some(d) = &self.desired {
-            // `{"capture": {...}}` or `{"ambient": {...}}`: the request's own keys.
+            // `{"capture": {...}}`, `{"ambient": {...}}` or `{"linkerd": {...}}`: the
+            // request's own keys.
             if let Ok(Value::Object(kv)) = serde_json::to_value(d) {
                 m.extend(kv);
             }
@@ -159,9 +160,9 @@ impl Request {
     pub fn parse(line: &[u8]) -> Result<Request, String> {
         let raw = Raw::read(line)?;
         let verb = raw.verb()?;
-        let desired = match (&raw.capture, &raw.ambient) {
-            (None, None) => None,
-            (c, a) => Some(Desired::from_parts(c.as_ref(), a.as_ref())?),
+        let desired = match (&raw.capture, &raw.ambient, &raw.linkerd) {
+            (None, None, None) => None,
+            (c, a, l) => Some(Desired::from_parts(c.as_ref(), a.as_ref(), l.as_ref())?),
         };
         Ok(Request {
             id: raw.id,
@@ -213,6 +214,8 @@ struct Raw {
     capture: Option<Value>,
     #[serde(default)]
     ambient: Option<Value>,
+    #[serde(default)]
+    linkerd: Option<Value>,
     #[serde(default)]
     container_id: Option<String>,
 }
@@ -276,7 +279,11 @@ pub fn parse_with_id(line: &[u8]) -> (Option<RequestId>, Result<Command, String>
         match verb {
             Verb::Add => Ok(Command::Add {
                 netns: netns()?,
-                desired: Desired::from_parts(raw.capture.as_ref(), raw.ambient.as_ref())?,
+                desired: Desired::from_parts(
+                    raw.capture.as_ref(),
+                    raw.ambient.as_ref(),
+                    raw.linkerd.as_ref(),
+                )?,
                 container_id: raw.container_id.clone(),
             }),
             Verb::Remove => Ok(Command::Remove(netns()?)),

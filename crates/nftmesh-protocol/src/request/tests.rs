@@ -96,7 +96,7 @@ fn each_constructor_writes_the_line_clients_wrote_by_hand() {
 #[test]
 fn requests_round_trip_and_parse_into_the_command_they_were_built_for() {
     let netns = Path::new("/run/netns/p");
-    let ambient = Desired::from_parts(None, Some(&json!({}))).unwrap();
+    let ambient = Desired::from_parts(None, Some(&json!({})), None).unwrap();
     let cases = [
         (
             Request::add(netns, sidecar()).with_container_id(Some("c".into())),
