@@ -92,6 +92,10 @@ pub enum CliError {
          CNI, this can occur if a pod is scheduled before the node is ready."
     )]
     Validation(Box<nftmesh::CaptureError>),
+    /// Linkerd's network validation did not land on its listener: the text says what
+    /// happened. Exit 95, Linkerd's validator's code.
+    #[error("{0}")]
+    NetworkValidation(String),
     /// Stopped by a signal after `packets` packets (`trace`). Exit 128 + the signal's number,
     /// as a shell reports a process killed by it.
     #[error("{signal} after {packets} packet(s)")]
@@ -153,6 +157,7 @@ impl CliError {
         match self {
             CliError::Usage(_) | CliError::CheckFailed(_) => 2,
             CliError::Validation(_) => 126,
+            CliError::NetworkValidation(_) => crate::linkerd_validator::FAILED,
             CliError::Interrupted { signal, .. } => 128 + *signal as u8,
             _ => 1,
         }

@@ -15,6 +15,8 @@ mod explain;
 mod go_flags;
 mod host;
 mod istio;
+mod linkerd_proxy_init;
+mod linkerd_validator;
 mod log;
 mod netns_arg;
 mod packet_args;
@@ -100,6 +102,15 @@ enum Command {
     /// named `istio-iptables` (e.g. a symlink to nftmesh) does the same.
     #[command(name = "istio-iptables", args_override_self = true)]
     IstioIptables(Box<istio::IstioIptablesArgs>),
+    /// Behave as Linkerd's `proxy-init` (the linkerd-init container): its flags and defaults,
+    /// over native nf_tables. A binary named `proxy-init` does the same.
+    #[command(name = "linkerd-proxy-init")]
+    LinkerdProxyInit(Box<linkerd_proxy_init::ProxyInitArgs>),
+    /// Behave as Linkerd's `linkerd2-network-validator`: listen on the proxy's outbound port,
+    /// connect to an unroutable address, succeed when the connection lands on the listener
+    /// (exit 95 otherwise). A binary named `linkerd2-network-validator` does the same.
+    #[command(name = "linkerd-network-validator")]
+    LinkerdNetworkValidator(linkerd_validator::ValidatorArgs),
     /// Print the shell completion script for SHELL (generated from this command's flags).
     Completions(docs::CompletionsArgs),
     /// Print the man page nftmesh.1, or write it and one page per subcommand with --out-dir.
@@ -114,6 +125,8 @@ impl Command {
             Command::Trace(_) => "nftmesh: trace",
             Command::Cni(_) => "nftmesh cni: error",
             Command::IstioIptables(_) => istio::SPEAKER,
+            Command::LinkerdProxyInit(_) => linkerd_proxy_init::SPEAKER,
+            Command::LinkerdNetworkValidator(_) => linkerd_validator::SPEAKER,
             _ => "nftmesh",
         }
     }
@@ -124,9 +137,20 @@ fn main() -> ExitCode {
         .next()
         .map(std::path::PathBuf::from)
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    if invoked_as.as_deref() == Some("istio-iptables") {
-        let args = istio::IstioIptablesCli::parse().into_args();
-        return finish(istio::SPEAKER, istio::run(args));
+    match invoked_as.as_deref() {
+        Some("istio-iptables") => {
+            let args = istio::IstioIptablesCli::parse().into_args();
+            return finish(istio::SPEAKER, istio::run(args));
+        }
+        Some("proxy-init") => {
+            let args = linkerd_proxy_init::ProxyInitCli::parse().into_args();
+            return finish(linkerd_proxy_init::SPEAKER, linkerd_proxy_init::run(&args));
+        }
+        Some("linkerd2-network-validator") => {
+            let args = linkerd_validator::ValidatorCli::parse().into_args();
+            return finish(linkerd_validator::SPEAKER, linkerd_validator::run(&args));
+        }
+        _ => {}
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -154,6 +178,8 @@ fn main() -> ExitCode {
         Command::Translate(args) => restore::translate(&args),
         Command::Restore(args) => restore::restore(&args),
         Command::IstioIptables(args) => istio::run(*args),
+        Command::LinkerdProxyInit(args) => linkerd_proxy_init::run(&args),
+        Command::LinkerdNetworkValidator(args) => linkerd_validator::run(&args),
         Command::Ambient(cmd) => ambient::run(cmd),
         Command::Agent(cmd) => agent::run(cmd),
         Command::Cni(cmd) => cni_install::run(cmd),
