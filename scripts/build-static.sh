@@ -1,8 +1,11 @@
 #!/bin/sh
-# Build the `nftmesh` binary for init-container images with libnftnl linked in statically
-# (Debian ships libnftnl.a); libmnl stays a shared library (Debian ships no libmnl.a; the image
-# needs Debian's libmnl0, about 30 KB) and so does glibc. Checks the result with ldd.
-# Output: target/release/nftmesh (also usable as `istio-iptables` through a symlink).
+# Build the binaries that go into images, `nftmesh` (the CLI, the init container's
+# istio-iptables, the agent, the CNI installer) and `nftmesh-cni` (the CNI plugin), with
+# libnftnl linked in statically (Debian ships libnftnl.a); libmnl stays a shared library (Debian
+# ships no libmnl.a; an image needs Debian's libmnl.so.0, about 30 KB) and so does glibc.
+# Checks both with ldd: neither may name libnftnl.
+# Output: target/release/nftmesh (also usable as `istio-iptables` through a symlink) and
+# target/release/nftmesh-cni.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -14,12 +17,15 @@ mkdir -p "$static"
 # takes the archive; libmnl is found through the same directory, as its shared library.
 ln -sf "$libdir/libnftnl.a" "$static/libnftnl.a"
 ln -sf "$mnldir/libmnl.so" "$static/libmnl.so"
-# The -sys build scripts read these; rebuild them so that the link lines change.
-cargo clean --release -p nftnl-sys -p mnl-sys >/dev/null 2>&1 || true
-LIBNFTNL_LIB_DIR="$static" LIBMNL_LIB_DIR="$static" cargo build --release -p nftmesh-cli
-if ldd target/release/nftmesh | grep -q libnftnl; then
-    echo "build-static: target/release/nftmesh still links libnftnl dynamically" >&2
-    exit 1
-fi
-echo "build-static: target/release/nftmesh needs at run time:"
-ldd target/release/nftmesh
+# The -sys build scripts declare rerun-if-env-changed for these variables, so cargo reruns
+# them (and relinks) whenever the previous release build was made without them.
+LIBNFTNL_LIB_DIR="$static" LIBMNL_LIB_DIR="$static" \
+    cargo build --release --locked -p nftmesh-cli -p nftmesh-cni
+for bin in nftmesh nftmesh-cni; do
+    if ldd "target/release/$bin" | grep -q libnftnl; then
+        echo "build-static: target/release/$bin still links libnftnl dynamically" >&2
+        exit 1
+    fi
+    echo "build-static: target/release/$bin needs at run time:"
+    ldd "target/release/$bin"
+done
