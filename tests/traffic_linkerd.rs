@@ -102,3 +102,91 @@ fn injector_argv_captures_like_linkerds_own_rules() {
         assert_eq!(got, want, "{who}");
     }
 }
+
+/// What the peer's connections to the pod reach, for each (port, listener) of `rows`: one
+/// listener per row, the one the row expects (the proxy's `incoming` on 4143, or `app` on the
+/// port itself); a connection that goes elsewhere is refused and shows as an error.
+fn inbound_rows(
+    tag: &str,
+    setup: Setup,
+    rows: &'static [(u16, &'static str)],
+) -> Vec<(u16, String)> {
+    in_pod_with(tag, setup, &[], move |peer| {
+        rows.iter()
+            .map(|(port, who)| {
+                let h = match *who {
+                    "incoming" => listen(4143, "incoming"),
+                    _ => listen(*port, "app"),
+                };
+                let r = from_peer(&peer, *port).unwrap_or_else(|e| format!("error: {e}"));
+                h.join().unwrap();
+                (*port, r)
+            })
+            .collect()
+    })
+}
+
+fn golden_v4(case: &str) -> String {
+    let golden = std::fs::read_to_string(
+        support::workspace_root().join(format!("tests/data/linkerd/goldens/{case}.golden")),
+    )
+    .unwrap();
+    nftmesh::iptables::trace::split_trace_text(&golden)
+        .into_iter()
+        .next()
+        .expect("an IPv4 part")
+        .1
+}
+
+#[test]
+fn listed_ports_and_ignored_subnets_inbound_like_linkerds_own_rules() {
+    if let Some(why) = support::netns::oracle_unavailable() {
+        support::skip(&why);
+        return;
+    }
+    // Case ports-to-redirect-gid: only 8080 and 9090 go to the proxy; 4190 is ignored.
+    let listed = LinkerdConfig {
+        proxy_uid: Some(PROXY),
+        proxy_gid: Some(2103),
+        ports_to_redirect: vec![8080, 9090],
+        inbound_ports_to_ignore: vec![PortRange::single(4190)],
+        ..LinkerdConfig::default()
+    };
+    let rows: &'static [(u16, &str)] = &[(8080, "incoming"), (7000, "app"), (4190, "app")];
+    let want: Vec<(u16, String)> = rows
+        .iter()
+        .map(|(p, who)| (*p, format!("{who} {POD}:{p}")))
+        .collect();
+    let ports = rows;
+    let ours = inbound_rows("lk-listed-ours", Setup::Linkerd(Box::new(listed)), ports);
+    let theirs = inbound_rows(
+        "lk-listed-theirs",
+        Setup::IptablesRestore(golden_v4("ports-to-redirect-gid"), None),
+        ports,
+    );
+    assert_eq!(ours, want, "nftmesh");
+    assert_eq!(theirs, want, "linkerd's rules");
+    // Case subnets-ipv4: the peer's 10.77.0.2 is inside the ignored 10.0.0.0/8.
+    let subnets = LinkerdConfig {
+        proxy_uid: Some(PROXY),
+        inbound_ports_to_ignore: [4190, 4191].map(PortRange::single).to_vec(),
+        subnets_to_ignore: vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "192.168.1.0/24".parse().unwrap(),
+        ],
+        ..LinkerdConfig::default()
+    };
+    let want = vec![(8080, format!("app {POD}:8080"))];
+    let ours = inbound_rows(
+        "lk-subnets-ours",
+        Setup::Linkerd(Box::new(subnets)),
+        &[(8080, "app")],
+    );
+    let theirs = inbound_rows(
+        "lk-subnets-theirs",
+        Setup::IptablesRestore(golden_v4("subnets-ipv4"), None),
+        &[(8080, "app")],
+    );
+    assert_eq!(ours, want, "nftmesh");
+    assert_eq!(theirs, want, "linkerd's rules");
+}
