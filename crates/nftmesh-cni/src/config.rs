@@ -1,12 +1,14 @@
 //! The plugin's entry of the network configuration list, as the runtime passes it on stdin:
 //! the spec's fields (`cniVersion`, `name`, `type`, `prevResult`) and nftmesh's own keys
-//! (`capture`, `ambient`, `mesh`, `without_annotations`, `exclude_namespaces`, `validate`,
-//! `validation_timeout`, `agent_socket`, `log_file`, `log_level`, `log_format`) and the
-//! pod's annotations in `runtimeConfig`. Other keys (capabilities, other runtime config) are
-//! ignored, as the spec asks of plugins.
+//! (`capture`, `ambient`, `linkerd`, `mesh`, `without_annotations`, `exclude_namespaces`,
+//! `validate`, `validation_timeout`, `agent_socket`, `log_file`, `log_level`, `log_format`)
+//! and the pod's annotations in `runtimeConfig`. Other keys (capabilities, other runtime
+//! config) are ignored, as the spec asks of plugins.
 
 use crate::CniError;
 use nftmesh::log::{Format, Level};
+use nftmesh::model::expr::PortRange;
+use nftmesh::model::linkerd::LinkerdConfig;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -79,11 +81,17 @@ pub struct NetConf {
     /// An ambient (ztunnel) in-pod capture, as `nftmesh ambient apply --config` reads it.
     #[serde(default)]
     pub ambient: Option<Value>,
+    /// Linkerd's capture (linkerd2-proxy-init's rules), in [`LinkerdConfig`]'s JSON schema
+    /// (snake_case keys; keys it omits take [`LinkerdConfig`]'s defaults). With
+    /// `"mesh": "linkerd"` and no `linkerd`, [`linkerd_cni_defaults`].
+    #[serde(default)]
+    pub linkerd: Option<Value>,
     /// Kubernetes namespaces (`K8S_POD_NAMESPACE` in `CNI_ARGS`) whose pods get no capture.
     #[serde(default)]
     pub exclude_namespaces: Vec<String>,
     /// After ADD, check the capture with a real connection (Istio's validation) and fail the
-    /// ADD, removing the capture, if it does not hold.
+    /// ADD, removing the capture, if it does not hold. Refused with Linkerd's capture, which
+    /// Linkerd validates with an init container of its own (`linkerd-network-validator`).
     #[serde(default)]
     pub validate: bool,
     /// How long the validation may take, in seconds (default 5, Istio's probe timeout).
@@ -105,9 +113,10 @@ pub struct NetConf {
     /// line), as every nftmesh binary logs ([`nftmesh::log`]).
     #[serde(default, deserialize_with = "parsed")]
     pub log_format: Format,
-    /// Decide per pod from the pod's annotations, as this mesh does (`"istio"`): only meshed
-    /// pods are captured, each with its own settings, `capture` holding what annotations do
-    /// not say. Without it every pod outside `exclude_namespaces` gets `capture`.
+    /// Decide per pod from the pod's annotations, as this mesh does (`"istio"`, `"linkerd"`):
+    /// only meshed pods are captured, each with its own settings, `capture` (Istio) or
+    /// `linkerd` (Linkerd) holding what annotations do not say. Without it every pod outside
+    /// `exclude_namespaces` gets `capture`, `ambient` or `linkerd`.
     #[serde(default)]
     pub mesh: Option<Mesh>,
     /// With `mesh`: what a pod gets when the runtime passed no annotations (the entry lacks
@@ -118,7 +127,7 @@ pub struct NetConf {
     /// are its `io.kubernetes.cri.pod-annotations` ([`ANNOTATIONS_CAPABILITY`]).
     #[serde(default, rename = "runtimeConfig")]
     pub runtime_config: Option<Value>,
-    /// `capture` or `ambient`, parsed and validated once by [`NetConf::parse`].
+    /// `capture`, `ambient` or `linkerd`, parsed and validated once by [`NetConf::parse`].
     #[serde(skip)]
     parsed: Option<Desired>,
 }
@@ -131,8 +140,44 @@ pub const ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mesh {
-    /// Istio's sidecar injection ([`nftmesh::model::pod::istio_sidecar`]).
+    /// Istio's sidecar injection ([`nftmesh::model::pod::istio_sidecar`]), with the entry's
+    /// `capture` as the defaults.
     Istio,
+    /// Linkerd's proxy injection ([`nftmesh::model::pod::linkerd`], as linkerd-cni decides),
+    /// with the entry's `linkerd` as the defaults.
+    Linkerd,
+}
+
+impl Mesh {
+    /// The name in the configuration (`istio`, `linkerd`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mesh::Istio => "istio",
+            Mesh::Linkerd => "linkerd",
+        }
+    }
+}
+
+/// What `"mesh": "linkerd"` captures with when the entry has no `linkerd`: the settings
+/// Linkerd's `linkerd2-cni` chart writes into linkerd-cni's configuration with its default
+/// values (`charts/linkerd2-cni/templates/cni-plugin.yaml` and `values.yaml` of
+/// linkerd/linkerd2): proxy ports 4143 in and 4140 out (`inboundProxyPort`,
+/// `outboundProxyPort`), proxy uid 2102 (`proxyUID`), no proxy gid (`proxyGID: -1` omits it),
+/// inbound ports 4190 and 4191 not redirected (the proxy's control and admin ports,
+/// `proxyControlPort`, `proxyAdminPort`), nothing else ignored, every port redirected, IPv4
+/// only (`disableIPv6: true`).
+pub fn linkerd_cni_defaults() -> LinkerdConfig {
+    LinkerdConfig {
+        incoming_proxy_port: 4143,
+        outgoing_proxy_port: 4140,
+        proxy_uid: Some(2102),
+        proxy_gid: None,
+        ports_to_redirect: Vec::new(),
+        inbound_ports_to_ignore: vec![PortRange::single(4190), PortRange::single(4191)],
+        outbound_ports_to_ignore: Vec::new(),
+        subnets_to_ignore: Vec::new(),
+        ipv6: false,
+    }
 }
 
 /// What a pod gets under `mesh` when no annotations were passed (`without_annotations`).
@@ -144,7 +189,8 @@ pub enum WithoutAnnotations {
     Fail,
     /// No capture.
     Skip,
-    /// `capture` as it is, as without `mesh`.
+    /// The entry's settings as they are (`capture`, or `linkerd` with `"mesh": "linkerd"`),
+    /// as without `mesh`.
     Capture,
 }
 
@@ -183,18 +229,7 @@ impl NetConf {
         }
         let mut conf: NetConf =
             serde_json::from_value(value).map_err(|e| CniError::InvalidConfig(e.to_string()))?;
-        if conf.mesh.is_some() {
-            if conf.ambient.is_some() {
-                return Err(CniError::InvalidConfig(
-                    "mesh decides sidecar capture per pod from annotations; ambient pods are \
-                     enrolled by labels, which runtimes do not pass: use one of mesh and ambient"
-                        .into(),
-                ));
-            }
-            // The settings annotations do not carry: Istio's defaults unless given.
-            conf.capture
-                .get_or_insert_with(|| Value::Object(Default::default()));
-        }
+        conf.settle_mesh()?;
         if conf.runtime_config.as_ref().is_some_and(|r| !r.is_object()) {
             return Err(CniError::InvalidConfig(
                 "runtimeConfig is not an object".into(),
@@ -214,19 +249,98 @@ impl NetConf {
                 "prevResult is not an object".into(),
             ));
         }
-        conf.parsed = Some(
-            Desired::from_parts(conf.capture.as_ref(), conf.ambient.as_ref(), None)
-                .map_err(CniError::InvalidConfig)?,
-        );
+        let desired = conf.read_desired()?;
+        if conf.validate {
+            if let Desired::Linkerd(_) = desired {
+                return Err(CniError::InvalidConfig(
+                    "validate is Istio's validation (a connection redirected to Istio's capture \
+                     ports) and does not apply to Linkerd's capture, which Linkerd validates \
+                     with its own linkerd-network-validator init container: remove \"validate\" \
+                     from an entry with a linkerd capture (or \"mesh\": \"linkerd\")"
+                        .into(),
+                ));
+            }
+        }
+        conf.parsed = Some(desired);
         Ok(conf)
     }
 
-    /// The capture asked for: exactly one of `capture` and `ambient`, each validated.
+    /// With `mesh`: refuse the keys of another mesh's capture, and fill in the settings the
+    /// annotations do not carry when the entry gives none (Istio's defaults for `capture`,
+    /// [`linkerd_cni_defaults`] for `linkerd`).
+    fn settle_mesh(&mut self) -> Result<(), CniError> {
+        let refuse = |mesh: Mesh, key: &str, why: &str| {
+            Err(CniError::InvalidConfig(format!(
+                "mesh {}: {key} is refused: {why}",
+                mesh.name()
+            )))
+        };
+        match self.mesh {
+            None => Ok(()),
+            Some(Mesh::Istio) => {
+                if self.ambient.is_some() {
+                    return Err(CniError::InvalidConfig(
+                        "mesh decides sidecar capture per pod from annotations; ambient pods are \
+                         enrolled by labels, which runtimes do not pass: use one of mesh and \
+                         ambient"
+                            .into(),
+                    ));
+                }
+                if self.linkerd.is_some() {
+                    return refuse(
+                        Mesh::Istio,
+                        "linkerd",
+                        "it is Linkerd's capture, and Istio's sidecar pods are captured with \
+                         capture: use \"mesh\": \"linkerd\" for Linkerd's pods",
+                    );
+                }
+                // The settings annotations do not carry: Istio's defaults unless given.
+                self.capture
+                    .get_or_insert_with(|| Value::Object(Default::default()));
+                Ok(())
+            }
+            Some(Mesh::Linkerd) => {
+                if self.capture.is_some() {
+                    return refuse(
+                        Mesh::Linkerd,
+                        "capture",
+                        "it is Istio's sidecar capture; Linkerd's pods are captured with the \
+                         settings in linkerd (absent: linkerd-cni's chart defaults)",
+                    );
+                }
+                if self.ambient.is_some() {
+                    return refuse(
+                        Mesh::Linkerd,
+                        "ambient",
+                        "it is Istio ambient's in-pod capture; Linkerd's pods are captured \
+                         with the settings in linkerd (absent: linkerd-cni's chart defaults)",
+                    );
+                }
+                if self.linkerd.is_none() {
+                    let defaults = serde_json::to_value(linkerd_cni_defaults())
+                        .map_err(|e| CniError::InvalidConfig(format!("linkerd: {e}")))?;
+                    self.linkerd = Some(defaults);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `capture`, `ambient` or `linkerd` as [`Desired::from_parts`] reads them.
+    fn read_desired(&self) -> Result<Desired, CniError> {
+        Desired::from_parts(
+            self.capture.as_ref(),
+            self.ambient.as_ref(),
+            self.linkerd.as_ref(),
+        )
+        .map_err(CniError::InvalidConfig)
+    }
+
+    /// The capture asked for: exactly one of `capture`, `ambient` and `linkerd`, validated.
     pub fn desired(&self) -> Result<Desired, CniError> {
         match &self.parsed {
             Some(d) => Ok(d.clone()),
-            None => Desired::from_parts(self.capture.as_ref(), self.ambient.as_ref(), None)
-                .map_err(CniError::InvalidConfig),
+            None => self.read_desired(),
         }
     }
 
@@ -331,6 +445,115 @@ mod tests {
             panic!("a sidecar capture")
         };
         assert!(c.dns.enabled && c.dns.capture_all);
+    }
+
+    #[test]
+    fn the_readmes_linkerd_entry_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme
+            .find("### Per-pod capture: `\"mesh\": \"linkerd\"`")
+            .unwrap()..];
+        let start = section.find("```json\n").unwrap() + 8;
+        let end = start + section[start..].find("```").unwrap();
+        let mut entry: Value = serde_json::from_str(&section[start..end]).unwrap();
+        entry["cniVersion"] = "1.0.0".into();
+        let conf = NetConf::parse(entry.to_string().as_bytes()).unwrap();
+        assert_eq!(conf.mesh, Some(Mesh::Linkerd));
+        let Desired::Linkerd(l) = conf.desired().unwrap() else {
+            panic!("a Linkerd capture")
+        };
+        assert_eq!(l.proxy_uid, Some(2102));
+    }
+
+    fn linkerd_of(extra: &str) -> LinkerdConfig {
+        match NetConf::parse(conf(extra).as_bytes())
+            .unwrap()
+            .desired()
+            .unwrap()
+        {
+            Desired::Linkerd(l) => *l,
+            other => panic!("a Linkerd capture, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mesh_linkerd_without_linkerd_has_the_linkerd_cni_charts_settings() {
+        let l = linkerd_of(r#","mesh":"linkerd""#);
+        assert_eq!(l, linkerd_cni_defaults());
+        assert_eq!((l.incoming_proxy_port, l.outgoing_proxy_port), (4143, 4140));
+        assert_eq!((l.proxy_uid, l.proxy_gid), (Some(2102), None));
+        assert_eq!(
+            l.inbound_ports_to_ignore,
+            [4190, 4191].map(PortRange::single).to_vec()
+        );
+        assert!(l.outbound_ports_to_ignore.is_empty() && l.subnets_to_ignore.is_empty());
+        assert!(l.ports_to_redirect.is_empty() && !l.ipv6);
+        let text = nftmesh::Capture::linkerd(&l).unwrap().render();
+        assert!(text.contains("meta skuid 2102 counter return"), "{text}");
+        assert!(
+            text.contains("tcp dport { 4190, 4191 } counter return"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_linkerd_entry_is_taken_as_written_with_or_without_mesh() {
+        // Keys it omits take LinkerdConfig's defaults, not the chart's.
+        let l = linkerd_of(r#","mesh":"linkerd","linkerd":{"proxy_uid":2103}"#);
+        assert_eq!(
+            l,
+            LinkerdConfig {
+                proxy_uid: Some(2103),
+                ..LinkerdConfig::default()
+            }
+        );
+        // Without mesh: every pod gets it, as with capture.
+        let l = linkerd_of(
+            r#","linkerd":{"proxy_uid":2102,"outbound_ports_to_ignore":[{"first":3306,"last":3306}]}"#,
+        );
+        assert_eq!(l.outbound_ports_to_ignore, vec![PortRange::single(3306)]);
+        let c = NetConf::parse(conf(r#","linkerd":{}"#).as_bytes()).unwrap();
+        assert_eq!(c.mesh, None);
+    }
+
+    #[test]
+    fn other_meshes_keys_and_validate_are_refused_with_linkerd() {
+        let refused = |extra: &str, words: &[&str]| {
+            let e = NetConf::parse(conf(extra).as_bytes()).unwrap_err();
+            assert_eq!(e.code(), 7, "{extra}: {e}");
+            for w in words {
+                assert!(e.to_string().contains(w), "{extra}: {w} in {e}");
+            }
+        };
+        refused(
+            r#","mesh":"linkerd","capture":{}"#,
+            &["mesh linkerd: capture is refused", "Istio's sidecar"],
+        );
+        refused(
+            r#","mesh":"linkerd","ambient":{}"#,
+            &["mesh linkerd: ambient is refused", "ambient"],
+        );
+        refused(
+            r#","mesh":"istio","linkerd":{}"#,
+            &["mesh istio: linkerd is refused", "\"mesh\": \"linkerd\""],
+        );
+        refused(
+            r#","mesh":"linkerd","validate":true"#,
+            &["validate", "linkerd-network-validator"],
+        );
+        refused(r#","linkerd":{},"validate":true"#, &["validate"]);
+        refused(r#","capture":{},"linkerd":{}"#, &["exclusive"]);
+        // linkerd-cni's own (kebab-case) keys are not this schema's.
+        refused(
+            r#","mesh":"linkerd","linkerd":{"incoming-proxy-port":4143}"#,
+            &["linkerd: ", "incoming-proxy-port"],
+        );
+        refused(
+            r#","mesh":"linkerd","linkerd":{"incoming_proxy_port":0}"#,
+            &["incoming_proxy_port"],
+        );
+        // validate: false is fine.
+        assert!(NetConf::parse(conf(r#","mesh":"linkerd","validate":false"#).as_bytes()).is_ok());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `nftmesh-cni`: a CNI plugin, chained after the pod's network plugin, that installs
-//! nftmesh's capture (Istio's sidecar or ambient in-pod rules, over netlink) in the pod's
-//! network namespace while the runtime sets it up, so no pod starts unmeshed and no pod
-//! needs `NET_ADMIN`. It speaks CNI 0.3.0 to 1.1.0 (ADD, CHECK, DEL, VERSION, STATUS, GC),
+//! nftmesh's capture (Istio's sidecar or ambient in-pod rules, or Linkerd's proxy-init rules,
+//! over netlink) in the pod's network namespace while the runtime sets it up, so no pod starts
+//! unmeshed and no pod needs `NET_ADMIN`. With `mesh` (`istio`, `linkerd`) it decides per pod
+//! from the pod's annotations ([`pod::decide`]). It speaks CNI 0.3.0 to 1.1.0 (ADD, CHECK, DEL, VERSION, STATUS, GC),
 //! reads its configuration on stdin and the `CNI_*` variables, and prints the spec's result
 //! or error objects. The binary is [`run_plugin`] over the process's stdin and environment.
 //! Run by a person (no `CNI_COMMAND`) it says what it is, as the reference plugins do
@@ -44,17 +45,17 @@ pub fn help() -> String {
     format!(
         "{}\n\
          nftmesh-cni installs nftmesh's traffic capture (Istio's sidecar or ambient in-pod rules,\n\
-         over nf_tables netlink) in a pod's network namespace. It is a chained CNI plugin, put\n\
-         last in a conflist and run by the container runtime, not by hand: the runtime sets\n\
-         CNI_COMMAND (ADD, CHECK, DEL, VERSION, STATUS, GC), CNI_CONTAINERID, CNI_NETNS,\n\
-         CNI_IFNAME, CNI_ARGS and CNI_PATH, writes the network configuration on stdin and reads\n\
-         the result or error object on stdout.\n\
+         or Linkerd's proxy-init rules, over nf_tables netlink) in a pod's network namespace.\n\
+         It is a chained CNI plugin, put last in a conflist and run by the container runtime,\n\
+         not by hand: the runtime sets CNI_COMMAND (ADD, CHECK, DEL, VERSION, STATUS, GC),\n\
+         CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_ARGS and CNI_PATH, writes the network\n\
+         configuration on stdin and reads the result or error object on stdout.\n\
          \n\
          Usage: nftmesh-cni [--help | --version]   (without CNI_COMMAND)\n\
          \n\
-         Configuration keys: capture or ambient, exclude_namespaces, validate,\n\
-         validation_timeout, agent_socket, log_file, log_level, log_format (see the \"CNI\n\
-         plugin\" section of nftmesh's README).\n",
+         Configuration keys: capture, ambient or linkerd, mesh (istio, linkerd),\n\
+         without_annotations, exclude_namespaces, validate, validation_timeout, agent_socket,\n\
+         log_file, log_level, log_format (see the \"CNI plugin\" section of nftmesh's README).\n",
         about()
     )
 }

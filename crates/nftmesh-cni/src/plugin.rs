@@ -187,12 +187,15 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
 }
 
 /// Istio's validation in the pod's namespace, as the proxy's uid: a connection from
-/// `127.0.0.1` to `127.0.0.6:15002` must be redirected to a capture port.
+/// `127.0.0.1` to `127.0.0.6:15002` must be redirected to a capture port. Istio's sidecar
+/// captures only: `validate` with Linkerd's capture is refused when the configuration is read
+/// ([`NetConf::parse`]; Linkerd validates with its own init container).
 fn validate(netns: &Path, desired: &Desired, conf: &NetConf) -> Result<(), CniError> {
     let Desired::Capture(cfg) = desired else {
-        return Err(CniError::InvalidConfig(
-            "validate applies to sidecar captures".into(),
-        ));
+        return Err(CniError::InvalidConfig(format!(
+            "validate applies to Istio's sidecar captures, not to a {} capture",
+            desired.kind()
+        )));
     };
     let uid = cfg.proxy_uids.first().copied().unwrap_or(1337);
     let v = nftmesh::verify::IstioValidation {
@@ -244,9 +247,10 @@ fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
     }
 }
 
-/// DEL: whatever nftmesh owns in the pod removed (its tables, the entry's routing and the
-/// default ones, `::6`), whatever the pod's annotations or the entry now say; nothing else
-/// touched. Succeeds when the namespace is gone or holds nothing of ours.
+/// DEL: whatever nftmesh owns in the pod removed (its tables, Istio's and Linkerd's alike:
+/// [`nftmesh::owned_tables`]; the entry's routing and the default ones, `::6`), whatever the
+/// pod's annotations, the mesh or the entry now say; nothing else touched. Succeeds when the
+/// namespace is gone or holds nothing of ours.
 fn del(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
     let entry = conf.desired().ok();
     remove(env, conf.agent_socket.as_deref(), entry.as_ref(), log)
