@@ -288,8 +288,13 @@ impl Drop for Net {
     }
 }
 
+/// The tables among `tables` that nftmesh owns (Istio's `istio-*`, Linkerd's
+/// `linkerd-proxy-init`; see `nftmesh::owned_tables`).
 pub fn ours(tables: &[String]) -> Vec<&String> {
-    tables.iter().filter(|t| t.starts_with("istio-")).collect()
+    tables
+        .iter()
+        .filter(|t| t.starts_with("istio-") || *t == nftmesh::model::linkerd::TABLE)
+        .collect()
 }
 
 /// The plugin run directly: `CNI_COMMAND` and friends, `stdin`; (exit code, stdout JSON).
