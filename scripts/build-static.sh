@@ -15,8 +15,10 @@ static="$PWD/target/static-libs"
 mkdir -p "$static"
 # Only libnftnl.a in the search directory the nftnl-sys build script is given, so the linker
 # takes the archive; libmnl is found through the same directory, as its shared library.
-ln -sf "$libdir/libnftnl.a" "$static/libnftnl.a"
-ln -sf "$mnldir/libmnl.so" "$static/libmnl.so"
+# (Made only when missing or wrong: concurrent runs must not race on replacing them.)
+link() { [ "$(readlink "$2" 2>/dev/null)" = "$1" ] || ln -sf "$1" "$2"; }
+link "$libdir/libnftnl.a" "$static/libnftnl.a"
+link "$mnldir/libmnl.so" "$static/libmnl.so"
 # The -sys build scripts declare rerun-if-env-changed for these variables, so cargo reruns
 # them (and relinks) whenever the previous release build was made without them.
 LIBNFTNL_LIB_DIR="$static" LIBMNL_LIB_DIR="$static" \
