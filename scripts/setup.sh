@@ -2,7 +2,10 @@
 # Install what building and testing nftmesh needs and the machine lacks (Debian, as root).
 set -eu
 need=""
-for pkg in libnftnl-dev libmnl-dev pkg-config nftables iptables iproute2 util-linux groff-base; do
+# podman, buildah, runc, busybox-static: the images (scripts/build-images.sh) and the runtime
+# tests (tests/runtime_podman.rs; podman's CNI backend uses setup-cni.sh's plugins).
+for pkg in libnftnl-dev libmnl-dev pkg-config nftables iptables iproute2 util-linux groff-base \
+    podman buildah runc busybox-static; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then

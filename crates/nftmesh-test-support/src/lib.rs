@@ -12,6 +12,7 @@ pub mod named_netns;
 pub mod netns;
 pub mod node;
 pub mod pods;
+pub mod runtime;
 pub mod skip;
 pub mod strategies;
 
