@@ -5,7 +5,7 @@ need=""
 # podman, buildah, runc, busybox-static: the images (scripts/build-images.sh) and the runtime
 # tests (tests/runtime_podman.rs; podman's CNI backend uses setup-cni.sh's plugins).
 for pkg in libnftnl-dev libmnl-dev pkg-config nftables iptables iproute2 util-linux groff-base \
-    podman buildah runc busybox-static; do
+    podman buildah runc busybox-static clang libbpf-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then
