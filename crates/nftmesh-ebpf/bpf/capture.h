@@ -1,0 +1,46 @@
+/* The layouts shared by the BPF programs (capture.c) and user space (src/maps.rs mirrors each
+ * struct with #[repr(C)] and the same field order; a change here is a change there). */
+#ifndef NFTMESH_CAPTURE_H
+#define NFTMESH_CAPTURE_H
+
+#include <linux/types.h>
+
+/* What the outbound decision needs that is not a set: one entry, index 0, of map `config`. */
+struct capture_config {
+	__u32 host_lo_addr;      /* host loopback range (127.0.0.1/32), network order */
+	__u32 host_lo_mask;      /* its mask, network order */
+	__u16 proxy_port;        /* outbound capture port, host order; 0 = capture nothing */
+	__u8 include_all;        /* outbound_cidrs_include is "*" */
+	__u8 loopback_included;  /* an included CIDR is a loopback address (Istio's HasLoopBackIP) */
+	__u8 owner_groups;       /* OWNER_GROUPS_* */
+	__u8 pad[3];
+};
+
+#define OWNER_GROUPS_ALL 0
+#define OWNER_GROUPS_INCLUDE 1
+#define OWNER_GROUPS_EXCLUDE 2
+
+/* Key of the CIDR maps (LPM tries): prefix length, then the address in network order. */
+struct v4_prefix {
+	__u32 prefixlen;
+	__u32 addr;
+};
+
+/* Where a redirected connection was going: address and port, both in network order. */
+struct original_dst {
+	__u32 addr;
+	__u16 port;
+	__u16 pad;
+};
+
+/* A redirected connection as the proxy's accepted socket sees it: the app's end (its remote
+ * peer) and the proxy's end (its local address); addresses in network order, ports in host
+ * order. */
+struct v4_tuple {
+	__u32 app_addr;
+	__u32 proxy_addr;
+	__u16 app_port;
+	__u16 proxy_port;
+};
+
+#endif

@@ -1,0 +1,81 @@
+//! What can go wrong between a `CaptureConfig` and programs attached to a cgroup.
+
+use nftmesh_model::config::ConfigError;
+use std::path::PathBuf;
+
+/// An error of the eBPF capture backend; each names the setting, program, map or cgroup it is
+/// about.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EbpfError {
+    /// The configuration is invalid (what `CaptureConfig::validate` refuses).
+    #[error("invalid capture configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A setting the eBPF backend cannot apply with the nf_tables capture's semantics (yet);
+    /// refused rather than approximated.
+    #[error("the eBPF backend cannot apply {setting}: {reason}")]
+    Unsupported {
+        /// The `CaptureConfig` field.
+        setting: &'static str,
+        /// Why, and what to use instead.
+        reason: &'static str,
+    },
+    /// An owner group given by name that was not resolved to a gid
+    /// (`CaptureConfig::resolve_groups` does that).
+    #[error("owner group {name:?} is not resolved to a gid")]
+    UnresolvedGroup {
+        /// The group's name.
+        name: String,
+    },
+    /// The compiled BPF object could not be parsed or its maps created.
+    #[error("cannot load the BPF object: {}", chain(.0))]
+    Object(#[source] aya::EbpfError),
+    /// The BPF object lacks a program or map this crate expects (a build mismatch).
+    #[error("the BPF object has no {kind} {name}")]
+    Missing {
+        /// `"program"` or `"map"`.
+        kind: &'static str,
+        /// Its name.
+        name: &'static str,
+    },
+    /// A program was refused by the kernel (the message carries the verifier's log) or could
+    /// not be attached or detached.
+    #[error("BPF program {program}: {}", chain(source))]
+    Program {
+        /// The program's name in `bpf/capture.c`.
+        program: &'static str,
+        /// aya's error.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map could not be opened, read or written.
+    #[error("BPF map {map}: {}", chain(source))]
+    Map {
+        /// The map's name in `bpf/capture.c`.
+        map: &'static str,
+        /// aya's error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The cgroup directory could not be opened.
+    #[error("cgroup {}: {source}", path.display())]
+    Cgroup {
+        /// The directory.
+        path: PathBuf,
+        /// The error opening it.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `e` and its sources, joined by `: ` (aya's errors keep the system call's errno in a source).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        next = s.source();
+    }
+    text
+}

@@ -1,0 +1,38 @@
+//! nftmesh's eBPF capture backend (issue 27, its foundation): Istio's outbound capture done at
+//! `connect()` for the processes of one cgroup v2 directory, with no NAT and no conntrack.
+//!
+//! ```no_run
+//! use nftmesh_ebpf::EbpfCapture;
+//! use nftmesh_model::config::CaptureConfig;
+//! use std::path::Path;
+//!
+//! // Istio's sidecar settings: TCP connects of the pod's processes (but the proxy's, uid and
+//! // gid 1337) go to 127.0.0.1:15001; the proxy reads where they were going with
+//! // getsockopt(SOL_IP, SO_ORIGINAL_DST) on the accepted socket.
+//! let mut capture = EbpfCapture::new(&CaptureConfig::sidecar())?;
+//! let attached = capture.attach(Path::new("/sys/fs/cgroup/unified/mypod"))?;
+//! // ... the pod runs ...
+//! attached.remove()?; // nothing is redirected any more
+//! # Ok::<(), nftmesh_ebpf::EbpfError>(())
+//! ```
+//!
+//! The BPF programs are C (`bpf/capture.c`), compiled by `build.rs` with clang and loaded with
+//! aya: `cgroup/connect4` rewrites the destination of a captured connect to the proxy port on
+//! 127.0.0.1 and keeps the original one by socket cookie; `sockops` moves it, once the
+//! connection is established, to a map keyed by the 4-tuple the proxy's accepted socket sees;
+//! `cgroup/getsockopt` answers `SO_ORIGINAL_DST` from there.
+//!
+//! The decision follows nf_tables' `istio-output` chain for IPv4 TCP: excluded outbound ports,
+//! the 127.0.0.6 passthrough source, proxy uids and gids, loopback destinations, owner groups,
+//! the host loopback range, excluded CIDRs, included ports, included CIDRs. What it is not
+//! (yet): IPv6, DNS, inbound, getpeername, pinning, and the other items of issue 27; settings
+//! it cannot apply are refused with [`EbpfError::Unsupported`]. See the crate's README.
+#![deny(missing_docs)]
+
+mod capture;
+mod error;
+mod maps;
+mod settings;
+
+pub use capture::{Attachment, EbpfCapture, Tracked};
+pub use error::EbpfError;

@@ -1,0 +1,208 @@
+//! The BPF maps of `bpf/capture.c`: the Rust twins of the structs in `bpf/capture.h`, and
+//! writing [`Settings`] into the maps before the programs are attached.
+
+use crate::error::EbpfError;
+use crate::settings::{Include, Owners, Settings};
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap, Map, MapData};
+use aya::{Ebpf, Pod};
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+
+/// `struct capture_config` (index 0 of map `config`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RawConfig {
+    pub host_lo_addr: u32,
+    pub host_lo_mask: u32,
+    pub proxy_port: u16,
+    pub include_all: u8,
+    pub loopback_included: u8,
+    pub owner_groups: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct original_dst`: address and port in network order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RawOriginalDst {
+    pub addr: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// `struct v4_tuple`: addresses in network order, ports in host order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RawTuple {
+    pub app_addr: u32,
+    pub proxy_addr: u32,
+    pub app_port: u16,
+    pub proxy_port: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RawConfig>() == 16);
+const _: () = assert!(std::mem::size_of::<RawOriginalDst>() == 8);
+const _: () = assert!(std::mem::size_of::<RawTuple>() == 12);
+
+// SAFETY: the three are `repr(C)` structs of integers laid out with no implicit padding (the
+// sizes are asserted above; the C twins spell their padding out too), so every bit pattern is
+// a valid value and their bytes can be copied to and from the kernel as they are.
+unsafe impl Pod for RawConfig {}
+// SAFETY: as above.
+unsafe impl Pod for RawOriginalDst {}
+// SAFETY: as above.
+unsafe impl Pod for RawTuple {}
+
+/// `OWNER_GROUPS_*` of `bpf/capture.h`.
+const OWNER_GROUPS_ALL: u8 = 0;
+const OWNER_GROUPS_INCLUDE: u8 = 1;
+const OWNER_GROUPS_EXCLUDE: u8 = 2;
+
+/// An IPv4 address as the programs hold it: its bytes in network order, read as a native u32.
+pub(crate) fn addr_raw(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+impl RawConfig {
+    pub(crate) fn from_settings(s: &Settings) -> Self {
+        RawConfig {
+            host_lo_addr: addr_raw(s.host_loopback.network()),
+            host_lo_mask: addr_raw(s.host_loopback.netmask()),
+            proxy_port: s.proxy_port,
+            include_all: u8::from(s.include == Include::All),
+            loopback_included: u8::from(s.loopback_included),
+            owner_groups: match s.owners {
+                Owners::All => OWNER_GROUPS_ALL,
+                Owners::Include(_) => OWNER_GROUPS_INCLUDE,
+                Owners::Exclude(_) => OWNER_GROUPS_EXCLUDE,
+            },
+            pad: [0; 3],
+        }
+    }
+}
+
+fn map_mut<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, EbpfError> {
+    bpf.map_mut(name)
+        .ok_or(EbpfError::Missing { kind: "map", name })
+}
+
+fn map<'a>(bpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, EbpfError> {
+    bpf.map(name)
+        .ok_or(EbpfError::Missing { kind: "map", name })
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |source| EbpfError::Map { map, source }
+}
+
+/// Put `values` into the set `name` (a hash map whose values are unused).
+fn fill_set<K: Pod>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+    values: impl Iterator<Item = K>,
+) -> Result<(), EbpfError> {
+    let mut set: HashMap<&mut MapData, K, u8> =
+        HashMap::try_from(map_mut(bpf, name)?).map_err(map_err(name))?;
+    for v in values {
+        set.insert(v, 1, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// Put `nets` into the LPM trie `name`.
+fn fill_cidrs(bpf: &mut Ebpf, name: &'static str, nets: &[Ipv4Net]) -> Result<(), EbpfError> {
+    let mut trie: LpmTrie<&mut MapData, u32, u8> =
+        LpmTrie::try_from(map_mut(bpf, name)?).map_err(map_err(name))?;
+    for n in nets {
+        let key = Key::new(u32::from(n.prefix_len()), addr_raw(n.network()));
+        trie.insert(&key, 1, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// The size of each set map for `s`: what it holds, at least one entry (the kernel refuses
+/// empty maps). The sizes in `bpf/capture.c` are only placeholders.
+pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 7] {
+    let owners = match &s.owners {
+        Owners::All => 0,
+        Owners::Include(g) | Owners::Exclude(g) => g.len(),
+    };
+    let include = match &s.include {
+        Include::All => 0,
+        Include::Cidrs(c) => c.len(),
+    };
+    let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+    [
+        ("proxy_uids", size(s.proxy_uids.len())),
+        ("proxy_gids", size(s.proxy_gids.len())),
+        ("owner_gids", size(owners)),
+        ("ports_exclude", size(s.ports_exclude.len())),
+        ("ports_include", size(s.ports_include.len())),
+        ("cidrs_include", size(include)),
+        ("cidrs_exclude", size(s.cidrs_exclude.len())),
+    ]
+}
+
+/// Write `s` into the maps of a freshly loaded object: the sets first, the config (which turns
+/// capture on: a zero proxy port captures nothing) last.
+pub(crate) fn write(bpf: &mut Ebpf, s: &Settings) -> Result<(), EbpfError> {
+    fill_set(bpf, "proxy_uids", s.proxy_uids.iter().copied())?;
+    fill_set(bpf, "proxy_gids", s.proxy_gids.iter().copied())?;
+    if let Owners::Include(g) | Owners::Exclude(g) = &s.owners {
+        fill_set(bpf, "owner_gids", g.iter().copied())?;
+    }
+    fill_set(bpf, "ports_exclude", s.ports_exclude.iter().copied())?;
+    fill_set(bpf, "ports_include", s.ports_include.iter().copied())?;
+    if let Include::Cidrs(nets) = &s.include {
+        fill_cidrs(bpf, "cidrs_include", nets)?;
+    }
+    fill_cidrs(bpf, "cidrs_exclude", &s.cidrs_exclude)?;
+    let mut config: Array<&mut MapData, RawConfig> =
+        Array::try_from(map_mut(bpf, "config")?).map_err(map_err("config"))?;
+    config
+        .set(0, RawConfig::from_settings(s), 0)
+        .map_err(map_err("config"))
+}
+
+/// How many entries the two original-destination maps hold.
+pub(crate) fn counts(bpf: &Ebpf) -> Result<(usize, usize), EbpfError> {
+    let by_cookie: HashMap<&MapData, u64, RawOriginalDst> =
+        HashMap::try_from(map(bpf, "orig_by_cookie")?).map_err(map_err("orig_by_cookie"))?;
+    let by_tuple: HashMap<&MapData, RawTuple, RawOriginalDst> =
+        HashMap::try_from(map(bpf, "orig_by_tuple")?).map_err(map_err("orig_by_tuple"))?;
+    Ok((
+        count(by_cookie.keys(), "orig_by_cookie")?,
+        count(by_tuple.keys(), "orig_by_tuple")?,
+    ))
+}
+
+fn count<K: Pod>(
+    mut keys: aya::maps::MapKeys<'_, K>,
+    name: &'static str,
+) -> Result<usize, EbpfError> {
+    keys.try_fold(0usize, |n, k| k.map(|_| n + 1))
+        .map_err(map_err(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftmesh_model::config::CaptureConfig;
+
+    #[test]
+    fn config_bytes_as_the_programs_read_them() {
+        let s = Settings::from_config(&CaptureConfig::sidecar()).unwrap();
+        let raw = RawConfig::from_settings(&s);
+        // 127.0.0.1 is the bytes 7f 00 00 01 in memory, whatever the host's byte order.
+        assert_eq!(raw.host_lo_addr.to_ne_bytes(), [127, 0, 0, 1]);
+        assert_eq!(raw.host_lo_mask.to_ne_bytes(), [255, 255, 255, 255]);
+        assert_eq!(raw.proxy_port, 15001);
+        assert_eq!((raw.include_all, raw.loopback_included), (1, 0));
+        assert_eq!(raw.owner_groups, OWNER_GROUPS_ALL);
+        assert_eq!(
+            Ipv4Addr::from(raw.host_lo_addr.to_ne_bytes()),
+            Ipv4Addr::LOCALHOST
+        );
+    }
+}

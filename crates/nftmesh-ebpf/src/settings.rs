@@ -1,0 +1,248 @@
+//! `CaptureConfig` reduced to what the BPF programs decide with: the outbound settings, checked,
+//! as sets. Settings this backend cannot apply exactly are refused here, before anything is
+//! loaded.
+
+use crate::error::EbpfError;
+use ipnet::{IpNet, Ipv4Net};
+use nftmesh_model::config::{CaptureConfig, CidrSelection, GroupRef, OwnerGroups};
+use std::collections::BTreeSet;
+
+/// Which destinations are captured after the exclusions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Include {
+    /// Every destination (`-i '*'`).
+    All,
+    /// These prefixes only (possibly none).
+    Cidrs(Vec<Ipv4Net>),
+}
+
+/// Which owner groups are captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Owners {
+    /// Every group.
+    All,
+    /// Only these gids.
+    Include(BTreeSet<u32>),
+    /// Every gid but these.
+    Exclude(BTreeSet<u32>),
+}
+
+/// The outbound capture as `bpf/capture.c` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settings {
+    pub proxy_port: u16,
+    pub proxy_uids: BTreeSet<u32>,
+    pub proxy_gids: BTreeSet<u32>,
+    pub ports_exclude: BTreeSet<u16>,
+    pub ports_include: BTreeSet<u16>,
+    pub include: Include,
+    pub cidrs_exclude: Vec<Ipv4Net>,
+    pub owners: Owners,
+    /// An included CIDR is a loopback address: loopback traffic is not let through wholesale
+    /// (Istio's `HasLoopBackIP`).
+    pub loopback_included: bool,
+    pub host_loopback: Ipv4Net,
+}
+
+impl Settings {
+    /// Check `cfg` and keep its outbound settings. The inbound settings (ports, mode, tunnel
+    /// port) are not this backend's: inbound stays with nf_tables for now.
+    pub(crate) fn from_config(cfg: &CaptureConfig) -> Result<Self, EbpfError> {
+        cfg.validate()?;
+        refuse_unsupported(cfg)?;
+        let include = match &cfg.outbound_cidrs_include {
+            CidrSelection::All => Include::All,
+            CidrSelection::Cidrs(c) => Include::Cidrs(v4(c)),
+        };
+        let loopback_included = match &include {
+            Include::All => false,
+            Include::Cidrs(c) => c.iter().any(|n| n.addr().is_loopback()),
+        };
+        let owners = match &cfg.owner_groups {
+            OwnerGroups::All => Owners::All,
+            OwnerGroups::Include(g) => Owners::Include(gids(g)?),
+            OwnerGroups::Exclude(g) => Owners::Exclude(gids(g)?),
+        };
+        Ok(Settings {
+            proxy_port: cfg.proxy_port,
+            proxy_uids: cfg.proxy_uids.iter().copied().collect(),
+            proxy_gids: cfg.proxy_gids.iter().copied().collect(),
+            ports_exclude: cfg.outbound_ports_exclude.iter().copied().collect(),
+            ports_include: cfg.outbound_ports_include.iter().copied().collect(),
+            include,
+            cidrs_exclude: v4(&cfg.outbound_cidrs_exclude),
+            owners,
+            loopback_included,
+            host_loopback: cfg.host_ipv4_loopback_cidr,
+        })
+    }
+}
+
+/// Refuse what the programs do not implement yet, rather than capture differently from
+/// nf_tables.
+fn refuse_unsupported(cfg: &CaptureConfig) -> Result<(), EbpfError> {
+    let refuse = |setting, reason| Err(EbpfError::Unsupported { setting, reason });
+    if cfg.ipv6 {
+        return refuse(
+            "ipv6",
+            "IPv6 capture (cgroup/connect6) is not implemented yet",
+        );
+    }
+    if cfg.dns_in_effect() {
+        return refuse(
+            "dns",
+            "DNS capture (sendmsg/recvmsg and TCP port 53) is not implemented yet",
+        );
+    }
+    if !cfg.exclude_interfaces.is_empty() {
+        return refuse(
+            "exclude_interfaces",
+            "the output interface is not known at connect()",
+        );
+    }
+    if !cfg.reroute_virtual_interfaces.is_empty() {
+        return refuse(
+            "reroute_virtual_interfaces",
+            "traffic arriving on an interface is no socket of the pod's cgroup",
+        );
+    }
+    Ok(())
+}
+
+/// The IPv4 prefixes of `nets` (with IPv6 off, `validate` has refused IPv6 ones), normalised to
+/// their network address.
+fn v4(nets: &[IpNet]) -> Vec<Ipv4Net> {
+    nets.iter()
+        .filter_map(|n| match n {
+            IpNet::V4(n) => Some(n.trunc()),
+            IpNet::V6(_) => None,
+        })
+        .collect()
+}
+
+fn gids(groups: &[GroupRef]) -> Result<BTreeSet<u32>, EbpfError> {
+    groups
+        .iter()
+        .map(|g| match g {
+            GroupRef::Id(id) => Ok(*id),
+            GroupRef::Name(name) => Err(EbpfError::UnresolvedGroup { name: name.clone() }),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftmesh_model::config::DnsCapture;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn sidecar_defaults() {
+        let s = Settings::from_config(&CaptureConfig::sidecar()).unwrap();
+        assert_eq!(s.proxy_port, 15001);
+        assert_eq!(s.proxy_uids, BTreeSet::from([1337]));
+        assert_eq!(s.proxy_gids, BTreeSet::from([1337]));
+        assert_eq!(s.include, Include::All);
+        assert_eq!(s.owners, Owners::All);
+        assert!(!s.loopback_included);
+        assert_eq!(s.host_loopback, "127.0.0.1/32".parse::<Ipv4Net>().unwrap());
+    }
+
+    #[test]
+    fn lists_and_prefixes() {
+        let cfg = CaptureConfig {
+            outbound_ports_exclude: vec![22, 22, 9000],
+            outbound_ports_include: vec![443],
+            outbound_cidrs_include: CidrSelection::Cidrs(vec![
+                net("10.1.2.3/16"),
+                net("127.0.0.5/32"),
+            ]),
+            outbound_cidrs_exclude: vec![net("10.1.9.0/24")],
+            owner_groups: OwnerGroups::Exclude(vec![GroupRef::Id(7)]),
+            ..CaptureConfig::default()
+        };
+        let s = Settings::from_config(&cfg).unwrap();
+        assert_eq!(s.ports_exclude, BTreeSet::from([22, 9000]));
+        assert_eq!(s.ports_include, BTreeSet::from([443]));
+        assert_eq!(
+            s.include,
+            Include::Cidrs(vec![
+                "10.1.0.0/16".parse().unwrap(),
+                "127.0.0.5/32".parse().unwrap()
+            ])
+        );
+        assert!(s.loopback_included);
+        assert_eq!(
+            s.cidrs_exclude,
+            vec!["10.1.9.0/24".parse::<Ipv4Net>().unwrap()]
+        );
+        assert_eq!(s.owners, Owners::Exclude(BTreeSet::from([7])));
+    }
+
+    #[test]
+    fn refusals_name_the_setting() {
+        let cases: Vec<(CaptureConfig, &str)> = vec![
+            (
+                CaptureConfig {
+                    ipv6: true,
+                    ..CaptureConfig::default()
+                },
+                "ipv6",
+            ),
+            (
+                CaptureConfig {
+                    dns: DnsCapture {
+                        enabled: true,
+                        capture_all: true,
+                        servers: vec![],
+                    },
+                    ..CaptureConfig::default()
+                },
+                "dns",
+            ),
+            (
+                CaptureConfig {
+                    exclude_interfaces: vec!["eth1".into()],
+                    ..CaptureConfig::default()
+                },
+                "exclude_interfaces",
+            ),
+            (
+                CaptureConfig {
+                    reroute_virtual_interfaces: vec!["tun0".into()],
+                    ..CaptureConfig::default()
+                },
+                "reroute_virtual_interfaces",
+            ),
+        ];
+        for (cfg, field) in cases {
+            match Settings::from_config(&cfg) {
+                Err(EbpfError::Unsupported { setting, .. }) => assert_eq!(setting, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_and_unresolved() {
+        let bad = CaptureConfig {
+            proxy_uids: vec![],
+            ..CaptureConfig::default()
+        };
+        assert!(matches!(
+            Settings::from_config(&bad),
+            Err(EbpfError::Config(_))
+        ));
+        let named = CaptureConfig {
+            owner_groups: OwnerGroups::Include(vec![GroupRef::Name("mesh".into())]),
+            ..CaptureConfig::default()
+        };
+        assert!(matches!(
+            Settings::from_config(&named),
+            Err(EbpfError::UnresolvedGroup { name }) if name == "mesh"
+        ));
+    }
+}

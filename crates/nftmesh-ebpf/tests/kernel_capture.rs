@@ -1,0 +1,141 @@
+//! The eBPF capture with real connections: each test loads a capture, attaches it to a cgroup v2
+//! directory it creates, and runs a child process (this binary again, one phase of
+//! `support::child`) in a network namespace of its own that connects from outside and then
+//! from inside that cgroup. Needs root; without it (or without cgroup2 or `unshare`) a test
+//! prints `SKIP: why`, and fails under `CI=true`.
+
+mod support;
+
+use ipnet::IpNet;
+use nftmesh_ebpf::{EbpfCapture, EbpfError, Tracked};
+use nftmesh_model::config::{CaptureConfig, CidrSelection, GroupRef, OwnerGroups};
+use nftmesh_test_support::skip;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use support::child::*;
+use support::{run_child, TestCgroup, CHILD_ENV};
+
+/// Not a test of its own: the entry point of the child processes (see `support::run_child`);
+/// does nothing unless [`CHILD_ENV`] names a phase.
+#[test]
+fn child() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        support::child::run(&spec);
+    }
+}
+
+fn net(ip: impl Into<IpAddr>, len: u8) -> IpNet {
+    IpNet::new(ip.into(), len).expect("a valid prefix")
+}
+
+/// `None` (after printing SKIP or panicking under CI) when the test cannot run here.
+fn ready() -> Option<()> {
+    match support::unavailable() {
+        Some(why) => {
+            skip(&why);
+            None
+        }
+        None => Some(()),
+    }
+}
+
+fn load(cfg: &CaptureConfig) -> EbpfCapture {
+    EbpfCapture::new(cfg).unwrap_or_else(|e| panic!("load the capture: {e}"))
+}
+
+/// Wait (bounded) until the capture tracks no connection: every redirected connection was
+/// established and its proxy socket closed.
+fn assert_forgets(capture: &EbpfCapture) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let t = capture.tracked().expect("read the maps");
+        if t == Tracked::default() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "entries left after every socket closed: {t:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sidecar_capture_redirects_the_cgroup_only() {
+    let Some(()) = ready() else { return };
+    let cgroup = TestCgroup::create();
+    let cfg = CaptureConfig {
+        outbound_ports_exclude: vec![EXCLUDED_PORT],
+        outbound_cidrs_exclude: vec![net(EXCLUDED_PEER, 32)],
+        ..CaptureConfig::sidecar()
+    };
+    assert_eq!(
+        (
+            cfg.proxy_port,
+            cfg.proxy_uids.as_slice(),
+            cfg.proxy_gids.as_slice()
+        ),
+        (PROXY_PORT, &[PROXY_UID][..], &[PROXY_GID][..])
+    );
+    let mut capture = load(&cfg);
+    let attached = capture
+        .attach(cgroup.path())
+        .unwrap_or_else(|e| panic!("attach: {e}"));
+    assert_eq!(attached.cgroup(), cgroup.path());
+    run_child("captured", cgroup.path());
+    assert_forgets(&capture);
+    attached.remove().expect("remove");
+    run_child("removed", cgroup.path());
+}
+
+#[test]
+fn included_cidrs_ports_and_owner_groups() {
+    let Some(()) = ready() else { return };
+    let cgroup = TestCgroup::create();
+    let cfg = CaptureConfig {
+        outbound_cidrs_include: CidrSelection::Cidrs(vec![net(PEER, 32)]),
+        outbound_ports_include: vec![INCLUDED_PORT],
+        owner_groups: OwnerGroups::Exclude(vec![GroupRef::Id(EXCLUDED_GID)]),
+        ..CaptureConfig::default()
+    };
+    let mut capture = load(&cfg);
+    let attached = capture
+        .attach(cgroup.path())
+        .unwrap_or_else(|e| panic!("attach: {e}"));
+    run_child("include", cgroup.path());
+    assert_forgets(&capture);
+    attached.remove().expect("remove");
+}
+
+#[test]
+fn dropping_the_capture_keeps_an_attachment_working_until_removed() {
+    let Some(()) = ready() else { return };
+    let cgroup = TestCgroup::create();
+    let cfg = CaptureConfig {
+        outbound_ports_exclude: vec![EXCLUDED_PORT],
+        outbound_cidrs_exclude: vec![net(EXCLUDED_PEER, 32)],
+        ..CaptureConfig::sidecar()
+    };
+    let attached = load(&cfg)
+        .attach(cgroup.path())
+        .unwrap_or_else(|e| panic!("attach: {e}"));
+    // The links hold the programs and the programs their maps.
+    run_child("captured", cgroup.path());
+    drop(attached);
+    run_child("removed", cgroup.path());
+}
+
+#[test]
+fn a_missing_cgroup_is_an_error_naming_it() {
+    let Some(()) = ready() else { return };
+    let mut capture = load(&CaptureConfig::sidecar());
+    let dir = support::cgroup2_mount()
+        .expect("cgroup2")
+        .join("nftmesh-test-does-not-exist");
+    match capture.attach(&dir) {
+        Err(e @ EbpfError::Cgroup { .. }) => {
+            assert!(e.to_string().contains("nftmesh-test-does-not-exist"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,138 @@
+//! What the kernel tests share: a cgroup v2 directory of their own, and a child process (this
+//! test binary run again, for one phase) in a network namespace of its own.
+//!
+//! A cgroup holds whole processes (threads only in threaded cgroups), so the connections under
+//! test come from a child process, never from the test runner: the child starts outside the
+//! cgroup, moves itself in (writing its pid to `cgroup.procs`), and exits; the directory is
+//! removed afterwards. Every wait is bounded, and the only process ever killed is that child.
+#![allow(dead_code)]
+
+pub mod child;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The environment variable that tells this test binary it runs as a child, and which phase.
+pub const CHILD_ENV: &str = "NFTMESH_EBPF_CHILD";
+/// How long a child may run.
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+/// Why these tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some(
+            "not root: attaching BPF programs to a cgroup needs CAP_BPF and CAP_NET_ADMIN".into(),
+        );
+    }
+    if cgroup2_mount().is_none() {
+        return Some("no cgroup2 file system is mounted (see /proc/mounts)".into());
+    }
+    match Command::new("unshare").args(["--net", "true"]).output() {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "unshare --net fails: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run unshare: {e}")),
+    }
+}
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup/unified` in the hybrid layout, `/sys/fs/cgroup`
+/// in the unified one).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+/// A cgroup v2 directory this test created (`<mount>/nftmesh-test-<pid>-<n>`), removed on drop.
+pub struct TestCgroup(PathBuf);
+
+impl TestCgroup {
+    /// Create a fresh one.
+    pub fn create() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let mount = cgroup2_mount().expect("a cgroup2 mount (checked by unavailable())");
+        let name = format!(
+            "nftmesh-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = mount.join(name);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TestCgroup(path)
+    }
+
+    /// Its directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // The child has exited, but the kernel may take a moment to let the cgroup go.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = std::fs::remove_dir(&self.0) {
+            if Instant::now() > deadline {
+                eprintln!("cannot remove {}: {e}", self.0.display());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Run `phase` of the child (see [`child::run`]) in a new network namespace, with `cgroup` as
+/// the cgroup it joins; panics with its output unless it succeeds within [`CHILD_LIMIT`].
+pub fn run_child(phase: &str, cgroup: &Path) {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut child = Command::new("unshare")
+        .args(["--net", "--"])
+        .arg(exe)
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, format!("{phase}:{}", cgroup.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let status = loop {
+        match child.try_wait().expect("wait for the child") {
+            Some(status) => break Some(status),
+            None if Instant::now() > deadline => {
+                // Our own child, by its handle.
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => panic!("child phase {phase} failed ({s}):\n{out}\n{err}"),
+        None => panic!("child phase {phase} did not finish within {CHILD_LIMIT:?}:\n{out}\n{err}"),
+    }
+}
