@@ -61,27 +61,22 @@ fn in_node(test: &str) -> bool {
 /// Create the pod on `network` with the `init` containers (in this order), a proxy stand-in
 /// (uid 1337, no capability) and an app (uid 1000, no capability, sleeping).
 fn create_pod(p: &Podman, network: &str, init: &[Vec<&str>]) {
-    let cg = p.cgroup_parent();
+    let (cg, net) = (p.cgroup_parent(), network);
     let infra = ["--infra-image", BUSYBOX, "--cgroup-parent", cg];
     p.ok(&[
-        &["pod", "create", "--name", POD, "--network", network][..],
+        &["pod", "create", "--name", POD, "--network", net][..],
         &infra,
     ]
     .concat());
     for args in init {
         p.ok(&[&["create", "--pod", POD, "--init-ctr", "always"][..], args].concat());
     }
-    let user = |name, uid| ["create", "--pod", POD, "--name", name, "--user", uid];
-    let proxy = [
-        &user("proxy", "1337:1337")[..],
-        &["--cap-drop", "all", BUSYBOX],
-    ];
-    p.ok(&[&proxy.concat()[..], &["sh", "-c", PROXY]].concat());
-    p.ok(&[
-        &user("app", "1000:1000")[..],
-        &["--cap-drop", "all", BUSYBOX],
-    ]
-    .concat());
+    let stand_in = |name, uid| {
+        let user = ["--name", name, "--user", uid, "--cap-drop", "all", BUSYBOX];
+        [&["create", "--pod", POD][..], &user].concat()
+    };
+    p.ok(&[&stand_in("proxy", "1337:1337")[..], &["sh", "-c", PROXY]].concat());
+    p.ok(&stand_in("app", "1000:1000"));
 }
 
 /// The pod's infra container (its network namespace is the pod's).
@@ -113,6 +108,39 @@ fn nft_tables(path: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Wait (at most 10 s) until TCP `ports` are listened on in `ns`: the proxy stand-in started
+/// with the pod, but `podman pod start` does not wait for it to listen.
+fn wait_listening(ns: &Netns, ports: &[u16]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listening = |table: &str, port: u16| {
+        let local = format!(":{port:04X} ");
+        // `sl local_address rem_address st ...`; st 0A is LISTEN.
+        table
+            .lines()
+            .any(|l| l.contains(&local) && l.split_whitespace().nth(3) == Some("0A"))
+    };
+    loop {
+        let table = ns
+            .run(|| {
+                // busybox nc listens on [::] (tcp6), our listeners on 0.0.0.0 (tcp).
+                ["tcp", "tcp6"].map(|t| {
+                    std::fs::read_to_string(format!("/proc/thread-self/net/{t}"))
+                        .unwrap_or_default()
+                })
+            })
+            .expect("enter the pod")
+            .concat();
+        if ports.iter().all(|&p| listening(&table, p)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {ports:?}:\n{table}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// What Istio's capture means for a started pod on a bridge whose address is `gateway`:
 /// 1. with the proxy stand-in: the app's connection to the node lands on 15001, the proxy's
 ///    own (uid 1337) is not captured (the node answers), inbound to the pod lands on 15006, an
@@ -123,6 +151,8 @@ fn nft_tables(path: &str) -> String {
 fn assert_capture(p: &Podman, gateway: Ipv4Addr) {
     let infra = infra(p);
     let pod_ip = p.address(&infra);
+    let ns = Netns::new(p.netns(&infra));
+    wait_listening(&ns, &[15001, 15006]);
     let node = SocketAddr::from((gateway, PORT));
     let inbound = SocketAddr::from((pod_ip, PORT));
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, PORT)).expect("node listener");
@@ -152,7 +182,6 @@ fn assert_capture(p: &Podman, gateway: Ipv4Addr) {
 
     p.ok(&["stop", "--time", "0", "proxy"]);
     let bind = |port: u16| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("listen");
-    let ns = Netns::new(p.netns(&infra));
     let (outbound, inbound_l) = ns
         .run(move || (bind(15001), bind(15006)))
         .expect("enter pod");
