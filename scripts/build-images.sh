@@ -4,8 +4,9 @@
 # ldd names for them, and a minimal /etc/passwd and /etc/group; nothing is pulled, no registry
 # is involved, no command runs inside the image while it is built.
 #
-#   nftmesh        the init and validation image: /usr/local/bin/nftmesh, the istio-iptables
-#                  symlink to it (Istio's istio-init / istio-validation argv runs unchanged)
+#   nftmesh        the init and validation image: /usr/local/bin/nftmesh, the istio-iptables,
+#                  proxy-init and linkerd2-network-validator symlinks to it (Istio's and
+#                  Linkerd's init-container argv run unchanged)
 #   nftmesh-node   the node image: nftmesh (agent, `cni install|uninstall`) and nftmesh-cni
 #   nftmesh-test-busybox  (only when named; for the runtime tests) Debian's busybox-static:
 #                  the stand-ins for a proxy and an application, and the pods' infra container
@@ -160,6 +161,9 @@ for image in $images; do
         nftmesh)
             stage "$dir" "$bin/nftmesh" /usr/local/bin/nftmesh 0755
             ln -s nftmesh "$dir/usr/local/bin/istio-iptables"
+            # Linkerd's init container and network validator, by argv[0].
+            ln -s nftmesh "$dir/usr/local/bin/proxy-init"
+            ln -s nftmesh "$dir/usr/local/bin/linkerd2-network-validator"
             stage_libs "$dir" "$bin/nftmesh"
             stage_users "$dir"
             commit nftmesh "$dir" --entrypoint '["/usr/local/bin/nftmesh"]' \

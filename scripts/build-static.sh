@@ -23,11 +23,12 @@ link "$mnldir/libmnl.so" "$static/libmnl.so"
 # them (and relinks) whenever the previous release build was made without them.
 LIBNFTNL_LIB_DIR="$static" LIBMNL_LIB_DIR="$static" \
     cargo build --release --locked -p nftmesh-cli -p nftmesh-cni
+out="${CARGO_TARGET_DIR:-target}/release"
 for bin in nftmesh nftmesh-cni; do
-    if ldd "target/release/$bin" | grep -q libnftnl; then
-        echo "build-static: target/release/$bin still links libnftnl dynamically" >&2
+    if ldd "$out/$bin" | grep -q libnftnl; then
+        echo "build-static: $out/$bin still links libnftnl dynamically" >&2
         exit 1
     fi
-    echo "build-static: target/release/$bin needs at run time:"
-    ldd "target/release/$bin"
+    echo "build-static: $out/$bin needs at run time:"
+    ldd "$out/$bin"
 done

@@ -228,7 +228,9 @@ fn images_are_reproducible_and_hold_only_what_they_need() {
             want.extend(runtime::ldd_paths(&bin.join(b)));
         }
         if image == NFTMESH {
-            want.insert("/usr/local/bin/istio-iptables -> nftmesh".into());
+            for link in ["istio-iptables", "proxy-init", "linkerd2-network-validator"] {
+                want.insert(format!("/usr/local/bin/{link} -> nftmesh"));
+            }
         }
         let (got, users) = a.with_image_mounted(image, |root| {
             (
