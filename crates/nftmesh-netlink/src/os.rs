@@ -188,9 +188,14 @@ pub struct NfSocket(mnl::Socket);
 unsafe impl Send for NfSocket {}
 
 impl NfSocket {
-    /// Open and bind a netfilter netlink socket in the calling thread's network namespace.
+    /// Open and bind a netfilter netlink socket in the calling thread's network namespace,
+    /// closed on exec: a child another thread spawns must not keep it (and with it the tables
+    /// an owned install tied to it) alive. libmnl opens it without `SOCK_CLOEXEC`; the flag is
+    /// set right after.
     pub fn open() -> std::io::Result<Self> {
-        mnl::Socket::new(mnl::Bus::Netfilter).map(NfSocket)
+        let s = mnl::Socket::new(mnl::Bus::Netfilter).map(NfSocket)?;
+        set_cloexec(std::os::fd::AsRawFd::as_raw_fd(&s))?;
+        Ok(s)
     }
 
     /// Send one buffer; the number of bytes sent.
@@ -218,6 +223,13 @@ impl std::os::fd::AsFd for NfSocket {
     }
 }
 
+/// Close the open descriptor `fd` on exec (`FD_CLOEXEC`).
+pub fn set_cloexec(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
+    Ok(())
+}
+
 /// Make reads and writes of the open descriptor `fd` non-blocking (`O_NONBLOCK`).
 pub fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -230,5 +242,19 @@ pub fn set_nonblocking(fd: std::os::fd::RawFd) -> std::io::Result<()> {
 impl std::os::fd::AsRawFd for NfSocket {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn netlink_sockets_are_closed_on_exec() {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let s = NfSocket::open().expect("a netfilter netlink socket needs no privilege");
+        let flags = fcntl(s.as_raw_fd(), FcntlArg::F_GETFD).unwrap();
+        assert!(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC));
     }
 }

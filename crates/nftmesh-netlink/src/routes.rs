@@ -174,6 +174,9 @@ impl Routing {
     pub fn open() -> Result<Self, NetlinkError> {
         let sock = NlSocket::connect(NlFamily::Route, None, &[])
             .map_err(|e| NetlinkError::io("rtnetlink open", e))?;
+        // Not inherited by children other threads spawn (neli opens it without the flag).
+        crate::os::set_cloexec(std::os::fd::AsRawFd::as_raw_fd(&sock))
+            .map_err(|e| NetlinkError::io("rtnetlink FD_CLOEXEC", e))?;
         crate::os::set_recv_timeout(
             std::os::fd::AsRawFd::as_raw_fd(&sock),
             std::time::Duration::from_secs(10),
