@@ -14,9 +14,9 @@ use nftmesh::model::ambient::{
 };
 use nftmesh::model::expr::IpVersion;
 use nftmesh::model::ruleset::{Ruleset, SetElement};
-use nftmesh::model::Packet;
+
 use nftmesh::model::{eval, Hook};
-use support::corpus::{dims, random, systematic, Dims};
+use support::corpus::{dims, every_packet};
 
 #[test]
 fn ambient_goldens_interpreter_translation_and_compiler_agree() {
@@ -28,7 +28,7 @@ fn ambient_goldens_interpreter_translation_and_compiler_agree() {
         let compiled = compile_inpod(&cfg);
         let d = dims(&parts, &[0, 1000, 1337]);
         let mut n = 0usize;
-        for (hook, mut p) in corpus(&d, 0xa3b) {
+        for (hook, mut p) in every_packet(&d, 0xa3b) {
             n += 1;
             // ztunnel's and the probes' marks and sources among the corpus.
             if n.is_multiple_of(7) {
@@ -82,19 +82,6 @@ fn golden_parts(name: &str) -> Vec<nftmesh::iptables::IptRuleset> {
         .parts()
 }
 
-/// Systematic packets plus 1 000 random ones (from `seed`) per IP version and hook.
-fn corpus(d: &Dims, seed: u64) -> Vec<(Hook, Packet)> {
-    let mut out = Vec::new();
-    for version in [IpVersion::V4, IpVersion::V6] {
-        for hook in Hook::ALL {
-            let mut pkts = systematic(d, version, hook);
-            pkts.extend(random(d, version, hook, 1000, seed ^ out.len() as u64));
-            out.extend(pkts.into_iter().map(|p| (hook, p)));
-        }
-    }
-    out
-}
-
 /// Fill every set named `name` in `rs` with `nets`.
 fn fill(rs: &mut Ruleset, name: &str, nets: &[ipnet::IpNet]) {
     for t in &mut rs.tables {
@@ -128,7 +115,7 @@ fn host_probe_goldens_interpreter_translation_and_compiler_agree_but_for_istios_
         }
         let d = dims(&parts, &[0, KUBELET, 1337]);
         let (mut n, mut snatted, mut istio_only) = (0usize, 0usize, 0usize);
-        for (hook, mut p) in corpus(&d, 0x5a7) {
+        for (hook, mut p) in every_packet(&d, 0x5a7) {
             n += 1;
             let version = p.version();
             // Half the packets go to a pod in the probe set.

@@ -299,6 +299,20 @@ pub fn systematic(d: &Dims, version: IpVersion, hook: Hook) -> Vec<Packet> {
     out
 }
 
+/// What an equivalence test runs: for each IP version and hook, every [`systematic`] packet
+/// and 1 000 [`random`] ones (from `seed` xor the number of packets before them).
+pub fn every_packet(d: &Dims, seed: u64) -> Vec<(Hook, Packet)> {
+    let mut out = Vec::new();
+    for version in [IpVersion::V4, IpVersion::V6] {
+        for hook in Hook::ALL {
+            let mut pkts = systematic(d, version, hook);
+            pkts.extend(random(d, version, hook, 1000, seed ^ out.len() as u64));
+            out.extend(pkts.into_iter().map(|p| (hook, p)));
+        }
+    }
+    out
+}
+
 /// `n` random packets over the dimensions (any value of each, independently).
 pub fn random(d: &Dims, version: IpVersion, hook: Hook, n: usize, seed: u64) -> Vec<Packet> {
     let addrs: Vec<IpAddr> = d
