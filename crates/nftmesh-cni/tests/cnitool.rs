@@ -384,24 +384,8 @@ fn with_agent_socket_the_node_agent_installs_checks_and_removes() {
         return;
     }
     let net = Net::new(json!({}));
-    let socket = net.dir.join("agent.sock");
-    let opts = nftmesh_agent::server::Options {
-        socket: socket.clone(),
-        state_dir: net.dir.join("agent-state"),
-        metrics_addr: None,
-        resync: Duration::from_secs(30),
-        // Unowned tables: the test tampers with them to see the agent repair.
-        own_tables: false,
-    };
-    // The agent's loop on a thread of this test process (it ends with the process).
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let agent = nftmesh_agent::server::Agent::start(opts).expect("agent");
-        tx.send(()).unwrap();
-        let _ = agent.run();
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("the agent starts");
+    // Unowned tables: the test tampers with them to see the agent repair.
+    let socket = start_agent(&net.dir, false);
     let stdin = with_prev(socket.to_str().unwrap());
     let (code, out) = plugin("ADD", &net.pod, &stdin, "");
     assert_eq!(code, 0, "{out}");

@@ -360,23 +360,7 @@ fn with_agent_socket_the_node_agent_installs_the_decided_linkerd_capture() {
         return;
     }
     let net = Net::new(json!({}));
-    let socket = net.dir.join("agent.sock");
-    let opts = nftmesh_agent::server::Options {
-        socket: socket.clone(),
-        state_dir: net.dir.join("agent-state"),
-        metrics_addr: None,
-        resync: Duration::from_secs(30),
-        own_tables: true,
-    };
-    // The agent's loop on a thread of this test process (it ends with the process).
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let agent = nftmesh_agent::server::Agent::start(opts).expect("agent");
-        tx.send(()).unwrap();
-        let _ = agent.run();
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("the agent starts");
+    let socket = start_agent(&net.dir, true);
     let stdin = |annotations: &Value| {
         json!({
             "cniVersion": "1.0.0", "name": "meshnet", "type": "nftmesh-cni", "mesh": "linkerd",
@@ -422,14 +406,9 @@ fn with_agent_socket_the_node_agent_installs_the_decided_linkerd_capture() {
 
 #[test]
 fn through_the_agent_socket_the_agent_is_sent_every_linkerd_setting() {
-    use std::io::{BufRead, BufReader, Write};
     // No kernel: a stand-in agent on a unix socket answers ok and records the request.
-    let dir = std::env::temp_dir().join(format!("nftmesh-linkerd-agent-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("agent.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    listener.set_nonblocking(true).unwrap();
+    let agent = StandInAgent::new("linkerd-agent");
+    let socket = &agent.socket;
     let stdin = |pod: &Value| {
         json!({
             "cniVersion": "1.0.0", "name": "meshnet", "type": "nftmesh-cni", "mesh": "linkerd",
@@ -439,7 +418,7 @@ fn through_the_agent_socket_the_agent_is_sent_every_linkerd_setting() {
     let (code, out) = plugin("ADD", "/run/netns/p", &stdin(&json!({})), "");
     assert_eq!(code, 0, "{out}");
     assert!(
-        listener.accept().is_err(),
+        agent.nothing_asked(),
         "the agent was asked about a pod without a proxy"
     );
     let pod = injected(&[
@@ -447,14 +426,7 @@ fn through_the_agent_socket_the_agent_is_sent_every_linkerd_setting() {
         ("config.linkerd.io/skip-subnets", "10.96.0.0/12"),
         ("config.linkerd.io/proxy-gid", "2102"),
     ]);
-    let served = std::thread::spawn(move || {
-        listener.set_nonblocking(false).unwrap();
-        let (s, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(&s).read_line(&mut line).unwrap();
-        (&s).write_all(b"{\"ok\":true}\n").unwrap();
-        serde_json::from_str::<Value>(&line).unwrap()
-    });
+    let served = agent.serve_one();
     let (code, out) = plugin("ADD", "/run/netns/p", &stdin(&pod), "");
     assert_eq!(code, 0, "{out}");
     let req = served.join().unwrap();
@@ -475,5 +447,4 @@ fn through_the_agent_socket_the_agent_is_sent_every_linkerd_setting() {
         }),
         "{req}"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

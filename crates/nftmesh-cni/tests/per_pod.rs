@@ -281,14 +281,9 @@ fn re_add_of_a_running_captured_pod_with_validation_leaves_it_unchanged() {
 
 #[test]
 fn through_the_agent_socket_the_plugin_decides_and_the_agent_gets_the_decided_capture() {
-    use std::io::{BufRead, BufReader, Write};
     // No kernel: a stand-in agent on a unix socket answers ok and records the requests.
-    let dir = std::env::temp_dir().join(format!("nftmesh-per-pod-agent-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("agent.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-    listener.set_nonblocking(true).unwrap();
+    let agent = StandInAgent::new("per-pod-agent");
+    let socket = &agent.socket;
     let stdin = |pod: &Value| {
         json!({
             "cniVersion": "1.0.0", "name": "meshnet", "type": "nftmesh-cni", "mesh": "istio",
@@ -306,19 +301,12 @@ fn through_the_agent_socket_the_plugin_decides_and_the_agent_gets_the_decided_ca
     );
     assert_eq!(code, 0, "{out}");
     assert!(
-        listener.accept().is_err(),
+        agent.nothing_asked(),
         "the agent was asked about an unmeshed pod"
     );
     // An injected TPROXY pod: the agent gets the capture decided from its annotations.
     let pod = injected(&[("sidecar.istio.io/interceptionMode", "TPROXY")]);
-    let served = std::thread::spawn(move || {
-        listener.set_nonblocking(false).unwrap();
-        let (s, _) = listener.accept().unwrap();
-        let mut line = String::new();
-        BufReader::new(&s).read_line(&mut line).unwrap();
-        (&s).write_all(b"{\"ok\":true}\n").unwrap();
-        serde_json::from_str::<Value>(&line).unwrap()
-    });
+    let served = agent.serve_one();
     let (code, out) = plugin("ADD", "/run/netns/p", &stdin(&pod), "");
     assert_eq!(code, 0, "{out}");
     let req = served.join().unwrap();
@@ -328,5 +316,4 @@ fn through_the_agent_socket_the_plugin_decides_and_the_agent_gets_the_decided_ca
         req["capture"]["inbound_ports_exclude"],
         json!([15020, 15021, 15090])
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }

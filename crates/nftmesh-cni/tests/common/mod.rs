@@ -367,3 +367,87 @@ fn transparent_listener(port: u16) -> TcpListener {
     listen(&fd, Backlog::new(8).unwrap()).expect("listen");
     TcpListener::from(fd)
 }
+
+/// The real node agent, its loop on a thread of this test process (it ends with the process),
+/// listening on `dir/agent.sock` with its state in `dir/agent-state`; returns the socket once
+/// it listens (within 10 s).
+pub fn start_agent(dir: &Path, own_tables: bool) -> PathBuf {
+    let socket = dir.join("agent.sock");
+    let opts = nftmesh_agent::server::Options {
+        socket: socket.clone(),
+        state_dir: dir.join("agent-state"),
+        metrics_addr: None,
+        resync: Duration::from_secs(30),
+        own_tables,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let agent = nftmesh_agent::server::Agent::start(opts).expect("agent");
+        tx.send(()).unwrap();
+        let _ = agent.run();
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the agent starts");
+    socket
+}
+
+/// A stand-in agent (no kernel): a unix socket in a temp dir of its own that answers one
+/// request `ok` and hands it over, so a test sees exactly what the plugin sent.
+pub struct StandInAgent {
+    dir: PathBuf,
+    /// The socket the plugin entry names as `agent_socket`.
+    pub socket: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl StandInAgent {
+    /// A fresh socket under a temp dir named after `tag`.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nftmesh-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        StandInAgent {
+            dir,
+            socket,
+            listener,
+        }
+    }
+
+    /// Whether nobody has connected so far.
+    pub fn nothing_asked(&self) -> bool {
+        self.listener.accept().is_err()
+    }
+
+    /// Answer the next request (waiting at most 10 s for it, on a thread) and hand it over.
+    pub fn serve_one(&self) -> std::thread::JoinHandle<Value> {
+        use std::io::{BufRead, BufReader};
+        let listener = self.listener.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let s = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("no request within 10 s: {e}"),
+                }
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            (&s).write_all(b"{\"ok\":true}\n").unwrap();
+            serde_json::from_str::<Value>(&line).unwrap()
+        })
+    }
+}
+
+impl Drop for StandInAgent {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
