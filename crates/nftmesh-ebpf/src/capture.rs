@@ -1,33 +1,26 @@
-//! Loading the programs with a configuration, attaching them to a cgroup, and detaching them.
+//! Loading the programs with a configuration and attaching them to a cgroup, pinned.
 
+use crate::attachment::{self, Attachment};
 use crate::error::EbpfError;
 use crate::maps;
+use crate::pins::{self, Bpffs};
+use crate::programs;
 use crate::settings::Settings;
-use aya::programs::cgroup_sock_addr::CgroupSockAddrLink;
-use aya::programs::cgroup_sockopt::CgroupSockoptLink;
-use aya::programs::links::Link;
-use aya::programs::sock_ops::SockOpsLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, CgroupSockopt, ProgramError, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use nftmesh_model::config::CaptureConfig;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The object `build.rs` compiled from `bpf/capture.c`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture.bpf.o"));
 
-/// The programs' names (their function names in `bpf/capture.c`).
-const CONNECT4: &str = "nftmesh_connect4";
-const SOCKOPS: &str = "nftmesh_sockops";
-const GETSOCKOPT: &str = "nftmesh_getsockopt";
-
 /// An outbound capture loaded into the kernel, not attached yet: the programs of
 /// `bpf/capture.c`, verified, and their maps holding one [`CaptureConfig`]'s outbound settings.
 ///
-/// One `EbpfCapture` serves one pod: its maps of original destinations are keyed by loopback
+/// One capture serves one pod: its maps of original destinations are keyed by loopback
 /// 4-tuples, which are only unique within one network namespace.
 #[derive(Debug)]
 pub struct EbpfCapture {
+    settings: Settings,
     bpf: Ebpf,
 }
 
@@ -47,152 +40,74 @@ impl EbpfCapture {
     /// [`EbpfError::Unsupported`]; inbound settings are ignored (inbound stays with nf_tables).
     pub fn new(cfg: &CaptureConfig) -> Result<Self, EbpfError> {
         let settings = Settings::from_config(cfg)?;
-        let mut loader = EbpfLoader::new();
-        for (name, size) in maps::set_sizes(&settings) {
-            loader.map_max_entries(name, size);
-        }
-        let mut bpf = loader.load(OBJECT).map_err(EbpfError::Object)?;
-        maps::write(&mut bpf, &settings)?;
-        load::<CgroupSockAddr>(&mut bpf, CONNECT4, |p| p.load())?;
-        load::<SockOps>(&mut bpf, SOCKOPS, |p| p.load())?;
-        load::<CgroupSockopt>(&mut bpf, GETSOCKOPT, |p| p.load())?;
-        Ok(EbpfCapture { bpf })
+        let bpf = load(&settings, None)?;
+        Ok(EbpfCapture { settings, bpf })
     }
 
-    /// Attach the programs to the cgroup v2 directory `cgroup_dir` (as BPF links, beside
-    /// programs others attached there): from then on the TCP connects of its processes are captured. The
-    /// getsockopt and sockops programs go first and connect4 last, so no connection is
-    /// redirected without its original destination being answerable.
+    /// Attach the programs to the cgroup v2 directory `cgroup_dir`, pinned in `bpffs` under
+    /// `nftmesh/<cgroup inode>/`: from then on the TCP connects of its processes are captured,
+    /// until [`Attachment::remove`], whatever happens to this process.
     ///
-    /// The capture lasts as long as the returned [`Attachment`]: [`Attachment::remove`] (or
-    /// dropping it) detaches the programs. Nothing is pinned in bpffs yet.
-    pub fn attach(&mut self, cgroup_dir: &Path) -> Result<Attachment, EbpfError> {
-        let cgroup = File::open(cgroup_dir).map_err(|source| EbpfError::Cgroup {
+    /// A cgroup with no capture gets new BPF links (beside programs others attached there),
+    /// getsockopt and sockops first and connect4 last, so no connection is redirected without
+    /// its original destination being answerable. A cgroup that has one (pinned by any
+    /// process) has it **replaced**: each pinned link is given its new program in one step
+    /// (`BPF_LINK_UPDATE`), so no connect runs without a capture, and the maps of original
+    /// destinations are kept, so connections redirected before the replace are still answered.
+    ///
+    /// The programs are loaded again here, to share the pinned maps; from now on
+    /// [`EbpfCapture::tracked`] reads those.
+    pub fn attach(&mut self, bpffs: &Bpffs, cgroup_dir: &Path) -> Result<Attachment, EbpfError> {
+        let dir = bpffs.dir_of(cgroup_dir)?;
+        let cgroup = std::fs::File::open(cgroup_dir).map_err(|source| EbpfError::Cgroup {
             path: cgroup_dir.to_path_buf(),
             source,
         })?;
-        // A BPF link (kernel 5.7 and later, what aya uses there) always sits beside the other
-        // programs of the cgroup, and the kernel refuses any attach flag on it: hence the
-        // default mode, which sets none. (Before 5.7 it would make the attachment exclusive.)
-        let mode = CgroupAttachMode::Single;
-        let mut links = Vec::with_capacity(3);
-        links.push(Attached::GetSockopt(program::<CgroupSockopt, _>(
-            &mut self.bpf,
-            GETSOCKOPT,
-            |p| {
-                let id = p.attach(&cgroup, mode)?;
-                p.take_link(id)
-            },
-        )?));
-        links.push(Attached::SockOps(program::<SockOps, _>(
-            &mut self.bpf,
-            SOCKOPS,
-            |p| {
-                let id = p.attach(&cgroup, mode)?;
-                p.take_link(id)
-            },
-        )?));
-        links.push(Attached::Connect4(program::<CgroupSockAddr, _>(
-            &mut self.bpf,
-            CONNECT4,
-            |p| {
-                let id = p.attach(&cgroup, mode)?;
-                p.take_link(id)
-            },
-        )?));
-        Ok(Attachment {
-            cgroup: cgroup_dir.to_path_buf(),
-            links,
-        })
+        pins::create_dir(&dir)?;
+        let fresh = !attachment::linked(&dir);
+        let attached = Attachment::new(bpffs, cgroup_dir, dir);
+        match self.install(&cgroup, attached.pin_dir()) {
+            Ok(()) => Ok(attached),
+            Err(e) => {
+                // A first install leaves nothing behind; a failed replace leaves the capture
+                // working (each link runs its old or its new program; they share the maps).
+                if fresh {
+                    let _ = attached.remove();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn install(&mut self, cgroup: &std::fs::File, dir: &Path) -> Result<(), EbpfError> {
+        maps::check_pinned(dir)?;
+        let mut bpf = load(&self.settings, Some(dir))?;
+        attachment::link_all(&mut bpf, cgroup, dir)?;
+        self.bpf = bpf;
+        Ok(())
     }
 
     /// How many connections the maps of original destinations hold now.
     pub fn tracked(&self) -> Result<Tracked, EbpfError> {
-        let (connecting, established) = maps::counts(&self.bpf)?;
-        Ok(Tracked {
-            connecting,
-            established,
-        })
+        maps::counts(&self.bpf)
     }
 }
 
-/// The programs attached to one cgroup; detached by [`Attachment::remove`] or when dropped.
-#[derive(Debug)]
-pub struct Attachment {
-    cgroup: PathBuf,
-    links: Vec<Attached>,
-}
-
-#[derive(Debug)]
-enum Attached {
-    Connect4(CgroupSockAddrLink),
-    SockOps(SockOpsLink),
-    GetSockopt(CgroupSockoptLink),
-}
-
-impl Attached {
-    fn detach(self) -> Result<(), EbpfError> {
-        let (program, result) = match self {
-            Attached::Connect4(l) => (CONNECT4, l.detach()),
-            Attached::SockOps(l) => (SOCKOPS, l.detach()),
-            Attached::GetSockopt(l) => (GETSOCKOPT, l.detach()),
-        };
-        result.map_err(|source| EbpfError::Program { program, source })
+/// Load the object with `settings` written into its maps and its programs verified; with
+/// `pins`, the maps of original destinations are the ones pinned there (created and pinned if
+/// absent).
+fn load(settings: &Settings, pins: Option<&Path>) -> Result<Ebpf, EbpfError> {
+    let mut loader = EbpfLoader::new();
+    for (name, size) in maps::set_sizes(settings) {
+        loader.map_max_entries(name, size);
     }
-}
-
-impl Attachment {
-    /// The cgroup directory the programs are attached to.
-    pub fn cgroup(&self) -> &Path {
-        &self.cgroup
-    }
-
-    /// Detach every program: connect4 first (no new redirects), then sockops and getsockopt.
-    /// Connections redirected before stay with the proxy. Every program is detached even if
-    /// one fails; the first error is returned.
-    pub fn remove(mut self) -> Result<(), EbpfError> {
-        let mut first = Ok(());
-        // Attached in the order getsockopt, sockops, connect4: detach in reverse.
-        while let Some(link) = self.links.pop() {
-            if let Err(e) = link.detach() {
-                first = first.and(Err(e));
-            }
+    if let Some(dir) = pins {
+        for name in maps::STATE_MAPS {
+            loader.map_pin_path(name, dir.join(name));
         }
-        first
     }
-}
-
-/// Run `f` on the program `name` of type `P`, naming it in any error.
-fn program<P, T>(
-    bpf: &mut Ebpf,
-    name: &'static str,
-    f: impl FnOnce(&mut P) -> Result<T, ProgramError>,
-) -> Result<T, EbpfError>
-where
-    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    let p = bpf.program_mut(name).ok_or(EbpfError::Missing {
-        kind: "program",
-        name,
-    })?;
-    let p: &mut P = p.try_into().map_err(|source| EbpfError::Program {
-        program: name,
-        source,
-    })?;
-    f(p).map_err(|source| EbpfError::Program {
-        program: name,
-        source,
-    })
-}
-
-/// Load (verify) the program `name` of type `P`.
-fn load<P>(
-    bpf: &mut Ebpf,
-    name: &'static str,
-    f: impl FnOnce(&mut P) -> Result<(), ProgramError>,
-) -> Result<(), EbpfError>
-where
-    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-{
-    program(bpf, name, f)
+    let mut bpf = loader.load(OBJECT).map_err(EbpfError::Object)?;
+    maps::write(&mut bpf, settings)?;
+    programs::load_all(&mut bpf)?;
+    Ok(bpf)
 }

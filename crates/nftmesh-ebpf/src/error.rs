@@ -57,6 +57,54 @@ pub enum EbpfError {
         #[source]
         source: aya::maps::MapError,
     },
+    /// No BPF file system is mounted (`/proc/mounts` lists none); mount one
+    /// (`mount -t bpf bpf /sys/fs/bpf`) to pin captures.
+    #[error("no BPF file system is mounted (see /proc/mounts): mount -t bpf bpf /sys/fs/bpf")]
+    NoBpffs,
+    /// The directory given as a BPF file system is not one.
+    #[error("{} is not a mounted BPF file system", path.display())]
+    NotBpffs {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A file or directory of a capture's pins in bpffs could not be created, read or removed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Pin {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done: `"create"`, `"read"`, `"unpin"`, ...
+        action: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program's link could not be created, pinned, opened, given its new program or
+    /// detached.
+    #[error("cannot {action} the link of BPF program {program} pinned at {}: {source}", path.display())]
+    Link {
+        /// The program's name in `bpf/capture.c`.
+        program: &'static str,
+        /// Its pin.
+        path: PathBuf,
+        /// `"create"`, `"pin"`, `"open"`, `"update"` (replace its program) or `"detach"`.
+        action: &'static str,
+        /// The system call's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A map pinned by an earlier install does not have the layout this build's programs use
+    /// (an install by another version): remove that capture first.
+    #[error("the pinned map {} has {what} {found}, this build needs {expected}: remove the capture first", path.display())]
+    PinnedMapMismatch {
+        /// The pinned map.
+        path: PathBuf,
+        /// `"key size"`, `"value size"` or `"max entries"`.
+        what: &'static str,
+        /// What the pinned map has.
+        found: u32,
+        /// What this build's programs need.
+        expected: u32,
+    },
     /// The cgroup directory could not be opened.
     #[error("cgroup {}: {source}", path.display())]
     Cgroup {

@@ -2,17 +2,21 @@
 //! `connect()` for the processes of one cgroup v2 directory, with no NAT and no conntrack.
 //!
 //! ```no_run
-//! use nftmesh_ebpf::EbpfCapture;
+//! use nftmesh_ebpf::{Attachment, Bpffs, EbpfCapture};
 //! use nftmesh_model::config::CaptureConfig;
 //! use std::path::Path;
 //!
 //! // Istio's sidecar settings: TCP connects of the pod's processes (but the proxy's, uid and
 //! // gid 1337) go to 127.0.0.1:15001; the proxy reads where they were going with
 //! // getsockopt(SOL_IP, SO_ORIGINAL_DST) on the accepted socket.
+//! let bpffs = Bpffs::find()?; // usually /sys/fs/bpf
+//! let pod = Path::new("/sys/fs/cgroup/unified/mypod");
 //! let mut capture = EbpfCapture::new(&CaptureConfig::sidecar())?;
-//! let attached = capture.attach(Path::new("/sys/fs/cgroup/unified/mypod"))?;
-//! // ... the pod runs ...
-//! attached.remove()?; // nothing is redirected any more
+//! capture.attach(&bpffs, pod)?; // pinned: survives this process
+//! // ... later, from any process:
+//! if let Some(attached) = Attachment::open(&bpffs, pod)? {
+//!     attached.remove()?; // nothing is redirected any more, nothing left in bpffs
+//! }
 //! # Ok::<(), nftmesh_ebpf::EbpfError>(())
 //! ```
 //!
@@ -20,19 +24,28 @@
 //! aya: `cgroup/connect4` rewrites the destination of a captured connect to the proxy port on
 //! 127.0.0.1 and keeps the original one by socket cookie; `sockops` moves it, once the
 //! connection is established, to a map keyed by the 4-tuple the proxy's accepted socket sees;
-//! `cgroup/getsockopt` answers `SO_ORIGINAL_DST` from there.
+//! `cgroup/getsockopt` answers `SO_ORIGINAL_DST` from there. Their links and the maps of
+//! original destinations are pinned in bpffs under `nftmesh/<cgroup inode>/`; attaching to a
+//! cgroup that has a capture replaces its programs in place (`BPF_LINK_UPDATE`), keeping the
+//! maps.
 //!
 //! The decision follows nf_tables' `istio-output` chain for IPv4 TCP: excluded outbound ports,
 //! the 127.0.0.6 passthrough source, proxy uids and gids, loopback destinations, owner groups,
 //! the host loopback range, excluded CIDRs, included ports, included CIDRs. What it is not
-//! (yet): IPv6, DNS, inbound, getpeername, pinning, and the other items of issue 27; settings
-//! it cannot apply are refused with [`EbpfError::Unsupported`]. See the crate's README.
+//! (yet): IPv6, DNS, inbound, getpeername, and the other items of issue 27; settings it cannot
+//! apply are refused with [`EbpfError::Unsupported`]. See the crate's README.
 #![deny(missing_docs)]
 
+mod attachment;
 mod capture;
 mod error;
 mod maps;
+mod pins;
+mod programs;
 mod settings;
+mod sys;
 
-pub use capture::{Attachment, EbpfCapture, Tracked};
+pub use attachment::Attachment;
+pub use capture::{EbpfCapture, Tracked};
 pub use error::EbpfError;
+pub use pins::Bpffs;

@@ -1,6 +1,7 @@
 //! The BPF maps of `bpf/capture.c`: the Rust twins of the structs in `bpf/capture.h`, and
 //! writing [`Settings`] into the maps before the programs are attached.
 
+use crate::capture::Tracked;
 use crate::error::EbpfError;
 use crate::settings::{Include, Owners, Settings};
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -8,6 +9,7 @@ use aya::maps::{Array, HashMap, Map, MapData};
 use aya::{Ebpf, Pod};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 /// `struct capture_config` (index 0 of map `config`).
 #[repr(C)]
@@ -165,16 +167,73 @@ pub(crate) fn write(bpf: &mut Ebpf, s: &Settings) -> Result<(), EbpfError> {
         .map_err(map_err("config"))
 }
 
-/// How many entries the two original-destination maps hold.
-pub(crate) fn counts(bpf: &Ebpf) -> Result<(usize, usize), EbpfError> {
+/// The maps of original destinations: pinned with the links, and kept across a replace so
+/// that connections redirected before it are still answered. With each, the key and value
+/// sizes the programs use.
+pub(crate) const STATE_MAPS: [&str; 2] = ["orig_by_cookie", "orig_by_tuple"];
+
+fn state_layout(name: &str) -> (u32, u32) {
+    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let dst = size(std::mem::size_of::<RawOriginalDst>());
+    match name {
+        "orig_by_cookie" => (size(std::mem::size_of::<u64>()), dst),
+        _ => (size(std::mem::size_of::<RawTuple>()), dst),
+    }
+}
+
+/// Refuse to share maps pinned in `dir` whose layout is not this build's (an install by
+/// another version of the programs).
+pub(crate) fn check_pinned(dir: &Path) -> Result<(), EbpfError> {
+    for name in STATE_MAPS {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map_err(map_err(name))?;
+        let (key, value) = state_layout(name);
+        for (what, found, expected) in [
+            ("key size", info.key_size(), key),
+            ("value size", info.value_size(), value),
+        ] {
+            if found != expected {
+                return Err(EbpfError::PinnedMapMismatch {
+                    path,
+                    what,
+                    found,
+                    expected,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many entries the original-destination maps of a loaded object hold.
+pub(crate) fn counts(bpf: &Ebpf) -> Result<Tracked, EbpfError> {
+    counts_of(map(bpf, "orig_by_cookie")?, map(bpf, "orig_by_tuple")?)
+}
+
+/// How many entries the original-destination maps pinned in `dir` hold.
+pub(crate) fn pinned_counts(dir: &Path) -> Result<Tracked, EbpfError> {
+    let open = |name: &'static str| {
+        MapData::from_pin(dir.join(name))
+            .map(Map::LruHashMap)
+            .map_err(map_err(name))
+    };
+    counts_of(&open("orig_by_cookie")?, &open("orig_by_tuple")?)
+}
+
+fn counts_of(by_cookie: &Map, by_tuple: &Map) -> Result<Tracked, EbpfError> {
     let by_cookie: HashMap<&MapData, u64, RawOriginalDst> =
-        HashMap::try_from(map(bpf, "orig_by_cookie")?).map_err(map_err("orig_by_cookie"))?;
+        HashMap::try_from(by_cookie).map_err(map_err("orig_by_cookie"))?;
     let by_tuple: HashMap<&MapData, RawTuple, RawOriginalDst> =
-        HashMap::try_from(map(bpf, "orig_by_tuple")?).map_err(map_err("orig_by_tuple"))?;
-    Ok((
-        count(by_cookie.keys(), "orig_by_cookie")?,
-        count(by_tuple.keys(), "orig_by_tuple")?,
-    ))
+        HashMap::try_from(by_tuple).map_err(map_err("orig_by_tuple"))?;
+    Ok(Tracked {
+        connecting: count(by_cookie.keys(), "orig_by_cookie")?,
+        established: count(by_tuple.keys(), "orig_by_tuple")?,
+    })
 }
 
 fn count<K: Pod>(

@@ -4,12 +4,13 @@
 //! from inside that cgroup. Needs root; without it (or without cgroup2 or `unshare`) a test
 //! prints `SKIP: why`, and fails under `CI=true`.
 
+mod kernel_support;
 mod support;
 
 use ipnet::IpNet;
-use nftmesh_ebpf::{EbpfCapture, EbpfError, Tracked};
+use kernel_support::TestBpffs;
+use nftmesh_ebpf::{Attachment, EbpfCapture, EbpfError, Tracked};
 use nftmesh_model::config::{CaptureConfig, CidrSelection, GroupRef, OwnerGroups};
-use nftmesh_test_support::skip;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use support::child::*;
@@ -28,15 +29,10 @@ fn net(ip: impl Into<IpAddr>, len: u8) -> IpNet {
     IpNet::new(ip.into(), len).expect("a valid prefix")
 }
 
-/// `None` (after printing SKIP or panicking under CI) when the test cannot run here.
-fn ready() -> Option<()> {
-    match support::unavailable() {
-        Some(why) => {
-            skip(&why);
-            None
-        }
-        None => Some(()),
-    }
+/// A BPF file system of the test's own to pin in; `None` (after printing SKIP or panicking
+/// under CI) when the test cannot run here.
+fn ready() -> Option<TestBpffs> {
+    kernel_support::ready()
 }
 
 fn load(cfg: &CaptureConfig) -> EbpfCapture {
@@ -62,7 +58,7 @@ fn assert_forgets(capture: &EbpfCapture) {
 
 #[test]
 fn sidecar_capture_redirects_the_cgroup_only() {
-    let Some(()) = ready() else { return };
+    let Some(bpffs) = ready() else { return };
     let cgroup = TestCgroup::create();
     let cfg = CaptureConfig {
         outbound_ports_exclude: vec![EXCLUDED_PORT],
@@ -79,7 +75,7 @@ fn sidecar_capture_redirects_the_cgroup_only() {
     );
     let mut capture = load(&cfg);
     let attached = capture
-        .attach(cgroup.path())
+        .attach(bpffs.bpffs(), cgroup.path())
         .unwrap_or_else(|e| panic!("attach: {e}"));
     assert_eq!(attached.cgroup(), cgroup.path());
     run_child("captured", cgroup.path());
@@ -90,7 +86,7 @@ fn sidecar_capture_redirects_the_cgroup_only() {
 
 #[test]
 fn included_cidrs_ports_and_owner_groups() {
-    let Some(()) = ready() else { return };
+    let Some(bpffs) = ready() else { return };
     let cgroup = TestCgroup::create();
     let cfg = CaptureConfig {
         outbound_cidrs_include: CidrSelection::Cidrs(vec![net(PEER, 32)]),
@@ -100,7 +96,7 @@ fn included_cidrs_ports_and_owner_groups() {
     };
     let mut capture = load(&cfg);
     let attached = capture
-        .attach(cgroup.path())
+        .attach(bpffs.bpffs(), cgroup.path())
         .unwrap_or_else(|e| panic!("attach: {e}"));
     run_child("include", cgroup.path());
     assert_forgets(&capture);
@@ -108,8 +104,8 @@ fn included_cidrs_ports_and_owner_groups() {
 }
 
 #[test]
-fn dropping_the_capture_keeps_an_attachment_working_until_removed() {
-    let Some(()) = ready() else { return };
+fn dropping_the_handles_keeps_the_capture_until_removed() {
+    let Some(bpffs) = ready() else { return };
     let cgroup = TestCgroup::create();
     let cfg = CaptureConfig {
         outbound_ports_exclude: vec![EXCLUDED_PORT],
@@ -117,22 +113,28 @@ fn dropping_the_capture_keeps_an_attachment_working_until_removed() {
         ..CaptureConfig::sidecar()
     };
     let attached = load(&cfg)
-        .attach(cgroup.path())
+        .attach(bpffs.bpffs(), cgroup.path())
         .unwrap_or_else(|e| panic!("attach: {e}"));
-    // The links hold the programs and the programs their maps.
-    run_child("captured", cgroup.path());
+    // The pins hold the links, the links the programs and the programs their maps.
     drop(attached);
+    run_child("captured", cgroup.path());
+    Attachment::open(bpffs.bpffs(), cgroup.path())
+        .expect("open")
+        .expect("pinned")
+        .remove()
+        .expect("remove");
+    assert_eq!(bpffs.contents(), Vec::<std::path::PathBuf>::new());
     run_child("removed", cgroup.path());
 }
 
 #[test]
 fn a_missing_cgroup_is_an_error_naming_it() {
-    let Some(()) = ready() else { return };
+    let Some(bpffs) = ready() else { return };
     let mut capture = load(&CaptureConfig::sidecar());
     let dir = support::cgroup2_mount()
         .expect("cgroup2")
         .join("nftmesh-test-does-not-exist");
-    match capture.attach(&dir) {
+    match capture.attach(bpffs.bpffs(), &dir) {
         Err(e @ EbpfError::Cgroup { .. }) => {
             assert!(e.to_string().contains("nftmesh-test-does-not-exist"), "{e}")
         }

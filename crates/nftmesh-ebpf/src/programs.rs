@@ -1,0 +1,105 @@
+//! The programs of `bpf/capture.c` by kind: how each is loaded, its attach type, and where its
+//! link is pinned.
+
+use crate::error::EbpfError;
+use aya::programs::{CgroupSockAddr, CgroupSockopt, Program, ProgramError, SockOps};
+use aya::Ebpf;
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// One program of `bpf/capture.c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prog {
+    GetSockopt,
+    SockOps,
+    Connect4,
+}
+
+/// Every program, in the order they are attached: the ones that answer for redirected
+/// connections first, the redirecting ones last (and detached first).
+pub(crate) const PROGRAMS: [Prog; 3] = [Prog::GetSockopt, Prog::SockOps, Prog::Connect4];
+
+impl Prog {
+    /// Its function name in `bpf/capture.c`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Prog::GetSockopt => "nftmesh_getsockopt",
+            Prog::SockOps => "nftmesh_sockops",
+            Prog::Connect4 => "nftmesh_connect4",
+        }
+    }
+
+    /// The file its link is pinned as, in the capture's bpffs directory.
+    pub(crate) fn link_pin(self) -> &'static str {
+        match self {
+            Prog::GetSockopt => "link_getsockopt",
+            Prog::SockOps => "link_sockops",
+            Prog::Connect4 => "link_connect4",
+        }
+    }
+}
+
+impl Prog {
+    /// Its `enum bpf_attach_type` (`linux/bpf.h`).
+    pub(crate) fn attach_type(self) -> u32 {
+        match self {
+            Prog::SockOps => 3,     // BPF_CGROUP_SOCK_OPS
+            Prog::Connect4 => 10,   // BPF_CGROUP_INET4_CONNECT
+            Prog::GetSockopt => 21, // BPF_CGROUP_GETSOCKOPT
+        }
+    }
+}
+
+/// What the crate does with a program of any of its kinds.
+pub(crate) trait Hook {
+    /// Verify and load it.
+    fn load_hook(&mut self) -> Result<(), ProgramError>;
+    /// Its file descriptor (it must be loaded).
+    fn prog_fd(&self) -> Result<BorrowedFd<'_>, ProgramError>;
+}
+
+macro_rules! hook {
+    ($($ty:ty),*) => {$(
+        impl Hook for $ty {
+            fn load_hook(&mut self) -> Result<(), ProgramError> {
+                self.load()
+            }
+
+            fn prog_fd(&self) -> Result<BorrowedFd<'_>, ProgramError> {
+                Ok(self.fd()?.as_fd())
+            }
+        }
+    )*};
+}
+
+hook!(CgroupSockAddr, SockOps, CgroupSockopt);
+
+/// The program `p` of `bpf`, as what it is.
+pub(crate) fn hook(bpf: &mut Ebpf, p: Prog) -> Result<&mut dyn Hook, EbpfError> {
+    let name = p.name();
+    let program: &mut Program = bpf.program_mut(name).ok_or(EbpfError::Missing {
+        kind: "program",
+        name,
+    })?;
+    let err = |source| EbpfError::Program {
+        program: name,
+        source,
+    };
+    Ok(match p {
+        Prog::Connect4 => <&mut CgroupSockAddr>::try_from(program).map_err(err)?,
+        Prog::SockOps => <&mut SockOps>::try_from(program).map_err(err)?,
+        Prog::GetSockopt => <&mut CgroupSockopt>::try_from(program).map_err(err)?,
+    })
+}
+
+/// Load (verify) every program of `bpf`.
+pub(crate) fn load_all(bpf: &mut Ebpf) -> Result<(), EbpfError> {
+    for p in PROGRAMS {
+        hook(bpf, p)?
+            .load_hook()
+            .map_err(|source| EbpfError::Program {
+                program: p.name(),
+                source,
+            })?;
+    }
+    Ok(())
+}
