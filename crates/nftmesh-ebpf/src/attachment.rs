@@ -9,17 +9,52 @@ use crate::programs::{self, Prog, PROGRAMS};
 use crate::sys;
 use aya::Ebpf;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// The capture attached to one cgroup, as pinned in bpffs: a handle any process can get
-/// ([`EbpfCapture::attach`](crate::EbpfCapture::attach) or [`Attachment::open`]). Dropping it
-/// changes nothing; [`Attachment::remove`] detaches and unpins everything.
+/// The capture attached to one cgroup: either pinned in bpffs
+/// ([`EbpfCapture::install`](crate::EbpfCapture::install), or [`Attachment::open`] from any
+/// process), where dropping the handle changes nothing, or held by this handle alone
+/// ([`EbpfCapture::attach`](crate::EbpfCapture::attach)), detached when it is dropped.
+/// [`Attachment::remove`] detaches (and unpins) everything.
 #[derive(Debug)]
 pub struct Attachment {
-    bpffs: Bpffs,
     cgroup: PathBuf,
-    dir: PathBuf,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// Pinned in `dir` of `bpffs`.
+    Pinned { bpffs: Bpffs, dir: PathBuf },
+    /// The links' file descriptors, in attach order, and the maps of original destinations
+    /// ([`maps::STATE_MAPS`] order): closing the links detaches them.
+    Held {
+        links: Vec<(Prog, OwnedFd)>,
+        state: Vec<OwnedFd>,
+    },
+}
+
+/// Attach every program of `bpf` to `cgroup` as a new link held by its file descriptor alone,
+/// in [`PROGRAMS`] order; on an error the links made so far close, detached.
+pub(crate) fn link_held(bpf: &mut Ebpf, cgroup: &File) -> Result<Vec<(Prog, OwnedFd)>, EbpfError> {
+    let mut links = Vec::with_capacity(PROGRAMS.len());
+    for p in PROGRAMS {
+        let program = p.name();
+        let fd = programs::hook(bpf, p)?
+            .prog_fd()
+            .map_err(|source| EbpfError::Program { program, source })?;
+        let link = sys::link_create(fd, cgroup.as_fd(), p.attach_type()).map_err(|source| {
+            EbpfError::Link {
+                program,
+                path: None,
+                action: "create",
+                source,
+            }
+        })?;
+        links.push((p, link));
+    }
+    Ok(links)
 }
 
 /// Whether `dir` holds a pinned link of any of the programs.
@@ -36,7 +71,7 @@ pub(crate) fn link_all(bpf: &mut Ebpf, cgroup: &File, dir: &Path) -> Result<(), 
         let program = p.name();
         let link_err = |action, source| EbpfError::Link {
             program,
-            path: pin.clone(),
+            path: Some(pin.clone()),
             action,
             source,
         };
@@ -57,11 +92,20 @@ pub(crate) fn link_all(bpf: &mut Ebpf, cgroup: &File, dir: &Path) -> Result<(), 
 }
 
 impl Attachment {
-    pub(crate) fn new(bpffs: &Bpffs, cgroup: &Path, dir: PathBuf) -> Self {
+    pub(crate) fn pinned(bpffs: &Bpffs, cgroup: &Path, dir: PathBuf) -> Self {
         Attachment {
-            bpffs: bpffs.clone(),
             cgroup: cgroup.to_path_buf(),
-            dir,
+            kind: Kind::Pinned {
+                bpffs: bpffs.clone(),
+                dir,
+            },
+        }
+    }
+
+    pub(crate) fn held(cgroup: &Path, links: Vec<(Prog, OwnedFd)>, state: Vec<OwnedFd>) -> Self {
+        Attachment {
+            cgroup: cgroup.to_path_buf(),
+            kind: Kind::Held { links, state },
         }
     }
 
@@ -71,7 +115,7 @@ impl Attachment {
         let dir = bpffs.dir_of(cgroup_dir)?;
         Ok(dir
             .exists()
-            .then(|| Attachment::new(bpffs, cgroup_dir, dir)))
+            .then(|| Attachment::pinned(bpffs, cgroup_dir, dir)))
     }
 
     /// The cgroup directory the programs are attached to.
@@ -79,23 +123,33 @@ impl Attachment {
         &self.cgroup
     }
 
-    /// The bpffs directory holding its links and maps (`<bpffs>/nftmesh/<cgroup inode>`).
-    pub fn pin_dir(&self) -> &Path {
-        &self.dir
+    /// The bpffs directory holding its links and maps (`<bpffs>/nftmesh/<cgroup inode>`), if it
+    /// is pinned.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        match &self.kind {
+            Kind::Pinned { dir, .. } => Some(dir),
+            Kind::Held { .. } => None,
+        }
     }
 
     /// The programs attached (their names in `bpf/capture.c`), in attach order.
     pub fn programs(&self) -> Vec<&'static str> {
-        PROGRAMS
-            .iter()
-            .filter(|p| self.dir.join(p.link_pin()).exists())
-            .map(|p| p.name())
-            .collect()
+        match &self.kind {
+            Kind::Pinned { dir, .. } => PROGRAMS
+                .iter()
+                .filter(|p| dir.join(p.link_pin()).exists())
+                .map(|p| p.name())
+                .collect(),
+            Kind::Held { links, .. } => links.iter().map(|(p, _)| p.name()).collect(),
+        }
     }
 
-    /// How many connections the pinned maps of original destinations hold now.
+    /// How many connections the maps of original destinations hold now.
     pub fn tracked(&self) -> Result<Tracked, EbpfError> {
-        maps::pinned_counts(&self.dir)
+        match &self.kind {
+            Kind::Pinned { dir, .. } => maps::pinned_counts(dir),
+            Kind::Held { state, .. } => maps::counts_by_fd(state),
+        }
     }
 
     /// Detach every program, connect4 first (no new redirects), and remove the pins and the
@@ -110,11 +164,27 @@ impl Attachment {
                 first = std::mem::replace(&mut first, Ok(())).and(Err(e));
             }
         };
+        let (bpffs, dir) = match self.kind {
+            Kind::Pinned { bpffs, dir } => (bpffs, dir),
+            Kind::Held { links, .. } => {
+                for (p, link) in links.iter().rev() {
+                    note(
+                        sys::link_detach(link.as_fd()).map_err(|source| EbpfError::Link {
+                            program: p.name(),
+                            path: None,
+                            action: "detach",
+                            source,
+                        }),
+                    );
+                }
+                return first;
+            }
+        };
         for p in PROGRAMS.iter().rev() {
-            note(self.unlink_program(*p));
+            note(unlink_program(&dir, *p));
         }
         // The maps, and whatever else is pinned there.
-        match std::fs::read_dir(&self.dir) {
+        match std::fs::read_dir(&dir) {
             Ok(entries) => {
                 for entry in entries.flatten() {
                     note(pins::unlink(&entry.path()));
@@ -122,41 +192,41 @@ impl Attachment {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => note(Err(EbpfError::Pin {
-                path: self.dir.clone(),
+                path: dir.clone(),
                 action: "read",
                 source,
             })),
         }
-        match std::fs::remove_dir(&self.dir) {
+        match std::fs::remove_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => note(Err(EbpfError::Pin {
-                path: self.dir.clone(),
+                path: dir.clone(),
                 action: "remove",
                 source,
             })),
         }
         // Another capture's directory may be there: then it stays.
-        let _ = std::fs::remove_dir(self.bpffs.top());
+        let _ = std::fs::remove_dir(bpffs.top());
         first
     }
+}
 
-    /// Detach the link of `p` and remove its pin, if it is pinned.
-    fn unlink_program(&self, p: Prog) -> Result<(), EbpfError> {
-        let pin = self.dir.join(p.link_pin());
-        let link_err = |action, source| EbpfError::Link {
-            program: p.name(),
-            path: pin.clone(),
-            action,
-            source,
-        };
-        let detached = match sys::obj_get(&pin) {
-            Ok(link) => sys::link_detach(link.as_fd()).map_err(|e| link_err("detach", e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => Err(link_err("open", e)),
-        };
-        // Unpinned, the link goes with the last file descriptor even if the detach failed.
-        let unpinned = pins::unlink(&pin);
-        detached.and(unpinned)
-    }
+/// Detach the link of `p` pinned in `dir` and remove its pin, if it is pinned.
+fn unlink_program(dir: &Path, p: Prog) -> Result<(), EbpfError> {
+    let pin = dir.join(p.link_pin());
+    let link_err = |action, source| EbpfError::Link {
+        program: p.name(),
+        path: Some(pin.clone()),
+        action,
+        source,
+    };
+    let detached = match sys::obj_get(&pin) {
+        Ok(link) => sys::link_detach(link.as_fd()).map_err(|e| link_err("detach", e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(link_err("open", e)),
+    };
+    // Unpinned, the link goes with the last file descriptor even if the detach failed.
+    let unpinned = pins::unlink(&pin);
+    detached.and(unpinned)
 }

@@ -44,29 +44,39 @@ impl EbpfCapture {
         Ok(EbpfCapture { settings, bpf })
     }
 
-    /// Attach the programs to the cgroup v2 directory `cgroup_dir`, pinned in `bpffs` under
-    /// `nftmesh/<cgroup inode>/`: from then on the TCP connects of its processes are captured,
-    /// until [`Attachment::remove`], whatever happens to this process.
-    ///
-    /// A cgroup with no capture gets new BPF links (beside programs others attached there),
+    /// Attach the programs to the cgroup v2 directory `cgroup_dir` for as long as the returned
+    /// [`Attachment`] lives (not pinned: [`Attachment::remove`], dropping it, or the end of
+    /// this process detaches them). New BPF links beside programs others attached there,
     /// getsockopt and sockops first and connect4 last, so no connection is redirected without
-    /// its original destination being answerable. A cgroup that has one (pinned by any
-    /// process) has it **replaced**: each pinned link is given its new program in one step
-    /// (`BPF_LINK_UPDATE`), so no connect runs without a capture, and the maps of original
-    /// destinations are kept, so connections redirected before the replace are still answered.
+    /// its original destination being answerable. For a capture that outlives the process, and
+    /// for replacing one, see [`EbpfCapture::install`].
+    pub fn attach(&mut self, cgroup_dir: &Path) -> Result<Attachment, EbpfError> {
+        let cgroup = open_cgroup(cgroup_dir)?;
+        let state = maps::state_fds(&self.bpf)?;
+        let links = attachment::link_held(&mut self.bpf, &cgroup)?;
+        Ok(Attachment::held(cgroup_dir, links, state))
+    }
+
+    /// Install the capture on the cgroup v2 directory `cgroup_dir`, pinned in `bpffs` under
+    /// `nftmesh/<cgroup inode>/`: from then on the TCP connects of its processes are captured,
+    /// until [`Attachment::remove`] (from any process: [`Attachment::open`]), whatever happens
+    /// to this one.
     ///
-    /// The programs are loaded again here, to share the pinned maps; from now on
+    /// A cgroup with no capture gets new BPF links, as [`EbpfCapture::attach`] makes them, and
+    /// pins them. A cgroup that has one (pinned by any process) has it **replaced**: each
+    /// pinned link is given its new program in one step (`BPF_LINK_UPDATE`), so no connect
+    /// runs without a capture, and the maps of original destinations are kept, so connections
+    /// redirected before the replace are still answered.
+    ///
+    /// The programs are loaded again here, over the pinned maps; from now on
     /// [`EbpfCapture::tracked`] reads those.
-    pub fn attach(&mut self, bpffs: &Bpffs, cgroup_dir: &Path) -> Result<Attachment, EbpfError> {
+    pub fn install(&mut self, bpffs: &Bpffs, cgroup_dir: &Path) -> Result<Attachment, EbpfError> {
         let dir = bpffs.dir_of(cgroup_dir)?;
-        let cgroup = std::fs::File::open(cgroup_dir).map_err(|source| EbpfError::Cgroup {
-            path: cgroup_dir.to_path_buf(),
-            source,
-        })?;
+        let cgroup = open_cgroup(cgroup_dir)?;
         pins::create_dir(&dir)?;
         let fresh = !attachment::linked(&dir);
-        let attached = Attachment::new(bpffs, cgroup_dir, dir);
-        match self.install(&cgroup, attached.pin_dir()) {
+        let attached = Attachment::pinned(bpffs, cgroup_dir, dir.clone());
+        match self.install_in(&cgroup, &dir) {
             Ok(()) => Ok(attached),
             Err(e) => {
                 // A first install leaves nothing behind; a failed replace leaves the capture
@@ -79,7 +89,7 @@ impl EbpfCapture {
         }
     }
 
-    fn install(&mut self, cgroup: &std::fs::File, dir: &Path) -> Result<(), EbpfError> {
+    fn install_in(&mut self, cgroup: &std::fs::File, dir: &Path) -> Result<(), EbpfError> {
         maps::check_pinned(dir)?;
         let mut bpf = load(&self.settings, Some(dir))?;
         attachment::link_all(&mut bpf, cgroup, dir)?;
@@ -91,6 +101,13 @@ impl EbpfCapture {
     pub fn tracked(&self) -> Result<Tracked, EbpfError> {
         maps::counts(&self.bpf)
     }
+}
+
+fn open_cgroup(dir: &Path) -> Result<std::fs::File, EbpfError> {
+    std::fs::File::open(dir).map_err(|source| EbpfError::Cgroup {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 /// Load the object with `settings` written into its maps and its programs verified; with

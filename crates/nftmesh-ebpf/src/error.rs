@@ -80,12 +80,12 @@ pub enum EbpfError {
     },
     /// A program's link could not be created, pinned, opened, given its new program or
     /// detached.
-    #[error("cannot {action} the link of BPF program {program} pinned at {}: {source}", path.display())]
+    #[error("cannot {action} the link of BPF program {program}{}: {source}", pinned_at(.path))]
     Link {
         /// The program's name in `bpf/capture.c`.
         program: &'static str,
-        /// Its pin.
-        path: PathBuf,
+        /// Its pin, if it is pinned.
+        path: Option<PathBuf>,
         /// `"create"`, `"pin"`, `"open"`, `"update"` (replace its program) or `"detach"`.
         action: &'static str,
         /// The system call's error.
@@ -114,6 +114,13 @@ pub enum EbpfError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// ` pinned at <path>`, or nothing.
+fn pinned_at(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" pinned at {}", p.display()))
+        .unwrap_or_default()
 }
 
 /// `e` and its sources, joined by `: ` (aya's errors keep the system call's errno in a source).

@@ -12,7 +12,7 @@
 //! let bpffs = Bpffs::find()?; // usually /sys/fs/bpf
 //! let pod = Path::new("/sys/fs/cgroup/unified/mypod");
 //! let mut capture = EbpfCapture::new(&CaptureConfig::sidecar())?;
-//! capture.attach(&bpffs, pod)?; // pinned: survives this process
+//! capture.install(&bpffs, pod)?; // pinned: survives this process
 //! // ... later, from any process:
 //! if let Some(attached) = Attachment::open(&bpffs, pod)? {
 //!     attached.remove()?; // nothing is redirected any more, nothing left in bpffs
@@ -25,9 +25,10 @@
 //! 127.0.0.1 and keeps the original one by socket cookie; `sockops` moves it, once the
 //! connection is established, to a map keyed by the 4-tuple the proxy's accepted socket sees;
 //! `cgroup/getsockopt` answers `SO_ORIGINAL_DST` from there. Their links and the maps of
-//! original destinations are pinned in bpffs under `nftmesh/<cgroup inode>/`; attaching to a
-//! cgroup that has a capture replaces its programs in place (`BPF_LINK_UPDATE`), keeping the
-//! maps.
+//! original destinations are pinned in bpffs under `nftmesh/<cgroup inode>/` by
+//! [`EbpfCapture::install`]; installing on a cgroup that has a capture replaces its programs
+//! in place (`BPF_LINK_UPDATE`), keeping the maps. [`EbpfCapture::attach`] attaches for the
+//! life of the returned handle only (tests, benchmarks).
 //!
 //! The decision follows nf_tables' `istio-output` chain for IPv4 TCP: excluded outbound ports,
 //! the 127.0.0.6 passthrough source, proxy uids and gids, loopback destinations, owner groups,

@@ -9,6 +9,7 @@ use aya::maps::{Array, HashMap, Map, MapData};
 use aya::{Ebpf, Pod};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 /// `struct capture_config` (index 0 of map `config`).
@@ -223,6 +224,50 @@ pub(crate) fn pinned_counts(dir: &Path) -> Result<Tracked, EbpfError> {
             .map_err(map_err(name))
     };
     counts_of(&open("orig_by_cookie")?, &open("orig_by_tuple")?)
+}
+
+/// The file descriptors of the original-destination maps of a loaded object, in
+/// [`STATE_MAPS`] order, to read them after the object is gone.
+pub(crate) fn state_fds(bpf: &Ebpf) -> Result<Vec<OwnedFd>, EbpfError> {
+    STATE_MAPS
+        .iter()
+        .map(|&name| match map(bpf, name)? {
+            Map::LruHashMap(data) => {
+                data.fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|source| EbpfError::Map {
+                        map: name,
+                        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                            call: "dup",
+                            io_error: source,
+                        }),
+                    })
+            }
+            _ => Err(EbpfError::Missing { kind: "map", name }),
+        })
+        .collect()
+}
+
+/// How many entries the original-destination maps held by `fds` (from [`state_fds`]) hold.
+pub(crate) fn counts_by_fd(fds: &[OwnedFd]) -> Result<Tracked, EbpfError> {
+    let open = |i: usize| {
+        let name = STATE_MAPS[i];
+        let fd = fds
+            .get(i)
+            .ok_or(EbpfError::Missing { kind: "map", name })?
+            .try_clone()
+            .map_err(|io_error| {
+                map_err(name)(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "dup",
+                    io_error,
+                }))
+            })?;
+        MapData::from_fd(fd)
+            .map(Map::LruHashMap)
+            .map_err(map_err(name))
+    };
+    counts_of(&open(0)?, &open(1)?)
 }
 
 fn counts_of(by_cookie: &Map, by_tuple: &Map) -> Result<Tracked, EbpfError> {

@@ -8,9 +8,9 @@ mod kernel_support;
 mod support;
 
 use ipnet::IpNet;
-use kernel_support::TestBpffs;
 use nftmesh_ebpf::{Attachment, EbpfCapture, EbpfError, Tracked};
 use nftmesh_model::config::{CaptureConfig, CidrSelection, GroupRef, OwnerGroups};
+use nftmesh_test_support::skip;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use support::child::*;
@@ -29,10 +29,15 @@ fn net(ip: impl Into<IpAddr>, len: u8) -> IpNet {
     IpNet::new(ip.into(), len).expect("a valid prefix")
 }
 
-/// A BPF file system of the test's own to pin in; `None` (after printing SKIP or panicking
-/// under CI) when the test cannot run here.
-fn ready() -> Option<TestBpffs> {
-    kernel_support::ready()
+/// `None` (after printing SKIP or panicking under CI) when the test cannot run here.
+fn ready() -> Option<()> {
+    match support::unavailable() {
+        Some(why) => {
+            skip(&why);
+            None
+        }
+        None => Some(()),
+    }
 }
 
 fn load(cfg: &CaptureConfig) -> EbpfCapture {
@@ -58,7 +63,7 @@ fn assert_forgets(capture: &EbpfCapture) {
 
 #[test]
 fn sidecar_capture_redirects_the_cgroup_only() {
-    let Some(bpffs) = ready() else { return };
+    let Some(()) = ready() else { return };
     let cgroup = TestCgroup::create();
     let cfg = CaptureConfig {
         outbound_ports_exclude: vec![EXCLUDED_PORT],
@@ -75,7 +80,7 @@ fn sidecar_capture_redirects_the_cgroup_only() {
     );
     let mut capture = load(&cfg);
     let attached = capture
-        .attach(bpffs.bpffs(), cgroup.path())
+        .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("attach: {e}"));
     assert_eq!(attached.cgroup(), cgroup.path());
     run_child("captured", cgroup.path());
@@ -86,7 +91,7 @@ fn sidecar_capture_redirects_the_cgroup_only() {
 
 #[test]
 fn included_cidrs_ports_and_owner_groups() {
-    let Some(bpffs) = ready() else { return };
+    let Some(()) = ready() else { return };
     let cgroup = TestCgroup::create();
     let cfg = CaptureConfig {
         outbound_cidrs_include: CidrSelection::Cidrs(vec![net(PEER, 32)]),
@@ -96,7 +101,7 @@ fn included_cidrs_ports_and_owner_groups() {
     };
     let mut capture = load(&cfg);
     let attached = capture
-        .attach(bpffs.bpffs(), cgroup.path())
+        .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("attach: {e}"));
     run_child("include", cgroup.path());
     assert_forgets(&capture);
@@ -104,8 +109,8 @@ fn included_cidrs_ports_and_owner_groups() {
 }
 
 #[test]
-fn dropping_the_handles_keeps_the_capture_until_removed() {
-    let Some(bpffs) = ready() else { return };
+fn dropping_the_capture_keeps_an_attachment_working_until_removed() {
+    let Some(()) = ready() else { return };
     let cgroup = TestCgroup::create();
     let cfg = CaptureConfig {
         outbound_ports_exclude: vec![EXCLUDED_PORT],
@@ -113,8 +118,34 @@ fn dropping_the_handles_keeps_the_capture_until_removed() {
         ..CaptureConfig::sidecar()
     };
     let attached = load(&cfg)
-        .attach(bpffs.bpffs(), cgroup.path())
+        .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("attach: {e}"));
+    assert_eq!(attached.pin_dir(), None);
+    // The links hold the programs and the programs their maps.
+    run_child("captured", cgroup.path());
+    assert_eq!(
+        attached.tracked().expect("read the maps"),
+        Tracked::default()
+    );
+    drop(attached);
+    run_child("removed", cgroup.path());
+}
+
+#[test]
+fn dropping_every_handle_keeps_an_installed_capture_until_removed() {
+    // A BPF file system of the test's own to pin in.
+    let Some(bpffs) = kernel_support::ready() else {
+        return;
+    };
+    let cgroup = TestCgroup::create();
+    let cfg = CaptureConfig {
+        outbound_ports_exclude: vec![EXCLUDED_PORT],
+        outbound_cidrs_exclude: vec![net(EXCLUDED_PEER, 32)],
+        ..CaptureConfig::sidecar()
+    };
+    let attached = load(&cfg)
+        .install(bpffs.bpffs(), cgroup.path())
+        .unwrap_or_else(|e| panic!("install: {e}"));
     // The pins hold the links, the links the programs and the programs their maps.
     drop(attached);
     run_child("captured", cgroup.path());
@@ -129,12 +160,12 @@ fn dropping_the_handles_keeps_the_capture_until_removed() {
 
 #[test]
 fn a_missing_cgroup_is_an_error_naming_it() {
-    let Some(bpffs) = ready() else { return };
+    let Some(()) = ready() else { return };
     let mut capture = load(&CaptureConfig::sidecar());
     let dir = support::cgroup2_mount()
         .expect("cgroup2")
         .join("nftmesh-test-does-not-exist");
-    match capture.attach(bpffs.bpffs(), &dir) {
+    match capture.attach(&dir) {
         Err(e @ EbpfError::Cgroup { .. }) => {
             assert!(e.to_string().contains("nftmesh-test-does-not-exist"), "{e}")
         }

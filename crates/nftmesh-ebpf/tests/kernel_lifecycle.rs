@@ -31,7 +31,7 @@ fn child() {
         Some(("install", bpffs)) => {
             let bpffs = Bpffs::at(Path::new(bpffs)).expect("the test's bpffs");
             let attached = EbpfCapture::new(&captured_config())
-                .and_then(|mut c| c.attach(&bpffs, cgroup))
+                .and_then(|mut c| c.install(&bpffs, cgroup))
                 .unwrap_or_else(|e| panic!("install: {e}"));
             // Exiting with the handles dropped: the pins keep the capture.
             drop(attached);
@@ -90,13 +90,14 @@ fn the_capture_outlives_its_installer_and_another_process_removes_it() {
         attached.programs(),
         ["nftmesh_getsockopt", "nftmesh_sockops", "nftmesh_connect4"]
     );
-    assert!(attached.pin_dir().starts_with(bpffs.dir().join("nftmesh")));
+    let pin_dir = attached.pin_dir().expect("pinned").to_path_buf();
+    assert!(pin_dir.starts_with(bpffs.dir().join("nftmesh")));
     // Another process of the cgroup is captured.
     run_child("captured", cgroup.path());
     assert_forgets(&attached);
     // A third one removes it.
     run_child(&format!("remove={mount}"), cgroup.path());
-    assert!(!attached.pin_dir().exists(), "the pin directory is gone");
+    assert!(!pin_dir.exists(), "the pin directory is gone");
     assert_eq!(bpffs.contents(), Vec::<std::path::PathBuf>::new());
     assert!(Attachment::open(bpffs.bpffs(), cgroup.path())
         .expect("open")
@@ -111,7 +112,7 @@ fn a_replace_never_lets_a_connect_through_and_keeps_the_original_destinations() 
     };
     let cgroup = TestCgroup::create();
     let mut first = EbpfCapture::new(&CaptureConfig::sidecar()).expect("load");
-    let attached = first.attach(bpffs.bpffs(), cgroup.path()).expect("attach");
+    let attached = first.install(bpffs.bpffs(), cgroup.path()).expect("attach");
     let marker = bpffs.dir().with_extension("ready");
     let _ = std::fs::remove_file(&marker);
     let spec = format!("replace={}", marker.display());
@@ -132,7 +133,7 @@ fn a_replace_never_lets_a_connect_through_and_keeps_the_original_destinations() 
         ..CaptureConfig::sidecar()
     })
     .expect("load the replacement")
-    .attach(bpffs.bpffs(), cgroup.path())
+    .install(bpffs.bpffs(), cgroup.path())
     .expect("replace");
     assert_eq!(replaced.pin_dir(), attached.pin_dir());
     let outcome = connects.join();
