@@ -3,32 +3,42 @@
  *
  * cgroup/connect4    a TCP connect() the nf_tables capture would REDIRECT to the proxy goes to
  *                    127.0.0.1:proxy_port instead; where it was going is kept by socket cookie.
+ * cgroup/connect6    the same for IPv6 sockets: to [::1]:proxy_port with IPv6 capture on; an
+ *                    IPv4-mapped destination (a dual-stack socket reaching an IPv4 peer, which
+ *                    nf_tables sees as IPv4) is decided as IPv4 and goes to ::ffff:127.0.0.1.
  * sockops            when that connection is established, its original destination moves to a
  *                    map keyed by the 4-tuple the proxy's accepted socket sees; the entry is
  *                    deleted when the proxy's socket closes.
- * cgroup/getsockopt  getsockopt(SOL_IP, SO_ORIGINAL_DST) on the proxy's accepted socket answers
- *                    from that map (over whatever the kernel answered: with conntrack on, the
+ * cgroup/getsockopt  getsockopt(SOL_IP, SO_ORIGINAL_DST) and getsockopt(SOL_IPV6,
+ *                    IP6T_SO_ORIGINAL_DST) on the proxy's accepted socket answer from that map (over whatever the kernel answered: with conntrack on, the
  *                    kernel's answer is the loopback address itself).
  *
  * The decision mirrors the `istio-output` chain nftmesh-model compiles (excluded ports,
  * 127.0.0.6, proxy uids and gids, loopback, owner groups, host loopback, excluded CIDRs, included
  * ports, included CIDRs); what it cannot see at connect() time is listed in ../README.md.
- * IPv4 only. Built by build.rs: clang -O2 -g -target bpf. */
+ * Built by build.rs: clang -O2 -g -target bpf. */
 
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 #include "capture.h"
 
 #define AF_INET 2
+#define AF_INET6 10
 #define SOCK_STREAM 1
 #define SOL_IP 0
+#define SOL_IPV6 41
 #define SO_ORIGINAL_DST 80
+#define IP6T_SO_ORIGINAL_DST 80
 
 /* Keep the compiler from merging or reordering the stores around it. */
 #define barrier() asm volatile("" ::: "memory")
+/* barrier_var(var) (bpf_helpers.h) makes `var` opaque to the compiler where it stands: two
+ * context loads, each followed by one, are not merged into one load from a selected address,
+ * which the verifier refuses ("dereference of modified ctx ptr"). */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -89,6 +99,22 @@ struct {
 	__type(value, __u8);
 } cidrs_exclude SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct v6_prefix);
+	__type(value, __u8);
+} cidrs6_include SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct v6_prefix);
+	__type(value, __u8);
+} cidrs6_exclude SEC(".maps");
+
 /* Redirected, not yet established: socket cookie -> original destination. LRU, so connects that
  * never establish cannot fill it. */
 struct {
@@ -105,6 +131,21 @@ struct {
 	__type(key, struct v4_tuple);
 	__type(value, struct original_dst);
 } orig_by_tuple SEC(".maps");
+
+/* The IPv6 twins of the two maps above. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct original_dst6);
+} orig6_by_cookie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct v6_tuple);
+	__type(value, struct original_dst6);
+} orig6_by_tuple SEC(".maps");
 
 static __always_inline int in_set32(void *map, __u32 key)
 {
@@ -123,30 +164,63 @@ static __always_inline int in_cidrs(void *map, __u32 addr)
 	return bpf_map_lookup_elem(map, &key) != 0;
 }
 
-/* Whether the nf_tables capture would redirect this TCP connect to the proxy: the rules of
- * `istio-output` in their order, each "return" a 0 here. */
-static __always_inline int captured(const struct capture_config *cfg, __u32 daddr, __u16 dport,
-				    __u32 saddr)
+static __always_inline int in_cidrs6(void *map, const __u32 *addr)
+{
+	struct v6_prefix key = { .prefixlen = 128 };
+
+	key.addr[0] = addr[0];
+	key.addr[1] = addr[1];
+	key.addr[2] = addr[2];
+	key.addr[3] = addr[3];
+	return bpf_map_lookup_elem(map, &key) != 0;
+}
+
+static __always_inline int is_v6(const __u32 *a, __u32 a0, __u32 a1, __u32 a2, __u32 a3)
+{
+	return a[0] == a0 && a[1] == a1 && a[2] == a2 && a[3] == a3;
+}
+
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d): its IPv4 address is a[3]. */
+static __always_inline int is_v4_mapped(__u32 a0, __u32 a1, __u32 a2)
+{
+	return a0 == 0 && a1 == 0 && a2 == bpf_htonl(0xffff);
+}
+
+/* The rules of `istio-output` both families share, up to the owner groups: whether one of them
+ * lets the connect through ("return"). */
+static __always_inline int let_through(const struct capture_config *cfg, __u16 dport,
+				       int from_passthrough, int on_lo)
 {
 	__u64 ids = bpf_get_current_uid_gid();
 	__u32 uid = (__u32)ids;
 	__u32 gid = (__u32)(ids >> 32);
-	int on_lo = (bpf_ntohl(daddr) >> 24) == 127;
 
 	if (in_ports(&ports_exclude, dport))
-		return 0;
-	/* oif lo ip saddr 127.0.0.6 return: the proxy's inbound passthrough. */
-	if (saddr == bpf_htonl(0x7f000006))
-		return 0;
+		return 1;
+	/* oif lo ip saddr 127.0.0.6 / ip6 saddr ::6 return: the proxy's inbound passthrough. */
+	if (from_passthrough)
+		return 1;
 	/* meta skuid/skgid <proxy> return. */
 	if (in_set32(&proxy_uids, uid) || in_set32(&proxy_gids, gid))
-		return 0;
+		return 1;
 	/* oif lo meta skuid != <proxy> return (unless a loopback CIDR is included). */
 	if (on_lo && !cfg->loopback_included)
-		return 0;
+		return 1;
 	if (cfg->owner_groups == OWNER_GROUPS_EXCLUDE && in_set32(&owner_gids, gid))
-		return 0;
+		return 1;
 	if (cfg->owner_groups == OWNER_GROUPS_INCLUDE && !in_set32(&owner_gids, gid))
+		return 1;
+	return 0;
+}
+
+/* Whether the nf_tables capture would redirect this IPv4 TCP connect to the proxy: the rules of
+ * `istio-output` in their order, each "return" a 0 here. */
+static __always_inline int captured(const struct capture_config *cfg, __u32 daddr, __u16 dport,
+				    __u32 saddr)
+{
+	int on_lo = (bpf_ntohl(daddr) >> 24) == 127;
+
+	if (let_through(cfg, dport, saddr == bpf_htonl(0x7f000006), on_lo))
 		return 0;
 	if ((daddr & cfg->host_lo_mask) == cfg->host_lo_addr)
 		return 0;
@@ -159,20 +233,50 @@ static __always_inline int captured(const struct capture_config *cfg, __u32 dadd
 	return in_cidrs(&cidrs_include, daddr);
 }
 
-SEC("cgroup/connect4")
-int nftmesh_connect4(struct bpf_sock_addr *ctx)
+/* The same for an IPv6 TCP connect (with IPv6 capture on): ::6 is the passthrough source, ::1
+ * both "oif lo" and the host loopback the chain lets through. */
+static __always_inline int captured6(const struct capture_config *cfg, const __u32 *daddr,
+				     __u16 dport, const __u32 *saddr)
+{
+	__u32 one = bpf_htonl(1), six = bpf_htonl(6);
+	int on_lo = is_v6(daddr, 0, 0, 0, one);
+
+	if (let_through(cfg, dport, is_v6(saddr, 0, 0, 0, six), on_lo))
+		return 0;
+	if (on_lo)
+		return 0;
+	if (in_cidrs6(&cidrs6_exclude, daddr))
+		return 0;
+	if (in_ports(&ports_include, dport))
+		return 1;
+	if (cfg->include_all)
+		return 1;
+	return in_cidrs6(&cidrs6_include, daddr);
+}
+
+static __always_inline const struct capture_config *capture_config(struct bpf_sock_addr *ctx)
 {
 	__u32 key = 0;
 	const struct capture_config *cfg;
+
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
+		return 0;
+	cfg = bpf_map_lookup_elem(&config, &key);
+	if (!cfg || !cfg->proxy_port)
+		return 0;
+	return cfg;
+}
+
+SEC("cgroup/connect4")
+int nftmesh_connect4(struct bpf_sock_addr *ctx)
+{
+	const struct capture_config *cfg = capture_config(ctx);
 	struct bpf_sock *sk;
 	struct original_dst orig = {};
 	__u64 cookie;
 	__u32 saddr = 0;
 
-	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
-		return 1;
-	cfg = bpf_map_lookup_elem(&config, &key);
-	if (!cfg || !cfg->proxy_port)
+	if (!cfg)
 		return 1;
 	sk = ctx->sk;
 	if (sk)
@@ -191,15 +295,155 @@ int nftmesh_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+SEC("cgroup/connect6")
+int nftmesh_connect6(struct bpf_sock_addr *ctx)
+{
+	const struct capture_config *cfg = capture_config(ctx);
+	struct bpf_sock *sk;
+	struct original_dst orig = {};
+	struct original_dst6 orig6 = {};
+	__u32 saddr[4] = {};
+	__u64 cookie;
+
+	if (!cfg)
+		return 1;
+	orig6.addr[0] = ctx->user_ip6[0];
+	orig6.addr[1] = ctx->user_ip6[1];
+	orig6.addr[2] = ctx->user_ip6[2];
+	orig6.addr[3] = ctx->user_ip6[3];
+	orig6.port = (__u16)ctx->user_port;
+	sk = ctx->sk;
+	if (sk) {
+		saddr[0] = sk->src_ip6[0];
+		saddr[1] = sk->src_ip6[1];
+		saddr[2] = sk->src_ip6[2];
+		saddr[3] = sk->src_ip6[3];
+	}
+	if (is_v4_mapped(orig6.addr[0], orig6.addr[1], orig6.addr[2])) {
+		/* A dual-stack socket reaching an IPv4 peer: IPv4 on the wire, decided as IPv4 and
+		 * remembered in the IPv4 maps (its sockets' addresses are IPv4-mapped too). */
+		orig.addr = orig6.addr[3];
+		orig.port = orig6.port;
+		if (!captured(cfg, orig.addr, bpf_ntohs(orig.port),
+			      is_v4_mapped(saddr[0], saddr[1], saddr[2]) ? saddr[3] : 0))
+			return 1;
+		cookie = bpf_get_socket_cookie(ctx);
+		if (bpf_map_update_elem(&orig_by_cookie, &cookie, &orig, BPF_ANY))
+			return 1;
+		ctx->user_ip6[3] = bpf_htonl(0x7f000001);
+		ctx->user_port = bpf_htons(cfg->proxy_port);
+		return 1;
+	}
+	if (!cfg->ipv6)
+		return 1;
+	if (!captured6(cfg, orig6.addr, bpf_ntohs(orig6.port), saddr))
+		return 1;
+	cookie = bpf_get_socket_cookie(ctx);
+	if (bpf_map_update_elem(&orig6_by_cookie, &cookie, &orig6, BPF_ANY))
+		return 1;
+	ctx->user_ip6[0] = 0;
+	ctx->user_ip6[1] = 0;
+	ctx->user_ip6[2] = 0;
+	ctx->user_ip6[3] = bpf_htonl(1);
+	ctx->user_port = bpf_htons(cfg->proxy_port);
+	return 1;
+}
+
+/* The 4-tuple key of an IPv4 connection: the app's end is `app`, the proxy's `proxy`. */
+static __always_inline void v4_key(struct v4_tuple *t, __u32 app_addr, __u16 app_port,
+				   __u32 proxy_addr, __u16 proxy_port)
+{
+	t->app_addr = app_addr;
+	t->app_port = app_port;
+	t->proxy_addr = proxy_addr;
+	t->proxy_port = proxy_port;
+}
+
+static __always_inline void v6_key(struct v6_tuple *t, const __u32 *app_addr, __u16 app_port,
+				   const __u32 *proxy_addr, __u16 proxy_port)
+{
+	t->app_addr[0] = app_addr[0];
+	t->app_addr[1] = app_addr[1];
+	t->app_addr[2] = app_addr[2];
+	t->app_addr[3] = app_addr[3];
+	t->proxy_addr[0] = proxy_addr[0];
+	t->proxy_addr[1] = proxy_addr[1];
+	t->proxy_addr[2] = proxy_addr[2];
+	t->proxy_addr[3] = proxy_addr[3];
+	t->app_port = app_port;
+	t->proxy_port = proxy_port;
+}
+
+/* sockops for an IPv6 socket that is not IPv4-mapped: as for IPv4, with the IPv6 maps. */
+static __always_inline int sockops6(struct bpf_sock_ops *skops)
+{
+	struct v6_tuple tuple = {};
+	struct original_dst6 *orig;
+	__u32 local[4], remote[4];
+	__u16 lport = (__u16)skops->local_port;
+	__u16 rport = (__u16)bpf_ntohl(skops->remote_port);
+	__u64 cookie;
+
+	local[0] = skops->local_ip6[0];
+	local[1] = skops->local_ip6[1];
+	local[2] = skops->local_ip6[2];
+	local[3] = skops->local_ip6[3];
+	remote[0] = skops->remote_ip6[0];
+	remote[1] = skops->remote_ip6[1];
+	remote[2] = skops->remote_ip6[2];
+	remote[3] = skops->remote_ip6[3];
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		cookie = bpf_get_socket_cookie(skops);
+		orig = bpf_map_lookup_elem(&orig6_by_cookie, &cookie);
+		if (!orig)
+			return 1;
+		v6_key(&tuple, local, lport, remote, rport);
+		bpf_map_update_elem(&orig6_by_tuple, &tuple, orig, BPF_ANY);
+		bpf_map_delete_elem(&orig6_by_cookie, &cookie);
+		return 1;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		v6_key(&tuple, remote, rport, local, lport);
+		if (bpf_map_lookup_elem(&orig6_by_tuple, &tuple))
+			bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] != BPF_TCP_CLOSE)
+			return 1;
+		v6_key(&tuple, remote, rport, local, lport);
+		bpf_map_delete_elem(&orig6_by_tuple, &tuple);
+		return 1;
+	}
+	return 1;
+}
+
 SEC("sockops")
 int nftmesh_sockops(struct bpf_sock_ops *skops)
 {
 	struct v4_tuple tuple = {};
 	struct original_dst *orig;
+	__u32 local, remote;
+	__u16 lport, rport;
 	__u64 cookie;
 
-	if (skops->family != AF_INET)
+	if (skops->family == AF_INET6) {
+		if (!is_v4_mapped(skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2]))
+			return sockops6(skops);
+		/* A dual-stack socket connected over IPv4: its IPv4 addresses. */
+		local = skops->local_ip6[3];
+		remote = skops->remote_ip6[3];
+		barrier_var(local);
+		barrier_var(remote);
+	} else if (skops->family == AF_INET) {
+		local = skops->local_ip4;
+		remote = skops->remote_ip4;
+		barrier_var(local);
+		barrier_var(remote);
+	} else {
 		return 1;
+	}
+	lport = (__u16)skops->local_port;
+	rport = (__u16)bpf_ntohl(skops->remote_port);
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		/* The app's socket: its local end is the app's, its remote end the proxy's. */
@@ -207,32 +451,61 @@ int nftmesh_sockops(struct bpf_sock_ops *skops)
 		orig = bpf_map_lookup_elem(&orig_by_cookie, &cookie);
 		if (!orig)
 			return 1;
-		tuple.app_addr = skops->local_ip4;
-		tuple.app_port = (__u16)skops->local_port;
-		tuple.proxy_addr = skops->remote_ip4;
-		tuple.proxy_port = (__u16)bpf_ntohl(skops->remote_port);
+		v4_key(&tuple, local, lport, remote, rport);
 		bpf_map_update_elem(&orig_by_tuple, &tuple, orig, BPF_ANY);
 		bpf_map_delete_elem(&orig_by_cookie, &cookie);
 		return 1;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		/* The proxy's accepted socket: be told when it closes, to forget its entry. */
-		tuple.app_addr = skops->remote_ip4;
-		tuple.app_port = (__u16)bpf_ntohl(skops->remote_port);
-		tuple.proxy_addr = skops->local_ip4;
-		tuple.proxy_port = (__u16)skops->local_port;
+		v4_key(&tuple, remote, rport, local, lport);
 		if (bpf_map_lookup_elem(&orig_by_tuple, &tuple))
 			bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] != BPF_TCP_CLOSE)
 			return 1;
-		tuple.app_addr = skops->remote_ip4;
-		tuple.app_port = (__u16)bpf_ntohl(skops->remote_port);
-		tuple.proxy_addr = skops->local_ip4;
-		tuple.proxy_port = (__u16)skops->local_port;
+		v4_key(&tuple, remote, rport, local, lport);
 		bpf_map_delete_elem(&orig_by_tuple, &tuple);
 		return 1;
 	}
+	return 1;
+}
+
+/* getsockopt(SOL_IPV6, IP6T_SO_ORIGINAL_DST) on the proxy's accepted IPv6 socket. */
+static __always_inline int getsockopt6(struct bpf_sockopt *ctx, struct bpf_sock *sk)
+{
+	struct v6_tuple tuple = {};
+	struct original_dst6 *orig;
+	struct sockaddr_in6 *sa;
+	__u32 app[4], proxy[4];
+
+	app[0] = sk->dst_ip6[0];
+	app[1] = sk->dst_ip6[1];
+	app[2] = sk->dst_ip6[2];
+	app[3] = sk->dst_ip6[3];
+	proxy[0] = sk->src_ip6[0];
+	proxy[1] = sk->src_ip6[1];
+	proxy[2] = sk->src_ip6[2];
+	proxy[3] = sk->src_ip6[3];
+	v6_key(&tuple, app, bpf_ntohs(sk->dst_port), proxy, (__u16)sk->src_port);
+	orig = bpf_map_lookup_elem(&orig6_by_tuple, &tuple);
+	if (!orig)
+		return 1;
+	sa = ctx->optval;
+	if ((void *)(sa + 1) > ctx->optval_end)
+		return 1;
+	sa->sin6_family = AF_INET6;
+	sa->sin6_port = orig->port;
+	sa->sin6_flowinfo = 0;
+	sa->sin6_addr.in6_u.u6_addr32[0] = orig->addr[0];
+	sa->sin6_addr.in6_u.u6_addr32[1] = orig->addr[1];
+	sa->sin6_addr.in6_u.u6_addr32[2] = orig->addr[2];
+	sa->sin6_addr.in6_u.u6_addr32[3] = orig->addr[3];
+	sa->sin6_scope_id = 0;
+	ctx->optlen = sizeof(*sa);
+	/* As below: keep clang from merging the optlen and retval stores. */
+	barrier();
+	ctx->retval = 0;
 	return 1;
 }
 
@@ -244,10 +517,13 @@ int nftmesh_getsockopt(struct bpf_sockopt *ctx)
 	struct sockaddr_in *sa;
 	struct bpf_sock *sk;
 
-	if (ctx->level != SOL_IP || ctx->optname != SO_ORIGINAL_DST)
-		return 1;
 	sk = ctx->sk;
-	if (!sk || sk->family != AF_INET)
+	if (!sk)
+		return 1;
+	if (ctx->level == SOL_IPV6 && ctx->optname == IP6T_SO_ORIGINAL_DST &&
+	    sk->family == AF_INET6)
+		return getsockopt6(ctx, sk);
+	if (ctx->level != SOL_IP || ctx->optname != SO_ORIGINAL_DST || sk->family != AF_INET)
 		return 1;
 	/* The proxy's accepted socket: its remote end is the app's. */
 	tuple.app_addr = sk->dst_ip4;

@@ -13,7 +13,8 @@ struct capture_config {
 	__u8 include_all;        /* outbound_cidrs_include is "*" */
 	__u8 loopback_included;  /* an included CIDR is a loopback address (Istio's HasLoopBackIP) */
 	__u8 owner_groups;       /* OWNER_GROUPS_* */
-	__u8 pad[3];
+	__u8 ipv6;               /* capture native IPv6 connects too (CaptureConfig::ipv6) */
+	__u8 pad[2];
 };
 
 #define OWNER_GROUPS_ALL 0
@@ -39,6 +40,27 @@ struct original_dst {
 struct v4_tuple {
 	__u32 app_addr;
 	__u32 proxy_addr;
+	__u16 app_port;
+	__u16 proxy_port;
+};
+
+/* Key of the IPv6 CIDR maps: prefix length, then the address in network order. */
+struct v6_prefix {
+	__u32 prefixlen;
+	__u32 addr[4];
+};
+
+/* Where a redirected IPv6 connection was going: address and port, network order. */
+struct original_dst6 {
+	__u32 addr[4];
+	__u16 port;
+	__u16 pad;
+};
+
+/* A redirected IPv6 connection as the proxy's accepted socket sees it (as struct v4_tuple). */
+struct v6_tuple {
+	__u32 app_addr[4];
+	__u32 proxy_addr[4];
 	__u16 app_port;
 	__u16 proxy_port;
 };

@@ -30,11 +30,14 @@
 //! in place (`BPF_LINK_UPDATE`), keeping the maps. [`EbpfCapture::attach`] attaches for the
 //! life of the returned handle only (tests, benchmarks).
 //!
-//! The decision follows nf_tables' `istio-output` chain for IPv4 TCP: excluded outbound ports,
-//! the 127.0.0.6 passthrough source, proxy uids and gids, loopback destinations, owner groups,
-//! the host loopback range, excluded CIDRs, included ports, included CIDRs. What it is not
-//! (yet): IPv6, DNS, inbound, getpeername, and the other items of issue 27; settings it cannot
-//! apply are refused with [`EbpfError::Unsupported`]. See the crate's README.
+//! The decision follows nf_tables' `istio-output` chain for TCP: excluded outbound ports, the
+//! 127.0.0.6 (`::6`) passthrough source, proxy uids and gids, loopback destinations, owner
+//! groups, the host loopback range (and `::1`), excluded CIDRs, included ports, included CIDRs.
+//! `cgroup/connect6` applies it to IPv6 connects when `CaptureConfig::ipv6` is on (to
+//! `[::1]:proxy_port`, answered by `IP6T_SO_ORIGINAL_DST`), and always to a dual-stack
+//! socket's IPv4-mapped connects, as IPv4. What it is not (yet): DNS, inbound, getpeername,
+//! and the other items of issue 27; settings it cannot apply are refused with
+//! [`EbpfError::Unsupported`]. See the crate's README.
 #![deny(missing_docs)]
 
 mod attachment;

@@ -7,7 +7,7 @@ use crate::settings::{Include, Owners, Settings};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData};
 use aya::{Ebpf, Pod};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -22,7 +22,8 @@ pub(crate) struct RawConfig {
     pub include_all: u8,
     pub loopback_included: u8,
     pub owner_groups: u8,
-    pub pad: [u8; 3],
+    pub ipv6: u8,
+    pub pad: [u8; 2],
 }
 
 /// `struct original_dst`: address and port in network order.
@@ -44,7 +45,28 @@ pub(crate) struct RawTuple {
     pub proxy_port: u16,
 }
 
+/// `struct original_dst6`: address and port in network order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RawOriginalDst6 {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// `struct v6_tuple`: addresses in network order, ports in host order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RawTuple6 {
+    pub app_addr: [u8; 16],
+    pub proxy_addr: [u8; 16],
+    pub app_port: u16,
+    pub proxy_port: u16,
+}
+
 const _: () = assert!(std::mem::size_of::<RawConfig>() == 16);
+const _: () = assert!(std::mem::size_of::<RawOriginalDst6>() == 20);
+const _: () = assert!(std::mem::size_of::<RawTuple6>() == 36);
 const _: () = assert!(std::mem::size_of::<RawOriginalDst>() == 8);
 const _: () = assert!(std::mem::size_of::<RawTuple>() == 12);
 
@@ -56,6 +78,10 @@ unsafe impl Pod for RawConfig {}
 unsafe impl Pod for RawOriginalDst {}
 // SAFETY: as above.
 unsafe impl Pod for RawTuple {}
+// SAFETY: as above (byte arrays and integers; sizes asserted).
+unsafe impl Pod for RawOriginalDst6 {}
+// SAFETY: as above.
+unsafe impl Pod for RawTuple6 {}
 
 /// `OWNER_GROUPS_*` of `bpf/capture.h`.
 const OWNER_GROUPS_ALL: u8 = 0;
@@ -74,13 +100,14 @@ impl RawConfig {
             host_lo_mask: addr_raw(s.host_loopback.netmask()),
             proxy_port: s.proxy_port,
             include_all: u8::from(s.include == Include::All),
+            ipv6: u8::from(s.ipv6),
             loopback_included: u8::from(s.loopback_included),
             owner_groups: match s.owners {
                 Owners::All => OWNER_GROUPS_ALL,
                 Owners::Include(_) => OWNER_GROUPS_INCLUDE,
                 Owners::Exclude(_) => OWNER_GROUPS_EXCLUDE,
             },
-            pad: [0; 3],
+            pad: [0; 2],
         }
     }
 }
@@ -113,6 +140,17 @@ fn fill_set<K: Pod>(
     Ok(())
 }
 
+/// Put the IPv6 `nets` into the LPM trie `name`.
+fn fill_cidrs6(bpf: &mut Ebpf, name: &'static str, nets: &[Ipv6Net]) -> Result<(), EbpfError> {
+    let mut trie: LpmTrie<&mut MapData, [u8; 16], u8> =
+        LpmTrie::try_from(map_mut(bpf, name)?).map_err(map_err(name))?;
+    for n in nets {
+        let key = Key::new(u32::from(n.prefix_len()), n.network().octets());
+        trie.insert(&key, 1, 0).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
 /// Put `nets` into the LPM trie `name`.
 fn fill_cidrs(bpf: &mut Ebpf, name: &'static str, nets: &[Ipv4Net]) -> Result<(), EbpfError> {
     let mut trie: LpmTrie<&mut MapData, u32, u8> =
@@ -126,14 +164,14 @@ fn fill_cidrs(bpf: &mut Ebpf, name: &'static str, nets: &[Ipv4Net]) -> Result<()
 
 /// The size of each set map for `s`: what it holds, at least one entry (the kernel refuses
 /// empty maps). The sizes in `bpf/capture.c` are only placeholders.
-pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 7] {
+pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 9] {
     let owners = match &s.owners {
         Owners::All => 0,
         Owners::Include(g) | Owners::Exclude(g) => g.len(),
     };
-    let include = match &s.include {
-        Include::All => 0,
-        Include::Cidrs(c) => c.len(),
+    let (include, include6) = match &s.include {
+        Include::All => (0, 0),
+        Include::Cidrs(c4, c6) => (c4.len(), c6.len()),
     };
     let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
     [
@@ -144,6 +182,8 @@ pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 7] {
         ("ports_include", size(s.ports_include.len())),
         ("cidrs_include", size(include)),
         ("cidrs_exclude", size(s.cidrs_exclude.len())),
+        ("cidrs6_include", size(include6)),
+        ("cidrs6_exclude", size(s.cidrs6_exclude.len())),
     ]
 }
 
@@ -157,10 +197,12 @@ pub(crate) fn write(bpf: &mut Ebpf, s: &Settings) -> Result<(), EbpfError> {
     }
     fill_set(bpf, "ports_exclude", s.ports_exclude.iter().copied())?;
     fill_set(bpf, "ports_include", s.ports_include.iter().copied())?;
-    if let Include::Cidrs(nets) = &s.include {
+    if let Include::Cidrs(nets, nets6) = &s.include {
         fill_cidrs(bpf, "cidrs_include", nets)?;
+        fill_cidrs6(bpf, "cidrs6_include", nets6)?;
     }
     fill_cidrs(bpf, "cidrs_exclude", &s.cidrs_exclude)?;
+    fill_cidrs6(bpf, "cidrs6_exclude", &s.cidrs6_exclude)?;
     let mut config: Array<&mut MapData, RawConfig> =
         Array::try_from(map_mut(bpf, "config")?).map_err(map_err("config"))?;
     config
@@ -171,14 +213,24 @@ pub(crate) fn write(bpf: &mut Ebpf, s: &Settings) -> Result<(), EbpfError> {
 /// The maps of original destinations: pinned with the links, and kept across a replace so
 /// that connections redirected before it are still answered. With each, the key and value
 /// sizes the programs use.
-pub(crate) const STATE_MAPS: [&str; 2] = ["orig_by_cookie", "orig_by_tuple"];
+pub(crate) const STATE_MAPS: [&str; 4] = [
+    "orig_by_cookie",
+    "orig_by_tuple",
+    "orig6_by_cookie",
+    "orig6_by_tuple",
+];
 
 fn state_layout(name: &str) -> (u32, u32) {
     let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let dst = size(std::mem::size_of::<RawOriginalDst>());
+    let (dst, dst6) = (
+        size(std::mem::size_of::<RawOriginalDst>()),
+        size(std::mem::size_of::<RawOriginalDst6>()),
+    );
     match name {
         "orig_by_cookie" => (size(std::mem::size_of::<u64>()), dst),
-        _ => (size(std::mem::size_of::<RawTuple>()), dst),
+        "orig_by_tuple" => (size(std::mem::size_of::<RawTuple>()), dst),
+        "orig6_by_cookie" => (size(std::mem::size_of::<u64>()), dst6),
+        _ => (size(std::mem::size_of::<RawTuple6>()), dst6),
     }
 }
 
@@ -213,17 +265,24 @@ pub(crate) fn check_pinned(dir: &Path) -> Result<(), EbpfError> {
 
 /// How many entries the original-destination maps of a loaded object hold.
 pub(crate) fn counts(bpf: &Ebpf) -> Result<Tracked, EbpfError> {
-    counts_of(map(bpf, "orig_by_cookie")?, map(bpf, "orig_by_tuple")?)
+    let maps = STATE_MAPS
+        .iter()
+        .map(|&name| map(bpf, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    counts_of(&maps)
 }
 
 /// How many entries the original-destination maps pinned in `dir` hold.
 pub(crate) fn pinned_counts(dir: &Path) -> Result<Tracked, EbpfError> {
-    let open = |name: &'static str| {
-        MapData::from_pin(dir.join(name))
-            .map(Map::LruHashMap)
-            .map_err(map_err(name))
-    };
-    counts_of(&open("orig_by_cookie")?, &open("orig_by_tuple")?)
+    let maps = STATE_MAPS
+        .iter()
+        .map(|&name| {
+            MapData::from_pin(dir.join(name))
+                .map(Map::LruHashMap)
+                .map_err(map_err(name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    counts_of(&maps.iter().collect::<Vec<_>>())
 }
 
 /// The file descriptors of the original-destination maps of a loaded object, in
@@ -232,52 +291,73 @@ pub(crate) fn state_fds(bpf: &Ebpf) -> Result<Vec<OwnedFd>, EbpfError> {
     STATE_MAPS
         .iter()
         .map(|&name| match map(bpf, name)? {
-            Map::LruHashMap(data) => {
-                data.fd()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map_err(|source| EbpfError::Map {
-                        map: name,
-                        source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                            call: "dup",
-                            io_error: source,
-                        }),
-                    })
-            }
+            Map::LruHashMap(data) => data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|io_error| dup_err(name, io_error)),
             _ => Err(EbpfError::Missing { kind: "map", name }),
         })
         .collect()
 }
 
-/// How many entries the original-destination maps held by `fds` (from [`state_fds`]) hold.
-pub(crate) fn counts_by_fd(fds: &[OwnedFd]) -> Result<Tracked, EbpfError> {
-    let open = |i: usize| {
-        let name = STATE_MAPS[i];
-        let fd = fds
-            .get(i)
-            .ok_or(EbpfError::Missing { kind: "map", name })?
-            .try_clone()
-            .map_err(|io_error| {
-                map_err(name)(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                    call: "dup",
-                    io_error,
-                }))
-            })?;
-        MapData::from_fd(fd)
-            .map(Map::LruHashMap)
-            .map_err(map_err(name))
-    };
-    counts_of(&open(0)?, &open(1)?)
+fn dup_err(name: &'static str, io_error: std::io::Error) -> EbpfError {
+    map_err(name)(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+        call: "dup",
+        io_error,
+    }))
 }
 
-fn counts_of(by_cookie: &Map, by_tuple: &Map) -> Result<Tracked, EbpfError> {
-    let by_cookie: HashMap<&MapData, u64, RawOriginalDst> =
-        HashMap::try_from(by_cookie).map_err(map_err("orig_by_cookie"))?;
-    let by_tuple: HashMap<&MapData, RawTuple, RawOriginalDst> =
-        HashMap::try_from(by_tuple).map_err(map_err("orig_by_tuple"))?;
+/// How many entries the original-destination maps held by `fds` (from [`state_fds`]) hold.
+pub(crate) fn counts_by_fd(fds: &[OwnedFd]) -> Result<Tracked, EbpfError> {
+    let maps = STATE_MAPS
+        .iter()
+        .enumerate()
+        .map(|(i, &name)| {
+            let fd = fds
+                .get(i)
+                .ok_or(EbpfError::Missing { kind: "map", name })?
+                .try_clone()
+                .map_err(|e| dup_err(name, e))?;
+            MapData::from_fd(fd)
+                .map(Map::LruHashMap)
+                .map_err(map_err(name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    counts_of(&maps.iter().collect::<Vec<_>>())
+}
+
+/// The counts of the maps in [`STATE_MAPS`] order: both families added up.
+fn counts_of(maps: &[&Map]) -> Result<Tracked, EbpfError> {
+    let [by_cookie, by_tuple, by_cookie6, by_tuple6] = maps else {
+        return Err(EbpfError::Missing {
+            kind: "map",
+            name: "orig6_by_tuple",
+        });
+    };
+    let keys = |m: &Map, name: &'static str| -> Result<usize, EbpfError> {
+        let m: HashMap<&MapData, u64, RawOriginalDst> =
+            HashMap::try_from(m).map_err(map_err(name))?;
+        count(m.keys(), name)
+    };
+    let tuples = |m: &Map| -> Result<usize, EbpfError> {
+        let m: HashMap<&MapData, RawTuple, RawOriginalDst> =
+            HashMap::try_from(m).map_err(map_err("orig_by_tuple"))?;
+        count(m.keys(), "orig_by_tuple")
+    };
+    let keys6 = |m: &Map| -> Result<usize, EbpfError> {
+        let m: HashMap<&MapData, u64, RawOriginalDst6> =
+            HashMap::try_from(m).map_err(map_err("orig6_by_cookie"))?;
+        count(m.keys(), "orig6_by_cookie")
+    };
+    let tuples6 = |m: &Map| -> Result<usize, EbpfError> {
+        let m: HashMap<&MapData, RawTuple6, RawOriginalDst6> =
+            HashMap::try_from(m).map_err(map_err("orig6_by_tuple"))?;
+        count(m.keys(), "orig6_by_tuple")
+    };
     Ok(Tracked {
-        connecting: count(by_cookie.keys(), "orig_by_cookie")?,
-        established: count(by_tuple.keys(), "orig_by_tuple")?,
+        connecting: keys(by_cookie, "orig_by_cookie")? + keys6(by_cookie6)?,
+        established: tuples(by_tuple)? + tuples6(by_tuple6)?,
     })
 }
 

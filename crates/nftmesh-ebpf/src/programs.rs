@@ -12,11 +12,17 @@ pub(crate) enum Prog {
     GetSockopt,
     SockOps,
     Connect4,
+    Connect6,
 }
 
 /// Every program, in the order they are attached: the ones that answer for redirected
 /// connections first, the redirecting ones last (and detached first).
-pub(crate) const PROGRAMS: [Prog; 3] = [Prog::GetSockopt, Prog::SockOps, Prog::Connect4];
+pub(crate) const PROGRAMS: [Prog; 4] = [
+    Prog::GetSockopt,
+    Prog::SockOps,
+    Prog::Connect4,
+    Prog::Connect6,
+];
 
 impl Prog {
     /// Its function name in `bpf/capture.c`.
@@ -25,6 +31,7 @@ impl Prog {
             Prog::GetSockopt => "nftmesh_getsockopt",
             Prog::SockOps => "nftmesh_sockops",
             Prog::Connect4 => "nftmesh_connect4",
+            Prog::Connect6 => "nftmesh_connect6",
         }
     }
 
@@ -34,6 +41,7 @@ impl Prog {
             Prog::GetSockopt => "link_getsockopt",
             Prog::SockOps => "link_sockops",
             Prog::Connect4 => "link_connect4",
+            Prog::Connect6 => "link_connect6",
         }
     }
 }
@@ -44,6 +52,7 @@ impl Prog {
         match self {
             Prog::SockOps => 3,     // BPF_CGROUP_SOCK_OPS
             Prog::Connect4 => 10,   // BPF_CGROUP_INET4_CONNECT
+            Prog::Connect6 => 11,   // BPF_CGROUP_INET6_CONNECT
             Prog::GetSockopt => 21, // BPF_CGROUP_GETSOCKOPT
         }
     }
@@ -85,7 +94,7 @@ pub(crate) fn hook(bpf: &mut Ebpf, p: Prog) -> Result<&mut dyn Hook, EbpfError> 
         source,
     };
     Ok(match p {
-        Prog::Connect4 => <&mut CgroupSockAddr>::try_from(program).map_err(err)?,
+        Prog::Connect4 | Prog::Connect6 => <&mut CgroupSockAddr>::try_from(program).map_err(err)?,
         Prog::SockOps => <&mut SockOps>::try_from(program).map_err(err)?,
         Prog::GetSockopt => <&mut CgroupSockopt>::try_from(program).map_err(err)?,
     })

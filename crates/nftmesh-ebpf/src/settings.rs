@@ -3,7 +3,7 @@
 //! loaded.
 
 use crate::error::EbpfError;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use nftmesh_model::config::{CaptureConfig, CidrSelection, GroupRef, OwnerGroups};
 use std::collections::BTreeSet;
 
@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 pub(crate) enum Include {
     /// Every destination (`-i '*'`).
     All,
-    /// These prefixes only (possibly none).
-    Cidrs(Vec<Ipv4Net>),
+    /// These prefixes only (possibly none), per family.
+    Cidrs(Vec<Ipv4Net>, Vec<Ipv6Net>),
 }
 
 /// Which owner groups are captured.
@@ -37,7 +37,11 @@ pub(crate) struct Settings {
     pub ports_include: BTreeSet<u16>,
     pub include: Include,
     pub cidrs_exclude: Vec<Ipv4Net>,
+    pub cidrs6_exclude: Vec<Ipv6Net>,
     pub owners: Owners,
+    /// Native IPv6 connects are captured too (to `[::1]:proxy_port`); IPv4-mapped ones always
+    /// are, as IPv4.
+    pub ipv6: bool,
     /// An included CIDR is a loopback address: loopback traffic is not let through wholesale
     /// (Istio's `HasLoopBackIP`).
     pub loopback_included: bool,
@@ -52,11 +56,17 @@ impl Settings {
         refuse_unsupported(cfg)?;
         let include = match &cfg.outbound_cidrs_include {
             CidrSelection::All => Include::All,
-            CidrSelection::Cidrs(c) => Include::Cidrs(v4(c)),
+            CidrSelection::Cidrs(c) => Include::Cidrs(v4(c), v6(c)),
         };
         let loopback_included = match &include {
             Include::All => false,
-            Include::Cidrs(c) => c.iter().any(|n| n.addr().is_loopback()),
+            // The IPv4 part as the foundation computed it (tests/decision.rs tracks that it
+            // differs from nf_tables for 127.1.2.3/4, truncated first); IPv6 from the
+            // configured address, as nf_tables does.
+            Include::Cidrs(c4, _) => {
+                c4.iter().any(|n| n.addr().is_loopback())
+                    || v6_nets(cfg).any(|n| n.addr().is_loopback())
+            }
         };
         let owners = match &cfg.owner_groups {
             OwnerGroups::All => Owners::All,
@@ -71,7 +81,9 @@ impl Settings {
             ports_include: cfg.outbound_ports_include.iter().copied().collect(),
             include,
             cidrs_exclude: v4(&cfg.outbound_cidrs_exclude),
+            cidrs6_exclude: v6(&cfg.outbound_cidrs_exclude),
             owners,
+            ipv6: cfg.ipv6,
             loopback_included,
             host_loopback: cfg.host_ipv4_loopback_cidr,
         })
@@ -82,12 +94,6 @@ impl Settings {
 /// nf_tables.
 fn refuse_unsupported(cfg: &CaptureConfig) -> Result<(), EbpfError> {
     let refuse = |setting, reason| Err(EbpfError::Unsupported { setting, reason });
-    if cfg.ipv6 {
-        return refuse(
-            "ipv6",
-            "IPv6 capture (cgroup/connect6) is not implemented yet",
-        );
-    }
     if cfg.dns_in_effect() {
         return refuse(
             "dns",
@@ -118,6 +124,29 @@ fn v4(nets: &[IpNet]) -> Vec<Ipv4Net> {
             IpNet::V6(_) => None,
         })
         .collect()
+}
+
+/// The IPv6 prefixes of `nets` (with IPv6 off, `validate` has refused them), normalised to
+/// their network address.
+fn v6(nets: &[IpNet]) -> Vec<Ipv6Net> {
+    nets.iter()
+        .filter_map(|n| match n {
+            IpNet::V6(n) => Some(n.trunc()),
+            IpNet::V4(_) => None,
+        })
+        .collect()
+}
+
+/// The configured IPv6 included prefixes, as written.
+fn v6_nets(cfg: &CaptureConfig) -> impl Iterator<Item = &Ipv6Net> {
+    let nets = match &cfg.outbound_cidrs_include {
+        CidrSelection::All => &[][..],
+        CidrSelection::Cidrs(c) => c.as_slice(),
+    };
+    nets.iter().filter_map(|n| match n {
+        IpNet::V6(n) => Some(n),
+        IpNet::V4(_) => None,
+    })
 }
 
 fn gids(groups: &[GroupRef]) -> Result<BTreeSet<u32>, EbpfError> {
@@ -169,10 +198,13 @@ mod tests {
         assert_eq!(s.ports_include, BTreeSet::from([443]));
         assert_eq!(
             s.include,
-            Include::Cidrs(vec![
-                "10.1.0.0/16".parse().unwrap(),
-                "127.0.0.5/32".parse().unwrap()
-            ])
+            Include::Cidrs(
+                vec![
+                    "10.1.0.0/16".parse().unwrap(),
+                    "127.0.0.5/32".parse().unwrap()
+                ],
+                vec![]
+            )
         );
         assert!(s.loopback_included);
         assert_eq!(
@@ -185,13 +217,6 @@ mod tests {
     #[test]
     fn refusals_name_the_setting() {
         let cases: Vec<(CaptureConfig, &str)> = vec![
-            (
-                CaptureConfig {
-                    ipv6: true,
-                    ..CaptureConfig::default()
-                },
-                "ipv6",
-            ),
             (
                 CaptureConfig {
                     dns: DnsCapture {
@@ -224,6 +249,39 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn ipv6_prefixes_per_family() {
+        let cfg = CaptureConfig {
+            ipv6: true,
+            outbound_cidrs_include: CidrSelection::Cidrs(vec![
+                net("10.0.0.0/8"),
+                net("fd00:1::5/64"),
+                net("::1/128"),
+            ]),
+            outbound_cidrs_exclude: vec![net("fd00:2::/48"), net("10.9.0.0/16")],
+            ..CaptureConfig::default()
+        };
+        let s = Settings::from_config(&cfg).unwrap();
+        assert!(s.ipv6);
+        assert_eq!(
+            s.include,
+            Include::Cidrs(
+                vec!["10.0.0.0/8".parse().unwrap()],
+                vec!["fd00:1::/64".parse().unwrap(), "::1/128".parse().unwrap()]
+            )
+        );
+        assert_eq!(
+            s.cidrs6_exclude,
+            vec!["fd00:2::/48".parse::<Ipv6Net>().unwrap()]
+        );
+        assert_eq!(
+            s.cidrs_exclude,
+            vec!["10.9.0.0/16".parse::<Ipv4Net>().unwrap()]
+        );
+        // ::1 is included: loopback is not let through wholesale.
+        assert!(s.loopback_included);
     }
 
     #[test]

@@ -88,7 +88,12 @@ fn the_capture_outlives_its_installer_and_another_process_removes_it() {
         .expect("a capture pinned for the cgroup");
     assert_eq!(
         attached.programs(),
-        ["nftmesh_getsockopt", "nftmesh_sockops", "nftmesh_connect4"]
+        [
+            "nftmesh_getsockopt",
+            "nftmesh_sockops",
+            "nftmesh_connect4",
+            "nftmesh_connect6"
+        ]
     );
     let pin_dir = attached.pin_dir().expect("pinned").to_path_buf();
     assert!(pin_dir.starts_with(bpffs.dir().join("nftmesh")));
