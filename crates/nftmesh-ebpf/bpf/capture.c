@@ -9,6 +9,10 @@
  * sockops            when that connection is established, its original destination moves to a
  *                    map keyed by the 4-tuple the proxy's accepted socket sees; the entry is
  *                    deleted when the proxy's socket closes.
+ * cgroup/getpeername4, getpeername6
+ *                    the app's getpeername() on a redirected socket shows its original peer,
+ *                    as it does after nf_tables' REDIRECT (kept in the socket's own storage,
+ *                    set at connect, gone with the socket).
  * cgroup/getsockopt  getsockopt(SOL_IP, SO_ORIGINAL_DST) and getsockopt(SOL_IPV6,
  *                    IP6T_SO_ORIGINAL_DST) on the proxy's accepted socket answer from that map (over whatever the kernel answered: with conntrack on, the
  *                    kernel's answer is the loopback address itself).
@@ -147,6 +151,14 @@ struct {
 	__type(value, struct original_dst6);
 } orig6_by_tuple SEC(".maps");
 
+/* The app's redirected socket -> its original peer, for getpeername(). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct original_peer);
+} peer_by_socket SEC(".maps");
+
 static __always_inline int in_set32(void *map, __u32 key)
 {
 	return bpf_map_lookup_elem(map, &key) != 0;
@@ -254,6 +266,34 @@ static __always_inline int captured6(const struct capture_config *cfg, const __u
 	return in_cidrs6(&cidrs6_include, daddr);
 }
 
+/* Remember in the socket's storage that its peer is `addr`:`port` (family 4: addr[3] only). */
+static __always_inline void remember_peer(struct bpf_sock *sk, const __u32 *addr, __u16 port,
+					  __u8 family)
+{
+	struct original_peer *p;
+
+	if (!sk)
+		return;
+	p = bpf_sk_storage_get(&peer_by_socket, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!p)
+		return;
+	p->addr[0] = addr[0];
+	p->addr[1] = addr[1];
+	p->addr[2] = addr[2];
+	p->addr[3] = addr[3];
+	p->port = port;
+	p->family = family;
+}
+
+/* A connect not redirected: forget a peer remembered by an earlier connect() of the socket
+ * (one that failed and is retried elsewhere). */
+static __always_inline int forget_peer(struct bpf_sock *sk)
+{
+	if (sk)
+		bpf_sk_storage_delete(&peer_by_socket, sk);
+	return 1;
+}
+
 static __always_inline const struct capture_config *capture_config(struct bpf_sock_addr *ctx)
 {
 	__u32 key = 0;
@@ -273,6 +313,7 @@ int nftmesh_connect4(struct bpf_sock_addr *ctx)
 	const struct capture_config *cfg = capture_config(ctx);
 	struct bpf_sock *sk;
 	struct original_dst orig = {};
+	__u32 peer[4] = {};
 	__u64 cookie;
 	__u32 saddr = 0;
 
@@ -284,12 +325,14 @@ int nftmesh_connect4(struct bpf_sock_addr *ctx)
 	orig.addr = ctx->user_ip4;
 	orig.port = (__u16)ctx->user_port;
 	if (!captured(cfg, orig.addr, bpf_ntohs(orig.port), saddr))
-		return 1;
+		return forget_peer(sk);
 	cookie = bpf_get_socket_cookie(ctx);
 	/* No room to remember the destination: leave the connect alone rather than hand the proxy
 	 * a connection it cannot route. */
 	if (bpf_map_update_elem(&orig_by_cookie, &cookie, &orig, BPF_ANY))
-		return 1;
+		return forget_peer(sk);
+	peer[3] = orig.addr;
+	remember_peer(sk, peer, orig.port, 4);
 	ctx->user_ip4 = bpf_htonl(0x7f000001);
 	ctx->user_port = bpf_htons(cfg->proxy_port);
 	return 1;
@@ -326,26 +369,70 @@ int nftmesh_connect6(struct bpf_sock_addr *ctx)
 		orig.port = orig6.port;
 		if (!captured(cfg, orig.addr, bpf_ntohs(orig.port),
 			      is_v4_mapped(saddr[0], saddr[1], saddr[2]) ? saddr[3] : 0))
-			return 1;
+			return forget_peer(sk);
 		cookie = bpf_get_socket_cookie(ctx);
 		if (bpf_map_update_elem(&orig_by_cookie, &cookie, &orig, BPF_ANY))
-			return 1;
+			return forget_peer(sk);
+		remember_peer(sk, orig6.addr, orig6.port, 4);
 		ctx->user_ip6[3] = bpf_htonl(0x7f000001);
 		ctx->user_port = bpf_htons(cfg->proxy_port);
 		return 1;
 	}
 	if (!cfg->ipv6)
-		return 1;
+		return forget_peer(sk);
 	if (!captured6(cfg, orig6.addr, bpf_ntohs(orig6.port), saddr))
-		return 1;
+		return forget_peer(sk);
 	cookie = bpf_get_socket_cookie(ctx);
 	if (bpf_map_update_elem(&orig6_by_cookie, &cookie, &orig6, BPF_ANY))
-		return 1;
+		return forget_peer(sk);
+	remember_peer(sk, orig6.addr, orig6.port, 6);
 	ctx->user_ip6[0] = 0;
 	ctx->user_ip6[1] = 0;
 	ctx->user_ip6[2] = 0;
 	ctx->user_ip6[3] = bpf_htonl(1);
 	ctx->user_port = bpf_htons(cfg->proxy_port);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int nftmesh_getpeername4(struct bpf_sock_addr *ctx)
+{
+	struct original_peer *p;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 1;
+	p = bpf_sk_storage_get(&peer_by_socket, sk, 0, 0);
+	if (!p || p->family != 4)
+		return 1;
+	ctx->user_ip4 = p->addr[3];
+	ctx->user_port = p->port;
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int nftmesh_getpeername6(struct bpf_sock_addr *ctx)
+{
+	struct original_peer *p;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk)
+		return 1;
+	p = bpf_sk_storage_get(&peer_by_socket, sk, 0, 0);
+	if (!p)
+		return 1;
+	if (p->family == 4) {
+		/* A dual-stack socket's IPv4 peer: ::ffff:a.b.c.d. */
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+	} else {
+		ctx->user_ip6[0] = p->addr[0];
+		ctx->user_ip6[1] = p->addr[1];
+		ctx->user_ip6[2] = p->addr[2];
+	}
+	ctx->user_ip6[3] = p->addr[3];
+	ctx->user_port = p->port;
 	return 1;
 }
 

@@ -65,4 +65,13 @@ struct v6_tuple {
 	__u16 proxy_port;
 };
 
+/* What the app's getpeername() shows for a redirected socket (in its socket storage): the
+ * original peer, IPv4 (family 4, addr[3]) or IPv6 (family 6); network order. */
+struct original_peer {
+	__u32 addr[4];
+	__u16 port;
+	__u8 family;
+	__u8 pad;
+};
+
 #endif

@@ -119,7 +119,7 @@ fn load(settings: &Settings, pins: Option<&Path>) -> Result<Ebpf, EbpfError> {
         loader.map_max_entries(name, size);
     }
     if let Some(dir) = pins {
-        for name in maps::STATE_MAPS {
+        for name in maps::SHARED_MAPS {
             loader.map_pin_path(name, dir.join(name));
         }
     }

@@ -24,7 +24,8 @@
 //! aya: `cgroup/connect4` rewrites the destination of a captured connect to the proxy port on
 //! 127.0.0.1 and keeps the original one by socket cookie; `sockops` moves it, once the
 //! connection is established, to a map keyed by the 4-tuple the proxy's accepted socket sees;
-//! `cgroup/getsockopt` answers `SO_ORIGINAL_DST` from there. Their links and the maps of
+//! `cgroup/getsockopt` answers `SO_ORIGINAL_DST` from there; `cgroup/getpeername4`/`6` show
+//! the app its original peer (kept in its socket's storage), as REDIRECT does. Their links and the maps of
 //! original destinations are pinned in bpffs under `nftmesh/<cgroup inode>/` by
 //! [`EbpfCapture::install`]; installing on a cgroup that has a capture replaces its programs
 //! in place (`BPF_LINK_UPDATE`), keeping the maps. [`EbpfCapture::attach`] attaches for the
@@ -35,8 +36,8 @@
 //! groups, the host loopback range (and `::1`), excluded CIDRs, included ports, included CIDRs.
 //! `cgroup/connect6` applies it to IPv6 connects when `CaptureConfig::ipv6` is on (to
 //! `[::1]:proxy_port`, answered by `IP6T_SO_ORIGINAL_DST`), and always to a dual-stack
-//! socket's IPv4-mapped connects, as IPv4. What it is not (yet): DNS, inbound, getpeername,
-//! and the other items of issue 27; settings it cannot apply are refused with
+//! socket's IPv4-mapped connects, as IPv4. What it is not (yet): DNS, inbound, and the other
+//! items of issue 27; settings it cannot apply are refused with
 //! [`EbpfError::Unsupported`]. See the crate's README.
 #![deny(missing_docs)]
 

@@ -220,6 +220,17 @@ pub(crate) const STATE_MAPS: [&str; 4] = [
     "orig6_by_tuple",
 ];
 
+/// The maps pinned with the links and shared by every generation of programs: the maps of
+/// original destinations and the app sockets' original peers (socket storage, for
+/// getpeername; not counted: socket storage cannot be iterated by key).
+pub(crate) const SHARED_MAPS: [&str; 5] = [
+    "orig_by_cookie",
+    "orig_by_tuple",
+    "orig6_by_cookie",
+    "orig6_by_tuple",
+    "peer_by_socket",
+];
+
 fn state_layout(name: &str) -> (u32, u32) {
     let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let (dst, dst6) = (
@@ -230,14 +241,16 @@ fn state_layout(name: &str) -> (u32, u32) {
         "orig_by_cookie" => (size(std::mem::size_of::<u64>()), dst),
         "orig_by_tuple" => (size(std::mem::size_of::<RawTuple>()), dst),
         "orig6_by_cookie" => (size(std::mem::size_of::<u64>()), dst6),
-        _ => (size(std::mem::size_of::<RawTuple6>()), dst6),
+        "orig6_by_tuple" => (size(std::mem::size_of::<RawTuple6>()), dst6),
+        // struct original_peer: 16 + 2 + 1 + 1 bytes, keyed by an int (the socket).
+        _ => (size(std::mem::size_of::<i32>()), 20),
     }
 }
 
 /// Refuse to share maps pinned in `dir` whose layout is not this build's (an install by
 /// another version of the programs).
 pub(crate) fn check_pinned(dir: &Path) -> Result<(), EbpfError> {
-    for name in STATE_MAPS {
+    for name in SHARED_MAPS {
         let path = dir.join(name);
         if !path.exists() {
             continue;

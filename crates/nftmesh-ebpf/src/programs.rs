@@ -11,15 +11,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 pub(crate) enum Prog {
     GetSockopt,
     SockOps,
+    GetPeerName4,
+    GetPeerName6,
     Connect4,
     Connect6,
 }
 
 /// Every program, in the order they are attached: the ones that answer for redirected
 /// connections first, the redirecting ones last (and detached first).
-pub(crate) const PROGRAMS: [Prog; 4] = [
+pub(crate) const PROGRAMS: [Prog; 6] = [
     Prog::GetSockopt,
     Prog::SockOps,
+    Prog::GetPeerName4,
+    Prog::GetPeerName6,
     Prog::Connect4,
     Prog::Connect6,
 ];
@@ -30,6 +34,8 @@ impl Prog {
         match self {
             Prog::GetSockopt => "nftmesh_getsockopt",
             Prog::SockOps => "nftmesh_sockops",
+            Prog::GetPeerName4 => "nftmesh_getpeername4",
+            Prog::GetPeerName6 => "nftmesh_getpeername6",
             Prog::Connect4 => "nftmesh_connect4",
             Prog::Connect6 => "nftmesh_connect6",
         }
@@ -40,6 +46,8 @@ impl Prog {
         match self {
             Prog::GetSockopt => "link_getsockopt",
             Prog::SockOps => "link_sockops",
+            Prog::GetPeerName4 => "link_getpeername4",
+            Prog::GetPeerName6 => "link_getpeername6",
             Prog::Connect4 => "link_connect4",
             Prog::Connect6 => "link_connect6",
         }
@@ -50,10 +58,12 @@ impl Prog {
     /// Its `enum bpf_attach_type` (`linux/bpf.h`).
     pub(crate) fn attach_type(self) -> u32 {
         match self {
-            Prog::SockOps => 3,     // BPF_CGROUP_SOCK_OPS
-            Prog::Connect4 => 10,   // BPF_CGROUP_INET4_CONNECT
-            Prog::Connect6 => 11,   // BPF_CGROUP_INET6_CONNECT
-            Prog::GetSockopt => 21, // BPF_CGROUP_GETSOCKOPT
+            Prog::SockOps => 3,       // BPF_CGROUP_SOCK_OPS
+            Prog::Connect4 => 10,     // BPF_CGROUP_INET4_CONNECT
+            Prog::Connect6 => 11,     // BPF_CGROUP_INET6_CONNECT
+            Prog::GetSockopt => 21,   // BPF_CGROUP_GETSOCKOPT
+            Prog::GetPeerName4 => 29, // BPF_CGROUP_INET4_GETPEERNAME
+            Prog::GetPeerName6 => 30, // BPF_CGROUP_INET6_GETPEERNAME
         }
     }
 }
@@ -94,7 +104,9 @@ pub(crate) fn hook(bpf: &mut Ebpf, p: Prog) -> Result<&mut dyn Hook, EbpfError> 
         source,
     };
     Ok(match p {
-        Prog::Connect4 | Prog::Connect6 => <&mut CgroupSockAddr>::try_from(program).map_err(err)?,
+        Prog::Connect4 | Prog::Connect6 | Prog::GetPeerName4 | Prog::GetPeerName6 => {
+            <&mut CgroupSockAddr>::try_from(program).map_err(err)?
+        }
         Prog::SockOps => <&mut SockOps>::try_from(program).map_err(err)?,
         Prog::GetSockopt => <&mut CgroupSockopt>::try_from(program).map_err(err)?,
     })

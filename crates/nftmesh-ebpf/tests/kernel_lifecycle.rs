@@ -91,6 +91,8 @@ fn the_capture_outlives_its_installer_and_another_process_removes_it() {
         [
             "nftmesh_getsockopt",
             "nftmesh_sockops",
+            "nftmesh_getpeername4",
+            "nftmesh_getpeername6",
             "nftmesh_connect4",
             "nftmesh_connect6"
         ]
