@@ -58,15 +58,11 @@ impl Settings {
             CidrSelection::All => Include::All,
             CidrSelection::Cidrs(c) => Include::Cidrs(v4(c), v6(c)),
         };
+        // Whether an included CIDR's address, as configured (not its network: `127.1.2.3/4` counts,
+        // as Istio's `HasLoopBackIP` and the nf_tables compiler ask), is a loopback address.
         let loopback_included = match &include {
             Include::All => false,
-            // The IPv4 part as the foundation computed it (tests/decision.rs tracks that it
-            // differs from nf_tables for 127.1.2.3/4, truncated first); IPv6 from the
-            // configured address, as nf_tables does.
-            Include::Cidrs(c4, _) => {
-                c4.iter().any(|n| n.addr().is_loopback())
-                    || v6_nets(cfg).any(|n| n.addr().is_loopback())
-            }
+            Include::Cidrs(..) => included(cfg).any(|n| n.addr().is_loopback()),
         };
         let owners = match &cfg.owner_groups {
             OwnerGroups::All => Owners::All,
@@ -137,16 +133,13 @@ fn v6(nets: &[IpNet]) -> Vec<Ipv6Net> {
         .collect()
 }
 
-/// The configured IPv6 included prefixes, as written.
-fn v6_nets(cfg: &CaptureConfig) -> impl Iterator<Item = &Ipv6Net> {
+/// The configured included prefixes, as written (none with `*`).
+fn included(cfg: &CaptureConfig) -> impl Iterator<Item = &IpNet> {
     let nets = match &cfg.outbound_cidrs_include {
         CidrSelection::All => &[][..],
         CidrSelection::Cidrs(c) => c.as_slice(),
     };
-    nets.iter().filter_map(|n| match n {
-        IpNet::V6(n) => Some(n),
-        IpNet::V4(_) => None,
-    })
+    nets.iter()
 }
 
 fn gids(groups: &[GroupRef]) -> Result<BTreeSet<u32>, EbpfError> {
@@ -212,6 +205,22 @@ mod tests {
             vec!["10.1.9.0/24".parse::<Ipv4Net>().unwrap()]
         );
         assert_eq!(s.owners, Owners::Exclude(BTreeSet::from([7])));
+    }
+
+    #[test]
+    fn an_included_prefix_counts_as_loopback_by_its_address_as_written() {
+        // As Istio's HasLoopBackIP and the nf_tables compiler: 127.1.2.3/4's network is
+        // 112.0.0.0, its address is loopback.
+        let cfg = CaptureConfig {
+            outbound_cidrs_include: CidrSelection::Cidrs(vec!["127.1.2.3/4".parse().unwrap()]),
+            ..CaptureConfig::sidecar()
+        };
+        let s = Settings::from_config(&cfg).unwrap();
+        assert!(s.loopback_included);
+        assert_eq!(
+            s.include,
+            Include::Cidrs(vec!["112.0.0.0/4".parse().unwrap()], vec![])
+        );
     }
 
     #[test]

@@ -81,7 +81,11 @@ impl Maps {
             CidrSelection::All => (true, vec![]),
             CidrSelection::Cidrs(c) => (false, v4(c)),
         };
-        let loopback_included = cidrs_include.iter().any(|n| n.addr().is_loopback());
+        // Of the included prefixes as configured, not their networks.
+        let loopback_included = match &cfg.outbound_cidrs_include {
+            CidrSelection::All => false,
+            CidrSelection::Cidrs(c) => c.iter().any(|n| n.addr().is_loopback()),
+        };
         let gids = |g: &[GroupRef]| -> BTreeSet<u32> {
             g.iter()
                 .map(|g| match g {
@@ -209,7 +213,7 @@ struct Known {
     holds: fn(&Case) -> bool,
 }
 
-const KNOWN: [Known; 4] = [
+const KNOWN: [Known; 3] = [
     Known {
         // Crate README: "output interface lo" ≈ "destination in 127.0.0.0/8". nf_tables lets
         // every non-proxy connection over lo through (`oifname lo skuid != <proxy> return`),
@@ -234,33 +238,12 @@ const KNOWN: [Known; 4] = [
         },
     },
     Known {
-        // Not in the README: reported. connect() to 0.0.0.0 reaches the local host over lo
+        // Crate README: connect() to 0.0.0.0 reaches the local host over lo
         // (nf_tables sees 127.0.0.1 and lets it through); connect4 sees 0.0.0.0, not
         // 127.0.0.0/8, and captures it with `-i '*'`: the proxy is handed 0.0.0.0:port.
-        name: "connect to 0.0.0.0 (unreported in the README): the kernel sends it to the local \
-               host over lo, the programs see a non-loopback destination",
+        name: "connect to 0.0.0.0: the kernel sends it to the local host over lo, the programs \
+               see a non-loopback destination",
         holds: |c| c.conn.daddr.is_unspecified() && c.nft == Fate::Through && c.ebpf == Fate::Proxy,
-    },
-    Known {
-        // A bug, reported: Istio's HasLoopBackIP (and nftmesh-model) ask whether the address
-        // of an included CIDR *as written* is loopback; `Settings::from_config` asks after
-        // truncating it to its network, so `127.1.2.3/4` (network 112.0.0.0) does not count
-        // and loopback connects are let through where nf_tables redirects them. Delete this
-        // entry when `src/settings.rs` is fixed (the test then says it is never seen).
-        name: "BUG settings.rs: an included CIDR whose address is loopback but whose network \
-               (prefix < 8) is not: loopback_included differs",
-        holds: |c| {
-            let short_loopback = match &c.cfg.outbound_cidrs_include {
-                CidrSelection::All => false,
-                CidrSelection::Cidrs(v) => v
-                    .iter()
-                    .any(|n| n.addr().is_loopback() && !n.trunc().addr().is_loopback()),
-            };
-            short_loopback
-                && c.conn.daddr.is_loopback()
-                && c.nft == Fate::Proxy
-                && c.ebpf == Fate::Through
-        },
     },
 ];
 
