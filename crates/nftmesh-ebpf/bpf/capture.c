@@ -13,6 +13,11 @@
  *                    the app's getpeername() on a redirected socket shows its original peer,
  *                    as it does after nf_tables' REDIRECT (kept in the socket's own storage,
  *                    set at connect, gone with the socket).
+ * cgroup/sendmsg4   with DNS capture on, a UDP datagram to port 53 of a DNS server (or of any
+ *                    address with capture-all) goes to 127.0.0.1:dns_port (15053); so does a
+ *                    connect() of a UDP socket (connect4) and a TCP connect to port 53.
+ * cgroup/recvmsg4   a datagram from 127.0.0.1:dns_port to a socket whose DNS was redirected
+ *                    shows the server it was sent to as its source.
  * cgroup/getsockopt  getsockopt(SOL_IP, SO_ORIGINAL_DST) and getsockopt(SOL_IPV6,
  *                    IP6T_SO_ORIGINAL_DST) on the proxy's accepted socket answer from that map (over whatever the kernel answered: with conntrack on, the
  *                    kernel's answer is the loopback address itself).
@@ -33,6 +38,8 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define DNS_PORT 53
 #define SOL_IP 0
 #define SOL_IPV6 41
 #define SO_ORIGINAL_DST 80
@@ -159,6 +166,14 @@ struct {
 	__type(value, struct original_peer);
 } peer_by_socket SEC(".maps");
 
+/* The IPv4 DNS servers whose port 53 is captured (DNS_SERVERS); addresses in network order. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, __u8);
+} dns_servers SEC(".maps");
+
 static __always_inline int in_set32(void *map, __u32 key)
 {
 	return bpf_map_lookup_elem(map, &key) != 0;
@@ -225,24 +240,56 @@ static __always_inline int let_through(const struct capture_config *cfg, __u16 d
 	return 0;
 }
 
-/* Whether the nf_tables capture would redirect this IPv4 TCP connect to the proxy: the rules of
- * `istio-output` in their order, each "return" a 0 here. */
+/* Where a connect goes: nowhere else, to the proxy port, or to the DNS capture port. */
+#define TO_NONE 0
+#define TO_PROXY 1
+#define TO_DNS 2
+
+/* Whether `istio-output-dns` redirects this IPv4 destination: port 53 of a configured server, or
+ * of any address with capture-all. */
+static __always_inline int dns_server(const struct capture_config *cfg, __u32 daddr, __u16 dport)
+{
+	if (dport != DNS_PORT || cfg->dns == DNS_OFF)
+		return 0;
+	return cfg->dns == DNS_ALL || in_set32(&dns_servers, daddr);
+}
+
+/* Where the nf_tables capture sends this IPv4 TCP connect (TO_*): the rules of `istio-output`
+ * in their order, each "return" a TO_NONE here, with `istio-output-dns` after the owner groups.
+ * With DNS capture on, the "oif lo" rule lets through TCP to lo but to port 53. */
 static __always_inline int captured(const struct capture_config *cfg, __u32 daddr, __u16 dport,
 				    __u32 saddr)
 {
 	int on_lo = (bpf_ntohl(daddr) >> 24) == 127;
 
+	if (cfg->dns != DNS_OFF && dport == DNS_PORT)
+		on_lo = 0;
 	if (let_through(cfg, dport, saddr == bpf_htonl(0x7f000006), on_lo))
-		return 0;
+		return TO_NONE;
+	if (dns_server(cfg, daddr, dport))
+		return TO_DNS;
 	if ((daddr & cfg->host_lo_mask) == cfg->host_lo_addr)
-		return 0;
+		return TO_NONE;
 	if (in_cidrs(&cidrs_exclude, daddr))
-		return 0;
+		return TO_NONE;
 	if (in_ports(&ports_include, dport))
-		return 1;
+		return TO_PROXY;
 	if (cfg->include_all)
-		return 1;
-	return in_cidrs(&cidrs_include, daddr);
+		return TO_PROXY;
+	return in_cidrs(&cidrs_include, daddr) ? TO_PROXY : TO_NONE;
+}
+
+/* Whether the nf_tables capture redirects this IPv4 UDP datagram (to the DNS capture port): the
+ * rules of `istio-output` up to `istio-output-dns` (the "oif lo" rule is TCP-only with DNS on),
+ * then `istio-output-dns`; nothing after it redirects UDP. */
+static __always_inline int captured_udp(const struct capture_config *cfg, __u32 daddr,
+					__u16 dport, __u32 saddr)
+{
+	if (cfg->dns == DNS_OFF)
+		return 0;
+	if (let_through(cfg, dport, saddr == bpf_htonl(0x7f000006), 0))
+		return 0;
+	return dns_server(cfg, daddr, dport);
 }
 
 /* The same for an IPv6 TCP connect (with IPv6 capture on): ::6 is the passthrough source, ::1
@@ -266,23 +313,25 @@ static __always_inline int captured6(const struct capture_config *cfg, const __u
 	return in_cidrs6(&cidrs6_include, daddr);
 }
 
-/* Remember in the socket's storage that its peer is `addr`:`port` (family 4: addr[3] only). */
-static __always_inline void remember_peer(struct bpf_sock *sk, const __u32 *addr, __u16 port,
-					  __u8 family)
+/* Remember in the socket's storage that its peer is `addr`:`port` (family 4: addr[3] only);
+ * whether it could. */
+static __always_inline int remember_peer(struct bpf_sock *sk, const __u32 *addr, __u16 port,
+					 __u8 family)
 {
 	struct original_peer *p;
 
 	if (!sk)
-		return;
+		return 0;
 	p = bpf_sk_storage_get(&peer_by_socket, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!p)
-		return;
+		return 0;
 	p->addr[0] = addr[0];
 	p->addr[1] = addr[1];
 	p->addr[2] = addr[2];
 	p->addr[3] = addr[3];
 	p->port = port;
 	p->family = family;
+	return 1;
 }
 
 /* A connect not redirected: forget a peer remembered by an earlier connect() of the socket
@@ -294,17 +343,65 @@ static __always_inline int forget_peer(struct bpf_sock *sk)
 	return 1;
 }
 
-static __always_inline const struct capture_config *capture_config(struct bpf_sock_addr *ctx)
+/* The settings, if capture is on. */
+static __always_inline const struct capture_config *settings(void)
 {
 	__u32 key = 0;
-	const struct capture_config *cfg;
+	const struct capture_config *cfg = bpf_map_lookup_elem(&config, &key);
 
-	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
-		return 0;
-	cfg = bpf_map_lookup_elem(&config, &key);
 	if (!cfg || !cfg->proxy_port)
 		return 0;
 	return cfg;
+}
+
+static __always_inline int is_tcp(struct bpf_sock_addr *ctx)
+{
+	return ctx->type == SOCK_STREAM && ctx->protocol == IPPROTO_TCP;
+}
+
+static __always_inline int is_udp(struct bpf_sock_addr *ctx)
+{
+	return ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP;
+}
+
+/* The settings for a TCP connect, if it is one and capture is on. */
+static __always_inline const struct capture_config *capture_config(struct bpf_sock_addr *ctx)
+{
+	if (!is_tcp(ctx))
+		return 0;
+	return settings();
+}
+
+/* The port a connect decided TO_PROXY or TO_DNS goes to, host order. */
+static __always_inline __u16 target_port(const struct capture_config *cfg, int to)
+{
+	return to == TO_DNS ? cfg->dns_port : cfg->proxy_port;
+}
+
+/* A UDP datagram (sendmsg4) or a UDP socket's connect (connect4) to `user_ip4`:`user_port`
+ * that DNS capture takes goes to 127.0.0.1:dns_port; the server is kept in the socket's
+ * storage, for recvmsg4 (the replies' source) and getpeername4. Whether it was redirected. */
+static __always_inline int redirect_dns4(struct bpf_sock_addr *ctx,
+					 const struct capture_config *cfg)
+{
+	struct bpf_sock *sk = ctx->sk;
+	__u32 server[4] = {};
+	__u32 saddr = 0;
+	__u16 dport = (__u16)ctx->user_port;
+
+	if (!sk)
+		return 0;
+	saddr = sk->src_ip4;
+	server[3] = ctx->user_ip4;
+	if (!captured_udp(cfg, server[3], bpf_ntohs(dport), saddr))
+		return 0;
+	/* Without the server kept, the reply would come from 127.0.0.1:dns_port, which a
+	 * resolver drops: leave the query alone. */
+	if (!remember_peer(sk, server, dport, 4))
+		return 0;
+	ctx->user_ip4 = bpf_htonl(0x7f000001);
+	ctx->user_port = bpf_htons(cfg->dns_port);
+	return 1;
 }
 
 SEC("cgroup/connect4")
@@ -316,15 +413,24 @@ int nftmesh_connect4(struct bpf_sock_addr *ctx)
 	__u32 peer[4] = {};
 	__u64 cookie;
 	__u32 saddr = 0;
+	int to;
 
-	if (!cfg)
+	if (!cfg) {
+		/* A UDP socket's connect(): DNS capture, or a peer forgotten. */
+		if (!is_udp(ctx))
+			return 1;
+		cfg = settings();
+		if (!cfg || !redirect_dns4(ctx, cfg))
+			return forget_peer(ctx->sk);
 		return 1;
+	}
 	sk = ctx->sk;
 	if (sk)
 		saddr = sk->src_ip4;
 	orig.addr = ctx->user_ip4;
 	orig.port = (__u16)ctx->user_port;
-	if (!captured(cfg, orig.addr, bpf_ntohs(orig.port), saddr))
+	to = captured(cfg, orig.addr, bpf_ntohs(orig.port), saddr);
+	if (to == TO_NONE)
 		return forget_peer(sk);
 	cookie = bpf_get_socket_cookie(ctx);
 	/* No room to remember the destination: leave the connect alone rather than hand the proxy
@@ -334,7 +440,42 @@ int nftmesh_connect4(struct bpf_sock_addr *ctx)
 	peer[3] = orig.addr;
 	remember_peer(sk, peer, orig.port, 4);
 	ctx->user_ip4 = bpf_htonl(0x7f000001);
-	ctx->user_port = bpf_htons(cfg->proxy_port);
+	ctx->user_port = bpf_htons(target_port(cfg, to));
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int nftmesh_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	const struct capture_config *cfg;
+
+	if (!is_udp(ctx))
+		return 1;
+	cfg = settings();
+	/* A datagram not redirected keeps the socket's storage: a reply to an earlier redirected
+	 * query may still come. */
+	if (cfg)
+		redirect_dns4(ctx, cfg);
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int nftmesh_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	const struct capture_config *cfg;
+	struct original_peer *p;
+	struct bpf_sock *sk = ctx->sk;
+
+	if (!sk || ctx->user_ip4 != bpf_htonl(0x7f000001))
+		return 1;
+	cfg = settings();
+	if (!cfg || cfg->dns == DNS_OFF || ctx->user_port != bpf_htons(cfg->dns_port))
+		return 1;
+	p = bpf_sk_storage_get(&peer_by_socket, sk, 0, 0);
+	if (!p || p->family != 4)
+		return 1;
+	ctx->user_ip4 = p->addr[3];
+	ctx->user_port = p->port;
 	return 1;
 }
 
@@ -347,6 +488,7 @@ int nftmesh_connect6(struct bpf_sock_addr *ctx)
 	struct original_dst6 orig6 = {};
 	__u32 saddr[4] = {};
 	__u64 cookie;
+	int to;
 
 	if (!cfg)
 		return 1;
@@ -367,15 +509,16 @@ int nftmesh_connect6(struct bpf_sock_addr *ctx)
 		 * remembered in the IPv4 maps (its sockets' addresses are IPv4-mapped too). */
 		orig.addr = orig6.addr[3];
 		orig.port = orig6.port;
-		if (!captured(cfg, orig.addr, bpf_ntohs(orig.port),
-			      is_v4_mapped(saddr[0], saddr[1], saddr[2]) ? saddr[3] : 0))
+		to = captured(cfg, orig.addr, bpf_ntohs(orig.port),
+			      is_v4_mapped(saddr[0], saddr[1], saddr[2]) ? saddr[3] : 0);
+		if (to == TO_NONE)
 			return forget_peer(sk);
 		cookie = bpf_get_socket_cookie(ctx);
 		if (bpf_map_update_elem(&orig_by_cookie, &cookie, &orig, BPF_ANY))
 			return forget_peer(sk);
 		remember_peer(sk, orig6.addr, orig6.port, 4);
 		ctx->user_ip6[3] = bpf_htonl(0x7f000001);
-		ctx->user_port = bpf_htons(cfg->proxy_port);
+		ctx->user_port = bpf_htons(target_port(cfg, to));
 		return 1;
 	}
 	if (!cfg->ipv6)

@@ -14,8 +14,17 @@ struct capture_config {
 	__u8 loopback_included;  /* an included CIDR is a loopback address (Istio's HasLoopBackIP) */
 	__u8 owner_groups;       /* OWNER_GROUPS_* */
 	__u8 ipv6;               /* capture native IPv6 connects too (CaptureConfig::ipv6) */
-	__u8 pad[2];
+	__u8 dns;                /* DNS_* */
+	__u8 pad;
+	__u16 dns_port;          /* DNS capture port (15053), host order */
+	__u16 pad2;
 };
+
+/* DNS capture (CaptureConfig::dns as in effect): off, to the servers of map `dns_servers`, or
+ * to every address. */
+#define DNS_OFF 0
+#define DNS_SERVERS 1
+#define DNS_ALL 2
 
 #define OWNER_GROUPS_ALL 0
 #define OWNER_GROUPS_INCLUDE 1

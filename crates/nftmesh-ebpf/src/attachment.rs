@@ -35,11 +35,16 @@ enum Kind {
     },
 }
 
-/// Attach every program of `bpf` to `cgroup` as a new link held by its file descriptor alone,
-/// in [`PROGRAMS`] order; on an error the links made so far close, detached.
-pub(crate) fn link_held(bpf: &mut Ebpf, cgroup: &File) -> Result<Vec<(Prog, OwnedFd)>, EbpfError> {
+/// Attach every program of `bpf` to `cgroup` (the DNS ones only with `dns`) as a new link held
+/// by its file descriptor alone, in [`PROGRAMS`] order; on an error the links made so far
+/// close, detached.
+pub(crate) fn link_held(
+    bpf: &mut Ebpf,
+    cgroup: &File,
+    dns: bool,
+) -> Result<Vec<(Prog, OwnedFd)>, EbpfError> {
     let mut links = Vec::with_capacity(PROGRAMS.len());
-    for p in PROGRAMS {
+    for p in PROGRAMS.into_iter().filter(|p| dns || !p.dns_only()) {
         let program = p.name();
         let fd = programs::hook(bpf, p)?
             .prog_fd()
@@ -63,11 +68,19 @@ pub(crate) fn linked(dir: &Path) -> bool {
 }
 
 /// Give every program of `bpf` its link on `cgroup`, pinned in `dir`: a pinned link gets the
-/// new program in place (`BPF_LINK_UPDATE`), a missing one is created and pinned. In
-/// [`PROGRAMS`] order, so on a first install connect4 comes last.
-pub(crate) fn link_all(bpf: &mut Ebpf, cgroup: &File, dir: &Path) -> Result<(), EbpfError> {
+/// new program in place (`BPF_LINK_UPDATE`), a missing one is created and pinned (the DNS ones
+/// only with `dns`). In [`PROGRAMS`] order, so on a first install connect4 comes last.
+pub(crate) fn link_all(
+    bpf: &mut Ebpf,
+    cgroup: &File,
+    dir: &Path,
+    dns: bool,
+) -> Result<(), EbpfError> {
     for p in PROGRAMS {
         let pin = dir.join(p.link_pin());
+        if p.dns_only() && !dns && !pin.exists() {
+            continue;
+        }
         let program = p.name();
         let link_err = |action, source| EbpfError::Link {
             program,

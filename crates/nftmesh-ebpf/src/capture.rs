@@ -5,7 +5,7 @@ use crate::error::EbpfError;
 use crate::maps;
 use crate::pins::{self, Bpffs};
 use crate::programs;
-use crate::settings::Settings;
+use crate::settings::{Dns, Settings};
 use aya::{Ebpf, EbpfLoader};
 use nftmesh_model::config::CaptureConfig;
 use std::path::Path;
@@ -53,7 +53,8 @@ impl EbpfCapture {
     pub fn attach(&mut self, cgroup_dir: &Path) -> Result<Attachment, EbpfError> {
         let cgroup = open_cgroup(cgroup_dir)?;
         let state = maps::state_fds(&self.bpf)?;
-        let links = attachment::link_held(&mut self.bpf, &cgroup)?;
+        let dns = self.dns();
+        let links = attachment::link_held(&mut self.bpf, &cgroup, dns)?;
         Ok(Attachment::held(cgroup_dir, links, state))
     }
 
@@ -92,9 +93,14 @@ impl EbpfCapture {
     fn install_in(&mut self, cgroup: &std::fs::File, dir: &Path) -> Result<(), EbpfError> {
         maps::check_pinned(dir)?;
         let mut bpf = load(&self.settings, Some(dir))?;
-        attachment::link_all(&mut bpf, cgroup, dir)?;
+        attachment::link_all(&mut bpf, cgroup, dir, self.dns())?;
         self.bpf = bpf;
         Ok(())
+    }
+
+    /// Whether DNS capture is on (its programs are linked).
+    fn dns(&self) -> bool {
+        self.settings.dns != Dns::Off
     }
 
     /// How many connections the maps of original destinations hold now.

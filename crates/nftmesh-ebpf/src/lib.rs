@@ -36,8 +36,11 @@
 //! groups, the host loopback range (and `::1`), excluded CIDRs, included ports, included CIDRs.
 //! `cgroup/connect6` applies it to IPv6 connects when `CaptureConfig::ipv6` is on (to
 //! `[::1]:proxy_port`, answered by `IP6T_SO_ORIGINAL_DST`), and always to a dual-stack
-//! socket's IPv4-mapped connects, as IPv4. What it is not (yet): DNS, inbound, and the other
-//! items of issue 27; settings it cannot apply are refused with
+//! socket's IPv4-mapped connects, as IPv4. With DNS capture in effect, IPv4 UDP to port 53 of
+//! the DNS servers (or any, with capture-all) goes to 127.0.0.1:15053 (`cgroup/sendmsg4`, and
+//! `connect4` for a UDP socket's connect), its replies shown as from the server
+//! (`cgroup/recvmsg4`), and TCP to port 53 to 15053 via `connect4`. What it is not (yet): DNS
+//! over IPv6, inbound, and the other items of issue 27; settings it cannot apply are refused with
 //! [`EbpfError::Unsupported`]. See the crate's README.
 #![deny(missing_docs)]
 

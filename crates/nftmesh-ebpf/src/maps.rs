@@ -3,7 +3,7 @@
 
 use crate::capture::Tracked;
 use crate::error::EbpfError;
-use crate::settings::{Include, Owners, Settings};
+use crate::settings::{Dns, Include, Owners, Settings};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData};
 use aya::{Ebpf, Pod};
@@ -23,7 +23,10 @@ pub(crate) struct RawConfig {
     pub loopback_included: u8,
     pub owner_groups: u8,
     pub ipv6: u8,
-    pub pad: [u8; 2],
+    pub dns: u8,
+    pub pad: u8,
+    pub dns_port: u16,
+    pub pad2: u16,
 }
 
 /// `struct original_dst`: address and port in network order.
@@ -64,7 +67,7 @@ pub(crate) struct RawTuple6 {
     pub proxy_port: u16,
 }
 
-const _: () = assert!(std::mem::size_of::<RawConfig>() == 16);
+const _: () = assert!(std::mem::size_of::<RawConfig>() == 20);
 const _: () = assert!(std::mem::size_of::<RawOriginalDst6>() == 20);
 const _: () = assert!(std::mem::size_of::<RawTuple6>() == 36);
 const _: () = assert!(std::mem::size_of::<RawOriginalDst>() == 8);
@@ -88,6 +91,11 @@ const OWNER_GROUPS_ALL: u8 = 0;
 const OWNER_GROUPS_INCLUDE: u8 = 1;
 const OWNER_GROUPS_EXCLUDE: u8 = 2;
 
+/// `DNS_*` of `bpf/capture.h`.
+const DNS_OFF: u8 = 0;
+const DNS_SERVERS: u8 = 1;
+const DNS_ALL: u8 = 2;
+
 /// An IPv4 address as the programs hold it: its bytes in network order, read as a native u32.
 pub(crate) fn addr_raw(a: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(a.octets())
@@ -107,7 +115,14 @@ impl RawConfig {
                 Owners::Include(_) => OWNER_GROUPS_INCLUDE,
                 Owners::Exclude(_) => OWNER_GROUPS_EXCLUDE,
             },
-            pad: [0; 2],
+            dns: match s.dns {
+                Dns::Off => DNS_OFF,
+                Dns::Servers(_) => DNS_SERVERS,
+                Dns::All => DNS_ALL,
+            },
+            pad: 0,
+            dns_port: s.dns_port,
+            pad2: 0,
         }
     }
 }
@@ -164,7 +179,7 @@ fn fill_cidrs(bpf: &mut Ebpf, name: &'static str, nets: &[Ipv4Net]) -> Result<()
 
 /// The size of each set map for `s`: what it holds, at least one entry (the kernel refuses
 /// empty maps). The sizes in `bpf/capture.c` are only placeholders.
-pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 9] {
+pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 10] {
     let owners = match &s.owners {
         Owners::All => 0,
         Owners::Include(g) | Owners::Exclude(g) => g.len(),
@@ -172,6 +187,10 @@ pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 9] {
     let (include, include6) = match &s.include {
         Include::All => (0, 0),
         Include::Cidrs(c4, c6) => (c4.len(), c6.len()),
+    };
+    let servers = match &s.dns {
+        Dns::Servers(a) => a.len(),
+        Dns::Off | Dns::All => 0,
     };
     let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
     [
@@ -184,6 +203,7 @@ pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 9] {
         ("cidrs_exclude", size(s.cidrs_exclude.len())),
         ("cidrs6_include", size(include6)),
         ("cidrs6_exclude", size(s.cidrs6_exclude.len())),
+        ("dns_servers", size(servers)),
     ]
 }
 
@@ -203,6 +223,9 @@ pub(crate) fn write(bpf: &mut Ebpf, s: &Settings) -> Result<(), EbpfError> {
     }
     fill_cidrs(bpf, "cidrs_exclude", &s.cidrs_exclude)?;
     fill_cidrs6(bpf, "cidrs6_exclude", &s.cidrs6_exclude)?;
+    if let Dns::Servers(servers) = &s.dns {
+        fill_set(bpf, "dns_servers", servers.iter().map(|a| addr_raw(*a)))?;
+    }
     let mut config: Array<&mut MapData, RawConfig> =
         Array::try_from(map_mut(bpf, "config")?).map_err(map_err("config"))?;
     config
@@ -397,6 +420,7 @@ mod tests {
         assert_eq!(raw.proxy_port, 15001);
         assert_eq!((raw.include_all, raw.loopback_included), (1, 0));
         assert_eq!(raw.owner_groups, OWNER_GROUPS_ALL);
+        assert_eq!((raw.dns, raw.dns_port), (DNS_OFF, 15053));
         assert_eq!(
             Ipv4Addr::from(raw.host_lo_addr.to_ne_bytes()),
             Ipv4Addr::LOCALHOST

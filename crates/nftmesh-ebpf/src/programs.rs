@@ -13,19 +13,23 @@ pub(crate) enum Prog {
     SockOps,
     GetPeerName4,
     GetPeerName6,
+    RecvMsg4,
     Connect4,
     Connect6,
+    SendMsg4,
 }
 
 /// Every program, in the order they are attached: the ones that answer for redirected
 /// connections first, the redirecting ones last (and detached first).
-pub(crate) const PROGRAMS: [Prog; 6] = [
+pub(crate) const PROGRAMS: [Prog; 8] = [
     Prog::GetSockopt,
     Prog::SockOps,
     Prog::GetPeerName4,
     Prog::GetPeerName6,
+    Prog::RecvMsg4,
     Prog::Connect4,
     Prog::Connect6,
+    Prog::SendMsg4,
 ];
 
 impl Prog {
@@ -38,6 +42,8 @@ impl Prog {
             Prog::GetPeerName6 => "nftmesh_getpeername6",
             Prog::Connect4 => "nftmesh_connect4",
             Prog::Connect6 => "nftmesh_connect6",
+            Prog::RecvMsg4 => "nftmesh_recvmsg4",
+            Prog::SendMsg4 => "nftmesh_sendmsg4",
         }
     }
 
@@ -50,7 +56,15 @@ impl Prog {
             Prog::GetPeerName6 => "link_getpeername6",
             Prog::Connect4 => "link_connect4",
             Prog::Connect6 => "link_connect6",
+            Prog::RecvMsg4 => "link_recvmsg4",
+            Prog::SendMsg4 => "link_sendmsg4",
         }
+    }
+
+    /// Whether it only serves DNS capture: then it is linked only when DNS capture is on (or
+    /// its link is pinned already, from an earlier install, and gets the new program).
+    pub(crate) fn dns_only(self) -> bool {
+        matches!(self, Prog::RecvMsg4 | Prog::SendMsg4)
     }
 }
 
@@ -61,6 +75,8 @@ impl Prog {
             Prog::SockOps => 3,       // BPF_CGROUP_SOCK_OPS
             Prog::Connect4 => 10,     // BPF_CGROUP_INET4_CONNECT
             Prog::Connect6 => 11,     // BPF_CGROUP_INET6_CONNECT
+            Prog::SendMsg4 => 14,     // BPF_CGROUP_UDP4_SENDMSG
+            Prog::RecvMsg4 => 19,     // BPF_CGROUP_UDP4_RECVMSG
             Prog::GetSockopt => 21,   // BPF_CGROUP_GETSOCKOPT
             Prog::GetPeerName4 => 29, // BPF_CGROUP_INET4_GETPEERNAME
             Prog::GetPeerName6 => 30, // BPF_CGROUP_INET6_GETPEERNAME
@@ -104,9 +120,12 @@ pub(crate) fn hook(bpf: &mut Ebpf, p: Prog) -> Result<&mut dyn Hook, EbpfError> 
         source,
     };
     Ok(match p {
-        Prog::Connect4 | Prog::Connect6 | Prog::GetPeerName4 | Prog::GetPeerName6 => {
-            <&mut CgroupSockAddr>::try_from(program).map_err(err)?
-        }
+        Prog::Connect4
+        | Prog::Connect6
+        | Prog::GetPeerName4
+        | Prog::GetPeerName6
+        | Prog::SendMsg4
+        | Prog::RecvMsg4 => <&mut CgroupSockAddr>::try_from(program).map_err(err)?,
         Prog::SockOps => <&mut SockOps>::try_from(program).map_err(err)?,
         Prog::GetSockopt => <&mut CgroupSockopt>::try_from(program).map_err(err)?,
     })

@@ -4,8 +4,11 @@
 
 use crate::error::EbpfError;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use nftmesh_model::config::{CaptureConfig, CidrSelection, GroupRef, OwnerGroups};
+use nftmesh_model::config::{
+    CaptureConfig, CidrSelection, GroupRef, OwnerGroups, DNS_CAPTURE_PORT,
+};
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Which destinations are captured after the exclusions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,18 @@ pub(crate) enum Owners {
     Exclude(BTreeSet<u32>),
 }
 
+/// Which DNS traffic (UDP and TCP to port 53) goes to the DNS capture port, as the nf_tables
+/// capture's `istio-output-dns` chain decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Dns {
+    /// DNS capture is not in effect.
+    Off,
+    /// Port 53 of these (IPv4) servers.
+    Servers(BTreeSet<Ipv4Addr>),
+    /// Port 53 of every address (`capture_all`).
+    All,
+}
+
 /// The outbound capture as `bpf/capture.c` reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Settings {
@@ -46,6 +61,10 @@ pub(crate) struct Settings {
     /// (Istio's `HasLoopBackIP`).
     pub loopback_included: bool,
     pub host_loopback: Ipv4Net,
+    /// DNS capture, to [`Settings::dns_port`].
+    pub dns: Dns,
+    /// The DNS agent's port (Istio's 15053).
+    pub dns_port: u16,
 }
 
 impl Settings {
@@ -82,7 +101,30 @@ impl Settings {
             ipv6: cfg.ipv6,
             loopback_included,
             host_loopback: cfg.host_ipv4_loopback_cidr,
+            dns: dns(cfg),
+            dns_port: DNS_CAPTURE_PORT,
         })
+    }
+}
+
+/// The DNS capture in effect (Istio turns it off without servers or capture-all). With IPv6 off
+/// `validate` has refused IPv6 servers, and DNS with IPv6 on is refused.
+fn dns(cfg: &CaptureConfig) -> Dns {
+    if !cfg.dns_in_effect() {
+        Dns::Off
+    } else if cfg.dns.capture_all {
+        Dns::All
+    } else {
+        Dns::Servers(
+            cfg.dns
+                .servers
+                .iter()
+                .filter_map(|s| match s {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
+        )
     }
 }
 
@@ -90,10 +132,11 @@ impl Settings {
 /// nf_tables.
 fn refuse_unsupported(cfg: &CaptureConfig) -> Result<(), EbpfError> {
     let refuse = |setting, reason| Err(EbpfError::Unsupported { setting, reason });
-    if cfg.dns_in_effect() {
+    if cfg.dns_in_effect() && cfg.ipv6 {
         return refuse(
             "dns",
-            "DNS capture (sendmsg/recvmsg and TCP port 53) is not implemented yet",
+            "DNS capture with IPv6 on (cgroup/sendmsg6 and recvmsg6: IPv6 and a dual-stack \
+             socket's IPv4-mapped DNS) is not implemented yet",
         );
     }
     if !cfg.exclude_interfaces.is_empty() {
@@ -233,6 +276,7 @@ mod tests {
                         capture_all: true,
                         servers: vec![],
                     },
+                    ipv6: true,
                     ..CaptureConfig::default()
                 },
                 "dns",
@@ -258,6 +302,34 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn dns_as_in_effect() {
+        let with = |enabled, capture_all, servers: &[&str]| {
+            let cfg = CaptureConfig {
+                dns: DnsCapture {
+                    enabled,
+                    capture_all,
+                    servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
+                },
+                ..CaptureConfig::sidecar()
+            };
+            Settings::from_config(&cfg).unwrap()
+        };
+        assert_eq!(with(false, true, &["10.96.0.10"]).dns, Dns::Off);
+        // On without servers or capture-all: Istio turns it off.
+        assert_eq!(with(true, false, &[]).dns, Dns::Off);
+        assert_eq!(with(true, true, &["10.96.0.10"]).dns, Dns::All);
+        let s = with(true, false, &["10.96.0.10", "127.0.0.53"]);
+        assert_eq!(
+            s.dns,
+            Dns::Servers(BTreeSet::from([
+                Ipv4Addr::new(10, 96, 0, 10),
+                Ipv4Addr::new(127, 0, 0, 53)
+            ]))
+        );
+        assert_eq!(s.dns_port, 15053);
     }
 
     #[test]
