@@ -30,4 +30,8 @@ pub enum CaptureError {
     /// A verification connection did not behave as the capture says it must.
     #[error("verification failed: {0}")]
     Verify(String),
+    /// The eBPF backend ([`crate::ebpf`]) refused the settings or failed to load, attach, pin
+    /// or remove its programs (the error names the setting, program, map, pin or cgroup).
+    #[error(transparent)]
+    Ebpf(#[from] nftmesh_ebpf::EbpfError),
 }

@@ -32,6 +32,7 @@
 
 mod ambient_host;
 mod capture;
+pub mod ebpf;
 mod error;
 pub mod log;
 pub mod migrate;

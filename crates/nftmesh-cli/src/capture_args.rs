@@ -307,15 +307,56 @@ pub struct CaptureInArgs {
     /// Where.
     #[command(flatten)]
     pub netns: NetnsArg,
+    /// The eBPF backend's cgroup and BPF file system.
+    #[command(flatten)]
+    pub ebpf: EbpfArgs,
+}
+
+/// Where the eBPF backend works (`apply --backend ebpf`, `diff`): the pod's cgroup and bpffs.
+#[derive(Args, Debug)]
+pub struct EbpfArgs {
+    /// eBPF backend: the pod's cgroup v2 directory, whose processes' connects are captured
+    /// (`apply --backend ebpf`); `diff` also reports the programs attached there.
+    #[arg(long, value_name = "DIR")]
+    pub cgroup: Option<PathBuf>,
+    /// eBPF backend: the BPF file system the programs are pinned in; default: the bpf mount
+    /// /proc/mounts lists (/sys/fs/bpf first).
+    #[arg(long, value_name = "DIR", requires = "cgroup")]
+    pub bpffs: Option<PathBuf>,
+}
+
+impl EbpfArgs {
+    /// The eBPF backend for `--cgroup`, `None` without it.
+    pub fn backend(&self) -> Result<Option<nftmesh::ebpf::EbpfBackend>, CliError> {
+        use nftmesh::ebpf::{Bpffs, EbpfBackend};
+        let Some(cgroup) = &self.cgroup else {
+            return Ok(None);
+        };
+        Ok(Some(match &self.bpffs {
+            Some(dir) => {
+                EbpfBackend::new(cgroup, Bpffs::at(dir).map_err(nftmesh::CaptureError::from)?)
+            }
+            None => EbpfBackend::find(cgroup)?,
+        }))
+    }
 }
 
 impl CaptureInArgs {
-    /// The capture the settings describe, IPv6 and DNS detected in the namespace.
+    /// The configuration the settings describe, IPv6 and DNS detected in the namespace.
+    pub fn config(&self) -> Result<CaptureConfig, CliError> {
+        self.capture
+            .to_config_in(self.netns.network_namespace.as_deref())
+    }
+
+    /// The nf_tables capture the settings describe (subcommands that know only that backend:
+    /// `--cgroup` is refused).
     pub fn capture(&self) -> Result<nftmesh::Capture, CliError> {
-        let cfg = self
-            .capture
-            .to_config_in(self.netns.network_namespace.as_deref())?;
-        Ok(nftmesh::Capture::new(&cfg)?)
+        if self.ebpf.cgroup.is_some() {
+            return Err(CliError::Usage(
+                "--cgroup: this subcommand knows only the nf_tables backend".into(),
+            ));
+        }
+        Ok(nftmesh::Capture::new(&self.config()?)?)
     }
 
     /// The namespace, opened.

@@ -1,0 +1,385 @@
+//! `nftmesh apply --backend ebpf` end to end (issue 27 item 8), as root: a network namespace,
+//! a cgroup v2 directory and a BPF file system instance of the test's own (the machine's
+//! `/sys/fs/bpf` and root cgroup are never touched). Outbound connects of a process in the
+//! cgroup land on the proxy port with their original destination; the namespace holds the
+//! inbound nf_tables capture and no outbound redirect; `--cleanup-only` removes both;
+//! `--backend ebpf` without `--cgroup` is refused and changes nothing.
+
+mod common;
+
+use common::{nftmesh, skip::skip, Netns};
+use nftmesh_netlink::probe::{accept_within, original_dst};
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The peer the app connects to: an address on the namespace's `lo`.
+const PEER: &str = "10.77.0.2";
+/// How long a connect, an accept or the client may take.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A number unique in this process, for the names of the tests' directories.
+fn next() -> u32 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup/unified` here).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+/// A cgroup directory this test created, removed on drop (bounded retries: the kernel may
+/// take a moment to let an emptied cgroup go).
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn create() -> Result<Self, String> {
+        let mount = cgroup2_mount().ok_or("no cgroup2 file system is mounted")?;
+        let dir = mount.join(format!(
+            "nftmesh-cli-test-{}-{}",
+            std::process::id(),
+            next()
+        ));
+        std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        Ok(Cgroup(dir))
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A BPF file system instance mounted at a temporary directory; unmounted on drop (which
+/// drops whatever is still pinned there).
+struct TestBpffs(PathBuf);
+
+impl TestBpffs {
+    fn mount() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "nftmesh-cli-bpffs-{}-{}",
+            std::process::id(),
+            next()
+        ));
+        std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let o = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !o.status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!(
+                "mount -t bpf: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Ok(TestBpffs(dir))
+    }
+
+    /// Whether anything of nftmesh is pinned here.
+    fn has_pins(&self) -> bool {
+        self.0.join("nftmesh").exists()
+    }
+}
+
+impl Drop for TestBpffs {
+    fn drop(&mut self) {
+        if Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+}
+
+/// Everything the test needs, or `None` after `SKIP: why`.
+fn ready() -> Option<(Netns, Cgroup, TestBpffs)> {
+    if !nix::unistd::geteuid().is_root() {
+        skip("not root: attaching BPF programs to a cgroup needs CAP_BPF and CAP_NET_ADMIN");
+        return None;
+    }
+    let setup = || -> Result<_, String> {
+        let ns = Netns::new()?;
+        let cgroup = Cgroup::create()?;
+        let bpffs = TestBpffs::mount()?;
+        Ok((ns, cgroup, bpffs))
+    };
+    match setup() {
+        Ok(r) => Some(r),
+        Err(why) => {
+            skip(&why);
+            None
+        }
+    }
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let o = nftmesh(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ruleset(ns: &Netns) -> String {
+    ns.exec("nft", &["list", "ruleset"], None)
+}
+
+/// Listen on `at` inside the namespace.
+fn listen_in(ns: &Netns, at: &str) -> TcpListener {
+    let at: SocketAddr = at.parse().unwrap();
+    nftmesh_netlink::netns::run_in(Path::new(&ns.path()), move || TcpListener::bind(at))
+        .expect("enter the namespace")
+        .unwrap_or_else(|e| panic!("bind {at}: {e}"))
+}
+
+/// A bash in the namespace, moved into `cgroup` by the test (`ip netns exec` remounts `/sys`,
+/// so the cgroup is written from here) before it connects to PEER:8080 and sends `hello`.
+fn connect_from_cgroup(ns: &Netns, cgroup: &Path) {
+    let script = format!("read _ && exec 3<>/dev/tcp/{PEER}/8080 && echo hello >&3 && sleep 0.5");
+    // `ip netns exec` execs bash: the pid is the client's.
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "bash", "-c", &script])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn the client");
+    let joined = std::fs::write(cgroup.join("cgroup.procs"), child.id().to_string());
+    if joined.is_ok() {
+        let _ = child.stdin.take().map(|mut i| i.write_all(b"go\n"));
+    }
+    // It exits a second after sending; killed (ours) if it has not within WAIT.
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().is_ok_and(|s| s.is_none()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    joined.unwrap_or_else(|e| panic!("move the client into {}: {e}", cgroup.display()));
+}
+
+/// The env var that makes this test binary the proxy child: `CGROUP NETNS`.
+const PROXY_CHILD: &str = "NFTMESH_TEST_EBPF_PROXY";
+
+/// The proxy stand-in: this test binary again ([`proxy_child`]), in the cgroup and listening
+/// on 127.0.0.1:15001 of the namespace; it prints what it accepted.
+struct Proxy(std::process::Child);
+
+impl Proxy {
+    fn start(ns: &Netns, cgroup: &Path) -> Self {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "proxy_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(PROXY_CHILD, format!("{} {}", cgroup.display(), ns.path()))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the proxy");
+        // Held from here: killed on drop, whatever fails below.
+        let mut proxy = Proxy(child);
+        // It says when it listens (after the harness's own lines; bounded: it cannot block
+        // before, and gives up WAIT after).
+        let mut out = std::io::BufReader::new(proxy.0.stdout.take().unwrap());
+        let mut seen = String::new();
+        let mut line = String::new();
+        while !line.trim_end().ends_with("listening") {
+            line.clear();
+            if out.read_line(&mut line).map_or(true, |n| n == 0) {
+                panic!("the proxy did not listen: {seen}");
+            }
+            seen.push_str(&line);
+        }
+        proxy.0.stdout = Some(out.into_inner());
+        proxy
+    }
+
+    /// The proxy's report (`landed ORIGINAL_DST BYTES`, or why not), once it exited.
+    fn landed(mut self) -> String {
+        let mut out = String::new();
+        let _ = self.0.stdout.take().unwrap().read_to_string(&mut out);
+        let _ = self.0.wait();
+        out.lines()
+            .find(|l| l.starts_with("landed") || l.starts_with("nothing"))
+            .unwrap_or(&out)
+            .to_string()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The proxy child's side (a no-op in a normal run): join the cgroup, listen on 15001 in the
+/// namespace, accept one connection within WAIT and print its `SO_ORIGINAL_DST` and bytes.
+#[test]
+fn proxy_child() {
+    let Ok(spec) = std::env::var(PROXY_CHILD) else {
+        return;
+    };
+    let (cgroup, netns) = spec.split_once(' ').unwrap();
+    std::fs::write(
+        Path::new(cgroup).join("cgroup.procs"),
+        std::process::id().to_string(),
+    )
+    .expect("join the cgroup");
+    let l =
+        nftmesh_netlink::netns::run_in(Path::new(netns), || TcpListener::bind("127.0.0.1:15001"))
+            .unwrap()
+            .unwrap();
+    println!("listening");
+    let Some(mut s) = accept_within(&l, WAIT) else {
+        println!("nothing within {WAIT:?}");
+        return;
+    };
+    let mut bytes = [0u8; 6];
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let read = s.read_exact(&mut bytes).map(|()| bytes);
+    let text = read.map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    println!(
+        "landed {} {}",
+        original_dst(&s).map_or("none".into(), |a| a.to_string()),
+        text.unwrap_or_else(|e| e.to_string())
+    );
+}
+
+#[test]
+fn ebpf_backend_installs_outbound_on_the_cgroup_and_inbound_in_nf_tables() {
+    let Some((ns, cgroup, bpffs)) = ready() else {
+        return;
+    };
+    ns.exec("ip", &["link", "set", "lo", "up"], None);
+    ns.exec(
+        "ip",
+        &["addr", "add", &format!("{PEER}/32"), "dev", "lo"],
+        None,
+    );
+    let netns = ns.path();
+    let cg = cgroup.0.to_str().unwrap();
+    let bpf = bpffs.0.to_str().unwrap();
+    let target = [
+        "--cgroup",
+        cg,
+        "--bpffs",
+        bpf,
+        "--network-namespace",
+        &netns,
+        "-i",
+        "*",
+        "-b",
+        "*",
+    ];
+    let with = |first: &[&'static str]| -> Vec<&str> {
+        first
+            .iter()
+            .copied()
+            .chain(target.iter().copied())
+            .collect()
+    };
+
+    let said = run_ok(&with(&["apply", "--backend", "ebpf"]));
+    assert!(said.contains("connect4"), "{said}");
+    assert!(bpffs.has_pins(), "nothing pinned in {bpf}");
+
+    // The namespace holds the inbound capture, and nothing jumps to the outbound redirect.
+    let rules = ruleset(&ns);
+    assert!(rules.contains("redirect to :15006"), "{rules}");
+    assert!(rules.contains("jump istio-in-redirect"), "{rules}");
+    assert!(!rules.contains("jump istio-redirect"), "{rules}");
+
+    // A process in the cgroup and the namespace lands on 15001 with its original destination
+    // (read by the proxy, a child in the cgroup: getsockopt is answered for the cgroup's
+    // processes).
+    let proxy = Proxy::start(&ns, &cgroup.0);
+    let peer = listen_in(&ns, &format!("{PEER}:8080"));
+    connect_from_cgroup(&ns, &cgroup.0);
+    let landed = proxy.landed();
+    assert_eq!(landed, format!("landed {PEER}:8080 hello"), "on the proxy");
+    assert!(
+        accept_within(&peer, Duration::from_millis(50)).is_none(),
+        "the peer got the cgroup's connection"
+    );
+
+    // diff compares the inbound capture and says what is attached.
+    let said = run_ok(&with(&["diff"]));
+    assert!(said.contains("connect4"), "{said}");
+
+    // --cleanup-only removes the programs (pins gone) and the table.
+    let said = run_ok(&with(&["apply", "--backend", "ebpf", "--cleanup-only"]));
+    assert!(said.contains("removed the eBPF programs"), "{said}");
+    assert!(!bpffs.has_pins(), "pins left in {bpf}");
+    let rules = ruleset(&ns);
+    assert!(!rules.contains("istio"), "{rules}");
+    let o = nftmesh(&with(&["diff"]));
+    assert!(!o.status.success(), "diff after cleanup succeeded");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no eBPF program is attached"));
+}
+
+#[test]
+fn ebpf_backend_without_cgroup_is_refused_and_changes_nothing() {
+    let Some((ns, _cgroup, bpffs)) = ready() else {
+        return;
+    };
+    let netns = ns.path();
+    let bpf = bpffs.0.to_str().unwrap();
+    for args in [
+        vec![
+            "apply",
+            "--backend",
+            "ebpf",
+            "--network-namespace",
+            &netns,
+            "-i",
+            "*",
+        ],
+        vec![
+            "apply",
+            "--backend",
+            "ebpf",
+            "--cleanup-only",
+            "--network-namespace",
+            &netns,
+        ],
+    ] {
+        let o = nftmesh(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains("--cgroup"), "{args:?}: {err}");
+    }
+    // --bpffs alone does not stand in for --cgroup (clap: it requires --cgroup).
+    let o = nftmesh(&[
+        "apply",
+        "--backend",
+        "ebpf",
+        "--bpffs",
+        bpf,
+        "--network-namespace",
+        &netns,
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--cgroup"));
+    assert!(!ruleset(&ns).contains("istio"));
+    assert!(!bpffs.has_pins());
+}

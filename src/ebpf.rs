@@ -1,0 +1,208 @@
+//! The eBPF capture backend (issue 27): a sidecar's **outbound** capture done at `connect()` by
+//! BPF programs on the pod's cgroup v2 directory (no NAT, no conntrack entry of its own), its
+//! **inbound** capture by nf_tables in the pod's network namespace as with the default backend.
+//!
+//! ```no_run
+//! use nftmesh::ebpf::EbpfBackend;
+//! use nftmesh::{CaptureConfig, Namespace};
+//!
+//! let pod = Namespace::open("/var/run/netns/pod1")?;
+//! let backend = EbpfBackend::find("/sys/fs/cgroup/unified/pod1")?; // bpffs from /proc/mounts
+//! let cfg = CaptureConfig::sidecar();
+//! let installed = backend.install(&pod, &cfg)?; // pinned: outlives this process
+//! println!("{installed}");
+//! backend.remove(&pod, &cfg)?; // programs, pins and the inbound table gone
+//! # Ok::<(), nftmesh::CaptureError>(())
+//! ```
+//!
+//! Why inbound stays with nf_tables (REDIRECT or TPROXY), not `sk_lookup`: a pod accepts few
+//! connections compared with those it makes, so conntrack's cost there is small; the inbound
+//! capture needs no per-socket state in BPF (the proxy reads the original destination from
+//! conntrack, or TPROXY keeps it as the socket's local address); and TPROXY mode, which keeps
+//! the client's source address, keeps working unchanged. `sk_lookup` steering is left for later.
+//! The cost: the nat table makes the namespace's netfilter track connections, so inbound
+//! connections each hold a conntrack entry, as outbound ones do too (tracked, never NATed).
+
+use crate::{Capture, CaptureError, Namespace, Removed, Report};
+use nftmesh_model::config::{CaptureConfig, CidrSelection};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use nftmesh_ebpf::{Attachment, Bpffs, EbpfError, Tracked};
+
+/// Where the eBPF backend installs: the pod's cgroup v2 directory (its processes' connects are
+/// captured) and the BPF file system its programs' links and maps are pinned in.
+#[derive(Debug, Clone)]
+pub struct EbpfBackend {
+    cgroup: PathBuf,
+    bpffs: Bpffs,
+}
+
+/// What [`EbpfBackend::install`] did: the nf_tables inbound install and the programs attached.
+#[derive(Debug, Clone)]
+pub struct EbpfInstalled {
+    /// The inbound capture's nf_tables install.
+    pub inbound: Report,
+    /// The programs attached to the cgroup (their names in the BPF source), in attach order.
+    pub programs: Vec<&'static str>,
+    /// The cgroup they are attached to.
+    pub cgroup: PathBuf,
+}
+
+impl fmt::Display for EbpfInstalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "outbound: eBPF programs {} attached to {}; inbound: {}",
+            self.programs.join(", "),
+            self.cgroup.display(),
+            self.inbound
+        )
+    }
+}
+
+/// What [`EbpfBackend::remove`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EbpfRemoved {
+    /// Whether an eBPF capture was attached to the cgroup (and is now detached and unpinned).
+    pub programs: bool,
+    /// The nf_tables tables deleted.
+    pub inbound: Removed,
+}
+
+/// What is attached to a cgroup now ([`EbpfBackend::attached`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// The programs attached (their names in the BPF source).
+    pub programs: Vec<&'static str>,
+    /// The connections the maps of original destinations hold.
+    pub tracked: Tracked,
+}
+
+impl fmt::Display for Attached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "programs {} ({} connecting, {} established connection(s) tracked)",
+            self.programs.join(", "),
+            self.tracked.connecting,
+            self.tracked.established
+        )
+    }
+}
+
+impl EbpfBackend {
+    /// The backend for the cgroup v2 directory `cgroup`, pinning in `bpffs`.
+    pub fn new(cgroup: impl Into<PathBuf>, bpffs: Bpffs) -> Self {
+        EbpfBackend {
+            cgroup: cgroup.into(),
+            bpffs,
+        }
+    }
+
+    /// [`EbpfBackend::new`] with the BPF file system `/proc/mounts` lists (`/sys/fs/bpf`
+    /// first).
+    pub fn find(cgroup: impl Into<PathBuf>) -> Result<Self, CaptureError> {
+        Ok(Self::new(cgroup, Bpffs::find()?))
+    }
+
+    /// The pod's cgroup v2 directory.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// The BPF file system the capture is pinned in.
+    pub fn bpffs(&self) -> &Bpffs {
+        &self.bpffs
+    }
+
+    /// The nf_tables part of `cfg` under this backend: the inbound capture, compiled from `cfg`
+    /// with outbound capture off (no included CIDR or port, so nothing jumps to the outbound
+    /// redirect). The proxy's own connections to the pod over `lo` still go to the inbound
+    /// capture port, as with the nf_tables backend.
+    pub fn inbound(cfg: &CaptureConfig) -> Result<Capture, CaptureError> {
+        let mut inbound = cfg.clone();
+        inbound.outbound_cidrs_include = CidrSelection::Cidrs(Vec::new());
+        inbound.outbound_ports_include.clear();
+        Capture::new(&inbound)
+    }
+
+    /// Install `cfg` for the pod: the eBPF programs on the cgroup first (pinned, replacing an
+    /// earlier eBPF capture of the cgroup atomically), then the inbound capture in `ns` (one
+    /// nf_tables transaction that also replaces an nf_tables capture with outbound: the
+    /// programs already capture, so no connect goes uncaptured). Settings the programs cannot
+    /// apply exactly are refused ([`EbpfError::Unsupported`]) before anything changes. If the
+    /// nf_tables transaction fails, the programs stay attached and the tables are as they were.
+    pub fn install(
+        &self,
+        ns: &Namespace,
+        cfg: &CaptureConfig,
+    ) -> Result<EbpfInstalled, CaptureError> {
+        let inbound = Self::inbound(cfg)?;
+        let mut programs = nftmesh_ebpf::EbpfCapture::new(cfg)?;
+        let attachment = programs.install(&self.bpffs, &self.cgroup)?;
+        let report = ns.install(&inbound)?;
+        Ok(EbpfInstalled {
+            inbound: report,
+            programs: attachment.programs(),
+            cgroup: self.cgroup.clone(),
+        })
+    }
+
+    /// Remove the pod's capture: the programs (detached, their pins gone) and nftmesh's tables
+    /// in `ns` with the routing `cfg` names. Absent pieces are fine; both are attempted, and
+    /// the first error is returned.
+    pub fn remove(&self, ns: &Namespace, cfg: &CaptureConfig) -> Result<EbpfRemoved, CaptureError> {
+        let inbound = Self::inbound(cfg)?;
+        let programs = match Attachment::open(&self.bpffs, &self.cgroup) {
+            Ok(Some(a)) => a.remove().map(|()| true),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        let tables = ns.remove(&inbound)?;
+        Ok(EbpfRemoved {
+            programs: programs?,
+            inbound: tables,
+        })
+    }
+
+    /// What is attached to the cgroup now; `None` when no eBPF capture is.
+    pub fn attached(&self) -> Result<Option<Attached>, CaptureError> {
+        let Some(a) = Attachment::open(&self.bpffs, &self.cgroup)? else {
+            return Ok(None);
+        };
+        Ok(Some(Attached {
+            programs: a.programs(),
+            tracked: a.tracked()?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftmesh_model::config::PortSelection;
+
+    /// A sidecar capturing every destination and port, both ways.
+    fn everything() -> CaptureConfig {
+        let mut cfg = CaptureConfig::sidecar();
+        cfg.outbound_cidrs_include = CidrSelection::All;
+        cfg.outbound_ports_include = vec![8080];
+        cfg.inbound_ports = PortSelection::All;
+        cfg
+    }
+
+    #[test]
+    fn inbound_keeps_inbound_and_drops_outbound_capture() {
+        let full = Capture::new(&everything()).unwrap();
+        let inbound = EbpfBackend::inbound(&everything()).unwrap();
+        let text = inbound.render();
+        // The outbound redirect chain may exist, but nothing jumps to it.
+        assert!(full.render().contains("jump istio-redirect"));
+        assert!(!text.contains("jump istio-redirect"), "{text}");
+        assert!(!text.contains("tcp dport 8080"), "{text}");
+        // Inbound capture (and the proxy's own traffic to the pod) still goes to 15006.
+        assert!(text.contains("jump istio-in-redirect"), "{text}");
+        assert!(text.contains("redirect to :15006"), "{text}");
+    }
+}
