@@ -18,6 +18,9 @@
  *                    connect() of a UDP socket (connect4) and a TCP connect to port 53.
  * cgroup/recvmsg4   a datagram from 127.0.0.1:dns_port to a socket whose DNS was redirected
  *                    shows the server it was sent to as its source.
+ * cgroup/sendmsg6, recvmsg6
+ *                    the same for IPv6 servers (with IPv6 capture on) to [::1]:dns_port, and
+ *                    for a dual-stack socket's IPv4-mapped ones to ::ffff:127.0.0.1:dns_port.
  * cgroup/getsockopt  getsockopt(SOL_IP, SO_ORIGINAL_DST) and getsockopt(SOL_IPV6,
  *                    IP6T_SO_ORIGINAL_DST) on the proxy's accepted socket answer from that map (over whatever the kernel answered: with conntrack on, the
  *                    kernel's answer is the loopback address itself).
@@ -174,6 +177,14 @@ struct {
 	__type(value, __u8);
 } dns_servers SEC(".maps");
 
+/* The IPv6 DNS servers (with IPv6 capture on). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, struct v6_addr);
+	__type(value, __u8);
+} dns_servers6 SEC(".maps");
+
 static __always_inline int in_set32(void *map, __u32 key)
 {
 	return bpf_map_lookup_elem(map, &key) != 0;
@@ -292,25 +303,56 @@ static __always_inline int captured_udp(const struct capture_config *cfg, __u32 
 	return dns_server(cfg, daddr, dport);
 }
 
-/* The same for an IPv6 TCP connect (with IPv6 capture on): ::6 is the passthrough source, ::1
- * both "oif lo" and the host loopback the chain lets through. */
+/* Whether `istio-output-dns` redirects this IPv6 destination (IPv6 capture on). */
+static __always_inline int dns_server6(const struct capture_config *cfg, const __u32 *daddr,
+				       __u16 dport)
+{
+	struct v6_addr key;
+
+	if (dport != DNS_PORT || cfg->dns == DNS_OFF)
+		return 0;
+	if (cfg->dns == DNS_ALL)
+		return 1;
+	key.addr[0] = daddr[0];
+	key.addr[1] = daddr[1];
+	key.addr[2] = daddr[2];
+	key.addr[3] = daddr[3];
+	return bpf_map_lookup_elem(&dns_servers6, &key) != 0;
+}
+
+/* The same as captured() for an IPv6 TCP connect (with IPv6 capture on): ::6 is the passthrough
+ * source, ::1 both "oif lo" and the host loopback the chain lets through. */
 static __always_inline int captured6(const struct capture_config *cfg, const __u32 *daddr,
 				     __u16 dport, const __u32 *saddr)
 {
 	__u32 one = bpf_htonl(1), six = bpf_htonl(6);
 	int on_lo = is_v6(daddr, 0, 0, 0, one);
 
-	if (let_through(cfg, dport, is_v6(saddr, 0, 0, 0, six), on_lo))
-		return 0;
+	if (let_through(cfg, dport, is_v6(saddr, 0, 0, 0, six),
+			on_lo && !(cfg->dns != DNS_OFF && dport == DNS_PORT)))
+		return TO_NONE;
+	if (dns_server6(cfg, daddr, dport))
+		return TO_DNS;
 	if (on_lo)
-		return 0;
+		return TO_NONE;
 	if (in_cidrs6(&cidrs6_exclude, daddr))
-		return 0;
+		return TO_NONE;
 	if (in_ports(&ports_include, dport))
-		return 1;
+		return TO_PROXY;
 	if (cfg->include_all)
-		return 1;
-	return in_cidrs6(&cidrs6_include, daddr);
+		return TO_PROXY;
+	return in_cidrs6(&cidrs6_include, daddr) ? TO_PROXY : TO_NONE;
+}
+
+/* captured_udp() for an IPv6 datagram (with IPv6 capture on). */
+static __always_inline int captured_udp6(const struct capture_config *cfg, const __u32 *daddr,
+					 __u16 dport, const __u32 *saddr)
+{
+	if (cfg->dns == DNS_OFF)
+		return 0;
+	if (let_through(cfg, dport, is_v6(saddr, 0, 0, 0, bpf_htonl(6)), 0))
+		return 0;
+	return dns_server6(cfg, daddr, dport);
 }
 
 /* Remember in the socket's storage that its peer is `addr`:`port` (family 4: addr[3] only);
@@ -404,6 +446,48 @@ static __always_inline int redirect_dns4(struct bpf_sock_addr *ctx,
 	return 1;
 }
 
+/* redirect_dns4() for an IPv6 socket (sendmsg6, connect6): an IPv4-mapped server (a dual-stack
+ * socket) decided as IPv4 and sent to ::ffff:127.0.0.1:dns_port, an IPv6 one (IPv6 capture on)
+ * to [::1]:dns_port. Whether it was redirected. */
+static __always_inline int redirect_dns6(struct bpf_sock_addr *ctx,
+					 const struct capture_config *cfg)
+{
+	struct bpf_sock *sk = ctx->sk;
+	__u32 server[4], saddr[4];
+	__u16 dport = (__u16)ctx->user_port;
+
+	if (!sk)
+		return 0;
+	server[0] = ctx->user_ip6[0];
+	server[1] = ctx->user_ip6[1];
+	server[2] = ctx->user_ip6[2];
+	server[3] = ctx->user_ip6[3];
+	saddr[0] = sk->src_ip6[0];
+	saddr[1] = sk->src_ip6[1];
+	saddr[2] = sk->src_ip6[2];
+	saddr[3] = sk->src_ip6[3];
+	if (is_v4_mapped(server[0], server[1], server[2])) {
+		if (!captured_udp(cfg, server[3], bpf_ntohs(dport),
+				  is_v4_mapped(saddr[0], saddr[1], saddr[2]) ? saddr[3] : 0))
+			return 0;
+		if (!remember_peer(sk, server, dport, 4))
+			return 0;
+		ctx->user_ip6[3] = bpf_htonl(0x7f000001);
+		ctx->user_port = bpf_htons(cfg->dns_port);
+		return 1;
+	}
+	if (!cfg->ipv6 || !captured_udp6(cfg, server, bpf_ntohs(dport), saddr))
+		return 0;
+	if (!remember_peer(sk, server, dport, 6))
+		return 0;
+	ctx->user_ip6[0] = 0;
+	ctx->user_ip6[1] = 0;
+	ctx->user_ip6[2] = 0;
+	ctx->user_ip6[3] = bpf_htonl(1);
+	ctx->user_port = bpf_htons(cfg->dns_port);
+	return 1;
+}
+
 SEC("cgroup/connect4")
 int nftmesh_connect4(struct bpf_sock_addr *ctx)
 {
@@ -479,6 +563,53 @@ int nftmesh_recvmsg4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+SEC("cgroup/sendmsg6")
+int nftmesh_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	const struct capture_config *cfg;
+
+	if (!is_udp(ctx))
+		return 1;
+	cfg = settings();
+	if (cfg)
+		redirect_dns6(ctx, cfg);
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int nftmesh_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	const struct capture_config *cfg;
+	struct original_peer *p;
+	struct bpf_sock *sk = ctx->sk;
+	__u32 a0, a1, a2, a3;
+
+	if (!sk)
+		return 1;
+	cfg = settings();
+	if (!cfg || cfg->dns == DNS_OFF || ctx->user_port != bpf_htons(cfg->dns_port))
+		return 1;
+	a0 = ctx->user_ip6[0];
+	a1 = ctx->user_ip6[1];
+	a2 = ctx->user_ip6[2];
+	a3 = ctx->user_ip6[3];
+	p = bpf_sk_storage_get(&peer_by_socket, sk, 0, 0);
+	if (!p)
+		return 1;
+	if (p->family == 4 && is_v4_mapped(a0, a1, a2) && a3 == bpf_htonl(0x7f000001)) {
+		ctx->user_ip6[3] = p->addr[3];
+	} else if (p->family == 6 && a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1)) {
+		ctx->user_ip6[0] = p->addr[0];
+		ctx->user_ip6[1] = p->addr[1];
+		ctx->user_ip6[2] = p->addr[2];
+		ctx->user_ip6[3] = p->addr[3];
+	} else {
+		return 1;
+	}
+	ctx->user_port = p->port;
+	return 1;
+}
+
 SEC("cgroup/connect6")
 int nftmesh_connect6(struct bpf_sock_addr *ctx)
 {
@@ -490,8 +621,14 @@ int nftmesh_connect6(struct bpf_sock_addr *ctx)
 	__u64 cookie;
 	int to;
 
-	if (!cfg)
+	if (!cfg) {
+		if (!is_udp(ctx))
+			return 1;
+		cfg = settings();
+		if (!cfg || !redirect_dns6(ctx, cfg))
+			return forget_peer(ctx->sk);
 		return 1;
+	}
 	orig6.addr[0] = ctx->user_ip6[0];
 	orig6.addr[1] = ctx->user_ip6[1];
 	orig6.addr[2] = ctx->user_ip6[2];
@@ -523,7 +660,8 @@ int nftmesh_connect6(struct bpf_sock_addr *ctx)
 	}
 	if (!cfg->ipv6)
 		return forget_peer(sk);
-	if (!captured6(cfg, orig6.addr, bpf_ntohs(orig6.port), saddr))
+	to = captured6(cfg, orig6.addr, bpf_ntohs(orig6.port), saddr);
+	if (to == TO_NONE)
 		return forget_peer(sk);
 	cookie = bpf_get_socket_cookie(ctx);
 	if (bpf_map_update_elem(&orig6_by_cookie, &cookie, &orig6, BPF_ANY))
@@ -533,7 +671,7 @@ int nftmesh_connect6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[1] = 0;
 	ctx->user_ip6[2] = 0;
 	ctx->user_ip6[3] = bpf_htonl(1);
-	ctx->user_port = bpf_htons(cfg->proxy_port);
+	ctx->user_port = bpf_htons(target_port(cfg, to));
 	return 1;
 }
 

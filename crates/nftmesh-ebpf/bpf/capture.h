@@ -83,4 +83,9 @@ struct original_peer {
 	__u8 pad;
 };
 
+/* Key of `dns_servers6`: an IPv6 address in network order. */
+struct v6_addr {
+	__u32 addr[4];
+};
+
 #endif

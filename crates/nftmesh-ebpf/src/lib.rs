@@ -39,8 +39,9 @@
 //! socket's IPv4-mapped connects, as IPv4. With DNS capture in effect, IPv4 UDP to port 53 of
 //! the DNS servers (or any, with capture-all) goes to 127.0.0.1:15053 (`cgroup/sendmsg4`, and
 //! `connect4` for a UDP socket's connect), its replies shown as from the server
-//! (`cgroup/recvmsg4`), and TCP to port 53 to 15053 via `connect4`. What it is not (yet): DNS
-//! over IPv6, inbound, and the other items of issue 27; settings it cannot apply are refused with
+//! (`cgroup/recvmsg4`), and TCP to port 53 to 15053 via `connect4`; `sendmsg6`/`recvmsg6` do
+//! the same for IPv6 servers (to `[::1]:15053`) and dual-stack sockets. What it is not (yet):
+//! inbound, and the other items of issue 27; settings it cannot apply are refused with
 //! [`EbpfError::Unsupported`]. See the crate's README.
 #![deny(missing_docs)]
 

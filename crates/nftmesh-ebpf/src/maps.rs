@@ -117,7 +117,7 @@ impl RawConfig {
             },
             dns: match s.dns {
                 Dns::Off => DNS_OFF,
-                Dns::Servers(_) => DNS_SERVERS,
+                Dns::Servers(..) => DNS_SERVERS,
                 Dns::All => DNS_ALL,
             },
             pad: 0,
@@ -179,7 +179,7 @@ fn fill_cidrs(bpf: &mut Ebpf, name: &'static str, nets: &[Ipv4Net]) -> Result<()
 
 /// The size of each set map for `s`: what it holds, at least one entry (the kernel refuses
 /// empty maps). The sizes in `bpf/capture.c` are only placeholders.
-pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 10] {
+pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 11] {
     let owners = match &s.owners {
         Owners::All => 0,
         Owners::Include(g) | Owners::Exclude(g) => g.len(),
@@ -188,9 +188,9 @@ pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 10] {
         Include::All => (0, 0),
         Include::Cidrs(c4, c6) => (c4.len(), c6.len()),
     };
-    let servers = match &s.dns {
-        Dns::Servers(a) => a.len(),
-        Dns::Off | Dns::All => 0,
+    let (servers, servers6) = match &s.dns {
+        Dns::Servers(v4, v6) => (v4.len(), v6.len()),
+        Dns::Off | Dns::All => (0, 0),
     };
     let size = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
     [
@@ -204,6 +204,7 @@ pub(crate) fn set_sizes(s: &Settings) -> [(&'static str, u32); 10] {
         ("cidrs6_include", size(include6)),
         ("cidrs6_exclude", size(s.cidrs6_exclude.len())),
         ("dns_servers", size(servers)),
+        ("dns_servers6", size(servers6)),
     ]
 }
 
@@ -223,8 +224,9 @@ pub(crate) fn write(bpf: &mut Ebpf, s: &Settings) -> Result<(), EbpfError> {
     }
     fill_cidrs(bpf, "cidrs_exclude", &s.cidrs_exclude)?;
     fill_cidrs6(bpf, "cidrs6_exclude", &s.cidrs6_exclude)?;
-    if let Dns::Servers(servers) = &s.dns {
-        fill_set(bpf, "dns_servers", servers.iter().map(|a| addr_raw(*a)))?;
+    if let Dns::Servers(v4, v6) = &s.dns {
+        fill_set(bpf, "dns_servers", v4.iter().map(|a| addr_raw(*a)))?;
+        fill_set(bpf, "dns_servers6", v6.iter().map(|a| a.octets()))?;
     }
     let mut config: Array<&mut MapData, RawConfig> =
         Array::try_from(map_mut(bpf, "config")?).map_err(map_err("config"))?;

@@ -14,22 +14,26 @@ pub(crate) enum Prog {
     GetPeerName4,
     GetPeerName6,
     RecvMsg4,
+    RecvMsg6,
     Connect4,
     Connect6,
     SendMsg4,
+    SendMsg6,
 }
 
 /// Every program, in the order they are attached: the ones that answer for redirected
 /// connections first, the redirecting ones last (and detached first).
-pub(crate) const PROGRAMS: [Prog; 8] = [
+pub(crate) const PROGRAMS: [Prog; 10] = [
     Prog::GetSockopt,
     Prog::SockOps,
     Prog::GetPeerName4,
     Prog::GetPeerName6,
     Prog::RecvMsg4,
+    Prog::RecvMsg6,
     Prog::Connect4,
     Prog::Connect6,
     Prog::SendMsg4,
+    Prog::SendMsg6,
 ];
 
 impl Prog {
@@ -44,6 +48,8 @@ impl Prog {
             Prog::Connect6 => "nftmesh_connect6",
             Prog::RecvMsg4 => "nftmesh_recvmsg4",
             Prog::SendMsg4 => "nftmesh_sendmsg4",
+            Prog::RecvMsg6 => "nftmesh_recvmsg6",
+            Prog::SendMsg6 => "nftmesh_sendmsg6",
         }
     }
 
@@ -58,13 +64,18 @@ impl Prog {
             Prog::Connect6 => "link_connect6",
             Prog::RecvMsg4 => "link_recvmsg4",
             Prog::SendMsg4 => "link_sendmsg4",
+            Prog::RecvMsg6 => "link_recvmsg6",
+            Prog::SendMsg6 => "link_sendmsg6",
         }
     }
 
     /// Whether it only serves DNS capture: then it is linked only when DNS capture is on (or
     /// its link is pinned already, from an earlier install, and gets the new program).
     pub(crate) fn dns_only(self) -> bool {
-        matches!(self, Prog::RecvMsg4 | Prog::SendMsg4)
+        matches!(
+            self,
+            Prog::RecvMsg4 | Prog::SendMsg4 | Prog::RecvMsg6 | Prog::SendMsg6
+        )
     }
 }
 
@@ -76,7 +87,9 @@ impl Prog {
             Prog::Connect4 => 10,     // BPF_CGROUP_INET4_CONNECT
             Prog::Connect6 => 11,     // BPF_CGROUP_INET6_CONNECT
             Prog::SendMsg4 => 14,     // BPF_CGROUP_UDP4_SENDMSG
+            Prog::SendMsg6 => 15,     // BPF_CGROUP_UDP6_SENDMSG
             Prog::RecvMsg4 => 19,     // BPF_CGROUP_UDP4_RECVMSG
+            Prog::RecvMsg6 => 20,     // BPF_CGROUP_UDP6_RECVMSG
             Prog::GetSockopt => 21,   // BPF_CGROUP_GETSOCKOPT
             Prog::GetPeerName4 => 29, // BPF_CGROUP_INET4_GETPEERNAME
             Prog::GetPeerName6 => 30, // BPF_CGROUP_INET6_GETPEERNAME
@@ -125,7 +138,9 @@ pub(crate) fn hook(bpf: &mut Ebpf, p: Prog) -> Result<&mut dyn Hook, EbpfError> 
         | Prog::GetPeerName4
         | Prog::GetPeerName6
         | Prog::SendMsg4
-        | Prog::RecvMsg4 => <&mut CgroupSockAddr>::try_from(program).map_err(err)?,
+        | Prog::RecvMsg4
+        | Prog::SendMsg6
+        | Prog::RecvMsg6 => <&mut CgroupSockAddr>::try_from(program).map_err(err)?,
         Prog::SockOps => <&mut SockOps>::try_from(program).map_err(err)?,
         Prog::GetSockopt => <&mut CgroupSockopt>::try_from(program).map_err(err)?,
     })

@@ -8,7 +8,7 @@ use nftmesh_model::config::{
     CaptureConfig, CidrSelection, GroupRef, OwnerGroups, DNS_CAPTURE_PORT,
 };
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Which destinations are captured after the exclusions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +36,8 @@ pub(crate) enum Owners {
 pub(crate) enum Dns {
     /// DNS capture is not in effect.
     Off,
-    /// Port 53 of these (IPv4) servers.
-    Servers(BTreeSet<Ipv4Addr>),
+    /// Port 53 of these servers, per family (IPv6 ones only with IPv6 capture on).
+    Servers(BTreeSet<Ipv4Addr>, BTreeSet<Ipv6Addr>),
     /// Port 53 of every address (`capture_all`).
     All,
 }
@@ -108,37 +108,28 @@ impl Settings {
 }
 
 /// The DNS capture in effect (Istio turns it off without servers or capture-all). With IPv6 off
-/// `validate` has refused IPv6 servers, and DNS with IPv6 on is refused.
+/// `validate` has refused IPv6 servers.
 fn dns(cfg: &CaptureConfig) -> Dns {
     if !cfg.dns_in_effect() {
-        Dns::Off
-    } else if cfg.dns.capture_all {
-        Dns::All
-    } else {
-        Dns::Servers(
-            cfg.dns
-                .servers
-                .iter()
-                .filter_map(|s| match s {
-                    IpAddr::V4(a) => Some(*a),
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
-        )
+        return Dns::Off;
     }
+    if cfg.dns.capture_all {
+        return Dns::All;
+    }
+    let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+    for s in &cfg.dns.servers {
+        match s {
+            IpAddr::V4(a) => v4.insert(*a),
+            IpAddr::V6(a) => v6.insert(*a),
+        };
+    }
+    Dns::Servers(v4, v6)
 }
 
 /// Refuse what the programs do not implement yet, rather than capture differently from
 /// nf_tables.
 fn refuse_unsupported(cfg: &CaptureConfig) -> Result<(), EbpfError> {
     let refuse = |setting, reason| Err(EbpfError::Unsupported { setting, reason });
-    if cfg.dns_in_effect() && cfg.ipv6 {
-        return refuse(
-            "dns",
-            "DNS capture with IPv6 on (cgroup/sendmsg6 and recvmsg6: IPv6 and a dual-stack \
-             socket's IPv4-mapped DNS) is not implemented yet",
-        );
-    }
     if !cfg.exclude_interfaces.is_empty() {
         return refuse(
             "exclude_interfaces",
@@ -271,18 +262,6 @@ mod tests {
         let cases: Vec<(CaptureConfig, &str)> = vec![
             (
                 CaptureConfig {
-                    dns: DnsCapture {
-                        enabled: true,
-                        capture_all: true,
-                        servers: vec![],
-                    },
-                    ipv6: true,
-                    ..CaptureConfig::default()
-                },
-                "dns",
-            ),
-            (
-                CaptureConfig {
                     exclude_interfaces: vec!["eth1".into()],
                     ..CaptureConfig::default()
                 },
@@ -308,6 +287,7 @@ mod tests {
     fn dns_as_in_effect() {
         let with = |enabled, capture_all, servers: &[&str]| {
             let cfg = CaptureConfig {
+                ipv6: true,
                 dns: DnsCapture {
                     enabled,
                     capture_all,
@@ -321,13 +301,13 @@ mod tests {
         // On without servers or capture-all: Istio turns it off.
         assert_eq!(with(true, false, &[]).dns, Dns::Off);
         assert_eq!(with(true, true, &["10.96.0.10"]).dns, Dns::All);
-        let s = with(true, false, &["10.96.0.10", "127.0.0.53"]);
+        let s = with(true, false, &["10.96.0.10", "127.0.0.53", "fd00:10::a"]);
         assert_eq!(
             s.dns,
-            Dns::Servers(BTreeSet::from([
-                Ipv4Addr::new(10, 96, 0, 10),
-                Ipv4Addr::new(127, 0, 0, 53)
-            ]))
+            Dns::Servers(
+                BTreeSet::from([Ipv4Addr::new(10, 96, 0, 10), Ipv4Addr::new(127, 0, 0, 53)]),
+                BTreeSet::from([Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0xa)])
+            )
         );
         assert_eq!(s.dns_port, 15053);
     }

@@ -3,18 +3,19 @@
 //! `connect`) reaches the DNS agent's port on 127.0.0.1:15053 and its reply shows the server as
 //! its source (`cgroup/recvmsg4`); TCP to port 53 lands on 15053 with `SO_ORIGINAL_DST` the
 //! server; the proxy's own queries reach the server itself; with DNS capture off nothing goes
-//! to 15053. As nf_tables' `istio-output-dns` does. Queries come from a child process (this
+//! to 15053. The same over IPv6 (`sendmsg6`/`recvmsg6`, to `[::1]:15053`, with IPv6 capture
+//! on) and for a dual-stack socket's `::ffff:a.b.c.d` (as IPv4, to `::ffff:127.0.0.1:15053`). As nf_tables' `istio-output-dns` does. Queries come from a child process (this
 //! binary again) in a network namespace of its own that joins a cgroup the test creates.
 //! Needs root; otherwise `SKIP: why` (failing under `CI=true`).
 
 mod kernel_support;
 mod support;
 
-use kernel_support::{Listeners, WAIT};
+use kernel_support::{Listeners, EXCLUDED_PEER6, PEER6, WAIT};
 use nftmesh_ebpf::{Attachment, EbpfCapture};
 use nftmesh_model::config::{CaptureConfig, DnsCapture, DNS_CAPTURE_PORT};
 use nftmesh_netlink::probe::become_user;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -26,12 +27,24 @@ const SERVER: Ipv4Addr = PEER;
 /// An address that is not a configured DNS server (also on `lo`).
 const NOT_SERVER: Ipv4Addr = OTHER_PEER;
 
-fn dns53(ip: Ipv4Addr) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(ip), 53)
+/// The IPv6 DNS server of the IPv6 phase; `EXCLUDED_PEER6` is not one.
+const SERVER6: Ipv6Addr = PEER6;
+
+fn dns53(ip: impl Into<IpAddr>) -> SocketAddr {
+    SocketAddr::new(ip.into(), 53)
+}
+
+/// Port 53 of `ip` as a dual-stack socket reaches it: `::ffff:a.b.c.d`.
+fn mapped53(ip: Ipv4Addr) -> SocketAddr {
+    dns53(ip.to_ipv6_mapped())
 }
 
 fn agent() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DNS_CAPTURE_PORT)
+}
+
+fn agent6() -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), DNS_CAPTURE_PORT)
 }
 
 /// Not a test of its own: the entry point of the child processes; does nothing unless
@@ -47,6 +60,7 @@ fn child() {
         "servers" => servers(cgroup),
         "capture_all" => capture_all(cgroup),
         "off" => off(cgroup),
+        "ipv6" => ipv6(cgroup),
         _ => support::child::run(&spec),
     }
 }
@@ -74,12 +88,17 @@ impl UdpListeners {
     }
 
     /// Send a query to `to` from a thread running as `uid`/`gid` (with `connected`, on a socket
-    /// connected to `to`); the listener that receives it answers. Panics unless exactly one
+    /// connected to `to`; an IPv6 `to` from a dual-stack `[::]` socket); the listener that
+    /// receives it answers. Panics unless exactly one
     /// received it and the client got the answer within [`WAIT`].
     fn query(&self, uid: u32, gid: u32, to: SocketAddr, connected: bool) -> Exchange {
         let client = std::thread::spawn(move || -> std::io::Result<(SocketAddr, Option<_>)> {
             become_user(uid, gid)?;
-            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            let any = match to {
+                SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            let s = UdpSocket::bind((any, 0))?;
             s.set_read_timeout(Some(WAIT))?;
             if connected {
                 s.connect(to)?;
@@ -127,8 +146,8 @@ impl UdpListeners {
 }
 
 /// The child's network (the peers on `lo`, `NOT_SERVER` too) and its listeners: UDP and TCP on
-/// port 53 of both addresses, the DNS agent on 127.0.0.1:15053 (UDP and TCP) and the proxies,
-/// these after joining `cgroup`.
+/// port 53 of every peer, the DNS agent on 127.0.0.1:15053 and [::1]:15053 (UDP and TCP) and
+/// the proxies, these after joining `cgroup`.
 fn setup(cgroup: &Path) -> (UdpListeners, Listeners) {
     kernel_support::network();
     let o = Command::new("ip")
@@ -142,9 +161,15 @@ fn setup(cgroup: &Path) -> (UdpListeners, Listeners) {
     let mut tcp = Listeners::default();
     tcp.add("server", dns53(SERVER));
     tcp.add("not-server", dns53(NOT_SERVER));
+    for (name, at) in [("server6", SERVER6), ("not-server6", EXCLUDED_PEER6)] {
+        udp.add(name, dns53(at));
+        tcp.add(name, dns53(at));
+    }
     kernel_support::join(cgroup);
     udp.add("agent", agent());
     tcp.add("agent", agent());
+    udp.add("agent6", agent6());
+    tcp.add("agent6", agent6());
     tcp.add_proxies();
     (udp, tcp)
 }
@@ -169,6 +194,15 @@ fn servers(cgroup: &Path) {
             assert_eq!(q.reply_from, dns53(SERVER), "{q:?}");
         }
     }
+    // A dual-stack socket's query to ::ffff:SERVER:53 is IPv4 DNS (IPv6 capture off here).
+    for connected in [false, true] {
+        let q = udp.query(APP_UID, APP_GID, mapped53(SERVER), connected);
+        assert_eq!(q.landed, "agent", "a dual-stack query: {q:?}");
+        assert_eq!(q.reply_from, mapped53(SERVER), "{q:?}");
+    }
+    // IPv6 capture off: native IPv6 DNS is left alone.
+    let q = udp.query(APP_UID, APP_GID, dns53(SERVER6), false);
+    assert_eq!(q.landed, "server6", "{q:?}");
     // Port 53 of an address that is not a DNS server is not DNS capture's.
     let q = udp.query(APP_UID, APP_GID, dns53(NOT_SERVER), false);
     assert_eq!(q.landed, "not-server", "{q:?}");
@@ -214,13 +248,44 @@ fn off(cgroup: &Path) {
     assert_eq!(got.original, Some(dns53(SERVER)));
 }
 
-fn dns(capture_all: bool, servers: &[Ipv4Addr]) -> CaptureConfig {
+/// DNS capture with IPv6 on, to `SERVER` and `SERVER6`.
+fn ipv6(cgroup: &Path) {
+    let (udp, tcp) = setup(cgroup);
+    for connected in [false, true] {
+        let q = udp.query(APP_UID, APP_GID, dns53(SERVER6), connected);
+        assert_eq!(
+            q.landed, "agent6",
+            "an app's query to [{SERVER6}]:53: {q:?}"
+        );
+        assert_eq!(q.reply_from, dns53(SERVER6), "the reply's source: {q:?}");
+        assert_eq!(q.peer, connected.then(|| dns53(SERVER6)), "{q:?}");
+        let q = udp.query(APP_UID, APP_GID, mapped53(SERVER), connected);
+        assert_eq!(q.landed, "agent", "a dual-stack query: {q:?}");
+        assert_eq!(q.reply_from, mapped53(SERVER), "{q:?}");
+        let q = udp.query(PROXY_UID, PROXY_GID, dns53(SERVER6), connected);
+        assert_eq!(q.landed, "server6", "the proxy's query: {q:?}");
+        assert_eq!(q.reply_from, dns53(SERVER6), "{q:?}");
+    }
+    let q = udp.query(APP_UID, APP_GID, dns53(EXCLUDED_PEER6), false);
+    assert_eq!(q.landed, "not-server6", "{q:?}");
+    let q = udp.query(APP_UID, APP_GID, dns53(SERVER), false);
+    assert_eq!(q.landed, "agent", "IPv4 as before: {q:?}");
+    assert_eq!(q.reply_from, dns53(SERVER), "{q:?}");
+    let got = tcp.connect(APP_UID, APP_GID, dns53(SERVER6));
+    assert_eq!(got.name, "agent6", "TCP to [{SERVER6}]:53");
+    assert_eq!(got.original, Some(dns53(SERVER6)), "IP6T_SO_ORIGINAL_DST");
+    let got = tcp.connect(PROXY_UID, PROXY_GID, dns53(SERVER6));
+    assert_eq!(got.name, "server6", "the proxy's TCP to [{SERVER6}]:53");
+}
+
+fn dns(capture_all: bool, servers: &[IpAddr]) -> CaptureConfig {
     CaptureConfig {
         dns: DnsCapture {
             enabled: true,
             capture_all,
-            servers: servers.iter().map(|s| IpAddr::V4(*s)).collect(),
+            servers: servers.to_vec(),
         },
+        ipv6: servers.iter().any(IpAddr::is_ipv6),
         ..CaptureConfig::sidecar()
     }
 }
@@ -231,11 +296,16 @@ fn dns_to_the_servers_reaches_the_agent_and_answers_from_the_server() {
         return;
     };
     let cgroup = TestCgroup::create();
-    let attached = EbpfCapture::new(&dns(false, &[SERVER]))
+    let attached = EbpfCapture::new(&dns(false, &[SERVER.into()]))
         .and_then(|mut c| c.install(bpffs.bpffs(), cgroup.path()))
         .unwrap_or_else(|e| panic!("install: {e}"));
     let programs = attached.programs();
-    for p in ["nftmesh_sendmsg4", "nftmesh_recvmsg4"] {
+    for p in [
+        "nftmesh_sendmsg4",
+        "nftmesh_recvmsg4",
+        "nftmesh_sendmsg6",
+        "nftmesh_recvmsg6",
+    ] {
         assert!(programs.contains(&p), "{p} linked: {programs:?}");
     }
     run_child("servers", cgroup.path());
@@ -244,6 +314,19 @@ fn dns_to_the_servers_reaches_the_agent_and_answers_from_the_server() {
     assert!(Attachment::open(bpffs.bpffs(), cgroup.path())
         .expect("open")
         .is_none());
+}
+
+#[test]
+fn ipv6_and_dual_stack_dns_reach_the_agent() {
+    let Some(_bpffs) = kernel_support::ready() else {
+        return;
+    };
+    let cgroup = TestCgroup::create();
+    let attached = EbpfCapture::new(&dns(false, &[SERVER.into(), SERVER6.into()]))
+        .and_then(|mut c| c.attach(cgroup.path()))
+        .unwrap_or_else(|e| panic!("attach: {e}"));
+    run_child("ipv6", cgroup.path());
+    attached.remove().expect("remove");
 }
 
 #[test]
