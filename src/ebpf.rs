@@ -118,12 +118,15 @@ impl EbpfBackend {
 
     /// The nf_tables part of `cfg` under this backend: the inbound capture, compiled from `cfg`
     /// with outbound capture off (no included CIDR or port, so nothing jumps to the outbound
-    /// redirect). The proxy's own connections to the pod over `lo` still go to the inbound
-    /// capture port, as with the nf_tables backend.
+    /// redirect) and DNS capture off (the programs capture DNS). The proxy's own connections
+    /// to the pod over `lo` still go to the inbound capture port, as with the nf_tables
+    /// backend.
     pub fn inbound(cfg: &CaptureConfig) -> Result<Capture, CaptureError> {
         let mut inbound = cfg.clone();
         inbound.outbound_cidrs_include = CidrSelection::Cidrs(Vec::new());
         inbound.outbound_ports_include.clear();
+        inbound.dns.enabled = false;
+        inbound.dns.capture_all = false;
         Capture::new(&inbound)
     }
 
@@ -203,6 +206,17 @@ mod tests {
         assert!(!text.contains("tcp dport 8080"), "{text}");
         // Inbound capture (and the proxy's own traffic to the pod) still goes to 15006.
         assert!(text.contains("jump istio-in-redirect"), "{text}");
+        assert!(text.contains("redirect to :15006"), "{text}");
+    }
+
+    #[test]
+    fn inbound_leaves_dns_to_the_programs() {
+        let mut cfg = everything();
+        cfg.dns.enabled = true;
+        cfg.dns.servers = vec!["10.96.0.10".parse().unwrap()];
+        assert!(Capture::new(&cfg).unwrap().render().contains("redirect to :15053"));
+        let text = EbpfBackend::inbound(&cfg).unwrap().render();
+        assert!(!text.contains("15053") && !text.contains("dport 53"), "{text}");
         assert!(text.contains("redirect to :15006"), "{text}");
     }
 }
