@@ -61,7 +61,7 @@ enum Command {
     /// Install the capture in ONE nf_tables transaction (replacing nftmesh's tables in place).
     Apply(apply::ApplyArgs),
     /// Print nftmesh's live tables as nft text, read back over netlink and decoded by nftmesh.
-    Dump(netns_arg::NetnsArg),
+    Dump(dump::DumpArgs),
     /// Check capture with real connections, like Istio's validation: a connection from a
     /// non-proxy uid to the probe must land on the outbound capture port, one from the proxy
     /// uid must not. Exit 1 naming the failed expectation.

@@ -325,6 +325,23 @@ fn ebpf_backend_installs_outbound_on_the_cgroup_and_inbound_in_nf_tables() {
     // diff compares the inbound capture and says what is attached.
     let said = run_ok(&with(&["diff"]));
     assert!(said.contains("connect4"), "{said}");
+    // dump prints the tables and says what is attached.
+    let dump = [
+        "dump",
+        "--network-namespace",
+        &netns,
+        "--cgroup",
+        cg,
+        "--bpffs",
+        bpf,
+    ];
+    let o = nftmesh(&dump);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("redirect to :15006"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("connect4"),
+        "{o:?}"
+    );
 
     // --cleanup-only removes the programs (pins gone) and the table.
     let said = run_ok(&with(&["apply", "--backend", "ebpf", "--cleanup-only"]));
@@ -334,6 +351,8 @@ fn ebpf_backend_installs_outbound_on_the_cgroup_and_inbound_in_nf_tables() {
     assert!(!rules.contains("istio"), "{rules}");
     let o = nftmesh(&with(&["diff"]));
     assert!(!o.status.success(), "diff after cleanup succeeded");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no eBPF program is attached"));
+    let o = nftmesh(&dump);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no eBPF program is attached"));
 }
 
