@@ -1,9 +1,10 @@
 //! The plugin's entry of the network configuration list, as the runtime passes it on stdin:
 //! the spec's fields (`cniVersion`, `name`, `type`, `prevResult`) and nftmesh's own keys
 //! (`capture`, `ambient`, `linkerd`, `mesh`, `without_annotations`, `exclude_namespaces`,
-//! `validate`, `validation_timeout`, `agent_socket`, `log_file`, `log_level`, `log_format`)
-//! and the pod's annotations in `runtimeConfig`. Other keys (capabilities, other runtime
-//! config) are ignored, as the spec asks of plugins.
+//! `validate`, `validation_timeout`, `agent_socket`, `backend`, `bpffs`, `log_file`,
+//! `log_level`, `log_format`), the pod's annotations and its cgroup (`cgroupPath`) in
+//! `runtimeConfig`. Other keys (capabilities, other runtime config) are ignored, as the spec
+//! asks of plugins.
 
 use crate::CniError;
 use nftmesh::log::{Format, Level};
@@ -123,8 +124,18 @@ pub struct NetConf {
     /// the capability, or the runtime has none to pass).
     #[serde(default)]
     pub without_annotations: WithoutAnnotations,
+    /// How a sidecar capture is installed: `nftables` (the default: every rule in the pod's
+    /// namespace) or `ebpf` (outbound by BPF programs on the pod's cgroup, from the runtime's
+    /// `cgroupPath`; inbound by nf_tables: [`nftmesh::ebpf`]).
+    #[serde(default)]
+    pub backend: Backend,
+    /// With `backend: ebpf`: the BPF file system the programs are pinned in (default: the
+    /// one `/proc/mounts` lists, `/sys/fs/bpf` first).
+    #[serde(default)]
+    pub bpffs: Option<PathBuf>,
     /// The runtime's values for the capabilities the entry declares; the pod's annotations
-    /// are its `io.kubernetes.cri.pod-annotations` ([`ANNOTATIONS_CAPABILITY`]).
+    /// are its `io.kubernetes.cri.pod-annotations` ([`ANNOTATIONS_CAPABILITY`]), its cgroup
+    /// its `cgroupPath` ([`CGROUP_PATH_CAPABILITY`]).
     #[serde(default, rename = "runtimeConfig")]
     pub runtime_config: Option<Value>,
     /// `capture`, `ambient` or `linkerd`, parsed and validated once by [`NetConf::parse`].
@@ -135,6 +146,22 @@ pub struct NetConf {
 /// The capability through which containerd (1.5 and later) and CRI-O pass a pod's
 /// annotations in `runtimeConfig`, when the plugin's entry declares it in `capabilities`.
 pub const ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
+
+/// The capability through which containerd's CRI plugin passes the pod's cgroup parent in
+/// `runtimeConfig` (a cgroupfs path or a systemd slice name; [`crate::cgroup`]), when the
+/// entry declares it in `capabilities`.
+pub const CGROUP_PATH_CAPABILITY: &str = "cgroupPath";
+
+/// How the plugin installs a sidecar capture (`backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Every rule in nf_tables in the pod's namespace. The default.
+    #[default]
+    Nftables,
+    /// Outbound capture by eBPF programs on the pod's cgroup, inbound by nf_tables.
+    Ebpf,
+}
 
 /// The mesh whose per-pod decision the plugin makes (`mesh`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -236,6 +263,7 @@ impl NetConf {
             ));
         }
         conf.annotations()?;
+        conf.cgroup_path()?;
         if conf
             .validation_timeout
             .is_some_and(|t| !(t > 0.0 && t <= 60.0))
@@ -261,8 +289,63 @@ impl NetConf {
                 ));
             }
         }
+        conf.check_backend(&desired)?;
         conf.parsed = Some(desired);
         Ok(conf)
+    }
+
+    /// `backend: ebpf` is for a sidecar capture installed by the plugin itself; what it cannot
+    /// do yet is refused here, before any pod.
+    fn check_backend(&self, desired: &Desired) -> Result<(), CniError> {
+        if self.backend == Backend::Nftables {
+            if self.bpffs.is_some() {
+                return Err(CniError::InvalidConfig(
+                    "bpffs is where backend ebpf pins its programs: it needs \"backend\": \"ebpf\""
+                        .into(),
+                ));
+            }
+            return Ok(());
+        }
+        let refuse = |what: &str| {
+            Err(CniError::InvalidConfig(format!(
+                "backend ebpf with {what} is not supported yet: backend ebpf installs Istio's \
+                 sidecar capture (capture, or mesh istio) from the plugin itself; use \
+                 \"backend\": \"nftables\" (the default) for it"
+            )))
+        };
+        if let Desired::Ambient(_) = desired {
+            return refuse("an ambient capture");
+        }
+        if let Desired::Linkerd(_) = desired {
+            return refuse("Linkerd's capture (linkerd, or mesh linkerd)");
+        }
+        if self.agent_socket.is_some() {
+            return refuse("agent_socket (the node agent installs with nf_tables)");
+        }
+        if self.validate {
+            return refuse(
+                "validate (Istio's validation connects from the plugin, which is not in the \
+                 pod's cgroup)",
+            );
+        }
+        Ok(())
+    }
+
+    /// The pod's cgroup the runtime passed (`runtimeConfig`'s [`CGROUP_PATH_CAPABILITY`]);
+    /// `None` when it passed none (`null` and `""` count as none).
+    pub fn cgroup_path(&self) -> Result<Option<String>, CniError> {
+        match self
+            .runtime_config
+            .as_ref()
+            .and_then(|r| r.get(CGROUP_PATH_CAPABILITY))
+        {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(CniError::InvalidConfig(format!(
+                "runtimeConfig.{CGROUP_PATH_CAPABILITY}: expected a string, not {other}"
+            ))),
+        }
     }
 
     /// With `mesh`: refuse the keys of another mesh's capture, and fill in the settings the
@@ -465,6 +548,20 @@ mod tests {
         assert_eq!(l.proxy_uid, Some(2102));
     }
 
+    #[test]
+    fn the_readmes_ebpf_entry_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("### The eBPF backend").unwrap()..];
+        let start = section.find("```json\n").unwrap() + 8;
+        let end = start + section[start..].find("```").unwrap();
+        let mut entry: Value = serde_json::from_str(&section[start..end]).unwrap();
+        entry["cniVersion"] = "1.0.0".into();
+        assert_eq!(entry["capabilities"][CGROUP_PATH_CAPABILITY], true);
+        let conf = NetConf::parse(entry.to_string().as_bytes()).unwrap();
+        assert_eq!(conf.backend, Backend::Ebpf);
+        assert!(matches!(conf.desired().unwrap(), Desired::Capture(_)));
+    }
+
     fn linkerd_of(extra: &str) -> LinkerdConfig {
         match NetConf::parse(conf(extra).as_bytes())
             .unwrap()
@@ -580,6 +677,58 @@ mod tests {
         for none in [&b"{"[..], b"[]", br#"{"log_file":7}"#, br#"{"capture":{}}"#] {
             assert_eq!(log_settings(none), None);
         }
+    }
+
+    #[test]
+    fn backend_ebpf_is_read_and_refused_where_not_supported_yet() {
+        let c = NetConf::parse(conf(r#","capture":{}"#).as_bytes()).unwrap();
+        assert_eq!((c.backend, c.bpffs.as_ref()), (Backend::Nftables, None));
+        let c = NetConf::parse(
+            conf(r#","capture":{},"backend":"ebpf","bpffs":"/b","runtimeConfig":{"cgroupPath":"/kubepods/pod1"}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.backend, Backend::Ebpf);
+        assert_eq!(c.bpffs, Some(PathBuf::from("/b")));
+        assert_eq!(c.cgroup_path().unwrap().as_deref(), Some("/kubepods/pod1"));
+        let c = NetConf::parse(conf(r#","mesh":"istio","backend":"ebpf""#).as_bytes()).unwrap();
+        assert_eq!(c.cgroup_path().unwrap(), None);
+        let refused = |extra: &str, words: &[&str]| {
+            let e = NetConf::parse(conf(extra).as_bytes()).unwrap_err();
+            assert_eq!(e.code(), 7, "{extra}: {e}");
+            for w in words {
+                assert!(e.to_string().contains(w), "{extra}: {w} in {e}");
+            }
+        };
+        refused(
+            r#","ambient":{},"backend":"ebpf""#,
+            &["backend ebpf with an ambient capture is not supported yet"],
+        );
+        refused(
+            r#","linkerd":{},"backend":"ebpf""#,
+            &["Linkerd", "not supported yet"],
+        );
+        refused(
+            r#","mesh":"linkerd","backend":"ebpf""#,
+            &["Linkerd", "not supported yet"],
+        );
+        refused(
+            r#","capture":{},"backend":"ebpf","agent_socket":"/s""#,
+            &["agent_socket", "not supported yet"],
+        );
+        refused(
+            r#","capture":{},"backend":"ebpf","validate":true"#,
+            &["validate", "not supported yet"],
+        );
+        refused(
+            r#","capture":{},"bpffs":"/b""#,
+            &["bpffs", "\"backend\": \"ebpf\""],
+        );
+        refused(r#","capture":{},"backend":"bpf""#, &["`bpf`", "ebpf"]);
+        refused(
+            r#","capture":{},"backend":"ebpf","runtimeConfig":{"cgroupPath":7}"#,
+            &["runtimeConfig.cgroupPath: expected a string"],
+        );
     }
 
     #[test]

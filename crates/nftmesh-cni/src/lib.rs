@@ -19,7 +19,9 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod cgroup;
 pub mod config;
+pub mod ebpf;
 pub mod env;
 mod error;
 pub mod log;

@@ -1,11 +1,11 @@
 //! The commands: ADD, CHECK, DEL, VERSION, STATUS and GC of a chained plugin whose one job is
 //! the pod's traffic capture (nftmesh's tables and TPROXY routing in `CNI_NETNS`).
 
-use crate::config::{log_settings, Desired, LogSettings, NetConf, SUPPORTED_VERSIONS};
+use crate::config::{log_settings, Backend, Desired, LogSettings, NetConf, SUPPORTED_VERSIONS};
 use crate::env::{Command, Env};
 use crate::log::Log;
 use crate::pod::{self, Plan};
-use crate::{agent, CniError};
+use crate::{agent, ebpf, CniError};
 use nftmesh::log::Level;
 use nftmesh::Namespace;
 use nftmesh_protocol::Request;
@@ -136,6 +136,15 @@ fn add(env: &Env, conf: &NetConf, log: &Log) -> Result<Reply, CniError> {
         ));
         return Ok(Some(result));
     }
+    if conf.backend == Backend::Ebpf {
+        // The cgroup is resolved before anything changes: a bad cgroupPath changes nothing.
+        let cfg = ebpf::sidecar(&desired)?;
+        let backend = ebpf::backend(conf)?;
+        let ns = open(&netns)?;
+        ebpf::add(&backend, &ns, cfg, log)?;
+        ns.close_after_exit();
+        return Ok(Some(result));
+    }
     let capture = desired.capture().map_err(CniError::from)?;
     let ns = open(&netns)?;
     // With validation, what is there decides: the same capture is not validated again (its
@@ -235,6 +244,17 @@ fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
         agent::call(socket, &agent_request(req, env))?;
         return Ok(());
     }
+    if conf.backend == Backend::Ebpf {
+        let cfg = ebpf::sidecar(&desired)?;
+        let backend = ebpf::backend(conf)?;
+        ebpf::check(&backend, &open(&netns)?, cfg)?;
+        log.info(&format!(
+            "{} and {}: capture as configured",
+            backend.cgroup().display(),
+            netns.display()
+        ));
+        return Ok(());
+    }
     let capture = desired.capture().map_err(CniError::from)?;
     let drift = open(&netns)?.check(&capture)?;
     if drift.is_empty() {
@@ -251,7 +271,27 @@ fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
 /// [`nftmesh::owned_tables`]; the entry's routing and the default ones, `::6`), whatever the
 /// pod's annotations, the mesh or the entry now say; nothing else touched. Succeeds when the
 /// namespace is gone or holds nothing of ours.
+///
+/// With `backend: ebpf`, the programs on the pod's cgroup go first; a cgroup that no longer
+/// resolves (no `cgroupPath`, the directory gone) is logged and DEL goes on.
 fn del(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
+    if conf.backend == Backend::Ebpf {
+        match ebpf::backend(conf) {
+            Ok(backend) => {
+                let removed = ebpf::remove_programs(&backend)?;
+                log.info(&format!(
+                    "{}: {}",
+                    backend.cgroup().display(),
+                    if removed {
+                        "eBPF programs removed"
+                    } else {
+                        "no eBPF program attached"
+                    }
+                ));
+            }
+            Err(e) => log.at(Level::Warn, &format!("{e}: no eBPF program removed")),
+        }
+    }
     let entry = conf.desired().ok();
     remove(env, conf.agent_socket.as_deref(), entry.as_ref(), log)
 }
