@@ -214,9 +214,15 @@ mod tests {
         let mut cfg = everything();
         cfg.dns.enabled = true;
         cfg.dns.servers = vec!["10.96.0.10".parse().unwrap()];
-        assert!(Capture::new(&cfg).unwrap().render().contains("redirect to :15053"));
+        assert!(Capture::new(&cfg)
+            .unwrap()
+            .render()
+            .contains("redirect to :15053"));
         let text = EbpfBackend::inbound(&cfg).unwrap().render();
-        assert!(!text.contains("15053") && !text.contains("dport 53"), "{text}");
+        assert!(
+            !text.contains("15053") && !text.contains("dport 53"),
+            "{text}"
+        );
         assert!(text.contains("redirect to :15006"), "{text}");
     }
 }
