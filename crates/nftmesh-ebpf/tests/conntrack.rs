@@ -15,28 +15,27 @@
 //! cgroup (a cgroup holds whole processes, so the test runner stays out of it). Needs root;
 //! otherwise `SKIP: why` (a failure under `CI=true`).
 
+mod support;
+
 use nftmesh_ebpf::EbpfCapture;
 use nftmesh_model::config::CaptureConfig;
 use nftmesh_netlink::probe::original_dst;
 use nftmesh_test_support::skip;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{run_child, TestCgroup, CHILD_ENV};
 
-/// Tells this binary it runs as a child, and which phase: `ebpf:<cgroup>` or
-/// `nftables:<cgroup>`.
-const CHILD_ENV: &str = "NFTMESH_EBPF_CONNTRACK_CHILD";
 /// Connections per backend.
 const N: usize = 20;
 /// The peer the app connects to: out of `nm0` (a veth), so nf_tables sees it leave
 /// over a non-`lo` interface, as a remote peer's connection does.
 const PEER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 8080);
 const PROXY_PORT: u16 = 15001;
-/// How long a connect, accept or read may take; how long a child may run.
+/// How long a connect, accept or read may take.
 const WAIT: Duration = Duration::from_secs(3);
-const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
 /// Not a test of its own: the children's entry point.
 #[test]
@@ -55,14 +54,14 @@ fn ebpf_adds_no_conntrack_entry_nftables_one_per_connection() {
     }
     let cgroup = TestCgroup::create();
     // nf_tables: no program on the cgroup; the child installs the capture in its namespace.
-    let nft = run_child("nftables", cgroup.path());
+    let nft = counted("nftables", cgroup.path());
     // eBPF: the programs on the cgroup; the child's namespace has no table.
     let mut capture = EbpfCapture::new(&CaptureConfig::sidecar())
         .unwrap_or_else(|e| panic!("load the capture: {e}"));
     let attached = capture
         .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("attach: {e}"));
-    let ebpf = run_child("ebpf", cgroup.path());
+    let ebpf = counted("ebpf", cgroup.path());
     attached.remove().expect("detach");
     eprintln!("{N} captured connections: nf_tables {nft}, eBPF {ebpf}");
     assert_eq!(
@@ -204,116 +203,23 @@ fn run_phase(phase: &str, cgroup: &Path) {
 
 // ---- The parent's side ----
 
-/// Why this test cannot run here, if it cannot.
+/// Why this test cannot run here, if it cannot: the kernel tests' reasons, or no conntrack.
 fn unavailable() -> Option<String> {
-    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: BPF programs on a cgroup and nf_tables need root".into());
-    }
-    if cgroup2_mount().is_none() {
-        return Some("no cgroup2 file system is mounted (see /proc/mounts)".into());
-    }
-    if !Path::new("/proc/sys/net/netfilter/nf_conntrack_count").exists() {
-        return Some("nf_conntrack is not loaded (no nf_conntrack_count)".into());
-    }
-    match Command::new("unshare").args(["--net", "true"]).output() {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "unshare --net fails: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("cannot run unshare: {e}")),
-    }
-}
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(dir))
+    support::unavailable().or_else(|| {
+        (!Path::new("/proc/sys/net/netfilter/nf_conntrack_count").exists())
+            .then(|| "nf_conntrack is not loaded (no nf_conntrack_count)".to_string())
     })
 }
 
-/// `<cgroup2 mount>/nftmesh-conntrack-<pid>`, removed on drop.
-struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    fn create() -> Self {
-        let mount = cgroup2_mount().expect("checked by unavailable()");
-        let path = mount.join(format!("nftmesh-conntrack-{}", std::process::id()));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        TestCgroup(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // The children have exited; the kernel may take a moment to let the cgroup go.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while let Err(e) = std::fs::remove_dir(&self.0) {
-            if Instant::now() > deadline {
-                eprintln!("cannot remove {}: {e}", self.0.display());
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Run `phase` in a new network namespace, joining `cgroup`; what it counted. Panics with its
-/// output unless it succeeds within [`CHILD_LIMIT`] (killing only that child).
-fn run_child(phase: &str, cgroup: &Path) -> Counted {
-    let exe = std::env::current_exe().expect("the test binary");
-    let mut child = Command::new("unshare")
-        .args(["--net", "--"])
-        .arg(exe)
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{phase}:{}", cgroup.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn unshare");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + CHILD_LIMIT;
-    let status = loop {
-        match child.try_wait().expect("wait") {
-            Some(s) => break Some(s),
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let (out, err) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
-    match status {
-        Some(s) if s.success() => {}
-        Some(s) => panic!("child {phase} failed ({s}):\n{out}\n{err}"),
-        None => panic!("child {phase} did not finish within {CHILD_LIMIT:?}:\n{out}\n{err}"),
-    }
+/// Run `phase` in a new network namespace, joining `cgroup` (see `support::run_child`); what
+/// it counted.
+fn counted(phase: &str, cgroup: &Path) -> Counted {
+    let out = run_child(phase, cgroup);
     let line = out
         .lines()
         // libtest prints `test child ... ` on the same line first.
         .find_map(|l| l.find(RESULT).map(|i| &l[i + RESULT.len()..]))
-        .unwrap_or_else(|| panic!("child {phase} printed no result:\n{out}\n{err}"));
+        .unwrap_or_else(|| panic!("child {phase} printed no result:\n{out}"));
     let mut f = line
         .split_whitespace()
         .map(|v| v.parse::<u64>().expect("a number"));

@@ -90,9 +90,10 @@ impl Drop for TestCgroup {
     }
 }
 
-/// Run `phase` of the child (see [`child::run`]) in a new network namespace, with `cgroup` as
-/// the cgroup it joins; panics with its output unless it succeeds within [`CHILD_LIMIT`].
-pub fn run_child(phase: &str, cgroup: &Path) {
+/// Run `phase` of the child (the test binary's `child` test, which reads [`CHILD_ENV`]) in a
+/// new network namespace, with `cgroup` as the cgroup it joins; its standard output. Panics
+/// with its output unless it succeeds within [`CHILD_LIMIT`].
+pub fn run_child(phase: &str, cgroup: &Path) -> String {
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut child = Command::new("unshare")
         .args(["--net", "--"])
@@ -135,4 +136,5 @@ pub fn run_child(phase: &str, cgroup: &Path) {
         Some(s) => panic!("child phase {phase} failed ({s}):\n{out}\n{err}"),
         None => panic!("child phase {phase} did not finish within {CHILD_LIMIT:?}:\n{out}\n{err}"),
     }
+    out
 }
