@@ -9,6 +9,7 @@ mod common;
 
 use common::{nftmesh, skip::skip, Netns};
 use nftmesh_netlink::probe::{accept_within, original_dst};
+use nftmesh_test_support::bpffs::TestBpffs;
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -62,51 +63,6 @@ impl Drop for Cgroup {
     }
 }
 
-/// A BPF file system instance mounted at a temporary directory; unmounted on drop (which
-/// drops whatever is still pinned there).
-struct TestBpffs(PathBuf);
-
-impl TestBpffs {
-    fn mount() -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "nftmesh-cli-bpffs-{}-{}",
-            std::process::id(),
-            next()
-        ));
-        std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let o = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !o.status.success() {
-            let _ = std::fs::remove_dir(&dir);
-            return Err(format!(
-                "mount -t bpf: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        Ok(TestBpffs(dir))
-    }
-
-    /// Whether anything of nftmesh is pinned here.
-    fn has_pins(&self) -> bool {
-        self.0.join("nftmesh").exists()
-    }
-}
-
-impl Drop for TestBpffs {
-    fn drop(&mut self) {
-        if Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-}
-
 /// Everything the test needs, or `None` after `SKIP: why`.
 fn ready() -> Option<(Netns, Cgroup, TestBpffs)> {
     if !nix::unistd::geteuid().is_root() {
@@ -116,7 +72,7 @@ fn ready() -> Option<(Netns, Cgroup, TestBpffs)> {
     let setup = || -> Result<_, String> {
         let ns = Netns::new()?;
         let cgroup = Cgroup::create()?;
-        let bpffs = TestBpffs::mount()?;
+        let bpffs = TestBpffs::mount("cli")?;
         Ok((ns, cgroup, bpffs))
     };
     match setup() {

@@ -9,10 +9,10 @@ mod common;
 
 use common::*;
 use nftmesh::ebpf::{Attachment, Bpffs};
+use nftmesh_test_support::bpffs::TestBpffs;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long the kernel may take to let an emptied cgroup go.
@@ -77,58 +77,18 @@ impl Drop for Cgroup {
     }
 }
 
-/// A BPF file system mounted at a temp dir of this test (the node's mount namespace is its
-/// own, so it goes with the node in any case).
-struct TestBpffs(PathBuf);
-
-impl TestBpffs {
-    fn mount() -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!("nftmesh-cni-bpffs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let o = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !o.status.success() {
-            let _ = std::fs::remove_dir(&dir);
-            return Err(format!(
-                "mount -t bpf: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        Ok(TestBpffs(dir))
-    }
-
-    /// Whether anything of nftmesh is pinned here.
-    fn has_pins(&self) -> bool {
-        self.0.join("nftmesh").exists()
-    }
-
-    /// What is attached to `cgroup`, as `nftmesh::ebpf` finds it in this bpffs.
-    fn attached(&self, cgroup: &Path) -> Option<Vec<&'static str>> {
-        let bpffs = Bpffs::at(&self.0).expect("the test's bpffs");
-        Attachment::open(&bpffs, cgroup)
-            .expect("open the attachment")
-            .map(|a| a.programs())
-    }
-}
-
-impl Drop for TestBpffs {
-    fn drop(&mut self) {
-        if Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success())
-        {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
+/// What is attached to `cgroup`, as `nftmesh::ebpf` finds it in this bpffs.
+fn attached(bpffs: &TestBpffs, cgroup: &Path) -> Option<Vec<&'static str>> {
+    let bpffs = Bpffs::at(bpffs.path()).expect("the test's bpffs");
+    Attachment::open(&bpffs, cgroup)
+        .expect("open the attachment")
+        .map(|a| a.programs())
 }
 
 /// In the node: the cgroup `relative` and a bpffs, or `None` after `SKIP: why`.
 fn ready(relative: &str) -> Option<(Cgroup, TestBpffs)> {
-    let setup = || -> Result<_, String> { Ok((Cgroup::create(relative)?, TestBpffs::mount()?)) };
+    let setup =
+        || -> Result<_, String> { Ok((Cgroup::create(relative)?, TestBpffs::mount("cni")?)) };
     match setup() {
         Ok(r) => Some(r),
         Err(why) => {
@@ -175,7 +135,7 @@ fn add_attaches_to_the_pods_cgroup_and_del_removes_everything() {
     let pod = caps(&format!("/{name}"));
     ok(net.cnitool_caps("add", &pod), "add");
 
-    let programs = bpffs.attached(cgroup.pod()).expect("programs attached");
+    let programs = attached(&bpffs, cgroup.pod()).expect("programs attached");
     assert!(programs.contains(&"nftmesh_connect4"), "{programs:?}");
     // The inbound capture is in the pod's namespace; nothing jumps to the outbound redirect.
     assert_eq!(ours(&net.tables()), vec!["istio-proxy-nat"]);
@@ -193,7 +153,7 @@ fn add_attaches_to_the_pods_cgroup_and_del_removes_everything() {
     ok(net.cnitool_caps("check", &pod), "check");
 
     ok(net.cnitool_caps("del", &pod), "del");
-    assert_eq!(bpffs.attached(cgroup.pod()), None);
+    assert_eq!(attached(&bpffs, cgroup.pod()), None);
     assert!(!bpffs.has_pins(), "pins left in {}", bpffs.0.display());
     assert!(ours(&net.tables()).is_empty(), "{:?}", net.tables());
     // CHECK (the plugin run directly: the address plugin's CHECK fails after DEL) now names
@@ -226,10 +186,10 @@ fn a_systemd_slice_cgroup_path_resolves_to_its_nested_directory() {
     };
     let net = Net::new(entry(&bpffs));
     ok(net.cnitool_caps("add", &caps(&slice)), "add");
-    let programs = bpffs.attached(cgroup.pod()).expect("attached to the slice");
+    let programs = attached(&bpffs, cgroup.pod()).expect("attached to the slice");
     assert!(programs.contains(&"nftmesh_connect4"), "{programs:?}");
     // Not on the parent slice.
-    assert_eq!(bpffs.attached(&cgroup.dirs[0]), None);
+    assert_eq!(attached(&bpffs, &cgroup.dirs[0]), None);
     ok(net.cnitool_caps("del", &caps(&slice)), "del");
     assert!(!bpffs.has_pins());
     assert!(ours(&net.tables()).is_empty(), "{:?}", net.tables());

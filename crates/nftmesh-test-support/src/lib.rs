@@ -6,6 +6,7 @@
 
 pub mod ambient_cases;
 pub mod annotations;
+pub mod bpffs;
 pub mod cases;
 pub mod corpus;
 pub mod named_netns;
