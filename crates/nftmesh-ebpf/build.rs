@@ -1,12 +1,10 @@
 //! Compiles the BPF programs in `bpf/` with clang (Debian's `clang` and `libbpf-dev`, which
-//! `scripts/setup.sh` installs) into `$OUT_DIR`, where `src/programs.rs` includes them.
+//! `scripts/setup.sh` installs) into `$OUT_DIR`: every `bpf/NAME.c` becomes
+//! `$OUT_DIR/NAME.bpf.o`, which the crate includes.
 //! `CLANG` names another compiler.
 
 use std::path::PathBuf;
 use std::process::Command;
-
-/// The BPF objects: source in `bpf/`, object written to `$OUT_DIR`.
-const OBJECTS: &[(&str, &str)] = &[("capture.c", "capture.bpf.o")];
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -16,9 +14,15 @@ fn main() {
     let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
     println!("cargo:rerun-if-env-changed=CLANG");
     println!("cargo:rerun-if-changed=bpf");
-    for (source, object) in OBJECTS {
-        let source = PathBuf::from("bpf").join(source);
-        let object = out.join(object);
+    let mut sources: Vec<PathBuf> = std::fs::read_dir("bpf")
+        .expect("the bpf/ directory")
+        .map(|e| e.expect("an entry of bpf/").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    for source in sources {
+        let stem = source.file_stem().expect("a file name").to_string_lossy();
+        let object = out.join(format!("{stem}.bpf.o"));
         let status = Command::new(&clang)
             .args(["-O2", "-g", "-Wall", "-Werror", "-target", "bpf"])
             .arg(&multiarch)
