@@ -28,7 +28,7 @@ use nftmesh_model::config::{CaptureConfig, CidrSelection};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use nftmesh_ebpf::{Attachment, Bpffs, EbpfError, Tracked};
+pub use nftmesh_ebpf::{Attachment, Bpffs, EbpfError, NetnsCookie, Tracked};
 
 /// Where the eBPF backend installs: the pod's cgroup v2 directory (its processes' connects are
 /// captured) and the BPF file system its programs' links and maps are pinned in.
@@ -130,7 +130,8 @@ impl EbpfBackend {
         Capture::new(&inbound)
     }
 
-    /// Install `cfg` for the pod: the eBPF programs on the cgroup first (pinned, replacing an
+    /// Install `cfg` for the pod: the eBPF programs on the cgroup first (applying to its
+    /// sockets in `ns` only, as the nf_tables capture applies in `ns` only; pinned, replacing an
     /// earlier eBPF capture of the cgroup atomically), then the inbound capture in `ns` (one
     /// nf_tables transaction that also replaces an nf_tables capture with outbound: the
     /// programs already capture, so no connect goes uncaptured). Settings the programs cannot
@@ -142,7 +143,11 @@ impl EbpfBackend {
         cfg: &CaptureConfig,
     ) -> Result<EbpfInstalled, CaptureError> {
         let inbound = Self::inbound(cfg)?;
-        let mut programs = nftmesh_ebpf::EbpfCapture::new(cfg)?;
+        let netns = match ns.path() {
+            Some(path) => NetnsCookie::of(path)?,
+            None => NetnsCookie::current()?,
+        };
+        let mut programs = nftmesh_ebpf::EbpfCapture::in_namespace(cfg, netns)?;
         let attachment = programs.install(&self.bpffs, &self.cgroup)?;
         let report = ns.install(&inbound)?;
         Ok(EbpfInstalled {

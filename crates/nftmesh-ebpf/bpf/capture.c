@@ -385,15 +385,27 @@ static __always_inline int forget_peer(struct bpf_sock *sk)
 	return 1;
 }
 
-/* The settings, if capture is on. */
-static __always_inline const struct capture_config *settings(void)
+/* The settings, if capture is on in the network namespace whose cookie is `netns` (the one the
+ * capture was installed for, or any when it names none). */
+static __always_inline const struct capture_config *settings(__u64 netns)
 {
 	__u32 key = 0;
 	const struct capture_config *cfg = bpf_map_lookup_elem(&config, &key);
 
 	if (!cfg || !cfg->proxy_port)
 		return 0;
+	if (cfg->netns_cookie && cfg->netns_cookie != netns)
+		return 0;
 	return cfg;
+}
+
+/* Whether the capture names a network namespace other than the one whose cookie is `netns`. */
+static __always_inline int out_of_scope(__u64 netns)
+{
+	__u32 key = 0;
+	const struct capture_config *cfg = bpf_map_lookup_elem(&config, &key);
+
+	return cfg && cfg->netns_cookie && cfg->netns_cookie != netns;
 }
 
 static __always_inline int is_tcp(struct bpf_sock_addr *ctx)
@@ -411,7 +423,7 @@ static __always_inline const struct capture_config *capture_config(struct bpf_so
 {
 	if (!is_tcp(ctx))
 		return 0;
-	return settings();
+	return settings(bpf_get_netns_cookie(ctx));
 }
 
 /* The port a connect decided TO_PROXY or TO_DNS goes to, host order. */
@@ -503,7 +515,7 @@ int nftmesh_connect4(struct bpf_sock_addr *ctx)
 		/* A UDP socket's connect(): DNS capture, or a peer forgotten. */
 		if (!is_udp(ctx))
 			return 1;
-		cfg = settings();
+		cfg = settings(bpf_get_netns_cookie(ctx));
 		if (!cfg || !redirect_dns4(ctx, cfg))
 			return forget_peer(ctx->sk);
 		return 1;
@@ -535,7 +547,7 @@ int nftmesh_sendmsg4(struct bpf_sock_addr *ctx)
 
 	if (!is_udp(ctx))
 		return 1;
-	cfg = settings();
+	cfg = settings(bpf_get_netns_cookie(ctx));
 	/* A datagram not redirected keeps the socket's storage: a reply to an earlier redirected
 	 * query may still come. */
 	if (cfg)
@@ -552,7 +564,7 @@ int nftmesh_recvmsg4(struct bpf_sock_addr *ctx)
 
 	if (!sk || ctx->user_ip4 != bpf_htonl(0x7f000001))
 		return 1;
-	cfg = settings();
+	cfg = settings(bpf_get_netns_cookie(ctx));
 	if (!cfg || cfg->dns == DNS_OFF || ctx->user_port != bpf_htons(cfg->dns_port))
 		return 1;
 	p = bpf_sk_storage_get(&peer_by_socket, sk, 0, 0);
@@ -570,7 +582,7 @@ int nftmesh_sendmsg6(struct bpf_sock_addr *ctx)
 
 	if (!is_udp(ctx))
 		return 1;
-	cfg = settings();
+	cfg = settings(bpf_get_netns_cookie(ctx));
 	if (cfg)
 		redirect_dns6(ctx, cfg);
 	return 1;
@@ -586,7 +598,7 @@ int nftmesh_recvmsg6(struct bpf_sock_addr *ctx)
 
 	if (!sk)
 		return 1;
-	cfg = settings();
+	cfg = settings(bpf_get_netns_cookie(ctx));
 	if (!cfg || cfg->dns == DNS_OFF || ctx->user_port != bpf_htons(cfg->dns_port))
 		return 1;
 	a0 = ctx->user_ip6[0];
@@ -624,7 +636,7 @@ int nftmesh_connect6(struct bpf_sock_addr *ctx)
 	if (!cfg) {
 		if (!is_udp(ctx))
 			return 1;
-		cfg = settings();
+		cfg = settings(bpf_get_netns_cookie(ctx));
 		if (!cfg || !redirect_dns6(ctx, cfg))
 			return forget_peer(ctx->sk);
 		return 1;
@@ -887,6 +899,12 @@ int nftmesh_getsockopt(struct bpf_sockopt *ctx)
 
 	sk = ctx->sk;
 	if (!sk)
+		return 1;
+	if (!(ctx->level == SOL_IP && ctx->optname == SO_ORIGINAL_DST) &&
+	    !(ctx->level == SOL_IPV6 && ctx->optname == IP6T_SO_ORIGINAL_DST))
+		return 1;
+	/* Another namespace's socket (the cgroup's processes may use several) is the kernel's. */
+	if (out_of_scope(bpf_get_netns_cookie(ctx)))
 		return 1;
 	if (ctx->level == SOL_IPV6 && ctx->optname == IP6T_SO_ORIGINAL_DST &&
 	    sk->family == AF_INET6)

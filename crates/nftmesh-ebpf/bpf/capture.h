@@ -18,6 +18,8 @@ struct capture_config {
 	__u8 pad;
 	__u16 dns_port;          /* DNS capture port (15053), host order */
 	__u16 pad2;
+	__u32 pad3;
+	__u64 netns_cookie;      /* capture only in this network namespace; 0 = in every one */
 };
 
 /* DNS capture (CaptureConfig::dns as in effect): off, to the servers of map `dns_servers`, or

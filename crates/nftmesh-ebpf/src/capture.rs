@@ -3,6 +3,7 @@
 use crate::attachment::{self, Attachment};
 use crate::error::EbpfError;
 use crate::maps;
+use crate::netns::NetnsCookie;
 use crate::pins::{self, Bpffs};
 use crate::programs;
 use crate::settings::{Dns, Settings};
@@ -38,10 +39,31 @@ impl EbpfCapture {
     /// Check `cfg`, load the programs (the kernel's verifier runs here) and write `cfg`'s
     /// outbound settings into their maps. Settings this backend cannot apply exactly are
     /// [`EbpfError::Unsupported`]; inbound settings are ignored (inbound stays with nf_tables).
+    ///
+    /// The capture applies to the cgroup's sockets in **every** network namespace; see
+    /// [`EbpfCapture::in_namespace`] for one (what nftmesh's installers use).
     pub fn new(cfg: &CaptureConfig) -> Result<Self, EbpfError> {
-        let settings = Settings::from_config(cfg)?;
+        Self::with(Settings::from_config(cfg)?)
+    }
+
+    /// [`EbpfCapture::new`], applying only to the cgroup's sockets in the network namespace
+    /// `netns` (the pod's), as nf_tables' capture applies in its namespace only: a process of
+    /// the cgroup that connects from another namespace is not captured, and its
+    /// `getsockopt(SO_ORIGINAL_DST)` is the kernel's.
+    pub fn in_namespace(cfg: &CaptureConfig, netns: NetnsCookie) -> Result<Self, EbpfError> {
+        let mut settings = Settings::from_config(cfg)?;
+        settings.netns_cookie = netns.get();
+        Self::with(settings)
+    }
+
+    fn with(settings: Settings) -> Result<Self, EbpfError> {
         let bpf = load(&settings, None)?;
         Ok(EbpfCapture { settings, bpf })
+    }
+
+    /// The network namespace the capture applies in; `None`: every one.
+    pub fn namespace(&self) -> Option<NetnsCookie> {
+        (self.settings.netns_cookie != 0).then(|| NetnsCookie::from_raw(self.settings.netns_cookie))
     }
 
     /// Attach the programs to the cgroup v2 directory `cgroup_dir` for as long as the returned

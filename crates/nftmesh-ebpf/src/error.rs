@@ -105,6 +105,16 @@ pub enum EbpfError {
         /// What this build's programs need.
         expected: u32,
     },
+    /// The network namespace's cookie could not be read (`SO_NETNS_COOKIE` needs Linux 5.14),
+    /// or `path` is not a network namespace.
+    #[error("network namespace {}: {source}", .path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "of this thread".into()))]
+    Netns {
+        /// The namespace's path; `None` for the calling thread's.
+        path: Option<PathBuf>,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The cgroup directory could not be opened.
     #[error("cgroup {}: {source}", path.display())]
     Cgroup {

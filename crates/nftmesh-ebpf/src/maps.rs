@@ -27,6 +27,8 @@ pub(crate) struct RawConfig {
     pub pad: u8,
     pub dns_port: u16,
     pub pad2: u16,
+    pub pad3: u32,
+    pub netns_cookie: u64,
 }
 
 /// `struct original_dst`: address and port in network order.
@@ -67,7 +69,7 @@ pub(crate) struct RawTuple6 {
     pub proxy_port: u16,
 }
 
-const _: () = assert!(std::mem::size_of::<RawConfig>() == 20);
+const _: () = assert!(std::mem::size_of::<RawConfig>() == 32);
 const _: () = assert!(std::mem::size_of::<RawOriginalDst6>() == 20);
 const _: () = assert!(std::mem::size_of::<RawTuple6>() == 36);
 const _: () = assert!(std::mem::size_of::<RawOriginalDst>() == 8);
@@ -123,6 +125,8 @@ impl RawConfig {
             pad: 0,
             dns_port: s.dns_port,
             pad2: 0,
+            pad3: 0,
+            netns_cookie: s.netns_cookie,
         }
     }
 }

@@ -65,6 +65,8 @@ pub(crate) struct Settings {
     pub dns: Dns,
     /// The DNS agent's port (Istio's 15053).
     pub dns_port: u16,
+    /// The network namespace cookie the capture applies in; 0: every namespace.
+    pub netns_cookie: u64,
 }
 
 impl Settings {
@@ -103,6 +105,7 @@ impl Settings {
             host_loopback: cfg.host_ipv4_loopback_cidr,
             dns: dns(cfg),
             dns_port: DNS_CAPTURE_PORT,
+            netns_cookie: 0,
         })
     }
 }

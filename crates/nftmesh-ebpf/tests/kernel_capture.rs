@@ -8,13 +8,13 @@ mod kernel_support;
 mod support;
 
 use ipnet::IpNet;
-use nftmesh_ebpf::{Attachment, EbpfCapture, EbpfError, Tracked};
+use nftmesh_ebpf::{Attachment, EbpfCapture, EbpfError, NetnsCookie, Tracked};
 use nftmesh_model::config::{CaptureConfig, CidrSelection, GroupRef, OwnerGroups};
 use nftmesh_test_support::skip;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use support::child::*;
-use support::{run_child, TestCgroup, CHILD_ENV};
+use support::{run_child, run_child_in, TestCgroup, TestNetns, CHILD_ENV};
 
 /// Not a test of its own: the entry point of the child processes (see `support::run_child`);
 /// does nothing unless [`CHILD_ENV`] names a phase.
@@ -171,4 +171,26 @@ fn a_missing_cgroup_is_an_error_naming_it() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_capture_for_one_network_namespace_leaves_the_cgroups_other_namespaces_alone() {
+    let Some(()) = ready() else { return };
+    let cgroup = TestCgroup::create();
+    let pod = TestNetns::create();
+    let cfg = CaptureConfig {
+        outbound_ports_exclude: vec![EXCLUDED_PORT],
+        outbound_cidrs_exclude: vec![net(EXCLUDED_PEER, 32)],
+        ..CaptureConfig::sidecar()
+    };
+    let cookie = NetnsCookie::of(&pod.path()).expect("the namespace's cookie");
+    assert_ne!(cookie, NetnsCookie::current().expect("ours"));
+    let mut capture = EbpfCapture::in_namespace(&cfg, cookie).expect("load");
+    assert_eq!(capture.namespace(), Some(cookie));
+    let attached = capture.attach(cgroup.path()).expect("attach");
+    // In the pod's namespace the cgroup's connects are captured, as by `new`...
+    run_child_in("captured", cgroup.path(), &pod.path());
+    // ... in any other, the same cgroup's are not.
+    run_child("removed", cgroup.path());
+    attached.remove().expect("remove");
 }

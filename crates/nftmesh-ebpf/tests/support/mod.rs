@@ -94,9 +94,57 @@ impl Drop for TestCgroup {
 /// new network namespace, with `cgroup` as the cgroup it joins; its standard output. Panics
 /// with its output unless it succeeds within [`CHILD_LIMIT`].
 pub fn run_child(phase: &str, cgroup: &Path) -> String {
+    spawn_child(phase, cgroup, Command::new("unshare").args(["--net", "--"]))
+}
+
+/// [`run_child`] in the existing network namespace `netns` (entered with `nsenter --net=`)
+/// instead of a new one.
+pub fn run_child_in(phase: &str, cgroup: &Path, netns: &Path) -> String {
+    let enter = format!("--net={}", netns.display());
+    spawn_child(
+        phase,
+        cgroup,
+        Command::new("nsenter").args([enter.as_str(), "--"]),
+    )
+}
+
+/// A named network namespace this test created (`ip netns add`), deleted on drop.
+pub struct TestNetns(String);
+
+impl TestNetns {
+    /// Create a fresh one.
+    pub fn create() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "nftmesh-ebpf-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let o = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("run ip netns add");
+        assert!(o.status.success(), "ip netns add {name}: {o:?}");
+        TestNetns(name)
+    }
+
+    /// Its path under /var/run/netns.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/netns").join(&self.0)
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// Run the test binary's `child` test for `phase` under `wrapper` (which enters or makes the
+/// child's network namespace); see [`run_child`].
+fn spawn_child(phase: &str, cgroup: &Path, wrapper: &mut Command) -> String {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let mut child = Command::new("unshare")
-        .args(["--net", "--"])
+    let mut child = wrapper
         .arg(exe)
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, format!("{phase}:{}", cgroup.display()))
@@ -104,7 +152,7 @@ pub fn run_child(phase: &str, cgroup: &Path) -> String {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn unshare");
+        .expect("spawn the child");
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut s = String::new();
