@@ -358,17 +358,33 @@ fn ipnets_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)> {
 
 #[test]
 fn the_same_expectation_table_passes_for_nftmesh_and_for_istios_own_iptables_rules() {
-    if skip() {
+    const TEST: &str =
+        "the_same_expectation_table_passes_for_nftmesh_and_for_istios_own_iptables_rules";
+    if let Some(target) = support::ebpf_column::child() {
+        let setup = Setup::Ebpf(Box::new(case_config("ipnets")), target);
+        support::ebpf_column::print_rows(&ipnets_rows(setup, "ipnets-ebpf"));
+        return;
+    }
+    if skip() || ebpf_skip() {
         return;
     }
     let (ours, istio) = both_columns("ipnets", ipnets_rows);
+    let ebpf = ebpf_column(TEST, &ours);
     let expected = [
         format!("outbound {PEER}:8080"),
         "peer -".to_string(),
         "peer -".to_string(),
         "app ".to_string(),
     ];
-    print_and_check("ipnets", &ours, &istio, &expected);
+    print_and_check(
+        "Istio case ipnets",
+        &[
+            ("nftmesh", &ours),
+            ("istio-iptables", &istio),
+            ("nftmesh eBPF backend", &ebpf),
+        ],
+        &expected,
+    );
     let (pod, to) = (IpAddr::from(POD), |ip: Ipv4Addr| {
         SocketAddr::from((ip, 8080))
     });
@@ -454,10 +470,18 @@ fn inbound_wildcard_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)>
 
 #[test]
 fn the_inbound_wildcard_table_passes_for_nftmesh_and_for_istios_own_iptables_rules() {
-    if skip() {
+    const TEST: &str =
+        "the_inbound_wildcard_table_passes_for_nftmesh_and_for_istios_own_iptables_rules";
+    if let Some(target) = support::ebpf_column::child() {
+        let setup = Setup::Ebpf(Box::new(case_config("inbound-ports-wildcard")), target);
+        support::ebpf_column::print_rows(&inbound_wildcard_rows(setup, "wildcard-ebpf"));
+        return;
+    }
+    if skip() || ebpf_skip() {
         return;
     }
     let (ours, istio) = both_columns("inbound-ports-wildcard", inbound_wildcard_rows);
+    let ebpf = ebpf_column(TEST, &ours);
     let expected = [
         format!("inbound {POD}:8080"),
         "tunnel ".to_string(),
@@ -465,7 +489,15 @@ fn the_inbound_wildcard_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
         "app ".to_string(),
         format!("inbound {POD}:8080"),
     ];
-    print_and_check("inbound-ports-wildcard", &ours, &istio, &expected);
+    print_and_check(
+        "Istio case inbound-ports-wildcard",
+        &[
+            ("nftmesh", &ours),
+            ("istio-iptables", &istio),
+            ("nftmesh eBPF backend", &ebpf),
+        ],
+        &expected,
+    );
     let pod = |port: u16| SocketAddr::from((POD, port));
     let lo = |last: u8| IpAddr::from(Ipv4Addr::new(127, 0, 0, last));
     let packets = [
@@ -522,27 +554,24 @@ fn both_columns(case: &str, rows: fn(Setup, &str) -> Rows) -> (Rows, Rows) {
     (ours, istio)
 }
 
-/// Print the table (row, nftmesh, istio-iptables) and check both columns against `expected`
+/// Print the table (row, then a cell per column) and check every column against `expected`
 /// (each cell must start with it).
-fn print_and_check(
-    case: &str,
-    ours: &[(&str, String)],
-    istio: &[(&str, String)],
-    expected: &[String],
-) {
-    println!(
-        "{:<44} | {:<28} | {:<28}",
-        format!("row (Istio case {case})"),
-        "nftmesh",
-        "istio-iptables"
-    );
-    for ((row, n), (_, i)) in ours.iter().zip(istio) {
-        println!("{row:<44} | {n:<28} | {i:<28}");
+fn print_and_check(case: &str, columns: &[(&str, &Rows)], expected: &[String]) {
+    let mut head = format!("{:<44}", format!("row ({case})"));
+    for (who, _) in columns {
+        head.push_str(&format!(" | {who:<30}"));
     }
-    assert_eq!(ours.len(), expected.len());
-    assert_eq!(istio.len(), expected.len());
-    for (k, want) in expected.iter().enumerate() {
-        for (who, rows) in [("nftmesh", ours), ("istio-iptables", istio)] {
+    println!("{head}");
+    for (k, (row, _)) in columns[0].1.iter().enumerate() {
+        let mut line = format!("{row:<44}");
+        for (_, rows) in columns {
+            line.push_str(&format!(" | {:<30}", rows[k].1));
+        }
+        println!("{line}");
+    }
+    for (who, rows) in columns {
+        assert_eq!(rows.len(), expected.len(), "{who}: one cell per row");
+        for (k, want) in expected.iter().enumerate() {
             let got = &rows[k].1;
             assert!(
                 got.starts_with(want.as_str()),
@@ -551,6 +580,41 @@ fn print_and_check(
             );
         }
     }
+}
+
+/// Whether the eBPF column cannot run here (printed as a skip, a failure under CI).
+fn ebpf_skip() -> bool {
+    match support::ebpf_column::unavailable() {
+        Some(why) => {
+            support::skip(&why);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The eBPF backend's column of the test named `test` (run again as a child in a cgroup of its
+/// own), its rows checked to be `like`'s.
+fn ebpf_column(test: &str, like: &Rows) -> Rows {
+    let got = support::ebpf_column::column(test);
+    assert_eq!(
+        got.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(),
+        like.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        "the eBPF column has the same rows"
+    );
+    like.iter()
+        .zip(got)
+        .map(|((row, _), (_, seen))| (*row, seen))
+        .collect()
+}
+
+/// The config of a case, by name.
+fn case_config(case: &str) -> CaptureConfig {
+    support::cases::cases()
+        .into_iter()
+        .find(|c| c.name == case)
+        .expect("case")
+        .config()
 }
 
 #[test]
@@ -714,10 +778,18 @@ fn ipv6_inbound_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)> {
 
 #[test]
 fn the_ipv6_inbound_table_passes_for_nftmesh_and_for_istios_own_ip6tables_rules() {
-    if skip() {
+    const TEST: &str =
+        "the_ipv6_inbound_table_passes_for_nftmesh_and_for_istios_own_ip6tables_rules";
+    if let Some(target) = support::ebpf_column::child() {
+        let setup = Setup::Ebpf(Box::new(case_config("ipv6-inbound-ports")), target);
+        support::ebpf_column::print_rows(&ipv6_inbound_rows(setup, "ipv6-in-ebpf"));
+        return;
+    }
+    if skip() || ebpf_skip() {
         return;
     }
     let (ours, istio) = both_columns("ipv6-inbound-ports", ipv6_inbound_rows);
+    let ebpf = ebpf_column(TEST, &ours);
     let expected = [
         format!("inbound [{POD6}]:4000"),
         "app ".to_string(),
@@ -725,7 +797,15 @@ fn the_ipv6_inbound_table_passes_for_nftmesh_and_for_istios_own_ip6tables_rules(
         "app ".to_string(),
         format!("inbound [{POD6}]:4000"),
     ];
-    print_and_check("ipv6-inbound-ports", &ours, &istio, &expected);
+    print_and_check(
+        "Istio case ipv6-inbound-ports",
+        &[
+            ("nftmesh", &ours),
+            ("istio-iptables", &istio),
+            ("nftmesh eBPF backend", &ebpf),
+        ],
+        &expected,
+    );
     let pod = |port: u16| SocketAddr::from((POD6, port));
     let packets = [
         arriving(PEER6.into(), pod(4000)),
@@ -745,4 +825,191 @@ fn the_ipv6_inbound_table_passes_for_nftmesh_and_for_istios_own_ip6tables_rules(
         sent(PROXY_UID, POD6.into(), pod(4000), "lo"),
     ];
     explained_like_observed("ipv6-inbound-ports", &ours, &packets);
+}
+
+/// An outbound peer address in `outbound_cidrs_exclude` of [`sidecar_config`].
+const EXCLUDED_PEER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 4);
+
+/// Istio's sidecar defaults (IPv4) with DNS capture to [`DNS_SERVER`], outbound port 9090 and
+/// [`EXCLUDED_PEER`] excluded, and inbound port 22 excluded.
+fn sidecar_config() -> CaptureConfig {
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = false;
+    cfg.dns.enabled = true;
+    cfg.dns.servers = vec![DNS_SERVER.into()];
+    cfg.outbound_ports_exclude = vec![9090];
+    cfg.outbound_cidrs_exclude = vec![format!("{EXCLUDED_PEER}/32").parse().unwrap()];
+    cfg.inbound_ports_exclude.push(22);
+    cfg
+}
+
+/// The rows of the sidecar table: a connection made before the install, outbound (with the
+/// app's getpeername and a half-close), the proxy's bypass, outbound exclusions, inbound and
+/// its exclusions, DNS over UDP and TCP.
+fn sidecar_rows(setup: Setup, tag: &str) -> Rows {
+    let before = |peer: &nftmesh::netlink::netns::Netns| {
+        let to = SocketAddr::from((PEER, 8081));
+        let h = peer_listen_on_request(peer, to, "peer");
+        (h, open(to))
+    };
+    in_pod_before(
+        tag,
+        setup,
+        &[DNS_SERVER, EXCLUDED_PEER],
+        before,
+        |peer, (early_srv, early)| {
+            let show = |r: std::io::Result<String>| r.unwrap_or_else(|e| format!("error: {e}"));
+            let peer_srv =
+                |ip: Ipv4Addr, port: u16| peer_listen(&peer, SocketAddr::from((ip, port)), "peer");
+            let target = SocketAddr::from((PEER, 8080));
+            let mut rows: Rows = Vec::new();
+            rows.push((
+                "connection made before the install",
+                show(request_on(early)),
+            ));
+            early_srv.join().unwrap();
+            let (o, p) = (listen(15001, "outbound"), peer_srv(PEER, 8080));
+            rows.push((
+                "app -> 10.77.0.2:8080",
+                show(connect_as(APP_UID, APP_UID, target)),
+            ));
+            rows.push((
+                "proxy -> 10.77.0.2:8080",
+                show(connect_as(PROXY_UID, PROXY_UID, target)),
+            ));
+            o.join().unwrap();
+            p.join().unwrap();
+            let o = listen(15001, "outbound");
+            rows.push((
+                "app -> 10.77.0.2:8080: its getpeername",
+                show(peer_seen_as(APP_UID, target)),
+            ));
+            o.join().unwrap();
+            let o = listen_to_eof(15001, "outbound");
+            rows.push((
+                "app -> 10.77.0.2:8080, half-closed",
+                show(half_close_as(APP_UID, target)),
+            ));
+            o.join().unwrap();
+            // No listener on 15001 from here: a capture would be refused.
+            let p = peer_srv(PEER, 9090);
+            rows.push((
+                "app -> 10.77.0.2:9090 (excluded port)",
+                show(connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 9090)))),
+            ));
+            p.join().unwrap();
+            let p = peer_srv(EXCLUDED_PEER, 8080);
+            rows.push((
+                "app -> 10.77.0.4:8080 (excluded CIDR)",
+                show(connect_as(
+                    APP_UID,
+                    APP_UID,
+                    SocketAddr::from((EXCLUDED_PEER, 8080)),
+                )),
+            ));
+            p.join().unwrap();
+            let (i, t) = (listen(15006, "inbound"), listen(15008, "tunnel"));
+            rows.push(("peer -> pod:8080", show(from_peer(&peer, 8080))));
+            rows.push(("peer -> pod:15008", show(from_peer(&peer, 15008))));
+            i.join().unwrap();
+            t.join().unwrap();
+            for (row, port, name) in [
+                ("peer -> pod:15090 (Istio's)", 15090u16, "own15090"),
+                ("peer -> pod:15021 (Istio's)", 15021, "own15021"),
+                ("peer -> pod:15020 (Istio's)", 15020, "own15020"),
+                ("peer -> pod:22 (excluded)", 22, "own22"),
+            ] {
+                let h = listen(port, name);
+                rows.push((row, show(from_peer(&peer, port))));
+                h.join().unwrap();
+            }
+            let capture = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 15053)).unwrap();
+            let server = peer
+                .run(|| std::net::UdpSocket::bind((DNS_SERVER, 53)).expect("peer dns"))
+                .unwrap();
+            let dns = SocketAddr::from((DNS_SERVER, 53));
+            let landed = |capture: &std::net::UdpSocket, server: &std::net::UdpSocket| match (
+                udp_received(capture),
+                udp_received(server),
+            ) {
+                (true, false) => "on 15053".to_string(),
+                (false, true) => "at the server".to_string(),
+                other => format!("error: {other:?}"),
+            };
+            udp_as(APP_UID, dns);
+            rows.push(("app UDP -> 10.77.0.3:53", landed(&capture, &server)));
+            udp_as(PROXY_UID, dns);
+            rows.push(("proxy UDP -> 10.77.0.3:53", landed(&capture, &server)));
+            let (c, s) = (
+                listen(15053, "dns-capture"),
+                peer_listen(&peer, dns, "dns-server"),
+            );
+            rows.push((
+                "app TCP -> 10.77.0.3:53",
+                show(connect_as(APP_UID, APP_UID, dns)),
+            ));
+            rows.push((
+                "proxy TCP -> 10.77.0.3:53",
+                show(connect_as(PROXY_UID, PROXY_UID, dns)),
+            ));
+            c.join().unwrap();
+            s.join().unwrap();
+            rows
+        },
+    )
+}
+
+#[test]
+fn the_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend() {
+    const TEST: &str = "the_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend";
+    if let Some(target) = support::ebpf_column::child() {
+        let setup = Setup::Ebpf(Box::new(sidecar_config()), target);
+        support::ebpf_column::print_rows(&sidecar_rows(setup, "sidecar-ebpf"));
+        return;
+    }
+    if skip() || ebpf_skip() {
+        return;
+    }
+    let mut nft = sidecar_rows(Setup::Nftmesh(Box::new(sidecar_config())), "sidecar-nft");
+    let mut ebpf = ebpf_column(TEST, &nft);
+    // A connection made before the install: the programs act at connect() only, so it is
+    // untouched. nf_tables' REDIRECT is not: once the nat table exists, conntrack picks the
+    // established connection up mid-stream as new, the nat chain redirects its next segment
+    // to the proxy port, and the connection is reset (as with Istio's own iptables rules,
+    // which are the same NAT).
+    let (row, seen) = ebpf.remove(0);
+    assert_eq!(
+        (row, seen.as_str()),
+        ("connection made before the install", "peer after request"),
+        "eBPF backend"
+    );
+    let (row, seen) = nft.remove(0);
+    println!("{row}: nftables backend: {seen}; eBPF backend: peer after request");
+    assert!(
+        seen.contains("reset"),
+        "nftables backend, {row}: {seen} (REDIRECT used to reset it)"
+    );
+    let expected = [
+        format!("outbound {PEER}:8080"),
+        "peer -".to_string(),
+        format!("{PEER}:8080 (outbound {PEER}:8080)"),
+        format!("outbound {PEER}:8080 got 5"),
+        "peer -".to_string(),
+        "peer -".to_string(),
+        format!("inbound {POD}:8080"),
+        "tunnel ".to_string(),
+        "own15090 ".to_string(),
+        "own15021 ".to_string(),
+        "own15020 ".to_string(),
+        "own22 ".to_string(),
+        "on 15053".to_string(),
+        "at the server".to_string(),
+        format!("dns-capture {DNS_SERVER}:53"),
+        "dns-server ".to_string(),
+    ];
+    print_and_check(
+        "sidecar",
+        &[("nftables backend", &nft), ("eBPF backend", &ebpf)],
+        &expected,
+    );
 }

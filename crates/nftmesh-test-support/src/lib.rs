@@ -9,6 +9,7 @@ pub mod annotations;
 pub mod bpffs;
 pub mod cases;
 pub mod corpus;
+pub mod ebpf_column;
 pub mod named_netns;
 pub mod netns;
 pub mod node;

@@ -136,6 +136,10 @@ pub enum Setup {
     Ambient(Box<AmbientConfig>),
     /// nftmesh's Linkerd capture over netlink.
     Linkerd(Box<nftmesh::model::linkerd::LinkerdConfig>),
+    /// nftmesh's eBPF backend (`nftmesh::ebpf::EbpfBackend`): outbound by BPF programs on the
+    /// cgroup of [`crate::ebpf_column::Target`] (which this process must have joined), scoped to
+    /// the pod's namespace; inbound by nf_tables. Removed after the body.
+    Ebpf(Box<CaptureConfig>, crate::ebpf_column::Target),
     /// A mesh's own rules (test-only oracle): `iptables-restore` of a golden's IPv4 part and
     /// `ip6tables-restore` of its IPv6 part, if any.
     IptablesRestore(String, Option<String>),
@@ -146,6 +150,19 @@ pub fn in_pod_with<T: Send + 'static>(
     setup: Setup,
     extra_peer_addrs: &'static [Ipv4Addr],
     body: impl FnOnce(Netns) -> T + Send + 'static,
+) -> T {
+    in_pod_before(tag, setup, extra_peer_addrs, |_| (), |peer, ()| body(peer))
+}
+
+/// [`in_pod_with`], running `before` in the pod (given the peer's namespace) once the network
+/// is up and before the capture is installed; `body` gets what it returned (a connection made
+/// before the install, say).
+pub fn in_pod_before<B: 'static, T: Send + 'static>(
+    tag: &str,
+    setup: Setup,
+    extra_peer_addrs: &'static [Ipv4Addr],
+    before: impl FnOnce(&Netns) -> B + Send + 'static,
+    body: impl FnOnce(Netns, B) -> T + Send + 'static,
 ) -> T {
     let peer = Named(format!("nftmesh-{tag}-{}", std::process::id()));
     sh(&["ip", "netns", "add", &peer.0]);
@@ -186,7 +203,18 @@ pub fn in_pod_with<T: Send + 'static>(
                 sh(&["ip", "link", "set", "eth0p", "up"]);
             })
             .expect("enter peer netns");
+        let early = before(&peer_ns);
+        let mut ebpf = None;
         match setup {
+            Setup::Ebpf(cfg, target) => {
+                let bpffs = nftmesh::ebpf::Bpffs::at(&target.bpffs).expect("the test's bpffs");
+                let backend = nftmesh::ebpf::EbpfBackend::new(target.cgroup, bpffs);
+                let ns = nftmesh::Namespace::current().expect("the pod's namespace");
+                backend
+                    .install(&ns, &cfg)
+                    .expect("install the eBPF backend");
+                ebpf = Some((backend, ns, cfg));
+            }
             Setup::Nftmesh(cfg) => {
                 // Through the capture API: TPROXY routing and ::6 first, then the tables.
                 let capture = nftmesh::Capture::new(&cfg).expect("valid config");
@@ -213,7 +241,12 @@ pub fn in_pod_with<T: Send + 'static>(
                 }
             }
         }
-        body(peer_ns)
+        let out = body(peer_ns, early);
+        if let Some((backend, ns, cfg)) = ebpf {
+            let removed = backend.remove(&ns, &cfg).expect("remove the eBPF backend");
+            assert!(removed.programs, "the programs were attached until now");
+        }
+        out
     })
     .expect("pod netns")
 }
@@ -338,4 +371,93 @@ pub fn explain_rows(
             t.trail
         );
     }
+}
+
+/// A listener on `0.0.0.0:port` answering one connection once the client has finished sending
+/// (read to EOF, within [`WAIT`]): `name`, the original destination and `got N` bytes.
+pub fn listen_to_eof(port: u16, name: &'static str) -> std::thread::JoinHandle<()> {
+    let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("listener");
+    serve_with(l, 1, move |s| {
+        let orig = original_dst(s)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_read_timeout(Some(WAIT));
+        let mut got = Vec::new();
+        let n = match (&mut &*s).read_to_end(&mut got) {
+            Ok(n) => n.to_string(),
+            Err(e) => format!("error {e}"),
+        };
+        format!("{name} {orig} got {n}")
+    })
+}
+
+/// As `uid`, connect to `to`, send `hello`, half-close (`shutdown(SHUT_WR)`) and read the reply
+/// to EOF.
+pub fn half_close_as(uid: u32, to: SocketAddr) -> std::io::Result<String> {
+    std::thread::spawn(move || {
+        become_user(uid, uid)?;
+        let mut s = TcpStream::connect_timeout(&to, WAIT)?;
+        s.set_read_timeout(Some(WAIT))?;
+        s.write_all(b"hello")?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok(reply)
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// As `uid`, connect to `to` and report the socket's peer (`getpeername`) and the reply.
+pub fn peer_seen_as(uid: u32, to: SocketAddr) -> std::io::Result<String> {
+    std::thread::spawn(move || {
+        become_user(uid, uid)?;
+        let mut s = TcpStream::connect_timeout(&to, WAIT)?;
+        s.set_read_timeout(Some(WAIT))?;
+        let peer = s.peer_addr()?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok(format!("{peer} ({reply})"))
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// A listener in the peer's namespace answering one connection once it has received 5 bytes
+/// (its name and the original destination); the connection may have been made long before.
+pub fn peer_listen_on_request(
+    peer: &Netns,
+    addr: SocketAddr,
+    name: &'static str,
+) -> std::thread::JoinHandle<()> {
+    let l = peer
+        .run(move || TcpListener::bind(addr).expect("peer listener"))
+        .expect("enter peer netns");
+    serve_with(l, 1, move |s| {
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_read_timeout(Some(2 * WAIT));
+        let mut req = [0u8; 5];
+        match (&mut &*s).read_exact(&mut req) {
+            Ok(()) => format!("{name} after request"),
+            Err(e) => format!("{name} error {e}"),
+        }
+    })
+}
+
+/// A connection as root to `to`, made now (before a capture is installed, say); send on it
+/// later with [`request_on`].
+pub fn open(to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&to, WAIT)?;
+    s.set_read_timeout(Some(2 * WAIT))?;
+    Ok(s)
+}
+
+/// Send a 5-byte request on `s` and read the reply to EOF.
+pub fn request_on(s: std::io::Result<TcpStream>) -> std::io::Result<String> {
+    let mut s = s?;
+    s.write_all(b"again")?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    Ok(reply)
 }
