@@ -1013,3 +1013,125 @@ fn the_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend() {
         &expected,
     );
 }
+
+/// Istio's sidecar defaults with IPv6 on, DNS capture to [`PEER6`] and outbound port 9090
+/// excluded.
+fn sidecar6_config() -> CaptureConfig {
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = true;
+    cfg.dns.enabled = true;
+    cfg.dns.servers = vec![PEER6.into()];
+    cfg.outbound_ports_exclude = vec![9090];
+    cfg
+}
+
+/// The IPv6 rows: outbound (with getpeername and a half-close), the proxy's bypass, an excluded
+/// port, inbound, DNS over UDP and TCP.
+fn sidecar6_rows(setup: Setup, tag: &str) -> Rows {
+    in_pod_with(tag, setup, &[], |peer| {
+        let show = |r: std::io::Result<String>| r.unwrap_or_else(|e| format!("error: {e}"));
+        let peer_srv = |port: u16| peer_listen(&peer, SocketAddr::from((PEER6, port)), "peer");
+        let target = SocketAddr::from((PEER6, 8080));
+        let mut rows: Rows = Vec::new();
+        let (o, p) = (listen6(15001, "outbound"), peer_srv(8080));
+        rows.push((
+            "app -> [fd00:77::2]:8080",
+            show(connect_as(APP_UID, APP_UID, target)),
+        ));
+        rows.push((
+            "proxy -> [fd00:77::2]:8080",
+            show(connect_as(PROXY_UID, PROXY_UID, target)),
+        ));
+        o.join().unwrap();
+        p.join().unwrap();
+        let o = listen6(15001, "outbound");
+        rows.push((
+            "app -> [fd00:77::2]:8080: its getpeername",
+            show(peer_seen_as(APP_UID, target)),
+        ));
+        o.join().unwrap();
+        let o = listen_to_eof_at(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 15001)), "outbound");
+        rows.push((
+            "app -> [fd00:77::2]:8080, half-closed",
+            show(half_close_as(APP_UID, target)),
+        ));
+        o.join().unwrap();
+        let p = peer_srv(9090);
+        rows.push((
+            "app -> [fd00:77::2]:9090 (excluded port)",
+            show(connect_as(
+                APP_UID,
+                APP_UID,
+                SocketAddr::from((PEER6, 9090)),
+            )),
+        ));
+        p.join().unwrap();
+        let i = listen6(15006, "inbound");
+        rows.push(("peer -> [pod]:8080", show(from_peer6(&peer, 8080))));
+        i.join().unwrap();
+        let capture = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 15053)).unwrap();
+        let server = peer
+            .run(|| std::net::UdpSocket::bind((PEER6, 53)).expect("peer dns"))
+            .unwrap();
+        let dns = SocketAddr::from((PEER6, 53));
+        let landed = |capture: &std::net::UdpSocket, server: &std::net::UdpSocket| match (
+            udp_received(capture),
+            udp_received(server),
+        ) {
+            (true, false) => "on 15053".to_string(),
+            (false, true) => "at the server".to_string(),
+            other => format!("error: {other:?}"),
+        };
+        udp_as(APP_UID, dns);
+        rows.push(("app UDP -> [fd00:77::2]:53", landed(&capture, &server)));
+        udp_as(PROXY_UID, dns);
+        rows.push(("proxy UDP -> [fd00:77::2]:53", landed(&capture, &server)));
+        let (c, s) = (
+            listen6(15053, "dns-capture"),
+            peer_listen(&peer, dns, "dns-server"),
+        );
+        rows.push((
+            "app TCP -> [fd00:77::2]:53",
+            show(connect_as(APP_UID, APP_UID, dns)),
+        ));
+        rows.push((
+            "proxy TCP -> [fd00:77::2]:53",
+            show(connect_as(PROXY_UID, PROXY_UID, dns)),
+        ));
+        c.join().unwrap();
+        s.join().unwrap();
+        rows
+    })
+}
+
+#[test]
+fn the_ipv6_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend() {
+    const TEST: &str = "the_ipv6_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend";
+    if let Some(target) = support::ebpf_column::child() {
+        let setup = Setup::Ebpf(Box::new(sidecar6_config()), target);
+        support::ebpf_column::print_rows(&sidecar6_rows(setup, "sidecar6-ebpf"));
+        return;
+    }
+    if skip() || ebpf_skip() {
+        return;
+    }
+    let nft = sidecar6_rows(Setup::Nftmesh(Box::new(sidecar6_config())), "sidecar6-nft");
+    let ebpf = ebpf_column(TEST, &nft);
+    let expected = [
+        format!("outbound [{PEER6}]:8080"),
+        "peer -".to_string(),
+        format!("[{PEER6}]:8080 (outbound [{PEER6}]:8080)"),
+        format!("outbound [{PEER6}]:8080 got 5"),
+        "peer -".to_string(),
+        format!("inbound [{POD6}]:8080"),
+        "on 15053".to_string(),
+        "at the server".to_string(),
+        format!("dns-capture [{PEER6}]:53"),
+        "dns-server ".to_string(),
+    ];
+    print_and_check(
+        "IPv6 sidecar",
+        &[("nftables backend", &nft), ("eBPF backend", &ebpf)],
+        &expected,
+    );
+}

@@ -261,6 +261,12 @@ pub fn listen(port: u16, name: &'static str) -> std::thread::JoinHandle<()> {
     )
 }
 
+/// A connection from the peer's namespace to `[POD6]:port`.
+pub fn from_peer6(peer: &Netns, port: u16) -> std::io::Result<String> {
+    peer.run(move || connect_as(0, 0, SocketAddr::from((POD6, port))))
+        .expect("enter peer netns")
+}
+
 /// A connection from the peer's namespace to `POD:port`.
 pub fn from_peer(peer: &Netns, port: u16) -> std::io::Result<String> {
     peer.run(move || connect_as(0, 0, SocketAddr::from((POD, port))))
@@ -376,7 +382,12 @@ pub fn explain_rows(
 /// A listener on `0.0.0.0:port` answering one connection once the client has finished sending
 /// (read to EOF, within [`WAIT`]): `name`, the original destination and `got N` bytes.
 pub fn listen_to_eof(port: u16, name: &'static str) -> std::thread::JoinHandle<()> {
-    let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).expect("listener");
+    listen_to_eof_at(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), name)
+}
+
+/// [`listen_to_eof`] at `addr` (`[::]:port` for IPv6).
+pub fn listen_to_eof_at(addr: SocketAddr, name: &'static str) -> std::thread::JoinHandle<()> {
+    let l = TcpListener::bind(addr).expect("listener");
     serve_with(l, 1, move |s| {
         let orig = original_dst(s)
             .map(|a| a.to_string())
