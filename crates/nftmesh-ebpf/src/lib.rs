@@ -40,7 +40,12 @@
 //! the DNS servers (or any, with capture-all) goes to 127.0.0.1:15053 (`cgroup/sendmsg4`, and
 //! `connect4` for a UDP socket's connect), its replies shown as from the server
 //! (`cgroup/recvmsg4`), and TCP to port 53 to 15053 via `connect4`; `sendmsg6`/`recvmsg6` do
-//! the same for IPv6 servers (to `[::1]:15053`) and dual-stack sockets. What it is not (yet):
+//! the same for IPv6 servers (to `[::1]:15053`) and dual-stack sockets.
+//!
+//! A capture made with [`EbpfCapture::in_namespace`] applies only to the cgroup's sockets in
+//! that network namespace (the programs compare [`NetnsCookie`]s), as nf_tables' capture
+//! applies in its namespace only; [`EbpfCapture::new`] applies in every namespace the cgroup's
+//! processes use. What it is not (yet):
 //! inbound, and the other items of issue 27; settings it cannot apply are refused with
 //! [`EbpfError::Unsupported`]. See the crate's README.
 #![deny(missing_docs)]
