@@ -64,18 +64,21 @@ unsafe impl Pod for RawKey {}
 /// # Why it is off by default: the half-close bug
 ///
 /// On this machine's kernel (6.18), a socket the `sk_msg` program redirects into breaks
-/// half-close: after `shutdown(SHUT_WR)`, a **blocking** `recv()` on the app's socket returns
-/// `EAGAIN` (Rust: `ErrorKind::WouldBlock`) within milliseconds instead of waiting for the
-/// proxy's answer (`tests/kernel_accel.rs`: 20 of 20 times, 0.5 to 8 ms after the call, the
-/// answer coming 200 ms later; 0 of 20 with the capture alone). Our reading of the kernel's
-/// `tcp_bpf_recvmsg` (not traced): it waits for data in the socket's queues, and a wake-up with
-/// both still empty (such as the one the FIN's exchange causes) ends the wait with `EAGAIN`,
-/// as if the socket were non-blocking. A request/response client that half-closes after its
-/// request (HTTP/1.0 style, `nc -N`) then sees an error instead of the response. Nothing in
-/// this crate can work around it for the app, so no capture turns acceleration on: only a
-/// caller that asks for it ([`Acceleration::attach`], [`Acceleration::install`]) gets it.
-/// `tests/kernel_accel.rs` reproduces the bug and asserts that it is there, so a kernel that
-/// fixes it makes that test fail and say so.
+/// half-close: after `shutdown(SHUT_WR)`, a **blocking** `recv()` on the app's socket can
+/// return `EAGAIN` (Rust: `ErrorKind::WouldBlock`) within milliseconds instead of waiting for
+/// the proxy's answer. A request/response client that half-closes after its request
+/// (HTTP/1.0 style, `nc -N`) then sees an error instead of the response. Nothing in this crate
+/// can work around it for the app, so no capture turns acceleration on: only a caller that
+/// asks for it ([`Acceleration::attach`], [`Acceleration::install`]) gets it.
+///
+/// How it shows: `tests/kernel_accel.rs` (the proxy answering 200 ms after the app's FIN) saw
+/// it 20 of 20 times, `recv()` returning 0.5 to 8 ms after the call, and 0 of 20 with the
+/// capture alone; it asserts that the bug is there, so a kernel that fixes it makes that test
+/// fail and say so. It depends on timing: in `benches/sk_msg.rs` (client and stand-in on one
+/// CPU, the answer sent at once) no read returned early. Our reading of the kernel's
+/// `tcp_bpf_recvmsg`, not traced: it waits for data in the socket's queues, and a wake-up that
+/// finds both still empty ends the wait with `EAGAIN`, as if the socket were non-blocking;
+/// which wake-up it is here we did not establish.
 ///
 /// # Lifetime
 ///
