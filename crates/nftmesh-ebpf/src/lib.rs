@@ -50,6 +50,7 @@
 //! [`EbpfError::Unsupported`]. See the crate's README.
 #![deny(missing_docs)]
 
+mod accel;
 mod attachment;
 mod capture;
 mod error;
@@ -60,6 +61,7 @@ mod programs;
 mod settings;
 mod sys;
 
+pub use accel::{Accelerated, Acceleration};
 pub use attachment::Attachment;
 pub use capture::{EbpfCapture, Tracked};
 pub use error::EbpfError;
