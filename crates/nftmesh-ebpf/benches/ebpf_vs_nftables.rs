@@ -1,28 +1,33 @@
-//! The eBPF capture against the nf_tables capture, side by side in one run: the same app
-//! connections to 10.77.0.2:8080 (out of a veth) captured to a proxy stand-in on 15001 (it
-//! accepts and closes, echoes, or discards), with the app (client) and the stand-in (server)
-//! threads pinned to the same CPU (`sched_setaffinity`; across CPUs these VMs vary ~10×).
+//! The eBPF capture against the nf_tables capture, side by side in one run, with and without
+//! sk_msg acceleration (issue 27): the same app connections to 10.77.0.2:8080 (out of a veth)
+//! captured to a proxy stand-in on 15001 (it accepts and closes, echoes, or discards), with the
+//! app (client) and the stand-in (server) threads pinned to the same CPU
+//! (`sched_setaffinity`; across CPUs these VMs vary ~10×).
 //!
-//! Per backend and round: connections/s (connect, the stand-in accepts and closes, the app
-//! reads EOF), 64-byte RTT median and p99 (one connection, TCP_NODELAY, echo), bulk MiB/s (64
-//! MiB written, then a half-close, the stand-in answers with the count), and conntrack entries
-//! per connection (growth of the namespace's `nf_conntrack_count`). Rounds alternate nf_tables
-//! (the sidecar capture installed with `nftmesh::Namespace::install`) and eBPF (the programs
-//! attached to the bench's cgroup for the round, no table in the namespace), each round in a
-//! fresh network namespace; the table shows each figure's median over the rounds and
-//! eBPF / nf_tables.
+//! Three columns per round, each in a fresh network namespace: nf_tables REDIRECT (the sidecar
+//! capture installed with `nftmesh::Namespace::install`), the eBPF capture (its programs
+//! attached to the bench's cgroup for the round, no table in the namespace), and the eBPF
+//! capture with `nftmesh_ebpf::Acceleration` attached too. Per column: connections/s (connect,
+//! the stand-in accepts and closes, the app reads EOF), 64-byte RTT median and p99 (one
+//! connection, TCP_NODELAY, echo), bulk MiB/s (64 MiB written, then a half-close, the
+//! stand-in answers with the count), conntrack entries per connection (growth of the
+//! namespace's `nf_conntrack_count`), and how many blocking reads returned `EAGAIN` early (the
+//! acceleration's half-close bug: every read here retries an early `EAGAIN` within its timeout
+//! and counts it). The table shows each figure's median over the rounds and each eBPF column /
+//! nf_tables.
 //!
 //! It runs in a network namespace of its own (`unshare --net`, this binary again) and a cgroup
-//! it creates under the cgroup2 mount and removes. `cargo bench -p nftmesh-ebpf` prints the
-//! numbers (`NFTMESH_BENCH_ROUNDS`, default 3); under `cargo test` it runs tiny sizes once as a
-//! smoke test. Needs root: otherwise `SKIP: why` (a failure under `CI=true`). Asserted (in
-//! both modes) is only what must hold, never a timing: the eBPF rounds add no conntrack entry.
+//! it creates under the cgroup2 mount and removes. `cargo bench -p nftmesh-ebpf --bench
+//! ebpf_vs_nftables` prints the table (`NFTMESH_BENCH_ROUNDS`, default 3); under `cargo test`
+//! it runs tiny sizes once as a smoke test. Needs root: otherwise `SKIP: why` (a failure under
+//! `CI=true`). Asserted is only what must hold, never a timing: the data arrives, the eBPF
+//! columns add no conntrack entry.
 
-use nftmesh_ebpf::EbpfCapture;
+use nftmesh_ebpf::{Acceleration, EbpfCapture};
 use nftmesh_model::config::CaptureConfig;
 use nftmesh_test_support::skip;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -82,7 +87,7 @@ fn parent(bench: bool) {
     let Some(mount) = cgroup2_mount() else {
         return skip("no cgroup2 file system is mounted (see /proc/mounts)");
     };
-    let cgroup = mount.join(format!("nftmesh-bench-{}", std::process::id()));
+    let cgroup = mount.join(format!("nftmesh-bench-sk-msg-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir(&cgroup) {
         panic!("mkdir {}: {e}", cgroup.display());
     }
@@ -221,6 +226,39 @@ struct Round {
     rtt_p99_us: f64,
     bulk_mib_s: f64,
     entries_per_conn: f64,
+    /// Blocking reads that returned `EAGAIN` before their timeout (retried).
+    early_eagain: f64,
+}
+
+/// `read_exact` that retries a blocking read's `EAGAIN` before `WAIT` is over (the
+/// acceleration's half-close bug), counting each in `early`.
+fn read_full(c: &mut TcpStream, buf: &mut [u8], early: &mut u64) -> std::io::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    let mut at = 0;
+    while at < buf.len() {
+        match c.read(&mut buf[at..]) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => *early += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read until EOF (retrying early `EAGAIN`s as [`read_full`]); the bytes read before it.
+fn read_eof(c: &mut TcpStream, early: &mut u64) -> std::io::Result<usize> {
+    let deadline = Instant::now() + WAIT;
+    let mut b = [0u8; 64];
+    let mut n = 0;
+    loop {
+        match c.read(&mut b) {
+            Ok(0) => return Ok(n),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => *early += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn round(proxy: &TcpListener, cpu: usize, s: Sizes) -> Round {
@@ -235,11 +273,14 @@ fn round(proxy: &TcpListener, cpu: usize, s: Sizes) -> Round {
                 drop(c);
             }
         });
+        let mut early = 0u64;
         let start = Instant::now();
         for _ in 0..s.connections {
             let mut c = connect();
-            let mut b = [0u8; 1];
-            assert_eq!(c.read(&mut b).expect("EOF from the stand-in"), 0);
+            assert_eq!(
+                read_eof(&mut c, &mut early).expect("EOF from the stand-in"),
+                0
+            );
         }
         r.conns_per_s = s.connections as f64 / start.elapsed().as_secs_f64();
         server.join().expect("the stand-in");
@@ -249,10 +290,13 @@ fn round(proxy: &TcpListener, cpu: usize, s: Sizes) -> Round {
             pin(cpu);
             let (mut c, _) = proxy.accept().expect("accept (echo)");
             c.set_nodelay(true).expect("nodelay");
+            c.set_read_timeout(Some(WAIT)).expect("read timeout");
             let mut buf = [0u8; 64];
-            while c.read_exact(&mut buf).is_ok() {
+            let mut early = 0u64;
+            while read_full(&mut c, &mut buf, &mut early).is_ok() {
                 c.write_all(&buf).expect("echo");
             }
+            early
         });
         let mut c = connect();
         c.set_nodelay(true).expect("nodelay");
@@ -261,11 +305,12 @@ fn round(proxy: &TcpListener, cpu: usize, s: Sizes) -> Round {
         for _ in 0..s.pings {
             let t = Instant::now();
             c.write_all(&ping).expect("ping");
-            c.read_exact(&mut pong).expect("pong");
+            read_full(&mut c, &mut pong, &mut early).expect("pong");
             rtts.push(t.elapsed());
         }
+        assert_eq!(pong, ping, "the echo");
         drop(c);
-        server.join().expect("the echo stand-in");
+        early += server.join().expect("the echo stand-in");
         rtts.sort();
         let at = |q: f64| rtts[((rtts.len() - 1) as f64 * q).round() as usize];
         r.rtt_median_us = at(0.5).as_secs_f64() * 1e6;
@@ -278,13 +323,20 @@ fn round(proxy: &TcpListener, cpu: usize, s: Sizes) -> Round {
             c.set_read_timeout(Some(WAIT)).expect("read timeout");
             let mut buf = vec![0u8; 1 << 16];
             let mut n = 0u64;
+            let mut early = 0u64;
+            let deadline = Instant::now() + WAIT;
             loop {
-                match c.read(&mut buf).expect("read bulk") {
-                    0 => break,
-                    k => n += k as u64,
+                match c.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => n += k as u64,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                        early += 1
+                    }
+                    Err(e) => panic!("read bulk: {e}"),
                 }
             }
             c.write_all(&n.to_le_bytes()).expect("the count");
+            early
         });
         let mut c = connect();
         let chunk = vec![1u8; 1 << 16];
@@ -295,14 +347,15 @@ fn round(proxy: &TcpListener, cpu: usize, s: Sizes) -> Round {
         }
         c.shutdown(Shutdown::Write).expect("half-close");
         let mut n = [0u8; 8];
-        c.read_exact(&mut n).expect("the count back");
+        read_full(&mut c, &mut n, &mut early).expect("the count back");
         r.bulk_mib_s = s.bulk_mib as f64 / start.elapsed().as_secs_f64();
         assert_eq!(
             u64::from_le_bytes(n),
             total as u64,
             "bytes the stand-in got"
         );
-        server.join().expect("the discard stand-in");
+        early += server.join().expect("the discard stand-in");
+        r.early_eagain = early as f64;
     });
     let conns = (s.connections + 2) as f64;
     r.entries_per_conn = conntrack_count().saturating_sub(before) as f64 / conns;
@@ -364,14 +417,14 @@ fn child(cgroup: &Path, s: Sizes) {
     let cpu = a_cpu();
     pin(cpu);
     let cfg = CaptureConfig::sidecar();
-    // Every round in a namespace of its own, made for it and gone after it: the eBPF one never
-    // held a table (deleting nf_tables' NAT chains does not turn conntrack off in a namespace
-    // at once), and no round counts the expiry of an earlier round's entries. The client (this
-    // thread) moves into it; the process's own namespace is where it comes back to.
+    // Every round of every column in a namespace of its own; the
+    // client (this thread) moves into it and comes back to the process's own.
     let home = this_netns();
     let tables = nftmesh::Capture::new(&cfg).expect("compile");
     let mut programs = EbpfCapture::new(&cfg).unwrap_or_else(|e| panic!("load: {e}"));
-    let (mut nft, mut ebpf) = (Vec::new(), Vec::new());
+    let mut accel =
+        Acceleration::for_capture(&cfg).unwrap_or_else(|e| panic!("load the acceleration: {e}"));
+    let (mut nft, mut ebpf, mut msg) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..s.rounds {
         let ns = new_netns();
         enter(&ns);
@@ -382,6 +435,7 @@ fn child(cgroup: &Path, s: Sizes) {
             .expect("install the nf_tables capture");
         nft.push(round(&proxy, cpu, s));
         drop((tables_ns, proxy));
+
         let ns = new_netns();
         enter(&ns);
         let proxy = network();
@@ -390,39 +444,61 @@ fn child(cgroup: &Path, s: Sizes) {
             .unwrap_or_else(|e| panic!("attach: {e}"));
         ebpf.push(round(&proxy, cpu, s));
         attached.remove().expect("detach");
+        drop(proxy);
+
+        let ns = new_netns();
+        enter(&ns);
+        let proxy = network();
+        let attached = programs
+            .attach(cgroup)
+            .unwrap_or_else(|e| panic!("attach: {e}"));
+        let accelerated = accel
+            .attach(cgroup)
+            .unwrap_or_else(|e| panic!("attach the acceleration: {e}"));
+        msg.push(round(&proxy, cpu, s));
+        accelerated.remove().expect("detach the acceleration");
+        attached.remove().expect("detach");
         enter(&home);
     }
     let col = |v: &[Round], f: fn(&Round) -> f64| median(v.iter().map(f).collect());
     println!(
-        "\neBPF vs nf_tables capture, client and stand-in pinned to CPU {cpu}; medians of {} \
-         round(s): {} connections, {} pings of 64 bytes, {} MiB bulk",
+        "\nnf_tables REDIRECT vs eBPF capture vs eBPF capture + sk_msg, client and stand-in \
+         pinned to CPU {cpu}; medians of {} round(s): {} connections, {} pings of 64 bytes, {} \
+         MiB bulk",
         s.rounds, s.connections, s.pings, s.bulk_mib
     );
     println!(
-        "{:<24} {:>12} {:>12} {:>8}  goal",
-        "", "nf_tables", "eBPF", "ratio"
+        "{:<26} {:>11} {:>11} {:>7} {:>13} {:>7}",
+        "", "nf_tables", "eBPF", "ratio", "eBPF+sk_msg", "ratio"
     );
-    let rows: [Row; 5] = [
-        ("connections/s", |r| r.conns_per_s, ">= 1.15x"),
-        ("RTT median (us)", |r| r.rtt_median_us, "<= 0.85x"),
+    let rows: [Row; 6] = [
+        ("connections/s", |r| r.conns_per_s, ""),
+        ("RTT median (us)", |r| r.rtt_median_us, ""),
         ("RTT p99 (us)", |r| r.rtt_p99_us, ""),
-        ("bulk (MiB/s)", |r| r.bulk_mib_s, ">= 1.5x"),
-        ("conntrack entries/conn", |r| r.entries_per_conn, "0 (eBPF)"),
+        ("bulk (MiB/s)", |r| r.bulk_mib_s, ""),
+        ("conntrack entries/conn", |r| r.entries_per_conn, ""),
+        ("early EAGAIN reads", |r| r.early_eagain, ""),
     ];
-    for (name, f, goal) in rows {
-        let (a, b) = (col(&nft, f), col(&ebpf, f));
-        let ratio = if a > 0.0 {
+    let ratio = |a: f64, b: f64| {
+        if a > 0.0 {
             format!("{:.2}x", b / a)
         } else {
             "-".into()
-        };
-        println!("{name:<24} {a:>12.2} {b:>12.2} {ratio:>8}  {goal}");
+        }
+    };
+    for (name, f, _) in rows {
+        let (a, b, c) = (col(&nft, f), col(&ebpf, f), col(&msg, f));
+        println!(
+            "{name:<26} {a:>11.2} {b:>11.2} {:>7} {c:>13.2} {:>7}",
+            ratio(a, b),
+            ratio(a, c)
+        );
     }
-    // What must hold, not a timing: the eBPF capture leaves conntrack alone.
-    for r in &ebpf {
+    // What must hold, not a timing: the eBPF columns leave conntrack alone.
+    for r in ebpf.iter().chain(&msg) {
         assert_eq!(
             r.entries_per_conn, 0.0,
-            "the eBPF capture added conntrack entries"
+            "an eBPF column added conntrack entries"
         );
     }
 }

@@ -74,7 +74,7 @@ unsafe impl Pod for RawKey {}
 /// How it shows: `tests/kernel_accel.rs` (the proxy answering 200 ms after the app's FIN) saw
 /// it 20 of 20 times, `recv()` returning 0.5 to 8 ms after the call, and 0 of 20 with the
 /// capture alone; it asserts that the bug is there, so a kernel that fixes it makes that test
-/// fail and say so. It depends on timing: in `benches/sk_msg.rs` (client and stand-in on one
+/// fail and say so. It depends on timing: in `benches/ebpf_vs_nftables.rs` (client and stand-in on one
 /// CPU, the answer sent at once) no read returned early. Our reading of the kernel's
 /// `tcp_bpf_recvmsg`, not traced: it waits for data in the socket's queues, and a wake-up that
 /// finds both still empty ends the wait with `EAGAIN`, as if the socket were non-blocking;
