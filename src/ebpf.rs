@@ -28,7 +28,7 @@ use nftmesh_model::config::{CaptureConfig, CidrSelection};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use nftmesh_ebpf::{Attachment, Bpffs, EbpfError, NetnsCookie, Tracked};
+pub use nftmesh_ebpf::{Accelerated, Attachment, Bpffs, EbpfError, NetnsCookie, Tracked};
 
 /// Where the eBPF backend installs: the pod's cgroup v2 directory (its processes' connects are
 /// captured) and the BPF file system its programs' links and maps are pinned in.
@@ -36,6 +36,7 @@ pub use nftmesh_ebpf::{Attachment, Bpffs, EbpfError, NetnsCookie, Tracked};
 pub struct EbpfBackend {
     cgroup: PathBuf,
     bpffs: Bpffs,
+    sk_msg: bool,
 }
 
 /// What [`EbpfBackend::install`] did: the nf_tables inbound install and the programs attached.
@@ -47,15 +48,22 @@ pub struct EbpfInstalled {
     pub programs: Vec<&'static str>,
     /// The cgroup they are attached to.
     pub cgroup: PathBuf,
+    /// Whether sk_msg acceleration is on ([`EbpfBackend::with_sk_msg`]).
+    pub sk_msg: bool,
 }
 
 impl fmt::Display for EbpfInstalled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "outbound: eBPF programs {} attached to {}; inbound: {}",
+            "outbound: eBPF programs {} attached to {}{}; inbound: {}",
             self.programs.join(", "),
             self.cgroup.display(),
+            if self.sk_msg {
+                ", sk_msg acceleration on"
+            } else {
+                ""
+            },
             self.inbound
         )
     }
@@ -66,6 +74,8 @@ impl fmt::Display for EbpfInstalled {
 pub struct EbpfRemoved {
     /// Whether an eBPF capture was attached to the cgroup (and is now detached and unpinned).
     pub programs: bool,
+    /// Whether sk_msg acceleration was on (and is now detached and unpinned).
+    pub sk_msg: bool,
     /// The nf_tables tables deleted.
     pub inbound: Removed,
 }
@@ -77,6 +87,8 @@ pub struct Attached {
     pub programs: Vec<&'static str>,
     /// The connections the maps of original destinations hold.
     pub tracked: Tracked,
+    /// With sk_msg acceleration on, how many sockets its map holds; `None` when it is off.
+    pub sk_msg: Option<usize>,
 }
 
 impl fmt::Display for Attached {
@@ -87,7 +99,11 @@ impl fmt::Display for Attached {
             self.programs.join(", "),
             self.tracked.connecting,
             self.tracked.established
-        )
+        )?;
+        if let Some(n) = self.sk_msg {
+            write!(f, "; sk_msg acceleration on ({n} socket(s))")?;
+        }
+        Ok(())
     }
 }
 
@@ -97,7 +113,19 @@ impl EbpfBackend {
         EbpfBackend {
             cgroup: cgroup.into(),
             bpffs,
+            sk_msg: false,
         }
+    }
+
+    /// Whether [`EbpfBackend::install`] also turns on sk_msg acceleration
+    /// ([`nftmesh_ebpf::Acceleration`]: the app's and the proxy's ends of a captured connection
+    /// hand their bytes to each other without TCP on loopback). **Off by default**: on the
+    /// kernels seen, a blocking `recv()` after `shutdown(SHUT_WR)` on an accelerated socket
+    /// returns `EAGAIN` early (the half-close bug; see the crate's README), which breaks apps
+    /// that half-close and wait for the answer.
+    pub fn with_sk_msg(mut self, on: bool) -> Self {
+        self.sk_msg = on;
+        self
     }
 
     /// [`EbpfBackend::new`] with the BPF file system `/proc/mounts` lists (`/sys/fs/bpf`
@@ -149,11 +177,18 @@ impl EbpfBackend {
         };
         let mut programs = nftmesh_ebpf::EbpfCapture::in_namespace(cfg, netns)?;
         let attachment = programs.install(&self.bpffs, &self.cgroup)?;
+        if self.sk_msg {
+            nftmesh_ebpf::Acceleration::for_capture(cfg)?.install(&self.bpffs, &self.cgroup)?;
+        } else if let Some(accelerated) = Accelerated::open(&self.bpffs, &self.cgroup)? {
+            // An earlier install turned it on; this one does not.
+            accelerated.remove()?;
+        }
         let report = ns.install(&inbound)?;
         Ok(EbpfInstalled {
             inbound: report,
             programs: attachment.programs(),
             cgroup: self.cgroup.clone(),
+            sk_msg: self.sk_msg,
         })
     }
 
@@ -162,6 +197,12 @@ impl EbpfBackend {
     /// the first error is returned.
     pub fn remove(&self, ns: &Namespace, cfg: &CaptureConfig) -> Result<EbpfRemoved, CaptureError> {
         let inbound = Self::inbound(cfg)?;
+        // The acceleration's pins live in the capture's directory: first.
+        let sk_msg = match Accelerated::open(&self.bpffs, &self.cgroup) {
+            Ok(Some(a)) => a.remove().map(|()| true),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
         let programs = match Attachment::open(&self.bpffs, &self.cgroup) {
             Ok(Some(a)) => a.remove().map(|()| true),
             Ok(None) => Ok(false),
@@ -169,6 +210,7 @@ impl EbpfBackend {
         };
         let tables = ns.remove(&inbound)?;
         Ok(EbpfRemoved {
+            sk_msg: sk_msg?,
             programs: programs?,
             inbound: tables,
         })
@@ -179,9 +221,14 @@ impl EbpfBackend {
         let Some(a) = Attachment::open(&self.bpffs, &self.cgroup)? else {
             return Ok(None);
         };
+        let sk_msg = match Accelerated::open(&self.bpffs, &self.cgroup)? {
+            Some(accelerated) => accelerated.sockets()?,
+            None => None,
+        };
         Ok(Some(Attached {
             programs: a.programs(),
             tracked: a.tracked()?,
+            sk_msg,
         }))
     }
 }

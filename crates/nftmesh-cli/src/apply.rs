@@ -129,8 +129,13 @@ fn run_ebpf(args: &ApplyArgs, ebpf: &EbpfBackend) -> Result<(), CliError> {
             "no eBPF program was attached to"
         };
         eprintln!(
-            "nftmesh: removed {programs} {} and {} table(s)",
+            "nftmesh: removed {programs} {}{} and {} table(s)",
             ebpf.cgroup().display(),
+            if removed.sk_msg {
+                " (with sk_msg acceleration)"
+            } else {
+                ""
+            },
             removed.inbound.tables
         );
         return Ok(());

@@ -323,6 +323,12 @@ pub struct EbpfArgs {
     /// /proc/mounts lists (/sys/fs/bpf first).
     #[arg(long, value_name = "DIR", requires = "cgroup")]
     pub bpffs: Option<PathBuf>,
+    /// eBPF backend: also accelerate captured connections with sk_msg (the app's and the
+    /// proxy's ends hand bytes to each other without TCP). Off by default: on the kernels seen a
+    /// blocking recv() after shutdown(SHUT_WR) returns EAGAIN early on an accelerated socket,
+    /// which breaks apps that half-close and wait for the answer. An apply without it turns it off.
+    #[arg(long, requires = "cgroup")]
+    pub sk_msg: bool,
 }
 
 impl EbpfArgs {
@@ -332,12 +338,13 @@ impl EbpfArgs {
         let Some(cgroup) = &self.cgroup else {
             return Ok(None);
         };
-        Ok(Some(match &self.bpffs {
+        let backend = match &self.bpffs {
             Some(dir) => {
                 EbpfBackend::new(cgroup, Bpffs::at(dir).map_err(nftmesh::CaptureError::from)?)
             }
             None => EbpfBackend::find(cgroup)?,
-        }))
+        };
+        Ok(Some(backend.with_sk_msg(self.sk_msg)))
     }
 }
 

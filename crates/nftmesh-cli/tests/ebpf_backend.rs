@@ -358,3 +358,75 @@ fn ebpf_backend_without_cgroup_is_refused_and_changes_nothing() {
     assert!(!ruleset(&ns).contains("istio"));
     assert!(!bpffs.has_pins());
 }
+
+#[test]
+fn sk_msg_acceleration_is_off_unless_asked_and_an_apply_without_it_turns_it_off() {
+    let Some((ns, cgroup, bpffs)) = ready() else {
+        return;
+    };
+    ns.exec("ip", &["link", "set", "lo", "up"], None);
+    ns.exec(
+        "ip",
+        &["addr", "add", &format!("{PEER}/32"), "dev", "lo"],
+        None,
+    );
+    let netns = ns.path();
+    let (cg, bpf) = (cgroup.0.to_str().unwrap(), bpffs.0.to_str().unwrap());
+    let target = [
+        "--cgroup",
+        cg,
+        "--bpffs",
+        bpf,
+        "--network-namespace",
+        &netns,
+        "-i",
+        "*",
+    ];
+    let with = |first: &[&'static str]| -> Vec<&str> {
+        first
+            .iter()
+            .copied()
+            .chain(target.iter().copied())
+            .collect()
+    };
+    let attached = || {
+        let o = nftmesh(&[
+            "dump",
+            "--network-namespace",
+            &netns,
+            "--cgroup",
+            cg,
+            "--bpffs",
+            bpf,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+
+    let said = run_ok(&with(&["apply", "--backend", "ebpf"]));
+    assert!(!said.contains("sk_msg"), "off by default: {said}");
+    assert!(!attached().contains("sk_msg"));
+
+    let said = run_ok(&with(&["apply", "--backend", "ebpf", "--sk-msg"]));
+    assert!(said.contains("sk_msg acceleration on"), "{said}");
+    assert!(attached().contains("sk_msg acceleration on"));
+    // Still captured, with the original destination, while accelerated.
+    let proxy = Proxy::start(&ns, &cgroup.0);
+    connect_from_cgroup(&ns, &cgroup.0);
+    assert_eq!(proxy.landed(), format!("landed {PEER}:8080 hello"));
+
+    // An apply without the flag turns it off; the capture stays.
+    let said = run_ok(&with(&["apply", "--backend", "ebpf"]));
+    assert!(!said.contains("sk_msg"), "{said}");
+    let now = attached();
+    assert!(!now.contains("sk_msg") && now.contains("connect4"), "{now}");
+
+    run_ok(&with(&["apply", "--backend", "ebpf", "--sk-msg"]));
+    let said = run_ok(&with(&["apply", "--backend", "ebpf", "--cleanup-only"]));
+    assert!(said.contains("with sk_msg acceleration"), "{said}");
+    assert!(!bpffs.has_pins(), "pins left in {bpf}");
+
+    // Without --cgroup the flag is refused.
+    let o = nftmesh(&["apply", "--sk-msg", "--network-namespace", &netns]);
+    assert!(!o.status.success());
+}
