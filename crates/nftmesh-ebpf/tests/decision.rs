@@ -32,7 +32,8 @@
 
 mod decision_support;
 
-use decision_support::generate::{a_config, a_pod, connection, v4, v6, Pick, Pools};
+use decision_support::connection::{connection, Pick, Pools};
+use decision_support::generate::{a_config, a_pod, v4, v6};
 use decision_support::mirror::{redirect, Connect, Maps, Proto, PASSTHROUGH6};
 use decision_support::world::{fate, nft_fate, packet, Fate, Pod};
 use nftmesh_model::config::{CaptureConfig, CidrSelection, DnsCapture};
@@ -310,8 +311,12 @@ fn seeds() -> Vec<(CaptureConfig, Pod, Connect, (Fate, Fate))> {
         // BUG: bound to ::6, off lo.
         (ipv6_on.clone(), pod.clone(), conn(Tcp, 1000, ip6("2001:db8::1"), 8080, Some(ip6("::6"))), to(Through, Proxy)),
         (dns(true, true, vec![]), pod.clone(), conn(Udp, 1000, ip6("2001:db8::1"), 53, Some(ip6("::6"))), to(Through, Dns)),
-        // Agreements: IPv4 bound to 127.0.0.6 over lo; DNS over UDP and TCP, both families.
-        (short, pod.clone(), conn(Tcp, 1000, ip4(127, 0, 0, 5), 8080, None), to(Proxy, Proxy)),
+        // Agreements: an included prefix whose address as written is loopback (127.1.2.3/4)
+        // keeps loopback from being let through; the passthrough sources over lo; DNS over
+        // UDP and TCP, both families.
+        (short.clone(), pod.clone(), conn(Tcp, 1000, ip4(127, 0, 0, 5), 8080, None), to(Proxy, Proxy)),
+        (sidecar(), pod.clone(), conn(Tcp, 1000, ip4(10, 0, 0, 5), 8080, Some(ip4(127, 0, 0, 6))), to(Through, Through)),
+        (short.clone(), pod.clone(), conn(Tcp, 1000, ip6("::ffff:127.0.0.5"), 8080, Some(ip6("::ffff:127.0.0.6"))), to(Through, Through)),
         (ipv6_on.clone(), pod.clone(), conn(Tcp, 1000, ip6("::1"), 8080, Some(ip6("::6"))), to(Through, Through)),
         (dns(true, false, servers()), pod.clone(), conn(Udp, 1000, ip4(10, 96, 0, 10), 53, None), to(Dns, Dns)),
         (dns(true, false, servers()), pod.clone(), conn(Udp, 1337, ip4(10, 96, 0, 10), 53, None), to(Through, Through)),

@@ -152,7 +152,11 @@ pub enum Proto {
     /// A TCP connect (connect4 / connect6).
     Tcp,
     /// A UDP datagram (sendmsg4 / sendmsg6) or a UDP socket's connect (connect4 / connect6),
-    /// decided alike (`redirect_dns4` / `redirect_dns6`).
+    /// decided alike (`redirect_dns4` / `redirect_dns6`). A dual-stack socket's sendto() to an
+    /// IPv4-mapped address meets sendmsg4 with the IPv4 address, not sendmsg6 (udpv6_sendmsg
+    /// hands mapped destinations to udp_sendmsg before its own hook), and `sk->src_ip4` is the
+    /// IPv4 address it is bound to: `redirect_dns4`, as `redirect_dns6`'s mapped branch (which
+    /// its connect() meets) decides.
     Udp,
 }
 
