@@ -100,7 +100,9 @@ const KNOWN: [Known; 5] = [
     Known {
         // Crate README: the proxy's own connects to the pod over lo go to the inbound port
         // (`istio-in-redirect`) under nf_tables, IPv4 and (IPv6 on) IPv6; the programs let the
-        // proxy through.
+        // proxy through. "The pod" is anything over lo but the host loopback range (`ip daddr
+        // != 127.0.0.1/32`, `ip6 daddr != ::1`): its own addresses and the rest of
+        // 127.0.0.0/8 alike.
         name: "proxy to the pod over lo: nf_tables redirects it to the inbound capture port, \
                the programs let it through",
         holds: |c| {
@@ -127,10 +129,12 @@ const KNOWN: [Known; 5] = [
         // redirect_dns6 likewise). nftmesh's tables are `inet`: their family-less rules still
         // see IPv6 packets, and with IPv6 off only the address rules are IPv4-only. So
         // nf_tables redirects native IPv6 TCP to the proxy port with `-i '*'` or an included
-        // port (and to ::1, unlike IPv4's 127.0.0.1, with a loopback CIDR included: no `ip6
-        // daddr ::1 return` is written), and with capture-all IPv6 DNS (TCP and UDP) to 15053.
-        // Istio's iptables mode writes no ip6tables rules with IPv6 off: the programs are the
-        // ones that match Istio here.
+        // port (over lo too when a loopback CIDR is included: `::1` has no `ip6 daddr ::1
+        // return` then, the pod's own addresses no "oif lo" return), and with capture-all IPv6
+        // DNS (TCP and UDP) to 15053. This is Istio's native-nftables layout
+        // (tests/data/istio/sidecar/nftables/ip-range.golden: inet tables); Istio's iptables
+        // mode leaves IPv6 alone with IPv6 off (iptables/ip-range.golden: `ip6tables-save`
+        // prints no rule), as the programs do.
         name: "IPv6 off: nf_tables' inet tables still redirect native IPv6 (`*`, included \
                ports, DNS capture-all); the programs leave it alone",
         holds: |c| {
