@@ -58,3 +58,7 @@ pub use attachment::Attachment;
 pub use capture::{EbpfCapture, Tracked};
 pub use error::EbpfError;
 pub use pins::Bpffs;
+pub use {
+    attachment::Link,
+    pins::{check_cgroup, StalePins, LOCK_WAIT},
+};
