@@ -213,6 +213,12 @@ impl Attachment {
         }))
     }
 
+    /// The programs `cfg`'s capture links on a cgroup (their names in `bpf/capture.c`), in
+    /// attach order.
+    pub fn needed(cfg: &CaptureConfig) -> Result<Vec<&'static str>, EbpfError> {
+        Ok(wanted(cfg)?.into_iter().map(Prog::name).collect())
+    }
+
     /// Every program's link, as the kernel reports it: its id, its program's id and the
     /// cgroup it is attached to (0: detached).
     pub fn links(&self) -> Result<Vec<Link>, EbpfError> {

@@ -89,10 +89,17 @@ impl Bpffs {
     /// `/proc/mounts`, and no pinned link is still attached to a cgroup. Directories that
     /// are not nftmesh's (a name that is not a number) are left alone.
     pub fn stale(&self) -> Result<Vec<StalePins>, EbpfError> {
+        Ok(self.scan()?.0)
+    }
+
+    /// The stale captures, and how many pin directories name a cgroup that is gone while a
+    /// link there still reports it (the kernel lets a deleted cgroup's links go shortly
+    /// after its `rmdir`: about 20 ms here).
+    fn scan(&self) -> Result<(Vec<StalePins>, usize), EbpfError> {
         let top = self.top();
         let entries = match std::fs::read_dir(&top) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(source) => {
                 return Err(EbpfError::Pin {
                     path: top,
@@ -109,15 +116,25 @@ impl Bpffs {
             })
             .collect();
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         ids.sort();
         let live = cgroup_ids()?;
-        let mut out = Vec::new();
+        let (mut out, mut dying) = (Vec::new(), 0);
         for (dir, id) in ids {
+            if live.contains(&id) {
+                continue;
+            }
             let links = crate::attachment::pinned_links(&dir);
-            let attached = links.iter().any(|l| l.cgroup_id != 0);
-            if !attached && !live.contains(&id) {
+            let attached = links
+                .iter()
+                .any(|l| l.cgroup_id != 0 && live.contains(&l.cgroup_id));
+            if attached {
+                continue;
+            }
+            if links.iter().any(|l| l.cgroup_id != 0) {
+                dying += 1;
+            } else {
                 out.push(StalePins {
                     dir,
                     cgroup_id: id,
@@ -125,7 +142,25 @@ impl Bpffs {
                 });
             }
         }
-        Ok(out)
+        Ok((out, dying))
+    }
+
+    /// [`Bpffs::remove_stale`], waiting at most `wait` (in steps of 10 ms) for the links of
+    /// cgroups deleted just now to be let go by the kernel, so that their pins go too.
+    pub fn remove_stale_within(&self, wait: Duration) -> Result<Vec<StalePins>, EbpfError> {
+        let deadline = Instant::now() + wait;
+        let mut removed = Vec::new();
+        loop {
+            let (stale, dying) = self.scan()?;
+            for s in stale {
+                crate::attachment::remove_pins(self, &s.dir)?;
+                removed.push(s);
+            }
+            if dying == 0 || Instant::now() >= deadline {
+                return Ok(removed);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Remove every capture [`Bpffs::stale`] finds (links detached, pins and directory gone):

@@ -174,6 +174,10 @@ fn pins_whose_cgroup_is_gone_are_found_and_removed_and_live_ones_stay() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    println!(
+        "stale {:?} after the rmdir",
+        Duration::from_secs(10) - deadline.saturating_duration_since(Instant::now())
+    );
     assert_eq!(stale.len(), 1, "{stale:?}");
     assert_eq!(stale[0].dir, gone_dir);
     assert_eq!(stale[0].links, 6, "{stale:?}");

@@ -12,21 +12,24 @@ impl Agent {
         netns: PathBuf,
         desired: Desired,
         container_id: Option<String>,
+        ebpf: Option<registry::EbpfPlace>,
     ) {
-        let capture = match capture_of(&desired, self.opts.own_tables) {
-            Ok(c) => c,
-            Err(e) => {
-                let e = e.to_string();
-                self.answer(target, self.add_failed(&netns, ErrorKind::Invalid, &e));
-                return;
-            }
-        };
         let record = Record {
             network_namespace: netns.clone(),
             identity: Some(id),
             desired,
             container_id,
             installed_at: now(),
+            ebpf,
+        };
+        let kernel = capture_of_record(&record, self.opts.own_tables)
+            .and_then(|c| EbpfPod::of(&record).map(|e| (c, e)));
+        let (capture, ebpf) = match kernel {
+            Ok(c) => c,
+            Err(e) => {
+                self.answer(target, self.add_failed(&netns, ErrorKind::Invalid, &e));
+                return;
+            }
         };
         let job = self.next_job;
         self.next_job += 1;
@@ -34,6 +37,7 @@ impl Agent {
         let work: Job = Box::new(move || {
             let path = record.network_namespace.clone();
             let r = RealPod::open(&path, id, capture).and_then(|mut pod| {
+                pod.ebpf = ebpf.map(Arc::new);
                 match pod.install() {
                     // Acknowledged only once the record is on disk.
                     Ok((report, owned)) => match registry::save(&state_dir, &record) {
