@@ -313,3 +313,35 @@ fn bad_cgroups_are_refused_naming_them_and_change_nothing() {
     assert!(!ok && err.contains("cgroup"), "{err}");
     assert!(!bpffs.has_pins());
 }
+
+#[test]
+fn a_pod_gone_with_its_cgroup_is_forgotten_at_resync_and_its_pins_removed() {
+    if !in_node("a_pod_gone_with_its_cgroup_is_forgotten_at_resync_and_its_pins_removed") {
+        return;
+    }
+    let d = Dirs::new();
+    let bpffs = TestBpffs::mount("agent").expect("mount a bpffs");
+    let cg = Cgroup::create("resync");
+    let log = d.root.join("agent.log");
+    let _agent = start(&d, &bpffs, &log);
+    let p = pod("r1");
+    add(&d, &p, &ebpf_flags(&cg));
+    assert!(bpffs.has_pins());
+    // The pod ends: its namespace and its cgroup are deleted, nobody removes its capture.
+    in_pod_gone(&p);
+    cg.delete();
+    eventually("forgotten with its pins at resync", || {
+        let (_, out, _) = cli(&d, &["list"]);
+        out.trim().is_empty() && !bpffs.has_pins()
+    });
+}
+
+/// `ip netns del` the pod.
+fn in_pod_gone(netns: &str) {
+    let name = Path::new(netns).file_name().unwrap().to_str().unwrap();
+    let o = std::process::Command::new("ip")
+        .args(["netns", "del", name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

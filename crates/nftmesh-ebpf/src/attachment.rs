@@ -351,6 +351,7 @@ impl Attachment {
         let _lock = if held {
             None
         } else {
+            pins::drop_leftover_install_lock();
             match CgroupLock::take(&self.cgroup) {
                 Ok(l) => Some(l),
                 Err(EbpfError::Cgroup { source, .. })

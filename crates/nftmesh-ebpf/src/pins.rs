@@ -266,6 +266,17 @@ pub(crate) fn adopt_install_lock(dir: &Path) -> Option<SharedLock> {
     })
 }
 
+/// Drop the lock an install on this thread took and left behind by failing before it made
+/// its attachment (so that taking the lock again here does not wait for ourselves).
+pub(crate) fn drop_leftover_install_lock() {
+    INSTALLING.with(|s| {
+        let mut slot = s.borrow_mut();
+        if matches!(&*slot, Some((_, Held::Strong(_)))) {
+            slot.take();
+        }
+    })
+}
+
 /// The links of this thread's install into `dir` are in place: its lock is released.
 pub(crate) fn release_install_lock(dir: &Path) {
     INSTALLING.with(|s| {

@@ -11,6 +11,7 @@ mod support;
 
 use nftmesh_ebpf::{check_cgroup, Attachment, Bpffs, EbpfCapture};
 use nftmesh_model::config::CaptureConfig;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -218,5 +219,66 @@ fn two_processes_installing_and_removing_on_one_cgroup_never_interleave() {
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
+    assert_eq!(bpffs.contents(), Vec::<PathBuf>::new());
+}
+
+/// `BPF_LINK_DETACH` of the link pinned at `pin`, as another process would detach it
+/// (leaving its pin in place).
+fn detach_pinned_link(pin: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(pin.as_os_str().as_bytes()).unwrap();
+    // union bpf_attr's BPF_OBJ_GET member: pathname, bpf_fd, file_flags, path_fd (+ pad).
+    let mut get = [0u64; 3];
+    get[0] = name.as_ptr() as u64;
+    // SAFETY: `get` is 24 zeroed bytes (the kernel's BPF_OBJ_GET attribute size) holding a
+    // pointer to `name`, a NUL-terminated string alive across the call; the kernel only reads.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, get.as_mut_ptr(), 24) };
+    assert!(fd >= 0, "BPF_OBJ_GET {}", pin.display());
+    // link_detach: the link's fd.
+    let mut detach = [fd as u32, 0];
+    // SAFETY: `detach` is 8 bytes, the first the link's fd and the rest zero, as
+    // BPF_LINK_DETACH reads; the kernel keeps no reference.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, 34, detach.as_mut_ptr(), 8) };
+    // SAFETY: `fd` is the descriptor BPF_OBJ_GET just returned, ours to close once.
+    unsafe { libc::close(fd as i32) };
+    assert_eq!(r, 0, "BPF_LINK_DETACH {}", pin.display());
+}
+
+#[test]
+fn a_link_detached_behind_our_back_is_found_unpinned_and_linked_again() {
+    let Some(bpffs) = kernel_support::ready() else {
+        return;
+    };
+    let cgroup = TestCgroup::create();
+    let cfg = CaptureConfig::sidecar();
+    let attached = EbpfCapture::new(&cfg)
+        .and_then(|mut c| c.install(bpffs.bpffs(), cgroup.path()))
+        .expect("install");
+    assert_eq!(attached.missing(&cfg).expect("missing"), Vec::<&str>::new());
+    let before = attached.links().expect("links");
+    let id = std::fs::metadata(cgroup.path()).expect("stat").ino();
+    assert!(before.iter().all(|l| l.cgroup_id == id), "{before:?}");
+    let pin = attached.pin_dir().unwrap().join("link_connect4");
+    detach_pinned_link(&pin);
+    assert!(pin.exists(), "the pin stays");
+    assert_eq!(
+        attached.missing(&cfg).expect("missing"),
+        ["nftmesh_connect4"]
+    );
+    assert_eq!(
+        attached.unpin_detached().expect("unpin"),
+        ["nftmesh_connect4"]
+    );
+    assert!(!pin.exists());
+    let again = EbpfCapture::new(&cfg)
+        .and_then(|mut c| c.install(bpffs.bpffs(), cgroup.path()))
+        .expect("install again");
+    assert_eq!(again.missing(&cfg).expect("missing"), Vec::<&str>::new());
+    let after = again.links().expect("links");
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b.program, a.program);
+        assert_eq!(b.id == a.id, b.program != "nftmesh_connect4", "{b:?} {a:?}");
+    }
+    again.remove().expect("remove");
     assert_eq!(bpffs.contents(), Vec::<PathBuf>::new());
 }

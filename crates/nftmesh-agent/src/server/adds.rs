@@ -98,6 +98,7 @@ impl Agent {
                     }
                 }
                 Done::Op(job, done) => self.op_done(job, *done),
+                Done::Swept(result) => self.log_swept(result),
                 Done::Repaired(id, mark, result) => {
                     let path = self
                         .pods

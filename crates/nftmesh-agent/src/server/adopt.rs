@@ -111,25 +111,10 @@ impl Agent {
         let Ok(bpffs) = &self.bpffs else {
             return;
         };
-        match bpffs.remove_stale_within(std::time::Duration::from_secs(1)) {
-            Ok(removed) => {
-                for s in removed {
-                    self.log.log(
-                        &Event::new(Level::Info, "removed the pins of a cgroup that is gone")
-                            .field("pins", s.dir.as_path())
-                            .field("cgroup_id", s.cgroup_id),
-                    );
-                }
-            }
-            Err(e) => {
-                self.log.log(
-                    &Event::new(Level::Error, "removing stale pins failed")
-                        .field("bpffs", bpffs.mount())
-                        .field("error", e.to_string()),
-                );
-                *self.metrics().errors.entry("stale pins").or_insert(0) += 1;
-            }
-        }
+        let result = bpffs
+            .remove_stale_within(std::time::Duration::from_secs(1))
+            .map_err(|e| format!("{}: {e}", bpffs.mount().display()));
+        self.log_swept(result);
     }
 
     /// An eBPF pod whose cgroup is gone (its processes are): its pins (stale) and its inbound

@@ -156,6 +156,9 @@ enum Done {
     Repaired(NetnsId, Mark, Result<Option<pods::Repaired>, String>),
     /// A client's check, re-add or remove of a pod, `job`.
     Op(u64, Box<OpDone>),
+    /// The pins of cgroups that are gone, removed from the bpffs (after a resync forgot an
+    /// eBPF pod), or why not.
+    Swept(Result<Vec<nftmesh::ebpf::StalePins>, String>),
 }
 
 /// What a client's operation on a pod did (on a worker).
