@@ -77,6 +77,19 @@ impl EbpfPod {
         })
     }
 
+    /// The programs not attached to the cgroup now, each as a difference (`agent check`).
+    pub fn missing(&self) -> Result<Vec<String>, nftmesh::CaptureError> {
+        let cgroup = self.backend.cgroup();
+        let missing = match nftmesh::ebpf::Attachment::open(self.backend.bpffs(), cgroup)? {
+            Some(a) => a.missing(&self.cfg)?,
+            None => nftmesh::ebpf::Attachment::needed(&self.cfg)?,
+        };
+        Ok(missing
+            .into_iter()
+            .map(|p| format!("eBPF program {p} is not attached to {}", cgroup.display()))
+            .collect())
+    }
+
     /// What `status` shows: the cgroup, the bpffs, and each link attached (its id, its
     /// program's id, the cgroup id it runs on: 0 when detached), or why they cannot be read.
     pub fn status(&self) -> serde_json::Value {

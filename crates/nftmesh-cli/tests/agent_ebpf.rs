@@ -345,3 +345,45 @@ fn in_pod_gone(netns: &str) {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn check_names_a_program_that_is_not_attached() {
+    if !in_node("check_names_a_program_that_is_not_attached") {
+        return;
+    }
+    let d = Dirs::new();
+    let bpffs = TestBpffs::mount("agent").expect("mount a bpffs");
+    let cg = Cgroup::create("check");
+    // No resync during the test: nothing repairs what the check must see.
+    let _agent = Agent::start_logging(
+        &d,
+        "600",
+        &["--bpffs", bpffs.path().to_str().unwrap()],
+        Stdio::null(),
+    );
+    let p = pod("c1");
+    add(&d, &p, &ebpf_flags(&cg));
+    let check = || {
+        nftmesh_protocol::client::call(
+            &d.socket(),
+            &nftmesh_protocol::Request::check(Path::new(&p)),
+            Duration::from_secs(10),
+        )
+        .expect("check")
+    };
+    assert!(check().failure.is_none(), "{:?}", check());
+    let pin = bpffs
+        .path()
+        .join("nftmesh")
+        .join(cg.id().to_string())
+        .join("link_connect4");
+    std::fs::remove_file(pin).unwrap();
+    let failure = check().failure.expect("a failed check");
+    assert_eq!(
+        failure.differences,
+        [format!(
+            "eBPF program nftmesh_connect4 is not attached to {}",
+            cg.path()
+        )]
+    );
+}

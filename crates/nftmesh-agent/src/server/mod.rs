@@ -12,7 +12,10 @@
 //! whose namespace is gone and retries records that could not be adopted. The registry is
 //! written durably before an `add` is acknowledged, and locked (one agent per state dir), so a
 //! restarted agent adopts its pods again; stopping or killing the agent never removes a
-//! capture. SIGHUP is ignored (logged): there is nothing to reload.
+//! capture. SIGHUP is ignored (logged): there is nothing to reload. An eBPF pod (`add` with a
+//! `cgroup`) has its programs pinned in the agent's bpffs ([`Options::bpffs`]); its repair
+//! re-attaches programs another process unpinned or detached, and a restart adopts its pinned
+//! programs as they are when complete.
 
 mod adds;
 mod adopt;

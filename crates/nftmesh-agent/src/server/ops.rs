@@ -170,12 +170,18 @@ impl Agent {
             return self.answer(target, protocol::error(ErrorKind::Invalid, &e));
         };
         let (ns, capture) = (pod.kernel.ns.clone(), pod.kernel.capture.clone());
+        let ebpf = pod.kernel.ebpf.clone();
         self.start_op(target, Some(id), netns, move || {
-            OpDone::Checked(
-                ns.check(&capture)
-                    .map(|d| d.iter().map(|x| x.to_string()).collect())
-                    .map_err(|e| e.to_string()),
-            )
+            OpDone::Checked((|| {
+                // An eBPF pod's programs first: each one not attached is a difference.
+                let mut d = match &ebpf {
+                    Some(e) => e.missing().map_err(|e| e.to_string())?,
+                    None => Vec::new(),
+                };
+                let tables = ns.check(&capture).map_err(|e| e.to_string())?;
+                d.extend(tables.iter().map(|x| x.to_string()));
+                Ok(d)
+            })())
         });
     }
 
