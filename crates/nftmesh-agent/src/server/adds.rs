@@ -116,6 +116,24 @@ impl Agent {
         }
     }
 
+    /// The eBPF backend's place for an add with `cgroup`, checked before anything changes
+    /// (the cgroup a cgroup v2 directory and no mount's root, the capture a sidecar's that the
+    /// programs can apply, a bpffs to pin in); `None` without one (nf_tables).
+    pub(super) fn ebpf_place(
+        &self,
+        desired: &Desired,
+        cgroup: Option<&Path>,
+    ) -> Result<Option<registry::EbpfPlace>, String> {
+        let Some(cgroup) = cgroup else {
+            return Ok(None);
+        };
+        let bpffs = self
+            .bpffs
+            .as_ref()
+            .map_err(|e| format!("cgroup {}: no BPF file system: {e}", cgroup.display()))?;
+        EbpfPod::check(desired, cgroup, bpffs).map(Some)
+    }
+
     pub(super) fn added(&mut self, netns: &Path, started: Instant, report: String) -> Value {
         let mut m = self.metrics();
         m.applies += 1;

@@ -456,24 +456,6 @@ impl Agent {
         self.answer(target, reply);
     }
 
-    /// The eBPF backend's place for an add with `cgroup`, checked before anything changes
-    /// (the cgroup a cgroup v2 directory and no mount's root, the capture a sidecar's that the
-    /// programs can apply, a bpffs to pin in); `None` without one (nf_tables).
-    fn ebpf_place(
-        &self,
-        desired: &Desired,
-        cgroup: Option<&Path>,
-    ) -> Result<Option<registry::EbpfPlace>, String> {
-        let Some(cgroup) = cgroup else {
-            return Ok(None);
-        };
-        let bpffs = self
-            .bpffs
-            .as_ref()
-            .map_err(|e| format!("cgroup {}: no BPF file system: {e}", cgroup.display()))?;
-        EbpfPod::check(desired, cgroup, bpffs).map(Some)
-    }
-
     fn handle(&mut self, command: Result<Command, String>) -> Value {
         match command {
             Err(e) => protocol::error(ErrorKind::Invalid, &e),
