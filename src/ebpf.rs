@@ -74,7 +74,8 @@ impl fmt::Display for EbpfInstalled {
 pub struct EbpfRemoved {
     /// Whether an eBPF capture was attached to the cgroup (and is now detached and unpinned).
     pub programs: bool,
-    /// Whether sk_msg acceleration was on (and is now detached and unpinned).
+    /// Whether sk_msg acceleration was on (and is now detached and unpinned); `false` from
+    /// [`EbpfBackend::remove_even_if_gone`], which removes it with the rest of the stale pins.
     pub sk_msg: bool,
     /// The nf_tables tables deleted.
     pub inbound: Removed,
@@ -230,6 +231,79 @@ impl EbpfBackend {
             tracked: a.tracked()?,
             sk_msg,
         }))
+    }
+}
+
+pub use nftmesh_ebpf::{check_cgroup, Link, StalePins};
+
+/// What [`EbpfBackend::reattach`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reattached {
+    /// The programs that were not attached to the cgroup (no pinned link, or a link detached
+    /// by another process), now attached again; empty when the capture was complete and
+    /// nothing was done.
+    pub missing: Vec<&'static str>,
+}
+
+impl EbpfBackend {
+    /// The links of the capture pinned for the cgroup as the kernel reports them (their ids,
+    /// their programs' ids, the cgroup each runs on); `None` when nothing is pinned.
+    pub fn links(&self) -> Result<Option<Vec<Link>>, CaptureError> {
+        match Attachment::open(&self.bpffs, &self.cgroup)? {
+            Some(a) => Ok(Some(a.links()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Make the pinned capture complete again without touching it when it is: if a program
+    /// `cfg` needs is not attached to the cgroup (its pin removed, or its link detached by
+    /// another process), the detached links are unpinned and `cfg` installed again
+    /// ([`EbpfBackend::install`]: live links get their program in place, missing ones are
+    /// created, the maps of original destinations are kept); the programs that were missing.
+    pub fn reattach(
+        &self,
+        ns: &Namespace,
+        cfg: &CaptureConfig,
+    ) -> Result<Reattached, CaptureError> {
+        let missing = match Attachment::open(&self.bpffs, &self.cgroup)? {
+            Some(a) => {
+                let missing = a.missing(cfg)?;
+                if !missing.is_empty() {
+                    a.unpin_detached()?;
+                }
+                missing
+            }
+            None => Attachment::needed(cfg)?,
+        };
+        if !missing.is_empty() {
+            self.install(ns, cfg)?;
+        }
+        Ok(Reattached { missing })
+    }
+
+    /// [`EbpfBackend::remove`], also when the cgroup directory is gone (the pod's cgroup
+    /// deleted before its capture was removed): then its pins, which can no longer be found
+    /// by the directory's inode, are found and removed with every other stale capture of the
+    /// BPF file system ([`Bpffs::remove_stale_within`], waiting up to a second for the kernel
+    /// to let the links of a cgroup deleted just now go), and the tables in `ns` removed.
+    pub fn remove_even_if_gone(
+        &self,
+        ns: &Namespace,
+        cfg: &CaptureConfig,
+    ) -> Result<EbpfRemoved, CaptureError> {
+        if self.cgroup.exists() {
+            return self.remove(ns, cfg);
+        }
+        let stale = self
+            .bpffs
+            .remove_stale_within(std::time::Duration::from_secs(1));
+        let tables = ns.remove(&Self::inbound(cfg)?)?;
+        Ok(EbpfRemoved {
+            programs: !stale?.is_empty(),
+            // Removed with the rest of the stale pins, if it was there; not told apart.
+            sk_msg: false,
+            inbound: tables,
+        })
     }
 }
 

@@ -83,6 +83,7 @@ fn main() {
         metrics_addr: None,
         resync: Duration::from_secs(3600),
         own_tables: false,
+        bpffs: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

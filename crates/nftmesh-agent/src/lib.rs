@@ -21,6 +21,7 @@
 //!     metrics_addr: Some("127.0.0.1:15114".parse().unwrap()),
 //!     resync: Duration::from_secs(30),
 //!     own_tables: true,
+//!     bpffs: None, // eBPF pods pinned in the bpffs /proc/mounts lists
 //! })?;
 //! agent.run()?;
 //! # Ok::<(), nftmesh_agent::server::AgentError>(())

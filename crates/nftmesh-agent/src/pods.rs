@@ -26,6 +26,11 @@ pub trait PodKernel {
     fn repair_job(&self) -> RepairJob;
     /// Remove the pod's capture; the tables removed.
     fn remove(&mut self) -> Result<usize, String>;
+    /// What `status` shows of the pod's backend beyond nf_tables (an eBPF pod's cgroup and
+    /// links); `None` for an nf_tables pod.
+    fn backend(&self) -> Option<Value> {
+        None
+    }
 }
 
 /// A repair that happened.
@@ -366,6 +371,8 @@ impl<K: PodKernel> Pods<K> {
                     "identity": id,
                     "tables_owned": p.owned,
                     "kind": p.record.desired.kind(),
+                    "backend": p.record.backend(),
+                    "ebpf": p.kernel.backend(),
                     "desired": p.record.desired,
                     "container_id": p.record.container_id,
                     "installed_at": p.record.installed_at,

@@ -13,6 +13,18 @@ use std::path::{Path, PathBuf};
 
 /// The record format written; version 1 (keyed by the path's hex) is still read.
 pub const VERSION: u32 = 2;
+/// The format of a record of an eBPF pod ([`Record::ebpf`]): an agent that reads only
+/// [`VERSION`] keeps it unread rather than taking the pod for an nf_tables one.
+pub const VERSION_EBPF: u32 = 3;
+
+/// Where the eBPF backend captures a pod's outbound connects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EbpfPlace {
+    /// The pod's cgroup v2 directory.
+    pub cgroup: PathBuf,
+    /// The BPF file system its links and maps are pinned in (its mount point).
+    pub bpffs: PathBuf,
+}
 
 /// One registered pod.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +42,21 @@ pub struct Record {
     pub container_id: Option<String>,
     /// When the capture was first installed (seconds since the epoch).
     pub installed_at: f64,
+    /// With the eBPF backend: its cgroup and bpffs (the outbound capture is BPF programs on
+    /// the cgroup, the inbound one nf_tables in the namespace). `None`: the nf_tables backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ebpf: Option<EbpfPlace>,
+}
+
+impl Record {
+    /// `ebpf` or `nf_tables`.
+    pub fn backend(&self) -> &'static str {
+        if self.ebpf.is_some() {
+            "ebpf"
+        } else {
+            "nf_tables"
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -85,9 +112,9 @@ pub fn load(state_dir: &Path) -> Result<Loaded, String> {
             .map_err(|e| e.to_string())
             .and_then(|t| serde_json::from_str::<File>(&t).map_err(|e| e.to_string()))
             .and_then(|f| match f.version {
-                1 | VERSION => Ok(f.pod),
+                1 | VERSION | VERSION_EBPF => Ok(f.pod),
                 v => Err(format!(
-                    "record version {v}: this agent reads 1 and {VERSION}"
+                    "record version {v}: this agent reads 1 to {VERSION_EBPF}"
                 )),
             });
         match read {
@@ -112,7 +139,11 @@ pub fn save(state_dir: &Path, record: &Record) -> Result<PathBuf, String> {
     let p = file(state_dir, id);
     let tmp = p.with_extension("tmp");
     let text = serde_json::to_vec(&File {
-        version: VERSION,
+        version: if record.ebpf.is_some() {
+            VERSION_EBPF
+        } else {
+            VERSION
+        },
         pod: record.clone(),
     })
     .map_err(|e| e.to_string())?;
@@ -188,6 +219,7 @@ mod tests {
             desired: Desired::Capture(Box::new(CaptureConfig::sidecar())),
             container_id: Some("c".into()),
             installed_at: 1.5,
+            ebpf: None,
         }
     }
 
@@ -232,7 +264,7 @@ mod tests {
             &std::fs::read(file(&state, NetnsId { dev: 4, ino: 7 })).unwrap(),
         )
         .unwrap();
-        v3["version"] = 3.into();
+        v3["version"] = 4.into();
         std::fs::write(&newer, v3.to_string()).unwrap();
         // A version-1 record (no identity), as an older agent wrote it.
         let mut v1 = v3.clone();
@@ -250,10 +282,34 @@ mod tests {
         bad.sort();
         assert_eq!(bad, vec![newer.as_path(), torn.as_path()]);
         assert!(
-            l.bad.iter().any(|b| b.error.contains("record version 3")),
+            l.bad.iter().any(|b| b.error.contains("record version 4")),
             "{l:?}"
         );
         assert!(torn.exists() && newer.exists(), "never deleted");
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
+    fn an_ebpf_record_is_version_3_and_keeps_its_cgroup_and_bpffs() {
+        let state = state("ebpf");
+        let r = Record {
+            ebpf: Some(EbpfPlace {
+                cgroup: "/sys/fs/cgroup/pod".into(),
+                bpffs: "/sys/fs/bpf".into(),
+            }),
+            ..rec("/run/netns/e", 9)
+        };
+        let f = save(&state, &r).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        assert_eq!(v["version"], 3);
+        assert_eq!(v["pod"]["ebpf"]["cgroup"], "/sys/fs/cgroup/pod");
+        assert_eq!(load(&state).unwrap().records, vec![(f, r.clone())]);
+        assert_eq!(r.backend(), "ebpf");
+        // An nf_tables record stays version 2, without the key.
+        let f2 = save(&state, &rec("/run/netns/n", 10)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f2).unwrap()).unwrap();
+        assert_eq!(v["version"], 2);
+        assert!(v["pod"].get("ebpf").is_none());
         std::fs::remove_dir_all(&state).unwrap();
     }
 

@@ -20,8 +20,8 @@ pub enum AgentCommand {
     Add(Box<AddArgs>),
     /// Remove a pod's capture and forget the pod.
     Remove(PodArgs),
-    /// Every pod's state (desired capture, installed at, last check, repairs, last error), or
-    /// one pod's, as JSON.
+    /// Every pod's state (desired capture, backend, installed at, last check, repairs, last
+    /// error; an eBPF pod's cgroup and links), or one pod's, as JSON.
     Status(StatusArgs),
     /// The registered pods' namespaces, one per line.
     List(SocketArg),
@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// per add, remove, repair), `warn` or `error`.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: Level,
+    /// The BPF file system eBPF pods (`agent add --cgroup`) are pinned in; default: the one
+    /// /proc/mounts lists (/sys/fs/bpf first). Pins of cgroups that are gone are removed at
+    /// start.
+    #[arg(long, value_name = "DIR")]
+    bpffs: Option<PathBuf>,
 }
 
 /// `nftmesh agent add`.
@@ -73,6 +78,11 @@ pub struct AddArgs {
     /// An ambient (ztunnel) in-pod capture from this JSON file, instead of the sidecar flags.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     ambient_config: Option<PathBuf>,
+    /// Capture the pod's outbound connects with the eBPF backend: BPF programs on this cgroup
+    /// v2 directory (an absolute path, not a cgroup2 mount's root), pinned in the agent's
+    /// bpffs; its inbound capture stays nf_tables in the namespace. A sidecar capture only.
+    #[arg(long, value_name = "DIR", conflicts_with = "ambient_config")]
+    cgroup: Option<PathBuf>,
     #[command(flatten)]
     capture: CaptureArgs,
 }
@@ -141,6 +151,7 @@ fn serve(a: RunArgs) -> Result<(), CliError> {
         metrics_addr: a.metrics_addr,
         resync: Duration::from_secs_f64(a.resync),
         own_tables: a.own_tables,
+        bpffs: a.bpffs,
     };
     let log = Logger::stderr(a.log_format, a.log_level);
     let agent = nftmesh_agent::server::Agent::start_with_log(opts, log)?;
@@ -157,7 +168,14 @@ fn add(a: &AddArgs) -> Result<(), CliError> {
         }
         None => Desired::Capture(Box::new(a.capture.to_config_in(Some(netns))?)),
     };
-    let reply = call(&a.pod.socket.socket, &Request::add(netns, desired))?;
+    if let Some(c) = a.cgroup.as_deref().filter(|c| !c.is_absolute()) {
+        return Err(CliError::Config(format!(
+            "--cgroup {}: an absolute path is required",
+            c.display()
+        )));
+    }
+    let req = Request::add(netns, desired).with_cgroup(a.cgroup.clone());
+    let reply = call(&a.pod.socket.socket, &req)?;
     if let Some(r) = reply.report {
         eprintln!("nftmesh: {r}");
     }

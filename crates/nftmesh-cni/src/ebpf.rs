@@ -93,3 +93,18 @@ pub fn remove_programs(backend: &EbpfBackend) -> Result<bool, CniError> {
     };
     removed.map_err(|e| CniError::from(CaptureError::from(e)))
 }
+
+/// DEL's part when the pod's cgroup no longer resolves (deleted before DEL came): its pins can
+/// no longer be found by the directory's inode, so every capture of the BPF file system whose
+/// cgroup is gone is removed ([`Bpffs::remove_stale_within`], waiting up to a second for the
+/// kernel to let the links of a cgroup deleted just now go); how many.
+pub fn remove_stale(conf: &NetConf) -> Result<usize, CniError> {
+    let bpffs = match &conf.bpffs {
+        Some(dir) => Bpffs::at(dir).map_err(|e| CniError::InvalidConfig(format!("bpffs: {e}")))?,
+        None => Bpffs::find().map_err(|e| CniError::from(CaptureError::from(e)))?,
+    };
+    bpffs
+        .remove_stale_within(std::time::Duration::from_secs(1))
+        .map(|s| s.len())
+        .map_err(|e| CniError::from(CaptureError::from(e)))
+}

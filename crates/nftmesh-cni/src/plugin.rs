@@ -273,7 +273,8 @@ fn check(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
 /// namespace is gone or holds nothing of ours.
 ///
 /// With `backend: ebpf`, the programs on the pod's cgroup go first; a cgroup that no longer
-/// resolves (no `cgroupPath`, the directory gone) is logged and DEL goes on.
+/// resolves (no `cgroupPath`, the directory gone) is logged, the pins of cgroups that are gone
+/// removed, and DEL goes on.
 fn del(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
     if conf.backend == Backend::Ebpf {
         match ebpf::backend(conf) {
@@ -289,7 +290,15 @@ fn del(env: &Env, conf: &NetConf, log: &Log) -> Result<(), CniError> {
                     }
                 ));
             }
-            Err(e) => log.at(Level::Warn, &format!("{e}: no eBPF program removed")),
+            // The cgroup is gone (or unnamed): its pins, and any other cgroup's that is
+            // gone, are found by their links' cgroups.
+            Err(e) => match ebpf::remove_stale(conf) {
+                Ok(n) => log.at(
+                    Level::Warn,
+                    &format!("{e}: removed the pins of {n} cgroup(s) that are gone"),
+                ),
+                Err(r) => log.at(Level::Warn, &format!("{e}: no eBPF program removed ({r})")),
+            },
         }
     }
     let entry = conf.desired().ok();

@@ -235,3 +235,26 @@ fn without_a_cgroup_the_add_fails_with_the_config_code_and_changes_nothing() {
     assert!(ours(&net.tables()).is_empty());
     assert!(!bpffs.has_pins());
 }
+
+#[test]
+fn del_after_the_pods_cgroup_is_gone_removes_its_pins() {
+    if !in_node("del_after_the_pods_cgroup_is_gone_removes_its_pins") {
+        return;
+    }
+    let name = format!("nftmesh-cni-gone-{}", std::process::id());
+    let Some((mut cgroup, bpffs)) = ready(&name) else {
+        return;
+    };
+    let net = Net::new(entry(&bpffs));
+    let pod = caps(&format!("/{name}"));
+    ok(net.cnitool_caps("add", &pod), "add");
+    assert!(attached(&bpffs, cgroup.pod()).is_some());
+    // The runtime deletes the pod's cgroup before DEL comes: the pins can no longer be found
+    // by the directory's inode.
+    let dir = cgroup.dirs.pop().unwrap();
+    std::fs::remove_dir(&dir).expect("rmdir the pod's cgroup");
+    assert!(bpffs.has_pins());
+    ok(net.cnitool_caps("del", &pod), "del");
+    assert!(!bpffs.has_pins(), "pins left in {}", bpffs.0.display());
+    assert!(ours(&net.tables()).is_empty(), "{:?}", net.tables());
+}

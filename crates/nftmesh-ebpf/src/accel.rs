@@ -2,7 +2,7 @@
 //! [`Acceleration`].
 
 use crate::error::EbpfError;
-use crate::pins::{self, Bpffs};
+use crate::pins::{self, Bpffs, CgroupLock};
 use crate::sys;
 use aya::maps::{Map, MapData, SockHash};
 use aya::programs::links::ProgAttachLink;
@@ -160,6 +160,8 @@ impl Acceleration {
     /// [`Acceleration::sockets`] reads that one.
     pub fn install(&mut self, bpffs: &Bpffs, cgroup_dir: &Path) -> Result<Accelerated, EbpfError> {
         let capture_dir = bpffs.dir_of(cgroup_dir)?;
+        // Held to the end: no install or removal of this cgroup's capture interleaves.
+        let _lock = CgroupLock::take(cgroup_dir)?;
         if !capture_dir.is_dir() {
             return Err(EbpfError::Pin {
                 path: capture_dir,
@@ -181,7 +183,7 @@ impl Acceleration {
                 // A first install leaves nothing behind; a failed replace leaves the old
                 // programs working.
                 if fresh {
-                    let _ = accelerated.remove();
+                    let _ = accelerated.remove_pins();
                 }
                 Err(e)
             }
@@ -297,6 +299,25 @@ impl Accelerated {
     /// (see [`Acceleration`], *Lifetime*). Everything is attempted even if one step fails;
     /// the first error is returned.
     pub fn remove(self) -> Result<(), EbpfError> {
+        if matches!(self.kind, Kind::Held { .. }) {
+            return self.remove_pins();
+        }
+        // A cgroup already gone has no lock to take (and no installer to wait for).
+        let _lock = match CgroupLock::take(&self.cgroup) {
+            Ok(l) => Some(l),
+            Err(EbpfError::Cgroup { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        self.remove_pins()
+    }
+
+    /// [`Accelerated::remove`] without the cgroup's lock (the caller holds it, or there is
+    /// none: a handle that is not pinned).
+    fn remove_pins(self) -> Result<(), EbpfError> {
         let dir = match self.kind {
             Kind::Held { link, .. } => {
                 return sys::link_detach(link.as_fd()).map_err(|e| link_err("detach", None, e))

@@ -4,12 +4,14 @@
 use crate::capture::Tracked;
 use crate::error::EbpfError;
 use crate::maps;
-use crate::pins::{self, Bpffs};
+use crate::pins::{self, Bpffs, CgroupLock};
 use crate::programs::{self, Prog, PROGRAMS};
+use crate::settings::{Dns, Settings};
 use crate::sys;
 use aya::Ebpf;
+use nftmesh_model::config::CaptureConfig;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The capture attached to one cgroup: either pinned in bpffs
@@ -21,6 +23,20 @@ use std::path::{Path, PathBuf};
 pub struct Attachment {
     cgroup: PathBuf,
     kind: Kind,
+}
+
+/// One program's link as the kernel reports it (`BPF_OBJ_GET_INFO_BY_FD`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The program's name in `bpf/capture.c`.
+    pub program: &'static str,
+    /// The link's id: a new one for every attach, kept by an in-place replace.
+    pub id: u32,
+    /// The id of the program the link runs: a new one for every load (a replace changes it).
+    pub program_id: u32,
+    /// The id (inode number) of the cgroup it is attached to; 0 once it is detached
+    /// (`BPF_LINK_DETACH`) or its cgroup is gone.
+    pub cgroup_id: u64,
 }
 
 #[derive(Debug)]
@@ -43,6 +59,7 @@ pub(crate) fn link_held(
     cgroup: &File,
     dns: bool,
 ) -> Result<Vec<(Prog, OwnedFd)>, EbpfError> {
+    check_cgroup_file(cgroup)?;
     let mut links = Vec::with_capacity(PROGRAMS.len());
     for p in PROGRAMS.into_iter().filter(|p| dns || !p.dns_only()) {
         let program = p.name();
@@ -60,6 +77,28 @@ pub(crate) fn link_held(
         links.push((p, link));
     }
     Ok(links)
+}
+
+/// [`pins::check_cgroup`] of an open directory: on a cgroup v2 file system, and not a root.
+fn check_cgroup_file(cgroup: &File) -> Result<(), EbpfError> {
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", cgroup.as_raw_fd()))
+        .unwrap_or_else(|_| PathBuf::from("(the cgroup directory given)"));
+    let refuse = |kind, why: String| EbpfError::Cgroup {
+        path: path.clone(),
+        source: std::io::Error::new(kind, why),
+    };
+    let magic = sys::fs_type(cgroup.as_fd()).map_err(|source| EbpfError::Cgroup {
+        path: path.clone(),
+        source,
+    })?;
+    if magic != sys::CGROUP2_SUPER_MAGIC {
+        return Err(refuse(
+            std::io::ErrorKind::InvalidInput,
+            "not a directory of a cgroup v2 file system".into(),
+        ));
+    }
+    pins::refuse_root(cgroup, &pins::cgroup2_mounts()?)
+        .map_err(|why| refuse(std::io::ErrorKind::PermissionDenied, why))
 }
 
 /// Whether `dir` holds a pinned link of any of the programs.
@@ -104,7 +143,36 @@ pub(crate) fn link_all(
     Ok(())
 }
 
+/// The links pinned in `dir`, as the kernel reports them (those that cannot be read are left
+/// out).
+pub(crate) fn pinned_links(dir: &Path) -> Vec<Link> {
+    PROGRAMS
+        .iter()
+        .filter_map(|p| {
+            let link = sys::obj_get(&dir.join(p.link_pin())).ok()?;
+            let f = sys::link_info(link.as_fd()).ok()?;
+            Some(Link {
+                program: p.name(),
+                id: f.id,
+                program_id: f.prog_id,
+                cgroup_id: f.cgroup_id,
+            })
+        })
+        .collect()
+}
+
+/// The programs `cfg`'s capture links (DNS ones only with DNS capture in effect), in
+/// [`PROGRAMS`] order.
+fn wanted(cfg: &CaptureConfig) -> Result<Vec<Prog>, EbpfError> {
+    let dns = Settings::from_config(cfg)?.dns != Dns::Off;
+    Ok(PROGRAMS
+        .into_iter()
+        .filter(|p| dns || !p.dns_only())
+        .collect())
+}
+
 impl Attachment {
+    /// The attachment an install into `dir` makes.
     pub(crate) fn pinned(bpffs: &Bpffs, cgroup: &Path, dir: PathBuf) -> Self {
         Attachment {
             cgroup: cgroup.to_path_buf(),
@@ -123,12 +191,86 @@ impl Attachment {
     }
 
     /// The capture pinned in `bpffs` for the cgroup v2 directory `cgroup_dir`, by whichever
-    /// process attached it; `None` when there is none.
+    /// process attached it; `None` when there is none. `cgroup_dir` is checked as
+    /// [`check_cgroup`](crate::check_cgroup) does (the root of a cgroup2 mount is refused).
     pub fn open(bpffs: &Bpffs, cgroup_dir: &Path) -> Result<Option<Self>, EbpfError> {
         let dir = bpffs.dir_of(cgroup_dir)?;
-        Ok(dir
-            .exists()
-            .then(|| Attachment::pinned(bpffs, cgroup_dir, dir)))
+        Ok(dir.exists().then(|| Attachment {
+            cgroup: cgroup_dir.to_path_buf(),
+            kind: Kind::Pinned {
+                bpffs: bpffs.clone(),
+                dir,
+            },
+        }))
+    }
+
+    /// The programs `cfg`'s capture links on a cgroup (their names in `bpf/capture.c`), in
+    /// attach order.
+    pub fn needed(cfg: &CaptureConfig) -> Result<Vec<&'static str>, EbpfError> {
+        Ok(wanted(cfg)?.into_iter().map(Prog::name).collect())
+    }
+
+    /// Every program's link, as the kernel reports it: its id, its program's id and the
+    /// cgroup it is attached to (0: detached).
+    pub fn links(&self) -> Result<Vec<Link>, EbpfError> {
+        match &self.kind {
+            Kind::Pinned { dir, .. } => Ok(pinned_links(dir)),
+            Kind::Held { links, .. } => links
+                .iter()
+                .map(|(p, fd)| {
+                    let f = sys::link_info(fd.as_fd()).map_err(|source| EbpfError::Link {
+                        program: p.name(),
+                        path: None,
+                        action: "read",
+                        source,
+                    })?;
+                    Ok(Link {
+                        program: p.name(),
+                        id: f.id,
+                        program_id: f.prog_id,
+                        cgroup_id: f.cgroup_id,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The programs `cfg`'s capture needs that are not attached to this cgroup now: no link
+    /// pinned, or one that no longer runs on the cgroup (detached by another process). Empty
+    /// when the capture is complete.
+    pub fn missing(&self, cfg: &CaptureConfig) -> Result<Vec<&'static str>, EbpfError> {
+        let id = pins::check_cgroup(&self.cgroup)?;
+        let links = self.links()?;
+        Ok(wanted(cfg)?
+            .into_iter()
+            .filter(|p| {
+                !links
+                    .iter()
+                    .any(|l| l.program == p.name() && l.cgroup_id == id)
+            })
+            .map(Prog::name)
+            .collect())
+    }
+
+    /// Unpin the links that no longer run on this cgroup (detached by another process), so
+    /// that the next [`EbpfCapture::install`](crate::EbpfCapture::install) links those
+    /// programs anew (a detached link cannot be given a program); the programs unpinned.
+    /// Live links and the maps stay.
+    pub fn unpin_detached(&self) -> Result<Vec<&'static str>, EbpfError> {
+        let Kind::Pinned { dir, .. } = &self.kind else {
+            return Ok(Vec::new());
+        };
+        let id = pins::check_cgroup(&self.cgroup)?;
+        let mut out = Vec::new();
+        for l in pinned_links(dir) {
+            if l.cgroup_id != id {
+                if let Some(p) = PROGRAMS.iter().find(|p| p.name() == l.program) {
+                    pins::unlink(&dir.join(p.link_pin()))?;
+                    out.push(l.program);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The cgroup directory the programs are attached to.
@@ -170,29 +312,68 @@ impl Attachment {
     /// bpffs or on the cgroup. Each link is detached outright (`BPF_LINK_DETACH`), even if
     /// another process still holds it open. Connections redirected before stay with the
     /// proxy. Everything is attempted even if one step fails; the first error is returned.
+    ///
+    /// A pinned capture is removed holding the cgroup's lock (taken here, waiting at most
+    /// [`LOCK_WAIT`](crate::LOCK_WAIT)), so no install or removal of the same cgroup by another
+    /// process interleaves with it; a cgroup that is gone has no lock to take.
     pub fn remove(self) -> Result<(), EbpfError> {
-        let mut first = Ok(());
-        let mut note = |r: Result<(), EbpfError>| {
-            if let Err(e) = r {
-                first = std::mem::replace(&mut first, Ok(())).and(Err(e));
-            }
-        };
+        self.remove_as(None)
+    }
+
+    /// [`Attachment::remove`]; `locked` when the caller holds the cgroup's lock already.
+    pub(crate) fn remove_as(self, locked: Option<&CgroupLock>) -> Result<(), EbpfError> {
         let (bpffs, dir) = match self.kind {
             Kind::Pinned { bpffs, dir } => (bpffs, dir),
             Kind::Held { links, .. } => {
+                let mut first = Ok(());
                 for (p, link) in links.iter().rev() {
-                    note(
-                        sys::link_detach(link.as_fd()).map_err(|source| EbpfError::Link {
+                    if let Err(e) = sys::link_detach(link.as_fd()) {
+                        first = first.and(Err(EbpfError::Link {
                             program: p.name(),
                             path: None,
                             action: "detach",
-                            source,
-                        }),
-                    );
+                            source: e,
+                        }));
+                    }
                 }
                 return first;
             }
         };
+        // A cgroup already gone has no lock to take (and no installer to wait for).
+        let _lock =
+            match locked.map_or_else(|| CgroupLock::take(&self.cgroup).map(Some), |_| Ok(None)) {
+                Ok(l) => l,
+                Err(EbpfError::Cgroup { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+        remove_pins(&bpffs, &dir)
+    }
+}
+
+/// Detach every link pinned in `dir`, connect4 first, and remove the pins, the directory and
+/// `nftmesh/` when it is left empty. What others pinned in subdirectories of `dir` (sk_msg
+/// acceleration's `accel/`, the inbound capture's `inbound/`) goes first: their links (pins
+/// named `link_*`) detached, every pin removed, the subdirectory too. Everything is attempted;
+/// the first error is returned.
+pub(crate) fn remove_pins(bpffs: &Bpffs, dir: &Path) -> Result<(), EbpfError> {
+    let dir = dir.to_path_buf();
+    let mut first = Ok(());
+    let mut note = |r: Result<(), EbpfError>| {
+        if let Err(e) = r {
+            first = std::mem::replace(&mut first, Ok(())).and(Err(e));
+        }
+    };
+    for sub in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let sub = sub.path();
+        if sub.is_dir() {
+            remove_subdir(&sub, &mut note);
+        }
+    }
+    {
         for p in PROGRAMS.iter().rev() {
             note(unlink_program(&dir, *p));
         }
@@ -221,8 +402,8 @@ impl Attachment {
         }
         // Another capture's directory may be there: then it stays.
         let _ = std::fs::remove_dir(bpffs.top());
-        first
     }
+    first
 }
 
 /// Detach the link of `p` pinned in `dir` and remove its pin, if it is pinned.
@@ -242,4 +423,45 @@ fn unlink_program(dir: &Path, p: Prog) -> Result<(), EbpfError> {
     // Unpinned, the link goes with the last file descriptor even if the detach failed.
     let unpinned = pins::unlink(&pin);
     detached.and(unpinned)
+}
+
+/// Detach the links pinned in `sub` (`link_*`), unpin everything there and remove it.
+fn remove_subdir(sub: &Path, note: &mut impl FnMut(Result<(), EbpfError>)) {
+    let entries: Vec<PathBuf> = std::fs::read_dir(sub)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    for pin in &entries {
+        let is_link = pin
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("link_"));
+        if !is_link {
+            continue;
+        }
+        let detached = sys::obj_get(pin).and_then(|link| sys::link_detach(link.as_fd()));
+        match detached {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => note(Err(EbpfError::Pin {
+                path: pin.clone(),
+                action: "detach",
+                source,
+            })),
+        }
+    }
+    for pin in &entries {
+        note(pins::unlink(pin));
+    }
+    if let Err(source) = std::fs::remove_dir(sub) {
+        if source.kind() != std::io::ErrorKind::NotFound {
+            note(Err(EbpfError::Pin {
+                path: sub.to_path_buf(),
+                action: "remove",
+                source,
+            }));
+        }
+    }
 }

@@ -4,7 +4,7 @@ use crate::attachment::{self, Attachment};
 use crate::error::EbpfError;
 use crate::maps;
 use crate::netns::NetnsCookie;
-use crate::pins::{self, Bpffs};
+use crate::pins::{self, Bpffs, CgroupLock};
 use crate::programs;
 use crate::settings::{Dns, Settings};
 use aya::{Ebpf, EbpfLoader};
@@ -95,6 +95,8 @@ impl EbpfCapture {
     /// [`EbpfCapture::tracked`] reads those.
     pub fn install(&mut self, bpffs: &Bpffs, cgroup_dir: &Path) -> Result<Attachment, EbpfError> {
         let dir = bpffs.dir_of(cgroup_dir)?;
+        // Held to the end: no other install or removal of this cgroup interleaves.
+        let lock = CgroupLock::take(cgroup_dir)?;
         let cgroup = open_cgroup(cgroup_dir)?;
         pins::create_dir(&dir)?;
         let fresh = !attachment::linked(&dir);
@@ -105,7 +107,7 @@ impl EbpfCapture {
                 // A first install leaves nothing behind; a failed replace leaves the capture
                 // working (each link runs its old or its new program; they share the maps).
                 if fresh {
-                    let _ = attached.remove();
+                    let _ = attached.remove_as(Some(&lock));
                 }
                 Err(e)
             }

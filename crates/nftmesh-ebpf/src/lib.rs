@@ -67,3 +67,7 @@ pub use capture::{EbpfCapture, Tracked};
 pub use error::EbpfError;
 pub use netns::NetnsCookie;
 pub use pins::Bpffs;
+pub use {
+    attachment::Link,
+    pins::{check_cgroup, StalePins, LOCK_WAIT},
+};

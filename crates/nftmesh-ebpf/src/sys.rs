@@ -16,6 +16,10 @@ const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_DETACH: libc::c_long = 34;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// `CGROUP2_SUPER_MAGIC` (`linux/magic.h`): `statfs`'s `f_type` of a cgroup v2 file system.
+pub(crate) const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// The `BPF_OBJ_*` member of `union bpf_attr`.
 #[repr(C)]
@@ -65,8 +69,10 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // prefix of `union bpf_attr` that `cmd` reads; its padding is zeroed (every field is, by
     // `Default`, before the caller sets some), as the kernel requires of the bytes past the
     // command's last field. The kernel reads and writes at most `size` bytes of it and keeps
-    // no reference after the call. Pointers inside (`ObjAttr::pathname`) point to a
-    // NUL-terminated string the caller keeps alive across the call.
+    // no reference after the call. Pointers inside point to memory the caller keeps alive
+    // and exclusively borrowed across the call: `ObjAttr::pathname` to a NUL-terminated
+    // string, `InfoAttr::info` to a `LinkInfo` of `info_len` bytes, which the kernel writes
+    // at most `info_len` bytes of.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, size) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -148,6 +154,93 @@ pub(crate) fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
     bpf(BPF_LINK_DETACH, &mut attr).map(|_| ())
 }
 
+/// The `info` member of `union bpf_attr` (`BPF_OBJ_GET_INFO_BY_FD`).
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The start of `struct bpf_link_info` up to its `cgroup` member (the union is 8-aligned, at
+/// offset 16); the kernel fills at most `info_len` bytes of it.
+#[repr(C)]
+#[derive(Default)]
+struct LinkInfo {
+    kind: u32,
+    id: u32,
+    prog_id: u32,
+    pad: u32,
+    cgroup_id: u64,
+    attach_type: u32,
+    pad2: u32,
+}
+
+/// What the kernel says of a link: its id, its program's id and, for a cgroup link, the id
+/// of the cgroup it is attached to (0 once it is detached, or its cgroup is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LinkFacts {
+    pub id: u32,
+    pub prog_id: u32,
+    pub cgroup_id: u64,
+}
+
+/// `BPF_LINK_TYPE_CGROUP` (`enum bpf_link_type`).
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+
+/// `BPF_OBJ_GET_INFO_BY_FD` of the link `link`. A link of another kind reports cgroup id 0.
+pub(crate) fn link_info(link: BorrowedFd<'_>) -> io::Result<LinkFacts> {
+    let mut info = LinkInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: fd_u32(link)?,
+        info_len: u32::try_from(std::mem::size_of::<LinkInfo>())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        info: &mut info as *mut LinkInfo as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(LinkFacts {
+        id: info.id,
+        prog_id: info.prog_id,
+        cgroup_id: if info.kind == BPF_LINK_TYPE_CGROUP {
+            info.cgroup_id
+        } else {
+            0
+        },
+    })
+}
+
+/// `statfs(2)`'s `f_type` of the file system `file` is on.
+pub(crate) fn fs_type(file: BorrowedFd<'_>) -> io::Result<i64> {
+    // SAFETY: `statfs` is plain old data, for which all-zero bytes are a valid value.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `file` is a file descriptor open for the duration of the call (borrowed), and
+    // `buf` a live, exclusively borrowed `struct statfs` the kernel writes whole and keeps no
+    // reference to.
+    let r = unsafe { libc::fstatfs(file.as_raw_fd(), &mut buf) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between libcs.
+    Ok(buf.f_type as i64)
+}
+
+/// `flock(file, LOCK_EX | LOCK_NB)`: `Ok(false)` when another open file holds the lock.
+pub(crate) fn try_lock_exclusive(file: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: `file` is a file descriptor open for the duration of the call (borrowed); flock
+    // touches no memory of ours.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
 fn fd_u32(fd: BorrowedFd<'_>) -> io::Result<u32> {
     u32::try_from(fd.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
@@ -163,6 +256,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<LinkUpdateAttr>(), 16);
         assert_eq!(std::mem::size_of::<LinkCreateAttr>(), 16);
         assert_eq!(std::mem::size_of::<LinkDetachAttr>(), 4);
+        // offsetof(struct bpf_link_info, cgroup.cgroup_id) == 16.
+        assert_eq!(std::mem::offset_of!(LinkInfo, cgroup_id), 16);
+        assert_eq!(std::mem::size_of::<InfoAttr>(), 16);
     }
 
     #[test]

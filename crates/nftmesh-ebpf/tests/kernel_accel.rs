@@ -472,3 +472,29 @@ fn pinned(l: &Listeners, mount: &Path, cgroup: &Path) {
     assert_eq!(half_closes(l, addr(PEER, APP_PORT)), 0);
     println!("pinned phase: done");
 }
+
+#[test]
+fn removing_the_capture_takes_its_acceleration_with_it() {
+    let Some(bpffs) = kernel_support::ready() else {
+        return;
+    };
+    let cgroup = TestCgroup::create();
+    let cfg = config();
+    EbpfCapture::new(&cfg)
+        .and_then(|mut c| c.install(bpffs.bpffs(), cgroup.path()))
+        .expect("install the capture");
+    let accelerated = Acceleration::for_capture(&cfg)
+        .and_then(|mut a| a.install(bpffs.bpffs(), cgroup.path()))
+        .expect("install the acceleration");
+    drop(accelerated);
+    Attachment::open(bpffs.bpffs(), cgroup.path())
+        .expect("open the capture")
+        .expect("installed")
+        .remove()
+        .expect("remove the capture, acceleration and all");
+    assert_eq!(bpffs.contents(), Vec::<PathBuf>::new());
+    assert!(Accelerated::open(bpffs.bpffs(), cgroup.path())
+        .expect("open")
+        .is_none());
+    // Unpinned with nothing else holding them, its links are released and so detached.
+}

@@ -6,7 +6,9 @@
 //!
 //! Requests ([`Request`], one constructor per command):
 //! `{"version": 1, "command": "add", "network_namespace": PATH, "capture": CONFIG}` (or
-//! `"ambient": CONFIG`; `"container_id"` optional), `"remove"`, `"check"` and `"status"` with
+//! `"ambient": CONFIG`; `"container_id"` optional; `"cgroup": DIR`, optional, installs a sidecar
+//! capture with the eBPF backend on that cgroup v2 directory), `"remove"`, `"check"` and
+//! `"status"` with
 //! `network_namespace` (optional for `status`), `"list"`; any of them may carry an `"id"` (a
 //! number the client chooses) that an agent which knows ids echoes in its reply. The agent
 //! reads them with [`parse`] into a checked [`Command`].
@@ -17,7 +19,9 @@
 //! `"pods": [PATH, ...]` and `status` `"pods": [POD, ...]` ([`PodStatus`]: `network_namespace`,
 //! `kind`, `desired`, `container_id`, `installed_at`, `last_check`, `repairs` (a count),
 //! `recent_repairs` (`[{"at", "cause", "summary"}, ...]`, the last 16) and `last_error`; times
-//! in seconds since the epoch). Keys were added within version 1 (`summary`, `kind`, `id`):
+//! in seconds since the epoch; `backend`, `nf_tables` or `ebpf`, and for an eBPF pod `ebpf`:
+//! its cgroup, bpffs and the links attached). Keys were added within version 1 (`summary`,
+//! `kind`, `id`, `cgroup`, `backend`):
 //! each side ignores, and [`Reply`] keeps, keys it does not know.
 //!
 //! ```

@@ -53,7 +53,7 @@ impl Verb {
 }
 
 /// A request as a client sends it: one JSON object on one line,
-/// `{"version":1,"command":VERB,"network_namespace":PATH,"container_id":ID,"capture"|"ambient":CONFIG,"id":N}`,
+/// `{"version":1,"command":VERB,"network_namespace":PATH,"container_id":ID,"capture"|"ambient":CONFIG,"cgroup":DIR,"id":N}`,
 /// absent keys left out. Built with [`Request::add`], [`Request::remove`], [`Request::check`],
 /// [`Request::status`] or [`Request::list`]; written with [`Request::to_json`], read back with
 /// [`Request::parse`].
@@ -69,6 +69,9 @@ pub struct Request {
     pub container_id: Option<String>,
     /// The capture (`add`; the CNI plugin also sends the decided one with `check`).
     pub desired: Option<Desired>,
+    /// `add` with the eBPF backend: the pod's cgroup v2 directory (an absolute path), whose
+    /// processes' connects the programs capture. Absent: the nf_tables backend.
+    pub cgroup: Option<PathBuf>,
 }
 
 impl Request {
@@ -79,6 +82,7 @@ impl Request {
             network_namespace: netns.map(Path::to_path_buf),
             container_id: None,
             desired: None,
+            cgroup: None,
         }
     }
 
@@ -119,6 +123,12 @@ impl Request {
         self
     }
 
+    /// With the eBPF backend on this cgroup v2 directory (`add`).
+    pub fn with_cgroup(mut self, cgroup: Option<PathBuf>) -> Self {
+        self.cgroup = cgroup;
+        self
+    }
+
     /// With this capture.
     pub fn with_desired(mut self, desired: Desired) -> Self {
         self.desired = Some(desired);
@@ -142,6 +152,9 @@ impl Request {
             if let Ok(Value::Object(kv)) = serde_json::to_value(d) {
                 m.extend(kv);
             }
+        }
+        if let Some(c) = &self.cgroup {
+            m.insert("cgroup".into(), path_value(c));
         }
         if let Some(id) = self.id {
             m.insert("id".into(), id.into());
@@ -170,6 +183,7 @@ impl Request {
             network_namespace: raw.network_namespace,
             container_id: raw.container_id,
             desired,
+            cgroup: raw.cgroup,
         })
     }
 }
@@ -190,6 +204,8 @@ pub enum Command {
         desired: Desired,
         /// The runtime's container id.
         container_id: Option<String>,
+        /// The eBPF backend's cgroup v2 directory (absolute); `None`: nf_tables.
+        cgroup: Option<PathBuf>,
     },
     /// Remove the pod's capture and forget it.
     Remove(PathBuf),
@@ -218,6 +234,8 @@ struct Raw {
     linkerd: Option<Value>,
     #[serde(default)]
     container_id: Option<String>,
+    #[serde(default)]
+    cgroup: Option<PathBuf>,
 }
 
 impl Raw {
@@ -251,7 +269,8 @@ impl Raw {
 
 /// Parse one request line into what it asks, refusing it with a reason: too long, not JSON,
 /// another version, an unknown command, a missing or relative `network_namespace`, a missing,
-/// doubled or invalid capture.
+/// doubled or invalid capture, a relative `cgroup` or one with a capture that is not a
+/// sidecar's.
 pub fn parse(line: &[u8]) -> Result<Command, String> {
     parse_with_id(line).1
 }
@@ -277,15 +296,34 @@ pub fn parse_with_id(line: &[u8]) -> (Option<RequestId>, Result<Command, String>
                 })
         };
         match verb {
-            Verb::Add => Ok(Command::Add {
-                netns: netns()?,
-                desired: Desired::from_parts(
+            Verb::Add => {
+                let netns = netns()?;
+                let desired = Desired::from_parts(
                     raw.capture.as_ref(),
                     raw.ambient.as_ref(),
                     raw.linkerd.as_ref(),
-                )?,
-                container_id: raw.container_id.clone(),
-            }),
+                )?;
+                if let Some(c) = &raw.cgroup {
+                    if !c.is_absolute() {
+                        return Err(format!(
+                            "add: cgroup {} is not an absolute path",
+                            c.display()
+                        ));
+                    }
+                    if !matches!(desired, Desired::Capture(_)) {
+                        return Err(format!(
+                            "add: cgroup (the eBPF backend) installs sidecar captures, not {}",
+                            desired.kind()
+                        ));
+                    }
+                }
+                Ok(Command::Add {
+                    netns,
+                    desired,
+                    container_id: raw.container_id.clone(),
+                    cgroup: raw.cgroup.clone(),
+                })
+            }
             Verb::Remove => Ok(Command::Remove(netns()?)),
             Verb::Check => Ok(Command::Check(netns()?)),
             Verb::Status => Ok(Command::Status(raw.network_namespace.clone())),

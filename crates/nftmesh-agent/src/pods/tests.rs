@@ -70,6 +70,7 @@ fn record(path: &str, proxy_port: u16) -> Record {
         })),
         container_id: None,
         installed_at: 1.0,
+        ebpf: None,
     }
 }
 

@@ -12,21 +12,24 @@ impl Agent {
         netns: PathBuf,
         desired: Desired,
         container_id: Option<String>,
+        ebpf: Option<registry::EbpfPlace>,
     ) {
-        let capture = match capture_of(&desired, self.opts.own_tables) {
-            Ok(c) => c,
-            Err(e) => {
-                let e = e.to_string();
-                self.answer(target, self.add_failed(&netns, ErrorKind::Invalid, &e));
-                return;
-            }
-        };
         let record = Record {
             network_namespace: netns.clone(),
             identity: Some(id),
             desired,
             container_id,
             installed_at: now(),
+            ebpf,
+        };
+        let kernel = capture_of_record(&record, self.opts.own_tables)
+            .and_then(|c| EbpfPod::of(&record).map(|e| (c, e)));
+        let (capture, ebpf) = match kernel {
+            Ok(c) => c,
+            Err(e) => {
+                self.answer(target, self.add_failed(&netns, ErrorKind::Invalid, &e));
+                return;
+            }
         };
         let job = self.next_job;
         self.next_job += 1;
@@ -34,6 +37,7 @@ impl Agent {
         let work: Job = Box::new(move || {
             let path = record.network_namespace.clone();
             let r = RealPod::open(&path, id, capture).and_then(|mut pod| {
+                pod.ebpf = ebpf.map(Arc::new);
                 match pod.install() {
                     // Acknowledged only once the record is on disk.
                     Ok((report, owned)) => match registry::save(&state_dir, &record) {
@@ -94,6 +98,7 @@ impl Agent {
                     }
                 }
                 Done::Op(job, done) => self.op_done(job, *done),
+                Done::Swept(result) => self.log_swept(result),
                 Done::Repaired(id, mark, result) => {
                     let path = self
                         .pods
@@ -109,6 +114,24 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// The eBPF backend's place for an add with `cgroup`, checked before anything changes
+    /// (the cgroup a cgroup v2 directory and no mount's root, the capture a sidecar's that the
+    /// programs can apply, a bpffs to pin in); `None` without one (nf_tables).
+    pub(super) fn ebpf_place(
+        &self,
+        desired: &Desired,
+        cgroup: Option<&Path>,
+    ) -> Result<Option<registry::EbpfPlace>, String> {
+        let Some(cgroup) = cgroup else {
+            return Ok(None);
+        };
+        let bpffs = self
+            .bpffs
+            .as_ref()
+            .map_err(|e| format!("cgroup {}: no BPF file system: {e}", cgroup.display()))?;
+        EbpfPod::check(desired, cgroup, bpffs).map(Some)
     }
 
     pub(super) fn added(&mut self, netns: &Path, started: Instant, report: String) -> Value {

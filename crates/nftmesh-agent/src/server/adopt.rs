@@ -1,5 +1,8 @@
 //! Adopting the registry at start: every record's pod kept again, forgotten (its namespace is
-//! gone) or kept unadopted (not examinable now), never deleted for that.
+//! gone) or kept unadopted (not examinable now), never deleted for that. An eBPF pod's pinned
+//! programs are adopted as they are when complete (nothing re-attached: same links, same
+//! programs), re-attached when not, and removed with the pod when its cgroup is gone; pins of
+//! cgroups that are gone are removed from the agent's bpffs first.
 
 use super::*;
 
@@ -18,6 +21,7 @@ impl Agent {
             *self.metrics().errors.entry("load").or_insert(0) += 1;
         }
         self.unreadable = loaded.bad;
+        self.remove_stale_pins();
         for (file, r) in loaded.records {
             self.adopt_one(file, r);
         }
@@ -53,9 +57,20 @@ impl Agent {
         }
         let old_file = r.identity.is_none().then(|| file.clone());
         r.identity = Some(id);
-        let opened = capture_of(&r.desired, self.opts.own_tables)
-            .map_err(|e| e.to_string())
-            .and_then(|c| RealPod::open(&path, id, c));
+        if let Some(place) = &r.ebpf {
+            if matches!(std::fs::symlink_metadata(&place.cgroup), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            {
+                return self.forget_cgroup_gone(&file, &r);
+            }
+        }
+        let opened = capture_of_record(&r, self.opts.own_tables)
+            .and_then(|c| EbpfPod::of(&r).map(|e| (c, e)))
+            .and_then(|(c, e)| {
+                RealPod::open(&path, id, c).map(|mut pod| {
+                    pod.ebpf = e.map(Arc::new);
+                    pod
+                })
+            });
         let mut pod = match opened {
             Ok(pod) => pod,
             Err(e) => return self.keep_unadopted(file, r, e),
@@ -70,7 +85,7 @@ impl Agent {
         }
         let mut owned = false;
         let mut claim_error = None;
-        if self.opts.own_tables {
+        if self.opts.own_tables && pod.ebpf.is_none() {
             // Claim the tables the previous agent left ownerless (persist), in place, or take
             // over unowned ones, in one transaction.
             match pod.install() {
@@ -89,6 +104,50 @@ impl Agent {
             p.last_error = claim_error;
         }
         self.repair(id, "adopt", "adopted after a restart".into());
+    }
+
+    /// Remove the pins of cgroups that are gone from the agent's bpffs (logged).
+    pub(super) fn remove_stale_pins(&mut self) {
+        let Ok(bpffs) = &self.bpffs else {
+            return;
+        };
+        let result = bpffs
+            .remove_stale_within(std::time::Duration::from_secs(1))
+            .map_err(|e| format!("{}: {e}", bpffs.mount().display()));
+        self.log_swept(result);
+    }
+
+    /// An eBPF pod whose cgroup is gone (its processes are): its pins (stale) and its inbound
+    /// table removed, its record deleted.
+    fn forget_cgroup_gone(&mut self, file: &Path, r: &Record) {
+        let path = r.network_namespace.clone();
+        let removed = (|| {
+            let place = r.ebpf.as_ref().ok_or("not an eBPF pod")?;
+            let Desired::Capture(cfg) = &r.desired else {
+                return Err("not a sidecar capture".to_string());
+            };
+            let bpffs = Bpffs::at(&place.bpffs).map_err(|e| e.to_string())?;
+            let ns = Namespace::open(&path).map_err(|e| e.to_string())?;
+            nftmesh::ebpf::EbpfBackend::new(place.cgroup.clone(), bpffs)
+                .remove_even_if_gone(&ns, cfg)
+                .map_err(|e| e.to_string())
+        })();
+        if let Err(e) = removed {
+            self.log.log(
+                &pod_event(
+                    Level::Warn,
+                    "removing the capture of a pod whose cgroup is gone",
+                    &path,
+                )
+                .field("error", e.as_str()),
+            );
+        }
+        let cgroup = r.ebpf.as_ref().map(|p| p.cgroup.display().to_string());
+        self.forget_record(
+            file,
+            &path,
+            &format!("its cgroup {} is gone", cgroup.unwrap_or_default()),
+        );
     }
 
     pub(super) fn forget_record(&mut self, file: &Path, path: &Path, why: &str) {

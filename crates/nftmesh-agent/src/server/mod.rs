@@ -12,7 +12,10 @@
 //! whose namespace is gone and retries records that could not be adopted. The registry is
 //! written durably before an `add` is acknowledged, and locked (one agent per state dir), so a
 //! restarted agent adopts its pods again; stopping or killing the agent never removes a
-//! capture. SIGHUP is ignored (logged): there is nothing to reload.
+//! capture. SIGHUP is ignored (logged): there is nothing to reload. An eBPF pod (`add` with a
+//! `cgroup`) has its programs pinned in the agent's bpffs ([`Options::bpffs`]); its repair
+//! re-attaches programs another process unpinned or detached, and a restart adopts its pinned
+//! programs as they are when complete.
 
 mod adds;
 mod adopt;
@@ -27,11 +30,12 @@ use listener::{bind, listen};
 use pool::Pool;
 
 use crate::identity::{self, IdentityError, NetnsId};
-use crate::kernel::{capture_of, RealPod};
+use crate::kernel::{capture_of_record, EbpfPod, RealPod};
 use crate::metrics::{self, Metrics};
 use crate::pods::{self, Adoption, Mark, PodKernel, Pods, RepairOutcome};
 use crate::protocol::{self, Command, Desired, ErrorKind, RequestId};
 use crate::registry::{self, Record};
+use nftmesh::ebpf::Bpffs;
 use nftmesh::log::{Event, Format, Level, Logger};
 use nftmesh::{Capture, Namespace};
 use nftmesh_netlink::monitor::Own;
@@ -62,8 +66,13 @@ pub struct Options {
     pub resync: Duration,
     /// Whether the agent owns its pods' tables (nf_tables' `owner` + `persist` flags, where
     /// the kernel has both: another process's change is then refused by the kernel, and the
-    /// tables outlive the agent until it claims them again), or only repairs them.
+    /// tables outlive the agent until it claims them again), or only repairs them. (An eBPF
+    /// pod's inbound table is repaired, never owned.)
     pub own_tables: bool,
+    /// The BPF file system eBPF pods' programs are pinned in (`None`: the one `/proc/mounts`
+    /// lists, `/sys/fs/bpf` first). Its stale pins (of cgroups that are gone) are removed at
+    /// start.
+    pub bpffs: Option<PathBuf>,
 }
 
 /// Workers per CPU (2 to 4 CPUs counted): registering 1 000 pods through 4 clients took
@@ -150,6 +159,9 @@ enum Done {
     Repaired(NetnsId, Mark, Result<Option<pods::Repaired>, String>),
     /// A client's check, re-add or remove of a pod, `job`.
     Op(u64, Box<OpDone>),
+    /// The pins of cgroups that are gone, removed from the bpffs (after a resync forgot an
+    /// eBPF pod), or why not.
+    Swept(Result<Vec<nftmesh::ebpf::StalePins>, String>),
 }
 
 /// What a client's operation on a pod did (on a worker).
@@ -160,7 +172,7 @@ enum OpDone {
     /// if it now has routing to keep), or why not; the record it goes with.
     Replaced(
         Result<(Capture, bool, Option<RouteMonitor>), String>,
-        Record,
+        Box<Record>,
     ),
     /// The tables removed.
     Removed(Result<usize, String>),
@@ -221,6 +233,9 @@ pub struct Agent {
     unreadable: Vec<registry::BadRecord>,
     /// The namespaces that are never pods (the agent's own, the node's).
     forbidden: Vec<(NetnsId, &'static str)>,
+    /// Where new eBPF pods are pinned, or why there is no such place (then `add --cgroup`
+    /// fails saying so; nf_tables pods are unaffected).
+    bpffs: Result<Bpffs, String>,
     /// `accept` rests until then after running out of descriptors.
     accept_paused_until: Option<Instant>,
     metrics: Arc<Mutex<Metrics>>,
@@ -259,6 +274,10 @@ impl Agent {
             .map_err(|e| setup(format!("state dir {}", opts.state_dir.display()), e))?;
         let lock = registry::lock(&opts.state_dir).map_err(|e| setup("state dir", e))?;
         let listener = bind(&opts.socket)?;
+        let bpffs = match &opts.bpffs {
+            Some(dir) => Ok(Bpffs::at(dir).map_err(|e| setup("bpffs", e))?),
+            None => Bpffs::find().map_err(|e| e.to_string()),
+        };
         let metrics = Arc::new(Mutex::new(Metrics::default()));
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         if let Some(addr) = opts.metrics_addr {
@@ -282,6 +301,7 @@ impl Agent {
             unadopted: Vec::new(),
             unreadable: Vec::new(),
             forbidden: identity::forbidden(),
+            bpffs,
             accept_paused_until: None,
             _lock: lock,
             metrics,
@@ -394,6 +414,7 @@ impl Agent {
                     netns,
                     desired,
                     container_id,
+                    cgroup,
                 }),
                 Some(found),
             ) => {
@@ -410,10 +431,17 @@ impl Agent {
                         return;
                     }
                 };
+                let ebpf = match self.ebpf_place(&desired, cgroup.as_deref()) {
+                    Ok(place) => place,
+                    Err(e) => {
+                        self.answer(target, self.add_failed(&netns, ErrorKind::Invalid, &e));
+                        return;
+                    }
+                };
                 if self.pods.contains(id) {
-                    self.start_readd(target, id, netns, desired, container_id);
+                    self.start_readd(target, id, netns, desired, container_id, ebpf);
                 } else {
-                    self.start_add(target, id, netns, desired, container_id);
+                    self.start_add(target, id, netns, desired, container_id, ebpf);
                 }
                 return;
             }

@@ -49,6 +49,7 @@ impl Agent {
         netns: PathBuf,
         desired: Desired,
         container_id: Option<String>,
+        ebpf: Option<registry::EbpfPlace>,
     ) {
         let Some(pod) = self.pods.get(id) else {
             return self.answer(
@@ -56,10 +57,26 @@ impl Agent {
                 protocol::error(ErrorKind::Invalid, "not registered"),
             );
         };
+        if pod.record.ebpf != ebpf {
+            // Another backend or cgroup: the old capture would stay behind.
+            let was = match &pod.record.ebpf {
+                Some(p) => format!("the eBPF backend on {}", p.cgroup.display()),
+                None => "the nf_tables backend".into(),
+            };
+            let e = format!(
+                "{} is registered with {was}: remove it before adding it with another backend or cgroup",
+                netns.display()
+            );
+            return self.answer(target, self.add_failed(&netns, ErrorKind::Invalid, &e));
+        }
         let old = pod.record.clone();
         let mut record = old.clone();
         record.desired = desired;
         record.container_id = container_id;
+        let ebpf = match EbpfPod::of(&record) {
+            Ok(e) => e,
+            Err(e) => return self.answer(target, self.add_failed(&netns, ErrorKind::Invalid, &e)),
+        };
         let (ns, has_routes) = (pod.kernel.ns.clone(), pod.kernel.routes.is_some());
         let (own, state_dir, path) = (
             self.opts.own_tables,
@@ -71,8 +88,16 @@ impl Agent {
             let replaced = (|| {
                 registry::save(&state_dir, &record)
                     .map_err(|e| format!("saving the record: {e}"))?;
-                let capture = capture_of(&record.desired, own).map_err(|e| e.to_string())?;
-                let installed = ns.install(&capture).map_err(|e| e.to_string());
+                let capture = capture_of_record(&record, own)?;
+                let installed = match &ebpf {
+                    // Programs replaced in place, then the inbound table.
+                    Some(e) => e
+                        .backend
+                        .install(&ns, &e.cfg)
+                        .map(|r| r.inbound)
+                        .map_err(|e| e.to_string()),
+                    None => ns.install(&capture).map_err(|e| e.to_string()),
+                };
                 let report = match installed {
                     Ok(r) => r,
                     Err(e) => {
@@ -89,7 +114,7 @@ impl Agent {
                 let owned = report.table_owner != nftmesh::TableOwner::None;
                 Ok((capture, owned, routes))
             })();
-            OpDone::Replaced(replaced, record)
+            OpDone::Replaced(replaced, Box::new(record))
         });
     }
 
@@ -145,12 +170,18 @@ impl Agent {
             return self.answer(target, protocol::error(ErrorKind::Invalid, &e));
         };
         let (ns, capture) = (pod.kernel.ns.clone(), pod.kernel.capture.clone());
+        let ebpf = pod.kernel.ebpf.clone();
         self.start_op(target, Some(id), netns, move || {
-            OpDone::Checked(
-                ns.check(&capture)
-                    .map(|d| d.iter().map(|x| x.to_string()).collect())
-                    .map_err(|e| e.to_string()),
-            )
+            OpDone::Checked((|| {
+                // An eBPF pod's programs first: each one not attached is a difference.
+                let mut d = match &ebpf {
+                    Some(e) => e.missing().map_err(|e| e.to_string())?,
+                    None => Vec::new(),
+                };
+                let tables = ns.check(&capture).map_err(|e| e.to_string())?;
+                d.extend(tables.iter().map(|x| x.to_string()));
+                Ok(d)
+            })())
         });
     }
 
@@ -186,10 +217,11 @@ impl Agent {
                 match (r, id.and_then(|id| self.pods.get_mut(id).map(|p| (id, p)))) {
                     (Ok((capture, owned, routes)), Some((id, pod))) => {
                         pod.kernel.capture = capture;
+                        pod.kernel.ebpf = EbpfPod::of(&record).ok().flatten().map(Arc::new);
                         if routes.is_some() {
                             pod.kernel.routes = routes;
                         }
-                        self.pods.replaced(id, record, owned);
+                        self.pods.replaced(id, *record, owned);
                         self.added(&op.path, op.started, "reinstalled".into())
                     }
                     (Ok(_), None) => protocol::error(ErrorKind::Failed, "forgotten meanwhile"),

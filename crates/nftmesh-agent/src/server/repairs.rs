@@ -115,7 +115,11 @@ impl Agent {
     }
 
     /// Check every pod; forget those whose namespace is gone; retry the unadopted records.
+    /// When an eBPF pod is forgotten, the pins of cgroups that are gone are removed on a
+    /// worker (its programs stay while its cgroup does: a new sandbox of the same pod may
+    /// have been installed there).
     pub(super) fn resync(&mut self) {
+        let mut sweep = false;
         for id in self.pods.ids() {
             let Some(path) = self
                 .pods
@@ -132,6 +136,7 @@ impl Agent {
                 | Err(IdentityError::Gone { .. })
                 | Err(IdentityError::NotNamespace { .. }) => {
                     if let Some(pod) = self.pods.forget(id) {
+                        sweep |= pod.kernel.ebpf.is_some();
                         self.forget_record(&pod.file, &path, "the namespace is gone");
                     }
                     self.metrics().pods = self.pods.len() as u64;
@@ -148,5 +153,40 @@ impl Agent {
             self.adopt_one(file, r);
         }
         self.metrics().pods = self.pods.len() as u64;
+        if let (true, Ok(bpffs)) = (sweep, &self.bpffs) {
+            let bpffs = bpffs.clone();
+            let job: Job = Box::new(move || {
+                Done::Swept(
+                    bpffs
+                        .remove_stale_within(Duration::from_secs(1))
+                        .map_err(|e| e.to_string()),
+                )
+            });
+            if self.pool.jobs.send(job).is_err() {
+                self.log.error("the worker pool is gone");
+            }
+        }
+    }
+
+    /// Log what a sweep of stale pins removed.
+    pub(super) fn log_swept(&mut self, result: Result<Vec<nftmesh::ebpf::StalePins>, String>) {
+        match result {
+            Ok(removed) => {
+                for s in removed {
+                    self.log.log(
+                        &Event::new(Level::Info, "removed the pins of a cgroup that is gone")
+                            .field("pins", s.dir.as_path())
+                            .field("cgroup_id", s.cgroup_id),
+                    );
+                }
+            }
+            Err(e) => {
+                self.log.log(
+                    &Event::new(Level::Error, "removing stale pins failed")
+                        .field("error", e.as_str()),
+                );
+                *self.metrics().errors.entry("stale pins").or_insert(0) += 1;
+            }
+        }
     }
 }

@@ -379,6 +379,7 @@ pub fn start_agent(dir: &Path, own_tables: bool) -> PathBuf {
         metrics_addr: None,
         resync: Duration::from_secs(30),
         own_tables,
+        bpffs: None,
     };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

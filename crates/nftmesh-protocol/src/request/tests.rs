@@ -104,6 +104,7 @@ fn requests_round_trip_and_parse_into_the_command_they_were_built_for() {
                 netns: netns.into(),
                 desired: sidecar(),
                 container_id: Some("c".into()),
+                cgroup: None,
             },
         ),
         (
@@ -112,6 +113,16 @@ fn requests_round_trip_and_parse_into_the_command_they_were_built_for() {
                 netns: netns.into(),
                 desired: ambient,
                 container_id: None,
+                cgroup: None,
+            },
+        ),
+        (
+            Request::add(netns, sidecar()).with_cgroup(Some("/sys/fs/cgroup/pod".into())),
+            Command::Add {
+                netns: netns.into(),
+                desired: sidecar(),
+                container_id: None,
+                cgroup: Some("/sys/fs/cgroup/pod".into()),
             },
         ),
         (
@@ -163,4 +174,24 @@ fn verbs_are_named_as_on_the_wire() {
         assert_eq!(Verb::from_name(v.as_str()), Some(v));
     }
     assert_eq!(Verb::from_name("nuke"), None);
+}
+
+#[test]
+fn a_cgroup_must_be_absolute_and_go_with_a_sidecar_capture() {
+    let e = parse(
+        br#"{"version":1,"command":"add","network_namespace":"/run/netns/p","capture":{},"cgroup":"pod"}"#,
+    )
+    .unwrap_err();
+    assert!(e.contains("cgroup pod is not an absolute path"), "{e}");
+    let e = parse(
+        br#"{"version":1,"command":"add","network_namespace":"/run/netns/p","ambient":{},"cgroup":"/sys/fs/cgroup/p"}"#,
+    )
+    .unwrap_err();
+    assert!(e.contains("not ambient"), "{e}");
+    let Ok(Command::Add { cgroup, .. }) = parse(
+        br#"{"version":1,"command":"add","network_namespace":"/run/netns/p","capture":{},"cgroup":"/sys/fs/cgroup/p"}"#,
+    ) else {
+        panic!("a sidecar add with a cgroup")
+    };
+    assert_eq!(cgroup, Some("/sys/fs/cgroup/p".into()));
 }
