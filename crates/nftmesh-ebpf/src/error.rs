@@ -114,6 +114,16 @@ pub enum EbpfError {
         #[source]
         source: std::io::Error,
     },
+    /// The network namespace file (`/proc/PID/ns/net`, `/var/run/netns/NAME`) could not be
+    /// opened.
+    #[error("network namespace {}: {source}", path.display())]
+    Netns {
+        /// The file.
+        path: PathBuf,
+        /// The error opening it.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// ` pinned at <path>`, or nothing.

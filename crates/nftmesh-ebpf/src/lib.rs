@@ -48,6 +48,7 @@
 mod attachment;
 mod capture;
 mod error;
+mod inbound;
 mod maps;
 mod pins;
 mod programs;
@@ -57,4 +58,5 @@ mod sys;
 pub use attachment::Attachment;
 pub use capture::{EbpfCapture, Tracked};
 pub use error::EbpfError;
+pub use inbound::{InboundAttachment, InboundCapture};
 pub use pins::Bpffs;

@@ -1,0 +1,35 @@
+/* The layouts shared by the inbound programs (inbound.c) and user space (src/inbound/ mirrors
+ * each struct with #[repr(C)] and the same field order; a change here is a change there). */
+#ifndef NFTMESH_INBOUND_H
+#define NFTMESH_INBOUND_H
+
+#include <linux/types.h>
+
+/* One entry, index 0, of map `inbound_config`. */
+struct inbound_config {
+	__u16 capture_port; /* the proxy's inbound capture port (15006), host order */
+	__u8 ipv6;          /* steer IPv6 too (CaptureConfig::ipv6) */
+	__u8 pad;
+};
+
+/* Which destination ports are steered: bit (port % 64) of entry (port / 64) of map
+ * `inbound_ports` (1024 entries). Computed in user space from the inbound port selection, the
+ * excluded ports and the tunnel port, as nf_tables' `istio-inbound` chain decides. */
+#define INBOUND_PORT_WORDS 1024
+
+/* The slots of map `inbound_listeners` (a SOCKMAP): the proxy's IPv4 listener, and its IPv6
+ * one (which takes IPv4 too when it is dual-stack and slot 0 is empty). */
+#define LISTENER_V4 0
+#define LISTENER_V6 1
+
+/* A connection steered to the listener, between sk_lookup and the accept (key of LRU map
+ * `inbound_steered`): addresses in network order, IPv4 ones as IPv4-mapped IPv6
+ * (::ffff:a.b.c.d), ports in host order. */
+struct steered_key {
+	__u32 remote[4];
+	__u32 local[4];
+	__u16 remote_port;
+	__u16 local_port;
+};
+
+#endif

@@ -1,0 +1,263 @@
+//! `CaptureConfig` reduced to what `bpf/inbound.c` decides with: which destination ports are
+//! steered to the inbound listener (as nf_tables' `istio-inbound` chain decides), the listener's
+//! port and owners, IPv6; the settings sk_lookup cannot apply exactly are refused here. Also the
+//! Rust twins of `bpf/inbound.h` and writing the settings into the programs' maps.
+
+use crate::error::EbpfError;
+use aya::maps::{Array, HashMap, Map, MapData};
+use aya::{Ebpf, Pod};
+use nftmesh_model::config::{CaptureConfig, InterceptionMode, PortSelection};
+use std::collections::BTreeSet;
+
+/// `INBOUND_PORT_WORDS` of `bpf/inbound.h`: 1024 × 64 bits, one per port.
+pub(crate) const PORT_WORDS: usize = 1024;
+
+/// The inbound capture as `bpf/inbound.c` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct InboundSettings {
+    /// The proxy's inbound capture port (15006).
+    pub capture_port: u16,
+    /// Steer IPv6 too.
+    pub ipv6: bool,
+    /// Bit `p % 64` of word `p / 64`: TCP to port `p` is steered.
+    pub ports: Vec<u64>,
+    /// Whose listener on the capture port is the proxy's.
+    pub proxy_uids: BTreeSet<u32>,
+    pub proxy_gids: BTreeSet<u32>,
+}
+
+impl InboundSettings {
+    /// Check `cfg` and keep its inbound settings.
+    pub(crate) fn from_config(cfg: &CaptureConfig) -> Result<Self, EbpfError> {
+        cfg.validate()?;
+        refuse_unsupported(cfg)?;
+        let mut ports = vec![0u64; PORT_WORDS];
+        for p in 1..=u16::MAX {
+            if steered(cfg, p) {
+                ports[usize::from(p / 64)] |= 1 << (p % 64);
+            }
+        }
+        Ok(InboundSettings {
+            capture_port: cfg.inbound_capture_port,
+            ipv6: cfg.ipv6,
+            ports,
+            proxy_uids: cfg.proxy_uids.iter().copied().collect(),
+            proxy_gids: cfg.proxy_gids.iter().copied().collect(),
+        })
+    }
+
+    /// Whether TCP to `port` is steered (from the bitmap).
+    pub(crate) fn steers(&self, port: u16) -> bool {
+        self.ports
+            .get(usize::from(port / 64))
+            .is_some_and(|w| (w >> (port % 64)) & 1 == 1)
+    }
+}
+
+/// nf_tables' `istio-inbound` for TCP to `port` (compile/steps/inbound.rs): the tunnel port
+/// returns first; with `*` every port but the excluded ones goes to `istio-in-redirect`, with a
+/// list the listed ones do (the excluded list is not consulted then).
+pub(crate) fn steered(cfg: &CaptureConfig, port: u16) -> bool {
+    if port == cfg.inbound_tunnel_port {
+        return false;
+    }
+    match &cfg.inbound_ports {
+        PortSelection::All => !cfg.inbound_ports_exclude.contains(&port),
+        PortSelection::Ports(list) => list.contains(&port),
+    }
+}
+
+/// Refuse what sk_lookup cannot do as the nf_tables inbound chain does.
+fn refuse_unsupported(cfg: &CaptureConfig) -> Result<(), EbpfError> {
+    let refuse = |setting, reason| Err(EbpfError::Unsupported { setting, reason });
+    if cfg.mode == InterceptionMode::Tproxy {
+        return refuse(
+            "mode",
+            "TPROXY's marks, route table and IP_TRANSPARENT upstream connections are nf_tables' \
+             (mangle table and policy routing); sk_lookup steering is REDIRECT mode that keeps \
+             the original destination as the local address, as TPROXY does",
+        );
+    }
+    if !cfg.exclude_interfaces.is_empty() {
+        return refuse(
+            "exclude_interfaces",
+            "interfaces are named, sk_lookup sees an ifindex of the pod's namespace",
+        );
+    }
+    if !cfg.reroute_virtual_interfaces.is_empty() {
+        return refuse(
+            "reroute_virtual_interfaces",
+            "traffic from those interfaces goes to the outbound port, which sk_lookup steering \
+             to the inbound listener cannot express",
+        );
+    }
+    if cfg.drop_invalid {
+        return refuse(
+            "drop_invalid",
+            "dropping conntrack-invalid packets needs conntrack, which the inbound steering \
+             keeps off",
+        );
+    }
+    Ok(())
+}
+
+/// `struct inbound_config` (index 0 of map `inbound_config`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RawInboundConfig {
+    pub capture_port: u16,
+    pub ipv6: u8,
+    pub pad: u8,
+}
+
+/// `struct steered_key`: addresses in network order (IPv4 as IPv4-mapped), ports host order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RawSteeredKey {
+    pub remote: [u8; 16],
+    pub local: [u8; 16],
+    pub remote_port: u16,
+    pub local_port: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<RawInboundConfig>() == 4);
+const _: () = assert!(std::mem::size_of::<RawSteeredKey>() == 36);
+
+// SAFETY: `repr(C)` structs of integers and byte arrays with no implicit padding (sizes
+// asserted above; the C twins spell their padding out), so every bit pattern is a valid value
+// and their bytes can be copied to and from the kernel as they are.
+unsafe impl Pod for RawInboundConfig {}
+// SAFETY: as above.
+unsafe impl Pod for RawSteeredKey {}
+
+/// The maps `bpf/inbound.c` keeps state in (pinned by an install and kept by a replace): the
+/// listener sockmap, the sockets bound but not listening yet, the steered 4-tuples, the pod's
+/// own connects.
+pub(crate) const STATE_MAPS: [&str; 4] = [
+    "inbound_listeners",
+    "inbound_bound",
+    "inbound_steered",
+    "inbound_local",
+];
+
+fn map_mut<'a>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Map, EbpfError> {
+    bpf.map_mut(name)
+        .ok_or(EbpfError::Missing { kind: "map", name })
+}
+
+fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> EbpfError {
+    move |source| EbpfError::Map { map, source }
+}
+
+/// Write `s` into the maps of a loaded (not yet attached) `bpf/inbound.c` object.
+pub(crate) fn write(bpf: &mut Ebpf, s: &InboundSettings) -> Result<(), EbpfError> {
+    for (name, ids) in [
+        ("inbound_proxy_uids", &s.proxy_uids),
+        ("inbound_proxy_gids", &s.proxy_gids),
+    ] {
+        let mut set: HashMap<&mut MapData, u32, u8> =
+            HashMap::try_from(map_mut(bpf, name)?).map_err(map_err(name))?;
+        for id in ids {
+            set.insert(id, 1, 0).map_err(map_err(name))?;
+        }
+    }
+    let name = "inbound_ports";
+    let mut ports: Array<&mut MapData, u64> =
+        Array::try_from(map_mut(bpf, name)?).map_err(map_err(name))?;
+    for (i, w) in (0u32..).zip(&s.ports) {
+        if *w != 0 {
+            ports.set(i, w, 0).map_err(map_err(name))?;
+        }
+    }
+    let name = "inbound_config";
+    let mut config: Array<&mut MapData, RawInboundConfig> =
+        Array::try_from(map_mut(bpf, name)?).map_err(map_err(name))?;
+    let raw = RawInboundConfig {
+        capture_port: s.capture_port,
+        ipv6: u8::from(s.ipv6),
+        pad: 0,
+    };
+    config.set(0, raw, 0).map_err(map_err(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_steers_every_port_but_the_tunnel_and_the_proxys_own() {
+        let s = InboundSettings::from_config(&CaptureConfig::sidecar()).unwrap();
+        assert_eq!(s.capture_port, 15006);
+        for p in [15008, 15090, 15021, 15020] {
+            assert!(!s.steers(p), "{p}");
+        }
+        for p in [1, 80, 8080, 15001, 15006, 15009, 65535] {
+            assert!(s.steers(p), "{p}");
+        }
+        assert!(!s.steers(0));
+        assert_eq!(s.proxy_uids, BTreeSet::from([1337]));
+    }
+
+    #[test]
+    fn a_port_list_steers_its_ports_but_not_the_tunnel_port() {
+        let cfg = CaptureConfig {
+            inbound_ports: PortSelection::Ports(vec![8080, 9090, 15008]),
+            inbound_ports_exclude: vec![7070],
+            ..CaptureConfig::default()
+        };
+        let s = InboundSettings::from_config(&cfg).unwrap();
+        let on: Vec<u16> = (1..=u16::MAX).filter(|p| s.steers(*p)).collect();
+        // As the compile: the tunnel return comes first.
+        assert_eq!(on, vec![8080, 9090]);
+        let none = InboundSettings::from_config(&CaptureConfig::default()).unwrap();
+        assert!(none.ports.iter().all(|w| *w == 0));
+    }
+
+    #[test]
+    fn refusals_name_the_setting() {
+        let cases: Vec<(CaptureConfig, &str)> = vec![
+            (
+                CaptureConfig {
+                    mode: InterceptionMode::Tproxy,
+                    ..CaptureConfig::sidecar()
+                },
+                "mode",
+            ),
+            (
+                CaptureConfig {
+                    exclude_interfaces: vec!["eth1".into()],
+                    ..CaptureConfig::sidecar()
+                },
+                "exclude_interfaces",
+            ),
+            (
+                CaptureConfig {
+                    reroute_virtual_interfaces: vec!["tun0".into()],
+                    ..CaptureConfig::sidecar()
+                },
+                "reroute_virtual_interfaces",
+            ),
+            (
+                CaptureConfig {
+                    drop_invalid: true,
+                    ..CaptureConfig::sidecar()
+                },
+                "drop_invalid",
+            ),
+        ];
+        for (cfg, field) in cases {
+            match InboundSettings::from_config(&cfg) {
+                Err(EbpfError::Unsupported { setting, .. }) => assert_eq!(setting, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let bad = CaptureConfig {
+            inbound_capture_port: 0,
+            ..CaptureConfig::sidecar()
+        };
+        assert!(matches!(
+            InboundSettings::from_config(&bad),
+            Err(EbpfError::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,286 @@
+//! The sk_lookup inbound capture with real traffic: connections from a client namespace over a
+//! veth to the pod (the child's own network namespace, its processes in the test's cgroup),
+//! with `CaptureConfig::sidecar()` (every port but 15090/15021/15020 and the tunnel port 15008).
+//!
+//! - a captured port lands on the proxy's 15006 listener (opened by uid 1337), whose accepted
+//!   socket's local address is the original destination, and `SO_ORIGINAL_DST` says so; IPv4
+//!   and IPv6 (`IP6T_SO_ORIGINAL_DST`);
+//! - excluded ports and 15008 reach the app; so do connections from inside the pod (over `lo`:
+//!   from 127.0.0.6, the app's own);
+//! - no proxy listener (before it listens, after it closes, or only a non-proxy uid's listener
+//!   on 15006): the connection is refused and the app sees nothing (fail closed);
+//! - with IPv6 capture off, IPv6 reaches the app;
+//! - installed (pinned), steering outlives the handles; removed, nothing is pinned and nothing
+//!   is attached to the cgroup or the namespace (`BPF_PROG_QUERY`).
+//!
+//! Needs root: otherwise `SKIP: why` (a failure under `CI=true`).
+
+mod inbound_support;
+mod kernel_support;
+mod support;
+
+use inbound_support::*;
+use nftmesh_ebpf::{InboundAttachment, InboundCapture};
+use nftmesh_model::config::{CaptureConfig, InterceptionMode};
+use nftmesh_netlink::probe::original_dst;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::Duration;
+use support::{run_child, TestCgroup, CHILD_ENV};
+
+const APP_PORT: u16 = 8080;
+/// Attach types (`enum bpf_attach_type`).
+const SOCK_OPS: u32 = 3;
+const POST_BIND4: u32 = 12;
+const GETSOCKOPT: u32 = 21;
+const SK_LOOKUP: u32 = 36;
+
+/// Not a test of its own: the children's entry point.
+#[test]
+fn child() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        let (phase, cgroup) = spec.split_once(':').expect("phase:cgroup");
+        run_phase(phase, Path::new(cgroup));
+    }
+}
+
+#[test]
+fn captured_ports_reach_the_listener_others_the_app_and_no_listener_is_refused() {
+    if let Some(why) = support::unavailable() {
+        nftmesh_test_support::skip(&why);
+        return;
+    }
+    let cgroup = TestCgroup::create();
+    run_child("steer", cgroup.path());
+}
+
+#[test]
+fn with_ipv6_off_ipv6_reaches_the_app() {
+    if let Some(why) = support::unavailable() {
+        nftmesh_test_support::skip(&why);
+        return;
+    }
+    let cgroup = TestCgroup::create();
+    run_child("ipv6off", cgroup.path());
+}
+
+#[test]
+fn a_pinned_install_outlives_its_handle_and_removal_leaves_nothing() {
+    let Some(bpffs) = kernel_support::ready() else {
+        return;
+    };
+    let cgroup = TestCgroup::create();
+    run_child(&format!("pinned@{}", bpffs.dir().display()), cgroup.path());
+    assert_eq!(bpffs.contents(), Vec::<std::path::PathBuf>::new());
+    for t in [SOCK_OPS, POST_BIND4, GETSOCKOPT] {
+        assert_eq!(attached_count(cgroup.path(), t), 0, "attach type {t}");
+    }
+}
+
+#[test]
+fn settings_it_cannot_apply_are_refused_before_loading() {
+    let cfg = CaptureConfig {
+        mode: InterceptionMode::Tproxy,
+        ..CaptureConfig::sidecar()
+    };
+    match InboundCapture::new(&cfg) {
+        Err(nftmesh_ebpf::EbpfError::Unsupported { setting, .. }) => assert_eq!(setting, "mode"),
+        other => panic!("TPROXY mode: {other:?}"),
+    }
+}
+
+// ---- The child's side ----
+
+/// Named listeners of the pod.
+struct Pod(Vec<(&'static str, TcpListener)>);
+
+impl Pod {
+    fn add(&mut self, name: &'static str, uid: u32, at: SocketAddr) {
+        self.0.push((name, listen_as(uid, at)));
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| *n != name);
+    }
+
+    /// The listener that accepted a connection within [`WAIT`], with the accepted stream;
+    /// asserts no other did.
+    fn landing(&self, what: &str) -> (&'static str, std::net::TcpStream) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            for (name, l) in &self.0 {
+                if let Some(s) = accept_within(l, Duration::ZERO) {
+                    for (other, l) in &self.0 {
+                        assert!(l.accept().is_err(), "{what}: {other} accepted one too");
+                    }
+                    return (name, s);
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: no listener accepted"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Assert nothing was accepted (after a short grace).
+    fn nothing(&self, what: &str) {
+        std::thread::sleep(Duration::from_millis(100));
+        for (name, l) in &self.0 {
+            assert!(l.accept().is_err(), "{what}: {name} accepted a connection");
+        }
+    }
+}
+
+/// A connection from the client to `to` lands on `expect`; on a proxy, the accepted socket's
+/// local address and original destination are `to`, and bytes go through.
+fn expect_client(client: &ClientNs, pod: &Pod, to: SocketAddr, expect: &str) {
+    let mut c = client
+        .connect(to)
+        .unwrap_or_else(|e| panic!("client -> {to}: {e}"));
+    check(pod, to, expect, &mut c);
+}
+
+fn check(pod: &Pod, to: SocketAddr, expect: &str, c: &mut std::net::TcpStream) {
+    let what = format!("{:?} -> {to}", c.local_addr().ok());
+    let (name, mut s) = pod.landing(&what);
+    assert_eq!(name, expect, "{what} landed on {name}");
+    if expect.starts_with("proxy") {
+        assert_eq!(s.local_addr().ok(), Some(to), "{what}: local address");
+        assert_eq!(original_dst(&s), Some(to), "{what}: SO_ORIGINAL_DST");
+    }
+    c.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    s.read_exact(&mut buf).expect("read");
+    assert_eq!(&buf, b"ping");
+}
+
+/// A connection from the client to `to` is refused and reaches no listener.
+fn expect_refused(client: &ClientNs, pod: &Pod, to: SocketAddr, why: &str) {
+    match client.connect(to) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+        other => panic!("{why}: client -> {to}: expected refused, got {other:?}"),
+    }
+    pod.nothing(&format!("{why}: -> {to}"));
+}
+
+fn v4(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(POD), port)
+}
+
+fn v6(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(POD6), port)
+}
+
+/// The app's listeners (dual-stack, as the app uid).
+fn app(pod: &mut Pod) {
+    let any = |p| SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), p);
+    pod.add("app", APP_UID, any(APP_PORT));
+    pod.add("app 15090", APP_UID, any(15090));
+    pod.add("app 15008", APP_UID, any(15008));
+}
+
+/// The proxy's inbound listeners: IPv4 any, and IPv6 on the pod's address.
+fn proxy(pod: &mut Pod) {
+    pod.add("proxy", PROXY_UID, v4(INBOUND_PORT).with_any_ip());
+    pod.add("proxy6", PROXY_UID, v6(INBOUND_PORT));
+}
+
+trait AnyIp {
+    fn with_any_ip(self) -> SocketAddr;
+}
+
+impl AnyIp for SocketAddr {
+    fn with_any_ip(self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), self.port())
+    }
+}
+
+fn run_phase(phase: &str, cgroup: &Path) {
+    let client = ClientNs::create();
+    pod_network(&client);
+    let netns = Path::new("/proc/self/ns/net");
+    let home = current_cgroup();
+    let mut cfg = CaptureConfig::sidecar();
+    cfg.ipv6 = phase != "ipv6off";
+    let mut capture = InboundCapture::new(&cfg).expect("load the inbound capture");
+    let mut pod = Pod(Vec::new());
+    match phase {
+        "steer" => {
+            let attached = capture.attach(cgroup, netns).expect("attach");
+            assert_eq!(attached_count(netns, SK_LOOKUP), 1);
+            assert_eq!(attached_count(cgroup, SOCK_OPS), 1);
+            // The pod's sockets are the cgroup's; the client's (made outside it) are not.
+            join(cgroup);
+            app(&mut pod);
+            // Another uid's listener on 15006 is not the proxy's.
+            pod.add("impostor", APP_UID, v4(INBOUND_PORT).with_any_ip());
+            leave(&home);
+            expect_refused(&client, &pod, v4(APP_PORT), "only a non-proxy listener");
+            expect_refused(&client, &pod, v6(APP_PORT), "only a non-proxy listener");
+            pod.remove("impostor");
+            join(cgroup);
+            proxy(&mut pod);
+            // From inside the pod: the passthrough source, and the app's own connection to the
+            // pod's address (nf_tables' inbound chain sees neither).
+            let mut c = connect_from(IpAddr::V4(PASSTHROUGH), v4(APP_PORT)).expect("from .6");
+            check(&pod, v4(APP_PORT), "app", &mut c);
+            let mut c = std::net::TcpStream::connect(v4(APP_PORT)).expect("the app's own");
+            check(&pod, v4(APP_PORT), "app", &mut c);
+            leave(&home);
+            expect_client(&client, &pod, v4(APP_PORT), "proxy");
+            expect_client(&client, &pod, v4(9999), "proxy");
+            expect_client(&client, &pod, v4(15090), "app 15090");
+            expect_client(&client, &pod, v4(15008), "app 15008");
+            expect_client(&client, &pod, v6(APP_PORT), "proxy6");
+            expect_client(&client, &pod, v6(15090), "app 15090");
+            expect_client(&client, &pod, v6(15008), "app 15008");
+            // The proxy goes away: refused again, never the app.
+            pod.remove("proxy");
+            pod.remove("proxy6");
+            expect_refused(&client, &pod, v4(APP_PORT), "the proxy closed");
+            expect_refused(&client, &pod, v6(APP_PORT), "the proxy closed");
+            attached.remove().expect("remove");
+            assert_eq!(attached_count(netns, SK_LOOKUP), 0);
+            assert_eq!(attached_count(cgroup, SOCK_OPS), 0);
+            assert_eq!(attached_count(cgroup, GETSOCKOPT), 0);
+            expect_client(&client, &pod, v4(APP_PORT), "app");
+        }
+        "ipv6off" => {
+            let _attached = capture.attach(cgroup, netns).expect("attach");
+            join(cgroup);
+            app(&mut pod);
+            proxy(&mut pod);
+            leave(&home);
+            expect_client(&client, &pod, v4(APP_PORT), "proxy");
+            expect_client(&client, &pod, v6(APP_PORT), "app");
+        }
+        p if p.starts_with("pinned@") => {
+            let mount = Path::new(&p["pinned@".len()..]);
+            let bpffs = nftmesh_ebpf::Bpffs::at(mount).expect("the test's bpffs");
+            let installed = capture.install(&bpffs, cgroup, netns).expect("install");
+            assert_eq!(installed.programs().len(), 5, "{:?}", installed.programs());
+            // Nothing of this process holds the links any more: only the pins do.
+            drop(installed);
+            drop(capture);
+            join(cgroup);
+            app(&mut pod);
+            proxy(&mut pod);
+            leave(&home);
+            expect_client(&client, &pod, v4(APP_PORT), "proxy");
+            let found = InboundAttachment::open(&bpffs, cgroup)
+                .expect("open")
+                .expect("an installed inbound capture");
+            found.remove().expect("remove");
+            assert!(InboundAttachment::open(&bpffs, cgroup)
+                .expect("open")
+                .is_none());
+            assert_eq!(attached_count(netns, SK_LOOKUP), 0);
+            expect_client(&client, &pod, v4(APP_PORT), "app");
+        }
+        other => panic!("unknown phase {other}"),
+    }
+}
