@@ -25,8 +25,8 @@
  *                    port does: fail closed, never to the app.
  * cgroup/getsockopt  (on the pod's cgroup)
  *                    getsockopt(SOL_IP, SO_ORIGINAL_DST) / (SOL_IPV6, IP6T_SO_ORIGINAL_DST) on
- *                    a marked socket answer its local address (with no conntrack the kernel
- *                    has no answer).
+ *                    a marked socket answer its local address when the kernel has no answer
+ *                    (no conntrack entry).
  *
  * Built by build.rs: clang -O2 -g -target bpf. */
 
@@ -371,7 +371,9 @@ int nftmesh_in_getsockopt(struct bpf_sockopt *ctx)
 	__u32 family, addr, m0, m1, m2, m3;
 
 	sk = ctx->sk;
-	if (!sk)
+	/* The kernel's own answer stands: conntrack's, if something (a nat table) tracks the
+	 * connection, is right, and after a REDIRECT the local address is not. */
+	if (!sk || ctx->retval == 0)
 		return 1;
 	family = sk->family;
 	if (ctx->level == SOL_IPV6 && ctx->optname == IP6T_SO_ORIGINAL_DST) {
