@@ -17,7 +17,8 @@
  *                    not a connect of the pod's cgroup: nf_tables decides those in
  *                    `istio-output`), not from the
  *                    passthrough source 127.0.0.6 / ::6, to a steered port (map
- *                    `inbound_ports`), IPv6 only with IPv6 capture on, is given to the listener
+ *                    `inbound_ports`), IPv4 or IPv6 (nf_tables' inet table redirects IPv6 even
+ *                    with CaptureConfig::ipv6 off), is given to the listener
  *                    of `inbound_listeners`, whatever its local address and port; the packet
  *                    keeps its addresses, so the accepted socket's local address is the
  *                    original destination, as with TPROXY. No listener: SK_DROP, which the
@@ -299,8 +300,6 @@ int nftmesh_in_sk_lookup(struct bpf_sk_lookup *ctx)
 		mapped(key.local, ctx->local_ip4);
 		slot = LISTENER_V4;
 	} else if (family == AF_INET6) {
-		if (!cfg->ipv6)
-			return SK_PASS;
 		key.remote[0] = ctx->remote_ip6[0];
 		key.remote[1] = ctx->remote_ip6[1];
 		key.remote[2] = ctx->remote_ip6[2];

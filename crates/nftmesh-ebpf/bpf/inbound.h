@@ -8,8 +8,7 @@
 /* One entry, index 0, of map `inbound_config`. */
 struct inbound_config {
 	__u16 capture_port; /* the proxy's inbound capture port (15006), host order */
-	__u8 ipv6;          /* steer IPv6 too (CaptureConfig::ipv6) */
-	__u8 pad;
+	__u16 pad;
 };
 
 /* Which destination ports are steered: bit (port % 64) of entry (port / 64) of map

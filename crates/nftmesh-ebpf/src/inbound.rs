@@ -102,7 +102,8 @@ pub struct InboundCapture {
 
 impl InboundCapture {
     /// Check `cfg`, load the programs (the verifier runs here) and write its inbound settings
-    /// (ports, inbound capture port, proxy uids and gids, IPv6) into their maps. Settings
+    /// (ports, inbound capture port, proxy uids and gids) into their maps. IPv6 is steered
+    /// whatever `cfg.ipv6` says, as nf_tables' `inet` inbound chain redirects it. Settings
     /// sk_lookup cannot apply as nf_tables' inbound chain does (TPROXY mode, excluded or
     /// rerouted interfaces, drop-invalid) are [`EbpfError::Unsupported`]; outbound and DNS
     /// settings are not this capture's.

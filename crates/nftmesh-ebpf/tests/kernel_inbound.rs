@@ -9,7 +9,8 @@
 //!   from 127.0.0.6, the app's own);
 //! - no proxy listener (before it listens, after it closes, or only a non-proxy uid's listener
 //!   on 15006): the connection is refused and the app sees nothing (fail closed);
-//! - with IPv6 capture off, IPv6 reaches the app;
+//! - with IPv6 capture off, IPv6 is steered all the same (nf_tables' `inet` table redirects
+//!   it): to an IPv6 listener on 15006, refused without one;
 //! - installed (pinned), steering outlives the handles; removed, nothing is pinned and nothing
 //!   is attached to the cgroup or the namespace (`BPF_PROG_QUERY`).
 //!
@@ -56,7 +57,7 @@ fn captured_ports_reach_the_listener_others_the_app_and_no_listener_is_refused()
 }
 
 #[test]
-fn with_ipv6_off_ipv6_reaches_the_app() {
+fn with_ipv6_off_ipv6_is_still_steered_as_the_inet_table_redirects_it() {
     if let Some(why) = support::unavailable() {
         nftmesh_test_support::skip(&why);
         return;
@@ -250,13 +251,24 @@ fn run_phase(phase: &str, cgroup: &Path) {
             expect_client(&client, &pod, v4(APP_PORT), "app");
         }
         "ipv6off" => {
+            // nf_tables' `inet` tables REDIRECT IPv6 inbound with IPv6 capture off too: to an
+            // IPv6 listener on 15006 if there is one, refused without one; never the app.
             let _attached = capture.attach(cgroup, netns).expect("attach");
             join(cgroup);
             app(&mut pod);
-            proxy(&mut pod);
+            pod.add("proxy", PROXY_UID, v4(INBOUND_PORT).with_any_ip());
             leave(&home);
             expect_client(&client, &pod, v4(APP_PORT), "proxy");
-            expect_client(&client, &pod, v6(APP_PORT), "app");
+            expect_refused(
+                &client,
+                &pod,
+                v6(APP_PORT),
+                "IPv6 capture off, no IPv6 listener",
+            );
+            join(cgroup);
+            pod.add("proxy6", PROXY_UID, v6(INBOUND_PORT));
+            leave(&home);
+            expect_client(&client, &pod, v6(APP_PORT), "proxy6");
         }
         p if p.starts_with("pinned@") => {
             let mount = Path::new(&p["pinned@".len()..]);

@@ -1,6 +1,6 @@
 //! `CaptureConfig` reduced to what `bpf/inbound.c` decides with: which destination ports are
 //! steered to the inbound listener (as nf_tables' `istio-inbound` chain decides), the listener's
-//! port and owners, IPv6; the settings sk_lookup cannot apply exactly are refused here. Also the
+//! port and owners; the settings sk_lookup cannot apply exactly are refused here. Also the
 //! Rust twins of `bpf/inbound.h` and writing the settings into the programs' maps.
 
 use crate::error::EbpfError;
@@ -17,8 +17,6 @@ pub(crate) const PORT_WORDS: usize = 1024;
 pub(crate) struct InboundSettings {
     /// The proxy's inbound capture port (15006).
     pub capture_port: u16,
-    /// Steer IPv6 too.
-    pub ipv6: bool,
     /// Bit `p % 64` of word `p / 64`: TCP to port `p` is steered.
     pub ports: Vec<u64>,
     /// Whose listener on the capture port is the proxy's.
@@ -39,7 +37,6 @@ impl InboundSettings {
         }
         Ok(InboundSettings {
             capture_port: cfg.inbound_capture_port,
-            ipv6: cfg.ipv6,
             ports,
             proxy_uids: cfg.proxy_uids.iter().copied().collect(),
             proxy_gids: cfg.proxy_gids.iter().copied().collect(),
@@ -106,8 +103,7 @@ fn refuse_unsupported(cfg: &CaptureConfig) -> Result<(), EbpfError> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct RawInboundConfig {
     pub capture_port: u16,
-    pub ipv6: u8,
-    pub pad: u8,
+    pub pad: u16,
 }
 
 /// `struct steered_key`: addresses in network order (IPv4 as IPv4-mapped), ports host order.
@@ -174,7 +170,6 @@ pub(crate) fn write(bpf: &mut Ebpf, s: &InboundSettings) -> Result<(), EbpfError
         Array::try_from(map_mut(bpf, name)?).map_err(map_err(name))?;
     let raw = RawInboundConfig {
         capture_port: s.capture_port,
-        ipv6: u8::from(s.ipv6),
         pad: 0,
     };
     config.set(0, raw, 0).map_err(map_err(name))
@@ -183,6 +178,74 @@ pub(crate) fn write(bpf: &mut Ebpf, s: &InboundSettings) -> Result<(), EbpfError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nftmesh_model::{compile, eval, Hook, Packet};
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// A port worth generating: Istio's own, a few app ports, or any.
+    fn a_port() -> impl Strategy<Value = u16> {
+        prop_oneof![
+            Just(15008u16),
+            Just(15006),
+            Just(15001),
+            Just(15090),
+            Just(15021),
+            Just(15020),
+            Just(8080),
+            Just(9000),
+            1u16..=u16::MAX
+        ]
+    }
+
+    fn a_config() -> impl Strategy<Value = CaptureConfig> {
+        let ports = prop_oneof![
+            Just(PortSelection::All),
+            prop::collection::vec(a_port(), 0..5).prop_map(PortSelection::Ports),
+        ];
+        (
+            ports,
+            prop::collection::vec(a_port(), 0..5),
+            a_port(),
+            any::<bool>(),
+        )
+            .prop_filter_map("a valid configuration", |(ports, excl, tunnel, ipv6)| {
+                let cfg = CaptureConfig {
+                    inbound_ports: ports,
+                    inbound_ports_exclude: excl,
+                    inbound_tunnel_port: tunnel,
+                    ipv6,
+                    ..CaptureConfig::sidecar()
+                };
+                cfg.validate().is_ok().then_some(cfg)
+            })
+    }
+
+    proptest! {
+        /// A TCP connection arriving from outside the pod on `eth0` goes to the inbound capture
+        /// port under nf_tables (the compiled ruleset, evaluated at prerouting) exactly when the
+        /// programs steer it: its port in the bitmap, IPv4 or IPv6.
+        #[test]
+        fn steering_agrees_with_the_nf_tables_inbound_chain(
+            cfg in a_config(),
+            dport in a_port(),
+            v6 in any::<bool>(),
+        ) {
+            let settings = InboundSettings::from_config(&cfg).unwrap();
+            let (saddr, daddr): (IpAddr, IpAddr) = if v6 {
+                (Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2).into(),
+                 Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into())
+            } else {
+                (Ipv4Addr::new(10, 0, 0, 2).into(), Ipv4Addr::new(10, 0, 0, 1).into())
+            };
+            let p = Packet::incoming_tcp(saddr, daddr, dport, "eth0");
+            let outcome = eval(&compile(&cfg), &p, Hook::Prerouting).unwrap();
+            let nft = outcome.redirect == Some(cfg.inbound_capture_port);
+            // IPv6 whatever `ipv6` says: the compiled tables are `inet`, so nf_tables REDIRECTs
+            // IPv6 inbound even with IPv6 capture off (Istio's nftables generator does too).
+            let ebpf = settings.steers(dport);
+            prop_assert_eq!(nft, ebpf, "{:?} dport {} v6 {}", cfg.inbound_ports, dport, v6);
+        }
+    }
 
     #[test]
     fn sidecar_steers_every_port_but_the_tunnel_and_the_proxys_own() {
