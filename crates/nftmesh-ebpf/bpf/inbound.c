@@ -9,14 +9,16 @@
  *                    TCP_LISTEN_CB: such a socket starting to listen goes into the SOCKMAP
  *                    `inbound_listeners` (slot by family); the kernel takes it out when it
  *                    closes. TCP_CONNECT_CB: the pod's own connect, before its SYN, is
- *                    remembered by 4-tuple (`inbound_local`). PASSIVE_ESTABLISHED_CB: an
+ *                    remembered by 4-tuple (`inbound_local`) with `istio-output`'s decision
+ *                    for it if it reaches the pod itself: through, or (the proxy calling its
+ *                    own pod) to the inbound listener. PASSIVE_ESTABLISHED_CB: an
  *                    accepted socket whose 4-tuple was steered is marked in its own storage
  *                    (`inbound_marked`).
  * sk_lookup          (on the pod's network namespace)
  *                    a TCP packet looking for a listener, not from this namespace (not on lo,
- *                    not a connect of the pod's cgroup: nf_tables decides those in
- *                    `istio-output`), not from the
- *                    passthrough source 127.0.0.6 / ::6, to a steered port (map
+ *                    not a connect of the pod's cgroup, which TCP_CONNECT_CB decided as
+ *                    `istio-output` does), not from the passthrough source 127.0.0.6 / ::6,
+ *                    to a steered port (map
  *                    `inbound_ports`), IPv4 or IPv6 (nf_tables' inet table redirects IPv6 even
  *                    with CaptureConfig::ipv6 off), is given to the listener
  *                    of `inbound_listeners`, whatever its local address and port; the packet
@@ -65,6 +67,20 @@ struct {
 	__type(value, __u64);
 } inbound_ports SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, INBOUND_PORT_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} inbound_out_excluded SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, INBOUND_MAX_OWNERS);
+	__type(key, __u32);
+	__type(value, struct inbound_owner);
+} inbound_owners SEC(".maps");
+
 /* Proxy uids and gids (the value is unused, 1). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -103,7 +119,7 @@ struct {
 } inbound_steered SEC(".maps");
 
 /* The pod's own connects, by the 4-tuple the listener side sees (kept until evicted: a
- * retransmitted SYN is looked up again). */
+ * retransmitted SYN is looked up again): LOCAL_PASS or LOCAL_INBOUND. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -163,6 +179,80 @@ static __always_inline void mapped(__u32 out[4], __u32 v4)
 	out[1] = 0;
 	out[2] = bpf_htonl(0xffff);
 	out[3] = v4;
+}
+
+/* Whether nf_tables' inbound chain would capture TCP to `port`. */
+static __always_inline int in_bitmap(void *map, __u32 port)
+{
+	__u32 word = (port >> 6) & (INBOUND_PORT_WORDS - 1);
+	__u64 *bits = bpf_map_lookup_elem(map, &word);
+
+	return bits && ((*bits >> (port & 63)) & 1);
+}
+
+static __always_inline int port_steered(__u32 port)
+{
+	return in_bitmap(&inbound_ports, port);
+}
+
+/* `istio-output` for a TCP connect of the pod to one of its own addresses (its packets leave
+ * over lo), as far as the inbound port is concerned: LOCAL_INBOUND when the chain jumps to
+ * `istio-in-redirect` (the proxy calling its own pod: a proxy owner, a destination outside the
+ * host loopback range / ::1, not the tunnel port, nor 53 for a uid with DNS capture), else
+ * LOCAL_PASS. `key` is the connect's tuple as the listener side sees it; uid and gid are the
+ * connecting thread's (sock_ops runs TCP_CONNECT_CB in connect()). */
+static __always_inline __u8 self_call(struct steered_key *key)
+{
+	struct inbound_config *cfg;
+	struct inbound_owner *o;
+	__u32 zero = 0, i, dport, v4, mapped_v4, loop_dst;
+	__u64 ids;
+	__u32 uid, gid;
+	int match, others_on_lo;
+
+	cfg = bpf_map_lookup_elem(&inbound_config, &zero);
+	if (!cfg)
+		return LOCAL_PASS;
+	dport = key->local_port;
+	if (in_bitmap(&inbound_out_excluded, dport))
+		return LOCAL_PASS;
+	mapped_v4 = !key->local[0] && !key->local[1] && key->local[2] == bpf_htonl(0xffff);
+	v4 = key->local[3];
+	/* The passthrough source. */
+	if (mapped_v4 && key->remote[3] == bpf_htonl(0x7f000006) && !key->remote[0] &&
+	    !key->remote[1] && key->remote[2] == bpf_htonl(0xffff))
+		return LOCAL_PASS;
+	if (!mapped_v4 && cfg->ipv6 && !key->remote[0] && !key->remote[1] && !key->remote[2] &&
+	    key->remote[3] == bpf_htonl(6))
+		return LOCAL_PASS;
+	if (mapped_v4)
+		loop_dst = (v4 & cfg->host_lo_mask) == cfg->host_lo_addr;
+	else
+		loop_dst = !key->local[0] && !key->local[1] && !key->local[2] &&
+			   key->local[3] == bpf_htonl(1);
+	ids = bpf_get_current_uid_gid();
+	uid = (__u32)ids;
+	gid = (__u32)(ids >> 32);
+	for (i = 0; i < INBOUND_MAX_OWNERS; i++) {
+		if (i >= cfg->owners)
+			break;
+		o = bpf_map_lookup_elem(&inbound_owners, &i);
+		if (!o)
+			break;
+		match = o->is_uid ? uid == o->id : gid == o->id;
+		if (match && (mapped_v4 || cfg->ipv6) && !loop_dst &&
+		    dport != cfg->tunnel_port &&
+		    !(cfg->dns && o->is_uid && cfg->tunnel_port != 53 && dport == 53))
+			return LOCAL_INBOUND;
+		/* `istio-output`'s "other owners on lo" return (absent when an included CIDR is a
+		 * loopback address; not for port 53 with DNS capture). */
+		others_on_lo = !(cfg->loopback_included || (cfg->dns && dport == 53));
+		if (others_on_lo && !match)
+			return LOCAL_PASS;
+		if (match)
+			return LOCAL_PASS;
+	}
+	return LOCAL_PASS;
 }
 
 /* The steered_key of a sock_ops socket: its remote end as `remote`, or with `reversed` (a
@@ -225,8 +315,7 @@ int nftmesh_in_sockops(struct bpf_sock_ops *skops)
 	struct bpf_sock *sk;
 	__u64 cookie;
 	__u32 slot;
-	__u8 *mark;
-	__u8 one = 1;
+	__u8 *mark, local;
 
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
@@ -240,8 +329,10 @@ int nftmesh_in_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		/* A connect from the pod, its SYN not sent yet: if it is to the pod itself, sk_lookup
 		 * lets it through, as nf_tables' inbound chain never sees the pod's own connections. */
-		if (skops_key(skops, &key, 1))
-			bpf_map_update_elem(&inbound_local, &key, &one, BPF_ANY);
+		if (skops_key(skops, &key, 1)) {
+			local = self_call(&key);
+			bpf_map_update_elem(&inbound_local, &key, &local, BPF_ANY);
+		}
 		return 1;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		if (!skops_key(skops, &key, 0) || !bpf_map_lookup_elem(&inbound_steered, &key))
@@ -258,44 +349,20 @@ int nftmesh_in_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
-/* Whether nf_tables' inbound chain would capture TCP to `port`. */
-static __always_inline int port_steered(__u32 port)
-{
-	__u32 word = (port >> 6) & (INBOUND_PORT_WORDS - 1);
-	__u64 *bits = bpf_map_lookup_elem(&inbound_ports, &word);
-
-	return bits && ((*bits >> (port & 63)) & 1);
-}
-
 SEC("sk_lookup")
 int nftmesh_in_sk_lookup(struct bpf_sk_lookup *ctx)
 {
 	struct steered_key key = {};
-	struct inbound_config *cfg;
 	struct bpf_sock *sk;
-	__u32 zero = 0, slot;
-	__u32 family, port;
-	__u8 one = 1;
+	__u32 slot, family, port;
+	__u8 one = 1, *local;
 	long err;
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return SK_PASS;
-	/* Connections from this namespace are not inbound: nf_tables' nat prerouting never sees
-	 * them (conntrack bound them in output, where `istio-output` decides). Those to a
-	 * loopback address arrive on lo; those to another address of the pod report the device
-	 * holding it (inet_iif gives the route's fib device), so the pod's own connects are
-	 * recognised by their 4-tuple below (map `inbound_local`, filled at TCP_CONNECT_CB). */
-	if (ctx->ingress_ifindex == LOOPBACK_IFINDEX)
-		return SK_PASS;
-	cfg = bpf_map_lookup_elem(&inbound_config, &zero);
-	if (!cfg)
-		return SK_PASS;
 	family = ctx->family;
 	port = ctx->local_port;
 	if (family == AF_INET) {
-		/* The passthrough source (the proxy's connects to the app). */
-		if (ctx->remote_ip4 == bpf_htonl(0x7f000006))
-			return SK_PASS;
 		mapped(key.remote, ctx->remote_ip4);
 		mapped(key.local, ctx->local_ip4);
 		slot = LISTENER_V4;
@@ -304,9 +371,6 @@ int nftmesh_in_sk_lookup(struct bpf_sk_lookup *ctx)
 		key.remote[1] = ctx->remote_ip6[1];
 		key.remote[2] = ctx->remote_ip6[2];
 		key.remote[3] = ctx->remote_ip6[3];
-		if (!key.remote[0] && !key.remote[1] && !key.remote[2] &&
-		    key.remote[3] == bpf_htonl(6))
-			return SK_PASS;
 		key.local[0] = ctx->local_ip6[0];
 		key.local[1] = ctx->local_ip6[1];
 		key.local[2] = ctx->local_ip6[2];
@@ -315,13 +379,30 @@ int nftmesh_in_sk_lookup(struct bpf_sk_lookup *ctx)
 	} else {
 		return SK_PASS;
 	}
-	if (!port_steered(port))
-		return SK_PASS;
 	key.remote_port = bpf_ntohs(ctx->remote_port);
 	key.local_port = (__u16)port;
-	/* A connection from the pod itself (to one of its own addresses). */
-	if (bpf_map_lookup_elem(&inbound_local, &key))
+	/* Connections from this namespace are not inbound for nf_tables: its nat prerouting never
+	 * sees them (conntrack bound them in output, where `istio-output` decides). A connect of
+	 * the pod's cgroup was decided at TCP_CONNECT_CB (map `inbound_local`): through, or to the
+	 * inbound listener when `istio-output` would send it there (the proxy calling its pod). */
+	local = bpf_map_lookup_elem(&inbound_local, &key);
+	if (local && *local == LOCAL_PASS)
 		return SK_PASS;
+	if (!local) {
+		/* Other local connections: those to a loopback address arrive on lo (those to
+		 * another address of the pod report the device holding it: inet_iif gives the
+		 * route's fib device). */
+		if (ctx->ingress_ifindex == LOOPBACK_IFINDEX)
+			return SK_PASS;
+		/* The passthrough source (the proxy's connects to the app). */
+		if (family == AF_INET && key.remote[3] == bpf_htonl(0x7f000006))
+			return SK_PASS;
+		if (family == AF_INET6 && !key.remote[0] && !key.remote[1] && !key.remote[2] &&
+		    key.remote[3] == bpf_htonl(6))
+			return SK_PASS;
+		if (!port_steered(port))
+			return SK_PASS;
+	}
 	sk = bpf_map_lookup_elem(&inbound_listeners, &slot);
 	if (!sk && family == AF_INET) {
 		/* A dual-stack IPv6 listener takes IPv4 too (bpf_sk_assign refuses a v6-only one). */

@@ -7,14 +7,34 @@
 
 /* One entry, index 0, of map `inbound_config`. */
 struct inbound_config {
-	__u16 capture_port; /* the proxy's inbound capture port (15006), host order */
-	__u16 pad;
+	__u16 capture_port;     /* the proxy's inbound capture port (15006), host order */
+	__u16 tunnel_port;      /* the inbound tunnel port (15008), host order */
+	__u32 host_lo_addr;     /* host loopback range (127.0.0.1/32), network order */
+	__u32 host_lo_mask;     /* its mask, network order */
+	__u8 owners;            /* entries of map `inbound_owners` in use */
+	__u8 ipv6;              /* CaptureConfig::ipv6 (the IPv6 self-call rule, ::6) */
+	__u8 dns;               /* DNS capture in effect */
+	__u8 loopback_included; /* an included outbound CIDR is a loopback address */
 };
+
+/* The proxy's owners in `istio-output`'s order (uids, then gids): map `inbound_owners`. */
+struct inbound_owner {
+	__u32 id;
+	__u32 is_uid;
+};
+#define INBOUND_MAX_OWNERS 16
+
+/* Values of map `inbound_local` (the pod's own connects): let through, or steer to the
+ * inbound listener (the proxy calling its own pod, `istio-output`'s `jump istio-in-redirect`). */
+#define LOCAL_PASS 1
+#define LOCAL_INBOUND 2
 
 /* Which destination ports are steered: bit (port % 64) of entry (port / 64) of map
  * `inbound_ports` (1024 entries). Computed in user space from the inbound port selection, the
  * excluded ports and the tunnel port, as nf_tables' `istio-inbound` chain decides. */
 #define INBOUND_PORT_WORDS 1024
+/* The same layout for map `inbound_out_excluded`: CaptureConfig::outbound_ports_exclude, which
+ * `istio-output` lets through before the self-call rule. */
 
 /* The slots of map `inbound_listeners` (a SOCKMAP): the proxy's IPv4 listener, and its IPv6
  * one (which takes IPv4 too when it is dual-stack and slot 0 is empty). */

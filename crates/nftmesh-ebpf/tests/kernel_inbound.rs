@@ -5,8 +5,9 @@
 //! - a captured port lands on the proxy's 15006 listener (opened by uid 1337), whose accepted
 //!   socket's local address is the original destination, and `SO_ORIGINAL_DST` says so; IPv4
 //!   and IPv6 (`IP6T_SO_ORIGINAL_DST`);
-//! - excluded ports and 15008 reach the app; so do connections from inside the pod (over `lo`:
-//!   from 127.0.0.6, the app's own);
+//! - excluded ports and 15008 reach the app; so do connections from inside the pod: the
+//!   proxy's from 127.0.0.6, the app's own; the proxy calling its own pod goes to the inbound
+//!   listener (`istio-output`'s self-call rule) but to 127.0.0.1 or the tunnel port;
 //! - no proxy listener (before it listens, after it closes, or only a non-proxy uid's listener
 //!   on 15006): the connection is refused and the app sees nothing (fail closed);
 //! - with IPv6 capture off, IPv6 is steered all the same (nf_tables' `inet` table redirects
@@ -168,6 +169,23 @@ fn expect_refused(client: &ClientNs, pod: &Pod, to: SocketAddr, why: &str) {
     pod.nothing(&format!("{why}: -> {to}"));
 }
 
+/// Run `f` on a thread running as `uid` (gid `uid`).
+fn as_user<T: Send + 'static>(
+    uid: u32,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    std::thread::spawn(move || {
+        nftmesh_netlink::probe::become_user(uid, uid)?;
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| Err(std::io::Error::other("thread panicked")))
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 fn v4(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(POD), port)
 }
@@ -225,12 +243,33 @@ fn run_phase(phase: &str, cgroup: &Path) {
             pod.remove("impostor");
             join(cgroup);
             proxy(&mut pod);
-            // From inside the pod: the passthrough source, and the app's own connection to the
-            // pod's address (nf_tables' inbound chain sees neither).
-            let mut c = connect_from(IpAddr::V4(PASSTHROUGH), v4(APP_PORT)).expect("from .6");
+            // From inside the pod, as `istio-output` decides: the proxy's passthrough from
+            // 127.0.0.6 and the app's own connections reach the app; the proxy calling its own
+            // pod (not the host loopback 127.0.0.1, not the tunnel port) goes to the inbound
+            // listener.
+            let mut c = as_user(PROXY_UID, move || {
+                connect_from(IpAddr::V4(PASSTHROUGH), v4(APP_PORT))
+            })
+            .expect("the proxy from .6");
             check(&pod, v4(APP_PORT), "app", &mut c);
-            let mut c = std::net::TcpStream::connect(v4(APP_PORT)).expect("the app's own");
-            check(&pod, v4(APP_PORT), "app", &mut c);
+            for (uid, to, expect) in [
+                (APP_UID, v4(APP_PORT), "app"),
+                (APP_UID, v6(APP_PORT), "app"),
+                (PROXY_UID, v4(APP_PORT), "proxy"),
+                (PROXY_UID, v6(APP_PORT), "proxy6"),
+                (PROXY_UID, v4(15090), "proxy"),
+                (PROXY_UID, v4(15008), "app 15008"),
+                (PROXY_UID, loopback(APP_PORT), "app"),
+                (
+                    PROXY_UID,
+                    SocketAddr::from(([127, 0, 0, 5], APP_PORT)),
+                    "proxy",
+                ),
+            ] {
+                let mut c = as_user(uid, move || std::net::TcpStream::connect_timeout(&to, WAIT))
+                    .unwrap_or_else(|e| panic!("uid {uid} -> {to}: {e}"));
+                check(&pod, to, expect, &mut c);
+            }
             leave(&home);
             expect_client(&client, &pod, v4(APP_PORT), "proxy");
             expect_client(&client, &pod, v4(9999), "proxy");
