@@ -10,6 +10,8 @@
 //!   listener (`istio-output`'s self-call rule) but to 127.0.0.1 or the tunnel port;
 //! - no proxy listener (before it listens, after it closes, or only a non-proxy uid's listener
 //!   on 15006): the connection is refused and the app sees nothing (fail closed);
+//! - a dual-stack `[::]:15006` listener alone takes IPv4 too (IPv4-mapped; `SO_ORIGINAL_DST` at
+//!   `SOL_IP` answers the IPv4 destination);
 //! - with IPv6 capture off, IPv6 is steered all the same (nf_tables' `inet` table redirects
 //!   it): to an IPv6 listener on 15006, refused without one;
 //! - installed (pinned), steering outlives the handles; removed, nothing is pinned and nothing
@@ -65,6 +67,16 @@ fn with_ipv6_off_ipv6_is_still_steered_as_the_inet_table_redirects_it() {
     }
     let cgroup = TestCgroup::create();
     run_child("ipv6off", cgroup.path());
+}
+
+#[test]
+fn a_dual_stack_listener_takes_ipv4_too() {
+    if let Some(why) = support::unavailable() {
+        nftmesh_test_support::skip(&why);
+        return;
+    }
+    let cgroup = TestCgroup::create();
+    run_child("dualstack", cgroup.path());
 }
 
 #[test]
@@ -167,6 +179,32 @@ fn expect_refused(client: &ClientNs, pod: &Pod, to: SocketAddr, why: &str) {
         other => panic!("{why}: client -> {to}: expected refused, got {other:?}"),
     }
     pod.nothing(&format!("{why}: -> {to}"));
+}
+
+/// `getsockopt(SOL_IP, SO_ORIGINAL_DST)` on `s` whatever its family (a dual-stack socket's
+/// IPv4 connection answers at SOL_IP).
+fn sol_ip_original_dst(s: &std::net::TcpStream) -> Option<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero bytes are a valid sockaddr_in.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: the buffer is a sockaddr_in of `len` bytes; the kernel (and the BPF program)
+    // write at most `len` bytes into it and update `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_IP,
+            libc::SO_ORIGINAL_DST,
+            (&mut sa as *mut libc::sockaddr_in).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| {
+        SocketAddr::from((
+            std::net::Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
+            u16::from_be(sa.sin_port),
+        ))
+    })
 }
 
 /// Run `f` on a thread running as `uid` (gid `uid`).
@@ -288,6 +326,35 @@ fn run_phase(phase: &str, cgroup: &Path) {
             assert_eq!(attached_count(cgroup, SOCK_OPS), 0);
             assert_eq!(attached_count(cgroup, GETSOCKOPT), 0);
             expect_client(&client, &pod, v4(APP_PORT), "app");
+        }
+        "dualstack" => {
+            // Only a dual-stack [::]:15006 listener (slot 1): IPv4 connections go to it too,
+            // as IPv4-mapped sockets, and SO_ORIGINAL_DST (SOL_IP) answers the IPv4 address.
+            let _attached = capture.attach(cgroup, netns).expect("attach");
+            join(cgroup);
+            app(&mut pod);
+            pod.add(
+                "proxy",
+                PROXY_UID,
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), INBOUND_PORT),
+            );
+            leave(&home);
+            let to = v4(APP_PORT);
+            let mut c = client.connect(to).expect("client -> the pod");
+            let (name, mut s) = pod.landing("dual-stack");
+            assert_eq!(name, "proxy");
+            let mapped = SocketAddr::new(IpAddr::V6(POD.to_ipv6_mapped()), APP_PORT);
+            assert_eq!(s.local_addr().ok(), Some(mapped), "local address");
+            assert_eq!(
+                sol_ip_original_dst(&s),
+                Some(to),
+                "SO_ORIGINAL_DST at SOL_IP"
+            );
+            c.write_all(b"ping").expect("write");
+            let mut buf = [0u8; 4];
+            s.set_read_timeout(Some(WAIT)).expect("timeout");
+            s.read_exact(&mut buf).expect("read");
+            expect_client(&client, &pod, v6(APP_PORT), "proxy");
         }
         "ipv6off" => {
             // nf_tables' `inet` tables REDIRECT IPv6 inbound with IPv6 capture off too: to an
