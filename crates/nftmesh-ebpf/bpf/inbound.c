@@ -7,7 +7,7 @@
  *                    gid is remembered by socket cookie (the only hook that knows who binds).
  * sockops            (on the pod's cgroup)
  *                    TCP_LISTEN_CB: such a socket starting to listen goes into the SOCKMAP
- *                    `inbound_listeners` (slot by family); the kernel takes it out when it
+ *                    `inbound_listeners` (slots by family and cookie); the kernel takes it out when it
  *                    closes. TCP_CONNECT_CB: the pod's own connect, before its SYN, is
  *                    remembered by 4-tuple (`inbound_local`) with `istio-output`'s decision
  *                    for it if it reaches the pod itself: through, or (the proxy calling its
@@ -106,7 +106,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
-	__uint(max_entries, 2);
+	__uint(max_entries, 2 * LISTENER_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } inbound_listeners SEC(".maps");
@@ -323,7 +323,8 @@ int nftmesh_in_sockops(struct bpf_sock_ops *skops)
 		if (!bpf_map_lookup_elem(&inbound_bound, &cookie))
 			return 1;
 		bpf_map_delete_elem(&inbound_bound, &cookie);
-		slot = skops->family == AF_INET ? LISTENER_V4 : LISTENER_V6;
+		slot = (skops->family == AF_INET ? LISTENER_V4 : LISTENER_V6) +
+		       (__u32)(cookie % LISTENER_SLOTS);
 		bpf_sock_map_update(skops, &inbound_listeners, &slot, BPF_ANY);
 		return 1;
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
@@ -347,6 +348,22 @@ int nftmesh_in_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	}
 	return 1;
+}
+
+/* The listener in the first occupied slot from `first` (LISTENER_V4 or LISTENER_V6), held (the
+ * caller releases it), or NULL. */
+static __always_inline struct bpf_sock *listener(__u32 first)
+{
+	struct bpf_sock *sk;
+	__u32 i, slot;
+
+	for (i = 0; i < LISTENER_SLOTS; i++) {
+		slot = first + i;
+		sk = bpf_map_lookup_elem(&inbound_listeners, &slot);
+		if (sk)
+			return sk;
+	}
+	return NULL;
 }
 
 SEC("sk_lookup")
@@ -403,12 +420,10 @@ int nftmesh_in_sk_lookup(struct bpf_sk_lookup *ctx)
 		if (!port_steered(port))
 			return SK_PASS;
 	}
-	sk = bpf_map_lookup_elem(&inbound_listeners, &slot);
-	if (!sk && family == AF_INET) {
+	sk = listener(slot);
+	if (!sk && family == AF_INET)
 		/* A dual-stack IPv6 listener takes IPv4 too (bpf_sk_assign refuses a v6-only one). */
-		slot = LISTENER_V6;
-		sk = bpf_map_lookup_elem(&inbound_listeners, &slot);
-	}
+		sk = listener(LISTENER_V6);
 	/* Fail closed: no listener, no connection (the kernel answers with a reset). */
 	if (!sk)
 		return SK_DROP;

@@ -36,10 +36,15 @@ struct inbound_owner {
 /* The same layout for map `inbound_out_excluded`: CaptureConfig::outbound_ports_exclude, which
  * `istio-output` lets through before the self-call rule. */
 
-/* The slots of map `inbound_listeners` (a SOCKMAP): the proxy's IPv4 listener, and its IPv6
- * one (which takes IPv4 too when it is dual-stack and slot 0 is empty). */
+/* The slots of map `inbound_listeners` (a SOCKMAP): LISTENER_SLOTS for the proxy's IPv4
+ * listeners from LISTENER_V4, as many for its IPv6 ones from LISTENER_V6 (which take IPv4 too
+ * when they are dual-stack and no IPv4 one is there). A listener takes the slot its socket
+ * cookie hashes to, so the listeners of a SO_REUSEPORT group (one per proxy worker) mostly
+ * sit in different slots and one closing leaves the others registered; sk_lookup takes the
+ * first slot holding one, and the kernel's reuseport selection picks within its group. */
+#define LISTENER_SLOTS 8
 #define LISTENER_V4 0
-#define LISTENER_V6 1
+#define LISTENER_V6 LISTENER_SLOTS
 
 /* A connection steered to the listener, between sk_lookup and the accept (key of LRU map
  * `inbound_steered`): addresses in network order, IPv4 ones as IPv4-mapped IPv6

@@ -12,6 +12,8 @@
 //!   on 15006): the connection is refused and the app sees nothing (fail closed);
 //! - a dual-stack `[::]:15006` listener alone takes IPv4 too (IPv4-mapped; `SO_ORIGINAL_DST` at
 //!   `SOL_IP` answers the IPv4 destination);
+//! - two listeners in a SO_REUSEPORT group both get steered connections; one closing leaves the
+//!   other registered (unless their cookies hash to one slot); both closed: refused;
 //! - with IPv6 capture off, IPv6 is steered all the same (nf_tables' `inet` table redirects
 //!   it): to an IPv6 listener on 15006, refused without one;
 //! - installed (pinned), steering outlives the handles; removed, nothing is pinned and nothing
@@ -77,6 +79,19 @@ fn a_dual_stack_listener_takes_ipv4_too() {
     }
     let cgroup = TestCgroup::create();
     run_child("dualstack", cgroup.path());
+}
+
+#[test]
+fn a_reuseport_group_shares_the_connections_until_the_registered_listener_closes() {
+    if let Some(why) = support::unavailable() {
+        nftmesh_test_support::skip(&why);
+        return;
+    }
+    let cgroup = TestCgroup::create();
+    let out = run_child("reuseport", cgroup.path());
+    if let Some(line) = out.lines().find(|l| l.contains("reuseport slots")) {
+        eprintln!("{line}");
+    }
 }
 
 #[test]
@@ -205,6 +220,25 @@ fn sol_ip_original_dst(s: &std::net::TcpStream) -> Option<SocketAddr> {
             u16::from_be(sa.sin_port),
         ))
     })
+}
+
+/// The socket cookie of `l` (`SO_COOKIE`), which picks its slot in the listener map.
+fn socket_cookie(l: &TcpListener) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the buffer is a live u64 of `len` bytes; the kernel writes at most that.
+    let rc = unsafe {
+        libc::getsockopt(
+            l.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_COOKIE: {}", std::io::Error::last_os_error());
+    cookie
 }
 
 /// Run `f` on a thread running as `uid` (gid `uid`).
@@ -355,6 +389,52 @@ fn run_phase(phase: &str, cgroup: &Path) {
             s.set_read_timeout(Some(WAIT)).expect("timeout");
             s.read_exact(&mut buf).expect("read");
             expect_client(&client, &pod, v6(APP_PORT), "proxy");
+        }
+        "reuseport" => {
+            // Two proxy listeners in one SO_REUSEPORT group (Envoy's workers): each is in the
+            // slot its socket cookie hashes to, sk_lookup takes the first occupied slot and the
+            // kernel's reuseport selection spreads the steered connections over the group.
+            // One closing leaves the other registered (unless both hashed to one slot: then
+            // the later one replaced the earlier, and its closing leaves none: refused).
+            let _attached = capture.attach(cgroup, netns).expect("attach");
+            join(cgroup);
+            app(&mut pod);
+            let any = v4(INBOUND_PORT).with_any_ip();
+            pod.0.push(("proxy a", listen_reuseport_as(PROXY_UID, any)));
+            pod.0.push(("proxy b", listen_reuseport_as(PROXY_UID, any)));
+            leave(&home);
+            let slot = |name: &str| {
+                let (_, l) = pod.0.iter().find(|(n, _)| *n == name).expect("listener");
+                socket_cookie(l) % 8
+            };
+            let shared = slot("proxy a") == slot("proxy b");
+            println!(
+                "reuseport slots: a {}, b {} (shared: {shared})",
+                slot("proxy a"),
+                slot("proxy b")
+            );
+            let mut seen = std::collections::BTreeMap::new();
+            for _ in 0..20 {
+                let to = v4(APP_PORT);
+                let _c = client.connect(to).expect("client -> the pod");
+                let (name, s) = pod.landing("reuseport");
+                assert!(name.starts_with("proxy"), "landed on {name}");
+                assert_eq!(original_dst(&s), Some(to));
+                *seen.entry(name).or_insert(0) += 1;
+            }
+            assert_eq!(
+                seen.len(),
+                2,
+                "both listeners of the group got connections: {seen:?}"
+            );
+            pod.remove("proxy b");
+            if shared {
+                expect_refused(&client, &pod, v4(APP_PORT), "the one registered closed");
+            } else {
+                expect_client(&client, &pod, v4(APP_PORT), "proxy a");
+            }
+            pod.remove("proxy a");
+            expect_refused(&client, &pod, v4(APP_PORT), "both closed");
         }
         "ipv6off" => {
             // nf_tables' `inet` tables REDIRECT IPv6 inbound with IPv6 capture off too: to an

@@ -171,6 +171,66 @@ pub fn listen_as(uid: u32, at: SocketAddr) -> TcpListener {
     l
 }
 
+/// Listen on `at` with SO_REUSEPORT from a thread running as `uid` (gid `uid`), non-blocking:
+/// several such listeners form one reuseport group.
+pub fn listen_reuseport_as(uid: u32, at: SocketAddr) -> TcpListener {
+    let l = std::thread::spawn(move || -> io::Result<TcpListener> {
+        nftmesh_netlink::probe::become_user(uid, uid)?;
+        let family = match at {
+            SocketAddr::V4(_) => libc::AF_INET,
+            SocketAddr::V6(_) => libc::AF_INET6,
+        };
+        // SAFETY: socket takes integers only; a non-negative result is a new descriptor.
+        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket and is owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let one: libc::c_int = 1;
+        // SAFETY: `one` is a live c_int and its size is passed; the kernel only reads it.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEPORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = match at {
+            SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
+            SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
+        };
+        let len = libc::socklen_t::try_from(len).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let raw = sockaddr(at);
+        // SAFETY: `raw` holds a sockaddr of the socket's family, `len` bytes; bind reads it.
+        if unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: listen takes integers only.
+        if unsafe { libc::listen(fd.as_raw_fd(), 128) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TcpListener::from(fd))
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("listener thread panicked")))
+    .unwrap_or_else(|e| panic!("listen with SO_REUSEPORT on {at} as {uid}: {e}"));
+    l.set_nonblocking(true).expect("non-blocking listener");
+    l
+}
+
 /// Connect to `to` from the local address `src` (port chosen by the kernel), in this
 /// namespace.
 pub fn connect_from(src: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
