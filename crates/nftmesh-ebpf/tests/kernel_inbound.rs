@@ -16,6 +16,8 @@
 //!   other registered (unless their cookies hash to one slot); both closed: refused;
 //! - with IPv6 capture off, IPv6 is steered all the same (nf_tables' `inet` table redirects
 //!   it): to an IPv6 listener on 15006, refused without one;
+//! - installed (pinned) beside the outbound capture, replaced in place (new ports, the listener
+//!   still registered), removed before it;
 //! - installed (pinned), steering outlives the handles; removed, nothing is pinned and nothing
 //!   is attached to the cgroup or the namespace (`BPF_PROG_QUERY`).
 //!
@@ -105,6 +107,16 @@ fn a_pinned_install_outlives_its_handle_and_removal_leaves_nothing() {
     for t in [SOCK_OPS, POST_BIND4, GETSOCKOPT] {
         assert_eq!(attached_count(cgroup.path(), t), 0, "attach type {t}");
     }
+}
+
+#[test]
+fn beside_the_outbound_capture_replaced_in_place_and_removed_first() {
+    let Some(bpffs) = kernel_support::ready() else {
+        return;
+    };
+    let cgroup = TestCgroup::create();
+    run_child(&format!("beside@{}", bpffs.dir().display()), cgroup.path());
+    assert_eq!(bpffs.contents(), Vec::<std::path::PathBuf>::new());
 }
 
 #[test]
@@ -478,6 +490,45 @@ fn run_phase(phase: &str, cgroup: &Path) {
                 .is_none());
             assert_eq!(attached_count(netns, SK_LOOKUP), 0);
             expect_client(&client, &pod, v4(APP_PORT), "app");
+        }
+        p if p.starts_with("beside@") => {
+            // Beside the outbound capture in the same pin directory, as the eBPF backend will
+            // install them: outbound first, then the inbound steering; replaced in place with
+            // port 8080 excluded (the registered listener stays registered); removed inbound
+            // first, then outbound.
+            let mount = Path::new(&p["beside@".len()..]);
+            let bpffs = nftmesh_ebpf::Bpffs::at(mount).expect("the test's bpffs");
+            let mut outbound = nftmesh_ebpf::EbpfCapture::new(&cfg).expect("load outbound");
+            outbound.install(&bpffs, cgroup).expect("install outbound");
+            capture
+                .install(&bpffs, cgroup, netns)
+                .expect("install inbound");
+            join(cgroup);
+            app(&mut pod);
+            proxy(&mut pod);
+            leave(&home);
+            expect_client(&client, &pod, v4(APP_PORT), "proxy");
+            let mut excluded = cfg.clone();
+            excluded.inbound_ports_exclude.push(APP_PORT);
+            let mut replacement = InboundCapture::new(&excluded).expect("load the replacement");
+            let replaced = replacement.install(&bpffs, cgroup, netns).expect("replace");
+            assert_eq!(attached_count(netns, SK_LOOKUP), 1, "replaced in place");
+            assert_eq!(
+                attached_count(cgroup, SOCK_OPS),
+                2,
+                "outbound's and inbound's"
+            );
+            expect_client(&client, &pod, v4(APP_PORT), "app");
+            expect_client(&client, &pod, v4(9999), "proxy");
+            replaced.remove().expect("remove inbound");
+            assert_eq!(attached_count(netns, SK_LOOKUP), 0);
+            assert_eq!(attached_count(cgroup, SOCK_OPS), 1, "outbound's stays");
+            nftmesh_ebpf::Attachment::open(&bpffs, cgroup)
+                .expect("open outbound")
+                .expect("the outbound capture")
+                .remove()
+                .expect("remove outbound");
+            assert_eq!(attached_count(cgroup, SOCK_OPS), 0);
         }
         other => panic!("unknown phase {other}"),
     }
