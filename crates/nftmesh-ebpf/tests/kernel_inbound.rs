@@ -18,7 +18,7 @@
 //!   it): to an IPv6 listener on 15006, refused without one;
 //! - installed (pinned) beside the outbound capture, replaced in place (new ports, the listener
 //!   still registered), removed before it;
-//! - installed (pinned), steering outlives the handles; removed, nothing is pinned and nothing
+//! - installed (pinned) by a process that then exits, steering goes on; removed, nothing is pinned and nothing
 //!   is attached to the cgroup or the namespace (`BPF_PROG_QUERY`).
 //!
 //! Needs root: otherwise `SKIP: why` (a failure under `CI=true`).
@@ -97,7 +97,7 @@ fn a_reuseport_group_shares_the_connections_until_the_registered_listener_closes
 }
 
 #[test]
-fn a_pinned_install_outlives_its_handle_and_removal_leaves_nothing() {
+fn a_pinned_install_outlives_the_installing_process_and_removal_leaves_nothing() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
@@ -253,6 +253,36 @@ fn socket_cookie(l: &TcpListener) -> u64 {
     cookie
 }
 
+/// Run this test binary's child once more, in this network namespace, to install the inbound
+/// steering pinned in the bpffs at `mount` and exit; panics unless it succeeds within 60 s.
+fn install_from_another_process(mount: &Path, cgroup: &Path) {
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(
+            CHILD_ENV,
+            format!("install-only@{}:{}", mount.display(), cgroup.display()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the installer");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match child.try_wait().expect("wait for the installer") {
+            Some(s) => break s,
+            None if std::time::Instant::now() > deadline => {
+                // Our own child, by its handle.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the installer did not finish within 60 s");
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert!(status.success(), "the installer failed: {status}");
+}
+
 /// Run `f` on a thread running as `uid` (gid `uid`).
 fn as_user<T: Send + 'static>(
     uid: u32,
@@ -303,6 +333,16 @@ impl AnyIp for SocketAddr {
 }
 
 fn run_phase(phase: &str, cgroup: &Path) {
+    if let Some(mount) = phase.strip_prefix("install-only@") {
+        // A process of its own that installs in its (inherited) namespace and exits.
+        let bpffs = nftmesh_ebpf::Bpffs::at(Path::new(mount)).expect("the test's bpffs");
+        let mut capture = InboundCapture::new(&CaptureConfig::sidecar()).expect("load");
+        let installed = capture
+            .install(&bpffs, cgroup, Path::new("/proc/self/ns/net"))
+            .expect("install");
+        assert_eq!(installed.programs().len(), 5, "{:?}", installed.programs());
+        return;
+    }
     let client = ClientNs::create();
     pod_network(&client);
     let netns = Path::new("/proc/self/ns/net");
@@ -471,11 +511,11 @@ fn run_phase(phase: &str, cgroup: &Path) {
         p if p.starts_with("pinned@") => {
             let mount = Path::new(&p["pinned@".len()..]);
             let bpffs = nftmesh_ebpf::Bpffs::at(mount).expect("the test's bpffs");
-            let installed = capture.install(&bpffs, cgroup, netns).expect("install");
-            assert_eq!(installed.programs().len(), 5, "{:?}", installed.programs());
-            // Nothing of this process holds the links any more: only the pins do.
-            drop(installed);
+            // Installed by another process (this binary again, in this namespace), which has
+            // exited: only the pins hold the links.
+            install_from_another_process(mount, cgroup);
             drop(capture);
+            assert_eq!(attached_count(netns, SK_LOOKUP), 1);
             join(cgroup);
             app(&mut pod);
             proxy(&mut pod);
