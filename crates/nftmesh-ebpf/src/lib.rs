@@ -54,6 +54,7 @@ mod accel;
 mod attachment;
 mod capture;
 mod error;
+mod inbound;
 mod maps;
 mod netns;
 mod pins;
@@ -65,6 +66,7 @@ pub use accel::{Accelerated, Acceleration};
 pub use attachment::Attachment;
 pub use capture::{EbpfCapture, Tracked};
 pub use error::EbpfError;
+pub use inbound::{InboundAttachment, InboundCapture};
 pub use netns::NetnsCookie;
 pub use pins::Bpffs;
 pub use {

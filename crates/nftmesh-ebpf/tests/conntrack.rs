@@ -2,6 +2,17 @@
 //! reached over a veth interface, captured to the proxy stand-in on 15001, in a network
 //! namespace and a cgroup of the test's own.
 //!
+//! Outbound, (a) nf_tables, (b) eBPF alone, (c) eBPF with the nf_tables inbound table that
+//! `nftmesh::ebpf::EbpfBackend::inbound` installs beside it: its nat chains register
+//! conntrack's hooks in the namespace, so the redirected loopback leg of every captured
+//! connection is tracked again (one entry each, toward 127.0.0.1:15001, never NATed).
+//!
+//! Inbound (`inbound_*`), N connections from a client namespace over a veth to the pod's
+//! 10.78.0.1:8080, each accepted by the proxy stand-in on 15006 (uid 1337), which reads the
+//! original destination and opens its upstream leg to the app from 127.0.0.6 as Istio's
+//! inbound passthrough does, with the eBPF outbound programs on the cgroup in both: (d) the
+//! nf_tables inbound table (REDIRECT), (e) the sk_lookup steering of `InboundCapture`.
+//!
 //! - nf_tables: `nftmesh::Capture::new(&sidecar)` installed in the namespace with
 //!   `Namespace::current().install()`; REDIRECT needs conntrack, so every connection leaves an
 //!   entry (it outlives the close: TIME_WAIT / CLOSE timeouts).
@@ -15,14 +26,15 @@
 //! cgroup (a cgroup holds whole processes, so the test runner stays out of it). Needs root;
 //! otherwise `SKIP: why` (a failure under `CI=true`).
 
+mod inbound_support;
 mod support;
 
-use nftmesh_ebpf::EbpfCapture;
+use nftmesh_ebpf::{EbpfCapture, InboundCapture};
 use nftmesh_model::config::CaptureConfig;
 use nftmesh_netlink::probe::original_dst;
 use nftmesh_test_support::skip;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -62,8 +74,19 @@ fn ebpf_adds_no_conntrack_entry_nftables_one_per_connection() {
         .attach(cgroup.path())
         .unwrap_or_else(|e| panic!("attach: {e}"));
     let ebpf = counted("ebpf", cgroup.path());
+    // eBPF with the inbound table the eBPF backend installs beside it.
+    let eroded = counted("ebpf+inbound-table", cgroup.path());
     attached.remove().expect("detach");
-    eprintln!("{N} captured connections: nf_tables {nft}, eBPF {ebpf}");
+    eprintln!(
+        "{N} captured outbound connections to {PEER}: (a) nf_tables {nft}, (b) eBPF {ebpf}, \
+         (c) eBPF + nf_tables inbound table {eroded}"
+    );
+    eprintln!(
+        "conntrack entries per outbound connection: (a) {:.2}, (b) {:.2}, (c) {:.2}",
+        nft.count as f64 / N as f64,
+        ebpf.count as f64 / N as f64,
+        eroded.count as f64 / N as f64
+    );
     assert_eq!(
         ebpf,
         Counted {
@@ -75,6 +98,60 @@ fn ebpf_adds_no_conntrack_entry_nftables_one_per_connection() {
     assert!(
         nft.count >= N as u64 && nft.listed == N,
         "nf_tables REDIRECT: one entry per connection expected, {nft}"
+    );
+    // Exactly one per connection: its loopback leg to 127.0.0.1:15001 (the original direction
+    // never goes to the peer: connect4 rewrote it before the first packet).
+    assert_eq!(
+        eroded,
+        Counted {
+            count: N as u64,
+            listed: 0
+        },
+        "eBPF with the nf_tables inbound table: one entry per connection expected"
+    );
+}
+
+#[test]
+fn inbound_nftables_redirect_tracks_both_legs_sk_lookup_none() {
+    if let Some(why) = unavailable() {
+        skip(&why);
+        return;
+    }
+    let cgroup = TestCgroup::create();
+    let mut capture = EbpfCapture::new(&CaptureConfig::sidecar())
+        .unwrap_or_else(|e| panic!("load the capture: {e}"));
+    let attached = capture
+        .attach(cgroup.path())
+        .unwrap_or_else(|e| panic!("attach: {e}"));
+    let nft = counted("inbound-nftables", cgroup.path());
+    let sk_lookup = counted("inbound-sk-lookup", cgroup.path());
+    attached.remove().expect("detach");
+    eprintln!(
+        "{N} inbound connections to 10.78.0.1:8080 (+ the proxy's upstream leg each): \
+         (d) nf_tables REDIRECT {nft}, (e) sk_lookup {sk_lookup}"
+    );
+    eprintln!(
+        "conntrack entries per inbound connection: (d) {:.2}, (e) {:.2}",
+        nft.count as f64 / N as f64,
+        sk_lookup.count as f64 / N as f64
+    );
+    // Both legs tracked: the client's connection (REDIRECTed) and the upstream leg from
+    // 127.0.0.6 (not NATed, tracked because the nat table is there); both go to 10.78.0.1:8080.
+    assert_eq!(
+        nft,
+        Counted {
+            count: 2 * N as u64,
+            listed: 2 * N
+        },
+        "nf_tables inbound: two entries per inbound connection expected"
+    );
+    assert_eq!(
+        sk_lookup,
+        Counted {
+            count: 0,
+            listed: 0
+        },
+        "the sk_lookup inbound capture added conntrack entries"
     );
 }
 
@@ -89,7 +166,7 @@ impl std::fmt::Display for Counted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "+{} in nf_conntrack_count, {} entries to {PEER}",
+            "+{} in nf_conntrack_count, {} entries toward the destination",
             self.count, self.listed
         )
     }
@@ -120,12 +197,14 @@ fn conntrack_count() -> u64 {
 
 /// Entries of this namespace whose original direction goes to the peer.
 fn entries_to_peer() -> usize {
+    entries_to(PEER)
+}
+
+/// Entries of this namespace whose original direction goes to `to`.
+fn entries_to(to: SocketAddrV4) -> usize {
     let path = "/proc/net/nf_conntrack";
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let (dst, dport) = (
-        format!("dst={} ", PEER.ip()),
-        format!("dport={} ", PEER.port()),
-    );
+    let (dst, dport) = (format!("dst={} ", to.ip()), format!("dport={} ", to.port()));
     text.lines()
         .filter(|l| {
             // The first dst=/dport= of a line are the original direction's.
@@ -136,6 +215,10 @@ fn entries_to_peer() -> usize {
 }
 
 fn run_phase(phase: &str, cgroup: &Path) {
+    if phase.starts_with("inbound-") {
+        run_inbound_phase(phase, cgroup);
+        return;
+    }
     sh(&["ip", "link", "set", "lo", "up"]);
     // A veth pair (this kernel has no dummy interfaces): 10.77.0.0/24 routes out of nm0.
     sh(&[
@@ -154,6 +237,13 @@ fn run_phase(phase: &str, cgroup: &Path) {
             let ns = nftmesh::Namespace::current().expect("this namespace");
             let capture = nftmesh::Capture::new(&CaptureConfig::sidecar()).expect("compile");
             ns.install(&capture).expect("install the nf_tables capture");
+            Some(ns)
+        }
+        "ebpf+inbound-table" => {
+            let ns = nftmesh::Namespace::current().expect("this namespace");
+            let inbound = nftmesh::ebpf::EbpfBackend::inbound(&CaptureConfig::sidecar())
+                .expect("the eBPF backend's inbound table");
+            ns.install(&inbound).expect("install the inbound table");
             Some(ns)
         }
         "ebpf" => {
@@ -198,6 +288,83 @@ fn run_phase(phase: &str, cgroup: &Path) {
         "{RESULT} {} {}",
         conntrack_count().saturating_sub(before),
         entries_to_peer()
+    );
+}
+
+/// An inbound phase: the pod (this namespace, its listeners in the cgroup) and a client
+/// namespace; `inbound-nftables` installs the eBPF backend's nf_tables inbound table,
+/// `inbound-sk-lookup` attaches the sk_lookup steering. Prints the growth of the count and the
+/// entries toward the app's port.
+fn run_inbound_phase(phase: &str, cgroup: &Path) {
+    use inbound_support::{
+        accept_within, connect_from, current_cgroup, join, leave, listen_as, pod_network, ClientNs,
+        APP_UID, INBOUND_PORT, PASSTHROUGH, POD, PROXY_UID,
+    };
+    let client = ClientNs::create();
+    pod_network(&client);
+    let home = current_cgroup();
+    let cfg = CaptureConfig::sidecar();
+    let mut _steering = None;
+    let _ns = match phase {
+        "inbound-nftables" => {
+            let ns = nftmesh::Namespace::current().expect("this namespace");
+            let inbound = nftmesh::ebpf::EbpfBackend::inbound(&cfg).expect("the inbound table");
+            ns.install(&inbound).expect("install the inbound table");
+            Some(ns)
+        }
+        "inbound-sk-lookup" => {
+            let mut c = InboundCapture::new(&cfg).expect("load the inbound capture");
+            let a = c
+                .attach(cgroup, Path::new("/proc/self/ns/net"))
+                .expect("attach the inbound capture");
+            _steering = Some((c, a));
+            None
+        }
+        other => panic!("unknown phase {other}"),
+    };
+    let app_at = SocketAddrV4::new(POD, 8080);
+    join(cgroup);
+    let app = listen_as(APP_UID, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8080)));
+    let proxy = listen_as(
+        PROXY_UID,
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, INBOUND_PORT)),
+    );
+    // The client's sockets must not be the cgroup's (they would count as the pod's own).
+    leave(&home);
+    let before = conntrack_count();
+    for i in 0..N {
+        let mut c = client
+            .connect(SocketAddr::V4(app_at))
+            .unwrap_or_else(|e| panic!("inbound connection {i}: {e}"));
+        let mut seen = accept_within(&proxy, WAIT)
+            .unwrap_or_else(|| panic!("inbound connection {i}: the proxy accepted nothing"));
+        assert_eq!(
+            original_dst(&seen),
+            Some(SocketAddr::V4(app_at)),
+            "inbound connection {i}: SO_ORIGINAL_DST at the proxy ({phase})"
+        );
+        // The proxy's upstream leg, as Istio's inbound passthrough: uid 1337, from 127.0.0.6.
+        let mut up = std::thread::spawn(move || {
+            nftmesh_netlink::probe::become_user(PROXY_UID, PROXY_UID)?;
+            connect_from(IpAddr::V4(PASSTHROUGH), SocketAddr::V4(app_at))
+        })
+        .join()
+        .expect("upstream thread")
+        .unwrap_or_else(|e| panic!("upstream leg {i}: {e}"));
+        let mut at_app = accept_within(&app, WAIT)
+            .unwrap_or_else(|| panic!("upstream leg {i}: the app accepted nothing"));
+        let mut b = [0u8; 1];
+        c.write_all(b"x").expect("write");
+        seen.set_read_timeout(Some(WAIT)).expect("timeout");
+        seen.read_exact(&mut b).expect("read at the proxy");
+        up.write_all(b"y").expect("write upstream");
+        at_app.set_read_timeout(Some(WAIT)).expect("timeout");
+        at_app.read_exact(&mut b).expect("read at the app");
+    }
+    println!(
+        "{RESULT} {} {}",
+        conntrack_count().saturating_sub(before),
+        entries_to(app_at)
     );
 }
 
