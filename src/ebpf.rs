@@ -28,7 +28,9 @@ use nftmesh_model::config::{CaptureConfig, CidrSelection};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use nftmesh_ebpf::{Accelerated, Attachment, Bpffs, EbpfError, NetnsCookie, Tracked};
+pub use nftmesh_ebpf::{
+    Accelerated, Attachment, Bpffs, EbpfError, InboundAttachment, NetnsCookie, Tracked,
+};
 
 /// Where the eBPF backend installs: the pod's cgroup v2 directory (its processes' connects are
 /// captured) and the BPF file system its programs' links and maps are pinned in.
@@ -37,6 +39,23 @@ pub struct EbpfBackend {
     cgroup: PathBuf,
     bpffs: Bpffs,
     sk_msg: bool,
+    inbound: EbpfInbound,
+}
+
+/// How the eBPF backend captures **inbound** connections ([`EbpfBackend::with_inbound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EbpfInbound {
+    /// An nf_tables table in the pod's namespace (REDIRECT or TPROXY), as the default backend:
+    /// works whenever the proxy started listening, TPROXY included; costs a conntrack entry per
+    /// connection, outbound ones included (the nat table turns conntrack on in the namespace).
+    #[default]
+    Nftables,
+    /// `sk_lookup` steering to the proxy's inbound listener ([`nftmesh_ebpf::InboundCapture`]):
+    /// no table, no NAT, no conntrack entry for any connection. The listener is registered when
+    /// it starts listening, so install before the proxy starts (the CNI plugin does): a proxy
+    /// already listening is not found, and captured inbound connections are refused (never
+    /// handed to the app) until it listens again. TPROXY mode is refused.
+    SkLookup,
 }
 
 /// What [`EbpfBackend::install`] did: the nf_tables inbound install and the programs attached.
@@ -50,13 +69,16 @@ pub struct EbpfInstalled {
     pub cgroup: PathBuf,
     /// Whether sk_msg acceleration is on ([`EbpfBackend::with_sk_msg`]).
     pub sk_msg: bool,
+    /// With [`EbpfInbound::SkLookup`], the inbound programs attached (then [`Self::inbound`]
+    /// is empty: no table); empty with [`EbpfInbound::Nftables`].
+    pub inbound_programs: Vec<&'static str>,
 }
 
 impl fmt::Display for EbpfInstalled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "outbound: eBPF programs {} attached to {}{}; inbound: {}",
+            "outbound: eBPF programs {} attached to {}{}; inbound: ",
             self.programs.join(", "),
             self.cgroup.display(),
             if self.sk_msg {
@@ -64,8 +86,16 @@ impl fmt::Display for EbpfInstalled {
             } else {
                 ""
             },
-            self.inbound
-        )
+        )?;
+        if self.inbound_programs.is_empty() {
+            write!(f, "{}", self.inbound)
+        } else {
+            write!(
+                f,
+                "sk_lookup, eBPF programs {} (no nf_tables table)",
+                self.inbound_programs.join(", ")
+            )
+        }
     }
 }
 
@@ -90,6 +120,8 @@ pub struct Attached {
     pub tracked: Tracked,
     /// With sk_msg acceleration on, how many sockets its map holds; `None` when it is off.
     pub sk_msg: Option<usize>,
+    /// With `sk_lookup` inbound ([`EbpfInbound::SkLookup`]), its programs; empty otherwise.
+    pub inbound_programs: Vec<&'static str>,
 }
 
 impl fmt::Display for Attached {
@@ -104,6 +136,13 @@ impl fmt::Display for Attached {
         if let Some(n) = self.sk_msg {
             write!(f, "; sk_msg acceleration on ({n} socket(s))")?;
         }
+        if !self.inbound_programs.is_empty() {
+            write!(
+                f,
+                "; inbound by sk_lookup: {}",
+                self.inbound_programs.join(", ")
+            )?;
+        }
         Ok(())
     }
 }
@@ -115,7 +154,19 @@ impl EbpfBackend {
             cgroup: cgroup.into(),
             bpffs,
             sk_msg: false,
+            inbound: EbpfInbound::Nftables,
         }
+    }
+
+    /// How [`EbpfBackend::install`] captures inbound.
+    pub fn inbound_mode(&self) -> EbpfInbound {
+        self.inbound
+    }
+
+    /// How [`EbpfBackend::install`] captures inbound (default [`EbpfInbound::Nftables`]).
+    pub fn with_inbound(mut self, inbound: EbpfInbound) -> Self {
+        self.inbound = inbound;
+        self
     }
 
     /// Whether [`EbpfBackend::install`] also turns on sk_msg acceleration
@@ -184,12 +235,39 @@ impl EbpfBackend {
             // An earlier install turned it on; this one does not.
             accelerated.remove()?;
         }
-        let report = ns.install(&inbound)?;
+        let (report, inbound_programs) = match self.inbound {
+            EbpfInbound::Nftables => {
+                if let Some(steering) = InboundAttachment::open(&self.bpffs, &self.cgroup)? {
+                    // The table first, then the steering goes: inbound is never uncaptured.
+                    let report = ns.install(&inbound)?;
+                    steering.remove()?;
+                    (report, Vec::new())
+                } else {
+                    (ns.install(&inbound)?, Vec::new())
+                }
+            }
+            EbpfInbound::SkLookup => {
+                let path = ns
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("/proc/thread-self/ns/net"));
+                let steering = nftmesh_ebpf::InboundCapture::new(cfg)?.install(
+                    &self.bpffs,
+                    &self.cgroup,
+                    &path,
+                )?;
+                // Steering in place: an nf_tables capture of the namespace (an inbound table,
+                // or a whole capture the programs now replace) goes.
+                ns.remove(&inbound)?;
+                (Report::default(), steering.programs())
+            }
+        };
         Ok(EbpfInstalled {
             inbound: report,
             programs: attachment.programs(),
             cgroup: self.cgroup.clone(),
             sk_msg: self.sk_msg,
+            inbound_programs,
         })
     }
 
@@ -198,7 +276,12 @@ impl EbpfBackend {
     /// the first error is returned.
     pub fn remove(&self, ns: &Namespace, cfg: &CaptureConfig) -> Result<EbpfRemoved, CaptureError> {
         let inbound = Self::inbound(cfg)?;
-        // The acceleration's pins live in the capture's directory: first.
+        // The inbound steering and the acceleration live in the capture's directory: first.
+        let steering = match InboundAttachment::open(&self.bpffs, &self.cgroup) {
+            Ok(Some(a)) => a.remove(),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
         let sk_msg = match Accelerated::open(&self.bpffs, &self.cgroup) {
             Ok(Some(a)) => a.remove().map(|()| true),
             Ok(None) => Ok(false),
@@ -210,6 +293,7 @@ impl EbpfBackend {
             Err(e) => Err(e),
         };
         let tables = ns.remove(&inbound)?;
+        steering?;
         Ok(EbpfRemoved {
             sk_msg: sk_msg?,
             programs: programs?,
@@ -226,10 +310,15 @@ impl EbpfBackend {
             Some(accelerated) => accelerated.sockets()?,
             None => None,
         };
+        let inbound_programs = match InboundAttachment::open(&self.bpffs, &self.cgroup)? {
+            Some(steering) => steering.programs(),
+            None => Vec::new(),
+        };
         Ok(Some(Attached {
             programs: a.programs(),
             tracked: a.tracked()?,
             sk_msg,
+            inbound_programs,
         }))
     }
 }

@@ -433,7 +433,10 @@ fn inbound_wildcard_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)>
     in_pod_with(tag, setup, &[], |peer| {
         let show = |r: std::io::Result<String>| r.unwrap_or_else(|e| format!("error: {e}"));
         let mut rows = Vec::new();
-        let (i, t) = (listen(15006, "inbound"), listen(15008, "tunnel"));
+        let (i, t) = (
+            listen_as_proxy(15006, "inbound", false),
+            listen(15008, "tunnel"),
+        );
         rows.push(("peer -> pod:8080", show(from_peer(&peer, 8080))));
         rows.push(("peer -> pod:15008", show(from_peer(&peer, 15008))));
         i.join().unwrap();
@@ -444,7 +447,10 @@ fn inbound_wildcard_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)>
             show(connect_as(APP_UID, APP_UID, SocketAddr::from((PEER, 8080)))),
         ));
         h.join().unwrap();
-        let (a, i) = (listen(8080, "app"), listen(15006, "inbound"));
+        let (a, i) = (
+            listen(8080, "app"),
+            listen_as_proxy(15006, "inbound", false),
+        );
         let to = SocketAddr::from((POD, 8080));
         rows.push((
             "proxy from 127.0.0.6 -> pod:8080",
@@ -482,6 +488,7 @@ fn the_inbound_wildcard_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
     }
     let (ours, istio) = both_columns("inbound-ports-wildcard", inbound_wildcard_rows);
     let ebpf = ebpf_column(TEST, &ours);
+    let lookup = ebpf_column_with(TEST, &ours, nftmesh::ebpf::EbpfInbound::SkLookup);
     let expected = [
         format!("inbound {POD}:8080"),
         "tunnel ".to_string(),
@@ -495,6 +502,7 @@ fn the_inbound_wildcard_table_passes_for_nftmesh_and_for_istios_own_iptables_rul
             ("nftmesh", &ours),
             ("istio-iptables", &istio),
             ("nftmesh eBPF backend", &ebpf),
+            ("eBPF, sk_lookup inbound", &lookup),
         ],
         &expected,
     );
@@ -596,7 +604,12 @@ fn ebpf_skip() -> bool {
 /// The eBPF backend's column of the test named `test` (run again as a child in a cgroup of its
 /// own), its rows checked to be `like`'s.
 fn ebpf_column(test: &str, like: &Rows) -> Rows {
-    let got = support::ebpf_column::column(test);
+    ebpf_column_with(test, like, nftmesh::ebpf::EbpfInbound::Nftables)
+}
+
+/// [`ebpf_column`] with inbound captured as `inbound` says.
+fn ebpf_column_with(test: &str, like: &Rows, inbound: nftmesh::ebpf::EbpfInbound) -> Rows {
+    let got = support::ebpf_column::column_with(test, inbound);
     assert_eq!(
         got.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(),
         like.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
@@ -738,7 +751,10 @@ fn ipv6_inbound_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)> {
                 .expect("enter peer netns")
         };
         let mut rows = Vec::new();
-        let (i, a) = (listen6(15006, "inbound"), listen6(8080, "app"));
+        let (i, a) = (
+            listen_as_proxy(15006, "inbound", true),
+            listen6(8080, "app"),
+        );
         rows.push(("peer -> [pod]:4000", show(from_peer6(4000))));
         rows.push((
             "peer -> [pod]:8080 (not an inbound port)",
@@ -756,7 +772,10 @@ fn ipv6_inbound_rows(setup: Setup, tag: &str) -> Vec<(&'static str, String)> {
             )),
         ));
         h.join().unwrap();
-        let (a, i) = (listen6(4000, "app"), listen6(15006, "inbound"));
+        let (a, i) = (
+            listen6(4000, "app"),
+            listen_as_proxy(15006, "inbound", true),
+        );
         let to = SocketAddr::from((POD6, 4000));
         rows.push((
             "proxy from ::6 -> [pod]:4000",
@@ -790,6 +809,7 @@ fn the_ipv6_inbound_table_passes_for_nftmesh_and_for_istios_own_ip6tables_rules(
     }
     let (ours, istio) = both_columns("ipv6-inbound-ports", ipv6_inbound_rows);
     let ebpf = ebpf_column(TEST, &ours);
+    let lookup = ebpf_column_with(TEST, &ours, nftmesh::ebpf::EbpfInbound::SkLookup);
     let expected = [
         format!("inbound [{POD6}]:4000"),
         "app ".to_string(),
@@ -803,6 +823,7 @@ fn the_ipv6_inbound_table_passes_for_nftmesh_and_for_istios_own_ip6tables_rules(
             ("nftmesh", &ours),
             ("istio-iptables", &istio),
             ("nftmesh eBPF backend", &ebpf),
+            ("eBPF, sk_lookup inbound", &lookup),
         ],
         &expected,
     );
@@ -908,7 +929,10 @@ fn sidecar_rows(setup: Setup, tag: &str) -> Rows {
                 )),
             ));
             p.join().unwrap();
-            let (i, t) = (listen(15006, "inbound"), listen(15008, "tunnel"));
+            let (i, t) = (
+                listen_as_proxy(15006, "inbound", false),
+                listen(15008, "tunnel"),
+            );
             rows.push(("peer -> pod:8080", show(from_peer(&peer, 8080))));
             rows.push(("peer -> pod:15008", show(from_peer(&peer, 15008))));
             i.join().unwrap();
@@ -972,17 +996,23 @@ fn the_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend() {
     }
     let mut nft = sidecar_rows(Setup::Nftmesh(Box::new(sidecar_config())), "sidecar-nft");
     let mut ebpf = ebpf_column(TEST, &nft);
+    let mut lookup = ebpf_column_with(TEST, &nft, nftmesh::ebpf::EbpfInbound::SkLookup);
     // A connection made before the install: the programs act at connect() only, so it is
     // untouched. nf_tables' REDIRECT is not: once the nat table exists, conntrack picks the
     // established connection up mid-stream as new, the nat chain redirects its next segment
     // to the proxy port, and the connection is reset (as with Istio's own iptables rules,
     // which are the same NAT).
-    let (row, seen) = ebpf.remove(0);
-    assert_eq!(
-        (row, seen.as_str()),
-        ("connection made before the install", "peer after request"),
-        "eBPF backend"
-    );
+    for (who, column) in [
+        ("eBPF backend", &mut ebpf),
+        ("sk_lookup inbound", &mut lookup),
+    ] {
+        let (row, seen) = column.remove(0);
+        assert_eq!(
+            (row, seen.as_str()),
+            ("connection made before the install", "peer after request"),
+            "{who}"
+        );
+    }
     let (row, seen) = nft.remove(0);
     println!("{row}: nftables backend: {seen}; eBPF backend: peer after request");
     assert!(
@@ -1009,7 +1039,11 @@ fn the_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend() {
     ];
     print_and_check(
         "sidecar",
-        &[("nftables backend", &nft), ("eBPF backend", &ebpf)],
+        &[
+            ("nftables backend", &nft),
+            ("eBPF backend", &ebpf),
+            ("eBPF, sk_lookup inbound", &lookup),
+        ],
         &expected,
     );
 }
@@ -1066,7 +1100,7 @@ fn sidecar6_rows(setup: Setup, tag: &str) -> Rows {
             )),
         ));
         p.join().unwrap();
-        let i = listen6(15006, "inbound");
+        let i = listen_as_proxy(15006, "inbound", true);
         rows.push(("peer -> [pod]:8080", show(from_peer6(&peer, 8080))));
         i.join().unwrap();
         let capture = std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 15053)).unwrap();
@@ -1117,6 +1151,7 @@ fn the_ipv6_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend() {
     }
     let nft = sidecar6_rows(Setup::Nftmesh(Box::new(sidecar6_config())), "sidecar6-nft");
     let ebpf = ebpf_column(TEST, &nft);
+    let lookup = ebpf_column_with(TEST, &nft, nftmesh::ebpf::EbpfInbound::SkLookup);
     let expected = [
         format!("outbound [{PEER6}]:8080"),
         "peer -".to_string(),
@@ -1131,7 +1166,11 @@ fn the_ipv6_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend() {
     ];
     print_and_check(
         "IPv6 sidecar",
-        &[("nftables backend", &nft), ("eBPF backend", &ebpf)],
+        &[
+            ("nftables backend", &nft),
+            ("eBPF backend", &ebpf),
+            ("eBPF, sk_lookup inbound", &lookup),
+        ],
         &expected,
     );
 }

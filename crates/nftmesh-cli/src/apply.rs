@@ -117,7 +117,11 @@ fn run_ebpf(args: &ApplyArgs, ebpf: &EbpfBackend) -> Result<(), CliError> {
             "# outbound: eBPF programs on {}; inbound:",
             ebpf.cgroup().display()
         );
-        print!("{}", EbpfBackend::inbound(&cfg)?.render());
+        if ebpf.inbound_mode() == nftmesh::ebpf::EbpfInbound::SkLookup {
+            println!("# sk_lookup steering to the proxy's listener (no nf_tables table)");
+        } else {
+            print!("{}", EbpfBackend::inbound(&cfg)?.render());
+        }
         return Ok(());
     }
     let ns = args.target.namespace()?;

@@ -329,6 +329,28 @@ pub struct EbpfArgs {
     /// which breaks apps that half-close and wait for the answer. An apply without it turns it off.
     #[arg(long, requires = "cgroup")]
     pub sk_msg: bool,
+    /// eBPF backend: how inbound is captured: nftables (a REDIRECT/TPROXY table in the
+    /// namespace; conntrack then tracks every connection of the pod) or sk-lookup (BPF steering
+    /// to the proxy's listener: no table, no conntrack; install before the proxy listens, a
+    /// proxy already listening is not found and captured inbound is refused until it listens
+    /// again; no TPROXY).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "HOW",
+        default_value = "nftables",
+        requires = "cgroup"
+    )]
+    pub ebpf_inbound: EbpfInboundArg,
+}
+
+/// `--ebpf-inbound`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EbpfInboundArg {
+    /// An nf_tables inbound table.
+    Nftables,
+    /// sk_lookup steering.
+    SkLookup,
 }
 
 impl EbpfArgs {
@@ -344,7 +366,11 @@ impl EbpfArgs {
             }
             None => EbpfBackend::find(cgroup)?,
         };
-        Ok(Some(backend.with_sk_msg(self.sk_msg)))
+        let inbound = match self.ebpf_inbound {
+            EbpfInboundArg::Nftables => nftmesh::ebpf::EbpfInbound::Nftables,
+            EbpfInboundArg::SkLookup => nftmesh::ebpf::EbpfInbound::SkLookup,
+        };
+        Ok(Some(backend.with_sk_msg(self.sk_msg).with_inbound(inbound)))
     }
 }
 

@@ -430,3 +430,80 @@ fn sk_msg_acceleration_is_off_unless_asked_and_an_apply_without_it_turns_it_off(
     let o = nftmesh(&["apply", "--sk-msg", "--network-namespace", &netns]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn sk_lookup_inbound_leaves_no_table_and_switches_back_to_nf_tables() {
+    let Some((ns, cgroup, bpffs)) = ready() else {
+        return;
+    };
+    ns.exec("ip", &["link", "set", "lo", "up"], None);
+    let netns = ns.path();
+    let (cg, bpf) = (cgroup.0.to_str().unwrap(), bpffs.0.to_str().unwrap());
+    let target = [
+        "--cgroup",
+        cg,
+        "--bpffs",
+        bpf,
+        "--network-namespace",
+        &netns,
+    ];
+    let with = |first: &[&'static str]| -> Vec<&str> {
+        first
+            .iter()
+            .copied()
+            .chain(target.iter().copied())
+            .collect()
+    };
+    let attached = || {
+        let o = nftmesh(&[
+            "dump",
+            "--network-namespace",
+            &netns,
+            "--cgroup",
+            cg,
+            "--bpffs",
+            bpf,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+
+    // First the nf_tables inbound table, then sk_lookup replaces it.
+    run_ok(&with(&["apply", "--backend", "ebpf"]));
+    assert!(ruleset(&ns).contains("redirect to :15006"));
+    let said = run_ok(&with(&[
+        "apply",
+        "--backend",
+        "ebpf",
+        "--ebpf-inbound",
+        "sk-lookup",
+    ]));
+    assert!(said.contains("sk_lookup"), "{said}");
+    let rules = ruleset(&ns);
+    assert!(!rules.contains("istio"), "no table with sk_lookup: {rules}");
+    let now = attached();
+    assert!(now.contains("inbound by sk_lookup"), "{now}");
+
+    // And back: the table first, then the steering goes.
+    run_ok(&with(&["apply", "--backend", "ebpf"]));
+    assert!(ruleset(&ns).contains("redirect to :15006"));
+    assert!(!attached().contains("sk_lookup"));
+
+    run_ok(&with(&[
+        "apply",
+        "--backend",
+        "ebpf",
+        "--ebpf-inbound",
+        "sk-lookup",
+    ]));
+    run_ok(&with(&[
+        "apply",
+        "--backend",
+        "ebpf",
+        "--ebpf-inbound",
+        "sk-lookup",
+        "--cleanup-only",
+    ]));
+    assert!(!bpffs.has_pins(), "pins left in {bpf}");
+    assert!(!ruleset(&ns).contains("istio"));
+}

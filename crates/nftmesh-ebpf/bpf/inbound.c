@@ -156,9 +156,21 @@ static __always_inline int post_bind(struct bpf_sock *sk)
 	cfg = bpf_map_lookup_elem(&inbound_config, &zero);
 	if (!cfg || sk->src_port != cfg->capture_port || !is_proxy())
 		return 1;
+	/* A listener of another namespace is not the pod's proxy's. */
+	if (cfg->netns_cookie && bpf_get_netns_cookie(sk) != cfg->netns_cookie)
+		return 1;
 	cookie = bpf_get_socket_cookie(sk);
 	bpf_map_update_elem(&inbound_bound, &cookie, &one, BPF_ANY);
 	return 1;
+}
+
+/* Whether `netns` is the pod's network namespace (or the capture names none). */
+static __always_inline int in_pod_netns(__u64 netns)
+{
+	__u32 zero = 0;
+	struct inbound_config *cfg = bpf_map_lookup_elem(&inbound_config, &zero);
+
+	return cfg && (!cfg->netns_cookie || cfg->netns_cookie == netns);
 }
 
 SEC("cgroup/post_bind4")
@@ -329,7 +341,10 @@ int nftmesh_in_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		/* A connect from the pod, its SYN not sent yet: if it is to the pod itself, sk_lookup
-		 * lets it through, as nf_tables' inbound chain never sees the pod's own connections. */
+		 * lets it through, as nf_tables' inbound chain never sees the pod's own connections.
+		 * A connect of the cgroup's processes from another namespace is not the pod's. */
+		if (!in_pod_netns(bpf_get_netns_cookie(skops)))
+			return 1;
 		if (skops_key(skops, &key, 1)) {
 			local = self_call(&key);
 			bpf_map_update_elem(&inbound_local, &key, &local, BPF_ANY);

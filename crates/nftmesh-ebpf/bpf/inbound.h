@@ -15,6 +15,8 @@ struct inbound_config {
 	__u8 ipv6;              /* CaptureConfig::ipv6 (the IPv6 self-call rule, ::6) */
 	__u8 dns;               /* DNS capture in effect */
 	__u8 loopback_included; /* an included outbound CIDR is a loopback address */
+	__u64 netns_cookie;     /* the pod's network namespace: binds and connects of the
+				 * cgroup's processes in another one are not the pod's */
 };
 
 /* The proxy's owners in `istio-output`'s order (uids, then gids): map `inbound_owners`. */

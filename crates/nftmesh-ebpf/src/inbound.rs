@@ -10,13 +10,14 @@
 //! benchmarks); [`InboundCapture::install`] pins them in bpffs under the capture's directory,
 //! `nftmesh/<cgroup inode>/inbound/`, so the steering outlives the process; from any process
 //! [`InboundAttachment::open`] finds it and [`InboundAttachment::remove`] removes it. Remove it
-//! before the outbound capture of the same cgroup ([`crate::Attachment::remove`] does not
-//! descend into `inbound/`).
+//! before the outbound capture of the same cgroup, or with it ([`crate::Attachment::remove`]
+//! detaches and unpins what its subdirectories hold).
 
 mod settings;
 
 use crate::error::EbpfError;
-use crate::pins::{self, Bpffs};
+use crate::netns::NetnsCookie;
+use crate::pins::{self, Bpffs, CgroupLock};
 use crate::sys;
 use aya::programs::{CgroupSock, CgroupSockopt, Program, SkLookup, SockOps};
 use aya::{Ebpf, EbpfLoader};
@@ -130,6 +131,8 @@ impl InboundCapture {
     ) -> Result<InboundAttachment, EbpfError> {
         let cgroup = open(cgroup_dir, true)?;
         let ns = open(netns, false)?;
+        self.settings.netns_cookie = NetnsCookie::of(netns)?.get();
+        settings::write(&mut self.bpf, &self.settings)?;
         let mut links = Vec::with_capacity(PROGRAMS.len());
         for p in PROGRAMS {
             let target = if p.on_netns() {
@@ -168,8 +171,11 @@ impl InboundCapture {
         netns: &Path,
     ) -> Result<InboundAttachment, EbpfError> {
         let dir = bpffs.dir_of(cgroup_dir)?.join(SUBDIR);
+        // Held to the end: no install or removal of this cgroup's capture interleaves.
+        let _lock = CgroupLock::take(cgroup_dir)?;
         let cgroup = open(cgroup_dir, true)?;
         let ns = open(netns, false)?;
+        self.settings.netns_cookie = NetnsCookie::of(netns)?.get();
         pins::create_dir(&dir)?;
         let fresh = !PROGRAMS.iter().any(|p| dir.join(p.link_pin()).exists());
         let attached = InboundAttachment::pinned(bpffs, cgroup_dir, dir.clone());
@@ -177,7 +183,7 @@ impl InboundCapture {
             Ok(()) => Ok(attached),
             Err(e) => {
                 if fresh {
-                    let _ = attached.remove();
+                    let _ = attached.remove_pins();
                 }
                 Err(e)
             }
@@ -280,6 +286,21 @@ impl InboundAttachment {
     /// (`BPF_LINK_DETACH`), even if another process holds it. Everything is attempted; the
     /// first error is returned.
     pub fn remove(self) -> Result<(), EbpfError> {
+        // A cgroup already gone has no lock to take (and no installer to wait for).
+        let _lock = match CgroupLock::take(&self.cgroup) {
+            Ok(l) => Some(l),
+            Err(EbpfError::Cgroup { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        self.remove_pins()
+    }
+
+    /// [`InboundAttachment::remove`] without the cgroup's lock (the caller holds it).
+    fn remove_pins(self) -> Result<(), EbpfError> {
         let mut first = Ok(());
         let mut note = |r: Result<(), EbpfError>| {
             if let Err(e) = r {

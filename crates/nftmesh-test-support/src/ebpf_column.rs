@@ -25,9 +25,11 @@ pub struct Target {
     pub cgroup: PathBuf,
     /// The test's BPF file system.
     pub bpffs: PathBuf,
+    /// How inbound is captured.
+    pub inbound: nftmesh::ebpf::EbpfInbound,
 }
 
-/// Tells a test binary it runs as an eBPF-column child: `cgroup|bpffs`.
+/// Tells a test binary it runs as an eBPF-column child: `cgroup|bpffs|inbound`.
 const ENV: &str = "NFTMESH_TRAFFIC_EBPF_CHILD";
 /// Marks a row on the child's standard output.
 const MARK: &str = "nftmesh-ebpf-row\t";
@@ -37,13 +39,23 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// In a child: join its cgroup and say where to install; `None` in the parent.
 pub fn child() -> Option<Target> {
     let spec = std::env::var(ENV).ok()?;
-    let (cgroup, bpffs) = spec.split_once('|').expect("cgroup|bpffs");
+    let mut parts = spec.split('|');
+    let (cgroup, bpffs, inbound) = (
+        parts.next().expect("cgroup"),
+        parts.next().expect("bpffs"),
+        parts.next().expect("inbound"),
+    );
+    let inbound = match inbound {
+        "sk-lookup" => nftmesh::ebpf::EbpfInbound::SkLookup,
+        _ => nftmesh::ebpf::EbpfInbound::Nftables,
+    };
     let procs = Path::new(cgroup).join("cgroup.procs");
     std::fs::write(&procs, std::process::id().to_string())
         .unwrap_or_else(|e| panic!("join {}: {e}", procs.display()));
     Some(Target {
         cgroup: cgroup.into(),
         bpffs: bpffs.into(),
+        inbound,
     })
 }
 
@@ -70,6 +82,11 @@ pub fn unavailable() -> Option<String> {
 /// of its own; the rows it printed. Panics with the child's output if it fails, runs over
 /// time, leaves anything pinned, or prints no row.
 pub fn column(test: &str) -> Vec<(String, String)> {
+    column_with(test, nftmesh::ebpf::EbpfInbound::Nftables)
+}
+
+/// [`column`], with inbound captured as `inbound` says.
+pub fn column_with(test: &str, inbound: nftmesh::ebpf::EbpfInbound) -> Vec<(String, String)> {
     let bpffs = TestBpffs::mount("traffic").unwrap_or_else(|e| panic!("bpffs: {e}"));
     let cgroup = TestCgroup::create();
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -77,7 +94,15 @@ pub fn column(test: &str) -> Vec<(String, String)> {
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(
             ENV,
-            format!("{}|{}", cgroup.0.display(), bpffs.path().display()),
+            format!(
+                "{}|{}|{}",
+                cgroup.0.display(),
+                bpffs.path().display(),
+                match inbound {
+                    nftmesh::ebpf::EbpfInbound::SkLookup => "sk-lookup",
+                    _ => "nftables",
+                }
+            ),
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

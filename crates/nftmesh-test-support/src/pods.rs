@@ -208,7 +208,8 @@ pub fn in_pod_before<B: 'static, T: Send + 'static>(
         match setup {
             Setup::Ebpf(cfg, target) => {
                 let bpffs = nftmesh::ebpf::Bpffs::at(&target.bpffs).expect("the test's bpffs");
-                let backend = nftmesh::ebpf::EbpfBackend::new(target.cgroup, bpffs);
+                let backend = nftmesh::ebpf::EbpfBackend::new(target.cgroup, bpffs)
+                    .with_inbound(target.inbound);
                 let ns = nftmesh::Namespace::current().expect("the pod's namespace");
                 backend
                     .install(&ns, &cfg)
@@ -471,4 +472,22 @@ pub fn request_on(s: std::io::Result<TcpStream>) -> std::io::Result<String> {
     let mut reply = String::new();
     s.read_to_string(&mut reply)?;
     Ok(reply)
+}
+
+/// A listener on `0.0.0.0:port` (`[::]:port` with `v6`) bound by a thread running as the
+/// proxy ([`PROXY_UID`]), as Envoy's are, answering one connection: `sk_lookup` inbound
+/// steering registers only listeners of the proxy's uid.
+pub fn listen_as_proxy(port: u16, name: &'static str, v6: bool) -> std::thread::JoinHandle<()> {
+    let l = std::thread::spawn(move || {
+        become_user(PROXY_UID, PROXY_UID).expect("switch to the proxy's uid");
+        if v6 {
+            TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+        } else {
+            TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+        }
+        .expect("listener")
+    })
+    .join()
+    .expect("listener thread");
+    serve(l, name, 1)
 }

@@ -37,6 +37,8 @@ pub(crate) struct InboundSettings {
     pub ipv6: bool,
     pub dns: bool,
     pub loopback_included: bool,
+    /// The pod's network namespace cookie (0: any), set when attached to one.
+    pub netns_cookie: u64,
 }
 
 impl InboundSettings {
@@ -75,6 +77,7 @@ impl InboundSettings {
             ipv6: cfg.ipv6,
             dns: cfg.dns_in_effect(),
             loopback_included,
+            netns_cookie: 0,
         })
     }
 
@@ -206,6 +209,7 @@ pub(crate) struct RawInboundConfig {
     pub ipv6: u8,
     pub dns: u8,
     pub loopback_included: u8,
+    pub netns_cookie: u64,
 }
 
 /// `struct inbound_owner`.
@@ -226,7 +230,7 @@ pub(crate) struct RawSteeredKey {
     pub local_port: u16,
 }
 
-const _: () = assert!(std::mem::size_of::<RawInboundConfig>() == 16);
+const _: () = assert!(std::mem::size_of::<RawInboundConfig>() == 24);
 const _: () = assert!(std::mem::size_of::<RawOwner>() == 8);
 const _: () = assert!(std::mem::size_of::<RawSteeredKey>() == 36);
 
@@ -305,6 +309,7 @@ pub(crate) fn write(bpf: &mut Ebpf, s: &InboundSettings) -> Result<(), EbpfError
         ipv6: u8::from(s.ipv6),
         dns: u8::from(s.dns),
         loopback_included: u8::from(s.loopback_included),
+        netns_cookie: s.netns_cookie,
     };
     config.set(0, raw, 0).map_err(map_err(name))
 }
