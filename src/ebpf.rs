@@ -15,13 +15,13 @@
 //! # Ok::<(), nftmesh::CaptureError>(())
 //! ```
 //!
-//! Why inbound stays with nf_tables (REDIRECT or TPROXY), not `sk_lookup`: a pod accepts few
-//! connections compared with those it makes, so conntrack's cost there is small; the inbound
-//! capture needs no per-socket state in BPF (the proxy reads the original destination from
-//! conntrack, or TPROXY keeps it as the socket's local address); and TPROXY mode, which keeps
-//! the client's source address, keeps working unchanged. `sk_lookup` steering is left for later.
-//! The cost: the nat table makes the namespace's netfilter track connections, so inbound
-//! connections each hold a conntrack entry, as outbound ones do too (tracked, never NATed).
+//! Inbound has two ways ([`EbpfInbound`]). The default, an nf_tables table (REDIRECT or
+//! TPROXY), works with a proxy that is already listening and with TPROXY, but its nat chains
+//! make the namespace track every connection: measured (`nftmesh-ebpf`'s `tests/conntrack.rs`),
+//! 1 entry per outbound connection (its loopback leg, never NATed) and 2 per inbound one.
+//! [`EbpfInbound::SkLookup`] steers inbound with `sk_lookup` to the proxy's listener: no
+//! table, 0 entries either way, and 1.18–1.24× the inbound connection rate of REDIRECT
+//! (`cargo bench -p nftmesh-ebpf --bench inbound`); install it before the proxy listens.
 
 use crate::{Capture, CaptureError, Namespace, Removed, Report};
 use nftmesh_model::config::{CaptureConfig, CidrSelection};

@@ -45,8 +45,12 @@
 //! A capture made with [`EbpfCapture::in_namespace`] applies only to the cgroup's sockets in
 //! that network namespace (the programs compare [`NetnsCookie`]s), as nf_tables' capture
 //! applies in its namespace only; [`EbpfCapture::new`] applies in every namespace the cgroup's
-//! processes use. What it is not (yet):
-//! inbound, and the other items of issue 27; settings it cannot apply are refused with
+//! processes use.
+//!
+//! Inbound: [`InboundCapture`] steers the connections nf_tables' inbound chain would redirect
+//! to the proxy's listener with `sk_lookup` (no NAT, no conntrack). [`Acceleration`] (off
+//! unless asked: the half-close bug) hands bytes between the app's and the proxy's ends with
+//! sk_msg. Settings the programs cannot apply exactly are refused with
 //! [`EbpfError::Unsupported`]. See the crate's README.
 #![deny(missing_docs)]
 
