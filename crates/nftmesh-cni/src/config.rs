@@ -133,6 +133,11 @@ pub struct NetConf {
     /// one `/proc/mounts` lists, `/sys/fs/bpf` first).
     #[serde(default)]
     pub bpffs: Option<PathBuf>,
+    /// With `backend: ebpf`: how inbound is captured, `nftables` (the default: a table in the
+    /// pod's namespace) or `sk_lookup` (BPF steering to the proxy's listener: no table, no
+    /// conntrack; the plugin installs before the proxy starts, as it must be).
+    #[serde(default)]
+    pub ebpf_inbound: EbpfInboundConf,
     /// The runtime's values for the capabilities the entry declares; the pod's annotations
     /// are its `io.kubernetes.cri.pod-annotations` ([`ANNOTATIONS_CAPABILITY`]), its cgroup
     /// its `cgroupPath` ([`CGROUP_PATH_CAPABILITY`]).
@@ -161,6 +166,17 @@ pub enum Backend {
     Nftables,
     /// Outbound capture by eBPF programs on the pod's cgroup, inbound by nf_tables.
     Ebpf,
+}
+
+/// How the eBPF backend captures inbound (`ebpf_inbound`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EbpfInboundConf {
+    /// An nf_tables table in the pod's namespace. The default.
+    #[default]
+    Nftables,
+    /// `sk_lookup` steering ([`nftmesh::ebpf::EbpfInbound::SkLookup`]).
+    SkLookup,
 }
 
 /// The mesh whose per-pod decision the plugin makes (`mesh`).
@@ -301,6 +317,12 @@ impl NetConf {
             if self.bpffs.is_some() {
                 return Err(CniError::InvalidConfig(
                     "bpffs is where backend ebpf pins its programs: it needs \"backend\": \"ebpf\""
+                        .into(),
+                ));
+            }
+            if self.ebpf_inbound != EbpfInboundConf::Nftables {
+                return Err(CniError::InvalidConfig(
+                    "ebpf_inbound says how backend ebpf captures inbound: it needs \"backend\": \"ebpf\""
                         .into(),
                 ));
             }
@@ -725,6 +747,19 @@ mod tests {
             &["bpffs", "\"backend\": \"ebpf\""],
         );
         refused(r#","capture":{},"backend":"bpf""#, &["`bpf`", "ebpf"]);
+        refused(
+            r#","capture":{},"ebpf_inbound":"sk_lookup""#,
+            &["ebpf_inbound", "\"backend\": \"ebpf\""],
+        );
+        refused(
+            r#","capture":{},"backend":"ebpf","ebpf_inbound":"sklookup""#,
+            &["`sklookup`", "sk_lookup"],
+        );
+        let c = NetConf::parse(
+            conf(r#","capture":{},"backend":"ebpf","ebpf_inbound":"sk_lookup""#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.ebpf_inbound, EbpfInboundConf::SkLookup);
         refused(
             r#","capture":{},"backend":"ebpf","runtimeConfig":{"cgroupPath":7}"#,
             &["runtimeConfig.cgroupPath: expected a string"],

@@ -4,10 +4,10 @@
 //! part as nf_tables in the pod's namespace. [`NetConf::parse`] refuses what this backend
 //! does not do yet (ambient, Linkerd, the node agent, validation).
 
-use crate::config::{Desired, NetConf, CGROUP_PATH_CAPABILITY};
+use crate::config::{Desired, EbpfInboundConf, NetConf, CGROUP_PATH_CAPABILITY};
 use crate::log::Log;
 use crate::CniError;
-use nftmesh::ebpf::{Attachment, Bpffs, EbpfBackend};
+use nftmesh::ebpf::{Attachment, Bpffs, EbpfBackend, EbpfInbound};
 use nftmesh::{CaptureConfig, CaptureError, Namespace};
 
 /// The sidecar capture of `desired` (the only kind this backend installs).
@@ -37,7 +37,11 @@ pub fn backend(conf: &NetConf) -> Result<EbpfBackend, CniError> {
         Some(dir) => Bpffs::at(dir).map_err(|e| CniError::InvalidConfig(format!("bpffs: {e}")))?,
         None => Bpffs::find().map_err(|e| CniError::from(CaptureError::from(e)))?,
     };
-    Ok(EbpfBackend::new(cgroup, bpffs))
+    let inbound = match conf.ebpf_inbound {
+        EbpfInboundConf::Nftables => EbpfInbound::Nftables,
+        EbpfInboundConf::SkLookup => EbpfInbound::SkLookup,
+    };
+    Ok(EbpfBackend::new(cgroup, bpffs).with_inbound(inbound))
 }
 
 /// ADD: `cfg` installed for the pod; on a failure, what this ADD put in place is removed.
@@ -68,14 +72,24 @@ pub fn add(
 /// says; each difference named.
 pub fn check(backend: &EbpfBackend, ns: &Namespace, cfg: &CaptureConfig) -> Result<(), CniError> {
     let mut drift = Vec::new();
-    if backend.attached()?.is_none() {
+    let attached = backend.attached()?;
+    if attached.is_none() {
         drift.push(format!(
             "no eBPF program is attached to {}",
             backend.cgroup().display()
         ));
     }
-    let inbound = EbpfBackend::inbound(cfg)?;
-    drift.extend(ns.check(&inbound)?.iter().map(|d| d.to_string()));
+    if backend.inbound_mode() == EbpfInbound::SkLookup {
+        if attached.is_some_and(|a| a.inbound_programs.is_empty()) {
+            drift.push(format!(
+                "no sk_lookup inbound steering is attached for {}",
+                backend.cgroup().display()
+            ));
+        }
+    } else {
+        let inbound = EbpfBackend::inbound(cfg)?;
+        drift.extend(ns.check(&inbound)?.iter().map(|d| d.to_string()));
+    }
     if drift.is_empty() {
         Ok(())
     } else {

@@ -258,3 +258,43 @@ fn del_after_the_pods_cgroup_is_gone_removes_its_pins() {
     assert!(!bpffs.has_pins(), "pins left in {}", bpffs.0.display());
     assert!(ours(&net.tables()).is_empty(), "{:?}", net.tables());
 }
+
+#[test]
+fn sk_lookup_inbound_installs_no_table_and_del_removes_its_steering() {
+    if !in_node("sk_lookup_inbound_installs_no_table_and_del_removes_its_steering") {
+        return;
+    }
+    let name = format!("nftmesh-cni-test-lookup-{}", std::process::id());
+    let Some((cgroup, bpffs)) = ready(&name) else {
+        return;
+    };
+    let mut conf = entry(&bpffs);
+    conf["ebpf_inbound"] = json!("sk_lookup");
+    let net = Net::new(conf);
+    let pod = caps(&format!("/{name}"));
+    ok(net.cnitool_caps("add", &pod), "add");
+
+    let programs = attached(&bpffs, cgroup.pod()).expect("programs attached");
+    assert!(programs.contains(&"nftmesh_connect4"), "{programs:?}");
+    let steering = nftmesh::ebpf::InboundAttachment::open(
+        &Bpffs::at(bpffs.path()).expect("bpffs"),
+        cgroup.pod(),
+    )
+    .expect("open the steering")
+    .expect("sk_lookup steering installed")
+    .programs();
+    assert!(
+        steering.iter().any(|p| p.contains("sk_lookup")),
+        "{steering:?}"
+    );
+    // No nf_tables capture at all in the pod's namespace.
+    assert!(ours(&net.tables()).is_empty(), "{:?}", net.tables());
+    // Outbound still captured, with its original destination.
+    let to: SocketAddr = format!("{GATEWAY}:8080").parse().unwrap();
+    assert_eq!(cgroup.with_this_process_in(|| net.captured()), Some(to));
+
+    ok(net.cnitool_caps("check", &pod), "check");
+    ok(net.cnitool_caps("del", &pod), "del");
+    assert_eq!(attached(&bpffs, cgroup.pod()), None);
+    assert!(!bpffs.has_pins(), "pins left in {}", bpffs.0.display());
+}
