@@ -303,15 +303,7 @@ impl Accelerated {
             return self.remove_pins();
         }
         // A cgroup already gone has no lock to take (and no installer to wait for).
-        let _lock = match CgroupLock::take(&self.cgroup) {
-            Ok(l) => Some(l),
-            Err(EbpfError::Cgroup { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                None
-            }
-            Err(e) => return Err(e),
-        };
+        let _lock = CgroupLock::take_unless_gone(&self.cgroup)?;
         self.remove_pins()
     }
 

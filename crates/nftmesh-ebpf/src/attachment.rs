@@ -340,16 +340,10 @@ impl Attachment {
             }
         };
         // A cgroup already gone has no lock to take (and no installer to wait for).
-        let _lock =
-            match locked.map_or_else(|| CgroupLock::take(&self.cgroup).map(Some), |_| Ok(None)) {
-                Ok(l) => l,
-                Err(EbpfError::Cgroup { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    None
-                }
-                Err(e) => return Err(e),
-            };
+        let _lock = match locked {
+            Some(_) => None,
+            None => CgroupLock::take_unless_gone(&self.cgroup)?,
+        };
         remove_pins(&bpffs, &dir)
     }
 }

@@ -216,6 +216,20 @@ impl CgroupLock {
         }
         Ok(CgroupLock { _file: file })
     }
+
+    /// [`CgroupLock::take`] for a removal: `None` when the cgroup is already gone (then there
+    /// is no installer to wait for).
+    pub(crate) fn take_unless_gone(cgroup: &Path) -> Result<Option<Self>, EbpfError> {
+        match Self::take(cgroup) {
+            Ok(l) => Ok(Some(l)),
+            Err(EbpfError::Cgroup { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Check that `dir` can be a pod's cgroup, and return its cgroup id (inode number): an
