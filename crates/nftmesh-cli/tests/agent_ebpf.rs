@@ -19,15 +19,7 @@ use std::time::{Duration, Instant};
 
 /// Where cgroup v2 is mounted.
 fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    mounts
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup2").then(|| PathBuf::from(dir))
-        })
-        .expect("a cgroup2 mount")
+    nftmesh_test_support::cgroup::cgroup2_mount().expect("a cgroup2 mount")
 }
 
 /// A cgroup directory of the test's own, removed on drop (bounded retries).

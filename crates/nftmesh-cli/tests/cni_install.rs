@@ -302,7 +302,7 @@ impl Drop for Reap {
 }
 
 /// istio#55968: the primary plugin rewrites its file without our entry; `--watch` puts it back
-/// within a second, and on SIGTERM uninstalls and exits 0.
+/// (woken by inotify), and on SIGTERM uninstalls and exits 0.
 #[test]
 fn watch_reinserts_after_a_rewrite_and_uninstalls_on_sigterm() {
     let n = Node::new("watch");
@@ -341,9 +341,11 @@ fn watch_reinserts_after_a_rewrite_and_uninstalls_on_sigterm() {
     fs::write(&tmp, PTP).unwrap();
     fs::rename(&tmp, &path).unwrap();
     let rewritten = Instant::now();
+    // A bound, not a timing claim (inotify wakes it at once; a loaded CI machine once took
+    // over a second).
     assert!(
-        wait_for(&|| has_ours(&path), Duration::from_secs(1)),
-        "not re-inserted within 1 s"
+        wait_for(&|| has_ours(&path), Duration::from_secs(10)),
+        "not re-inserted within 10 s"
     );
     eprintln!("re-inserted after {:?}", rewritten.elapsed());
     nix::sys::signal::kill(

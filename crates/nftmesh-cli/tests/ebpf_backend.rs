@@ -10,9 +10,10 @@ mod common;
 use common::{nftmesh, skip::skip, Netns};
 use nftmesh_netlink::probe::{accept_within, original_dst};
 use nftmesh_test_support::bpffs::TestBpffs;
+use nftmesh_test_support::cgroup::TestCgroup;
 use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,57 +22,15 @@ const PEER: &str = "10.77.0.2";
 /// How long a connect, an accept or the client may take.
 const WAIT: Duration = Duration::from_secs(5);
 
-/// A number unique in this process, for the names of the tests' directories.
-fn next() -> u32 {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Where cgroup v2 is mounted (`/sys/fs/cgroup/unified` here).
-fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(dir))
-    })
-}
-
-/// A cgroup directory this test created, removed on drop (bounded retries: the kernel may
-/// take a moment to let an emptied cgroup go).
-struct Cgroup(PathBuf);
-
-impl Cgroup {
-    fn create() -> Result<Self, String> {
-        let mount = cgroup2_mount().ok_or("no cgroup2 file system is mounted")?;
-        let dir = mount.join(format!(
-            "nftmesh-cli-test-{}-{}",
-            std::process::id(),
-            next()
-        ));
-        std::fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        Ok(Cgroup(dir))
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 /// Everything the test needs, or `None` after `SKIP: why`.
-fn ready() -> Option<(Netns, Cgroup, TestBpffs)> {
+fn ready() -> Option<(Netns, TestCgroup, TestBpffs)> {
     if !nix::unistd::geteuid().is_root() {
         skip("not root: attaching BPF programs to a cgroup needs CAP_BPF and CAP_NET_ADMIN");
         return None;
     }
     let setup = || -> Result<_, String> {
         let ns = Netns::new()?;
-        let cgroup = Cgroup::create()?;
+        let cgroup = TestCgroup::try_create("cli-test")?;
         let bpffs = TestBpffs::mount("cli")?;
         Ok((ns, cgroup, bpffs))
     };

@@ -64,7 +64,7 @@ fn ebpf_adds_no_conntrack_entry_nftables_one_per_connection() {
         skip(&why);
         return;
     }
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     // nf_tables: no program on the cgroup; the child installs the capture in its namespace.
     let nft = counted("nftables", cgroup.path());
     // eBPF: the programs on the cgroup; the child's namespace has no table.
@@ -117,7 +117,7 @@ fn inbound_nftables_redirect_tracks_both_legs_sk_lookup_none() {
         skip(&why);
         return;
     }
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let mut capture = EbpfCapture::new(&CaptureConfig::sidecar())
         .unwrap_or_else(|e| panic!("load the capture: {e}"));
     let attached = capture

@@ -84,7 +84,7 @@ fn ready() -> Option<()> {
 #[test]
 fn accelerated_traffic_and_the_half_close_bug() {
     let Some(()) = ready() else { return };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = config();
     let mut capture = EbpfCapture::new(&cfg).unwrap_or_else(|e| panic!("load the capture: {e}"));
     let captured = capture
@@ -127,7 +127,7 @@ fn installed_acceleration_outlives_its_process_and_removal_leaves_nothing() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = config();
     let mut accel = Acceleration::for_capture(&cfg).expect("load the acceleration");
     // No capture installed there: refused, nothing pinned.
@@ -478,7 +478,7 @@ fn removing_the_capture_takes_its_acceleration_with_it() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = config();
     EbpfCapture::new(&cfg)
         .and_then(|mut c| c.install(bpffs.bpffs(), cgroup.path()))

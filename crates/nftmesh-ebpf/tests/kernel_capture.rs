@@ -64,7 +64,7 @@ fn assert_forgets(capture: &EbpfCapture) {
 #[test]
 fn sidecar_capture_redirects_the_cgroup_only() {
     let Some(()) = ready() else { return };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = CaptureConfig {
         outbound_ports_exclude: vec![EXCLUDED_PORT],
         outbound_cidrs_exclude: vec![net(EXCLUDED_PEER, 32)],
@@ -92,7 +92,7 @@ fn sidecar_capture_redirects_the_cgroup_only() {
 #[test]
 fn included_cidrs_ports_and_owner_groups() {
     let Some(()) = ready() else { return };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = CaptureConfig {
         outbound_cidrs_include: CidrSelection::Cidrs(vec![net(PEER, 32)]),
         outbound_ports_include: vec![INCLUDED_PORT],
@@ -111,7 +111,7 @@ fn included_cidrs_ports_and_owner_groups() {
 #[test]
 fn dropping_the_capture_keeps_an_attachment_working_until_removed() {
     let Some(()) = ready() else { return };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = CaptureConfig {
         outbound_ports_exclude: vec![EXCLUDED_PORT],
         outbound_cidrs_exclude: vec![net(EXCLUDED_PEER, 32)],
@@ -137,7 +137,7 @@ fn dropping_every_handle_keeps_an_installed_capture_until_removed() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = CaptureConfig {
         outbound_ports_exclude: vec![EXCLUDED_PORT],
         outbound_cidrs_exclude: vec![net(EXCLUDED_PEER, 32)],
@@ -176,7 +176,7 @@ fn a_missing_cgroup_is_an_error_naming_it() {
 #[test]
 fn a_capture_for_one_network_namespace_leaves_the_cgroups_other_namespaces_alone() {
     let Some(()) = ready() else { return };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let pod = TestNetns::create();
     let cfg = CaptureConfig {
         outbound_ports_exclude: vec![EXCLUDED_PORT],

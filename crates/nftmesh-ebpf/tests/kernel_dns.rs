@@ -295,7 +295,7 @@ fn dns_to_the_servers_reaches_the_agent_and_answers_from_the_server() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let attached = EbpfCapture::new(&dns(false, &[SERVER.into()]))
         .and_then(|mut c| c.install(bpffs.bpffs(), cgroup.path()))
         .unwrap_or_else(|e| panic!("install: {e}"));
@@ -321,7 +321,7 @@ fn ipv6_and_dual_stack_dns_reach_the_agent() {
     let Some(_bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let attached = EbpfCapture::new(&dns(false, &[SERVER.into(), SERVER6.into()]))
         .and_then(|mut c| c.attach(cgroup.path()))
         .unwrap_or_else(|e| panic!("attach: {e}"));
@@ -334,7 +334,7 @@ fn capture_all_dns_takes_every_port_53() {
     let Some(_bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let attached = EbpfCapture::new(&dns(true, &[]))
         .and_then(|mut c| c.attach(cgroup.path()))
         .unwrap_or_else(|e| panic!("attach: {e}"));
@@ -347,7 +347,7 @@ fn with_dns_capture_off_nothing_goes_to_the_agent() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let attached = EbpfCapture::new(&CaptureConfig::sidecar())
         .and_then(|mut c| c.install(bpffs.bpffs(), cgroup.path()))
         .unwrap_or_else(|e| panic!("install: {e}"));

@@ -94,7 +94,7 @@ fn the_app_sees_its_original_peer() {
         skip(&why);
         return;
     }
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = CaptureConfig {
         ipv6: true,
         ..CaptureConfig::sidecar()

@@ -59,7 +59,7 @@ fn captured_ports_reach_the_listener_others_the_app_and_no_listener_is_refused()
         nftmesh_test_support::skip(&why);
         return;
     }
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     run_child("steer", cgroup.path());
 }
 
@@ -69,7 +69,7 @@ fn with_ipv6_off_ipv6_is_still_steered_as_the_inet_table_redirects_it() {
         nftmesh_test_support::skip(&why);
         return;
     }
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     run_child("ipv6off", cgroup.path());
 }
 
@@ -79,7 +79,7 @@ fn a_dual_stack_listener_takes_ipv4_too() {
         nftmesh_test_support::skip(&why);
         return;
     }
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     run_child("dualstack", cgroup.path());
 }
 
@@ -89,7 +89,7 @@ fn a_reuseport_group_shares_the_connections_until_the_registered_listener_closes
         nftmesh_test_support::skip(&why);
         return;
     }
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let out = run_child("reuseport", cgroup.path());
     if let Some(line) = out.lines().find(|l| l.contains("reuseport slots")) {
         eprintln!("{line}");
@@ -101,7 +101,7 @@ fn a_pinned_install_outlives_the_installing_process_and_removal_leaves_nothing()
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     run_child(&format!("pinned@{}", bpffs.dir().display()), cgroup.path());
     assert_eq!(bpffs.contents(), Vec::<std::path::PathBuf>::new());
     for t in [SOCK_OPS, POST_BIND4, GETSOCKOPT] {
@@ -114,7 +114,7 @@ fn beside_the_outbound_capture_replaced_in_place_and_removed_first() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     run_child(&format!("beside@{}", bpffs.dir().display()), cgroup.path());
     assert_eq!(bpffs.contents(), Vec::<std::path::PathBuf>::new());
 }

@@ -134,7 +134,7 @@ fn assert_forgets(capture: &EbpfCapture) {
 #[test]
 fn ipv6_connects_are_captured_with_the_chains_ipv6_rules() {
     let Some(()) = ready() else { return };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = CaptureConfig {
         ipv6: true,
         outbound_ports_exclude: vec![EXCLUDED_PORT],
@@ -154,7 +154,7 @@ fn ipv6_connects_are_captured_with_the_chains_ipv6_rules() {
 #[test]
 fn without_ipv6_only_ipv4_mapped_connects_are_captured() {
     let Some(()) = ready() else { return };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let mut capture =
         EbpfCapture::new(&CaptureConfig::sidecar()).unwrap_or_else(|e| panic!("load: {e}"));
     let attached = capture

@@ -79,7 +79,7 @@ fn the_capture_outlives_its_installer_and_another_process_removes_it() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let mount = bpffs.dir().display().to_string();
     // Installed by a process that exits.
     run_child(&format!("install={mount}"), cgroup.path());
@@ -117,7 +117,7 @@ fn a_replace_never_lets_a_connect_through_and_keeps_the_original_destinations() 
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let mut first = EbpfCapture::new(&CaptureConfig::sidecar()).expect("load");
     let attached = first.install(bpffs.bpffs(), cgroup.path()).expect("attach");
     let marker = bpffs.dir().with_extension("ready");

@@ -105,7 +105,7 @@ fn the_root_directory_of_a_cgroup2_mount_is_refused_by_every_installer() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let mount = bpffs.dir().with_extension("cgroup2");
     // The child joins the cgroup, then gets a cgroup namespace rooted there and a mount
     // namespace of its own (its cgroup2 mount goes with it).
@@ -151,8 +151,8 @@ fn pins_whose_cgroup_is_gone_are_found_and_removed_and_live_ones_stay() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let kept = TestCgroup::create();
-    let gone = TestCgroup::create();
+    let kept = TestCgroup::create("ebpf");
+    let gone = TestCgroup::create("ebpf");
     let install = |cg: &Path| {
         EbpfCapture::new(&CaptureConfig::sidecar())
             .and_then(|mut c| c.install(bpffs.bpffs(), cg))
@@ -200,7 +200,7 @@ fn two_processes_installing_and_removing_on_one_cgroup_never_interleave() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let phase = format!("installer={}", bpffs.dir().display());
     let runs: Vec<_> = (0..2)
         .map(|_| {
@@ -249,7 +249,7 @@ fn a_link_detached_behind_our_back_is_found_unpinned_and_linked_again() {
     let Some(bpffs) = kernel_support::ready() else {
         return;
     };
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("ebpf");
     let cfg = CaptureConfig::sidecar();
     let attached = EbpfCapture::new(&cfg)
         .and_then(|mut c| c.install(bpffs.bpffs(), cgroup.path()))

@@ -12,11 +12,11 @@
 //! [`Setup::Ebpf`]: crate::pods::Setup::Ebpf
 
 use crate::bpffs::TestBpffs;
-use std::io::Read;
+use crate::cgroup::{cgroup2_mount, TestCgroup};
+use crate::child::{run_bounded, Finished};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Where the child installs: the cgroup it joined and the BPF file system to pin in.
 #[derive(Debug, Clone)]
@@ -88,10 +88,10 @@ pub fn column(test: &str) -> Vec<(String, String)> {
 /// [`column`], with inbound captured as `inbound` says.
 pub fn column_with(test: &str, inbound: nftmesh::ebpf::EbpfInbound) -> Vec<(String, String)> {
     let bpffs = TestBpffs::mount("traffic").unwrap_or_else(|e| panic!("bpffs: {e}"));
-    let cgroup = TestCgroup::create();
+    let cgroup = TestCgroup::create("traffic");
     let exe = std::env::current_exe().expect("the test binary's path");
-    let mut child = Command::new(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(
             ENV,
             format!(
@@ -103,38 +103,8 @@ pub fn column_with(test: &str, inbound: nftmesh::ebpf::EbpfInbound) -> Vec<(Stri
                     _ => "nftables",
                 }
             ),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        match child.try_wait().expect("wait for the child") {
-            Some(status) => break Some(status),
-            None if Instant::now() > deadline => {
-                // Our own child, by its handle.
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let (out, err) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
+        );
+    let Finished { status, out, err } = run_bounded(&mut cmd, LIMIT);
     match status {
         Some(s) if s.success() => {}
         Some(s) => panic!("the eBPF column of {test} failed ({s}):\n{out}\n{err}"),
@@ -159,46 +129,4 @@ pub fn column_with(test: &str, inbound: nftmesh::ebpf::EbpfInbound) -> Vec<(Stri
         "{test}'s child printed no row:\n{out}\n{err}"
     );
     rows
-}
-
-/// Where cgroup v2 is mounted (`/sys/fs/cgroup/unified` in the hybrid layout).
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(dir))
-    })
-}
-
-/// A cgroup v2 directory a test created (`<mount>/nftmesh-traffic-<pid>-<n>`), removed on drop
-/// (once its processes are gone; bounded).
-pub struct TestCgroup(pub PathBuf);
-
-impl TestCgroup {
-    /// Create a fresh one.
-    pub fn create() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let mount = cgroup2_mount().expect("a cgroup2 mount");
-        let path = mount.join(format!(
-            "nftmesh-traffic-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        TestCgroup(path)
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while let Err(e) = std::fs::remove_dir(&self.0) {
-            if Instant::now() > deadline {
-                eprintln!("cannot remove {}: {e}", self.0.display());
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }

@@ -8,6 +8,8 @@ pub mod ambient_cases;
 pub mod annotations;
 pub mod bpffs;
 pub mod cases;
+pub mod cgroup;
+pub mod child;
 pub mod corpus;
 pub mod ebpf_column;
 pub mod named_netns;

@@ -9,11 +9,11 @@
 
 pub mod child;
 
-use std::io::Read;
+use nftmesh_test_support::child::run_bounded;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The environment variable that tells this test binary it runs as a child, and which phase.
 pub const CHILD_ENV: &str = "NFTMESH_EBPF_CHILD";
@@ -41,54 +41,7 @@ pub fn unavailable() -> Option<String> {
     }
 }
 
-/// Where cgroup v2 is mounted (`/sys/fs/cgroup/unified` in the hybrid layout, `/sys/fs/cgroup`
-/// in the unified one).
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(dir))
-    })
-}
-
-/// A cgroup v2 directory this test created (`<mount>/nftmesh-test-<pid>-<n>`), removed on drop.
-pub struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    /// Create a fresh one.
-    pub fn create() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let mount = cgroup2_mount().expect("a cgroup2 mount (checked by unavailable())");
-        let name = format!(
-            "nftmesh-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = mount.join(name);
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
-        TestCgroup(path)
-    }
-
-    /// Its directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // The child has exited, but the kernel may take a moment to let the cgroup go.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while let Err(e) = std::fs::remove_dir(&self.0) {
-            if Instant::now() > deadline {
-                eprintln!("cannot remove {}: {e}", self.0.display());
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+pub use nftmesh_test_support::cgroup::{cgroup2_mount, TestCgroup};
 
 /// Run `phase` of the child (the test binary's `child` test, which reads [`CHILD_ENV`]) in a
 /// new network namespace, with `cgroup` as the cgroup it joins; its standard output. Panics
@@ -144,42 +97,13 @@ impl Drop for TestNetns {
 /// child's network namespace); see [`run_child`].
 fn spawn_child(phase: &str, cgroup: &Path, wrapper: &mut Command) -> String {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let mut child = wrapper
+    wrapper
         .arg(exe)
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{phase}:{}", cgroup.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + CHILD_LIMIT;
-    let status = loop {
-        match child.try_wait().expect("wait for the child") {
-            Some(status) => break Some(status),
-            None if Instant::now() > deadline => {
-                // Our own child, by its handle.
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let (out, err) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
-    match status {
+        .env(CHILD_ENV, format!("{phase}:{}", cgroup.display()));
+    let done = run_bounded(wrapper, CHILD_LIMIT);
+    let (out, err) = (done.out, done.err);
+    match done.status {
         Some(s) if s.success() => {}
         Some(s) => panic!("child phase {phase} failed ({s}):\n{out}\n{err}"),
         None => panic!("child phase {phase} did not finish within {CHILD_LIMIT:?}:\n{out}\n{err}"),
