@@ -256,9 +256,11 @@ impl EbpfBackend {
                     &self.cgroup,
                     &path,
                 )?;
-                // Steering in place: an nf_tables capture of the namespace (an inbound table,
-                // or a whole capture the programs now replace) goes.
-                ns.remove(&inbound)?;
+                // The proxy's IPv6 passthrough source, as with the table. Steering in place: an
+                // nf_tables capture of the namespace (an inbound table, or a whole capture the
+                // programs now replace) goes.
+                ns.ensure_loopback_v6(&inbound)?;
+                ns.remove_tables()?;
                 (Report::default(), steering.programs())
             }
         };

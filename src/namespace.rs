@@ -375,6 +375,23 @@ impl Namespace {
         self.inside(move || crate::verify::run(&probe))?
     }
 
+    /// `::6` on `lo` when `capture` has IPv6 on (as [`Namespace::install`] puts it, the proxy's
+    /// IPv6 passthrough source), and nothing else: for a capture whose inbound is not in
+    /// nf_tables. Whether it is wanted.
+    pub fn ensure_loopback_v6(&self, capture: &Capture) -> Result<bool, CaptureError> {
+        if !capture.loopback_v6() {
+            return Ok(false);
+        }
+        self.lock().routing.ensure_loopback_v6()?;
+        Ok(true)
+    }
+
+    /// Delete every nftmesh table (one transaction), leaving routes and addresses (`::6`)
+    /// as they are; how many were deleted.
+    pub fn remove_tables(&self) -> Result<usize, CaptureError> {
+        Ok(self.lock().conn.delete_tables(&owned_tables())?)
+    }
+
     /// Delete every nftmesh table (one transaction) and the TPROXY routing and `::6` that
     /// `capture`'s settings name. Every other table, rule and route stays. Owned tables are
     /// deleted through the handle that owns them, and orphans through any; tables another

@@ -1134,6 +1134,22 @@ fn sidecar6_rows(setup: Setup, tag: &str) -> Rows {
         ));
         c.join().unwrap();
         s.join().unwrap();
+        // The proxy's inbound passthrough: from ::6 (on lo with IPv6) to the pod, not captured.
+        let (a, i) = (
+            listen6(8080, "app"),
+            listen_as_proxy(15006, "inbound", true),
+        );
+        let six: std::net::IpAddr = Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6).into();
+        rows.push((
+            "proxy from ::6 -> [pod]:8080",
+            show(connect_from_as(
+                PROXY_UID,
+                six,
+                SocketAddr::from((POD6, 8080)),
+            )),
+        ));
+        a.join().unwrap();
+        i.join().unwrap();
         rows
     })
 }
@@ -1163,6 +1179,7 @@ fn the_ipv6_sidecar_table_passes_for_nftables_and_for_the_ebpf_backend() {
         "at the server".to_string(),
         format!("dns-capture [{PEER6}]:53"),
         "dns-server ".to_string(),
+        "app ".to_string(),
     ];
     print_and_check(
         "IPv6 sidecar",
