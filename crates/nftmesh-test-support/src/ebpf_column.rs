@@ -85,7 +85,7 @@ pub fn column(test: &str) -> Vec<(String, String)> {
     column_with(test, nftmesh::ebpf::EbpfInbound::Nftables)
 }
 
-/// [`column`], with inbound captured as `inbound` says.
+/// [`column()`], with inbound captured as `inbound` says.
 pub fn column_with(test: &str, inbound: nftmesh::ebpf::EbpfInbound) -> Vec<(String, String)> {
     let bpffs = TestBpffs::mount("traffic").unwrap_or_else(|e| panic!("bpffs: {e}"));
     let cgroup = TestCgroup::create("traffic");
