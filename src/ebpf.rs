@@ -214,7 +214,8 @@ impl EbpfBackend {
     /// sockets in `ns` only, as the nf_tables capture applies in `ns` only; pinned, replacing an
     /// earlier eBPF capture of the cgroup atomically), then the inbound capture in `ns` (one
     /// nf_tables transaction that also replaces an nf_tables capture with outbound: the
-    /// programs already capture, so no connect goes uncaptured). Settings the programs cannot
+    /// programs already capture, so no connect goes uncaptured), or with
+    /// [`EbpfInbound::SkLookup`] the steering, then nftmesh's tables deleted. Settings the programs cannot
     /// apply exactly are refused ([`EbpfError::Unsupported`]) before anything changes. If the
     /// nf_tables transaction fails, the programs stay attached and the tables are as they were.
     pub fn install(
@@ -228,6 +229,11 @@ impl EbpfBackend {
             None => NetnsCookie::current()?,
         };
         let mut programs = nftmesh_ebpf::EbpfCapture::in_namespace(cfg, netns)?;
+        // Loaded (and its settings checked: TPROXY is refused) before anything is attached.
+        let mut steering = match self.inbound {
+            EbpfInbound::SkLookup => Some(nftmesh_ebpf::InboundCapture::new(cfg)?),
+            EbpfInbound::Nftables => None,
+        };
         let attachment = programs.install(&self.bpffs, &self.cgroup)?;
         if self.sk_msg {
             nftmesh_ebpf::Acceleration::for_capture(cfg)?.install(&self.bpffs, &self.cgroup)?;
@@ -235,8 +241,8 @@ impl EbpfBackend {
             // An earlier install turned it on; this one does not.
             accelerated.remove()?;
         }
-        let (report, inbound_programs) = match self.inbound {
-            EbpfInbound::Nftables => {
+        let (report, inbound_programs) = match steering.as_mut() {
+            None => {
                 if let Some(steering) = InboundAttachment::open(&self.bpffs, &self.cgroup)? {
                     // The table first, then the steering goes: inbound is never uncaptured.
                     let report = ns.install(&inbound)?;
@@ -246,16 +252,12 @@ impl EbpfBackend {
                     (ns.install(&inbound)?, Vec::new())
                 }
             }
-            EbpfInbound::SkLookup => {
+            Some(capture) => {
                 let path = ns
                     .path()
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| PathBuf::from("/proc/thread-self/ns/net"));
-                let steering = nftmesh_ebpf::InboundCapture::new(cfg)?.install(
-                    &self.bpffs,
-                    &self.cgroup,
-                    &path,
-                )?;
+                let steering = capture.install(&self.bpffs, &self.cgroup, &path)?;
                 // The proxy's IPv6 passthrough source, as with the table. Steering in place: an
                 // nf_tables capture of the namespace (an inbound table, or a whole capture the
                 // programs now replace) goes.

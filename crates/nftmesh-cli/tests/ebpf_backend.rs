@@ -427,6 +427,26 @@ fn sk_lookup_inbound_leaves_no_table_and_switches_back_to_nf_tables() {
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
 
+    // TPROXY cannot be steered: refused before anything is attached.
+    let o = nftmesh(&with(&[
+        "apply",
+        "--backend",
+        "ebpf",
+        "--ebpf-inbound",
+        "sk-lookup",
+        "-m",
+        "TPROXY",
+    ]));
+    assert!(!o.status.success(), "sk_lookup with TPROXY was applied");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("TPROXY")
+            || String::from_utf8_lossy(&o.stderr).contains("mode"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!bpffs.has_pins(), "pins left by a refused apply in {bpf}");
+    assert!(!ruleset(&ns).contains("istio"));
+
     // First the nf_tables inbound table, then sk_lookup replaces it.
     run_ok(&with(&["apply", "--backend", "ebpf"]));
     assert!(ruleset(&ns).contains("redirect to :15006"));
