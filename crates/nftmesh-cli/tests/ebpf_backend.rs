@@ -53,6 +53,51 @@ fn run_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The eBPF backend's flags for a test's namespace, cgroup and bpffs (and `extra` capture
+/// flags), and what `dump` says is attached there.
+struct Target {
+    flags: Vec<String>,
+    dump: Vec<String>,
+}
+
+impl Target {
+    fn new(ns: &Netns, cgroup: &TestCgroup, bpffs: &TestBpffs, extra: &[&str]) -> Self {
+        let place = [
+            "--cgroup".to_string(),
+            cgroup.0.display().to_string(),
+            "--bpffs".into(),
+            bpffs.0.display().to_string(),
+            "--network-namespace".into(),
+            ns.path(),
+        ];
+        Target {
+            flags: place
+                .iter()
+                .cloned()
+                .chain(extra.iter().map(|s| s.to_string()))
+                .collect(),
+            dump: std::iter::once("dump".to_string()).chain(place).collect(),
+        }
+    }
+
+    /// `first` followed by the flags.
+    fn with<'a>(&'a self, first: &[&'a str]) -> Vec<&'a str> {
+        first
+            .iter()
+            .copied()
+            .chain(self.flags.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// What `nftmesh dump` says is attached (its standard error).
+    fn attached(&self) -> String {
+        let args: Vec<&str> = self.dump.iter().map(String::as_str).collect();
+        let o = nftmesh(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
+
 fn ruleset(ns: &Netns) -> String {
     ns.exec("nft", &["list", "ruleset"], None)
 }
@@ -329,38 +374,9 @@ fn sk_msg_acceleration_is_off_unless_asked_and_an_apply_without_it_turns_it_off(
         &["addr", "add", &format!("{PEER}/32"), "dev", "lo"],
         None,
     );
-    let netns = ns.path();
-    let (cg, bpf) = (cgroup.0.to_str().unwrap(), bpffs.0.to_str().unwrap());
-    let target = [
-        "--cgroup",
-        cg,
-        "--bpffs",
-        bpf,
-        "--network-namespace",
-        &netns,
-        "-i",
-        "*",
-    ];
-    let with = |first: &[&'static str]| -> Vec<&str> {
-        first
-            .iter()
-            .copied()
-            .chain(target.iter().copied())
-            .collect()
-    };
-    let attached = || {
-        let o = nftmesh(&[
-            "dump",
-            "--network-namespace",
-            &netns,
-            "--cgroup",
-            cg,
-            "--bpffs",
-            bpf,
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    };
+    let target = Target::new(&ns, &cgroup, &bpffs, &["-i", "*"]);
+    let (with, attached) = (|f: &[&'static str]| target.with(f), || target.attached());
+    let (netns, bpf) = (ns.path(), bpffs.0.display().to_string());
 
     let said = run_ok(&with(&["apply", "--backend", "ebpf"]));
     assert!(!said.contains("sk_msg"), "off by default: {said}");
@@ -396,36 +412,9 @@ fn sk_lookup_inbound_leaves_no_table_and_switches_back_to_nf_tables() {
         return;
     };
     ns.exec("ip", &["link", "set", "lo", "up"], None);
-    let netns = ns.path();
-    let (cg, bpf) = (cgroup.0.to_str().unwrap(), bpffs.0.to_str().unwrap());
-    let target = [
-        "--cgroup",
-        cg,
-        "--bpffs",
-        bpf,
-        "--network-namespace",
-        &netns,
-    ];
-    let with = |first: &[&'static str]| -> Vec<&str> {
-        first
-            .iter()
-            .copied()
-            .chain(target.iter().copied())
-            .collect()
-    };
-    let attached = || {
-        let o = nftmesh(&[
-            "dump",
-            "--network-namespace",
-            &netns,
-            "--cgroup",
-            cg,
-            "--bpffs",
-            bpf,
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    };
+    let target = Target::new(&ns, &cgroup, &bpffs, &[]);
+    let (with, attached) = (|f: &[&'static str]| target.with(f), || target.attached());
+    let bpf = bpffs.0.display().to_string();
 
     // TPROXY cannot be steered: refused before anything is attached.
     let o = nftmesh(&with(&[

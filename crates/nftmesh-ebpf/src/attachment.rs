@@ -420,7 +420,7 @@ fn unlink_program(dir: &Path, p: Prog) -> Result<(), EbpfError> {
 }
 
 /// Detach the links pinned in `sub` (`link_*`), unpin everything there and remove it.
-fn remove_subdir(sub: &Path, note: &mut impl FnMut(Result<(), EbpfError>)) {
+pub(crate) fn remove_subdir(sub: &Path, note: &mut impl FnMut(Result<(), EbpfError>)) {
     let entries: Vec<PathBuf> = std::fs::read_dir(sub)
         .into_iter()
         .flatten()

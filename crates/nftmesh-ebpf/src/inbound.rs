@@ -315,31 +315,11 @@ impl InboundAttachment {
             }
             Kind::Pinned { bpffs, dir } => (bpffs, dir),
         };
+        // The links in order (the steering first), then the maps and the directory.
         for p in PROGRAMS.iter().rev() {
             note(unlink_program(&dir, *p));
         }
-        match std::fs::read_dir(&dir) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    note(pins::unlink(&entry.path()));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => note(Err(EbpfError::Pin {
-                path: dir.clone(),
-                action: "read",
-                source,
-            })),
-        }
-        match std::fs::remove_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => note(Err(EbpfError::Pin {
-                path: dir.clone(),
-                action: "remove",
-                source,
-            })),
-        }
+        crate::attachment::remove_subdir(&dir, &mut note);
         // The outbound capture may still be pinned beside it: then these stay.
         if let Some(capture_dir) = dir.parent() {
             let _ = std::fs::remove_dir(capture_dir);
