@@ -402,9 +402,13 @@ pub(crate) fn remove_pins(bpffs: &Bpffs, dir: &Path) -> Result<(), EbpfError> {
 
 /// Detach the link of `p` pinned in `dir` and remove its pin, if it is pinned.
 fn unlink_program(dir: &Path, p: Prog) -> Result<(), EbpfError> {
-    let pin = dir.join(p.link_pin());
+    unlink_link(dir.join(p.link_pin()), p.name())
+}
+
+/// Detach the link of `program` pinned at `pin` and remove the pin, if it is pinned.
+pub(crate) fn unlink_link(pin: PathBuf, program: &'static str) -> Result<(), EbpfError> {
     let link_err = |action, source| EbpfError::Link {
-        program: p.name(),
+        program,
         path: Some(pin.clone()),
         action,
         source,

@@ -331,20 +331,7 @@ impl InboundAttachment {
 
 /// Detach the link of `p` pinned in `dir` and remove its pin, if it is pinned.
 fn unlink_program(dir: &Path, p: InProg) -> Result<(), EbpfError> {
-    let pin = dir.join(p.link_pin());
-    let err = |action, source| EbpfError::Link {
-        program: p.name(),
-        path: Some(pin.clone()),
-        action,
-        source,
-    };
-    let detached = match sys::obj_get(&pin) {
-        Ok(link) => sys::link_detach(link.as_fd()).map_err(|e| err("detach", e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => Err(err("open", e)),
-    };
-    let unpinned = pins::unlink(&pin);
-    detached.and(unpinned)
+    crate::attachment::unlink_link(dir.join(p.link_pin()), p.name())
 }
 
 /// Open a cgroup directory or a network namespace file.
